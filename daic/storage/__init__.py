@@ -1,0 +1,45 @@
+"""Object store: one interface, a backend chosen by URL.
+
+``file:///abs/path``  local directory (the embedded default: ``$PWD/.daic/store``)
+``s3://bucket/prefix`` any S3 endpoint (MinIO, SeaweedFS, AWS) via the minio client
+
+``open_store()`` with no argument reads ``DAIC_STORE``, else uses the embedded default.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .base import ObjectStore, check_key
+from .errors import KeyNotFound, StorageError
+
+DEFAULT_DIR = Path(".daic") / "store"
+
+
+def default_url() -> str:
+    return os.environ.get("DAIC_STORE") or f"file://{(Path.cwd() / DEFAULT_DIR).resolve()}"
+
+
+def open_store(url: str | None = None, *, create_bucket: bool = False) -> ObjectStore:
+    """Open the store at ``url`` (see module docstring); errors name the URL."""
+    url = url or default_url()
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise StorageError(f"{url}: file:// URLs must be absolute (file:///path), got host {parsed.netloc!r}")
+        if not parsed.path:
+            raise StorageError(f"{url}: file:// URL has no path")
+        from .file_store import FileStore
+
+        return FileStore(parsed.path)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise StorageError(f"{url}: s3:// URL needs a bucket (s3://bucket/prefix)")
+        from .s3_store import S3Store
+
+        return S3Store(parsed.netloc, parsed.path, create_bucket=create_bucket)
+    raise StorageError(f"{url}: unsupported store URL scheme {parsed.scheme!r}; use file:///path or s3://bucket/prefix")
+
+
+__all__ = ["ObjectStore", "StorageError", "KeyNotFound", "open_store", "default_url", "check_key"]

@@ -1,0 +1,12 @@
+"""Errors raised by every object-store backend, each naming the store's URL."""
+
+
+class StorageError(Exception):
+    """A store operation failed; the message names the store URL and the key."""
+
+
+class KeyNotFound(StorageError, KeyError):
+    """The key does not exist in the store."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

@@ -1,0 +1,1 @@
+"""Installed as daic.operators."""
