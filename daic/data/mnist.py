@@ -176,8 +176,12 @@ def _disk_cache_path(cache_dir: Path, dataset: str, part: str, kind: str) -> Pat
     return cache_dir / f"{dataset}-{part}-{kind}.npy"
 
 
-def _read_part(dataset: str, part: str, kind: str, cache_dir: Path | None) -> np.ndarray:
-    """uint8 images (N, 28, 28) or labels (N,) of the official ``part`` ("train" or "test")."""
+def _read_part(dataset: str, part: str, kind: str, cache_dir: Path | None,
+               folder: Path | None = None) -> np.ndarray:
+    """uint8 images (N, 28, 28) or labels (N,) of the official ``part`` ("train" or "test").
+
+    The disk cache is keyed by dataset name only: clear it when pointing a dataset elsewhere.
+    """
     expected_shape = (_OFFICIAL_SIZES[part], *IMAGE_SHAPE) if kind == "images" else (
         _OFFICIAL_SIZES[part],
     )
@@ -189,7 +193,10 @@ def _read_part(dataset: str, part: str, kind: str, cache_dir: Path | None) -> np
             arr = None  # unreadable cache: fall back to the IDX file and rewrite it
         if arr is not None and arr.shape == expected_shape and arr.dtype == np.uint8:
             return arr
-    folder, hint = _dataset_dir(dataset)
+    if folder is None:
+        folder, hint = _dataset_dir(dataset)
+    else:
+        hint = MNIST_INSTALL_HINT if dataset == "mnist" else FASHION_INSTALL_HINT
     path = folder / _FILES[(part, kind)]
     arr = _read_idx_file(path, hint)
     if arr.shape != expected_shape:
@@ -206,10 +213,10 @@ def _read_part(dataset: str, part: str, kind: str, cache_dir: Path | None) -> np
 
 
 @functools.lru_cache(maxsize=None)
-def _cached_split(split: str, dataset: str, cache_dir: Path | None) -> LabeledImages:
+def _cached_split(split: str, dataset: str, folder: Path, cache_dir: Path | None) -> LabeledImages:
     part = "test" if split == "test" else "train"
-    images = _read_part(dataset, part, "images", cache_dir)
-    labels = _read_part(dataset, part, "labels", cache_dir)
+    images = _read_part(dataset, part, "images", cache_dir, folder)
+    labels = _read_part(dataset, part, "labels", cache_dir, folder)
     if split == "train":
         images, labels = images[:N_TRAIN], labels[:N_TRAIN]
     elif split == "val":
@@ -237,7 +244,8 @@ def load_split(
     if cache_dir is None and os.environ.get(CACHE_DIR_ENV):
         cache_dir = os.environ[CACHE_DIR_ENV]
     resolved = Path(cache_dir).resolve() if cache_dir is not None else None
-    return _cached_split(split, dataset, resolved)
+    folder, _ = _dataset_dir(dataset)  # part of the cache key: a moved dataset is re-read
+    return _cached_split(split, dataset, folder.resolve(), resolved)
 
 
 def clear_memory_cache() -> None:
