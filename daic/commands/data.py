@@ -84,7 +84,6 @@ def scenarios(seed: int, batch_size: int | None, n_steps: int | None) -> None:
         overrides["batch_size"] = batch_size
     if n_steps is not None:
         overrides["n_steps"] = n_steps
-        overrides["drift_start"] = min(n_steps - 1, n_steps // 3)
     data = _load("test", "mnist")
     table = Table(title="operational scenarios (share of corrupted inputs per step: · none, █ all)")
     table.add_column("name", no_wrap=True)

@@ -60,6 +60,8 @@ class ScenarioSpec:
     ``round(share * batch_size)`` corrupted inputs, so the truth is exact per batch).
     ``drift_end`` (gradual only) is the step at which ``share`` is reached; default the last step.
     ``class_proportions`` (label-shift only) is the class mix from ``drift_start`` on.
+    ``drift_start`` defaults to a third of the way in (``n_steps // 3``), so a short stream built
+    by overriding ``n_steps`` alone is still valid.
     """
 
     name: str = "stationary"
@@ -67,7 +69,7 @@ class ScenarioSpec:
     n_steps: int = 60
     corruption: str = "translate"
     severity: int = 3
-    drift_start: int = 20
+    drift_start: int | None = None
     drift_end: int | None = None
     share: float = 1.0
     period: int = 10
@@ -99,6 +101,8 @@ class ScenarioSpec:
             )
         if not _is_int(self.severity) or self.severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
+        if self.drift_start is None:
+            object.__setattr__(self, "drift_start", self.n_steps // 3)
         if not _is_int(self.drift_start) or not 0 <= self.drift_start < self.n_steps:
             raise ValueError(
                 f"drift_start must be an integer in [0, n_steps={self.n_steps}), "
