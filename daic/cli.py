@@ -20,6 +20,7 @@ SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("oracle", "the pseudo-oracle sidecar (serve) and offline oracle checks"),
     ("serve", "run the model server, sidecar and gateway locally"),
     ("assess", "sample operational inputs for labeling and estimate accuracy"),
+    ("label", "the labeling web page for a cycle's sampled inputs"),
     ("pipeline", "compile, run (kfp.local) or submit the assess-and-improve pipeline"),
     ("controller", "run the AssessmentCycle reconcile loop locally"),
     ("status", "show the state of a local AssessmentCycle"),

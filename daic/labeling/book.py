@@ -1,0 +1,135 @@
+"""The labeling task and its answers, on the object store (no HTTP here)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from daic.storage import KeyNotFound, ObjectStore
+
+UNSURE = "unsure"
+
+
+class LabelingTask(BaseModel):
+    """What humans are asked to label in one cycle."""
+
+    cycle: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    ids: list[str] = Field(min_length=1)
+    predictions: list[int]
+    confidences: list[float]
+    classes: list[str] = Field(default_factory=lambda: [str(d) for d in range(10)])
+    budget: int | None = None
+    created: float = Field(default_factory=time.time)
+
+    @model_validator(mode="after")
+    def _same_lengths(self) -> "LabelingTask":
+        n = len(self.ids)
+        if len(self.predictions) != n or len(self.confidences) != n:
+            raise ValueError(f"ids, predictions and confidences must have the same length "
+                             f"({n}, {len(self.predictions)}, {len(self.confidences)})")
+        if len(set(self.ids)) != n:
+            raise ValueError("ids must be unique")
+        return self
+
+    @field_validator("confidences")
+    @classmethod
+    def _in_unit_interval(cls, v: list[float]) -> list[float]:
+        if any(not (0.0 <= c <= 1.0) for c in v):
+            raise ValueError("confidences must lie in [0, 1]")
+        return v
+
+
+class Answer(BaseModel):
+    id: str
+    label: int | None  # None = unsure/skip
+    labeler: str = "anonymous"
+    time: float = Field(default_factory=time.time)
+
+
+@dataclass
+class LabelBook:
+    """Reads and writes one cycle's task and answers."""
+
+    store: ObjectStore
+    cycle: str
+    _task: LabelingTask | None = field(default=None, init=False, repr=False)
+    _inputs: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    @property
+    def prefix(self) -> str:
+        return f"labels/{self.cycle}/"
+
+    @classmethod
+    def create(cls, store: ObjectStore, task: LabelingTask, inputs: np.ndarray) -> "LabelBook":
+        inputs = np.asarray(inputs, dtype=np.float32)
+        if inputs.shape != (len(task.ids), 28, 28):
+            raise ValueError(f"inputs must have shape ({len(task.ids)}, 28, 28), got {inputs.shape}")
+        book = cls(store, task.cycle)
+        store.put_arrays(book.prefix + "task-inputs.npz", inputs=inputs, ids=np.array(task.ids))
+        store.put_json(book.prefix + "task.json", task.model_dump())  # written last: marks the task complete
+        return book
+
+    @property
+    def task(self) -> LabelingTask:
+        if self._task is None:
+            try:
+                self._task = LabelingTask.model_validate(self.store.get_json(self.prefix + "task.json"))
+            except KeyNotFound:
+                raise KeyNotFound(f"no labeling task for cycle {self.cycle!r} in {self.store.url}") from None
+        return self._task
+
+    @property
+    def inputs(self) -> np.ndarray:
+        if self._inputs is None:
+            self._inputs = self.store.get_arrays(self.prefix + "task-inputs.npz")["inputs"]
+        return self._inputs
+
+    def input_of(self, sample_id: str) -> np.ndarray:
+        return self.inputs[self._index(sample_id)]
+
+    def _index(self, sample_id: str) -> int:
+        try:
+            return self.task.ids.index(sample_id)
+        except ValueError:
+            raise ValueError(f"id {sample_id!r} is not part of cycle {self.cycle!r}'s task") from None
+
+    def record(self, sample_id: str, label: int | str | None, labeler: str = "anonymous") -> Answer:
+        """Store one answer (a class index, or "unsure"/None); later answers replace earlier ones."""
+        self._index(sample_id)
+        if label is None or label == UNSURE:
+            value = None
+        else:
+            if isinstance(label, bool) or not isinstance(label, int):
+                raise ValueError(f"label must be a class index 0..{len(self.task.classes) - 1} or 'unsure', got {label!r}")
+            if not 0 <= label < len(self.task.classes):
+                raise ValueError(f"label {label} out of range 0..{len(self.task.classes) - 1}")
+            value = label
+        answer = Answer(id=sample_id, label=value, labeler=labeler)
+        self.store.put_json(f"{self.prefix}answers/{sample_id}.json", answer.model_dump())
+        return answer
+
+    def answers(self) -> dict[str, Answer]:
+        keys = self.store.list(self.prefix + "answers/")
+        return {a.id: a for a in (Answer.model_validate(self.store.get_json(k)) for k in keys)}
+
+    def progress(self) -> tuple[int, int]:
+        """(answered, total): unsure counts as answered — a person looked at it."""
+        return len(self.answers()), len(self.task.ids)
+
+    def labeled(self) -> tuple[list[str], np.ndarray]:
+        """Ids and labels of answered, non-unsure inputs, in task order."""
+        answers = self.answers()
+        ids = [i for i in self.task.ids if i in answers and answers[i].label is not None]
+        return ids, np.array([answers[i].label for i in ids], dtype=np.int64)
+
+    def export_batch(self, name: str = "batch-web.npz") -> str:
+        """Write the labeled inputs as a trainer batch (images, labels, ids); returns the key."""
+        ids, labels = self.labeled()
+        if not ids:
+            raise ValueError(f"cycle {self.cycle!r} has no labeled inputs yet")
+        images = np.stack([self.input_of(i) for i in ids]).astype(np.float32)
+        key = self.prefix + name
+        self.store.put_arrays(key, images=images, labels=labels, ids=np.array(ids))
+        return key
