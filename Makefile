@@ -42,7 +42,7 @@ $(VENV_SERVING)/.installed: setup.py requirements/serving.lock
 # The labeling page is tested in a real browser: Debian's chromium (Playwright drives it; it never
 # downloads a browser of its own).
 chromium:
-	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
+	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
 
 compile-pipelines: venv
 	$(PY) -m daic.pipelines.compile
