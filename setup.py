@@ -57,6 +57,7 @@ setup(
     package_data={
         "daic.pipelines": ["compiled/*.yaml"],
         "daic.components": ["*/README.md"],
+        "daic.labeling": ["static/*"],
     },
     install_requires=[
         "numpy>=1.24",
