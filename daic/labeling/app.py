@@ -36,7 +36,7 @@ def _bad(message: str) -> web.HTTPBadRequest:
 
 async def index(request: web.Request) -> web.Response:
     store = request.app[STORE_KEY]
-    cycles = sorted(k.split("/")[1] for k in store.list("labels/") if k.endswith("/task.json"))
+    cycles = sorted(k.split("/")[1] for k in store.list("cycles/") if k.endswith("/labeling/task.json"))
     if len(cycles) == 1:
         raise web.HTTPFound(f"/label/{cycles[0]}")
     links = "".join(f'<li><a href="/label/{c}">{c}</a></li>' for c in cycles) or "<li>no labeling task yet</li>"

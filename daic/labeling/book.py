@@ -59,7 +59,8 @@ class LabelBook:
 
     @property
     def prefix(self) -> str:
-        return f"labels/{self.cycle}/"
+        # Under cycles/, not labels/: the trainer reads every batch under labels/.
+        return f"cycles/{self.cycle}/labeling/"
 
     @classmethod
     def create(cls, store: ObjectStore, task: LabelingTask, inputs: np.ndarray) -> "LabelBook":
@@ -130,6 +131,6 @@ class LabelBook:
         if not ids:
             raise ValueError(f"cycle {self.cycle!r} has no labeled inputs yet")
         images = np.stack([self.input_of(i) for i in ids]).astype(np.float32)
-        key = self.prefix + name
+        key = f"labels/{self.cycle}/{name}"
         self.store.put_arrays(key, images=images, labels=labels, ids=np.array(ids))
         return key
