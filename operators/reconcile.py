@@ -1,0 +1,604 @@
+"""The operator's decisions as one pure function: ``(spec, status, observations, now) -> (status, actions)``.
+
+Phases (status.Phase):
+
+    Monitoring ──trigger──► Assessing (submitted, sampling, labeling, estimating)
+                              └─► Improving (training, evaluating)
+                                    └─ run succeeded ─► drop not confirmed / no better challenger ─► Cooldown
+                                                     ─► AwaitingApproval (manual) ─► Promoting / Cooldown
+                                                     ─► Promoting (auto): canary ─► promote | rollback ─► Cooldown
+    Cooldown ──cooldownSeconds──► Monitoring
+    any run failure / timeout ─► Failed ──cooldown──► Monitoring (until maxConsecutiveFailures)
+    Monitoring ◄──► Degraded (estimate unavailable or stale, no reference accuracy, invalid spec)
+
+Why pure: a Kubernetes operator is restarted, rescheduled and fed duplicate or late watch events.
+Keeping every decision in a function of its inputs makes each of those cases a table row in a test,
+and keeping all state in ``status`` lets a fresh process resume any phase. Every action is keyed
+and idempotent; the run name is derived from the resource uid and the cycle number, so resuming
+never starts a second run for the same cycle. The driver persists the status *before* executing
+the actions: if it dies in between, the next pass sees the run missing (or the deployment not yet
+patched, or the record still in ``status.outbox``) and asks again.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from daic.operators import trigger as trigger_policy
+from daic.operators.actions import Action, CancelRun, EmitEvent, PatchDeployment, StartRun, WriteRecord
+from daic.operators.observations import (
+    Approval,
+    EstimateError,
+    EstimateReading,
+    Observations,
+    RunPhase,
+    RunState,
+)
+from daic.operators.spec import CycleSpec, InvalidSpec, PromotionMode, describe_errors, parse_spec
+from daic.operators.status import (
+    ASSESSING_STAGES,
+    IMPROVING_STAGES,
+    IN_FLIGHT,
+    Condition,
+    CurrentCycle,
+    CycleStatus,
+    CycleSummary,
+    Decision,
+    DeploymentStatus,
+    EstimateStatus,
+    PendingRecord,
+    Phase,
+    RunResult,
+    Stage,
+    utc,
+)
+
+RECORD_KIND = "AssessmentCycleRecord"
+_MAX_PASSES = 6  # chained transitions in one reconcile (e.g. Cooldown over -> Monitoring -> trigger)
+
+
+@dataclass(frozen=True)
+class CycleIdentity:
+    """Who the cycle is: run names and record keys derive from it."""
+
+    name: str
+    uid: str
+    namespace: str | None = None
+    generation: int = 1
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    status: CycleStatus
+    actions: tuple[Action, ...]
+
+
+def run_name(ident: CycleIdentity, cycle: int) -> str:
+    """Deterministic run name for cycle ``cycle`` of this resource: the same after any restart,
+    different for a re-created resource of the same name (the uid differs)."""
+    if cycle < 1:
+        raise ValueError(f"cycle numbers start at 1, got {cycle}")
+    uid = re.sub(r"[^a-z0-9]", "", ident.uid.lower())[:8]
+    if not uid:
+        raise ValueError(f"resource uid {ident.uid!r} has no letters or digits")
+    return f"{ident.name[:40]}-c{cycle}-{uid}"
+
+
+def record_key(name: str) -> str:
+    return f"cycles/{name}/record.json"
+
+
+def pipeline_params(spec: CycleSpec, ident: CycleIdentity, name: str, threshold: float | None,
+                    reading: EstimateReading) -> dict[str, Any]:
+    """The parameters every run gets (names reserved in spec.RESERVED_PARAMETERS), then the spec's own."""
+    params: dict[str, Any] = {
+        "cycle_id": name,
+        "run_name": name,
+        "deployment": spec.deployment.name,
+        "namespace": spec.deployment.namespace or ident.namespace or "",
+        "model_name": spec.deployment.model_name,
+        "champion_version": reading.model_version or "",
+        "threshold": threshold if threshold is not None else 0.0,
+        "trigger_estimate": reading.accuracy,
+        "budget": spec.labeling.budget,
+        "sampler": spec.labeling.sampler.value,
+        "target_half_width": spec.labeling.target_half_width,
+        "labeling_backend": spec.labeling.backend.value,
+        "labeling_timeout_s": spec.labeling.timeout_seconds,
+        "ray_workers": spec.resources.ray_workers,
+        "cpus_per_worker": spec.resources.cpus_per_worker,
+        "gpus_per_worker": spec.resources.gpus_per_worker,
+        "memory_per_worker": spec.resources.memory_per_worker,
+        "labels_prefix": f"labels/{name}/",
+        "record_prefix": f"cycles/{name}/",
+    }
+    params.update(spec.pipeline.parameters)
+    return params
+
+
+def reconcile(spec: CycleSpec, status: CycleStatus, obs: Observations, now: datetime,
+              ident: CycleIdentity) -> Reconciled:
+    """One reconcile pass. Does not mutate its arguments."""
+    work = _Pass(spec, status.model_copy(deep=True), ident, utc(now))
+    work.ingest(obs)
+    work.advance()
+    work.finish()
+    return Reconciled(work.status, tuple(work.actions))
+
+
+def reconcile_resource(raw_spec: Any, raw_status: Any, obs: Observations, now: datetime,
+                       ident: CycleIdentity) -> Reconciled:
+    """``reconcile`` on the resource as stored: validates the spec first.
+
+    An invalid spec stops new cycles (Degraded, reason InvalidSpec, condition SpecValid=False) but
+    does not abandon a cycle in flight: its phase is kept and it resumes once the spec is fixed.
+    """
+    status = CycleStatus.from_wire(raw_status)
+    now = utc(now)
+    try:
+        spec = parse_spec(raw_spec)
+    except InvalidSpec as exc:
+        status = status.model_copy(deep=True)
+        actions: list[Action] = []
+        message = f"invalid spec: {exc}"
+        changed = status.reason != "InvalidSpec" or status.message != message
+        if status.phase not in IN_FLIGHT:
+            if status.phase is not Phase.degraded:
+                status.phase_since = now
+            status.phase, status.stage = Phase.degraded, None
+        status.reason, status.message = "InvalidSpec", message
+        if changed:
+            actions.append(EmitEvent("Warning", "InvalidSpec", message))
+        _set_condition(status, "SpecValid", False, "InvalidSpec", message, now)
+        _set_condition(status, "Ready", False, "InvalidSpec", message, now)
+        status.observed_generation = ident.generation
+        return Reconciled(status, tuple(actions))
+    return reconcile(spec, status, obs, now, ident)
+
+
+class _Pass:
+    """The working state of one reconcile call (private; the function above is the interface)."""
+
+    def __init__(self, spec: CycleSpec, status: CycleStatus, ident: CycleIdentity, now: datetime):
+        self.spec, self.status, self.ident, self.now = spec, status, ident, now
+        self.actions: list[Action] = []
+        self.fresh: EstimateReading | None = None     # an estimate newer than any seen before
+        self.check: trigger_policy.TriggerCheck | None = None  # the trigger's verdict on it
+        self.run: RunState | None = None              # a new state of the current run
+        self.approval: Approval | None = None
+        self.failures: list[str] = []
+        self.generation_changed = (status.observed_generation is not None
+                                   and ident.generation != status.observed_generation)
+        if status.phase_since is None:
+            status.phase_since = now
+
+    # -- observations -------------------------------------------------------------------------
+
+    def ingest(self, obs: Observations) -> None:
+        st = self.status
+        for outcome in obs.outcomes:
+            if outcome.ok and outcome.key.startswith("record:"):
+                done = outcome.key.removeprefix("record:")
+                st.outbox = [p for p in st.outbox if p.key != done]
+            elif not outcome.ok:
+                self.failures.append(f"{outcome.key}: {outcome.error}")
+
+        if isinstance(obs.estimate, EstimateError):
+            st.estimate_error = obs.estimate.error
+        elif isinstance(obs.estimate, EstimateReading):
+            reading = obs.estimate
+            last = st.estimate
+            if last is None or utc(reading.observed_at) > last.observed_at:
+                st.estimate = EstimateStatus(
+                    accuracy=reading.accuracy, lower=reading.lower, upper=reading.upper, n=reading.n,
+                    drift_alarm=reading.drift_alarm, trusted=reading.trusted,
+                    model_version=reading.model_version, reference_accuracy=reading.reference_accuracy,
+                    observed_at=utc(reading.observed_at), received_at=self.now)
+                st.estimate_error = None
+                self.fresh = reading
+                self.check = trigger_policy.check(self.spec.trigger, reading)
+                if self.check.threshold is not None:
+                    st.effective_threshold = self.check.threshold
+                if self.check.recovered and not st.armed:
+                    st.armed = True
+                    self._event("Normal", "Rearmed", f"{self.check.message}; the trigger is armed again")
+
+        for run_obs in sorted(obs.runs, key=lambda r: utc(r.observed_at)):
+            state, seen = run_obs.state, utc(run_obs.observed_at)
+            if state.run_name in st.pending_cancel and (state.phase.terminal or state.phase is RunPhase.not_found):
+                st.pending_cancel = [n for n in st.pending_cancel if n != state.run_name]
+            cur = st.current
+            if cur is None or state.run_name != cur.run_name or state.phase is RunPhase.unknown:
+                continue
+            if cur.run_observed_at is not None and seen <= cur.run_observed_at:
+                continue  # a duplicate, or older than what we already know
+            cur.run_observed_at, cur.run_state, cur.run_error = seen, state.phase.value, state.error
+            if state.phase is RunPhase.succeeded and state.result is not None:
+                cur.result = dict(state.result)
+            self.run = state
+
+        dep = obs.deployment
+        if dep is not None and (st.deployment is None or utc(dep.observed_at) > st.deployment.observed_at):
+            st.deployment = DeploymentStatus(champion_version=dep.champion_version,
+                                             canary_version=dep.canary_version,
+                                             canary_share=dep.canary_share, observed_at=utc(dep.observed_at))
+
+        if obs.approval is not None and st.current is not None and obs.approval.cycle == st.current.cycle:
+            self.approval = obs.approval
+
+    # -- the state machine ----------------------------------------------------------------------
+
+    def advance(self) -> None:
+        handlers = {
+            Phase.monitoring: self._monitoring,
+            Phase.degraded: self._degraded,
+            Phase.assessing: self._running,
+            Phase.improving: self._running,
+            Phase.awaiting_approval: self._awaiting_approval,
+            Phase.promoting: self._promoting,
+            Phase.cooldown: self._cooldown,
+            Phase.failed: self._failed,
+        }
+        for _ in range(_MAX_PASSES):
+            before = (self.status.phase, self.status.stage)
+            again = handlers[self.status.phase]()
+            if not again or (self.status.phase, self.status.stage) == before:
+                break
+        for pending in self.status.outbox:
+            self.actions.append(WriteRecord(pending.key, pending.record))
+        for name in self.status.pending_cancel:
+            self.actions.append(CancelRun(name))
+
+    def _monitoring(self) -> bool:
+        st, spec = self.status, self.spec
+        check = self.check
+        if self.fresh is None or check is None:
+            return self._check_staleness()
+        if check.reason == "NoReference":
+            return self._transition(Phase.degraded, None, "NoReference", check.message, "Warning")
+        if not check.eligible:
+            st.reason, st.message = check.reason, check.message
+            return False
+        st.breach_count = st.breach_count + 1 if (check.breach and st.armed) else 0
+        if spec.suspend:
+            st.reason, st.message = "Suspended", f"spec.suspend is true; {check.message}"
+            return False
+        if st.armed and st.breach_count >= spec.trigger.consecutive:
+            return self._start_cycle(check)
+        if check.breach and not st.armed:
+            st.reason, st.message = "Disarmed", (
+                f"{check.message}, but the trigger stays disarmed until the estimate recovers to "
+                f"{check.threshold + spec.trigger.hysteresis:.4f} (hysteresis) after the last cycle")
+        elif check.breach:
+            st.reason, st.message = "Breaching", (
+                f"{check.message} ({st.breach_count}/{spec.trigger.consecutive} consecutive)")
+        else:
+            st.reason, st.message = check.reason, check.message
+        return False
+
+    def _check_staleness(self) -> bool:
+        st = self.status
+        limit = timedelta(seconds=self.spec.estimate.stale_after_seconds)
+        if st.estimate is None:
+            if self.now - (st.phase_since or self.now) > limit:
+                return self._transition(Phase.degraded, None, "EstimateUnavailable",
+                                        f"no estimate read for {limit.total_seconds():.0f} s"
+                                        + (f": {st.estimate_error}" if st.estimate_error else ""), "Warning")
+            return False
+        if self.now - st.estimate.received_at > limit:
+            return self._transition(Phase.degraded, None, "EstimateStale",
+                                    f"no new estimate since {st.estimate.received_at.isoformat()}"
+                                    + (f": {st.estimate_error}" if st.estimate_error else ""), "Warning")
+        return False
+
+    def _degraded(self) -> bool:
+        if self.status.reason == "InvalidSpec":
+            return self._transition(Phase.monitoring, None, "SpecValid", "the spec is valid again", "Normal")
+        if self.fresh is None:
+            return False
+        if trigger_policy.effective_threshold(self.spec.trigger, self.fresh) is None:
+            return False
+        return self._transition(Phase.monitoring, None, "EstimateAvailable",
+                                "a fresh estimate is available again", "Normal")
+
+    def _start_cycle(self, check: trigger_policy.TriggerCheck) -> bool:
+        st, reading = self.status, self.fresh
+        assert reading is not None
+        number = st.cycle_count + 1
+        name = run_name(self.ident, number)
+        params = pipeline_params(self.spec, self.ident, name, check.threshold, reading)
+        st.current = CurrentCycle(
+            cycle=number, run_name=name, started_at=self.now, trigger_reason=check.reason,
+            trigger_estimate=reading.accuracy, threshold=check.threshold, params=params,
+            champion_version=reading.model_version)
+        st.cycle_count, st.armed, st.breach_count = number, False, 0
+        self._queue_record(self._record(st.current, None))
+        self.actions.append(StartRun(name, params))
+        self._transition(Phase.assessing, Stage.submitted, "CycleStarted",
+                         f"cycle {number} ({check.message}): started run {name}", "Normal")
+        return False
+
+    def _running(self) -> bool:
+        cur = self.status.current
+        if cur is None:  # a status edited by hand; nothing to resume
+            return self._transition(Phase.monitoring, None, "NoCycle", "no cycle in flight", "Warning")
+        if self.now - cur.started_at > timedelta(seconds=self.spec.pipeline.timeout_seconds):
+            self._cancel(cur.run_name)
+            return self._fail("RunTimedOut", f"run {cur.run_name} did not finish within "
+                                             f"{self.spec.pipeline.timeout_seconds} s; cancelled")
+        run = self.run
+        if run is None:
+            return False
+        if run.phase is RunPhase.not_found:
+            self.actions.append(StartRun(cur.run_name, dict(cur.params)))
+            return False
+        if run.phase in (RunPhase.pending, RunPhase.running):
+            stage = _stage(run.stage)
+            if stage is None or stage == self.status.stage:
+                return False
+            phase = Phase.improving if stage in IMPROVING_STAGES else Phase.assessing
+            if self.status.phase is Phase.improving and phase is Phase.assessing:
+                return False  # a stale stage name; a cycle does not go back to assessing
+            return self._transition(phase, stage, "StageChanged",
+                                    f"run {cur.run_name} is {stage.value}", "Normal")
+        if run.phase is RunPhase.succeeded:
+            return self._decide()
+        reason = "RunCanceled" if run.phase is RunPhase.canceled else "RunFailed"
+        return self._fail(reason, f"run {cur.run_name} {run.phase.value.lower()}"
+                                  + (f": {run.error}" if run.error else ""))
+
+    def _decide(self) -> bool:
+        cur = self.status.current
+        assert cur is not None
+        if cur.result is None:
+            return self._fail("MissingRunResult", f"run {cur.run_name} succeeded without a result record")
+        try:
+            result = RunResult.model_validate(cur.result)
+        except ValidationError as exc:
+            return self._fail("InvalidRunResult", f"run {cur.run_name} result: " +
+                              describe_errors(exc).replace("spec.", "result."))
+        cur.champion_version = result.champion_version or cur.champion_version
+        cur.challenger_version = result.challenger_version
+        interval = (f"offline estimate {result.offline_accuracy:.4f} "
+                    f"[{result.offline_lower:.4f}, {result.offline_upper:.4f}] from {result.labels_used} labels")
+        if not result.drop_confirmed:
+            return self._finish(Decision.drop_not_confirmed, f"{interval} does not confirm the drop")
+        if not result.challenger_version:
+            return self._finish(Decision.no_challenger, f"{interval} confirms the drop; no challenger was trained")
+        if result.challenger_accuracy is None:
+            return self._fail("InvalidRunResult", f"run {cur.run_name} names challenger "
+                                                  f"{result.challenger_version} without challenger_accuracy")
+        champion_acc = result.champion_accuracy if result.champion_accuracy is not None else result.offline_accuracy
+        gain = result.challenger_accuracy - champion_acc
+        need = self.spec.promotion.min_improvement
+        if gain <= 0 or gain < need:
+            return self._finish(Decision.challenger_not_better,
+                                f"{interval}; challenger {result.challenger_version} "
+                                f"{result.challenger_accuracy:.4f} vs champion {champion_acc:.4f} "
+                                f"(gain {gain:+.4f}, needs > 0 and >= {need:.4f})")
+        if not cur.champion_version:
+            return self._fail("UnknownChampion", "cannot switch traffic: the champion version is unknown "
+                                                 "(neither the estimate nor the run result names it)")
+        summary = (f"{interval}; challenger {result.challenger_version} {result.challenger_accuracy:.4f} "
+                   f"beats champion {cur.champion_version} {champion_acc:.4f}")
+        if self.spec.promotion.mode is PromotionMode.manual:
+            cur.approval_requested_at = self.now
+            return self._transition(
+                Phase.awaiting_approval, Stage.approval, "ApprovalRequired",
+                f"{summary}; approve with: kubectl annotate acyc {self.ident.name} "
+                f"daic.dev/approve={cur.cycle} (or daic.dev/reject={cur.cycle})", "Normal")
+        return self._start_promotion(summary)
+
+    def _start_promotion(self, why: str) -> bool:
+        cur = self.status.current
+        assert cur is not None
+        cur.promotion_requested_at = self.now
+        stage = Stage.canary if self.spec.promotion.canary_share > 0 else Stage.promote
+        return self._transition(Phase.promoting, stage, "PromotionStarted",
+                                f"{why}; promoting {cur.challenger_version} via {stage.value}", "Normal")
+
+    def _awaiting_approval(self) -> bool:
+        cur = self.status.current
+        if cur is None:
+            return self._transition(Phase.monitoring, None, "NoCycle", "no cycle in flight", "Warning")
+        if self.approval is not None:
+            if self.approval.approved:
+                return self._start_promotion(f"cycle {cur.cycle} approved")
+            return self._finish(Decision.rejected, f"cycle {cur.cycle}: a reviewer rejected challenger "
+                                                   f"{cur.challenger_version}")
+        asked = cur.approval_requested_at or cur.started_at
+        if self.now - asked > timedelta(seconds=self.spec.promotion.approval_timeout_seconds):
+            return self._finish(Decision.approval_timed_out,
+                                f"no approval within {self.spec.promotion.approval_timeout_seconds} s")
+        return False
+
+    def _promoting(self) -> bool:
+        st, cur, promo = self.status, self.status.current, self.spec.promotion
+        if cur is None:
+            return self._transition(Phase.monitoring, None, "NoCycle", "no cycle in flight", "Warning")
+        if not cur.challenger_version or not cur.champion_version:
+            return self._fail("InvalidPromotion", "promotion without champion and challenger versions")
+        if st.stage is Stage.canary:
+            if not self._deployment_is(cur.champion_version, cur.challenger_version, promo.canary_share):
+                return False
+            if cur.canary_started_at is None:
+                cur.canary_started_at = self.now
+                self._event("Normal", "CanaryServing",
+                            f"{cur.challenger_version} serves {promo.canary_share}% of traffic")
+            threshold = st.effective_threshold
+            if self.fresh is not None and threshold is not None and self.fresh.accuracy < threshold:
+                return self._transition(Phase.promoting, Stage.rollback, "CanaryRollback",
+                                        f"estimate {self.fresh.accuracy:.4f} < {threshold:.4f} during the "
+                                        f"canary; rolling back to {cur.champion_version}", "Warning")
+            if self.now - cur.canary_started_at >= timedelta(seconds=promo.canary_seconds):
+                return self._transition(Phase.promoting, Stage.promote, "CanaryPassed",
+                                        f"canary held for {promo.canary_seconds} s; promoting "
+                                        f"{cur.challenger_version}", "Normal")
+            return False
+        if st.stage is Stage.rollback:
+            if self._deployment_is(cur.champion_version, None, 0):
+                return self._finish(Decision.rolled_back, f"canary of {cur.challenger_version} rolled back; "
+                                                          f"{cur.champion_version} serves all traffic")
+            return False
+        if self._deployment_is(cur.challenger_version, None, 0):
+            return self._finish(Decision.promoted, f"{cur.challenger_version} replaced {cur.champion_version}")
+        return False
+
+    def _deployment_is(self, champion: str, canary: str | None, share: int) -> bool:
+        """True when the last reading shows this split; otherwise asks for it (an idempotent patch)."""
+        dep = self.status.deployment
+        if dep is not None and (dep.champion_version, dep.canary_version, dep.canary_share) == (
+                champion, canary, share if canary else 0):
+            return True
+        ref = self.spec.deployment
+        self.actions.append(PatchDeployment(ref.name, ref.namespace or self.ident.namespace, ref.predictor,
+                                            champion, canary, share if canary else 0))
+        return False
+
+    def _cooldown(self) -> bool:
+        until = self.status.cooldown_until
+        if until is None or self.now >= until:
+            return self._transition(Phase.monitoring, None, "CooldownOver", "monitoring again", "Normal")
+        return False
+
+    def _failed(self) -> bool:
+        st = self.status
+        if st.consecutive_failures >= self.spec.max_consecutive_failures:
+            if self.generation_changed:
+                st.consecutive_failures = 0
+                return self._transition(Phase.monitoring, None, "SpecChanged",
+                                        "spec changed after repeated failures; monitoring again", "Normal")
+            if st.reason != "TooManyFailures":
+                self._transition(Phase.failed, None, "TooManyFailures",
+                                 f"{st.consecutive_failures} cycles failed in a row; change the spec to retry",
+                                 "Warning")
+            return False
+        if st.cooldown_until is None or self.now >= st.cooldown_until:
+            return self._transition(Phase.monitoring, None, "RetryAfterFailure", "monitoring again", "Normal")
+        return False
+
+    # -- endings ----------------------------------------------------------------------------------
+
+    def _fail(self, reason: str, message: str) -> bool:
+        return self._finish(Decision.failed, message, reason=reason)
+
+    def _finish(self, decision: Decision, message: str, reason: str | None = None) -> bool:
+        st, cur = self.status, self.status.current
+        assert cur is not None
+        cur.decision = decision.value
+        result = cur.result or {}
+        summary = CycleSummary(
+            cycle=cur.cycle, run_name=cur.run_name, started_at=cur.started_at, finished_at=self.now,
+            trigger_reason=cur.trigger_reason, trigger_estimate=cur.trigger_estimate,
+            offline_accuracy=_num(result.get("offline_accuracy")),
+            offline_lower=_num(result.get("offline_lower")), offline_upper=_num(result.get("offline_upper")),
+            labels_used=_int(result.get("labels_used")), decision=decision, message=message,
+            champion_version=cur.champion_version, challenger_version=cur.challenger_version,
+            record_key=record_key(cur.run_name))
+        history = [h for h in st.history if h.cycle != cur.cycle] + [summary]
+        st.history = history[-self.spec.max_history:]
+        self._queue_record(self._record(cur, summary))
+        st.last_cycle_time = self.now
+        st.cooldown_until = self.now + timedelta(seconds=self.spec.cooldown_seconds)
+        st.current = None
+        failed = decision is Decision.failed
+        if failed:
+            st.consecutive_failures += 1
+            st.armed = True  # the drop was not dealt with: try again after the cooldown
+            return self._transition(Phase.failed, None, reason or "CycleFailed",
+                                    f"cycle {cur.cycle} failed: {message}", "Warning")
+        st.consecutive_failures = 0
+        return self._transition(Phase.cooldown, None, f"Cycle{_camel(decision.value)}",
+                                f"cycle {cur.cycle} {decision.value}: {message}", "Normal")
+
+    def _cancel(self, name: str) -> None:
+        if name not in self.status.pending_cancel:
+            self.status.pending_cancel.append(name)
+
+    # -- records, events, conditions ------------------------------------------------------------
+
+    def _record(self, cur: CurrentCycle, summary: CycleSummary | None) -> dict[str, Any]:
+        return {
+            "kind": RECORD_KIND,
+            "resource": {"name": self.ident.name, "namespace": self.ident.namespace, "uid": self.ident.uid},
+            "state": "finished" if summary else "started",
+            "cycle": cur.model_dump(mode="json", by_alias=True),
+            "summary": summary.model_dump(mode="json", by_alias=True) if summary else None,
+            "spec": self.spec.model_dump(mode="json", by_alias=True),
+        }
+
+    def _queue_record(self, record: dict[str, Any]) -> None:
+        key = record_key(record["cycle"]["runName"])
+        outbox = [p for p in self.status.outbox if p.key != key] + [PendingRecord(key=key, record=record)]
+        self.status.outbox = outbox[-self.spec.max_history:]
+
+    def _transition(self, phase: Phase, stage: Stage | None, reason: str, message: str, kind: str) -> bool:
+        st = self.status
+        if (st.phase, st.stage, st.reason) == (phase, stage, reason):
+            st.message = message
+            return False
+        if st.phase is not phase:
+            st.phase_since = self.now
+        st.phase, st.stage, st.reason, st.message = phase, stage, reason, message
+        self._event(kind, reason, message)
+        return True
+
+    def _event(self, kind: str, reason: str, message: str) -> None:
+        self.actions.append(EmitEvent(kind, reason, message))  # type: ignore[arg-type]
+
+    def finish(self) -> None:
+        st, now = self.status, self.now
+        ready = st.phase not in (Phase.degraded, Phase.failed)
+        _set_condition(st, "Ready", ready, st.reason, st.message, now)
+        _set_condition(st, "SpecValid", True, "Valid", "", now)
+        limit = timedelta(seconds=self.spec.estimate.stale_after_seconds)
+        if st.estimate is None:
+            _set_condition(st, "EstimateAvailable", False, "NoEstimate", st.estimate_error or "", now)
+        elif now - st.estimate.received_at > limit:
+            _set_condition(st, "EstimateAvailable", False, "Stale", st.estimate_error or "", now)
+        else:
+            _set_condition(st, "EstimateAvailable", True, "Fresh", "", now)
+        cur = st.current
+        _set_condition(st, "CycleInFlight", cur is not None, st.phase.value,
+                       f"cycle {cur.cycle}, run {cur.run_name}" if cur else "", now)
+        if self.failures:
+            self._event("Warning", "ActionFailed", "; ".join(self.failures))
+        st.observed_generation = self.ident.generation
+
+
+def _set_condition(status: CycleStatus, kind: str, ok: bool, reason: str, message: str, now: datetime) -> None:
+    value = "True" if ok else "False"
+    for i, cond in enumerate(status.conditions):
+        if cond.type == kind:
+            since = cond.last_transition_time if cond.status == value else now
+            status.conditions[i] = Condition(type=kind, status=value, reason=reason or "None",
+                                             message=message, last_transition_time=since)
+            return
+    status.conditions.append(Condition(type=kind, status=value, reason=reason or "None",
+                                       message=message, last_transition_time=now))
+
+
+def _stage(name: str | None) -> Stage | None:
+    if not name:
+        return None
+    low = name.lower()
+    for stage in (Stage.sampling, Stage.labeling, Stage.estimating, Stage.training, Stage.evaluating):
+        if stage.value in low or stage.value.removesuffix("ing") in low:
+            return stage
+    return None
+
+
+def _camel(value: str) -> str:
+    return "".join(part.capitalize() for part in value.split("-"))
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None

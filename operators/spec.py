@@ -1,0 +1,227 @@
+"""Typed spec of an ``AssessmentCycle`` (``assessmentcycles.daic.dev/v1alpha1``).
+
+These models are the one place where the spec's fields, defaults, enums and cross-field rules live
+in Python; ``manifests/crd/assessmentcycles.daic.dev.yaml`` states the same schema for the API
+server, and ``tests/test_operator_crd.py`` keeps the two in sync (same fields, enums, defaults and
+bounds). The CRD cannot express every rule the models check (a reserved pipeline parameter, for
+instance), so the operator validates the spec again and reports a clear message on the resource.
+
+Field names are camelCase on the wire (Kubernetes convention) and snake_case in Python.
+"""
+from __future__ import annotations
+
+import enum
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "daic.dev"
+VERSION = "v1alpha1"
+KIND = "AssessmentCycle"
+PLURAL = "assessmentcycles"
+SHORT_NAME = "acyc"
+
+# DNS-1123 label: what Kubernetes accepts as a SeldonDeployment / predictor name.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A Kubernetes resource quantity, e.g. 2Gi, 512Mi, 1.5G.
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+
+# Pipeline parameters the operator sets itself (see pipeline_params in reconcile.py); a spec may not
+# override them, because the operator's records and run names depend on them.
+RESERVED_PARAMETERS = frozenset({
+    "cycle_id", "run_name", "deployment", "namespace", "model_name", "champion_version",
+    "threshold", "trigger_estimate", "budget", "sampler", "target_half_width", "labeling_backend",
+    "labeling_timeout_s", "ray_workers", "cpus_per_worker", "gpus_per_worker", "memory_per_worker",
+    "labels_prefix", "record_prefix",
+})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid",
+                              frozen=True, use_enum_values=False)
+
+
+class EstimateSource(str, enum.Enum):
+    sidecar = "sidecar"
+    prometheus = "prometheus"
+
+
+class TriggerMode(str, enum.Enum):
+    absolute = "absolute"  # fire when the estimate falls below `threshold`
+    drop = "drop"          # fire when it falls more than `maxDrop` below the reference accuracy
+
+
+class LabelingBackend(str, enum.Enum):
+    simulated = "simulated"        # ground truth from the data set: benchmarks and the demo only
+    web = "web"                    # daic's labeling web page
+    label_studio = "label-studio"
+
+
+class Sampler(str, enum.Enum):
+    srs = "srs"
+    stratified = "stratified"
+    importance = "importance"
+    adaptive = "adaptive"
+
+
+class PromotionMode(str, enum.Enum):
+    auto = "auto"
+    manual = "manual"
+
+
+class DeploymentRef(_Model):
+    """The SeldonDeployment whose accuracy the cycle watches and whose traffic it switches."""
+
+    name: str = Field(pattern=DNS_LABEL, max_length=63)
+    namespace: str | None = Field(default=None, pattern=DNS_LABEL, max_length=63)
+    predictor: str = Field(default="default", pattern=DNS_LABEL, max_length=50)
+    model_name: str = Field(default="mnist", pattern=r"^[A-Za-z0-9._-]+$", max_length=63)
+
+
+class EstimateSpec(_Model):
+    """Where the online accuracy estimate is read: the sidecar's REST endpoint or a PromQL query."""
+
+    source: EstimateSource = EstimateSource.sidecar
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    prometheus_url: str | None = Field(default=None, pattern=r"^https?://")
+    query: str | None = Field(default=None, min_length=1)
+    count_query: str | None = Field(default=None, min_length=1)
+    drift_query: str | None = Field(default=None, min_length=1)
+    stale_after_seconds: int = Field(default=600, ge=1)
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> "EstimateSpec":
+        if self.source is EstimateSource.sidecar and not self.url:
+            raise ValueError("estimate.url is required when estimate.source is 'sidecar'")
+        if self.source is EstimateSource.prometheus and not (self.prometheus_url and self.query):
+            raise ValueError("estimate.prometheusUrl and estimate.query are required when "
+                             "estimate.source is 'prometheus'")
+        return self
+
+
+class TriggerSpec(_Model):
+    """When a drop of the online estimate starts a cycle (policy: ``daic.oracles.trigger``).
+
+    ``threshold`` is the accuracy to stay above (absolute mode); ``maxDrop`` the allowed drop from
+    the reference accuracy (drop mode). ``minWindow`` is the least number of predictions an
+    estimate must rest on; ``consecutive`` how many successive fresh estimates must breach; after
+    a cycle the trigger stays disarmed until the estimate recovers to the threshold plus
+    ``hysteresis`` (so a lasting drop a cycle could not fix does not spend labels again and again).
+    """
+
+    mode: TriggerMode = TriggerMode.absolute
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    reference_accuracy: float | None = Field(default=None, ge=0, le=1)
+    max_drop: float | None = Field(default=None, gt=0, le=1)
+    min_window: int = Field(default=200, ge=1)
+    consecutive: int = Field(default=1, ge=1, le=100)
+    hysteresis: float = Field(default=0.02, ge=0, le=0.5)
+    when_untrusted: bool = True   # fire when the sidecar marks its estimate untrusted under a drift alarm
+    drift_alarm: bool = False     # fire on any drift alarm, even with a trusted, healthy estimate
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> "TriggerSpec":
+        if self.mode is TriggerMode.absolute and self.threshold is None:
+            raise ValueError("trigger.threshold is required when trigger.mode is 'absolute'")
+        if self.mode is TriggerMode.drop and self.max_drop is None:
+            raise ValueError("trigger.maxDrop is required when trigger.mode is 'drop'")
+        return self
+
+
+class LabelingSpec(_Model):
+    backend: LabelingBackend = LabelingBackend.web
+    budget: int = Field(default=200, ge=1, le=100_000)
+    sampler: Sampler = Sampler.srs
+    target_half_width: float = Field(default=0.03, gt=0, le=0.5)
+    timeout_seconds: int = Field(default=86_400, ge=1)
+
+
+class PipelineSpec(_Model):
+    """The compiled pipeline to run and where: a package path (relative paths resolve inside
+    ``daic.pipelines/compiled``) or an uploaded pipeline's id, on ``host`` or the in-cluster KFP."""
+
+    package: str = Field(default="assess-and-improve.yaml", min_length=1)
+    pipeline_id: str | None = Field(default=None, min_length=1)
+    version_id: str | None = Field(default=None, min_length=1)
+    host: str | None = Field(default=None, pattern=r"^https?://")
+    experiment: str = Field(default="daic", min_length=1, max_length=128)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    timeout_seconds: int = Field(default=172_800, ge=60)
+
+    @field_validator("parameters")
+    @classmethod
+    def _no_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:
+        clash = sorted(set(value) & RESERVED_PARAMETERS)
+        if clash:
+            raise ValueError(f"pipeline.parameters may not set {', '.join(clash)}: the operator sets "
+                             "these itself from the rest of the spec")
+        return value
+
+    @model_validator(mode="after")
+    def _version_needs_pipeline(self) -> "PipelineSpec":
+        if self.version_id and not self.pipeline_id:
+            raise ValueError("pipeline.versionId needs pipeline.pipelineId")
+        return self
+
+
+class ResourcesSpec(_Model):
+    """What the retraining step asks of Ray (passed to the pipeline, which sizes the RayJob)."""
+
+    ray_workers: int = Field(default=2, ge=1, le=64)
+    cpus_per_worker: int = Field(default=2, ge=1, le=128)
+    gpus_per_worker: int = Field(default=0, ge=0, le=8)
+    memory_per_worker: str = Field(default="4Gi", pattern=QUANTITY)
+
+
+class PromotionSpec(_Model):
+    """How a better challenger replaces the champion: after a person approves (manual) or at once
+    (auto); through a canary that takes ``canaryShare`` percent of traffic for ``canarySeconds``."""
+
+    mode: PromotionMode = PromotionMode.manual
+    canary_share: int = Field(default=10, ge=0, le=99)
+    canary_seconds: int = Field(default=600, ge=0)
+    min_improvement: float = Field(default=0.0, ge=0, le=1)
+    approval_timeout_seconds: int = Field(default=604_800, ge=1)
+
+
+class CycleSpec(_Model):
+    deployment: DeploymentRef
+    estimate: EstimateSpec
+    trigger: TriggerSpec
+    labeling: LabelingSpec = Field(default_factory=LabelingSpec)
+    pipeline: PipelineSpec = Field(default_factory=PipelineSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+    cooldown_seconds: int = Field(default=3600, ge=0)
+    max_history: int = Field(default=20, ge=1, le=200)
+    max_consecutive_failures: int = Field(default=3, ge=1, le=100)
+    suspend: bool = False
+
+
+class InvalidSpec(ValueError):
+    """A spec the operator refuses; the message names every offending field by its wire path."""
+
+
+def parse_spec(raw: Any) -> CycleSpec:
+    """Validate a spec mapping (camelCase, as stored on the resource) into a ``CycleSpec``."""
+    if not isinstance(raw, dict):
+        raise InvalidSpec(f"spec must be a mapping, got {type(raw).__name__}")
+    try:
+        return CycleSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidSpec(describe_errors(exc)) from exc
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """One line per problem: ``spec.trigger.threshold: Input should be less than or equal to 1 (got 1.5)``."""
+    lines = []
+    for err in exc.errors():
+        path = ".".join(["spec", *(str(p) for p in err["loc"])])
+        msg = re.sub(r"^Value error, ", "", err["msg"])
+        got = err.get("input")
+        suffix = "" if isinstance(got, dict) or err["type"] == "missing" else f" (got {got!r})"
+        lines.append(f"{path}: {msg}{suffix}")
+    return "; ".join(lines)
