@@ -1,0 +1,281 @@
+"""Render the SeldonDeployment (Seldon Core v1, ``machinelearning.seldon.io/v1``) as plain data.
+
+The predictor pod holds two containers: the model server (``daic.serving.model.DaicModel`` under
+``seldon-core-microservice``) and the pseudo-oracle sidecar (``daic oracle serve``). The graph's
+``logger: {mode: all, url: http://localhost:<sidecar port>/}`` makes Seldon's executor post every
+request and response to the sidecar as CloudEvents, inside the pod, so no daic code runs in the
+executor. Built from typed parameters into a dict, never by importing seldon-core (which cannot
+live in the main environment, DESIGN.md), and validated by pydantic before anything is rendered.
+
+``render_seldon_deployment`` gives the one-predictor deployment; ``render_canary_deployment`` the
+two-predictor variant used while a challenger takes a slice of the traffic before promotion.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+API_VERSION = "machinelearning.seldon.io/v1"
+KIND = "SeldonDeployment"
+MODEL_CLASS = "daic.serving.model.DaicModel"
+#: Ports the Seldon operator expects the Python wrapper on (it sets the same values in env).
+MODEL_HTTP_PORT = 9000
+MODEL_METRICS_PORT = 6000
+DEFAULT_SIDECAR_PORT = 8300
+SIDECAR_STATE_DIR = "/var/lib/daic-sidecar"
+#: The non-root user of the Seldon Python wrapper images.
+RUN_AS_USER = 8888
+
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class Resources(BaseModel):
+    """Requests and limits of one container, in Kubernetes quantity strings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cpu_request: str = "500m"
+    memory_request: str = "512Mi"
+    cpu_limit: str = "2"
+    memory_limit: str = "1Gi"
+
+    def render(self) -> dict[str, dict[str, str]]:
+        return {
+            "requests": {"cpu": self.cpu_request, "memory": self.memory_request},
+            "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit},
+        }
+
+
+class DeploymentParams(BaseModel):
+    """Everything the SeldonDeployment template needs; defaults are the cluster defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "mnist"
+    namespace: str | None = None
+    predictor: str = "default"
+    model_name: str = "mnist"
+    #: "champion" follows the registry's champion pointer (live reload); a version pins it.
+    model_version: str = "champion"
+    store_url: str = "s3://daic"
+    #: Secret with MINIO_ENDPOINT / MINIO_ACCESS_KEY / MINIO_SECRET_KEY for the store.
+    store_secret: str | None = "daic-store"
+    model_image: str = "ghcr.io/daic/serving:0.1.0"
+    sidecar_image: str = "ghcr.io/daic/sidecar:0.1.0"
+    replicas: int = Field(1, ge=1)
+    traffic: int = Field(100, ge=0, le=100)
+    sidecar_port: int = Field(DEFAULT_SIDECAR_PORT, ge=1024, le=65535)
+    reload_interval_s: float = Field(15.0, gt=0)
+    max_batch: int = Field(256, ge=1)
+    gunicorn_workers: int = Field(1, ge=1)
+    gunicorn_threads: int = Field(4, ge=1)
+    model_resources: Resources = Resources()
+    sidecar_resources: Resources = Resources(
+        cpu_request="250m", memory_request="384Mi", cpu_limit="1", memory_limit="768Mi"
+    )
+
+    @field_validator("name", "predictor")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        if not _DNS1123.match(value) or len(value) > 63:
+            raise ValueError(
+                f"{value!r} is not a DNS-1123 label (lower-case letters, digits, '-', at most 63)"
+            )
+        return value
+
+    @field_validator("store_url")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        if not value.startswith(("s3://", "file:///")):
+            raise ValueError(f"store_url must be s3://bucket[/prefix] or file:///path, got {value!r}")
+        return value
+
+    @field_validator("model_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        return _check_version(value)
+
+
+def _check_version(value: str) -> str:
+    if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9._-]{1,63}$", value):
+        raise ValueError(f"model version must be 'champion' or a version name like v0003, got {value!r}")
+    return value
+
+
+def _http_probe(path: str, port: int, initial_delay: int, period: int, failures: int) -> dict:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "initialDelaySeconds": initial_delay,
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def _container_security() -> dict:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _store_env(p: DeploymentParams) -> tuple[list[dict], list[dict]]:
+    env = [{"name": "DAIC_STORE", "value": p.store_url}]
+    env_from = [{"secretRef": {"name": p.store_secret}}] if p.store_secret else []
+    return env, env_from
+
+
+def _model_container(p: DeploymentParams, graph_name: str) -> dict:
+    env, env_from = _store_env(p)
+    # Model name and version travel as graph parameters (PREDICTIVE_UNIT_PARAMETERS).
+    env += [
+        # gunicorn's worker heartbeat files and torch's caches need a writable /tmp.
+        {"name": "HOME", "value": "/tmp"},
+    ]
+    container = {
+        "name": graph_name,
+        "image": p.model_image,
+        "command": [
+            "seldon-core-microservice", MODEL_CLASS,
+            "--service-type", "MODEL",
+            "--http-port", str(MODEL_HTTP_PORT),
+            "--metrics-port", str(MODEL_METRICS_PORT),
+            "--grpc-workers", "0",
+            "--workers", str(p.gunicorn_workers),
+            "--threads", str(p.gunicorn_threads),
+        ],
+        "env": env,
+        "ports": [
+            {"name": "http", "containerPort": MODEL_HTTP_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": MODEL_METRICS_PORT, "protocol": "TCP"},
+        ],
+        "resources": p.model_resources.render(),
+        # Ready only when a model version is loaded (health_status raises before that).
+        "readinessProbe": _http_probe("/health/status", MODEL_HTTP_PORT, 5, 5, 3),
+        "livenessProbe": _http_probe("/health/ping", MODEL_HTTP_PORT, 30, 10, 3),
+        "securityContext": _container_security(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if env_from:
+        container["envFrom"] = env_from
+    return container
+
+
+def _sidecar_container(p: DeploymentParams, deployment_label: str) -> dict:
+    env, env_from = _store_env(p)
+    container = {
+        "name": "oracle-sidecar",
+        "image": p.sidecar_image,
+        "command": [
+            "daic", "oracle", "serve",
+            "--host", "0.0.0.0",
+            "--port", str(p.sidecar_port),
+            "--deployment", deployment_label,
+            "--model-name", p.model_name,
+            "--state-dir", SIDECAR_STATE_DIR,
+        ],
+        "env": env,
+        "ports": [{"name": "oracle-http", "containerPort": p.sidecar_port, "protocol": "TCP"}],
+        "resources": p.sidecar_resources.render(),
+        "readinessProbe": _http_probe("/health/ready", p.sidecar_port, 5, 5, 3),
+        "livenessProbe": _http_probe("/health/live", p.sidecar_port, 15, 10, 3),
+        "securityContext": _container_security(),
+        # The write-ahead log lives here: an emptyDir survives container restarts in the pod.
+        "volumeMounts": [{"name": "sidecar-state", "mountPath": SIDECAR_STATE_DIR}],
+    }
+    if env_from:
+        container["envFrom"] = env_from
+    return container
+
+
+def _predictor(p: DeploymentParams, *, predictor: str, version: str, traffic: int,
+               deployment_label: str) -> dict:
+    q = p.model_copy(update={"model_version": version})
+    graph_name = "classifier"
+    return {
+        "name": predictor,
+        "replicas": q.replicas,
+        "traffic": traffic,
+        "labels": {"app.kubernetes.io/part-of": "daic", "daic.dev/model-version": version},
+        "componentSpecs": [{
+            "metadata": {
+                "annotations": {
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(q.sidecar_port),
+                    "prometheus.io/path": "/metrics",
+                },
+            },
+            "spec": {
+                "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "fsGroup": RUN_AS_USER},
+                "terminationGracePeriodSeconds": 30,
+                "containers": [_model_container(q, graph_name), _sidecar_container(q, deployment_label)],
+                "volumes": [
+                    {"name": "tmp", "emptyDir": {}},
+                    {"name": "sidecar-state", "emptyDir": {}},
+                ],
+            },
+        }],
+        "graph": {
+            "name": graph_name,
+            "type": "MODEL",
+            "endpoint": {"type": "REST"},
+            "children": [],
+            "parameters": [
+                {"name": "model_name", "type": "STRING", "value": q.model_name},
+                {"name": "model_version", "type": "STRING", "value": version},
+                {"name": "reload_interval_s", "type": "FLOAT", "value": str(q.reload_interval_s)},
+                {"name": "max_batch", "type": "INT", "value": str(q.max_batch)},
+            ],
+            "logger": {"mode": "all", "url": f"http://localhost:{q.sidecar_port}/"},
+        },
+    }
+
+
+def _document(p: DeploymentParams, predictors: list[dict]) -> dict:
+    metadata: dict[str, Any] = {
+        "name": p.name,
+        "labels": {"app.kubernetes.io/name": p.name, "app.kubernetes.io/part-of": "daic"},
+    }
+    if p.namespace:
+        metadata["namespace"] = p.namespace
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": metadata,
+        "spec": {"name": p.name, "protocol": "seldon", "predictors": predictors},
+    }
+
+
+def render_seldon_deployment(params: DeploymentParams | None = None) -> dict:
+    """One predictor taking all traffic; its sidecar logs under ``operational/<name>/``."""
+    p = params or DeploymentParams()
+    predictor = _predictor(p, predictor=p.predictor, version=p.model_version, traffic=p.traffic,
+                           deployment_label=p.name)
+    return _document(p, [predictor])
+
+
+def render_canary_deployment(params: DeploymentParams, canary_version: str, canary_traffic: int) -> dict:
+    """Main predictor plus a ``canary`` predictor pinned to ``canary_version`` taking
+    ``canary_traffic`` percent. The canary's sidecar logs under ``operational/<name>-canary/`` so
+    its estimate is never mixed with the champion's."""
+    if not 0 < canary_traffic < 100:
+        raise ValueError(f"canary_traffic must be between 1 and 99 percent, got {canary_traffic}")
+    _check_version(canary_version)
+    if canary_version == "champion":
+        raise ValueError("the canary must pin a version (the challenger), not 'champion'")
+    if params.predictor == "canary":
+        raise ValueError("the main predictor cannot be named 'canary'")
+    main = _predictor(params, predictor=params.predictor, version=params.model_version,
+                      traffic=100 - canary_traffic, deployment_label=params.name)
+    canary = _predictor(params, predictor="canary", version=canary_version,
+                        traffic=canary_traffic, deployment_label=f"{params.name}-canary")
+    return _document(params, [main, canary])
+
+
+def to_yaml(document: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(document, sort_keys=False, default_flow_style=False)

@@ -1,0 +1,121 @@
+"""The model server's response, in the Seldon Core v1 JSON protocol (pure; numpy only).
+
+``data`` carries the class probabilities (N, 10) with ``names`` "0".."9", in the encoding the
+request used (``ndarray`` or ``tensor``). What the pseudo-oracles need besides the probabilities
+travels in ``meta.tags`` (a ``google.protobuf.Value`` map in the Seldon proto, so nested lists
+survive the REST and gRPC paths and the executor's request logger unchanged):
+
+=====================  ===========================================================
+``daic.model``         model name in the registry (``mnist``)
+``daic.model_version`` the version that produced this response (``v0003``)
+``daic.embeddings``    (N, D) penultimate activations of the champion
+``daic.shadow_probs``  (N, 10) softmax of the shadow model (disagreement oracle)
+=====================  ===========================================================
+
+The shadow model runs inside the model server, next to the champion, so every response already
+holds both outputs and the sidecar needs no second model call (docs/serving.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+TAG_MODEL = "daic.model"
+TAG_VERSION = "daic.model_version"
+TAG_EMBEDDINGS = "daic.embeddings"
+TAG_SHADOW = "daic.shadow_probs"
+CLASS_NAMES = [str(i) for i in range(10)]
+#: Decimal places kept in JSON: float32 carries ~7 significant digits; more only lengthens
+#: the payload.
+_DECIMALS = 6
+
+
+def _rounded(array: np.ndarray) -> list:
+    return np.round(np.asarray(array, dtype=np.float64), _DECIMALS).tolist()
+
+
+def build_response(
+    probs: np.ndarray,
+    embeddings: np.ndarray,
+    shadow_probs: np.ndarray,
+    *,
+    model: str,
+    version: str,
+    encoding: str = "ndarray",
+    request_meta: dict | None = None,
+    metrics: list[dict] | None = None,
+) -> dict:
+    """A SeldonMessage dict; ``puid`` and request tags from ``request_meta`` are echoed as the
+    seldon-core wrapper does for its default path."""
+    probs = np.asarray(probs)
+    if encoding == "tensor":
+        data: dict[str, Any] = {"tensor": {"shape": list(probs.shape), "values": _rounded(probs.ravel())}}
+    elif encoding == "ndarray":
+        data = {"ndarray": _rounded(probs)}
+    else:
+        raise ValueError(f"encoding must be 'ndarray' or 'tensor', got {encoding!r}")
+    data["names"] = list(CLASS_NAMES)
+    request_meta = request_meta if isinstance(request_meta, dict) else {}
+    tags = dict(request_meta.get("tags") or {})
+    tags.update({
+        TAG_MODEL: model,
+        TAG_VERSION: version,
+        TAG_EMBEDDINGS: _rounded(embeddings),
+        TAG_SHADOW: _rounded(shadow_probs),
+    })
+    meta: dict[str, Any] = {"tags": tags}
+    if request_meta.get("puid"):
+        meta["puid"] = request_meta["puid"]
+    if metrics:
+        meta["metrics"] = metrics
+    return {"data": data, "meta": meta}
+
+
+@dataclass(frozen=True)
+class ModelOutputs:
+    """What the sidecar reads back from a logged response."""
+
+    probs: np.ndarray  # (N, C) float64
+    embeddings: np.ndarray  # (N, D) float64
+    shadow_probs: np.ndarray  # (N, C) float64
+    model: str
+    version: str
+
+
+def parse_response(message: Any) -> ModelOutputs:
+    """Read probabilities and the daic tags from a response message; ValueError names what is
+    missing (a response from a model server that is not daic's, for example)."""
+    if not isinstance(message, dict):
+        raise ValueError(f"response must be a JSON object, got {type(message).__name__}")
+    data = message.get("data")
+    if not isinstance(data, dict):
+        raise ValueError("response has no 'data' object")
+    if "ndarray" in data:
+        probs = np.asarray(data["ndarray"], dtype=np.float64)
+    elif "tensor" in data and isinstance(data["tensor"], dict):
+        tensor = data["tensor"]
+        probs = np.asarray(tensor.get("values"), dtype=np.float64).reshape(tensor.get("shape"))
+    else:
+        raise ValueError("response data has neither 'ndarray' nor 'tensor'")
+    if probs.ndim != 2:
+        raise ValueError(f"response probabilities must be (N, C), got shape {probs.shape}")
+    tags = (message.get("meta") or {}).get("tags") or {}
+    missing = [t for t in (TAG_VERSION, TAG_EMBEDDINGS, TAG_SHADOW) if t not in tags]
+    if missing:
+        raise ValueError(f"response meta.tags lacks {', '.join(missing)} (not a daic model server?)")
+    embeddings = np.asarray(tags[TAG_EMBEDDINGS], dtype=np.float64)
+    shadow = np.asarray(tags[TAG_SHADOW], dtype=np.float64)
+    n = probs.shape[0]
+    if embeddings.ndim != 2 or embeddings.shape[0] != n:
+        raise ValueError(f"meta.tags.{TAG_EMBEDDINGS} must be ({n}, D), got {embeddings.shape}")
+    if shadow.shape != probs.shape:
+        raise ValueError(f"meta.tags.{TAG_SHADOW} must be {probs.shape}, got {shadow.shape}")
+    return ModelOutputs(
+        probs=probs,
+        embeddings=embeddings,
+        shadow_probs=shadow,
+        model=str(tags.get(TAG_MODEL, "")),
+        version=str(tags[TAG_VERSION]),
+    )

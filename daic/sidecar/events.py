@@ -1,0 +1,137 @@
+"""What Seldon Core v1's request logger posts, parsed with the CloudEvents SDK (pure).
+
+The executor (``executor/logger/worker.go`` in seldon-core 1.x) sends each logged payload as a
+CloudEvent 1.0 in HTTP *binary* mode: attributes in ``Ce-*`` headers, the Seldon JSON message
+as the body with ``Content-Type: application/json``. Request and response are two events with
+different ``Ce-Id`` (a fresh UUID each) that share ``Ce-Requestid`` (the Seldon-Puid):
+
+====================== ==========================================================
+``Ce-Type``            ``io.seldon.serving.inference.request`` / ``...response`` /
+                       ``io.seldon.serving.feedback``
+``Ce-Id``              unique per event
+``Ce-Requestid``       the prediction's puid; joins request and response
+``Ce-Modelid``         the graph node name
+``Ce-Source``          the executor's URL
+``Ce-Inferenceservicename``, ``Ce-Namespace``, ``Ce-Endpoint`` (predictor), ``Ce-Protocol``
+====================== ==========================================================
+
+Structured-mode events are accepted too (the SDK detects the mode). Anything else is an
+:class:`EventError` naming the header or field, which the service turns into HTTP 400.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+CE_REQUEST = "io.seldon.serving.inference.request"
+CE_RESPONSE = "io.seldon.serving.inference.response"
+CE_FEEDBACK = "io.seldon.serving.feedback"
+KIND_BY_TYPE = {CE_REQUEST: "request", CE_RESPONSE: "response", CE_FEEDBACK: "feedback"}
+TYPE_BY_KIND = {v: k for k, v in KIND_BY_TYPE.items()}
+
+
+class EventError(ValueError):
+    """A logged event the sidecar cannot accept (HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    """One accepted event: ``kind`` is request / response / feedback; ``body`` the parsed Seldon
+    message; ``raw`` the body bytes exactly as received (what the write-ahead log keeps)."""
+
+    kind: str
+    event_id: str
+    request_id: str
+    time: float
+    model_id: str
+    body: dict
+    raw: bytes
+
+    def to_wal(self) -> dict[str, Any]:
+        return {"k": self.kind, "id": self.event_id, "rid": self.request_id, "t": self.time,
+                "m": self.model_id, "b": self.raw.decode("utf-8")}
+
+    @classmethod
+    def from_wal(cls, entry: Mapping[str, Any]) -> "LoggedEvent":
+        raw = entry["b"].encode("utf-8")
+        return cls(kind=entry["k"], event_id=entry["id"], request_id=entry["rid"], time=float(entry["t"]),
+                   model_id=entry.get("m", ""), body=json.loads(raw), raw=raw)
+
+
+def parse_cloudevent(headers: Mapping[str, str], body: bytes, *, now: float) -> LoggedEvent:
+    """Parse one HTTP POST from the request logger; ``now`` (the time the sidecar accepts it)
+    becomes the event's time, so records are ordered by one clock whatever the sender's."""
+    from cloudevents.core.bindings.http import HTTPMessage, from_http
+    from cloudevents.core.exceptions import BaseCloudEventException
+    from cloudevents.core.formats.json import JSONFormat
+
+    plain = {str(k): str(v) for k, v in headers.items()}
+    binary = any(k.lower().startswith("ce-") for k in plain)
+    try:
+        event = from_http(HTTPMessage(headers=plain, body=body), JSONFormat())
+    except (BaseCloudEventException, ValueError, TypeError, KeyError) as exc:
+        raise EventError(f"not a valid CloudEvent: {exc}") from None
+    attributes = event.get_attributes()
+    ce_type = attributes.get("type")
+    kind = KIND_BY_TYPE.get(ce_type)
+    if kind is None:
+        raise EventError(f"Ce-Type {ce_type!r} is not a Seldon request-logger type; expected one of "
+                         f"{', '.join(sorted(KIND_BY_TYPE))}")
+    request_id = attributes.get("requestid")
+    if not request_id:
+        raise EventError("Ce-Requestid is missing: the sidecar joins request and response by it")
+    content_type = str(attributes.get("datacontenttype") or "application/json")
+    if "json" not in content_type:
+        raise EventError(f"Content-Type {content_type!r} is not supported: the sidecar reads the REST "
+                         "(JSON) protocol only")
+    data = event.get_data()
+    if not isinstance(data, dict):
+        try:
+            json.loads(body)
+            problem = "is not a JSON object"
+        except (ValueError, UnicodeDecodeError) as exc:
+            problem = f"is not valid JSON ({exc})"
+        raise EventError(f"event data {problem}; expected a Seldon message")
+    return LoggedEvent(
+        kind=kind,
+        event_id=str(attributes["id"]),
+        request_id=str(request_id),
+        time=now,
+        model_id=str(attributes.get("modelid") or ""),
+        body=data,
+        raw=body if binary else json.dumps(data).encode(),
+    )
+
+
+def encode_cloudevent(kind: str, request_id: str, body: bytes, *, source: str, model_id: str,
+                      deployment: str = "", namespace: str = "", predictor: str = "",
+                      event_id: str | None = None) -> tuple[dict[str, str], bytes]:
+    """Headers and body of one binary-mode event, with the attributes Seldon's executor sets.
+
+    The local gateway posts these so the sidecar sees, byte for byte, what it sees in a cluster;
+    tests use it to play the executor.
+    """
+    import uuid
+
+    from cloudevents.core.bindings.http import to_binary
+    from cloudevents.core.formats.json import JSONFormat
+    from cloudevents.core.v1.event import CloudEvent
+
+    if kind not in TYPE_BY_KIND:
+        raise ValueError(f"kind must be one of {', '.join(TYPE_BY_KIND)}, got {kind!r}")
+    event = CloudEvent(attributes={
+        "id": event_id or str(uuid.uuid4()),
+        "type": TYPE_BY_KIND[kind],
+        "source": source,
+        "datacontenttype": "application/json",
+        "requestid": request_id,
+        "modelid": model_id,
+        "inferenceservicename": deployment,
+        "namespace": namespace,
+        "endpoint": predictor,
+        "protocol": "seldon",
+    }, data=None)
+    message = to_binary(event, JSONFormat())
+    return dict(message.headers), body

@@ -1,0 +1,118 @@
+"""SeldonDeployment rendering: plain data, checked field by field and against the Kubernetes
+PodSpec schema (kubernetes-validate); the committed manifest must equal the rendering."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from daic.serving.manifest import (
+    DeploymentParams,
+    render_canary_deployment,
+    render_seldon_deployment,
+    to_yaml,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pod(predictor: dict) -> dict:
+    spec = predictor["componentSpecs"][0]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", **spec["metadata"]}, "spec": spec["spec"]}
+
+
+def test_default_deployment_fields():
+    params = DeploymentParams(name="digits", namespace="ml", model_version="v0003", sidecar_port=8400,
+                              model_image="reg/serving:1", sidecar_image="reg/sidecar:1", replicas=2)
+    doc = render_seldon_deployment(params)
+    assert doc["apiVersion"] == "machinelearning.seldon.io/v1" and doc["kind"] == "SeldonDeployment"
+    assert doc["metadata"] == {"name": "digits", "namespace": "ml",
+                               "labels": {"app.kubernetes.io/name": "digits", "app.kubernetes.io/part-of": "daic"}}
+    (pred,) = doc["spec"]["predictors"]
+    assert pred["replicas"] == 2 and pred["traffic"] == 100
+    graph = pred["graph"]
+    assert graph["type"] == "MODEL" and graph["children"] == []
+    assert graph["logger"] == {"mode": "all", "url": "http://localhost:8400/"}
+    params_by_name = {p["name"]: p for p in graph["parameters"]}
+    assert params_by_name["model_version"] == {"name": "model_version", "type": "STRING", "value": "v0003"}
+    component = pred["componentSpecs"][0]
+    assert component["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "8400", "prometheus.io/path": "/metrics"}
+    pod = component["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    model, sidecar = pod["containers"]
+    assert model["name"] == graph["name"], "Seldon binds the graph node to the container by name"
+    assert model["image"] == "reg/serving:1" and sidecar["image"] == "reg/sidecar:1"
+    assert model["command"][:2] == ["seldon-core-microservice", "daic.serving.model.DaicModel"]
+    assert sidecar["command"][:3] == ["daic", "oracle", "serve"]
+    assert sidecar["command"][sidecar["command"].index("--port") + 1] == "8400"
+    assert sidecar["command"][sidecar["command"].index("--deployment") + 1] == "digits"
+    for c in (model, sidecar):
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert set(c["resources"]) == {"requests", "limits"}
+        assert c["readinessProbe"]["httpGet"]["path"] and c["livenessProbe"]["httpGet"]["path"]
+        assert {"name": "DAIC_STORE", "value": "s3://daic"} in c["env"]
+        assert c["envFrom"] == [{"secretRef": {"name": "daic-store"}}]
+    assert model["readinessProbe"]["httpGet"] == {"path": "/health/status", "port": 9000}
+    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": 8400}
+    mounts = {m["name"] for m in sidecar["volumeMounts"]}
+    assert mounts <= {v["name"] for v in pod["volumes"]}
+    kubernetes_validate.validate(_pod(pred), "1.30", strict=True)
+
+
+def test_canary_variant_splits_traffic_and_logs_apart():
+    doc = render_canary_deployment(DeploymentParams(), canary_version="v0009", canary_traffic=10)
+    main, canary = doc["spec"]["predictors"]
+    assert (main["traffic"], canary["traffic"]) == (90, 10)
+    assert canary["name"] == "canary"
+    version = {p["name"]: p["value"] for p in canary["graph"]["parameters"]}["model_version"]
+    assert version == "v0009"
+    assert {p["name"]: p["value"] for p in main["graph"]["parameters"]}["model_version"] == "champion"
+    side_main = main["componentSpecs"][0]["spec"]["containers"][1]["command"]
+    side_canary = canary["componentSpecs"][0]["spec"]["containers"][1]["command"]
+    assert side_main[side_main.index("--deployment") + 1] == "mnist"
+    assert side_canary[side_canary.index("--deployment") + 1] == "mnist-canary"
+    for pred in (main, canary):
+        kubernetes_validate.validate(_pod(pred), "1.30", strict=True)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"name": "Bad_Name"}, "DNS-1123"),
+    ({"store_url": "http://x"}, "store_url"),
+    ({"model_version": "a/b"}, "model version"),
+    ({"traffic": 101}, "traffic"),
+    ({"replicas": 0}, "replicas"),
+    ({"unknown": 1}, "unknown"),
+])
+def test_bad_parameters_are_named(kwargs, words):
+    with pytest.raises(ValidationError, match=words):
+        DeploymentParams(**kwargs)
+
+
+def test_bad_canary_arguments():
+    with pytest.raises(ValueError, match="between 1 and 99"):
+        render_canary_deployment(DeploymentParams(), "v2", 100)
+    with pytest.raises(ValueError, match="pin a version"):
+        render_canary_deployment(DeploymentParams(), "champion", 10)
+
+
+def test_committed_manifest_is_the_default_rendering():
+    committed = yaml.safe_load((ROOT / "manifests/serving/seldondeployment.yaml").read_text())
+    assert committed == render_seldon_deployment(DeploymentParams())
+    assert yaml.safe_load(to_yaml(committed)) == committed
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+def test_kustomize_builds():
+    out = subprocess.run(["kubectl", "kustomize", str(ROOT / "manifests/serving")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    assert [d["kind"] for d in docs] == ["SeldonDeployment"]
