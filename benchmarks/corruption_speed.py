@@ -2,6 +2,10 @@
 
 Usage: python benchmarks/corruption_speed.py [--severity 3] [--repeats 3] [--threads 1]
 
+A second table times building each named operational scenario at its defaults as arrays
+(``materialise(build_scenario(name))``), which is what the online-estimator and sampling
+benchmarks pay per run.
+
 The brief for daic.data asks that a whole 10k split corrupts in a few seconds per corruption on
 one core, so the default pins BLAS/OpenMP to one thread (set before numpy is imported). Reports the
 best of ``--repeats`` runs (the least disturbed by other load on a shared machine) and the median.
@@ -41,6 +45,7 @@ def main() -> None:
 
     from daic.data.corruptions import CORRUPTIONS, corrupt
     from daic.data.mnist import load_split
+    from daic.data.scenarios import SCENARIOS, build_scenario, materialise
 
     images = np.array(load_split(args.split).images)
     n = len(images)
@@ -67,6 +72,20 @@ def main() -> None:
     console = Console()
     console.width = max(console.width, 100)
     console.print(table)
+
+    stream_table = Table(title=f"materialise(build_scenario(name)) at defaults, best of {args.repeats}")
+    for col in ("scenario", "steps x batch", "best s", "inputs/s"):
+        stream_table.add_column(col, justify="left" if col == "scenario" else "right")
+    for name in SCENARIOS:
+        times = []
+        for rep in range(args.repeats):
+            t0 = time.perf_counter()
+            stream = materialise(build_scenario(name, seed=rep))
+            times.append(time.perf_counter() - t0)
+        spec = build_scenario(name).spec
+        stream_table.add_row(name, f"{spec.n_steps} x {spec.batch_size}", f"{min(times):.3f}",
+                             f"{len(stream.ids) / min(times):,.0f}")
+    console.print(stream_table)
     console.print(f"python {platform.python_version()}, numpy {np.__version__}, "
                   f"scipy {scipy.__version__}, {platform.processor() or platform.machine()}, "
                   f"{os.cpu_count()} CPUs visible", highlight=False)
