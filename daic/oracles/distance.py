@@ -1,0 +1,136 @@
+"""Latent-space distance to the reference: k-nearest-neighbour and Mahalanobis.
+
+An input far from everything the model was validated on is both a likely error and evidence
+of input drift, so this one signal serves the combiner and the drift alarm
+(:mod:`daic.oracles.drift`).
+
+* :class:`KNNDistanceOracle`: distance to the k-th nearest reference embedding after L2
+  normalisation (Sun, Ming, Zhu & Li, 2022, "Out-of-distribution detection with deep nearest
+  neighbors"). Non-parametric: no assumption on the shape of the class clusters.
+* :class:`MahalanobisOracle`: distance to the closest class mean under a shared covariance
+  (Lee, Lee, Lee & Shin, 2018). The covariance is shrunk (Ledoit & Wolf, 2004) because ReLU
+  embeddings have near-constant dimensions that make the sample covariance singular.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from daic.oracles.base import NotFittedError, SignalOracle
+from daic.oracles.batch import OracleBatch
+from daic.oracles.reference import OracleReference
+
+_EPS = 1e-12
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length; an all-zero row stays zero."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, _EPS)
+
+
+class DistanceOracle(SignalOracle):
+    """A distance signal (higher = farther = less likely correct) with reference percentiles."""
+
+    higher_means_correct = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sorted_reference: np.ndarray | None = None
+
+    def fit(self, reference: OracleReference) -> "DistanceOracle":
+        super().fit(reference)
+        self._sorted_reference = np.sort(self.reference_signal(reference))
+        return self
+
+    @property
+    def reference_distances(self) -> np.ndarray:
+        """Sorted held-out distances of the reference points (leave-one-out where defined)."""
+        if self._sorted_reference is None:
+            raise NotFittedError(f"{self.name}: call fit(reference) first")
+        return self._sorted_reference
+
+    def percentile(self, distances: np.ndarray) -> np.ndarray:
+        """Share of reference distances strictly below each distance, in [0, 1].
+
+        Under no shift these are (nearly) uniform on [0, 1]: a rank against an exchangeable
+        calibration set, as in conformal prediction (Vovk et al., 2005).
+        """
+        ref = self.reference_distances
+        below = np.searchsorted(ref, distances, side="left")
+        ties = np.searchsorted(ref, distances, side="right") - below
+        return (below + 0.5 * ties + 0.5) / (len(ref) + 1)
+
+
+class KNNDistanceOracle(DistanceOracle):
+    """Distance to the k-th nearest neighbour among L2-normalised reference embeddings."""
+
+    name = "knn_distance"
+
+    def __init__(self, k: int = 10) -> None:
+        super().__init__()
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        self.k = int(k)
+        self._index = None
+
+    def _fit_signal(self, reference: OracleReference) -> None:
+        from sklearn.neighbors import NearestNeighbors
+
+        if len(reference) <= self.k:
+            raise ValueError(f"k={self.k} needs more than {self.k} reference inputs, got {len(reference)}")
+        self._index = NearestNeighbors(n_neighbors=self.k).fit(l2_normalise(reference.embeddings))
+
+    def _distances(self, emb: np.ndarray | None) -> np.ndarray:
+        if self._index is None:
+            raise NotFittedError(f"{self.name}: call fit(reference) first")
+        if emb is None:  # the indexed points themselves, each left out of its own neighbours
+            dist, _ = self._index.kneighbors()
+        else:
+            if emb.shape[1] != self._index.n_features_in_:
+                raise ValueError(
+                    f"embeddings have {emb.shape[1]} dimensions, the reference has "
+                    f"{self._index.n_features_in_}"
+                )
+            dist, _ = self._index.kneighbors(l2_normalise(emb))
+        return dist[:, -1]
+
+    def signal(self, batch: OracleBatch) -> np.ndarray:
+        return self._distances(batch.require_embeddings(self.name))
+
+    def reference_signal(self, reference: OracleReference) -> np.ndarray:
+        return self._distances(None)
+
+
+class MahalanobisOracle(DistanceOracle):
+    """Smallest Mahalanobis distance to a class mean, with a shared shrunk covariance."""
+
+    name = "mahalanobis"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._means: np.ndarray | None = None
+        self._precision: np.ndarray | None = None
+
+    def _fit_signal(self, reference: OracleReference) -> None:
+        from sklearn.covariance import LedoitWolf
+
+        emb, labels = reference.embeddings, reference.labels
+        classes = np.unique(labels)
+        means = np.stack([emb[labels == c].mean(axis=0) for c in classes])
+        centred = emb - means[np.searchsorted(classes, labels)]
+        self._precision = LedoitWolf(assume_centered=True).fit(centred).get_precision()
+        self._means = means
+
+    def signal(self, batch: OracleBatch) -> np.ndarray:
+        if self._means is None:
+            raise NotFittedError(f"{self.name}: call fit(reference) first")
+        emb = batch.require_embeddings(self.name)
+        if emb.shape[1] != self._means.shape[1]:
+            raise ValueError(
+                f"embeddings have {emb.shape[1]} dimensions, the reference has {self._means.shape[1]}"
+            )
+        p = self._precision
+        xp = emb @ p
+        sq = (xp * emb).sum(axis=1)[:, None] - 2 * xp @ self._means.T
+        sq += ((self._means @ p) * self._means).sum(axis=1)[None, :]
+        return np.sqrt(np.maximum(sq.min(axis=1), 0.0))

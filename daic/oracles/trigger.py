@@ -1,0 +1,91 @@
+"""When to spend labels: the trigger policy, a pure function of one window's estimate.
+
+Offline assessment costs human labels, so the online side decides when it is worth it. The
+policy fires ("assess now") when, with enough evidence in the window,
+
+* the estimated accuracy is below the threshold (absolute, or a drop from the reference
+  accuracy), or
+* optionally, the estimate is untrusted while the drift test alarms: the inputs have moved
+  where the label-free estimate means little, so only labels can tell, or
+* optionally, on any drift alarm.
+
+Hysteresis keeps one drop from firing at every window: after firing, the policy is disarmed
+until the estimate climbs back above threshold + hysteresis (e.g. after a retrained model is
+deployed). The armed flag is the only state; the caller keeps it and passes it back in.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from daic.oracles.window import WindowEstimate
+
+MODES: tuple[str, ...] = ("absolute", "drop")
+
+
+@dataclass(frozen=True)
+class TriggerPolicy:
+    """mode "absolute": fire below ``threshold`` (an accuracy in [0, 1]); mode "drop": fire
+    below ``reference_accuracy - threshold``. ``min_evidence``: inputs a window needs before
+    any decision. ``hysteresis``: margin above the threshold to re-arm."""
+
+    threshold: float = 0.03
+    mode: str = "drop"
+    reference_accuracy: float | None = None
+    min_evidence: int = 200
+    hysteresis: float = 0.01
+    trigger_when_untrusted: bool = True
+    trigger_on_drift_alarm: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must lie in [0, 1], got {self.threshold!r}")
+        if self.mode == "drop":
+            if self.reference_accuracy is None:
+                raise ValueError("mode 'drop' needs reference_accuracy")
+            if not 0.0 <= self.reference_accuracy <= 1.0:
+                raise ValueError(f"reference_accuracy must lie in [0, 1], got {self.reference_accuracy!r}")
+        if isinstance(self.min_evidence, bool) or int(self.min_evidence) != self.min_evidence or self.min_evidence < 1:
+            raise ValueError(f"min_evidence must be a positive integer, got {self.min_evidence!r}")
+        if not 0.0 <= self.hysteresis <= 1.0:
+            raise ValueError(f"hysteresis must lie in [0, 1], got {self.hysteresis!r}")
+
+    @property
+    def accuracy_threshold(self) -> float:
+        """The accuracy below which the policy fires."""
+        if self.mode == "absolute":
+            return self.threshold
+        return self.reference_accuracy - self.threshold
+
+
+@dataclass(frozen=True)
+class TriggerDecision:
+    """assess: start an assessment now. armed: the state to pass to the next call. reason: why."""
+
+    assess: bool
+    armed: bool
+    reason: str
+
+
+def decide(policy: TriggerPolicy, estimate: WindowEstimate, armed: bool = True) -> TriggerDecision:
+    """Decide for one window (see the module docstring for the rules)."""
+    if estimate.n < policy.min_evidence or math.isnan(estimate.accuracy):
+        return TriggerDecision(False, armed, f"insufficient evidence ({estimate.n} < {policy.min_evidence} inputs)")
+    limit = policy.accuracy_threshold
+    below = estimate.accuracy < limit
+    untrusted_shift = policy.trigger_when_untrusted and not estimate.trusted and estimate.drift_alarm
+    drift = policy.trigger_on_drift_alarm and estimate.drift_alarm
+    if not armed:
+        recovered = estimate.accuracy >= limit + policy.hysteresis and estimate.trusted and not estimate.drift_alarm
+        if recovered:
+            return TriggerDecision(False, True, f"re-armed: estimate {estimate.accuracy:.4f} >= {limit + policy.hysteresis:.4f}")
+        return TriggerDecision(False, False, "disarmed until the estimate recovers")
+    if below:
+        return TriggerDecision(True, False, f"estimate {estimate.accuracy:.4f} < threshold {limit:.4f}")
+    if untrusted_shift:
+        return TriggerDecision(True, False, "drift alarm with an untrusted estimate")
+    if drift:
+        return TriggerDecision(True, False, f"drift alarm (p = {estimate.drift_p_value:.2g})")
+    return TriggerDecision(False, True, f"estimate {estimate.accuracy:.4f} >= threshold {limit:.4f}")

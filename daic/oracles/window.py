@@ -1,0 +1,233 @@
+"""The online estimator: a sliding window of per-input scores -> accuracy with a band.
+
+The window holds the last ``max_count`` inputs and/or those younger than ``max_age_s`` seconds
+(both limits apply when both are set). Its estimate is the mean P(correct) of the inputs in it
+(after any label-based recalibration), with a band from two sources of error added in
+quadrature:
+
+* sampling: the window's accuracy is a sum of Bernoulli outcomes with those probabilities, so
+  its variance is sum p(1 - p) / n^2 (Poisson-binomial);
+* model error: how far the label-free estimate is from the truth under shift even with
+  infinitely many inputs (``model_error``, measured by the assessor on held-out shifts, or the
+  recalibration's own standard error once labels have corrected it).
+
+It also runs the drift test (:mod:`daic.oracles.drift`) and sets ``trusted`` False when too
+many inputs lie beyond the data the estimator was fitted on, or the window holds too few inputs:
+there the number is reported but should not be relied on.
+
+All state (the window's arrays, the recalibration) round-trips through a JSON-serialisable dict
+so the sidecar can persist it and resume after a restart.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from statistics import NormalDist
+
+import numpy as np
+
+from daic.oracles.drift import drift_test
+from daic.oracles.recalibration import Recalibration
+from daic.oracles.scores import PerInputScores
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """max_count / max_age_s: window limits (None = no limit of that kind; at least one set).
+    level: two-sided coverage of the band. model_error: standard deviation (accuracy units) of
+    the estimate's bias under shift. drift_alpha: false-alarm rate of the drift test on windows
+    from the reference distribution. max_far_fraction: above this share of inputs beyond the
+    fitted support the estimate is untrusted. min_trusted_count: below it, untrusted."""
+
+    max_count: int | None = 1000
+    max_age_s: float | None = None
+    level: float = 0.95
+    model_error: float = 0.02
+    drift_alpha: float = 0.01
+    max_far_fraction: float = 0.1
+    min_trusted_count: int = 50
+
+    def __post_init__(self) -> None:
+        if self.max_count is None and self.max_age_s is None:
+            raise ValueError("set max_count, max_age_s or both: the window needs a limit")
+        if self.max_count is not None and (isinstance(self.max_count, bool) or int(self.max_count) != self.max_count or self.max_count < 1):
+            raise ValueError(f"max_count must be a positive integer, got {self.max_count!r}")
+        if self.max_age_s is not None and not self.max_age_s > 0:
+            raise ValueError(f"max_age_s must be positive, got {self.max_age_s!r}")
+        if not 0.0 < self.level < 1.0:
+            raise ValueError(f"level must lie in (0, 1), got {self.level!r}")
+        if not self.model_error >= 0.0:
+            raise ValueError(f"model_error must be >= 0, got {self.model_error!r}")
+        if not 0.0 < self.drift_alpha < 1.0:
+            raise ValueError(f"drift_alpha must lie in (0, 1), got {self.drift_alpha!r}")
+        if not 0.0 <= self.max_far_fraction <= 1.0:
+            raise ValueError(f"max_far_fraction must lie in [0, 1], got {self.max_far_fraction!r}")
+        if self.min_trusted_count < 1:
+            raise ValueError(f"min_trusted_count must be >= 1, got {self.min_trusted_count!r}")
+
+
+@dataclass(frozen=True)
+class WindowEstimate:
+    """accuracy with [lower, upper] at the configured level; drift_score is the mean reference
+    percentile (0.5 = like the reference); far_fraction: share of inputs beyond the fitted
+    support; n: inputs in the window. With n == 0 the numbers are NaN and trusted is False."""
+
+    accuracy: float
+    lower: float
+    upper: float
+    drift_score: float
+    drift_p_value: float
+    drift_alarm: bool
+    trusted: bool
+    n: int
+    far_fraction: float
+    recalibrated: bool = False
+
+    def to_dict(self) -> dict:
+        """JSON-friendly: NaN becomes None."""
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class _Window:
+    timestamps: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    p_correct: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    drift: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    far: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+
+class OnlineEstimator:
+    """Sliding-window accuracy estimate from :class:`PerInputScores` (see the module docstring)."""
+
+    def __init__(self, config: WindowConfig | None = None,
+                 recalibration: Recalibration | None = None) -> None:
+        self.config = config or WindowConfig()
+        self.recalibration = recalibration
+        self._w = _Window()
+
+    def __len__(self) -> int:
+        return int(self._w.p_correct.size)
+
+    # -- updating -----------------------------------------------------------------------------
+    def update(self, scores: PerInputScores, timestamps: np.ndarray | float | None = None) -> None:
+        """Append a batch. ``timestamps`` (seconds, e.g. Unix time): one per input, one for the
+        whole batch, or None (then the time limit cannot apply and must not be configured).
+        Time must not go backwards relative to what the window already holds."""
+        n = len(scores)
+        if timestamps is None:
+            if self.config.max_age_s is not None:
+                raise ValueError("timestamps are required when the window has max_age_s")
+            last = self._w.timestamps[-1] if len(self) else 0.0
+            ts = np.full(n, last, dtype=np.float64)
+        else:
+            ts = np.broadcast_to(np.asarray(timestamps, dtype=np.float64), (n,)).copy() \
+                if np.ndim(timestamps) == 0 else np.asarray(timestamps, dtype=np.float64)
+            if ts.shape != (n,):
+                raise ValueError(f"timestamps must be a scalar or have shape ({n},), got {ts.shape}")
+            if not np.all(np.isfinite(ts)):
+                raise ValueError("timestamps must be finite")
+            if n and (np.any(np.diff(ts) < 0) or (len(self) and ts[0] < self._w.timestamps[-1])):
+                raise ValueError("timestamps must be non-decreasing (no input older than the window's newest)")
+        w = self._w
+        w.timestamps = np.concatenate([w.timestamps, ts])
+        w.p_correct = np.concatenate([w.p_correct, scores.p_correct])
+        w.drift = np.concatenate([w.drift, scores.drift])
+        w.far = np.concatenate([w.far, scores.far])
+        self._evict(now=w.timestamps[-1] if len(self) else None)
+
+    def _evict(self, now: float | None) -> None:
+        w, cfg = self._w, self.config
+        start = 0
+        if cfg.max_count is not None and len(self) > cfg.max_count:
+            start = len(self) - int(cfg.max_count)
+        if cfg.max_age_s is not None and now is not None:
+            # Keep inputs with timestamp > now - max_age_s.
+            start = max(start, int(np.searchsorted(w.timestamps, now - cfg.max_age_s, side="right")))
+        if start:
+            w.timestamps, w.p_correct = w.timestamps[start:], w.p_correct[start:]
+            w.drift, w.far = w.drift[start:], w.far[start:]
+
+    def advance(self, now: float) -> None:
+        """Drop inputs older than ``max_age_s`` at time ``now`` (for windows with no traffic)."""
+        if len(self) and now < self._w.timestamps[-1]:
+            raise ValueError("now must not be earlier than the newest input in the window")
+        self._evict(now=now)
+
+    def recalibrate(self, recalibration: Recalibration | None) -> None:
+        """Apply a label-based correction to this and later windows (None removes it)."""
+        self.recalibration = recalibration
+
+    # -- estimating ---------------------------------------------------------------------------
+    def estimate(self, now: float | None = None) -> WindowEstimate:
+        if now is not None:
+            self.advance(now)
+        cfg, w, n = self.config, self._w, len(self)
+        drift = drift_test(w.drift, cfg.drift_alpha)
+        if n == 0:
+            nan = math.nan
+            return WindowEstimate(nan, nan, nan, nan, 1.0, False, False, 0, nan,
+                                  self.recalibration is not None)
+        if self.recalibration is None:
+            p = w.p_correct
+            acc = float(p.mean())
+            model_err = cfg.model_error
+        else:
+            p = self.recalibration.apply(w.p_correct)
+            acc, model_err = self.recalibration.window_accuracy(w.p_correct)
+            if math.isnan(model_err):
+                model_err = cfg.model_error
+        sampling_var = float((p * (1 - p)).sum()) / n**2
+        half = NormalDist().inv_cdf(0.5 + cfg.level / 2) * math.sqrt(sampling_var + model_err**2)
+        far_fraction = float(w.far.mean())
+        trusted = n >= cfg.min_trusted_count and far_fraction <= cfg.max_far_fraction
+        return WindowEstimate(
+            accuracy=acc,
+            lower=max(0.0, acc - half),
+            upper=min(1.0, acc + half),
+            drift_score=drift.score,
+            drift_p_value=drift.p_value,
+            drift_alarm=drift.alarm,
+            trusted=trusted,
+            n=n,
+            far_fraction=far_fraction,
+            recalibrated=self.recalibration is not None,
+        )
+
+    # -- state --------------------------------------------------------------------------------
+    def to_state(self) -> dict:
+        """JSON-serialisable state: config, recalibration and the window's contents."""
+        w = self._w
+        return {
+            "version": STATE_VERSION,
+            "config": asdict(self.config),
+            "recalibration": None if self.recalibration is None else self.recalibration.to_dict(),
+            "window": {
+                "timestamps": w.timestamps.tolist(),
+                "p_correct": w.p_correct.tolist(),
+                "drift": w.drift.tolist(),
+                "far": w.far.astype(bool).tolist(),
+            },
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> "OnlineEstimator":
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported estimator state (version {state.get('version') if isinstance(state, dict) else None!r}, expected {STATE_VERSION})")
+        try:
+            config = WindowConfig(**state["config"])
+            rec = state["recalibration"]
+            est = cls(config, None if rec is None else Recalibration.from_dict(rec))
+            win = state["window"]
+            arrays = {k: np.asarray(win[k], dtype=bool if k == "far" else np.float64)
+                      for k in ("timestamps", "p_correct", "drift", "far")}
+        except KeyError as exc:
+            raise ValueError(f"estimator state is missing {exc.args[0]!r}") from None
+        n = arrays["p_correct"].size
+        if any(a.shape != (n,) for a in arrays.values()):
+            raise ValueError("estimator state window arrays differ in length")
+        # Validate ranges through PerInputScores, then restore as is.
+        PerInputScores(arrays["p_correct"], arrays["drift"], arrays["far"])
+        est._w = _Window(**arrays)
+        return est

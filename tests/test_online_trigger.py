@@ -1,0 +1,83 @@
+"""Trigger policy: its truth table, hysteresis and validation."""
+import itertools
+
+import pytest
+
+from daic.oracles.trigger import TriggerPolicy, decide
+from daic.oracles.window import WindowEstimate
+
+
+def _est(acc, n=500, trusted=True, alarm=False):
+    return WindowEstimate(accuracy=acc, lower=acc - 0.01, upper=acc + 0.01, drift_score=0.5,
+                          drift_p_value=0.001 if alarm else 0.5, drift_alarm=alarm, trusted=trusted,
+                          n=n, far_fraction=0.0)
+
+
+POLICY = TriggerPolicy(threshold=0.03, mode="drop", reference_accuracy=0.99, min_evidence=200,
+                       hysteresis=0.01, trigger_when_untrusted=True, trigger_on_drift_alarm=False)
+
+
+@pytest.mark.parametrize(
+    "below, trusted, alarm, expect",
+    [
+        # (estimate below 0.96, trusted, drift alarm) -> assess?
+        (False, True, False, False),
+        (False, True, True, False),    # drift alone does not fire with trigger_on_drift_alarm off
+        (False, False, False, False),  # untrusted without drift evidence: do not spend labels
+        (False, False, True, True),    # untrusted and drifting: only labels can tell
+        (True, True, False, True),
+        (True, True, True, True),
+        (True, False, False, True),
+        (True, False, True, True),
+    ],
+)
+def test_truth_table_when_armed(below, trusted, alarm, expect):
+    acc = 0.95 if below else 0.97
+    d = decide(POLICY, _est(acc, trusted=trusted, alarm=alarm), armed=True)
+    assert d.assess is expect
+    assert d.armed is (not expect)
+
+
+def test_all_combinations_without_evidence_never_fire():
+    for acc, trusted, alarm, armed in itertools.product((0.5, 0.99), (True, False), (True, False), (True, False)):
+        d = decide(POLICY, _est(acc, n=199, trusted=trusted, alarm=alarm), armed=armed)
+        assert not d.assess and d.armed is armed and "insufficient" in d.reason
+
+
+def test_threshold_is_strict_and_absolute_mode():
+    assert not decide(POLICY, _est(0.96)).assess           # 0.99 - 0.03 exactly: not below
+    assert decide(POLICY, _est(0.9599)).assess
+    absolute = TriggerPolicy(threshold=0.9, mode="absolute", min_evidence=1)
+    assert decide(absolute, _est(0.89)).assess and not decide(absolute, _est(0.9)).assess
+
+
+def test_drift_alarm_option():
+    policy = TriggerPolicy(threshold=0.03, reference_accuracy=0.99, trigger_on_drift_alarm=True)
+    assert decide(policy, _est(0.99, alarm=True)).assess
+
+
+def test_hysteresis_rearms_only_above_threshold_plus_margin():
+    d = decide(POLICY, _est(0.90), armed=True)
+    assert d.assess and not d.armed
+    # Still low, then barely above the threshold: stays disarmed and silent.
+    for acc in (0.90, 0.96, 0.9699):
+        d = decide(POLICY, _est(acc), armed=d.armed)
+        assert not d.assess and not d.armed
+    # Recovered past 0.96 + 0.01 but still drifting: not yet.
+    d = decide(POLICY, _est(0.98, alarm=True), armed=False)
+    assert not d.armed
+    d = decide(POLICY, _est(0.97), armed=False)
+    assert not d.assess and d.armed
+    assert decide(POLICY, _est(0.90), armed=d.armed).assess
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(mode="relative"), "mode"),
+    (dict(mode="drop", reference_accuracy=None), "reference_accuracy"),
+    (dict(threshold=1.5, reference_accuracy=0.9), "threshold"),
+    (dict(min_evidence=0, reference_accuracy=0.9), "min_evidence"),
+    (dict(hysteresis=-0.1, reference_accuracy=0.9), "hysteresis"),
+])
+def test_bad_policy_is_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TriggerPolicy(**kwargs)
