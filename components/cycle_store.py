@@ -1,0 +1,155 @@
+"""Where one cycle's pipeline steps leave their results in the object store, and how they read them.
+
+Steps hand each other small values as KFP parameters (the cycle id, a decision) and everything
+bulky through the object store under ``cycles/<cycle>/`` (docs/CONTRACTS.md), so a run on a
+cluster and a local ``kfp.local`` run leave the same record and the report, the operator and a
+person with ``daic store`` can read it afterwards:
+
+=============================  ===========================================================
+``cycles/<c>/sample.json``     design, parameters, window, pool size (sample-operational)
+``cycles/<c>/sample.npz``      the pool (ids, p_correct, predictions) and the draws
+``cycles/<c>/sample-inputs.npz``  the images of the sampled inputs (ids, inputs)
+``cycles/<c>/labels.npz``      one label per sampled input (collect-labels)
+``cycles/<c>/holdout.npz``     held-out labeled inputs, never trained on (images, labels, ids)
+``labels/<c>/batch-0.npz``     the labeled inputs the trainer may use (images, labels, ids)
+``cycles/<c>/estimate.json``   the offline estimate and the drop decision (estimate-accuracy)
+``cycles/<c>/train.json``      the challenger version and how it was trained (train)
+``cycles/<c>/evaluation.json`` challenger vs champion and the promotion decision (evaluate)
+``cycles/<c>/deploy.json``     what was promoted and how (deploy)
+=============================  ===========================================================
+
+The held-out inputs go to ``cycles/`` and not ``labels/`` because the trainer reads every batch
+under ``labels/``: evaluating on inputs the challenger was trained on would flatter it.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from daic.sampling.pool import Pool
+from daic.sampling.sample import Sample
+from daic.storage import KeyNotFound, ObjectStore
+
+_CYCLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+UNLABELED = -1  # label of a sampled input nobody labeled (a human said "unsure", or timeout)
+
+
+def check_cycle(cycle: str) -> str:
+    if not isinstance(cycle, str) or not _CYCLE.match(cycle):
+        raise ValueError(
+            f"cycle id {cycle!r} is invalid: use 1-100 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return cycle
+
+
+def new_cycle_id(now: float | None = None) -> str:
+    """A fresh, sortable cycle id: ``c-20250101T120000Z-1a2b3c``."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    return f"c-{stamp}-{secrets.token_hex(3)}"
+
+
+def key(cycle: str, name: str) -> str:
+    return f"cycles/{check_cycle(cycle)}/{name}"
+
+
+def train_labels_key(cycle: str, n: int = 0) -> str:
+    return f"labels/{check_cycle(cycle)}/batch-{n}.npz"
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """What sample-operational drew: the pool, the draws, which draws are held out, the design."""
+
+    pool: Pool
+    sample: Sample
+    holdout: np.ndarray  # (n_draws,) bool: this draw is reserved for evaluating the challenger
+    design: dict[str, Any]  # {"name": ..., "params": {...}} (see sample_operational.designs)
+    meta: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        holdout = np.asarray(self.holdout, dtype=bool)
+        if holdout.shape != (self.sample.n_draws,):
+            raise ValueError(f"holdout must have shape ({self.sample.n_draws},), got {holdout.shape}")
+        object.__setattr__(self, "holdout", holdout)
+
+    @property
+    def sampled_ids(self) -> np.ndarray:
+        """Distinct sampled input ids (each needs one label), in pool order."""
+        return self.pool.ids[self.sample.distinct]
+
+    @property
+    def holdout_ids(self) -> np.ndarray:
+        return np.unique(self.pool.ids[self.sample.indices[self.holdout]])
+
+    @property
+    def train_ids(self) -> np.ndarray:
+        """Sampled inputs the trainer may use: in a training draw and in no held-out draw."""
+        train = np.unique(self.pool.ids[self.sample.indices[~self.holdout]])
+        return np.setdiff1d(train, self.holdout_ids)
+
+
+def write_sample(store: ObjectStore, cycle: str, record: SampleRecord, inputs: np.ndarray) -> None:
+    s = record.sample
+    arrays = {
+        "pool_ids": record.pool.ids,
+        "pool_p_correct": record.pool.p_correct,
+        "pool_predictions": record.pool.predictions,
+        "indices": s.indices,
+        "batch": s.batch,
+        "holdout": record.holdout,
+    }
+    for name in ("selection_prob", "stratum", "control", "control_mean"):
+        if getattr(s, name) is not None:
+            arrays[name] = getattr(s, name)
+    store.put_arrays(key(cycle, "sample.npz"), **arrays)
+    store.put_arrays(key(cycle, "sample-inputs.npz"), ids=record.sampled_ids,
+                     inputs=np.asarray(inputs, dtype=np.float32))
+    store.put_json(key(cycle, "sample.json"), {"cycle": cycle, "design": record.design, **record.meta})
+
+
+def read_sample(store: ObjectStore, cycle: str) -> SampleRecord:
+    try:
+        meta = store.get_json(key(cycle, "sample.json"))
+        arrays = store.get_arrays(key(cycle, "sample.npz"))
+    except KeyNotFound:
+        raise KeyNotFound(f"cycle {cycle!r} has no sample in {store.url} (run sample-operational first)") from None
+    pool = Pool(ids=arrays["pool_ids"], p_correct=arrays["pool_p_correct"],
+                predictions=arrays["pool_predictions"])
+    sample = Sample(indices=arrays["indices"], batch=arrays["batch"],
+                    selection_prob=arrays.get("selection_prob"), stratum=arrays.get("stratum"),
+                    control=arrays.get("control"), control_mean=arrays.get("control_mean"))
+    design = meta.pop("design")
+    meta.pop("cycle", None)
+    return SampleRecord(pool=pool, sample=sample, holdout=arrays["holdout"], design=design, meta=meta)
+
+
+def read_sample_inputs(store: ObjectStore, cycle: str) -> tuple[np.ndarray, np.ndarray]:
+    arrays = store.get_arrays(key(cycle, "sample-inputs.npz"))
+    return arrays["ids"].astype(str), arrays["inputs"]
+
+
+def write_labels(store: ObjectStore, cycle: str, ids: np.ndarray, labels: np.ndarray, backend: str) -> None:
+    store.put_arrays(key(cycle, "labels.npz"), ids=np.asarray(ids).astype(str),
+                     labels=np.asarray(labels, dtype=np.int64), backend=np.array(backend))
+
+
+def read_labels(store: ObjectStore, cycle: str) -> dict[str, int]:
+    """id -> label for every labeled sampled input (UNLABELED ones left out)."""
+    try:
+        arrays = store.get_arrays(key(cycle, "labels.npz"))
+    except KeyNotFound:
+        raise KeyNotFound(f"cycle {cycle!r} has no labels in {store.url} (run collect-labels first)") from None
+    return {i: int(y) for i, y in zip(arrays["ids"].astype(str), arrays["labels"]) if y != UNLABELED}
+
+
+def read_holdout(store: ObjectStore, cycle: str) -> dict[str, np.ndarray]:
+    try:
+        return store.get_arrays(key(cycle, "holdout.npz"))
+    except KeyNotFound:
+        raise KeyNotFound(f"cycle {cycle!r} has no held-out labeled inputs in {store.url}") from None

@@ -1,0 +1,1 @@
+"""sample-operational: choose operational inputs to label (see README.md)."""

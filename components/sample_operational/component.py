@@ -1,0 +1,37 @@
+"""The KFP component: a thin wrapper; the work is in :mod:`.logic` (testable without kfp)."""
+from typing import NamedTuple
+
+from kfp import dsl
+
+from daic.components.images import image_for
+
+
+@dsl.component(base_image=image_for("sample-operational"), packages_to_install=[],
+               install_kfp_package=False)
+def sample_operational(
+    store_url: str,
+    deployment: str,
+    sampler: str,
+    sampler_params: dict,
+    budget: int,
+    holdout_share: float,
+    seed: int,
+    since: str,
+    until: str,
+    cycle: str,
+    sample: dsl.Output[dsl.Dataset],
+) -> NamedTuple("Outputs", [("cycle", str), ("n_labels", int), ("pool_size", int)]):
+    """Draw operational inputs to label (ids + the design's probabilities) for a new cycle."""
+    from collections import namedtuple
+
+    from daic.components.sample_operational.logic import SampleConfig, run
+
+    config = SampleConfig(deployment=deployment, sampler=sampler, sampler_params=sampler_params,
+                          budget=budget, holdout_share=holdout_share, seed=seed, since=since,
+                          until=until, cycle=cycle)
+    result = run(store_url, config, dataset_path=sample.path)
+    sample.metadata.update({"cycle": result.cycle, "pool_size": result.pool_size,
+                            "n_draws": result.n_draws, "n_labels": result.n_labels,
+                            "n_holdout": result.n_holdout, "sampler": sampler})
+    outputs = namedtuple("Outputs", ["cycle", "n_labels", "pool_size"])
+    return outputs(result.cycle, result.n_labels, result.pool_size)

@@ -1,0 +1,6 @@
+"""Test support for the pipeline components (not used by the product code path).
+
+:mod:`.operational` writes operational records from a :mod:`daic.data.scenarios` stream through a
+real classifier, the way the sidecar logs them; :mod:`.fake_kube` is a tiny Kubernetes API server
+(custom objects only, over real HTTP) for the cluster paths of ``train`` and ``deploy``.
+"""

@@ -1,0 +1,61 @@
+"""Write operational records for a scenario stream, in the sidecar's format, for tests and demos.
+
+Each scenario step becomes ``operational/<deployment>/batch-<step>.npz`` with per-input ``ids``,
+``times``, ``inputs``, ``predictions``, ``probs``, ``p_correct`` (the max-softmax confidence, an
+uncalibrated pseudo-oracle, which is what the sampling designs must cope with), ``drift`` (zeros:
+no drift detector here), ``model_version``, and ``embeddings``/``shadow_probs`` when the predictor
+gives them. The truth (labels, corruption) is *not* written: that is what labeling pays for; the
+returned stream carries it for the test to check against.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from daic.data.scenarios import Scenario, Stream, materialise
+from daic.storage import ObjectStore
+
+Predictor = Callable[[np.ndarray], dict[str, np.ndarray]]
+"""images (N, 28, 28) -> {"probs": (N, 10), optional "embeddings", "shadow_probs"}."""
+
+
+def write_operational(store: ObjectStore, deployment: str, scenario: Scenario, predict: Predictor,
+                      model_version: str = "v0001", t0: float = 1_700_000_000.0,
+                      step_seconds: float = 60.0, steps: range | None = None) -> Stream:
+    """Log ``steps`` of ``scenario`` (default all) as the sidecar would; returns the stream's truth."""
+    steps = range(len(scenario)) if steps is None else steps
+    for step in steps:
+        batch = scenario.batch(step)
+        out = predict(batch.images)
+        probs = np.asarray(out["probs"], dtype=np.float64)
+        n = len(batch)
+        arrays = {
+            "ids": batch.ids,
+            "times": t0 + step * step_seconds + np.arange(n) * (step_seconds / n),
+            "inputs": batch.images,
+            "predictions": probs.argmax(axis=1).astype(np.int64),
+            "probs": probs,
+            "p_correct": probs.max(axis=1),
+            "drift": np.zeros(n),
+            "model_version": np.full(n, model_version),
+        }
+        for name in ("embeddings", "shadow_probs"):
+            if name in out:
+                arrays[name] = np.asarray(out[name], dtype=np.float32)
+        store.put_arrays(f"operational/{deployment}/batch-{step:06d}.npz", **arrays)
+    return materialise(scenario)
+
+
+def torch_predictor(model) -> Predictor:
+    """A :data:`Predictor` from a daic network (``embed_and_logits``), run in eval mode on CPU."""
+    import torch
+
+    def predict(images: np.ndarray) -> dict[str, np.ndarray]:
+        model.eval()
+        with torch.no_grad():
+            emb, logits = model.embed_and_logits(torch.as_tensor(images, dtype=torch.float32))
+            probs = torch.softmax(logits, dim=1)
+        return {"probs": probs.numpy(), "embeddings": emb.numpy()}
+
+    return predict
