@@ -102,6 +102,7 @@ class ActionOutcome:
 @dataclass(frozen=True)
 class Observations:
     estimate: EstimateReading | EstimateError | None = None
+    canary_estimate: EstimateReading | EstimateError | None = None
     runs: tuple[RunObservation, ...] = ()
     deployment: DeploymentReading | None = None
     approval: Approval | None = None

@@ -170,6 +170,7 @@ class _Pass:
         self.check: trigger_policy.TriggerCheck | None = None  # the trigger's verdict on it
         self.run: RunState | None = None              # a new state of the current run
         self.approval: Approval | None = None
+        self.canary: EstimateReading | None = None    # the canary's own estimate, read during the canary
         self.failures: list[str] = []
         self.generation_changed = (status.observed_generation is not None
                                    and ident.generation != status.observed_generation)
@@ -226,6 +227,13 @@ class _Pass:
             st.deployment = DeploymentStatus(champion_version=dep.champion_version,
                                              canary_version=dep.canary_version,
                                              canary_share=dep.canary_share, observed_at=utc(dep.observed_at))
+
+        canary = obs.canary_estimate
+        cur = st.current
+        if (isinstance(canary, EstimateReading) and cur is not None and cur.canary_started_at is not None
+                and utc(canary.observed_at) >= cur.canary_started_at):
+            cur.canary_estimate, cur.canary_n = canary.accuracy, canary.n
+            self.canary = canary
 
         if obs.approval is not None and st.current is not None and obs.approval.cycle == st.current.cycle:
             self.approval = obs.approval
@@ -429,11 +437,12 @@ class _Pass:
                 cur.canary_started_at = self.now
                 self._event("Normal", "CanaryServing",
                             f"{cur.challenger_version} serves {promo.canary_share}% of traffic")
-            threshold = st.effective_threshold
-            if self.fresh is not None and threshold is not None and self.fresh.accuracy < threshold:
+            threshold, canary = st.effective_threshold, self.canary
+            if (canary is not None and threshold is not None and canary.n >= self.spec.trigger.min_window
+                    and canary.accuracy < threshold):
                 return self._transition(Phase.promoting, Stage.rollback, "CanaryRollback",
-                                        f"estimate {self.fresh.accuracy:.4f} < {threshold:.4f} during the "
-                                        f"canary; rolling back to {cur.champion_version}", "Warning")
+                                        f"canary estimate {canary.accuracy:.4f} (n={canary.n}) < "
+                                        f"{threshold:.4f}; rolling back to {cur.champion_version}", "Warning")
             if self.now - cur.canary_started_at >= timedelta(seconds=promo.canary_seconds):
                 return self._transition(Phase.promoting, Stage.promote, "CanaryPassed",
                                         f"canary held for {promo.canary_seconds} s; promoting "

@@ -81,14 +81,20 @@ class DeploymentRef(_Model):
 
 
 class EstimateSpec(_Model):
-    """Where the online accuracy estimate is read: the sidecar's REST endpoint or a PromQL query."""
+    """Where the online accuracy estimate is read: the sidecar's REST endpoint or a PromQL query.
+
+    ``canaryUrl`` / ``canaryQuery`` (optional) read the canary's own estimate during a canary (its
+    sidecar logs apart from the champion's); a canary estimate below the threshold rolls back.
+    """
 
     source: EstimateSource = EstimateSource.sidecar
     url: str | None = Field(default=None, pattern=r"^https?://")
+    canary_url: str | None = Field(default=None, pattern=r"^https?://")
     prometheus_url: str | None = Field(default=None, pattern=r"^https?://")
     query: str | None = Field(default=None, min_length=1)
     count_query: str | None = Field(default=None, min_length=1)
     drift_query: str | None = Field(default=None, min_length=1)
+    canary_query: str | None = Field(default=None, min_length=1)
     stale_after_seconds: int = Field(default=600, ge=1)
     timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
@@ -99,6 +105,10 @@ class EstimateSpec(_Model):
         if self.source is EstimateSource.prometheus and not (self.prometheus_url and self.query):
             raise ValueError("estimate.prometheusUrl and estimate.query are required when "
                              "estimate.source is 'prometheus'")
+        if self.source is EstimateSource.sidecar and self.canary_query:
+            raise ValueError("estimate.canaryQuery applies to source 'prometheus'; use estimate.canaryUrl")
+        if self.source is EstimateSource.prometheus and self.canary_url:
+            raise ValueError("estimate.canaryUrl applies to source 'sidecar'; use estimate.canaryQuery")
         return self
 
 

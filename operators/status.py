@@ -117,6 +117,8 @@ class CurrentCycle(_Model):
     challenger_version: str | None = None
     approval_requested_at: datetime | None = None
     canary_started_at: datetime | None = None
+    canary_estimate: float | None = None
+    canary_n: int | None = None
     promotion_requested_at: datetime | None = None
     decision: str | None = None
 

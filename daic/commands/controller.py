@@ -1,0 +1,60 @@
+"""``daic controller``: run the AssessmentCycle reconcile loop on this machine (see docs/operator.md)."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import click
+
+
+@click.command("controller")
+@click.option("--cycle", "cycle_path", required=True, type=click.Path(dir_okay=False),
+              help="AssessmentCycle YAML (the same resource you would kubectl apply)")
+@click.option("--state-dir", default=None, type=click.Path(file_okay=False),
+              help="where status.json, runs/ and events.jsonl live (default .daic/controller/<name>)")
+@click.option("--store", "store_url", default=None, metavar="URL",
+              help="object store for cycle records (default: $DAIC_STORE or ./.daic/store)")
+@click.option("--pipeline-callable", default="daic.pipelines.local_run:run_pipeline", show_default=True,
+              metavar="MODULE:FUNC", help="what a local run executes: f(params) -> result dict")
+@click.option("--champion-hook", default=None, metavar="MODULE:FUNC",
+              help="called as f(model_name, version) when a version takes all traffic")
+@click.option("--interval", default=5.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="seconds between reconcile passes")
+@click.option("--passes", default=None, type=click.IntRange(min=1), help="stop after this many passes")
+@click.option("--exit-after-cycles", default=None, type=click.IntRange(min=1),
+              help="stop once this many cycles are in the history (and their records written)")
+@click.option("-v", "--verbose", is_flag=True, help="log adapter details")
+def command(cycle_path: str, state_dir: str | None, store_url: str | None, pipeline_callable: str,
+            champion_hook: str | None, interval: float, passes: int | None, exit_after_cycles: int | None,
+            verbose: bool) -> None:
+    """Run the AssessmentCycle reconcile loop locally; status goes to <state-dir>/status.json."""
+    from daic.operators.local_controller import CycleFileError, LocalController
+    from daic.operators.runners.local_worker import load_callable
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if ":" not in pipeline_callable:
+        raise click.BadParameter(f"{pipeline_callable!r} must look like module:function or /path/file.py:function",
+                                 param_hint="--pipeline-callable")
+    hook = None
+    if champion_hook:
+        try:
+            hook = load_callable(champion_hook)
+        except (ImportError, ValueError, OSError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--champion-hook") from exc
+    try:
+        controller = LocalController(cycle_path, state_dir, store_url, pipeline_callable, hook,
+                                     echo=lambda line: click.echo(line, err=True))
+    except CycleFileError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cycle") from exc
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(f"controller: {cycle_path} -> {controller.status_path}", err=True)
+    try:
+        status = controller.run(interval=interval, passes=passes, exit_after_cycles=exit_after_cycles, stop=stop)
+    except CycleFileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"controller stopped: phase {status.phase.value}, {len(status.history)} cycle(s) in history",
+               err=True)

@@ -1,0 +1,48 @@
+"""``daic status``: show a local AssessmentCycle's status (what ``daic controller`` writes)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+def _state_dir(cycle_path: str | None, state_dir: str | None) -> Path:
+    if state_dir:
+        return Path(state_dir)
+    from daic.operators.local_controller import CycleFileError, read_cycle_file
+
+    try:
+        name = read_cycle_file(Path(cycle_path)).name  # type: ignore[arg-type]
+    except CycleFileError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cycle") from exc
+    return Path(".daic") / "controller" / name
+
+
+@click.command("status")
+@click.option("--cycle", "cycle_path", default=None, type=click.Path(dir_okay=False),
+              help="the AssessmentCycle YAML given to `daic controller`")
+@click.option("--state-dir", default=None, type=click.Path(file_okay=False),
+              help="the controller's --state-dir (instead of --cycle)")
+@click.option("--json", "as_json", is_flag=True, help="print the raw status JSON")
+@click.option("--events", default=5, show_default=True, type=click.IntRange(min=0), help="recent events to show")
+def command(cycle_path: str | None, state_dir: str | None, as_json: bool, events: int) -> None:
+    """Show phase, estimate, the cycle in flight and the history of a local AssessmentCycle."""
+    if not cycle_path and not state_dir:
+        raise click.UsageError("give --cycle FILE or --state-dir DIR")
+    root = _state_dir(cycle_path, state_dir)
+    path = root / "status.json"
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise click.ClickException(f"{path} does not exist: has `daic controller` run for this cycle?") from None
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+        return
+    from daic.operators.status_view import render
+
+    lines = []
+    log = root / "events.jsonl"
+    if events and log.exists():
+        lines = [json.loads(line) for line in log.read_text().splitlines()[-events:] if line.strip()]
+    render(doc, lines)

@@ -1,0 +1,127 @@
+"""Read and switch a SeldonDeployment's traffic split (canary, promotion, rollback).
+
+The layout is the one ``daic.serving.manifest`` renders: the main predictor (``spec.deployment.
+predictor``) and, during a canary, a predictor named ``canary``; each names its model version in
+the graph parameter ``model_version`` and the label ``daic.dev/model-version``. The canary is
+derived from the live main predictor (same images, resources, sidecar), pinned to the challenger,
+with its sidecar logging under ``<deployment>-canary`` so its estimate never mixes with the
+champion's. Pure functions build the new predictor list; ``SeldonTarget`` does one read-modify-write
+with the object's resourceVersion (a concurrent edit makes the patch fail with 409 and the next
+reconcile pass tries again).
+"""
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+from typing import Any
+
+from daic.operators.actions import PatchDeployment
+from daic.operators.observations import DeploymentReading
+
+GROUP, VERSION, PLURAL = "machinelearning.seldon.io", "v1", "seldondeployments"
+CANARY = "canary"
+VERSION_PARAM = "model_version"
+VERSION_LABEL = "daic.dev/model-version"
+
+
+class SeldonLayoutError(ValueError):
+    """The SeldonDeployment does not have the shape the operator can switch."""
+
+
+def _predictors(sdep: dict[str, Any]) -> list[dict[str, Any]]:
+    preds = (sdep.get("spec") or {}).get("predictors")
+    if not isinstance(preds, list) or not preds:
+        raise SeldonLayoutError(f"SeldonDeployment {sdep.get('metadata', {}).get('name')!r} has no spec.predictors")
+    return preds
+
+
+def _find(preds: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    return next((p for p in preds if p.get("name") == name), None)
+
+
+def model_version(predictor: dict[str, Any]) -> str | None:
+    for param in (predictor.get("graph") or {}).get("parameters") or []:
+        if param.get("name") == VERSION_PARAM:
+            return str(param.get("value"))
+    return None
+
+
+def _set_version(predictor: dict[str, Any], version: str) -> None:
+    params = predictor.setdefault("graph", {}).setdefault("parameters", [])
+    for param in params:
+        if param.get("name") == VERSION_PARAM:
+            param["value"] = version
+            break
+    else:
+        params.append({"name": VERSION_PARAM, "type": "STRING", "value": version})
+    predictor.setdefault("labels", {})[VERSION_LABEL] = version
+
+
+def read_split(sdep: dict[str, Any], predictor: str) -> tuple[str | None, str | None, int]:
+    """(champion version, canary version or None, canary share in percent)."""
+    preds = _predictors(sdep)
+    main = _find(preds, predictor)
+    if main is None:
+        names = ", ".join(str(p.get("name")) for p in preds)
+        raise SeldonLayoutError(f"no predictor named {predictor!r} (has: {names}); set spec.deployment.predictor")
+    canary = _find(preds, CANARY)
+    if canary is None:
+        return model_version(main), None, 0
+    return model_version(main), model_version(canary), int(canary.get("traffic") or 0)
+
+
+def _canary_sidecar_label(predictor: dict[str, Any]) -> None:
+    """Point the canary's sidecar at its own log prefix (``--deployment <name>-canary``)."""
+    for comp in predictor.get("componentSpecs") or []:
+        for container in ((comp.get("spec") or {}).get("containers") or []):
+            for field in ("command", "args"):
+                argv = container.get(field)
+                if isinstance(argv, list) and "--deployment" in argv:
+                    i = argv.index("--deployment")
+                    if i + 1 < len(argv) and not str(argv[i + 1]).endswith("-canary"):
+                        argv[i + 1] = f"{argv[i + 1]}-canary"
+
+
+def desired_predictors(sdep: dict[str, Any], want: PatchDeployment) -> list[dict[str, Any]]:
+    """The predictor list that serves ``want``; other predictors (shadows) are kept as they are."""
+    if want.predictor == CANARY:
+        raise SeldonLayoutError("the main predictor cannot be named 'canary'")
+    preds = _predictors(sdep)
+    main = _find(preds, want.predictor)
+    if main is None:
+        raise SeldonLayoutError(f"no predictor named {want.predictor!r}")
+    new_main = copy.deepcopy(main)
+    _set_version(new_main, want.champion_version)
+    new_main["traffic"] = 100 - (want.canary_share if want.canary_version else 0)
+    result = [new_main]
+    if want.canary_version:
+        canary = copy.deepcopy(main)
+        canary["name"] = CANARY
+        _set_version(canary, want.canary_version)
+        canary["traffic"] = want.canary_share
+        _canary_sidecar_label(canary)
+        result.append(canary)
+    others = [copy.deepcopy(p) for p in preds if p.get("name") not in (want.predictor, CANARY)]
+    return result + others
+
+
+class SeldonTarget:
+    """The SeldonDeployment behind one AssessmentCycle, through the ``kubernetes`` client."""
+
+    def __init__(self, api: Any, namespace: str, name: str, predictor: str):
+        """``api``: a ``kubernetes.client.CustomObjectsApi``."""
+        self.api, self.namespace, self.name, self.predictor = api, namespace, name, predictor
+
+    def _get(self) -> dict[str, Any]:
+        return self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
+
+    def observe(self, now: datetime) -> DeploymentReading:
+        champion, canary, share = read_split(self._get(), self.predictor)
+        return DeploymentReading(champion, canary, share, now)
+
+    def apply(self, want: PatchDeployment) -> None:
+        sdep = self._get()
+        body = {"metadata": {"resourceVersion": sdep["metadata"]["resourceVersion"]},
+                "spec": {"predictors": desired_predictors(sdep, want)}}
+        self.api.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name, body,
+                                                _content_type="application/merge-patch+json")

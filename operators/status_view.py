@@ -1,0 +1,61 @@
+"""Render an AssessmentCycle resource (spec + status) for a person: ``daic status``."""
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def render(doc: dict[str, Any], events: list[dict[str, Any]] | None = None,
+           console: Console | None = None) -> None:
+    console = console or Console()
+    meta, status = doc.get("metadata") or {}, doc.get("status") or {}
+    spec = doc.get("spec") or {}
+    stage = f" / {status['stage']}" if status.get("stage") else ""
+    console.print(f"[bold]{meta.get('name', '?')}[/bold]  deployment "
+                  f"{(spec.get('deployment') or {}).get('name', '?')}  phase [bold]{status.get('phase', '?')}"
+                  f"{stage}[/bold]  ({status.get('reason', '')})")
+    if status.get("message"):
+        console.print(f"  {status['message']}")
+    est = status.get("estimate")
+    if est:
+        band = f" [{_fmt(est.get('lower'))}, {_fmt(est.get('upper'))}]" if est.get("lower") is not None else ""
+        console.print(f"  estimate {_fmt(est.get('accuracy'))}{band}  n={est.get('n')}  "
+                      f"threshold {_fmt(status.get('effectiveThreshold'))}  "
+                      f"drift alarm {est.get('driftAlarm')}  trusted {est.get('trusted')}  "
+                      f"model {est.get('modelVersion') or '-'}  at {est.get('observedAt')}")
+    elif status.get("estimateError"):
+        console.print(f"  estimate unavailable: {status['estimateError']}")
+    console.print(f"  cycles started {status.get('cycleCount', 0)}  armed {status.get('armed')}  "
+                  f"cooldown until {status.get('cooldownUntil') or '-'}")
+    cur = status.get("current")
+    if cur:
+        console.print(f"  in flight: cycle {cur['cycle']} run {cur['runName']} ({cur.get('runState') or 'submitted'})"
+                      f" since {cur['startedAt']}; trigger {cur['triggerReason']} at {_fmt(cur['triggerEstimate'])}")
+    history = status.get("history") or []
+    if history:
+        table = Table(title="history (latest last)")
+        for col in ("cycle", "run", "trigger", "offline [interval]", "labels", "decision", "champion", "challenger",
+                    "finished"):
+            table.add_column(col)
+        for h in history:
+            interval = (f"{_fmt(h.get('offlineAccuracy'))} [{_fmt(h.get('offlineLower'))}, "
+                        f"{_fmt(h.get('offlineUpper'))}]" if h.get("offlineAccuracy") is not None else "-")
+            table.add_row(str(h["cycle"]), h["runName"], f"{h['triggerReason']} {_fmt(h['triggerEstimate'])}",
+                          interval, _fmt(h.get("labelsUsed")), h["decision"], _fmt(h.get("championVersion")),
+                          _fmt(h.get("challengerVersion")), h["finishedAt"])
+        console.print(table)
+    conditions = status.get("conditions") or []
+    if conditions:
+        console.print("  conditions: " + ", ".join(f"{c['type']}={c['status']}" for c in conditions))
+    for ev in events or []:
+        console.print(f"  {ev['time']} {ev['type']} {ev['reason']}: {ev['message']}")
