@@ -103,7 +103,6 @@ def run(store: ObjectStore | str, config: SampleConfig, dataset_path: str | None
             "n_labels": int(sample.distinct.size), "holdout_share": config.holdout_share,
             "seed": config.seed, "pool_size": pool.size,
             "oracle_accuracy": pool.oracle_accuracy,
-            "operational_batches": list(window.batches),
             "created": time.time(),
         },
     )

@@ -19,10 +19,10 @@ T0 = 1_700_000_000.0  # the fixture's first logged time; 60 s per batch of 50
 def test_window_keeps_inputs_in_time_range(operational_store):
     store, stream = operational_store
     everything = read_window(store, "mnist")
-    assert everything.size == 400
+    assert len(everything) == 400
     assert list(everything.ids) == list(stream.ids)
     late = read_window(store, "mnist", since=T0 + 4 * 60, until=T0 + 6 * 60)
-    assert late.size == 100
+    assert len(late) == 100
     assert list(late.ids) == list(stream.ids[200:300])
 
 
@@ -33,7 +33,7 @@ def test_window_errors_name_the_problem(operational_store):
     with pytest.raises(ValueError, match="until .* must be after since"):
         read_window(store, "mnist", since=5.0, until=1.0)
     store.put_arrays("operational/broken/batch-000000.npz", ids=np.array(["a"]))
-    with pytest.raises(ValueError, match="lacks times, inputs, predictions, p_correct"):
+    with pytest.raises(ValueError, match="lacks request_ids, times, inputs"):
         read_window(store, "broken")
 
 

@@ -1,11 +1,12 @@
-"""Write operational records for a scenario stream, in the sidecar's format, for tests and demos.
+"""Write operational records for a scenario stream, as the sidecar logs them, for tests and demos.
 
-Each scenario step becomes ``operational/<deployment>/batch-<step>.npz`` with per-input ``ids``,
-``times``, ``inputs``, ``predictions``, ``probs``, ``p_correct`` (the max-softmax confidence, an
-uncalibrated pseudo-oracle, which is what the sampling designs must cope with), ``drift`` (zeros:
-no drift detector here), ``model_version``, and ``embeddings``/``shadow_probs`` when the predictor
-gives them. The truth (labels, corruption) is *not* written: that is what labeling pays for; the
-returned stream carries it for the test to check against.
+Each scenario step becomes one batch written with the sidecar's own writer
+(:func:`daic.sidecar.records.write_batch`); the input ids are the scenario's ids. ``p_correct`` is
+the max-softmax confidence (an uncalibrated pseudo-oracle, which the sampling designs must cope
+with) unless the predictor gives one. Without a shadow model the predictor's own probabilities
+stand in for ``shadow_probs`` and the probabilities for ``embeddings``; ``drift`` is zero. The
+truth (labels, corruption) is *not* written: that is what labeling pays for; the returned stream
+carries it for the test to check against.
 """
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from collections.abc import Callable
 import numpy as np
 
 from daic.data.scenarios import Scenario, Stream, materialise
+from daic.sidecar.records import OperationalRecords, write_batch
 from daic.storage import ObjectStore
 
 Predictor = Callable[[np.ndarray], dict[str, np.ndarray]]
-"""images (N, 28, 28) -> {"probs": (N, 10), optional "embeddings", "shadow_probs"}."""
+"""images (N, 28, 28) -> {"probs": (N, 10), optional "embeddings", "shadow_probs", "p_correct"}."""
 
 
 def write_operational(store: ObjectStore, deployment: str, scenario: Scenario, predict: Predictor,
@@ -30,20 +32,20 @@ def write_operational(store: ObjectStore, deployment: str, scenario: Scenario, p
         out = predict(batch.images)
         probs = np.asarray(out["probs"], dtype=np.float64)
         n = len(batch)
-        arrays = {
-            "ids": batch.ids,
-            "times": t0 + step * step_seconds + np.arange(n) * (step_seconds / n),
-            "inputs": batch.images,
-            "predictions": probs.argmax(axis=1).astype(np.int64),
-            "probs": probs,
-            "p_correct": probs.max(axis=1),
-            "drift": np.zeros(n),
-            "model_version": np.full(n, model_version),
-        }
-        for name in ("embeddings", "shadow_probs"):
-            if name in out:
-                arrays[name] = np.asarray(out[name], dtype=np.float32)
-        store.put_arrays(f"operational/{deployment}/batch-{step:06d}.npz", **arrays)
+        records = OperationalRecords(
+            ids=batch.ids,
+            request_ids=batch.ids,
+            times=t0 + step * step_seconds + np.arange(n) * (step_seconds / n),
+            inputs=batch.images,
+            predictions=probs.argmax(axis=1),
+            probs=probs,
+            embeddings=out.get("embeddings", probs),
+            shadow_probs=out.get("shadow_probs", probs),
+            p_correct=out.get("p_correct", probs.max(axis=1)),
+            drift=np.zeros(n),
+            model_version=np.full(n, model_version),
+        )
+        write_batch(store, deployment, records, seq=step)
     return materialise(scenario)
 
 

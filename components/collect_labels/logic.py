@@ -1,0 +1,148 @@
+"""collect-labels: hand the cycle's sample to a labeling backend and wait for the labels.
+
+Backends (:data:`BACKENDS`): ``web`` (the labeling page), ``label-studio`` (a Label Studio server),
+``feedback`` (ground truth that arrived through the sidecar's feedback endpoint) and ``simulated``
+(truth from a benchmark scenario: for the demo and benchmarks only). Each is submitted to once and
+polled until every sampled input is answered or ``timeout_s`` passes; an answer of "unsure" counts
+as answered but gives no label. At the deadline the step fails unless at least
+``min_answered_share`` of the inputs are answered (labels missing not at random bias an estimate,
+so the default asks for all of them).
+
+Results: ``cycles/<c>/labels.npz`` (every sampled input, -1 where unlabeled), the trainer's batch
+``labels/<c>/batch-0.npz`` (labeled training inputs) and ``cycles/<c>/holdout.npz`` (labeled
+held-out inputs), see :mod:`daic.components.cycle_store`.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from daic.components import cycle_store
+from daic.storage import ObjectStore, open_store
+
+from .request import Answers, Backend, LabelRequest
+
+log = logging.getLogger(__name__)
+
+BACKENDS: dict[str, str] = {
+    "web": "the labeling web page (daic label serve); people label in a browser",
+    "label-studio": "a Label Studio server (LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY)",
+    "feedback": "ground truth received through the sidecar's feedback endpoint",
+    "simulated": "truth from the scenario that produced the traffic: demo and benchmarks only",
+}
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    backend: str = "web"
+    timeout_s: float = 3600.0
+    poll_s: float = 5.0
+    min_answered_share: float = 1.0
+    deployment: str = "mnist"
+    simulated_scenario: str = ""
+    label_studio_url: str = ""
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown labeler {self.backend!r}; valid: {', '.join(BACKENDS)}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s!r}")
+        if not 0 < self.poll_s <= self.timeout_s:
+            raise ValueError(f"poll_s must be in (0, timeout_s], got {self.poll_s!r}")
+        if not 0.0 < self.min_answered_share <= 1.0:
+            raise ValueError(f"min_answered_share must be in (0, 1], got {self.min_answered_share!r}")
+
+
+@dataclass(frozen=True)
+class CollectResult:
+    n_requested: int
+    n_labeled: int
+    n_unsure: int
+    n_train: int
+    n_holdout: int
+    waited_s: float
+
+
+def make_backend(store: ObjectStore, config: CollectConfig) -> Backend:
+    if config.backend == "web":
+        from .web import WebBackend
+
+        return WebBackend(store)
+    if config.backend == "label-studio":
+        from .label_studio import LabelStudioBackend
+
+        return LabelStudioBackend(store, url=config.label_studio_url)
+    if config.backend == "feedback":
+        from .feedback import FeedbackBackend
+
+        return FeedbackBackend(store, config.deployment)
+    from .simulated import SimulatedBackend
+
+    return SimulatedBackend(config.simulated_scenario)
+
+
+def wait_for_answers(backend: Backend, request: LabelRequest, timeout_s: float, poll_s: float,
+                     min_answered_share: float = 1.0,
+                     clock: Callable[[], float] = time.monotonic,
+                     sleep: Callable[[float], None] = time.sleep) -> tuple[Answers, float]:
+    """Poll until all inputs are answered; at the deadline accept ``min_answered_share`` or raise."""
+    wanted = {str(i) for i in request.ids}
+    start = clock()
+    while True:
+        answers = {i: a for i, a in backend.poll(request).items() if i in wanted}
+        waited = clock() - start
+        if len(answers) == len(wanted):
+            return answers, waited
+        if waited >= timeout_s:
+            if len(answers) >= min_answered_share * len(wanted):
+                log.warning("labeling timed out with %d of %d answered; going on", len(answers), len(wanted))
+                return answers, waited
+            raise TimeoutError(
+                f"labeling ({backend.name}) for cycle {request.cycle!r} timed out after {timeout_s:g}s "
+                f"with {len(answers)} of {len(wanted)} inputs answered "
+                f"(min_answered_share={min_answered_share:g})"
+            )
+        log.info("labels: %d/%d answered; next look in %gs", len(answers), len(wanted), poll_s)
+        sleep(min(poll_s, max(0.0, timeout_s - waited)))
+
+
+def run(store: ObjectStore | str, cycle: str, config: CollectConfig,
+        backend: Backend | None = None) -> CollectResult:
+    store = open_store(store or None) if isinstance(store, str) else store
+    record = cycle_store.read_sample(store, cycle)
+    ids, inputs = cycle_store.read_sample_inputs(store, cycle)
+    position = {i: k for k, i in enumerate(record.pool.ids)}
+    rows = np.array([position[i] for i in ids])
+    request = LabelRequest(cycle=cycle, ids=ids, inputs=inputs,
+                           predictions=record.pool.predictions[rows],
+                           confidences=record.pool.p_correct[rows])
+    backend = backend or make_backend(store, config)
+    backend.submit(request)
+    answers, waited = wait_for_answers(backend, request, config.timeout_s, config.poll_s,
+                                       config.min_answered_share)
+    labels = np.array([cycle_store.UNLABELED if answers.get(i) is None else answers[i] for i in ids],
+                      dtype=np.int64)
+    if np.any((labels != cycle_store.UNLABELED) & ((labels < 0) | (labels > 9))):
+        raise ValueError(f"labeler {backend.name} returned labels outside 0..9")
+    cycle_store.write_labels(store, cycle, ids, labels, backend.name)
+    labeled = labels != cycle_store.UNLABELED
+    n_train = _write_part(store, cycle_store.train_labels_key(cycle), ids, inputs, labels,
+                          labeled & np.isin(ids, record.train_ids))
+    n_holdout = _write_part(store, cycle_store.key(cycle, "holdout.npz"), ids, inputs, labels,
+                            labeled & np.isin(ids, record.holdout_ids))
+    n_unsure = sum(1 for i in ids if i in answers and answers[i] is None)
+    log.info("cycle %s: %d labels (%d unsure) via %s; %d for training, %d held out",
+             cycle, int(labeled.sum()), n_unsure, backend.name, n_train, n_holdout)
+    return CollectResult(n_requested=len(ids), n_labeled=int(labeled.sum()), n_unsure=n_unsure,
+                         n_train=n_train, n_holdout=n_holdout, waited_s=waited)
+
+
+def _write_part(store: ObjectStore, key: str, ids: np.ndarray, inputs: np.ndarray, labels: np.ndarray,
+                mask: np.ndarray) -> int:
+    if mask.any():
+        store.put_arrays(key, images=inputs[mask].astype(np.float32), labels=labels[mask], ids=ids[mask])
+    return int(mask.sum())

@@ -1,0 +1,38 @@
+"""``web``: the labeling web page (``daic label serve``, :mod:`daic.labeling`).
+
+The task and the answers live in the object store (``labels/<cycle>/task.json``, one answer per
+object under ``labels/<cycle>/answers/``), so the page and this step need no connection to each
+other: submitting writes the task, polling reads the answers.
+"""
+from __future__ import annotations
+
+from daic.labeling import LabelBook, LabelingTask
+from daic.storage import KeyNotFound, ObjectStore
+
+from .request import Answers, LabelRequest
+
+
+class WebBackend:
+    name = "web"
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    def submit(self, request: LabelRequest) -> None:
+        book = LabelBook(self.store, request.cycle)
+        try:
+            existing = book.task
+        except KeyNotFound:
+            existing = None
+        if existing is not None:
+            if list(existing.ids) != [str(i) for i in request.ids]:
+                raise ValueError(f"cycle {request.cycle!r} already has a labeling task for other inputs")
+            return  # a retried step keeps the answers given so far
+        task = LabelingTask(cycle=request.cycle, ids=[str(i) for i in request.ids],
+                            predictions=[int(p) for p in request.predictions],
+                            confidences=[float(min(1.0, max(0.0, c))) for c in request.confidences],
+                            budget=len(request.ids))
+        LabelBook.create(self.store, task, request.inputs)
+
+    def poll(self, request: LabelRequest) -> Answers:
+        return {i: a.label for i, a in LabelBook(self.store, request.cycle).answers().items()}
