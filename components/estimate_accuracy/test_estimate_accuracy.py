@@ -1,0 +1,98 @@
+"""estimate-accuracy alone: the drop rule's truth table, and the estimate on labeled samples."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from daic.components import cycle_store
+from daic.components.collect_labels.logic import CollectConfig
+from daic.components.collect_labels.logic import run as collect
+from daic.components.estimate_accuracy.decision import DropRule, decide_drop
+from daic.components.estimate_accuracy.logic import EstimateConfig, run
+from daic.components.sample_operational.logic import SampleConfig
+from daic.components.sample_operational.logic import run as sample
+
+SPEC = json.dumps({"name": "sudden", "seed": 3, "batch_size": 50, "n_steps": 8, "drift_start": 4,
+                   "corruption": "translate", "severity": 3})
+
+
+@pytest.mark.parametrize("accuracy,lower,upper,threshold,outcome", [
+    (0.70, 0.65, 0.75, 0.80, "confirmed"),      # whole interval below
+    (0.70, 0.65, 0.79999, 0.80, "confirmed"),   # upper just below
+    (0.70, 0.65, 0.80, 0.80, "inconclusive"),   # upper touches the threshold
+    (0.78, 0.72, 0.84, 0.80, "inconclusive"),   # estimate below, interval straddles
+    (0.80, 0.75, 0.85, 0.80, "no-drop"),        # estimate on the threshold
+    (0.90, 0.85, 0.95, 0.80, "no-drop"),        # well above
+    (0.85, 0.81, 0.88, 0.80, "no-drop"),        # interval wholly above
+])
+def test_drop_truth_table(accuracy, lower, upper, threshold, outcome):
+    decision = decide_drop(accuracy, lower, upper, threshold)
+    assert decision.outcome == outcome
+    assert decision.confirmed == (outcome == "confirmed")
+
+
+def test_threshold_comes_from_the_operator_or_the_reference():
+    assert DropRule(threshold=0.9).effective_threshold(None) == 0.9
+    assert DropRule(threshold=0.9).effective_threshold(0.99) == 0.9
+    assert DropRule(max_drop=0.05).effective_threshold(0.98) == pytest.approx(0.93)
+    with pytest.raises(ValueError, match="no threshold"):
+        DropRule().effective_threshold(None)
+    with pytest.raises(ValueError, match="max_drop must be in"):
+        DropRule(max_drop=-0.1)
+    with pytest.raises(ValueError, match="need 0 <= lower <= accuracy <= upper <= 1"):
+        decide_drop(0.5, 0.6, 0.7, 0.8)
+
+
+@pytest.fixture
+def labeled(operational_store):
+    store, stream = operational_store
+    sample(store, SampleConfig(sampler="stratified", budget=120, cycle="c1", seed=4,
+                               since=str(1_700_000_000 + 4 * 60)))  # the drifted half only
+    collect(store, "c1", CollectConfig(backend="simulated", simulated_scenario=SPEC))
+    record = cycle_store.read_sample(store, "c1")
+    truth = dict(zip(stream.ids, stream.labels))
+    true_accuracy = float(np.mean(record.pool.predictions == np.array([truth[i] for i in record.pool.ids])))
+    return store, true_accuracy
+
+
+def test_estimate_covers_the_pools_true_accuracy_and_confirms_the_drop(labeled):
+    from daic.operators.status import RunResult
+
+    store, true_accuracy = labeled
+    result = run(store, "c1", EstimateConfig(rule=DropRule(threshold=0.7)))
+    est = result.estimate
+    assert est.lower <= true_accuracy <= est.upper
+    assert est.method.startswith("stratified")
+    assert result.decision.confirmed  # the translated stream: ~10 % accuracy vs a 0.7 threshold
+    saved = store.get_json(cycle_store.key("c1", "estimate.json"))
+    assert saved["decision"]["outcome"] == "confirmed"
+    # the result record is what the operator reads
+    parsed = RunResult.model_validate(store.get_json(cycle_store.key("c1", "result.json")))
+    assert parsed.drop_confirmed and parsed.labels_used == est.n_labels
+
+
+def test_no_drop_when_threshold_is_low(labeled):
+    store, true_accuracy = labeled
+    result = run(store, "c1", EstimateConfig(rule=DropRule(threshold=0.01)))
+    assert result.decision.outcome == "no-drop"
+    assert store.get_json(cycle_store.key("c1", "result.json"))["drop_confirmed"] is False
+
+
+def test_unsure_labels_are_left_out_and_counted(labeled):
+    store, _ = labeled
+    arrays = store.get_arrays(cycle_store.key("c1", "labels.npz"))
+    labels = arrays["labels"].copy()
+    labels[:3] = cycle_store.UNLABELED
+    cycle_store.write_labels(store, "c1", arrays["ids"], labels, "web")
+    result = run(store, "c1", EstimateConfig(rule=DropRule(threshold=0.7)))
+    assert result.n_unlabeled_draws == 3
+    assert result.estimate.n_draws == cycle_store.read_sample(store, "c1").sample.n_draws - 3
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="level must be in"):
+        EstimateConfig(level=1.5)
+    with pytest.raises(ValueError, match="reference_accuracy must be <= 1"):
+        EstimateConfig(reference_accuracy=2.0)
