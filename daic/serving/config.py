@@ -1,0 +1,88 @@
+"""Settings of the model server, from Seldon graph parameters with environment fallbacks.
+
+Seldon passes the graph's ``parameters`` to the model class's constructor (typed: STRING, INT,
+FLOAT); anything not given there is read from the environment, then defaults. Validation lives
+here once, so a bad value fails the pod at start with a message naming the setting.
+
+============================  ======================  =========================================
+parameter                     environment             meaning
+============================  ======================  =========================================
+``store_url``                 ``DAIC_STORE``          object store holding the registry
+``model_name``                ``DAIC_MODEL_NAME``     registry name (``mnist``)
+``model_version``             ``DAIC_MODEL_VERSION``  ``champion`` (follow the pointer, reload
+                                                      live) or a version to pin
+``reload_interval_s``         ``DAIC_RELOAD_INTERVAL_S`` how often to check the champion pointer
+``max_batch``                 ``DAIC_MAX_BATCH``      most inputs per request (HTTP 400 above)
+``torch_threads``             ``DAIC_TORCH_THREADS``  intra-op threads per worker
+============================  ======================  =========================================
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from daic.serving.inputs import DEFAULT_MAX_BATCH
+
+CHAMPION = "champion"
+_NAME = re.compile(r"^[A-Za-z0-9._-]{1,63}$")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    store_url: str | None = None
+    model_name: str = "mnist"
+    model_version: str = CHAMPION
+    reload_interval_s: float = 15.0
+    max_batch: int = DEFAULT_MAX_BATCH
+    torch_threads: int = 1
+
+    def __post_init__(self) -> None:
+        for field in ("model_name", "model_version"):
+            value = getattr(self, field)
+            if not isinstance(value, str) or not _NAME.match(value):
+                raise ValueError(f"{field} must be a name of letters, digits and ._- (at most 63), got {value!r}")
+        if not self.reload_interval_s > 0:
+            raise ValueError(f"reload_interval_s must be > 0 seconds, got {self.reload_interval_s!r}")
+        if isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int) or self.max_batch < 1:
+            raise ValueError(f"max_batch must be a positive integer, got {self.max_batch!r}")
+        if isinstance(self.torch_threads, bool) or not isinstance(self.torch_threads, int) or self.torch_threads < 1:
+            raise ValueError(f"torch_threads must be a positive integer, got {self.torch_threads!r}")
+
+    @property
+    def follows_champion(self) -> bool:
+        return self.model_version == CHAMPION
+
+    @classmethod
+    def resolve(cls, params: Mapping[str, Any], env: Mapping[str, str] | None = None) -> "ServerConfig":
+        """Parameters first, then ``DAIC_*`` environment variables, then defaults."""
+        env = os.environ if env is None else env
+        unknown = set(params) - set(_ENV)
+        if unknown:
+            raise ValueError(f"unknown model parameter(s) {', '.join(sorted(unknown))}; "
+                             f"valid: {', '.join(sorted(_ENV))}")
+        values: dict[str, Any] = {}
+        for name, (var, kind) in _ENV.items():
+            if params.get(name) is not None:
+                raw = params[name]
+            elif env.get(var):
+                raw = env[var]
+            else:
+                continue
+            try:
+                values[name] = kind(raw)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} ({var}) must be {kind.__name__}, got {raw!r}") from None
+        return cls(**values)
+
+
+_ENV: dict[str, tuple[str, type]] = {
+    "store_url": ("DAIC_STORE", str),
+    "model_name": ("DAIC_MODEL_NAME", str),
+    "model_version": ("DAIC_MODEL_VERSION", str),
+    "reload_interval_s": ("DAIC_RELOAD_INTERVAL_S", float),
+    "max_batch": ("DAIC_MAX_BATCH", int),
+    "torch_threads": ("DAIC_TORCH_THREADS", int),
+}

@@ -1,0 +1,264 @@
+"""``LocalStack``: the model microservice, the sidecar and the gateway on one machine.
+
+    with LocalStack(StackConfig(store_url="file:///tmp/store")) as stack:
+        requests.post(stack.gateway_url + "/api/v1.0/predictions", json={"data": {"ndarray": ...}})
+
+Three processes, as in a pod: ``seldon-core-microservice daic.serving.model.DaicModel`` from the
+serving virtualenv (seldon-core cannot share the main environment), ``daic oracle serve`` and the
+gateway (:mod:`daic.serving.gateway`) from this one. Each runs in its own process group with its
+output in ``<log_dir>/<name>.log``; start-up waits on each health endpoint with a deadline and
+reports the log tail of a process that died. Shutdown is ordered so nothing is lost: the gateway
+first (it sends what it queued), then the model, then the sidecar (SIGTERM: it writes every
+accepted event to the store before exiting).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_serving_python() -> Path:
+    """``$DAIC_SERVING_PYTHON``, else ``.venv-serving/bin/python`` next to the working directory
+    or the source tree."""
+    if os.environ.get("DAIC_SERVING_PYTHON"):
+        return Path(os.environ["DAIC_SERVING_PYTHON"])
+    for base in (Path.cwd(), REPO_ROOT):
+        candidate = base / ".venv-serving" / "bin" / "python"
+        if candidate.exists():
+            return candidate
+    return REPO_ROOT / ".venv-serving" / "bin" / "python"
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Ports 0 are not allowed here: the processes must know each other's ports up front."""
+
+    store_url: str | None = None
+    model_name: str = "mnist"
+    model_version: str = "champion"
+    deployment: str = "mnist"
+    host: str = "127.0.0.1"
+    gateway_port: int = 8003
+    model_port: int = 9000
+    model_metrics_port: int = 6000
+    sidecar_port: int = 8300
+    with_sidecar: bool = True
+    state_dir: Path = Path(".daic/sidecar")
+    log_dir: Path = Path(".daic/logs")
+    workers: int = 1
+    threads: int = 4
+    reload_interval_s: float = 15.0
+    max_batch: int = 256
+    serving_python: Path = field(default_factory=default_serving_python)
+    startup_timeout_s: float = 180.0
+    sidecar_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ports = {"gateway_port": self.gateway_port, "model_port": self.model_port,
+                 "model_metrics_port": self.model_metrics_port, "sidecar_port": self.sidecar_port}
+        for name, port in ports.items():
+            if not 1 <= int(port) <= 65535:
+                raise ValueError(f"{name} must be in 1..65535, got {port}")
+        if len(set(ports.values())) != len(ports):
+            raise ValueError(f"ports must differ, got {ports}")
+        if self.workers < 1 or self.threads < 1:
+            raise ValueError("workers and threads must be >= 1")
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.host}:{self.gateway_port}"
+
+    @property
+    def model_url(self) -> str:
+        return f"http://{self.host}:{self.model_port}"
+
+    @property
+    def sidecar_url(self) -> str:
+        return f"http://{self.host}:{self.sidecar_port}"
+
+
+class StackError(RuntimeError):
+    """A component did not start; the message holds the end of its log."""
+
+
+@dataclass
+class _Proc:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+class LocalStack:
+    """Context manager running the three processes (see the module docstring)."""
+
+    def __init__(self, config: StackConfig | None = None) -> None:
+        self.config = config or StackConfig()
+        self._procs: dict[str, _Proc] = {}
+
+    # -- URLs ---------------------------------------------------------------------------------
+    gateway_url = property(lambda self: self.config.gateway_url)
+    model_url = property(lambda self: self.config.model_url)
+    sidecar_url = property(lambda self: self.config.sidecar_url)
+
+    # -- commands -----------------------------------------------------------------------------
+    def model_command(self) -> list[str]:
+        c = self.config
+        script = Path(c.serving_python).with_name("seldon-core-microservice")
+        return [str(script), "daic.serving.model.DaicModel", "--service-type", "MODEL",
+                "--http-port", str(c.model_port), "--metrics-port", str(c.model_metrics_port),
+                "--grpc-workers", "0", "--workers", str(c.workers), "--threads", str(c.threads),
+                "--log-level", "WARNING"]
+
+    def sidecar_command(self) -> list[str]:
+        c = self.config
+        cmd = [sys.executable, "-m", "daic.cli", "oracle", "serve", "--host", c.host,
+               "--port", str(c.sidecar_port), "--deployment", c.deployment, "--model-name", c.model_name,
+               "--state-dir", str(c.state_dir)]
+        if c.store_url:
+            cmd += ["--store", c.store_url]
+        for key, value in c.sidecar_options.items():
+            cmd += [f"--{key.replace('_', '-')}", str(value)]
+        return cmd
+
+    def gateway_command(self) -> list[str]:
+        c = self.config
+        return [sys.executable, "-m", "daic.serving.gateway", "--host", c.host, "--port", str(c.gateway_port),
+                "--model-url", c.model_url, "--deployment", c.deployment,
+                "--logger-url", f"{c.sidecar_url}/" if c.with_sidecar else "none"]
+
+    def _model_env(self) -> dict[str, str]:
+        c = self.config
+        params = [
+            {"name": "model_name", "type": "STRING", "value": c.model_name},
+            {"name": "model_version", "type": "STRING", "value": c.model_version},
+            {"name": "reload_interval_s", "type": "FLOAT", "value": str(c.reload_interval_s)},
+            {"name": "max_batch", "type": "INT", "value": str(c.max_batch)},
+        ]
+        env = {"PREDICTIVE_UNIT_PARAMETERS": json.dumps(params), "PREDICTIVE_UNIT_ID": "classifier",
+               "SELDON_DEPLOYMENT_ID": c.deployment}
+        if c.store_url:
+            env["DAIC_STORE"] = c.store_url
+        return env
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> "LocalStack":
+        c = self.config
+        if not Path(c.serving_python).exists():
+            raise StackError(f"serving environment not found at {c.serving_python}: run `make venv-serving` "
+                             "or set DAIC_SERVING_PYTHON")
+        Path(c.log_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            if c.with_sidecar:
+                self._spawn("sidecar", self.sidecar_command(), {})
+            self._spawn("model", self.model_command(), self._model_env())
+            self._spawn("gateway", self.gateway_command(), {})
+            deadline = time.monotonic() + c.startup_timeout_s
+            if c.with_sidecar:
+                self._wait("sidecar", f"{c.sidecar_url}/health/ready", deadline)
+            self._wait("model", f"{c.model_url}/health/status", deadline)
+            self._wait("gateway", f"{c.gateway_url}/health/ready", deadline)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _spawn(self, name: str, cmd: list[str], extra_env: dict[str, str]) -> None:
+        log = Path(self.config.log_dir) / f"{name}.log"
+        env = {**os.environ, **extra_env, "PYTHONUNBUFFERED": "1"}
+        with open(log, "ab") as fh:
+            fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
+            popen = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=env, start_new_session=True)
+        self._procs[name] = _Proc(name, popen, log)
+
+    def _wait(self, name: str, url: str, deadline: float) -> None:
+        proc = self._procs[name]
+        delay = 0.05
+        while True:
+            code = proc.popen.poll()
+            if code is not None:
+                raise StackError(f"{name} exited with code {code} during start-up; log {proc.log}:\n{proc.tail()}")
+            try:
+                if requests.get(url, timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise StackError(f"{name} not ready at {url} within {self.config.startup_timeout_s:.0f}s; "
+                                 f"log {proc.log}:\n{proc.tail()}")
+            time.sleep(delay)  # polling interval, not synchronisation: the loop checks readiness
+            delay = min(delay * 1.5, 0.5)
+
+    def poll(self) -> dict[str, int | None]:
+        """Exit code of each process (None while running)."""
+        return {name: p.popen.poll() for name, p in self._procs.items()}
+
+    def stop(self, timeout_s: float = 40.0) -> dict[str, int | None]:
+        """Gateway, then model, then sidecar: SIGTERM, wait, SIGKILL what is left of the group."""
+        codes = {}
+        for name in ("gateway", "model", "sidecar"):
+            proc = self._procs.pop(name, None)
+            if proc is None:
+                continue
+            codes[name] = _terminate(proc.popen, timeout_s)
+        return codes
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one component's process group (tests: a crash, not a shutdown)."""
+        proc = self._procs[name]
+        _signal_group(proc.popen, signal.SIGKILL)
+        proc.popen.wait(timeout=30)
+
+    def restart(self, name: str) -> None:
+        """Start a component again after :meth:`kill` (same command, same ports)."""
+        command = {"sidecar": self.sidecar_command, "model": self.model_command, "gateway": self.gateway_command}[name]
+        env = self._model_env() if name == "model" else {}
+        self._spawn(name, command(), env)
+        url = {"sidecar": f"{self.sidecar_url}/health/ready", "model": f"{self.model_url}/health/status",
+               "gateway": f"{self.gateway_url}/health/ready"}[name]
+        self._wait(name, url, time.monotonic() + self.config.startup_timeout_s)
+
+    def log(self, name: str) -> Path:
+        return Path(self.config.log_dir) / f"{name}.log"
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _signal_group(popen: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(popen.pid, sig)  # the group this process leads (start_new_session=True)
+    except ProcessLookupError:
+        pass
+
+
+def _terminate(popen: subprocess.Popen, timeout_s: float) -> int | None:
+    if popen.poll() is None:
+        _signal_group(popen, signal.SIGTERM)
+        try:
+            popen.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _signal_group(popen, signal.SIGKILL)
+            popen.wait(timeout=10)
+    _signal_group(popen, signal.SIGKILL)  # stragglers of the group (gunicorn workers, metrics server)
+    return popen.returncode

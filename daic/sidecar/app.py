@@ -1,0 +1,171 @@
+"""The sidecar's HTTP surface (aiohttp).
+
+==========================  =================================================================
+``POST /``                  CloudEvents from Seldon's request logger (binary or structured);
+                            200 once written ahead, 400 naming what is wrong, 503 when the
+                            queue is full (``Retry-After``; counted as dropped)
+``POST /api/v1.0/feedback`` ground truth in Seldon's Feedback shape (``truth`` = labels)
+``GET /estimate``           the current estimate per model version, as JSON (for the operator)
+``GET /metrics``            Prometheus exposition (``prometheus_client``)
+``GET /health/live``        500 once processing has failed (restart me: the log replays)
+``GET /health/ready``       503 until recovery and the champion's reference are loaded
+``POST /admin/flush``       write buffered records now; returns the batch key
+``POST /admin/reload``      check the champion pointer now (reload the oracle reference)
+==========================  =================================================================
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import uuid
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from daic.sidecar.config import SidecarConfig
+from daic.sidecar.events import EventError, LoggedEvent, parse_cloudevent
+from daic.sidecar.feedback import parse_feedback
+from daic.sidecar.service import Backpressure, SidecarService
+
+logger = logging.getLogger(__name__)
+SERVICE = web.AppKey("service", SidecarService)
+#: A request of 256 images is ~1.6 MB of JSON; aiohttp's default limit is 1 MiB.
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+def _json(data: Any, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.Response(text=json.dumps(data, default=_plain, allow_nan=False), status=status,
+                        content_type="application/json", headers=headers)
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _error(message: str, status: int, **extra: Any) -> web.Response:
+    return _json({"error": message, **extra}, status=status,
+                 headers={"Retry-After": "1"} if status == 503 else None)
+
+
+def _accept(service: SidecarService, event: LoggedEvent) -> web.Response:
+    try:
+        service.accept(event)
+    except Backpressure as exc:
+        return _error(str(exc), 503)
+    return _json({"accepted": event.event_id, "kind": event.kind, "request_id": event.request_id})
+
+
+async def post_event(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    body = await request.read()
+    try:
+        event = parse_cloudevent(request.headers, body, now=service.clock())
+        if event.kind == "feedback":
+            parse_feedback(event.body, event.request_id)
+    except (EventError, ValueError) as exc:
+        service.reject_invalid()
+        return _error(str(exc), 400)
+    return _accept(service, event)
+
+
+async def post_feedback(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+        truth = parse_feedback(body, request.headers.get("Seldon-Puid", ""))
+    except ValueError as exc:
+        service.reject_invalid()
+        return _error(f"feedback: {exc}", 400)
+    event = LoggedEvent(kind="feedback", event_id=str(uuid.uuid4()), request_id=truth.request_id,
+                        time=service.clock(), model_id="", body=body, raw=raw)
+    response = _accept(service, event)
+    if response.status != 200:
+        return response
+    return _json({"meta": {"tags": {"daic.feedback": "accepted", "daic.request_id": truth.request_id}}})
+
+
+async def get_estimate(request: web.Request) -> web.Response:
+    return _json(request.app[SERVICE].status())
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[SERVICE].metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def live(request: web.Request) -> web.Response:
+    failed = request.app[SERVICE].failed
+    return _error(f"processing failed: {failed}", 500) if failed else _json({"live": True})
+
+
+async def ready(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    if not service.ready:
+        return _error("not ready", 503)
+    return _json({"ready": True, "champion": service.champion})
+
+
+async def flush(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    if not service.accepting:
+        return _error("not accepting (starting or stopping)", 503)
+    key = await service.request_flush()
+    return _json({"batch": key})
+
+
+async def reload(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    await service.check_champion()
+    return _json({"champion": service.champion})
+
+
+def build_app(service: SidecarService, manage_lifecycle: bool = True) -> web.Application:
+    """The aiohttp application around ``service``; with ``manage_lifecycle`` the app starts
+    and stops the service (recovery on startup, flush on shutdown)."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[SERVICE] = service
+    app.router.add_post("/", post_event)
+    app.router.add_post("/api/v1.0/feedback", post_feedback)
+    app.router.add_get("/estimate", get_estimate)
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/health/live", live)
+    app.router.add_get("/health/ready", ready)
+    app.router.add_post("/admin/flush", flush)
+    app.router.add_post("/admin/reload", reload)
+    if manage_lifecycle:
+        async def _start(app: web.Application) -> None:
+            await app[SERVICE].start()
+
+        async def _stop(app: web.Application) -> None:
+            await app[SERVICE].stop()
+
+        app.on_startup.append(_start)
+        app.on_shutdown.append(_stop)
+    return app
+
+
+def create_service(config: SidecarConfig) -> SidecarService:
+    from daic.sidecar.assessment import AssessorPool
+    from daic.storage import open_store
+
+    store = open_store(config.store_url)
+    return SidecarService(config, store, AssessorPool(store, config.model_name, config.window))
+
+
+def run(config: SidecarConfig) -> None:
+    """Serve until SIGINT/SIGTERM; shutdown flushes every accepted event to the store."""
+    service = create_service(config)
+    logger.info("daic sidecar for %s on %s:%d, store %s, state %s", config.deployment, config.host,
+                config.port, service.store.url, config.wal_dir)
+    web.run_app(build_app(service), host=config.host, port=config.port, print=None,
+                access_log=None, shutdown_timeout=30.0, handle_signals=True)
+

@@ -1,0 +1,52 @@
+"""Settings of the pseudo-oracle sidecar, validated in one place (pydantic)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from daic.sidecar.records import check_deployment
+
+
+class SidecarConfig(BaseModel):
+    """host/port: where to listen (the Seldon logger URL points here). store_url: object store
+    (None: ``$DAIC_STORE`` or ./.daic/store). deployment: records go to
+    ``operational/<deployment>/``. model_name: registry name whose champion pointer and oracle
+    references the sidecar follows. state_dir: write-ahead log and checkpoint.
+
+    max_queue: accepted-but-unscored events above which new events get HTTP 503 (counted as
+    dropped, reason ``backpressure``) instead of blocking Seldon's logger. join_timeout_s: how
+    long one half of a prediction waits for the other. batch_rows / flush_interval_s: write an
+    operational batch when this many inputs are buffered or this much time has passed.
+    fsync_interval_s: bound on what a machine crash can lose (a killed process loses nothing).
+    window: inputs in the online estimator's window. reference_check_s: how often to check the
+    champion pointer for a new model (and its oracle reference)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8300, ge=0, le=65535)
+    store_url: str | None = None
+    deployment: str = "mnist"
+    model_name: str = "mnist"
+    state_dir: Path = Path(".daic/sidecar")
+    max_queue: int = Field(20_000, ge=1)
+    score_batch: int = Field(512, ge=1)
+    join_timeout_s: float = Field(30.0, gt=0)
+    max_pending: int = Field(20_000, ge=1)
+    remember_ids: int = Field(50_000, ge=1)
+    batch_rows: int = Field(1024, ge=1)
+    flush_interval_s: float = Field(10.0, gt=0)
+    fsync_interval_s: float = Field(0.05, gt=0)
+    window: int = Field(1000, ge=1)
+    reference_check_s: float = Field(10.0, gt=0)
+    feedback_memory: int = Field(20_000, ge=1)
+
+    @field_validator("deployment")
+    @classmethod
+    def _deployment(cls, value: str) -> str:
+        return check_deployment(value)
+
+    @property
+    def wal_dir(self) -> Path:
+        return Path(self.state_dir) / self.deployment

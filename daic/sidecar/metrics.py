@@ -1,0 +1,106 @@
+"""Prometheus metrics of the sidecar (``prometheus_client``), one registry per service instance.
+
+Counters and gauges of the event flow are updated as events move; the estimate gauges are
+computed at scrape time by a custom collector, so ``/metrics`` never shows a stale estimate.
+
+=========================================  =====================================================
+``daic_sidecar_events_received_total``     accepted events, by ``type`` (request/response/feedback)
+``daic_sidecar_events_joined_total``       predictions whose request and response were joined
+``daic_sidecar_events_duplicate_total``    events ignored as already seen (idempotent by request id)
+``daic_sidecar_events_dropped_total``      events given up on, by ``reason``: ``backpressure`` (503),
+                                           ``invalid`` (400), ``unanswered`` (request, no response in
+                                           time), ``orphan_response``, ``overflow``, ``unreadable``
+``daic_sidecar_inputs_scored_total``       inputs scored by the pseudo-oracles, by ``model_version``
+``daic_sidecar_inputs_unscored_total``     inputs recorded without scores (no oracle reference)
+``daic_sidecar_queue_depth``               accepted events waiting to be scored
+``daic_sidecar_pending_joins``             halves waiting for their partner
+``daic_sidecar_records_written_total``     inputs written to the object store
+``daic_sidecar_store_failures_total``      failed batch writes (retried at the next flush)
+``daic_estimated_accuracy``                windowed label-free accuracy, by ``model_version``
+``daic_estimated_accuracy_lower/upper``    its band
+``daic_drift_score``                       mean reference percentile of latent distances (0.5 = none)
+``daic_drift_alarm``                       1 when the drift test alarms
+``daic_estimate_trusted``                  0 when the window is too small or too far from the reference
+``daic_window_size``                       inputs in the window
+``daic_feedback_inputs_total``             inputs with ground truth, by ``model_version``
+``daic_feedback_accuracy``                 accuracy on inputs with ground truth
+=========================================  =====================================================
+
+Every series carries ``deployment``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+DROP_REASONS = ("backpressure", "invalid", "unanswered", "orphan_response", "overflow", "unreadable")
+
+
+class SidecarMetrics:
+    def __init__(self, deployment: str, estimates: Callable[[], dict[str, dict]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.deployment = deployment
+        d = ["deployment"]
+        r = self.registry
+        self.received = Counter("daic_sidecar_events_received", "Accepted events", d + ["type"], registry=r)
+        self.joined = Counter("daic_sidecar_events_joined", "Joined predictions", d, registry=r)
+        self.duplicate = Counter("daic_sidecar_events_duplicate", "Events ignored as duplicates", d, registry=r)
+        self.dropped = Counter("daic_sidecar_events_dropped", "Events given up on", d + ["reason"], registry=r)
+        self.scored = Counter("daic_sidecar_inputs_scored", "Inputs scored", d + ["model_version"], registry=r)
+        self.unscored = Counter("daic_sidecar_inputs_unscored", "Inputs recorded without oracle scores",
+                                d + ["model_version"], registry=r)
+        self.replayed = Counter("daic_sidecar_events_replayed", "Events replayed from the write-ahead log",
+                                d, registry=r)
+        self.records_written = Counter("daic_sidecar_records_written", "Inputs written to the store", d, registry=r)
+        self.store_failures = Counter("daic_sidecar_store_failures", "Failed batch writes", d, registry=r)
+        self.queue_depth = Gauge("daic_sidecar_queue_depth", "Events waiting to be scored", d, registry=r)
+        self.pending_joins = Gauge("daic_sidecar_pending_joins", "Halves waiting for a partner", d, registry=r)
+        for reason in DROP_REASONS:  # export zeros, so "nothing dropped" is visible, not absent
+            self.dropped.labels(deployment, reason)
+        for kind in ("request", "response", "feedback"):
+            self.received.labels(deployment, kind)
+        self.joined.labels(deployment)
+        self.duplicate.labels(deployment)
+        r.register(_EstimateCollector(deployment, estimates))
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.dropped.labels(self.deployment, reason).inc(n)
+
+
+_GAUGES = (
+    ("daic_estimated_accuracy", "Windowed label-free accuracy estimate", "accuracy"),
+    ("daic_estimated_accuracy_lower", "Lower end of the estimate's band", "lower"),
+    ("daic_estimated_accuracy_upper", "Upper end of the estimate's band", "upper"),
+    ("daic_drift_score", "Mean reference percentile of latent distances (0.5 = no drift)", "drift_score"),
+    ("daic_drift_alarm", "1 when the window's drift test alarms", "drift_alarm"),
+    ("daic_estimate_trusted", "1 when the estimate is trusted", "trusted"),
+    ("daic_window_size", "Inputs in the estimator's window", "n"),
+    ("daic_feedback_inputs", "Inputs with ground truth", "feedback_n"),
+    ("daic_feedback_accuracy", "Accuracy on inputs with ground truth", "feedback_accuracy"),
+)
+
+
+class _EstimateCollector(Collector):
+    """Reads ``estimates()`` -> {model_version: {field: value}} at every scrape."""
+
+    def __init__(self, deployment: str, estimates: Callable[[], dict[str, dict]]) -> None:
+        self.deployment = deployment
+        self.estimates = estimates
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return [GaugeMetricFamily(name, doc, labels=["deployment", "model_version"]) for name, doc, _ in _GAUGES]
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        current = self.estimates()
+        for name, doc, key in _GAUGES:
+            family = GaugeMetricFamily(name, doc, labels=["deployment", "model_version"])
+            for version, fields in sorted(current.items()):
+                value = fields.get(key)
+                if value is None or (isinstance(value, float) and math.isnan(value)):
+                    continue
+                family.add_metric([self.deployment, version], float(value))
+            yield family

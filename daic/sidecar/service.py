@@ -1,0 +1,501 @@
+"""The sidecar's engine: accept, log ahead, join, score, estimate, write batches, checkpoint.
+
+Everything runs on one asyncio loop; numerical work (decoding, oracle scoring, fitting a new
+reference) and store writes go to worker threads so the loop keeps accepting events.
+
+Flow of one event::
+
+    accept ──► write-ahead log (then HTTP 200) ──► queue ──► scorer: join by request id
+        ──► score joined predictions (thread) ──► estimator window + record buffer
+    every batch_rows inputs or flush_interval_s:  rotate the log segment, put a flush marker in
+        the queue; when the scorer reaches it, everything before it is processed: write the
+        records to the store, save a checkpoint, delete the retired segments.
+
+Backpressure: the queue is bounded by ``max_queue`` accepted-but-unprocessed events; beyond it
+``accept`` raises :class:`Backpressure` (HTTP 503, counted as dropped) rather than making Seldon's
+logger wait. Nothing acknowledged is lost: on start the uncommitted log is replayed; a batch
+re-written after a crash has the same key (same segment, same first time) and readers drop
+repeated ids. If processing ever fails unexpectedly, commits stop (the log keeps everything) and
+liveness fails, so Kubernetes restarts the container and the replay retries.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from daic.serving.inputs import decode_request
+from daic.serving.protocol import parse_response
+from daic.sidecar.assessment import AssessorPool
+from daic.sidecar.config import SidecarConfig
+from daic.sidecar.events import LoggedEvent
+from daic.sidecar.feedback import parse_feedback
+from daic.sidecar.join import Joined, JoinBuffer
+from daic.sidecar.metrics import SidecarMetrics
+from daic.sidecar.records import OperationalRecords, write_batch
+from daic.sidecar.wal import WriteAheadLog
+from daic.storage import ObjectStore
+
+logger = logging.getLogger(__name__)
+#: The sidecar reads back what the model server already accepted; this bound only guards memory.
+_DECODE_LIMIT = 1 << 20
+_MIN_FEEDBACK_TO_RECALIBRATE = 30
+
+
+class Backpressure(Exception):
+    """The queue is full (or the service is stopping): answer 503, count the drop."""
+
+
+@dataclass
+class _FlushMarker:
+    segment: int
+    done: asyncio.Future
+
+
+@dataclass
+class _Scored:
+    """One joined prediction after scoring (rows = inputs of the request)."""
+
+    records: OperationalRecords
+    version: str
+    scores: Any | None  # PerInputScores, None when the version has no usable reference
+
+
+@dataclass
+class _FeedbackStats:
+    n: int = 0
+    correct: int = 0
+    p_correct: list[float] = field(default_factory=list)
+    is_correct: list[bool] = field(default_factory=list)
+
+
+class SidecarService:
+    def __init__(self, config: SidecarConfig, store: ObjectStore, assessors: AssessorPool,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.store = store
+        self.assessors = assessors
+        self.clock = clock
+        self.wal = WriteAheadLog(config.wal_dir)
+        self.join = JoinBuffer(config.join_timeout_s, config.max_pending, config.remember_ids)
+        self.metrics = SidecarMetrics(config.deployment, self.estimates)
+        self.estimators: dict[str, Any] = {}
+        self.feedback: dict[str, _FeedbackStats] = {}
+        self.champion: str | None = None
+        self.failed: str | None = None
+        self.ready = False
+        self.accepting = False
+        self.last_batch_key: str | None = None
+        self._serving_version: str | None = None
+        self._recent: OrderedDict[str, tuple[str, np.ndarray, np.ndarray]] = OrderedDict()
+        self._buffer: list[OperationalRecords] = []
+        self._feedback_rows: list[dict[str, np.ndarray]] = []
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._queued = 0
+        self._appended = 0
+        self._buffered_rows = 0
+        self._last_rotate = clock()
+        self._last_champion_check = -math.inf
+        self._markers_outstanding = 0
+        self._tasks: list[asyncio.Task] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        recovery = await asyncio.to_thread(self.wal.recover)
+        if recovery.checkpoint:
+            self._restore(recovery.checkpoint)
+        if recovery.torn_lines:
+            logger.warning("write-ahead log: skipped %d torn line(s) (never acknowledged)", recovery.torn_lines)
+        await self.check_champion()
+        events = []
+        for entry in recovery.entries:
+            try:
+                events.append(LoggedEvent.from_wal(entry))
+            except (KeyError, ValueError, TypeError):
+                self.metrics.drop("unreadable")
+        if events:
+            logger.info("replaying %d event(s) from the write-ahead log", len(events))
+            self.metrics.replayed.labels(self.config.deployment).inc(len(events))
+            await self._process(events)
+        self._tasks = [asyncio.create_task(coro, name=name) for name, coro in (
+            ("scorer", self._scorer()), ("fsync", self._syncer()), ("maintenance", self._maintenance()))]
+        self.accepting = True
+        self.ready = True
+        if events or self._buffer:
+            self.request_flush()
+
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop accepting, process what was accepted, write it, checkpoint, close the log."""
+        self.accepting = False
+        self.ready = False
+        if self.failed is None and self._tasks:
+            try:
+                await asyncio.wait_for(self.request_flush(), timeout_s)
+            except asyncio.TimeoutError:
+                logger.error("shutdown flush did not finish in %.0fs; the write-ahead log keeps the events",
+                             timeout_s)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self.wal.close()
+
+    # -- accepting ----------------------------------------------------------------------------
+    def accept(self, event: LoggedEvent) -> None:
+        """Log ``event`` ahead and queue it; returns only once it is durable against a crash of
+        this process. Raises Backpressure when full or stopping (the caller answers 503)."""
+        if not self.accepting:
+            self.metrics.drop("backpressure")
+            raise Backpressure("the sidecar is not accepting events (starting or stopping)")
+        if self._queued >= self.config.max_queue:
+            self.metrics.drop("backpressure")
+            raise Backpressure(f"{self._queued} events are waiting to be scored (max_queue "
+                               f"{self.config.max_queue}); retry later")
+        self.wal.append(event.to_wal())
+        self._appended += 1
+        self._queued += 1
+        self._queue.put_nowait(event)
+        self.metrics.received.labels(self.config.deployment, event.kind).inc()
+        self.metrics.queue_depth.labels(self.config.deployment).set(self._queued)
+
+    def reject_invalid(self) -> None:
+        self.metrics.drop("invalid")
+
+    def request_flush(self) -> asyncio.Future:
+        """Rotate the log and queue a marker; the future resolves (to the batch key or None)
+        once everything accepted before it is in the store and checkpointed."""
+        segment = self.wal.rotate()
+        done = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_FlushMarker(segment, done))
+        self._markers_outstanding += 1
+        self._appended = 0
+        self._last_rotate = self.clock()
+        return done
+
+    # -- background tasks ---------------------------------------------------------------------
+    async def _scorer(self) -> None:
+        while True:
+            item = await self._queue.get()
+            batch: list[LoggedEvent] = []
+            marker = None
+            while True:
+                if isinstance(item, _FlushMarker):
+                    marker = item
+                    break
+                batch.append(item)
+                if len(batch) >= self.config.score_batch or self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            if batch:
+                self._queued -= len(batch)
+                self.metrics.queue_depth.labels(self.config.deployment).set(self._queued)
+                if self.failed is None:
+                    try:
+                        await self._process(batch)
+                    except Exception as exc:  # noqa: BLE001 - see module docstring
+                        self.failed = f"{type(exc).__name__}: {exc}"
+                        logger.exception("processing failed; commits stop, the log keeps every event")
+            if marker is not None:
+                self._markers_outstanding -= 1
+                await self._commit(marker)
+            elif self._buffered_rows >= self.config.batch_rows and not self._markers_outstanding:
+                self.request_flush()
+
+    async def _syncer(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.fsync_interval_s)
+            fd = self.wal.sync_handle()
+            if fd is not None:
+                await asyncio.to_thread(_fsync_and_close, fd)
+
+    async def _maintenance(self) -> None:
+        while True:
+            await asyncio.sleep(min(0.5, self.config.flush_interval_s / 2))
+            now = self.clock()
+            for half in self.join.expire(now):
+                self.metrics.drop("unanswered" if half.kind == "request" else "orphan_response")
+            self.metrics.pending_joins.labels(self.config.deployment).set(len(self.join))
+            if self._appended and now - self._last_rotate >= self.config.flush_interval_s:
+                self.request_flush()
+            if now - self._last_champion_check >= self.config.reference_check_s:
+                try:
+                    await self.check_champion()
+                except Exception as exc:  # noqa: BLE001 - keep scoring with what is loaded
+                    logger.warning("champion check failed: %s", exc)
+
+    async def check_champion(self) -> None:
+        """Follow the registry's champion: fit its oracle reference before its traffic arrives."""
+        self._last_champion_check = self.clock()
+        champion = await asyncio.to_thread(self.assessors.champion)
+        if champion and champion != self.champion:
+            try:
+                await asyncio.to_thread(self.assessors.get, champion)
+            except Exception as exc:  # noqa: BLE001 - scored as unscored until a reference exists
+                logger.warning("champion %s has no usable oracle reference: %s", champion, exc)
+            logger.info("champion is now %s (was %s)", champion, self.champion)
+            self.champion = champion
+
+    # -- processing ---------------------------------------------------------------------------
+    async def _process(self, events: list[LoggedEvent]) -> None:
+        joined: list[Joined] = []
+        feedback: list[LoggedEvent] = []
+        dep = self.config.deployment
+        for event in events:
+            if event.kind == "feedback":
+                feedback.append(event)
+                continue
+            outcome = self.join.add(event)
+            for _ in outcome.evicted:
+                self.metrics.drop("overflow")
+            if outcome.status == "duplicate":
+                self.metrics.duplicate.labels(dep).inc()
+            elif outcome.status == "joined":
+                joined.append(outcome.joined)
+                self.metrics.joined.labels(dep).inc()
+        self.metrics.pending_joins.labels(dep).set(len(self.join))
+        if joined:
+            scored, unreadable = await asyncio.to_thread(self._score, joined)
+            if unreadable:
+                self.metrics.drop("unreadable", 2 * unreadable)
+            for item in scored:
+                self._absorb(item)
+        for event in feedback:
+            self._apply_feedback(event)
+
+    def _score(self, joined: list[Joined]) -> tuple[list[_Scored], int]:
+        """Decode, group by model version, score each group in one call (worker thread)."""
+        decoded = []
+        unreadable = 0
+        for pair in joined:
+            try:
+                images = decode_request(pair.request.body, max_batch=_DECODE_LIMIT).images
+                outputs = parse_response(pair.response.body)
+                if outputs.probs.shape[0] != images.shape[0]:
+                    raise ValueError(f"{images.shape[0]} inputs but {outputs.probs.shape[0]} outputs")
+            except ValueError as exc:
+                logger.warning("request %s: unreadable prediction: %s", pair.request_id, exc)
+                unreadable += 1
+                continue
+            decoded.append((pair, images, outputs))
+        by_version: dict[str, list] = {}
+        for item in decoded:
+            by_version.setdefault(item[2].version, []).append(item)
+        results = []
+        for version, items in by_version.items():
+            sizes = [it[1].shape[0] for it in items]
+            probs = np.concatenate([it[2].probs for it in items])
+            emb = np.concatenate([it[2].embeddings for it in items])
+            shadow = np.concatenate([it[2].shadow_probs for it in items])
+            try:
+                scores = self.assessors.get(version).score(probs, emb, shadow)
+            except Exception as exc:  # noqa: BLE001 - record the inputs anyway, unscored
+                logger.warning("model version %s: cannot score (%s); recording unscored", version, exc)
+                scores = None
+            start = 0
+            for (pair, images, outputs), n in zip(items, sizes):
+                part = None if scores is None else scores.subset(np.arange(start, start + n))
+                results.append(_Scored(self._records(pair, images, outputs, part), version, part))
+                start += n
+        return results, unreadable
+
+    @staticmethod
+    def _records(pair: Joined, images: np.ndarray, outputs, scores) -> OperationalRecords:
+        n = images.shape[0]
+        nan = np.full(n, np.nan)
+        return OperationalRecords(
+            ids=[f"{pair.request_id}:{i}" for i in range(n)],
+            request_ids=[pair.request_id] * n,
+            times=np.full(n, pair.time),
+            inputs=images,
+            predictions=outputs.probs.argmax(axis=1),
+            probs=outputs.probs,
+            embeddings=outputs.embeddings,
+            shadow_probs=outputs.shadow_probs,
+            p_correct=nan if scores is None else scores.p_correct,
+            drift=nan if scores is None else scores.drift,
+            model_version=[outputs.version] * n,
+        )
+
+    def _absorb(self, item: _Scored) -> None:
+        dep = self.config.deployment
+        n = len(item.records)
+        self._buffer.append(item.records)
+        self._buffered_rows += n
+        rid = str(item.records.request_ids[0])
+        self._recent[rid] = (item.version, item.records.predictions, item.records.p_correct)
+        while len(self._recent) > self.config.feedback_memory:
+            self._recent.popitem(last=False)
+        self._serving_version = item.version
+        if item.scores is None:
+            self.metrics.unscored.labels(dep, item.version).inc(n)
+            return
+        estimator = self.estimators.get(item.version)
+        if estimator is None:
+            estimator = self.estimators[item.version] = self.assessors.new_estimator(item.version)
+        # A count-limited window: arrival order is the order (no timestamps, so clock steps
+        # between the two halves of a join can never reorder it).
+        estimator.update(item.scores)
+        self.metrics.scored.labels(dep, item.version).inc(n)
+
+    def _apply_feedback(self, event: LoggedEvent) -> None:
+        try:
+            truth = parse_feedback(event.body, event.request_id)
+        except ValueError as exc:
+            logger.warning("feedback %s rejected after acceptance: %s", event.event_id, exc)
+            self.metrics.drop("unreadable")
+            return
+        known = self._recent.get(truth.request_id)
+        predictions = truth.predictions if truth.predictions is not None else (known[1] if known else None)
+        version = truth.model_version or (known[0] if known else "unknown")
+        p_correct = known[2] if known is not None and len(known[2]) == truth.labels.size else None
+        n = truth.labels.size
+        if predictions is not None and len(predictions) == n:
+            correct = predictions == truth.labels
+            stats = self.feedback.setdefault(version, _FeedbackStats())
+            stats.n += n
+            stats.correct += int(correct.sum())
+            if p_correct is not None and np.all(np.isfinite(p_correct)):
+                stats.p_correct.extend(float(p) for p in p_correct)
+                stats.is_correct.extend(bool(c) for c in correct)
+                self._recalibrate(version, stats)
+        self._feedback_rows.append({
+            "ids": np.array([f"{truth.request_id}:{i}" for i in range(n)]),
+            "request_ids": np.array([truth.request_id] * n),
+            "times": np.full(n, event.time),
+            "labels": truth.labels,
+            "predictions": np.asarray(predictions if predictions is not None and len(predictions) == n
+                                      else np.full(n, -1), dtype=np.int64),
+            "p_correct": np.asarray(p_correct if p_correct is not None else np.full(n, np.nan), dtype=np.float32),
+            "model_version": np.array([version] * n),
+        })
+
+    def _recalibrate(self, version: str, stats: _FeedbackStats) -> None:
+        """Offline corrects online: labels recalibrate the version's estimator (intercept
+        correction, daic.oracles.recalibration) once enough of them have arrived."""
+        estimator = self.estimators.get(version)
+        if estimator is None or len(stats.p_correct) < _MIN_FEEDBACK_TO_RECALIBRATE:
+            return
+        from daic.oracles.recalibration import fit_recalibration
+
+        try:
+            estimator.recalibrate(fit_recalibration(np.array(stats.p_correct), np.array(stats.is_correct)))
+        except ValueError as exc:
+            logger.warning("recalibration from feedback failed for %s: %s", version, exc)
+
+    # -- commit -------------------------------------------------------------------------------
+    async def _commit(self, marker: _FlushMarker) -> None:
+        if self.failed is not None:
+            marker.done.set_result(None)
+            return
+        key = None
+        try:
+            if self._buffer:
+                records = OperationalRecords.concat(self._buffer)
+                key = await asyncio.to_thread(write_batch, self.store, self.config.deployment, records,
+                                              marker.segment)
+                self.metrics.records_written.labels(self.config.deployment).inc(len(records))
+                self._buffer = []
+                self._buffered_rows = 0
+                self.last_batch_key = key
+            if self._feedback_rows:
+                rows = self._feedback_rows
+                arrays = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+                fkey = key_for_feedback(self.config.deployment, float(arrays["times"].min()), marker.segment)
+                await asyncio.to_thread(self.store.put_arrays, fkey, **arrays)
+                self._feedback_rows = []
+        except Exception as exc:  # noqa: BLE001 - keep everything, retry at the next marker
+            self.metrics.store_failures.labels(self.config.deployment).inc()
+            logger.error("writing operational records failed (kept, retried at the next flush): %s", exc)
+            marker.done.set_result(None)
+            return
+        checkpoint = self._checkpoint()
+        await asyncio.to_thread(self.wal.commit, marker.segment, checkpoint)
+        marker.done.set_result(key)
+
+    def _checkpoint(self) -> dict[str, Any]:
+        return {
+            "pending": [e.to_wal() for e in self.join.pending_events()],
+            "completed": self.join.completed_ids(),
+            "estimators": {v: est.to_state() for v, est in self.estimators.items()},
+            "feedback": {v: {"n": s.n, "correct": s.correct, "p_correct": s.p_correct, "is_correct": s.is_correct}
+                         for v, s in self.feedback.items()},
+        }
+
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
+        pending = []
+        for entry in checkpoint.get("pending", []):
+            try:
+                pending.append(LoggedEvent.from_wal(entry))
+            except (KeyError, ValueError, TypeError):
+                self.metrics.drop("unreadable")
+        self.join.restore(pending, list(checkpoint.get("completed", [])))
+        for version, state in checkpoint.get("estimators", {}).items():
+            self.estimators[version] = self.assessors.estimator_from_state(state)
+        for version, s in checkpoint.get("feedback", {}).items():
+            self.feedback[version] = _FeedbackStats(int(s["n"]), int(s["correct"]), list(s["p_correct"]),
+                                                    list(s["is_correct"]))
+
+    # -- reading ------------------------------------------------------------------------------
+    def estimates(self) -> dict[str, dict[str, Any]]:
+        """{model_version: estimate fields + feedback}, for /metrics and /estimate."""
+        out: dict[str, dict[str, Any]] = {}
+        for version, estimator in self.estimators.items():
+            fields = estimator.estimate().to_dict()
+            out[version] = fields
+        for version, stats in self.feedback.items():
+            fields = out.setdefault(version, {})
+            fields["feedback_n"] = stats.n
+            fields["feedback_accuracy"] = stats.correct / stats.n if stats.n else None
+        return out
+
+    def status(self) -> dict[str, Any]:
+        """The ``GET /estimate`` body. Top level: the estimate of the version serving now (the
+        one that produced the latest scored prediction; before any, the champion), flat, as the
+        operator reads it; ``versions``: every version's; ``sidecar``: the event flow."""
+        versions = self.estimates()
+        primary = self._serving_version or self.champion
+        fields = dict(versions.get(primary, {})) if primary else {}
+        fields.setdefault("accuracy", None)
+        fields.setdefault("n", 0)
+        reference_accuracy = None
+        if primary and primary in self.assessors.loaded_versions():
+            reference_accuracy = float(self.assessors.get(primary).reference_accuracy)
+        return {
+            **fields,
+            "model_version": primary,
+            "reference_accuracy": reference_accuracy,
+            "timestamp": self.clock(),
+            "deployment": self.config.deployment,
+            "champion": self.champion,
+            "versions": versions,
+            "sidecar": {
+                "ready": self.ready,
+                "failed": self.failed,
+                "queue_depth": self._queued,
+                "pending_joins": len(self.join),
+                "buffered_inputs": self._buffered_rows,
+                "last_batch": self.last_batch_key,
+            },
+        }
+
+
+def key_for_feedback(deployment: str, first_time: float, seq: int) -> str:
+    from daic.sidecar.records import batch_key
+
+    return batch_key(deployment, first_time, seq).replace("/batch-", "/feedback-", 1)
+
+
+def _fsync_and_close(fd: int) -> None:
+    import os
+
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
