@@ -12,7 +12,7 @@ def collect_labels(
     store_url: str,
     cycle: str,
     labeler: str,
-    timeout_s: float,
+    timeout_s: int,
     poll_s: float,
     min_answered_share: float,
     deployment: str,

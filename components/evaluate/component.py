@@ -1,0 +1,34 @@
+"""The KFP component: a thin wrapper; the work is in :mod:`.logic` (testable without kfp)."""
+from typing import NamedTuple
+
+from kfp import dsl
+
+from daic.components.images import image_for
+
+
+@dsl.component(base_image=image_for("evaluate"), packages_to_install=[], install_kfp_package=False)
+def evaluate(
+    store_url: str,
+    cycle: str,
+    model_name: str,
+    champion_version: str,
+    challenger_version: str,
+    level: float,
+    clean_tolerance: float,
+    clean_limit: int,
+    metrics: dsl.Output[dsl.Metrics],
+) -> NamedTuple("Outputs", [("better", bool), ("challenger_accuracy", float),
+                            ("champion_accuracy", float)]):
+    """Challenger vs champion on held-out operational inputs and on clean test data; promote?"""
+    from collections import namedtuple
+
+    from daic.components.evaluate.logic import EvaluateConfig, run
+
+    config = EvaluateConfig(model_name=model_name, champion_version=champion_version, level=level,
+                            clean_tolerance=clean_tolerance, clean_limit=clean_limit)
+    result = run(store_url, cycle, challenger_version, config)
+    for name, value in result.metrics().items():
+        metrics.log_metric(name, float(value))
+    outputs = namedtuple("Outputs", ["better", "challenger_accuracy", "champion_accuracy"])
+    return outputs(result.decision.promote, result.challenger_operational.accuracy,
+                   result.champion_operational.accuracy)

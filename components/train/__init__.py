@@ -1,0 +1,1 @@
+"""train: retrain with Ray from the champion plus the labeled batches (see README.md)."""

@@ -1,0 +1,51 @@
+"""The KFP component: a thin wrapper; the work is in :mod:`.logic` (testable without kfp).
+
+Resource requests, the GPU, node selector and tolerations of this step are set on the task in the
+pipeline (``pipelines/assess_and_improve.py``) from pipeline parameters; the same node selector
+and tolerations, and the per-worker resources, also size the RayJob on a cluster.
+"""
+from typing import NamedTuple
+
+from kfp import dsl
+
+from daic.components.images import image_for
+
+
+@dsl.component(base_image=image_for("train"), packages_to_install=[], install_kfp_package=False)
+def train(
+    store_url: str,
+    cycle: str,
+    model_name: str,
+    champion_version: str,
+    train_backend: str,
+    ray_address: str,
+    ray_workers: int,
+    cpus_per_worker: int,
+    gpus_per_worker: int,
+    memory_per_worker: str,
+    epochs: int,
+    learning_rate: float,
+    seed: int,
+    namespace: str,
+    node_selector: dict,
+    tolerations: list,
+    timeout_s: int,
+    model: dsl.Output[dsl.Model],
+) -> NamedTuple("Outputs", [("challenger_version", str)]):
+    """Retrain from the champion with the cycle's labeled batches on Ray; returns the new version."""
+    import json
+    from collections import namedtuple
+
+    from daic.components.train.logic import TrainConfig, run
+
+    config = TrainConfig(model_name=model_name, champion_version=champion_version, backend=train_backend,
+                         ray_address=ray_address, workers=ray_workers, cpus_per_worker=cpus_per_worker,
+                         gpus_per_worker=gpus_per_worker, memory_per_worker=memory_per_worker,
+                         epochs=epochs, learning_rate=learning_rate, seed=seed, namespace=namespace,
+                         node_selector=node_selector, tolerations=tolerations, timeout_s=timeout_s)
+    result = run(store_url, cycle, config)
+    with open(model.path, "w") as fh:
+        json.dump(result.card, fh, indent=2, sort_keys=True, default=str)
+    model.metadata.update({"model_name": model_name, "version": result.version,
+                           "parent": result.parent, "backend": train_backend})
+    return namedtuple("Outputs", ["challenger_version"])(result.version)

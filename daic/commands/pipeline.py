@@ -1,0 +1,125 @@
+"""``daic pipeline``: compile, run locally (kfp.local) or submit to Kubeflow the assess-and-improve pipeline.
+
+Parameters are given as ``-p name=value`` (values read as YAML, so ``-p budget=300``,
+``-p train_node_selector='{gpu: a100}'``); ``daic pipeline params`` lists them with defaults.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _coerce(name: str, raw: str, default: Any) -> Any:
+    import yaml
+
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise click.BadParameter(f"{name}: cannot read {raw!r}: {exc}", param_hint="--param") from None
+    if isinstance(default, str):
+        return raw  # strings stay as typed (JSON specs, times, URLs)
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, dict):
+        ok = isinstance(value, dict)
+    elif isinstance(default, list):
+        ok = isinstance(value, list)
+    else:
+        ok = True
+    if not ok:
+        raise click.BadParameter(f"{name} must be a {type(default).__name__}, got {raw!r}", param_hint="--param")
+    return value
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``name=value`` pairs, typed by each parameter's default; unknown names are refused."""
+    from daic.pipelines.local_run import pipeline_parameters
+
+    known = pipeline_parameters()
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r} is not name=value", param_hint="--param")
+        if name not in known:
+            raise click.BadParameter(f"unknown parameter {name!r}; see 'daic pipeline params'", param_hint="--param")
+        params[name] = _coerce(name, raw, known[name])
+    return params
+
+
+_param_option = click.option("-p", "--param", "pairs", multiple=True, metavar="NAME=VALUE",
+                             help="a pipeline parameter (repeatable)")
+
+
+@click.group("pipeline")
+def command() -> None:
+    """Compile, run (kfp.local) or submit the assess-and-improve pipeline."""
+
+
+@command.command("params")
+def params_cmd() -> None:
+    """List the pipeline's parameters and their defaults."""
+    from daic.pipelines.local_run import pipeline_parameters
+
+    for name, default in pipeline_parameters().items():
+        click.echo(f"{name:24s} {type(default).__name__:6s} {json.dumps(default)}")
+
+
+@command.command("compile")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="where to write the YAML (default: the package's compiled/)")
+def compile_cmd(out_dir: Path | None) -> None:
+    """Compile to YAML (what make compile-pipelines does)."""
+    from daic.pipelines.compile import COMPILED, TARGETS, compile_pipeline
+
+    for filename, ref in TARGETS.items():
+        click.echo(compile_pipeline((out_dir or COMPILED) / filename, ref))
+
+
+@command.command("run")
+@_param_option
+@click.option("--store", "store_url", default=None, metavar="URL", help="object store (default: $DAIC_STORE or ./.daic/store)")
+@click.option("--pipeline-root", type=click.Path(file_okay=False), default=None,
+              help="where kfp.local keeps step outputs (default ./.daic/kfp-local)")
+def run_cmd(pairs: tuple[str, ...], store_url: str | None, pipeline_root: str | None) -> None:
+    """Run the whole pipeline on this machine with kfp.local; print the result record."""
+    import logging
+
+    from daic.pipelines.local_run import run_pipeline
+
+    params = parse_params(pairs)
+    if store_url:
+        params["store_url"] = store_url
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = run_pipeline(params, pipeline_root=pipeline_root)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(result, indent=2, sort_keys=True))
+
+
+@command.command("submit")
+@_param_option
+@click.option("--host", required=True, metavar="URL", help="Kubeflow Pipelines API, e.g. http://localhost:8888")
+@click.option("--experiment", default="daic", show_default=True)
+@click.option("--run-name", default=None, help="default: the cycle id")
+@click.option("--package", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="compiled YAML (default: the package's compiled assess_and_improve.yaml)")
+@click.option("--namespace", "kfp_namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
+def submit_cmd(pairs: tuple[str, ...], host: str, experiment: str, run_name: str | None, package: str | None,
+               kfp_namespace: str | None) -> None:
+    """Submit a run to Kubeflow Pipelines with kfp.Client; print the run id."""
+    from daic.pipelines.submit import submit
+
+    params = parse_params(pairs)
+    run_id = submit(host, params, experiment=experiment, run_name=run_name, package=package,
+                    namespace=kfp_namespace)
+    click.echo(run_id)
