@@ -1,0 +1,147 @@
+"""deploy: make the challenger the champion.
+
+``seldon`` (a cluster): patch the SeldonDeployment through the Kubernetes API, first a canary (a
+second predictor, pinned to the challenger, taking ``canary_share`` percent of the traffic), then
+after ``canary_seconds`` the full switch (one predictor on the challenger). The predictor lists
+are built by :mod:`daic.operators.seldon`, the same code the operator promotes with, so both
+produce one layout. Then the registry's champion pointer moves, so the next retraining starts from
+the new champion.
+
+``local`` (one machine): move the registry's champion pointer; the local model server follows that
+pointer (it polls it) and the sidecar follows the version in the responses; ``reload_urls``
+(comma-separated) are POSTed to as well, for servers that reload on request.
+
+Writes ``cycles/<c>/deploy.json``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from daic.components import cycle_store
+from daic.components.train import registry_access
+from daic.storage import ObjectStore, open_store
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("local", "seldon")
+_SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    target: str = "local"
+    model_name: str = "mnist"
+    deployment: str = "mnist"
+    namespace: str = ""
+    predictor: str = "default"
+    canary_share: int = 10
+    canary_seconds: int = 0
+    reload_urls: str = ""
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"deploy target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        if not 0 <= self.canary_share <= 99:
+            raise ValueError(f"canary_share must be in [0, 99] percent, got {self.canary_share!r}")
+        if self.canary_seconds < 0:
+            raise ValueError(f"canary_seconds must be >= 0, got {self.canary_seconds!r}")
+        for url in self.urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"reload_urls must be http(s) URLs, got {url!r}")
+
+    @property
+    def urls(self) -> list[str]:
+        return [u.strip() for u in self.reload_urls.split(",") if u.strip()]
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    champion_version: str
+    previous_version: str | None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+
+def promote_local(store: ObjectStore, version: str, config: DeployConfig) -> list[dict[str, Any]]:
+    steps: list[dict[str, Any]] = [{"step": "champion", "version": version}]
+    registry_access.set_champion(store, config.model_name, version)
+    for url in config.urls:
+        try:
+            response = requests.post(url, json={"model": config.model_name, "version": version}, timeout=10)
+            steps.append({"step": "reload", "url": url, "status": response.status_code})
+            if response.status_code >= 400:
+                log.warning("reload request to %s answered %d (the server still follows the champion pointer)",
+                            url, response.status_code)
+        except requests.RequestException as exc:
+            steps.append({"step": "reload", "url": url, "error": str(exc)})
+            log.warning("reload request to %s failed: %s (the server still follows the champion pointer)", url, exc)
+    return steps
+
+
+def cluster_namespace(namespace: str) -> str:
+    if namespace:
+        return namespace
+    return _SA_NAMESPACE.read_text().strip() if _SA_NAMESPACE.exists() else "default"
+
+
+def custom_objects_api():
+    """A CustomObjectsApi from the pod's service account, else from ~/.kube/config."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.CustomObjectsApi()
+
+
+def promote_seldon(api, version: str, config: DeployConfig,
+                   sleep: Callable[[float], None] = time.sleep) -> tuple[str | None, list[dict[str, Any]]]:
+    """Canary (when canary_share > 0), wait, then full; returns (previous version, steps)."""
+    from daic.operators.actions import PatchDeployment
+    from daic.operators.seldon import GROUP, PLURAL, VERSION, SeldonTarget, read_split
+
+    namespace = cluster_namespace(config.namespace)
+    target = SeldonTarget(api, namespace, config.deployment, config.predictor)
+    sdep = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, config.deployment)
+    previous, _canary, _share = read_split(sdep, config.predictor)
+    steps: list[dict[str, Any]] = []
+    if config.canary_share > 0 and previous and previous != version:
+        target.apply(PatchDeployment(name=config.deployment, namespace=namespace, predictor=config.predictor,
+                                     champion_version=previous, canary_version=version,
+                                     canary_share=config.canary_share))
+        steps.append({"step": "canary", "champion": previous, "canary": version, "share": config.canary_share})
+        if config.canary_seconds:
+            sleep(config.canary_seconds)
+    target.apply(PatchDeployment(name=config.deployment, namespace=namespace, predictor=config.predictor,
+                                 champion_version=version))
+    steps.append({"step": "promote", "champion": version})
+    return previous, steps
+
+
+def run(store: ObjectStore | str, cycle: str, version: str, config: DeployConfig, api=None,
+        sleep: Callable[[float], None] = time.sleep) -> DeployResult:
+    store = open_store(store or None) if isinstance(store, str) else store
+    if not version:
+        raise ValueError("challenger_version is empty: nothing to deploy")
+    if config.target == "seldon":
+        previous, steps = promote_seldon(api or custom_objects_api(), version, config, sleep)
+        registry_access.set_champion(store, config.model_name, version)
+        steps.append({"step": "champion", "version": version})
+    else:
+        try:
+            previous = registry_access.champion_version(store, config.model_name)
+        except Exception:  # noqa: BLE001 - no champion yet is fine for the record
+            previous = None
+        steps = promote_local(store, version, config)
+    result = DeployResult(champion_version=version, previous_version=previous, steps=steps)
+    store.put_json(cycle_store.key(cycle, "deploy.json"),
+                   {"cycle": cycle, "config": asdict(config), **asdict(result), "created": time.time()})
+    log.info("cycle %s: %s is the champion of %s (was %s)", cycle, version, config.model_name, previous)
+    return result

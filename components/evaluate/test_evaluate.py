@@ -1,0 +1,66 @@
+"""evaluate alone: the promotion rule's truth table, and the operational comparison on held-out
+draws with known truth (the challenger's predictions are given, so no model is needed here)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from daic.components import cycle_store
+from daic.components.collect_labels.logic import CollectConfig
+from daic.components.collect_labels.logic import run as collect
+from daic.components.evaluate.decision import PromotionRule, decide_promotion
+from daic.components.evaluate.logic import EvaluateConfig, operational_estimates
+from daic.components.sample_operational.logic import SampleConfig
+from daic.components.sample_operational.logic import run as sample
+
+SPEC = json.dumps({"name": "sudden", "seed": 3, "batch_size": 50, "n_steps": 8, "drift_start": 4,
+                   "corruption": "translate", "severity": 3})
+
+
+@pytest.mark.parametrize("chall_op,champ_upper,chall_clean,champ_clean,promote,improves,keeps", [
+    (0.90, 0.80, 0.98, 0.98, True, True, True),     # better on drift, same on clean
+    (0.90, 0.80, 0.975, 0.98, True, True, True),    # loses 0.005 <= 0.01 tolerance
+    (0.90, 0.80, 0.97, 0.98, True, True, True),     # loses exactly the tolerance
+    (0.90, 0.80, 0.96, 0.98, False, True, False),   # forgets clean data
+    (0.80, 0.80, 0.99, 0.98, False, False, True),   # equal to the upper bound is not beyond it
+    (0.75, 0.80, 0.99, 0.98, False, False, True),   # inside the champion's interval
+    (0.70, 0.80, 0.90, 0.98, False, False, False),  # worse everywhere
+])
+def test_promotion_truth_table(chall_op, champ_upper, chall_clean, champ_clean, promote, improves, keeps):
+    d = decide_promotion(chall_op, champ_upper, chall_clean, champ_clean, PromotionRule(clean_tolerance=0.01))
+    assert (d.promote, d.improves_operational, d.keeps_clean) == (promote, improves, keeps)
+
+
+def test_rule_and_config_errors():
+    with pytest.raises(ValueError, match="clean_tolerance must be in"):
+        PromotionRule(clean_tolerance=1.5)
+    with pytest.raises(ValueError, match="challenger_clean must be an accuracy"):
+        decide_promotion(0.9, 0.8, 1.2, 0.9, PromotionRule())
+    with pytest.raises(ValueError, match="clean_limit must be >= 0"):
+        EvaluateConfig(clean_limit=-5)
+
+
+@pytest.mark.parametrize("sampler", ["srs", "stratified", "failure-seeking", "active"])
+def test_operational_estimates_on_held_out_draws(operational_store, sampler):
+    """A perfect challenger scores 1 on the held-out draws and the champion its true accuracy there."""
+    store, stream = operational_store
+    sample(store, SampleConfig(sampler=sampler, budget=120, cycle="c1", seed=5))
+    collect(store, "c1", CollectConfig(backend="simulated", simulated_scenario=SPEC))
+    record = cycle_store.read_sample(store, "c1")
+    labels = cycle_store.read_labels(store, "c1")
+    truth = dict(zip(stream.ids, stream.labels.tolist()))
+    perfect = {i: truth[i] for i in record.holdout_ids}
+    champion, challenger = operational_estimates(record, labels, perfect, 0.95)
+    assert challenger.accuracy == pytest.approx(1.0) or sampler == "active"
+    pool_truth = np.array([truth[i] for i in record.pool.ids])
+    true_champion = float(np.mean(record.pool.predictions == pool_truth))
+    assert champion.lower <= true_champion <= champion.upper
+    assert champion.n_draws == int(record.holdout.sum())
+    if sampler == "active":  # the difference estimator centres on the oracle, then corrects it
+        assert challenger.lower <= 1.0 <= challenger.upper + 1e-9
+    # a challenger that copies the champion scores what the champion scores
+    copy = {i: int(record.pool.predictions[list(record.pool.ids).index(i)]) for i in record.holdout_ids}
+    same, copied = operational_estimates(record, labels, copy, 0.95)
+    assert copied.accuracy == pytest.approx(same.accuracy)
