@@ -61,3 +61,29 @@ def predict(model, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
             x = torch.as_tensor(np.asarray(images[start:start + batch_size], dtype=np.float32))
             out.append(model(x).argmax(dim=1).numpy())
     return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def retrain(store: ObjectStore, name: str, parent: str, labels_prefix: str, config, ray_address: str | None,
+            cycle: str) -> str:
+    """Retrain ``parent`` with every labeled batch under ``labels_prefix`` on Ray; the new version."""
+    from daic import training
+
+    return training.retrain(store, name, parent, labels_prefix, epochs=config.epochs,
+                            learning_rate=config.learning_rate, seed=config.seed, num_workers=config.workers,
+                            cpus_per_worker=config.cpus_per_worker, gpus_per_worker=config.gpus_per_worker,
+                            ray_address=ray_address, lineage={"cycle": cycle})
+
+
+def render_rayjob(store_url: str, cycle: str, name: str, parent: str, labels_prefix: str, config) -> dict:
+    """The RayJob manifest for this retraining (rendered by the training side)."""
+    from daic.training import rayjob
+
+    return rayjob.render_rayjob(store_url=store_url, model_name=name, parent_version=parent,
+                                labels_prefix=labels_prefix, epochs=config.epochs,
+                                learning_rate=config.learning_rate, seed=config.seed,
+                                num_workers=config.workers, cpus_per_worker=config.cpus_per_worker,
+                                gpus_per_worker=config.gpus_per_worker,
+                                memory_per_worker=config.memory_per_worker, node_selector=config.node_selector,
+                                tolerations=config.tolerations, namespace=config.namespace or None,
+                                name=f"retrain-{cycle}".lower()[:63],
+                                result_key=f"cycles/{cycle}/train-output.json")

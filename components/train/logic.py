@@ -1,0 +1,107 @@
+"""train: retrain from the champion with the labeled batches, on Ray; register the challenger.
+
+Backends:
+
+* ``local``: Ray in this process (``ray.init()`` on the step's own machine or pod), the embedded
+  default and what ``kfp.local`` runs;
+* ``ray-address``: an existing Ray cluster (``ray_address`` or ``RAY_ADDRESS``);
+* ``rayjob``: a KubeRay ``RayJob`` rendered by the training side, submitted through the Kubernetes
+  API and waited for (:mod:`.rayjob`); its entrypoint writes the new version to
+  ``cycles/<c>/train-output.json``.
+
+The trainer reads every labeled batch under ``labels/`` (this cycle's and earlier cycles'); the
+held-out inputs are not there (:mod:`daic.components.cycle_store`). Writes ``cycles/<c>/train.json``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from daic.components import cycle_store
+from daic.components.train import registry_access
+from daic.storage import ObjectStore, open_store
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("local", "ray-address", "rayjob")
+LABELS_PREFIX = "labels/"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model_name: str = "mnist"
+    champion_version: str = ""
+    backend: str = "local"
+    ray_address: str = ""
+    workers: int = 1
+    cpus_per_worker: int = 1
+    gpus_per_worker: int = 0
+    memory_per_worker: str = "2Gi"
+    epochs: int = 2
+    learning_rate: float = 1e-3
+    seed: int = 0
+    namespace: str = ""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    timeout_s: int = 7200
+    poll_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"train_backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        for name in ("workers", "cpus_per_worker", "epochs", "timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.gpus_per_worker, bool) or not isinstance(self.gpus_per_worker, int) \
+                or self.gpus_per_worker < 0:
+            raise ValueError(f"gpus_per_worker must be an integer >= 0, got {self.gpus_per_worker!r}")
+        if not 0 < self.learning_rate < 1:
+            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
+        if self.backend == "ray-address" and not (self.ray_address or os.environ.get("RAY_ADDRESS")):
+            raise ValueError("train_backend 'ray-address' needs ray_address (or RAY_ADDRESS)")
+        if not isinstance(self.node_selector, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.node_selector.items()):
+            raise ValueError(f"node_selector must map label names to values (strings), got {self.node_selector!r}")
+        if not isinstance(self.tolerations, list) or not all(isinstance(t, dict) for t in self.tolerations):
+            raise ValueError(f"tolerations must be a list of toleration objects, got {self.tolerations!r}")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    version: str
+    parent: str
+    card: dict[str, Any]
+
+
+def run(store: ObjectStore | str, cycle: str, config: TrainConfig, api=None) -> TrainResult:
+    store = open_store(store or None) if isinstance(store, str) else store
+    if not store.list(cycle_store.train_labels_key(cycle)):
+        raise ValueError(f"cycle {cycle!r} has no labeled training batch ({cycle_store.train_labels_key(cycle)}): "
+                         "run collect-labels first")
+    parent = registry_access.champion_version(store, config.model_name, config.champion_version or None)
+    started = time.time()
+    if config.backend == "rayjob":
+        from daic.components.deploy.logic import cluster_namespace, custom_objects_api
+        from daic.components.train.rayjob import submit_rayjob
+
+        manifest = registry_access.render_rayjob(store.url, cycle, config.model_name, parent, LABELS_PREFIX, config)
+        namespace = cluster_namespace(config.namespace)
+        status = submit_rayjob(api or custom_objects_api(), namespace, manifest, config.timeout_s, config.poll_s)
+        output = store.get_json(cycle_store.key(cycle, "train-output.json"))
+        version = output["version"]
+        extra: dict[str, Any] = {"rayjob": manifest["metadata"]["name"], "status": status}
+    else:
+        address = (config.ray_address or os.environ.get("RAY_ADDRESS")) if config.backend == "ray-address" else None
+        version = registry_access.retrain(store, config.model_name, parent, LABELS_PREFIX, config, address, cycle)
+        extra = {"ray_address": address}
+    card = registry_access.card(store, config.model_name, version)
+    store.put_json(cycle_store.key(cycle, "train.json"), {
+        "cycle": cycle, "version": version, "parent": parent, "config": asdict(config),
+        "seconds": time.time() - started, **extra,
+    })
+    log.info("cycle %s: trained %s %s from %s", cycle, config.model_name, version, parent)
+    return TrainResult(version=version, parent=parent, card=card)

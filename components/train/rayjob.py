@@ -1,0 +1,59 @@
+"""Submit a KubeRay ``RayJob`` and wait for it: the train step's cluster path.
+
+The RayJob manifest is rendered by the training side (it knows the entrypoint, the image and how
+workers are sized); this module only talks to the Kubernetes API with the ``kubernetes`` client's
+``CustomObjectsApi``: create the object (an existing one of the same name is reused, so a retried
+step does not start a second job), then read its status until KubeRay reports the job finished.
+KubeRay fields: ``status.jobDeploymentStatus`` (``Initializing``, ``Running``, ``Complete``,
+``Failed`` ...) and ``status.jobStatus`` (Ray's own: ``PENDING``, ``RUNNING``, ``SUCCEEDED``,
+``FAILED``, ``STOPPED``).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION, PLURAL = "ray.io", "v1", "rayjobs"
+SUCCEEDED = "SUCCEEDED"
+FAILED_JOB = {"FAILED", "STOPPED"}
+FINISHED_DEPLOYMENT = {"Complete", "Failed"}
+
+
+class RayJobFailed(RuntimeError):
+    """The RayJob finished without success; the message carries KubeRay's status."""
+
+
+def submit_rayjob(api, namespace: str, manifest: dict[str, Any], timeout_s: float, poll_s: float = 10.0,
+                  clock: Callable[[], float] = time.monotonic,
+                  sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    """Create (or find) the RayJob and wait until it succeeds; returns its final status."""
+    from kubernetes.client.exceptions import ApiException
+
+    name = manifest["metadata"]["name"]
+    if manifest.get("kind") != "RayJob" or manifest.get("apiVersion") != f"{GROUP}/{VERSION}":
+        raise ValueError(f"not a {GROUP}/{VERSION} RayJob: {manifest.get('apiVersion')} {manifest.get('kind')}")
+    try:
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
+        log.info("created RayJob %s/%s", namespace, name)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        log.info("RayJob %s/%s exists already: waiting for it", namespace, name)
+    start = clock()
+    while True:
+        obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        status = obj.get("status") or {}
+        job, deployment = status.get("jobStatus"), status.get("jobDeploymentStatus")
+        if job == SUCCEEDED:
+            return status
+        if job in FAILED_JOB or deployment == "Failed":
+            raise RayJobFailed(f"RayJob {namespace}/{name} failed: jobStatus={job}, "
+                               f"jobDeploymentStatus={deployment}, message={status.get('message', '')!r}")
+        if clock() - start >= timeout_s:
+            raise TimeoutError(f"RayJob {namespace}/{name} did not finish within {timeout_s:g}s "
+                               f"(jobStatus={job}, jobDeploymentStatus={deployment})")
+        sleep(poll_s)
