@@ -1,0 +1,481 @@
+"""A small fake of the Kubernetes API and the Kubeflow Pipelines REST API, over real HTTP.
+
+No API server can run on the test machines, so this aiohttp server speaks just enough of both for
+the operator's real clients: kopf (discovery, list + watch streams, merge patches of objects and
+their ``/status`` subresource, Events) and the ``kubernetes`` and ``kfp`` clients (SeldonDeployment
+get/patch, experiments and runs of KFP v2beta1). Writes to AssessmentCycles are defaulted and
+validated against the real CRD schema in manifests/crd (and, stricter than Kubernetes, unknown
+fields are refused rather than pruned), so a status the operator writes that the CRD would lose
+fails the test. Every request is recorded for the least-privilege RBAC test.
+
+The server runs in a background thread with its own event loop; the test-facing methods are
+thread-safe.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import threading
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import jsonpatch
+import jsonpointer
+from aiohttp import web
+
+from fakes.crd_schema import apply_defaults, validate
+
+# plural -> (group, version, kind, has status subresource)
+RESOURCES = {
+    "assessmentcycles": ("daic.dev", "v1alpha1", "AssessmentCycle", True),
+    "seldondeployments": ("machinelearning.seldon.io", "v1", "SeldonDeployment", True),
+    "events": ("", "v1", "Event", False),
+}
+# Listed in discovery only (kopf waits to see them there) and never served: with scanning off the
+# operator must not need to read namespaces or CRDs, and a request for them fails the RBAC test.
+DISCOVERY_ONLY = {
+    "namespaces": ("", "v1", "Namespace", False),
+    "customresourcedefinitions": ("apiextensions.k8s.io", "v1", "CustomResourceDefinition", True),
+}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def _status(code: int, reason: str, message: str) -> web.Response:
+    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}
+    return web.json_response(body, status=code)
+
+
+class FakeKube:
+    def __init__(self, crd_schema: dict[str, Any] | None = None):
+        self.crd_schema = crd_schema
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.log: list[tuple[int, str, str, dict[str, Any]]] = []  # (rv, plural, type, object)
+        self.requests: list[tuple[str, str]] = []
+        self.rejected: list[str] = []  # validation failures (422) - a test usually wants none
+        self.experiments: dict[str, dict[str, Any]] = {}
+        self.runs: dict[str, dict[str, Any]] = {}
+        self._rv = 100
+        self._lock = threading.RLock()
+        self._watchers: list[tuple[str, str | None, asyncio.Queue]] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def __enter__(self) -> "FakeKube":
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    async def _start(self) -> None:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def _stop(self) -> None:
+        for _, _, queue in list(self._watchers):
+            queue.put_nowait(None)
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
+        path.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "fake", "user": {"token": "fake-token"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": namespace}}],
+        }))
+        return path
+
+    # -- test-facing object API -----------------------------------------------------------------
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        plural = next(p for p, r in RESOURCES.items() if r[2] == obj["kind"])
+        with self._lock:
+            created, problem = self._create(plural, obj["metadata"].get("namespace", "default"), obj)
+        if problem:
+            raise ValueError(problem)
+        return created
+
+    def get(self, plural: str, name: str, namespace: str = "default") -> dict[str, Any] | None:
+        with self._lock:
+            obj = self.objects.get((plural, namespace, name))
+            return copy.deepcopy(obj) if obj else None
+
+    def patch(self, plural: str, name: str, patch: dict[str, Any], namespace: str = "default",
+              subresource: str | None = None) -> dict[str, Any]:
+        with self._lock:
+            obj, problem = self._patch(plural, namespace, name, patch, subresource)
+        if problem:
+            raise ValueError(problem)
+        return obj
+
+    def delete(self, plural: str, name: str, namespace: str = "default") -> None:
+        with self._lock:
+            self._delete(plural, namespace, name)
+
+    def events(self, namespace: str = "default") -> list[dict[str, Any]]:
+        with self._lock:
+            return [copy.deepcopy(o) for (p, ns, _), o in self.objects.items() if p == "events" and ns == namespace]
+
+    def set_run(self, run_id: str, state: str, tasks: list[dict[str, Any]] | None = None,
+                error: str | None = None) -> None:
+        with self._lock:
+            run = self.runs[run_id]
+            run["state"] = state
+            if tasks is not None:
+                run["run_details"] = {"task_details": tasks}
+            if error:
+                run["error"] = {"code": 2, "message": error}
+
+    # -- internals: objects -------------------------------------------------------------------
+
+    def _bump(self) -> str:
+        self._rv += 1
+        return str(self._rv)
+
+    def _notify(self, plural: str, kind: str, obj: dict[str, Any]) -> None:
+        rv = int(obj["metadata"]["resourceVersion"])
+        self.log.append((rv, plural, kind, copy.deepcopy(obj)))
+        ns = obj["metadata"].get("namespace")
+        for w_plural, w_ns, queue in list(self._watchers):
+            if w_plural == plural and (w_ns is None or w_ns == ns):
+                self._loop.call_soon_threadsafe(queue.put_nowait, (kind, copy.deepcopy(obj)))
+
+    def _check(self, plural: str, obj: dict[str, Any]) -> str | None:
+        if plural == "assessmentcycles" and self.crd_schema is not None:
+            problems = validate(obj, self.crd_schema)
+            if problems:
+                msg = f"AssessmentCycle {obj['metadata'].get('name')} is invalid: " + "; ".join(problems)
+                self.rejected.append(msg)
+                return msg
+        return None
+
+    def _create(self, plural: str, ns: str, obj: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        if "name" not in meta and "generateName" in meta:
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        if (plural, ns, meta["name"]) in self.objects:
+            return obj, f"AlreadyExists: {plural} {meta['name']}"
+        if plural == "assessmentcycles" and self.crd_schema is not None:
+            obj = apply_defaults(obj, self.crd_schema)
+        problem = self._check(plural, obj)
+        if problem:
+            return obj, problem
+        meta = obj["metadata"]
+        meta.update(namespace=ns, uid=str(uuid.uuid4()), resourceVersion=self._bump(),
+                    creationTimestamp=_now(), generation=1)
+        self.objects[(plural, ns, meta["name"])] = obj
+        self._notify(plural, "ADDED", obj)
+        return copy.deepcopy(obj), None
+
+    def _patch(self, plural: str, ns: str, name: str, patch: Any,
+               subresource: str | None) -> tuple[dict[str, Any] | None, str | None]:
+        """A merge patch (a dict) or a JSON patch (a list of operations, RFC 6902)."""
+        current = self.objects.get((plural, ns, name))
+        if current is None:
+            return None, "NotFound"
+        has_status = RESOURCES[plural][3]
+        if isinstance(patch, list):
+            try:
+                updated = jsonpatch.apply_patch(current, patch)
+            except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+                return None, f"JSONPatchFailed: {exc}"
+            updated["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            if subresource == "status":
+                updated = {**current, "status": updated.get("status")}
+            elif has_status:
+                updated = {k: v for k, v in updated.items() if k != "status"}
+                if "status" in current:
+                    updated["status"] = copy.deepcopy(current["status"])
+        else:
+            want_rv = (patch.get("metadata") or {}).get("resourceVersion")
+            if want_rv is not None and want_rv != current["metadata"]["resourceVersion"]:
+                return None, "Conflict"
+            patch = copy.deepcopy(patch)
+            (patch.get("metadata") or {}).pop("resourceVersion", None)
+            if subresource == "status":
+                patch = {"status": patch.get("status")} if "status" in patch else {}
+            elif has_status:
+                patch.pop("status", None)
+            updated = merge_patch(current, patch)
+        if plural == "assessmentcycles" and self.crd_schema is not None:
+            updated = apply_defaults(updated, self.crd_schema)
+        problem = self._check(plural, updated)
+        if problem:
+            return None, problem
+        if updated.get("spec") != current.get("spec"):
+            updated["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
+        if updated == current:
+            return copy.deepcopy(current), None
+        updated["metadata"]["resourceVersion"] = self._bump()
+        if updated["metadata"].get("deletionTimestamp") and not updated["metadata"].get("finalizers"):
+            del self.objects[(plural, ns, name)]
+            self._notify(plural, "DELETED", updated)
+            return copy.deepcopy(updated), None
+        self.objects[(plural, ns, name)] = updated
+        self._notify(plural, "MODIFIED", updated)
+        return copy.deepcopy(updated), None
+
+    def _delete(self, plural: str, ns: str, name: str) -> dict[str, Any] | None:
+        current = self.objects.get((plural, ns, name))
+        if current is None:
+            return None
+        if current["metadata"].get("finalizers"):
+            if not current["metadata"].get("deletionTimestamp"):
+                current = copy.deepcopy(current)
+                current["metadata"]["deletionTimestamp"] = _now()
+                current["metadata"]["resourceVersion"] = self._bump()
+                self.objects[(plural, ns, name)] = current
+                self._notify(plural, "MODIFIED", current)
+            return copy.deepcopy(current)
+        del self.objects[(plural, ns, name)]
+        current = copy.deepcopy(current)
+        current["metadata"]["resourceVersion"] = self._bump()
+        self._notify(plural, "DELETED", current)
+        return current
+
+    # -- HTTP -------------------------------------------------------------------------------------
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        self.requests.append((request.method, path))
+        try:
+            if path.startswith("/apis/v2beta1/"):
+                return await self._kfp(request, path.removeprefix("/apis/v2beta1/"))
+            if path == "/version":
+                return web.json_response({"major": "1", "minor": "30", "gitVersion": "v1.30.0"})
+            if path == "/api":
+                return web.json_response({"kind": "APIVersions", "versions": ["v1"]})
+            if path == "/apis":
+                return web.json_response(self._group_list())
+            parts = [unquote(p) for p in path.strip("/").split("/")]
+            if parts[:2] == ["api", "v1"]:
+                group, version, rest = "", "v1", parts[2:]
+            elif parts[0] == "apis" and len(parts) >= 3:
+                group, version, rest = parts[1], parts[2], parts[3:]
+            else:
+                return _status(404, "NotFound", f"no route {path}")
+            if not rest:
+                return web.json_response(self._resource_list(group, version))
+            ns = None
+            if rest[0] == "namespaces" and len(rest) >= 3:
+                ns, rest = rest[1], rest[2:]
+            plural = rest[0]
+            if plural not in RESOURCES or RESOURCES[plural][:2] != (group, version):
+                return _status(404, "NotFound", f"unknown resource {group}/{version}/{plural}")
+            name = rest[1] if len(rest) > 1 else None
+            sub = rest[2] if len(rest) > 2 else None
+            return await self._resource(request, plural, ns, name, sub)
+        except Exception as exc:  # pragma: no cover - a bug in the fake should show in the test
+            return _status(500, "InternalError", f"{type(exc).__name__}: {exc}")
+
+    def _group_list(self) -> dict[str, Any]:
+        groups = {}
+        for group, version, _, _ in list(RESOURCES.values()) + list(DISCOVERY_ONLY.values()):
+            if group:
+                groups[group] = {"name": group, "versions": [{"groupVersion": f"{group}/{version}", "version": version}],
+                                 "preferredVersion": {"groupVersion": f"{group}/{version}", "version": version}}
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": list(groups.values())}
+
+    def _resource_list(self, group: str, version: str) -> dict[str, Any]:
+        resources = []
+        for plural, (g, v, kind, status) in list(RESOURCES.items()) + list(DISCOVERY_ONLY.items()):
+            if (g, v) != (group, version):
+                continue
+            verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
+            resources.append({"name": plural, "singularName": kind.lower(), "namespaced": True, "kind": kind,
+                              "verbs": verbs})
+            if status:
+                resources.append({"name": f"{plural}/status", "singularName": "", "namespaced": True,
+                                  "kind": kind, "verbs": ["get", "patch", "update"]})
+        gv = f"{group}/{version}" if group else version
+        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
+
+    async def _resource(self, request: web.Request, plural: str, ns: str | None, name: str | None,
+                        sub: str | None) -> web.StreamResponse:
+        group, version, kind, _ = RESOURCES[plural]
+        method = request.method
+        if name is None and method == "GET":
+            if request.query.get("watch") in ("true", "1"):
+                return await self._watch(request, plural, ns)
+            with self._lock:
+                items = [copy.deepcopy(o) for (p, o_ns, _), o in self.objects.items()
+                         if p == plural and (ns is None or o_ns == ns)]
+                rv = str(self._rv)
+            return web.json_response({"apiVersion": f"{group}/{version}" if group else version,
+                                      "kind": f"{kind}List", "metadata": {"resourceVersion": rv}, "items": items})
+        if name is None and method == "POST":
+            body = await request.json()
+            with self._lock:
+                obj, problem = self._create(plural, ns or "default", body)
+            if problem:
+                return _status(409 if problem.startswith("AlreadyExists") else 422, "Invalid", problem)
+            return web.json_response(obj, status=201)
+        assert name is not None
+        if method == "GET":
+            obj = self.get(plural, name, ns or "default")
+            return web.json_response(obj) if obj else _status(404, "NotFound", f"{plural} {name} not found")
+        if method == "PATCH":
+            ctype = request.headers.get("Content-Type", "")
+            body = await request.json()
+            if not (("merge-patch" in ctype and isinstance(body, dict))
+                    or ("json-patch" in ctype and isinstance(body, list))):
+                return _status(415, "UnsupportedMediaType", f"the fake takes merge and JSON patches, got {ctype}")
+            with self._lock:
+                obj, problem = self._patch(plural, ns or "default", name, body, sub)
+            if problem == "NotFound":
+                return _status(404, "NotFound", f"{plural} {name} not found")
+            if problem == "Conflict":
+                return _status(409, "Conflict", f"{plural} {name}: resourceVersion does not match")
+            if problem:  # a failed JSON-patch "test" is a 422 too, as kopf expects
+                return _status(422, "Invalid", problem)
+            return web.json_response(obj)
+        if method == "DELETE":
+            with self._lock:
+                obj = self._delete(plural, ns or "default", name)
+            return web.json_response(obj) if obj else _status(404, "NotFound", f"{plural} {name} not found")
+        return _status(405, "MethodNotAllowed", method)
+
+    async def _watch(self, request: web.Request, plural: str, ns: str | None) -> web.StreamResponse:
+        since = int(request.query.get("resourceVersion") or 0)
+        timeout = float(request.query.get("timeoutSeconds") or 3600)
+        queue: asyncio.Queue = asyncio.Queue()
+        with self._lock:
+            backlog = [(k, o) for rv, p, k, o in self.log
+                       if p == plural and rv > since and (ns is None or o["metadata"].get("namespace") == ns)]
+            entry = (plural, ns, queue)
+            self._watchers.append(entry)
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        try:
+            for kind, obj in backlog:
+                await resp.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(queue.get(), remaining)
+                except asyncio.TimeoutError:
+                    break
+                if item is None:
+                    break
+                kind, obj = item
+                await resp.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            with self._lock:
+                if entry in self._watchers:
+                    self._watchers.remove(entry)
+        return resp
+
+    # -- KFP v2beta1 ------------------------------------------------------------------------------
+
+    async def _kfp(self, request: web.Request, tail: str) -> web.StreamResponse:
+        method, query = request.method, request.query
+        if tail == "healthz":
+            return web.json_response({"multi_user": False})
+        if tail == "experiments" and method == "GET":
+            wanted = _filter_name(query.get("filter"))
+            with self._lock:
+                exps = [e for e in self.experiments.values() if wanted is None or e["display_name"] == wanted]
+            return web.json_response({"experiments": exps, "total_size": len(exps)})
+        if tail == "experiments" and method == "POST":
+            body = await request.json()
+            exp = {"experiment_id": uuid.uuid4().hex, "display_name": body["display_name"],
+                   "created_at": _now(), "storage_state": "AVAILABLE"}
+            with self._lock:
+                self.experiments[exp["experiment_id"]] = exp
+            return web.json_response(exp)
+        if tail.startswith("experiments/") and method == "GET":
+            exp = self.experiments.get(tail.split("/", 1)[1])
+            return web.json_response(exp) if exp else web.json_response({"message": "not found"}, status=404)
+        if tail == "runs" and method == "POST":
+            body = await request.json()
+            if not body.get("experiment_id") or not body.get("display_name"):
+                return web.json_response({"message": "experiment_id and display_name are required"}, status=400)
+            if not body.get("pipeline_spec") and not body.get("pipeline_version_reference"):
+                return web.json_response({"message": "a run needs a pipeline_spec or a pipeline version"},
+                                         status=400)
+            run = {"run_id": uuid.uuid4().hex, "display_name": body["display_name"],
+                   "experiment_id": body["experiment_id"], "state": "PENDING", "created_at": _now(),
+                   "runtime_config": body.get("runtime_config") or {}, "storage_state": "AVAILABLE",
+                   "pipeline_spec": body.get("pipeline_spec")}
+            with self._lock:
+                self.runs[run["run_id"]] = run
+            return web.json_response(_public(run))
+        if tail == "runs" and method == "GET":
+            wanted = _filter_name(query.get("filter"))
+            exp = query.get("experiment_id")
+            with self._lock:
+                runs = [_public(r) for r in sorted(self.runs.values(), key=lambda r: r["created_at"])
+                        if (wanted is None or r["display_name"] == wanted) and (not exp or r["experiment_id"] == exp)]
+            return web.json_response({"runs": runs, "total_size": len(runs)})
+        if tail.startswith("runs/"):
+            run_id, _, verb = tail.split("/", 1)[1].partition(":")
+            with self._lock:
+                run = self.runs.get(run_id)
+                if run is None:
+                    return web.json_response({"message": f"run {run_id} not found"}, status=404)
+                if method == "POST" and verb == "terminate":
+                    if run["state"] not in ("SUCCEEDED", "FAILED", "CANCELED"):
+                        run["state"] = "CANCELED"
+                    return web.json_response({})
+                if method == "GET" and not verb:
+                    return web.json_response(_public(run))
+        return web.json_response({"message": f"no KFP route {method} {tail}"}, status=404)
+
+
+def _public(run: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in run.items() if k != "pipeline_spec"}
+
+
+def _filter_name(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    flt = json.loads(raw)
+    for pred in flt.get("predicates", []):
+        if pred.get("key") == "display_name" and pred.get("operation") in ("EQUALS", 1):
+            return pred.get("string_value", pred.get("stringValue"))
+    raise ValueError(f"the fake KFP only filters by display_name EQUALS, got {raw}")
