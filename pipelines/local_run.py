@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,10 @@ def run_pipeline(params: dict[str, Any] | None = None, pipeline_root: str | os.P
     root = Path(pipeline_root or Path.cwd() / ".daic" / "kfp-local").resolve()
     root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    # Expected locally, said once in the docs instead of once per step: kfp.local ignores resource
+    # requests, and the components name cluster images while running in this interpreter.
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+    warnings.filterwarnings("ignore", message=".*non-Python base image.*")
     log.info("running %s locally: cycle %s, store %s", "assess-and-improve", params["cycle_id"], params["store_url"])
     assess_and_improve(**params)
     store = open_store(params["store_url"])
