@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -152,7 +152,7 @@ class DeploymentStatus(_Model):
 
 class Condition(_Model):
     type: str
-    status: str  # "True" | "False" | "Unknown", as Kubernetes conditions have it
+    status: Literal["True", "False", "Unknown"]  # as Kubernetes conditions have it
     reason: str
     message: str = ""
     last_transition_time: datetime
