@@ -18,7 +18,10 @@ def test_submit_creates_a_run_with_the_compiled_spec_and_parameters():
     run = runs[0]
     assert run["run_id"] == out.output.strip().splitlines()[-1]  # kfp prints links first
     assert run["display_name"] == "c-submit-1"
-    assert run["pipeline_spec"]["pipelineInfo"]["name"] == "assess-and-improve"
+    # with a platform spec (kfp-kubernetes settings), kfp sends both documents together
+    assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "assess-and-improve"
+    assert "exec-train" in run["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"][
+        "executors"]
     params = run["runtime_config"]["parameters"]
     assert params["budget"] == 321 and params["cycle_id"] == "c-submit-1" and params["labeling_backend"] == "web"
     assert [e["display_name"] for e in api.experiments.values()] == ["daic"]
