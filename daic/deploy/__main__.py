@@ -11,13 +11,9 @@ from pathlib import Path
 
 import click
 
-from daic.deploy.check import check_objects
+from daic.deploy.check import USER_CREATED, check_objects
 from daic.deploy.dockerfile import lint
 from daic.deploy.render import RenderError, kustomize
-
-#: The Secret the user creates before installing (docs/cluster.md); manifests only refer to it.
-USER_SECRETS = {"daic-store"}
-
 
 @click.group()
 def main() -> None:
@@ -34,7 +30,7 @@ def check(kustomizations: tuple[str, ...]) -> None:
             objects = kustomize(path)
         except RenderError as exc:
             raise click.ClickException(str(exc)) from exc
-        problems = check_objects(objects, external={"Secret": USER_SECRETS})
+        problems = check_objects(objects, external=USER_CREATED)
         for p in problems:
             click.echo(f"{path}: {p}")
         click.echo(f"{path}: {len(objects)} objects, {len(problems)} problem(s)", err=True)

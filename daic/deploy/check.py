@@ -21,6 +21,9 @@ from daic.deploy.schemas import KUBERNETES_VERSIONS, crd_validator, validate_bui
 
 CRD_API = "apiextensions.k8s.io/v1"
 
+#: Objects the user creates before installing (docs/cluster.md); manifests only refer to them.
+USER_CREATED: dict[str, set[str]] = {"Secret": {"daic-store"}}
+
 
 def crd_validators(objects: Iterable[dict[str, Any]]) -> dict[tuple[str, str], Any]:
     """``{(apiVersion, kind): validator}`` for every CRD among ``objects``."""
