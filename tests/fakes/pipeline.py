@@ -16,7 +16,11 @@ from daic.operators.runners.local_worker import report_stage
 
 def run(params: dict[str, Any]) -> dict[str, Any]:
     report_stage("sample-operational")
-    Path(params["started_file"]).write_text(str(os.getpid())) if params.get("started_file") else None
+    if params.get("started_file"):  # atomically, so a test polling for it never reads it half-written
+        started = Path(params["started_file"])
+        tmp = started.with_name(f".{started.name}.{os.getpid()}")
+        tmp.write_text(str(os.getpid()))
+        os.replace(tmp, started)
     report_stage("collect-labels")
     release = Path(params["release_file"])
     deadline = time.monotonic() + float(params.get("wait_timeout_s", 120))
