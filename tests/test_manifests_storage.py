@@ -107,7 +107,7 @@ def test_every_pod_that_uses_the_store_gets_endpoint_and_credentials(overlay):
 
 def test_docs_create_the_secret_with_the_keys_daic_reads():
     text = DOCS.read_text()
-    commands = re.findall(r"kubectl -n daic create secret generic daic-store[^\n]*(?:\\\n[^\n]*)*", text)
+    commands = re.findall(r"kubectl -n daic create secret generic daic-store(?:[^\n]*\\\n)*[^\n]*", text)
     assert commands, "docs/cluster.md must show the command that creates the daic-store Secret"
     keys = set(re.findall(r"--from-literal=([A-Z_]+)=", commands[0]))
     assert keys == CREDENTIALS

@@ -17,7 +17,7 @@ import pytest
 
 from daic.deploy.check import USER_CREATED, check_objects
 from daic.deploy.operator_rules import check_ray_cluster, check_ray_job, check_seldon_deployment, check_service_monitor
-from daic.deploy.policy import secret_problems, security_problems
+from daic.deploy.policy import rbac_problems, secret_problems, security_problems
 from daic.deploy.render import kustomize
 from daic.deploy.schemas import KUBERNETES_VERSIONS, validate_builtin, validate_embedded_pods
 
@@ -119,6 +119,27 @@ def test_secret_rules_fire():
     config = one(render("gpu"), "ConfigMap", "daic-storage")
     config["data"]["MINIO_SECRET_KEY"] = "minio123"
     assert [p.path for p in secret_problems(config)] == ["data.MINIO_SECRET_KEY"]
+
+
+def test_rbac_rules_fire():
+    role = one(render("gpu"), "Role", "daic-pipeline-steps")
+    assert rbac_problems(role) == []
+    role["rules"].append({"apiGroups": [""], "resources": ["secrets"], "verbs": ["*"]})
+    assert {p.path for p in rbac_problems(role)} == {"rules[2].verbs", "rules[2].resources"}
+
+
+def test_pipeline_steps_may_do_what_the_components_do_and_no_more():
+    role = one(render("gpu"), "Role", "daic-pipeline-steps")
+    grants = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    # components/train/rayjob.py creates and reads RayJobs; components/deploy/logic.py reads and
+    # patches the SeldonDeployment.
+    needed = {("ray.io", "rayjobs", "create"), ("ray.io", "rayjobs", "get"),
+              ("machinelearning.seldon.io", "seldondeployments", "get"),
+              ("machinelearning.seldon.io", "seldondeployments", "patch")}
+    assert needed <= grants
+    assert {(g, r) for g, r, _ in grants} == {("ray.io", "rayjobs"), ("machinelearning.seldon.io", "seldondeployments")}
+    binding = one(render("gpu"), "RoleBinding", "daic-pipeline-steps")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "kubeflow"}]
 
 
 def test_no_secret_object_is_installed():

@@ -4,7 +4,7 @@ Each object is checked by what it is: a kind whose CRD is part of the install ag
 schema; a kind of another operator (Seldon, KubeRay, Prometheus) by :mod:`operator_rules` plus
 the Kubernetes schema of every pod spec inside it; anything else against the Kubernetes schemas
 of each version in :data:`~daic.deploy.schemas.KUBERNETES_VERSIONS` (an unknown kind fails
-there, so nothing passes unchecked). Then daic's policy (security, secrets) and the references
+there, so nothing passes unchecked). Then daic's policy (security, secrets, RBAC) and the references
 between objects (a ConfigMap, Secret or ServiceAccount a pod names must be installed too, or be
 one the user creates).
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from daic.deploy.operator_rules import rules_for
 from daic.deploy.pods import pod_sites
-from daic.deploy.policy import secret_problems, security_problems
+from daic.deploy.policy import rbac_problems, secret_problems, security_problems
 from daic.deploy.problems import Problem, describe, join
 from daic.deploy.schemas import KUBERNETES_VERSIONS, crd_validator, validate_builtin, validate_embedded_pods
 
@@ -57,6 +57,7 @@ def check_objects(objects: list[dict[str, Any]], *, versions: tuple[str, ...] = 
                 problems += validate_builtin(obj, version)
         problems += security_problems(obj)
         problems += secret_problems(obj)
+        problems += rbac_problems(obj)
     problems += reference_problems(objects, external or {})
     return _unique(problems)
 

@@ -12,6 +12,9 @@ Security (in the spirit of the Kubernetes "restricted" Pod Security Standard):
 - extended resources such as ``nvidia.com/gpu`` set as limits, with requests (if given) equal
   to the limits, which is all Kubernetes accepts for them.
 
+RBAC: no Role or ClusterRole grants ``*`` (every verb, resource or API group), and none reads
+Secrets: each grant names what it needs.
+
 Secrets: the user creates the one Secret daic reads (docs/cluster.md); manifests only refer to
 it. So no ``Secret`` object may carry ``data``/``stringData``, a credential-like environment
 variable (a name containing KEY, SECRET, PASSWORD, PASSWD, TOKEN or CREDENTIAL) must come from a
@@ -126,3 +129,19 @@ def _strings(node: Any, path: str):
             yield from _strings(v, join(path, i))
     elif isinstance(node, str):
         yield path, node
+
+
+def rbac_problems(obj: dict[str, Any]) -> list[Problem]:
+    """Roles that grant everything (``*``) or reach Secrets."""
+    if obj.get("apiVersion") != "rbac.authorization.k8s.io/v1" or obj.get("kind") not in ("Role", "ClusterRole"):
+        return []
+    where = describe(obj)
+    out = []
+    for i, rule in enumerate(obj.get("rules") or []):
+        path = join("rules", i)
+        for field in ("verbs", "resources", "apiGroups"):
+            if "*" in (rule.get(field) or []):
+                out.append(Problem(where, join(path, field), "'*' grants everything; name what is needed"))
+        if "" in (rule.get("apiGroups") or []) and "secrets" in (rule.get("resources") or []):
+            out.append(Problem(where, join(path, "resources"), "daic's identities never need to read Secrets"))
+    return out
