@@ -14,7 +14,10 @@ import functools
 from pathlib import Path
 
 import pytest
+import yaml
+from click.testing import CliRunner
 
+from daic.deploy.__main__ import main
 from daic.deploy.check import USER_CREATED, check_objects
 from daic.deploy.operator_rules import check_ray_cluster, check_ray_job, check_seldon_deployment, check_service_monitor
 from daic.deploy.policy import rbac_problems, secret_problems, security_problems
@@ -215,3 +218,20 @@ def test_service_monitor_rules_fire():
     messages = " | ".join(p.message for p in check_service_monitor(monitor))
     for part in ("matchLabels", "neither port nor targetPort", "must start with /", "not a Prometheus duration"):
         assert part in messages
+
+
+def test_command_line_checks(tmp_path):
+    runner = CliRunner()
+    ok = runner.invoke(main, ["check", str(MANIFESTS / "overlays" / "dev")])
+    assert ok.exit_code == 0, ok.output
+    assert "0 problem(s)" in ok.output
+    job = one(render("dev"), "Job", "daic-create-bucket")
+    job["spec"]["template"]["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    (tmp_path / "kustomization.yaml").write_text("resources: [job.yaml]\n")
+    bad = runner.invoke(main, ["check", str(tmp_path)])
+    assert bad.exit_code == 1
+    assert "allowPrivilegeEscalation: container 'create-bucket': must be false" in bad.output
+    assert "ConfigMap 'daic-storage' is neither installed" in bad.output
+    images = runner.invoke(main, ["lint-images", str(ROOT / "images"), "--locks", str(ROOT / "requirements")])
+    assert images.exit_code == 0 and "5 Dockerfile(s), 0 problem(s)" in images.output
