@@ -61,8 +61,8 @@ class DeploymentParams(BaseModel):
     store_url: str = "s3://daic"
     #: Secret with MINIO_ENDPOINT / MINIO_ACCESS_KEY / MINIO_SECRET_KEY for the store.
     store_secret: str | None = "daic-store"
-    model_image: str = "ghcr.io/daic/serving:0.1.0"
-    sidecar_image: str = "ghcr.io/daic/sidecar:0.1.0"
+    model_image: str = "ghcr.io/daic-dev/daic-serving:0.1.0"
+    sidecar_image: str = "ghcr.io/daic-dev/daic-oracle:0.1.0"
     replicas: int = Field(1, ge=1)
     traffic: int = Field(100, ge=0, le=100)
     sidecar_port: int = Field(DEFAULT_SIDECAR_PORT, ge=1024, le=65535)
@@ -134,6 +134,9 @@ def _model_container(p: DeploymentParams, graph_name: str) -> dict:
     env += [
         # gunicorn's worker heartbeat files and torch's caches need a writable /tmp.
         {"name": "HOME", "value": "/tmp"},
+        # seldon-core 1.18 defaults to echoing custom metrics to clients; they belong on the
+        # metrics port only.
+        {"name": "INCLUDE_METRICS_IN_CLIENT_RESPONSE", "value": "false"},
     ]
     container = {
         "name": graph_name,

@@ -135,7 +135,8 @@ class DaicModel:
         probs, embeddings, shadow_probs = served.predict(decoded.images)
         elapsed_ms = (time.perf_counter() - start) * 1000.0
         n = int(decoded.images.shape[0])
-        labels = {"model_version": served.version}
+        # Seldon's own "model_version" label (the image tag) would overwrite a label of that name.
+        labels = {"daic_model_version": served.version}
         metrics = [
             {"type": "COUNTER", "key": "daic_model_inputs_total", "value": n, "tags": labels},
             {"type": "TIMER", "key": "daic_model_inference_ms", "value": elapsed_ms, "tags": labels},
@@ -145,8 +146,9 @@ class DaicModel:
         return build_response(probs, embeddings, shadow_probs, model=served.name, version=served.version,
                               encoding=decoded.encoding, request_meta=request.get("meta"), metrics=metrics)
 
-    def health_status(self) -> dict:
-        """Readiness: fails (503) until a version is loaded."""
+    def health_status_raw(self) -> dict:
+        """``GET /health/status`` (the readiness probe): 503 until a version is loaded, then the
+        served version as plain JSON."""
         served = self._served
         if served is None:
             raise _seldon_error("the model is not loaded yet", 503, "MICROSERVICE_NOT_READY")

@@ -152,7 +152,8 @@ class LocalStack:
             {"name": "max_batch", "type": "INT", "value": str(c.max_batch)},
         ]
         env = {"PREDICTIVE_UNIT_PARAMETERS": json.dumps(params), "PREDICTIVE_UNIT_ID": "classifier",
-               "SELDON_DEPLOYMENT_ID": c.deployment}
+               "SELDON_DEPLOYMENT_ID": c.deployment,
+               "INCLUDE_METRICS_IN_CLIENT_RESPONSE": "false"}
         if c.store_url:
             env["DAIC_STORE"] = c.store_url
         return env
@@ -217,7 +218,7 @@ class LocalStack:
             proc = self._procs.pop(name, None)
             if proc is None:
                 continue
-            codes[name] = _terminate(proc.popen, timeout_s)
+            codes[name] = terminate(proc.popen, timeout_s)
         return codes
 
     def kill(self, name: str) -> None:
@@ -252,7 +253,9 @@ def _signal_group(popen: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def _terminate(popen: subprocess.Popen, timeout_s: float) -> int | None:
+def terminate(popen: subprocess.Popen, timeout_s: float = 30.0) -> int | None:
+    """SIGTERM the process group led by ``popen`` (started with start_new_session=True), wait,
+    then SIGKILL whatever is left of the group; returns the exit code."""
     if popen.poll() is None:
         _signal_group(popen, signal.SIGTERM)
         try:
