@@ -123,5 +123,4 @@ class SeldonTarget:
         sdep = self._get()
         body = {"metadata": {"resourceVersion": sdep["metadata"]["resourceVersion"]},
                 "spec": {"predictors": desired_predictors(sdep, want)}}
-        self.api.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name, body,
-                                                _content_type="application/merge-patch+json")
+        self.api.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name, body)

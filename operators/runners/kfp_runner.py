@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ class KfpRunner:
                  package: str | None = "assess-and-improve.yaml", pipeline_id: str | None = None,
                  version_id: str | None = None, namespace: str | None = None, client: Any = None):
         self._client, self.store = client, store
-        self.host = host or IN_CLUSTER_HOST
+        self.host = host or os.environ.get("KFP_HOST") or IN_CLUSTER_HOST
         self.experiment, self.namespace = experiment, namespace
         self.package, self.pipeline_id, self.version_id = package, pipeline_id, version_id
         self._experiment_id: str | None = None

@@ -71,7 +71,7 @@ class FakeKube:
         self.crd_schema = crd_schema
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.log: list[tuple[int, str, str, dict[str, Any]]] = []  # (rv, plural, type, object)
-        self.requests: list[tuple[str, str]] = []
+        self.requests: list[tuple[str, str, str]] = []  # (method, path, query string)
         self.rejected: list[str] = []  # validation failures (422) - a test usually wants none
         self.experiments: dict[str, dict[str, Any]] = {}
         self.runs: dict[str, dict[str, Any]] = {}
@@ -276,7 +276,7 @@ class FakeKube:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path
-        self.requests.append((request.method, path))
+        self.requests.append((request.method, path, request.query_string))
         try:
             if path.startswith("/apis/v2beta1/"):
                 return await self._kfp(request, path.removeprefix("/apis/v2beta1/"))
