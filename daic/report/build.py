@@ -1,0 +1,85 @@
+"""Assemble report.html and its PNGs from the store."""
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from daic.storage import KeyNotFound, ObjectStore
+
+from . import plots
+from .cycles import CycleView, list_cycles, load_cycle
+from .lineage import lineage_lines
+from .timeline import Timeline
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The five lines the demo prints at the end (and the report's headline)."""
+
+    lines: list[str]
+
+
+def summarise(timeline: Timeline, cycles: list[CycleView]) -> Summary:
+    pts = [p for p in timeline.points if p.true_accuracy is not None]
+    lines = []
+    promo = next((e for e in timeline.events if e.kind == "promotion"), None)
+    trigger = next((e for e in timeline.events if e.kind == "trigger"), None)
+    if pts and trigger is not None:
+        before = [p.true_accuracy for p in pts if p.step >= trigger.step - 3 and p.step <= trigger.step]
+        after = [p.true_accuracy for p in pts if promo is not None and p.step > promo.step]
+        if before:
+            line = f"accuracy on drifted traffic before the cycle: {100 * sum(before) / len(before):.1f}%"
+            if after:
+                line += f", after promotion: {100 * sum(after) / len(after):.1f}%"
+            lines.append(line)
+    if trigger is not None:
+        p = next((q for q in timeline.points if q.step == trigger.step), None)
+        if p is not None and p.estimate is not None:
+            truth = f", truth {100 * p.true_accuracy:.1f}%" if p.true_accuracy is not None else ""
+            lines.append(f"trigger at step {trigger.step}: online estimate {100 * p.estimate:.1f}%{truth}")
+    for c in cycles:
+        acc = c.estimate.get("accuracy")
+        if acc is not None:
+            lines.append(f"cycle {c.cycle}: offline estimate {100 * acc:.1f}% "
+                         f"[{100 * c.estimate.get('lower', acc):.1f}, {100 * c.estimate.get('upper', acc):.1f}]")
+        if c.labels_used is not None:
+            srs = f" (random sampling would need {c.srs_labels} for the same interval)" if c.srs_labels else ""
+            lines.append(f"labels spent: {c.labels_used}{srs}")
+        if c.decision is not None:
+            lines.append(f"decision: {c.decision}")
+    return Summary(lines=lines or ["no cycle has run yet"])
+
+
+def build_report(store: ObjectStore, out_dir: Path, run: str | None = None) -> Path:
+    """Write ``out_dir/report.html`` (+ PNGs) for ``run`` (default: the latest run)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = run or Timeline.latest_run(store)
+    try:
+        timeline = Timeline.load(store, run)
+    except KeyNotFound:
+        raise KeyNotFound(f"{store.url}: run {run!r} has no timeline") from None
+    cycle_ids = sorted({e.cycle for e in timeline.events if e.cycle} & set(list_cycles(store)))
+    cycles = [load_cycle(store, c) for c in cycle_ids]
+    figures = {
+        "accuracy": plots.accuracy_over_time(timeline, cycles, out_dir),
+        "labels": plots.labels_per_cycle(cycles, out_dir),
+        "mispredictions": plots.mispredictions_grid(cycles, out_dir),
+    }
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+    page = env.get_template("report.html").render(
+        run=run, timeline=timeline, cycles=cycles, figures=figures, summary=summarise(timeline, cycles),
+        lineage=lineage_lines(store, timeline.deployment), store_url=store.url,
+        generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    )
+    path = out_dir / "report.html"
+    path.write_text(page)
+    return path
+
+
+__all__ = ["build_report", "summarise", "Summary", "html"]

@@ -1,0 +1,89 @@
+"""What the report needs from each cycle's records under ``cycles/<c>/`` (see components/cycle_store)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from daic.storage import KeyNotFound, ObjectStore
+
+
+@dataclass
+class CycleView:
+    """One cycle as the report shows it; every field is optional because a cycle can stop early."""
+
+    cycle: str
+    estimate: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    deploy: dict[str, Any] = field(default_factory=dict)
+    mispredicted_inputs: np.ndarray | None = None  # (k, 28, 28)
+    mispredicted_truth: np.ndarray | None = None
+    mispredicted_pred: np.ndarray | None = None
+
+    @property
+    def labels_used(self) -> int | None:
+        return _first(self.estimate, "n_labels")
+
+    @property
+    def srs_labels(self) -> int | None:
+        return _first(self.estimate, "srs_labels_needed")
+
+    @property
+    def decision(self) -> str | None:
+        """'promote v0002', 'keep v0001: <reason>' or None when evaluate did not run."""
+        d = self.evaluation.get("decision")
+        if not isinstance(d, dict):
+            return None
+        challenger = self.evaluation.get("challenger_version", "challenger")
+        if d.get("promote"):
+            return f"promote {challenger}"
+        return f"keep {self.evaluation.get('champion_version', 'champion')}: {d.get('reason', '')}"
+
+
+def _first(d: dict[str, Any], *names: str) -> Any:
+    for n in names:
+        if d.get(n) is not None:
+            return d[n]
+    return None
+
+
+def _json(store: ObjectStore, key: str) -> dict[str, Any]:
+    try:
+        value = store.get_json(key)
+    except KeyNotFound:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def list_cycles(store: ObjectStore) -> list[str]:
+    return sorted({k.split("/")[1] for k in store.list("cycles/")})
+
+
+def load_cycle(store: ObjectStore, cycle: str) -> CycleView:
+    # estimate.json (estimate-accuracy): {"estimate": {accuracy, lower, upper, n_labels, ...},
+    # "srs_labels_needed": ..., "decision": ...}; flattened to the estimate's fields here.
+    doc = _json(store, f"cycles/{cycle}/estimate.json")
+    estimate = dict(doc.get("estimate") or {})
+    if doc.get("srs_labels_needed") is not None:
+        estimate["srs_labels_needed"] = doc["srs_labels_needed"]
+    view = CycleView(cycle=cycle, estimate=estimate,
+                     train=_json(store, f"cycles/{cycle}/train.json"),
+                     evaluation=_json(store, f"cycles/{cycle}/evaluation.json"),
+                     deploy=_json(store, f"cycles/{cycle}/deploy.json"))
+    try:
+        sample = store.get_arrays(f"cycles/{cycle}/sample.npz")
+        inputs = store.get_arrays(f"cycles/{cycle}/sample-inputs.npz")
+        labels = store.get_arrays(f"cycles/{cycle}/labels.npz")
+    except KeyNotFound:
+        return view
+    pred_of = dict(zip(sample["pool_ids"].astype(str), sample["pool_predictions"].astype(int)))
+    truth_of = {i: int(y) for i, y in zip(labels["ids"].astype(str), labels["labels"]) if y >= 0}
+    rows = [(k, truth_of[i], pred_of[i]) for k, i in enumerate(inputs["ids"].astype(str))
+            if i in truth_of and i in pred_of and truth_of[i] != pred_of[i]]
+    if rows:
+        idx, truth, pred = map(np.array, zip(*rows))
+        view.mispredicted_inputs = inputs["inputs"][idx]
+        view.mispredicted_truth, view.mispredicted_pred = truth, pred
+    return view
