@@ -95,7 +95,9 @@ class LocalController:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.status_path = self.state_dir / "status.json"
         self.store_url = store_url
-        self.runner = LocalRunner(self.state_dir, pipeline_callable)
+        # The run writes to the controller's store (the pipeline reads DAIC_STORE when no store_url).
+        self.runner = LocalRunner(self.state_dir, pipeline_callable,
+                                  env={"DAIC_STORE": store_url} if store_url else None)
         self.champion_hook = champion_hook
         self.events = RepeatFilter(FileEvents(self.state_dir / "events.jsonl", echo))
         self.clock = clock or (lambda: datetime.now(timezone.utc))

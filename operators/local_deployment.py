@@ -21,6 +21,25 @@ from daic.operators.runners.local import write_json_atomic
 ChampionHook = Callable[[str, str], None]
 
 
+def registry_champion_hook(store_url: str | None = None) -> ChampionHook:
+    """Move the model registry's champion pointer (``daic.models.registry``) in ``store_url``:
+    the locally served model follows that pointer (``model_version: champion``)."""
+
+    def move(model_name: str, version: str) -> None:
+        from daic.models.registry import champion, set_champion
+        from daic.storage import KeyNotFound, open_store
+
+        store = open_store(store_url)
+        try:
+            if champion(store, model_name) == version:
+                return  # already there (a repeated action after a restart)
+        except KeyNotFound:
+            pass
+        set_champion(store, model_name, version)
+
+    return move
+
+
 class LocalDeployment:
     def __init__(self, path: str | os.PathLike[str], model_name: str, on_champion: ChampionHook | None = None,
                  initial_champion: str | None = None):

@@ -40,7 +40,6 @@ from daic.operators.observations import (
 )
 from daic.operators.spec import CycleSpec, InvalidSpec, PromotionMode, describe_errors, parse_spec
 from daic.operators.status import (
-    ASSESSING_STAGES,
     IMPROVING_STAGES,
     IN_FLIGHT,
     Condition,
@@ -115,6 +114,8 @@ def pipeline_params(spec: CycleSpec, ident: CycleIdentity, name: str, threshold:
         "memory_per_worker": spec.resources.memory_per_worker,
         "labels_prefix": f"labels/{name}/",
         "record_prefix": f"cycles/{name}/",
+        "predictor": spec.deployment.predictor,
+        "promote_by": "operator",  # the operator promotes (canary, approval); the pipeline must not
     }
     params.update(spec.pipeline.parameters)
     return params
@@ -380,6 +381,10 @@ class _Pass:
         if result.challenger_accuracy is None:
             return self._fail("InvalidRunResult", f"run {cur.run_name} names challenger "
                                                   f"{result.challenger_version} without challenger_accuracy")
+        if result.promote is False:
+            return self._finish(Decision.challenger_not_better,
+                                f"{interval}; the evaluation refused challenger {result.challenger_version}"
+                                + (f": {result.promotion_reason}" if result.promotion_reason else ""))
         champion_acc = result.champion_accuracy if result.champion_accuracy is not None else result.offline_accuracy
         gain = result.challenger_accuracy - champion_acc
         need = self.spec.promotion.min_improvement

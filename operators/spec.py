@@ -34,7 +34,7 @@ RESERVED_PARAMETERS = frozenset({
     "cycle_id", "run_name", "deployment", "namespace", "model_name", "champion_version",
     "threshold", "trigger_estimate", "budget", "sampler", "target_half_width", "labeling_backend",
     "labeling_timeout_s", "ray_workers", "cpus_per_worker", "gpus_per_worker", "memory_per_worker",
-    "labels_prefix", "record_prefix",
+    "labels_prefix", "record_prefix", "predictor", "promote_by",
 })
 
 
@@ -60,10 +60,12 @@ class LabelingBackend(str, enum.Enum):
 
 
 class Sampler(str, enum.Enum):
+    """The pipeline's sampling designs (components/sample_operational/designs.py)."""
+
     srs = "srs"
     stratified = "stratified"
-    importance = "importance"
-    adaptive = "adaptive"
+    failure_seeking = "failure-seeking"
+    active = "active"
 
 
 class PromotionMode(str, enum.Enum):
@@ -123,7 +125,7 @@ class TriggerSpec(_Model):
     """
 
     mode: TriggerMode = TriggerMode.absolute
-    threshold: float | None = Field(default=None, ge=0, le=1)
+    threshold: float | None = Field(default=None, gt=0, lt=1)
     reference_accuracy: float | None = Field(default=None, ge=0, le=1)
     max_drop: float | None = Field(default=None, gt=0, le=1)
     min_window: int = Field(default=200, ge=1)
@@ -144,7 +146,7 @@ class TriggerSpec(_Model):
 class LabelingSpec(_Model):
     backend: LabelingBackend = LabelingBackend.web
     budget: int = Field(default=200, ge=1, le=100_000)
-    sampler: Sampler = Sampler.srs
+    sampler: Sampler = Sampler.stratified
     target_half_width: float = Field(default=0.03, gt=0, le=0.5)
     timeout_seconds: int = Field(default=86_400, ge=1)
 

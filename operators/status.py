@@ -99,6 +99,8 @@ class RunResult(_Model):
     champion_accuracy: float | None = Field(default=None, ge=0, le=1)
     challenger_version: str | None = None
     challenger_accuracy: float | None = Field(default=None, ge=0, le=1)
+    promote: bool | None = None              # the pipeline's evaluate step's own verdict, if it gave one
+    promotion_reason: str | None = None
 
 
 class CurrentCycle(_Model):

@@ -148,7 +148,7 @@ def _params(tmp_path: Path, **extra) -> dict:
 
 
 def test_local_runner_runs_a_callable_to_success_and_is_idempotent(tmp_path):
-    runner = LocalRunner(tmp_path / "state", f"{FAKE_PIPELINE}:run")
+    runner = LocalRunner(tmp_path / "state", f"{FAKE_PIPELINE}:run", env={"DAIC_STORE": "file:///elsewhere"})
     assert isinstance(runner, PipelineRunner)
     assert runner.get("r1").phase is RunPhase.not_found
     runner.submit("r1", _params(tmp_path))
@@ -158,7 +158,8 @@ def test_local_runner_runs_a_callable_to_success_and_is_idempotent(tmp_path):
     assert sorted(p.name for p in (tmp_path / "state" / "runs").iterdir() if p.is_dir()) == ["r1"]
     (tmp_path / "release").write_text("go")
     done = wait_for(lambda: (s := runner.get("r1")).phase.terminal and s, what="run end")
-    assert done.phase is RunPhase.succeeded and done.result == {"drop_confirmed": True, "offline_accuracy": 0.8}
+    assert done.phase is RunPhase.succeeded
+    assert done.result == {"drop_confirmed": True, "offline_accuracy": 0.8, "store_seen": "file:///elsewhere"}
 
 
 def test_two_runners_racing_for_one_name_start_one_worker(tmp_path):
@@ -327,6 +328,26 @@ def test_local_deployment_switch_and_champion_hook(tmp_path):
     assert (dep.observe(NOW).canary_version, dep.observe(NOW).canary_share) == ("v2", 10) and moved == []
     dep.apply(PatchDeployment("mnist", None, "default", "v2", None, 0))
     assert dep.observe(NOW).champion_version == "v2" and moved == [("mnist", "v2")]
+
+
+def test_registry_champion_switch_moves_the_pointer_once_and_refuses_unknown_versions(tmp_path):
+    from daic.models.card import DataLineage, ModelCard
+    from daic.models.registry import ModelRegistry, VersionNotFound, champion
+    from daic.operators.local_deployment import registry_champion_hook
+
+    url = f"file://{tmp_path / 'store'}"
+    store = open_store(url)
+    for version in ("v0001", "v0002"):   # two registered versions (cards only: no weights needed here)
+        card = ModelCard(name="mnist", version=version, code_version="test",
+                         data=DataLineage(dataset="mnist", base_count=55_000))
+        store.put_json(f"models/mnist/{version}/card.json", card.model_dump(mode="json"))
+    move = registry_champion_hook(url)
+    move("mnist", "v0002")
+    move("mnist", "v0002")   # repeated after a restart: no second promotion
+    assert champion(store, "mnist") == "v0002"
+    assert [p.version for p in ModelRegistry(store, "mnist").champion_history()] == ["v0002"]
+    with pytest.raises(VersionNotFound, match="no version 'v0009'"):
+        move("mnist", "v0009")
 
 
 # -- small pieces -------------------------------------------------------------------------------------

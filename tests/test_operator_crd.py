@@ -271,12 +271,31 @@ def test_the_sync_check_notices_a_difference():
     """The comparison above would catch a drift (here: a removed enum value and a changed default)."""
     schema = copy.deepcopy(SCHEMA)
     sampler = schema["properties"]["spec"]["properties"]["labeling"]["properties"]["sampler"]
-    sampler["enum"].remove("adaptive")
+    sampler["enum"].remove("active")
     schema["properties"]["spec"]["properties"]["cooldownSeconds"]["default"] = 60
     problems: list[str] = []
     _compare(CycleSpec, schema["properties"]["spec"], "spec", True, problems)
     assert any("labeling.sampler: enum" in p for p in problems)
     assert any("cooldownSeconds: default" in p for p in problems)
+
+
+def test_samplers_and_pipeline_parameters_match_the_pipeline():
+    """The spec's sampler names are the pipeline's designs, and every parameter the operator passes
+    is one the assess-and-improve pipeline declares (kfp.local refuses unknown ones)."""
+    from daic.components.sample_operational.designs import DESIGNS
+    from daic.operators.reconcile import CycleIdentity, pipeline_params
+    from daic.operators.spec import RESERVED_PARAMETERS, Sampler
+    from daic.operators.observations import EstimateReading
+    from daic.pipelines.local_run import pipeline_parameters
+
+    assert {s.value for s in Sampler} == set(DESIGNS)
+    spec = parse_spec({**MINIMAL, "pipeline": {"parameters": {"epochs": 1}}})
+    reading = EstimateReading(accuracy=0.8, n=500, observed_at=__import__("datetime").datetime.now())
+    params = pipeline_params(spec, CycleIdentity("x", "0123abcd"), "x-c1-0123abcd", 0.9, reading)
+    declared = pipeline_parameters()
+    assert set(params) <= set(declared), sorted(set(params) - set(declared))
+    assert RESERVED_PARAMETERS == set(params) - {"epochs"}
+    assert params["promote_by"] == "operator"
 
 
 def test_crd_file_is_what_the_kustomization_installs():

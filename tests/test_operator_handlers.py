@@ -12,10 +12,8 @@ test plays KFP's part: it moves runs through their states and writes the run res
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import time
-from pathlib import Path
 
 import pytest
 import requests

@@ -12,6 +12,7 @@ import random
 import pytest
 
 from daic.operators.actions import CancelRun, EmitEvent, PatchDeployment, StartRun, WriteRecord
+from daic.operators.kube import status_patch
 from daic.operators.observations import (
     ActionOutcome,
     Approval,
@@ -25,8 +26,6 @@ from daic.operators.status import IN_FLIGHT, CycleStatus, Decision, Phase, Stage
 from fakes.crd_schema import crd_schema, validate
 from fakes.kube import merge_patch
 from fakes.world import GOOD_RESULT, IDENT, World, at, deep_merge, make_spec, reading, run_obs, step
-
-from daic.operators.kube import status_patch
 
 SCHEMA = crd_schema()
 DAY = 86_400
@@ -313,6 +312,7 @@ def test_hysteresis_after_a_refused_cycle_then_rearm_and_fire_again():
     ({"challenger_version": None, "challenger_accuracy": None}, Decision.no_challenger),
     ({"challenger_accuracy": 0.82}, Decision.challenger_not_better),
     ({"challenger_accuracy": 0.825}, Decision.challenger_not_better),   # gain 0.005 < minImprovement 0.01
+    ({"promote": False, "promotion_reason": "worse on clean data"}, Decision.challenger_not_better),
 ])
 def test_refusals_are_recorded_with_their_reason(change, decision):
     spec = make_spec(promotion={"minImprovement": 0.01})

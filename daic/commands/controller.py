@@ -17,8 +17,10 @@ import click
               help="object store for cycle records (default: $DAIC_STORE or ./.daic/store)")
 @click.option("--pipeline-callable", default="daic.pipelines.local_run:run_pipeline", show_default=True,
               metavar="MODULE:FUNC", help="what a local run executes: f(params) -> result dict")
-@click.option("--champion-hook", default=None, metavar="MODULE:FUNC",
-              help="called as f(model_name, version) when a version takes all traffic")
+@click.option("--champion-switch", default="registry", show_default=True, metavar="registry|none|MODULE:FUNC",
+              help="when a version takes all traffic: move the model registry's champion pointer (which "
+                   "the local model server follows), do nothing beyond <state-dir>/deployment.json, or "
+                   "call f(model_name, version)")
 @click.option("--interval", default=5.0, show_default=True, type=click.FloatRange(min=0.01),
               help="seconds between reconcile passes")
 @click.option("--passes", default=None, type=click.IntRange(min=1), help="stop after this many passes")
@@ -26,7 +28,7 @@ import click
               help="stop once this many cycles are in the history (and their records written)")
 @click.option("-v", "--verbose", is_flag=True, help="log adapter details")
 def command(cycle_path: str, state_dir: str | None, store_url: str | None, pipeline_callable: str,
-            champion_hook: str | None, interval: float, passes: int | None, exit_after_cycles: int | None,
+            champion_switch: str, interval: float, passes: int | None, exit_after_cycles: int | None,
             verbose: bool) -> None:
     """Run the AssessmentCycle reconcile loop locally; status goes to <state-dir>/status.json."""
     from daic.operators.local_controller import CycleFileError, LocalController
@@ -37,12 +39,16 @@ def command(cycle_path: str, state_dir: str | None, store_url: str | None, pipel
     if ":" not in pipeline_callable:
         raise click.BadParameter(f"{pipeline_callable!r} must look like module:function or /path/file.py:function",
                                  param_hint="--pipeline-callable")
+    from daic.operators.local_deployment import registry_champion_hook
+
     hook = None
-    if champion_hook:
+    if champion_switch == "registry":
+        hook = registry_champion_hook(store_url)
+    elif champion_switch != "none":
         try:
-            hook = load_callable(champion_hook)
+            hook = load_callable(champion_switch)
         except (ImportError, ValueError, OSError) as exc:
-            raise click.BadParameter(str(exc), param_hint="--champion-hook") from exc
+            raise click.BadParameter(str(exc), param_hint="--champion-switch") from exc
     try:
         controller = LocalController(cycle_path, state_dir, store_url, pipeline_callable, hook,
                                      echo=lambda line: click.echo(line, err=True))

@@ -78,13 +78,15 @@ class LocalRunner:
     """Runs ``callable_ref`` (``"package.module:function"`` or ``"/path/file.py:function"``)."""
 
     def __init__(self, state_dir: str | os.PathLike[str], callable_ref: str = DEFAULT_CALLABLE,
-                 python: str | None = None, claim_timeout: float = 30.0):
+                 python: str | None = None, claim_timeout: float = 30.0, env: dict[str, str] | None = None):
+        """``env``: extra environment for the worker (e.g. ``DAIC_STORE``, the store its run writes)."""
         if ":" not in callable_ref:
             raise ValueError(f"callable {callable_ref!r} must look like 'module:function' or '/path/file.py:function'")
         self.root = Path(state_dir).resolve() / "runs"
         self.callable_ref = callable_ref
         self.python = python or sys.executable
         self.claim_timeout = claim_timeout
+        self.env = dict(env or {})
         self._children: dict[str, subprocess.Popen] = {}
 
     def run_dir(self, run_name: str) -> Path:
@@ -103,7 +105,7 @@ class LocalRunner:
             child = subprocess.Popen(
                 [self.python, "-m", "daic.operators.runners.local_worker", str(prepared), str(final)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True)
+                start_new_session=True, close_fds=True, env={**os.environ, **self.env})
         self._children[run_name] = child
         # Wait for the worker's claim (the rename), so the next get() sees the run; a lost claim
         # race (another worker got there first) ends the child at once and is fine too.

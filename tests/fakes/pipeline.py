@@ -30,7 +30,8 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
         time.sleep(0.02)
     report_stage("train")
     report_stage("evaluate")
-    return dict(params["fake_result"])
+    # What a real run would write to: the store the controller passed down (DAIC_STORE).
+    return {**params["fake_result"], "store_seen": os.environ.get("DAIC_STORE")}
 
 
 def fail(params: dict[str, Any]) -> dict[str, Any]:
