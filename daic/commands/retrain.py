@@ -1,0 +1,67 @@
+"""``daic retrain``: warm-start from a registered version with labeled operational batches."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import click
+
+from daic.commands.train import config_fields, report, training_options, validation_error
+
+
+def _notes(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--note")
+        out[key] = value
+    return out
+
+
+@click.command("retrain")
+@click.option("--from", "parent", default="champion", show_default=True,
+              help="version to start from: champion, latest or an id such as v0003")
+@click.option("--labels", "labels_prefix", required=True, metavar="PREFIX",
+              help="object-store prefix of the labeled batches, e.g. labels/cycle-1/")
+@click.option("--oversample", type=int, default=10, show_default=True,
+              help="repeat each labeled example this many times per epoch")
+@click.option("--operational-weight", type=float, default=1.0, show_default=True,
+              help="loss weight of labeled examples relative to base ones")
+@click.option("--note", "notes", multiple=True, metavar="KEY=VALUE", help="recorded in the data lineage")
+@click.option("--promote", type=click.Choice(["if-none", "always", "never"]), default="never", show_default=True,
+              help="make the new version champion (normally the pipeline's evaluate step decides)")
+@training_options({"epochs": 2, "batch_size": 128, "lr": 1e-3})
+def command(parent: str, labels_prefix: str, oversample: int, operational_weight: float, notes: tuple[str, ...],
+            promote: str, store_url: Optional[str], name: str, ray_address: Optional[str],
+            shift_per_condition: int, result_key: Optional[str], as_json: bool, verbose: bool,
+            **options: Any) -> None:
+    """Fine-tune both networks from PARENT's weights on the base split + labeled batches, and
+    register the result with PARENT as its parent."""
+    from pydantic import ValidationError
+
+    from daic.models.reference import ReferenceConfig
+    from daic.models.registry import ModelRegistry
+    from daic.storage import KeyNotFound, StorageError, open_store
+    from daic.training.config import TrainConfig
+    from daic.training.trainer import TrainingFailed
+    from daic.training.workflow import train_and_register
+
+    try:
+        store = open_store(store_url)
+        version = ModelRegistry(store, name).resolve(parent)
+    except KeyNotFound as exc:
+        raise click.BadParameter(str(exc), param_hint="--from") from exc
+    except (StorageError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        config = TrainConfig(**config_fields(options), labels_prefix=labels_prefix, warm_start_from=version,
+                             operational_oversample=oversample, operational_weight=operational_weight)
+        reference = ReferenceConfig(dataset=config.dataset, shift_per_condition=shift_per_condition)
+    except (ValidationError, ValueError) as exc:
+        raise validation_error(exc) from exc
+    try:
+        outcome = train_and_register(store, name, config, promote=promote, ray_address=ray_address,
+                                     notes=_notes(notes), reference_config=reference, verbose=verbose)
+    except (StorageError, ValueError, TrainingFailed) as exc:
+        raise click.ClickException(str(exc)) from exc
+    report(outcome, store, result_key, as_json)

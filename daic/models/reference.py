@@ -1,0 +1,93 @@
+"""Build a version's oracle references: what the pseudo-oracles calibrate on.
+
+* ``oracle_reference.npz`` (docs/CONTRACTS.md): the model's softmax and embeddings, the shadow's
+  softmax and the labels on the val split.
+* ``shifted_reference.npz``: the same outputs on synthetic corruptions of the val split's
+  *calibration* rows (``daic.oracles.pipeline.split_reference``; never the rows the distance
+  oracles index, never test), every corruption at every severity, with a ``conditions`` array
+  ``"<corruption>/<severity>"``. The online assessor learns from it what errors look like under
+  shift, which a 99 %-accurate model barely shows on clean val.
+
+Computed once when a version is registered, so the sidecar never needs images or training data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+from torch import nn
+
+from daic.models.inference import predict
+from daic.oracles.pipeline import ShiftedReference, split_reference
+from daic.oracles.reference import OracleReference
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    """``val_limit``: use the first N val images (None = all 5,000). ``shift_per_condition``: val
+    calibration rows per (corruption, severity); 0 skips the shifted reference."""
+
+    dataset: str = "mnist"
+    val_limit: Optional[int] = None
+    shift_per_condition: int = 100
+    corruptions: Optional[tuple[str, ...]] = None  # None = every corruption in daic.data
+    seed: int = 77
+
+    def __post_init__(self) -> None:
+        if self.val_limit is not None and self.val_limit < 4:
+            raise ValueError(f"val_limit must be >= 4 (an oracle reference needs both halves), got {self.val_limit}")
+        if self.shift_per_condition < 0:
+            raise ValueError(f"shift_per_condition must be >= 0, got {self.shift_per_condition}")
+
+
+def oracle_reference(model: nn.Module, shadow: nn.Module, images: np.ndarray, labels: np.ndarray) -> OracleReference:
+    main = predict(model, images)
+    side = predict(shadow, images)
+    return OracleReference(probs=main.probs, embeddings=main.embeddings,
+                           labels=np.asarray(labels, dtype=np.int64), shadow_probs=side.probs)
+
+
+def shifted_reference(
+    model: nn.Module, shadow: nn.Module, images: np.ndarray, labels: np.ndarray, *,
+    per_condition: int, corruptions: tuple[str, ...], seed: int,
+) -> ShiftedReference:
+    """Outputs on every (corruption, severity) applied to a seeded draw of calibration rows."""
+    from daic.data.corruptions import SEVERITIES, corrupt
+
+    _bank, calibration = split_reference(len(images))
+    take = min(per_condition, len(calibration))
+    batches, batch_labels, conditions = [], [], []
+    for ci, name in enumerate(corruptions):
+        for severity in SEVERITIES:
+            rng = np.random.default_rng([seed, ci, severity])
+            rows = rng.choice(calibration, size=take, replace=False)
+            batches.append(corrupt(np.asarray(images[rows]), name, severity, seed=int(rng.integers(2**31))))
+            batch_labels.append(np.asarray(labels[rows]))
+            conditions += [f"{name}/{severity}"] * take
+    shifted_images = np.concatenate(batches)
+    ref = oracle_reference(model, shadow, shifted_images, np.concatenate(batch_labels))
+    return ShiftedReference(ref, np.array(conditions))
+
+
+def build_references(
+    model: nn.Module, shadow: nn.Module, config: ReferenceConfig = ReferenceConfig()
+) -> tuple[OracleReference, Optional[ShiftedReference]]:
+    """Both references on the val split of ``config.dataset``."""
+    from daic.data.corruptions import CORRUPTIONS
+    from daic.data.mnist import load_split
+
+    val = load_split("val", dataset=config.dataset)
+    images, labels = val.images, val.labels
+    if config.val_limit is not None:
+        images, labels = images[: config.val_limit], labels[: config.val_limit]
+    clean = oracle_reference(model, shadow, images, labels)
+    if config.shift_per_condition == 0:
+        return clean, None
+    names = config.corruptions if config.corruptions is not None else CORRUPTIONS
+    unknown = sorted(set(names) - set(CORRUPTIONS))
+    if unknown:
+        raise ValueError(f"unknown corruptions {unknown}; valid: {', '.join(CORRUPTIONS)}")
+    shifted = shifted_reference(model, shadow, images, labels, per_condition=config.shift_per_condition,
+                                corruptions=tuple(names), seed=config.seed)
+    return clean, shifted

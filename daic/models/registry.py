@@ -1,0 +1,346 @@
+"""The model registry on the object store: versions, model cards, the champion pointer, lineage.
+
+Layout (docs/CONTRACTS.md), for model ``<name>``::
+
+    models/<name>/<version>/model.pt              champion-family weights (state_dict)
+    models/<name>/<version>/shadow.pt             its shadow network's weights
+    models/<name>/<version>/oracle_reference.npz  probs, embeddings, labels, shadow_probs on val
+    models/<name>/<version>/shifted_reference.npz the same on corrupted val calibration rows
+    models/<name>/<version>/card.json             ModelCard, written last: a version with a card is complete
+    models/<name>/<version>/claim.json            who allocated the version number
+    models/<name>/champion                        ChampionPointer JSON
+    models/<name>/champion-history/<gen>.json     one record per promotion
+
+Every version stores *both* networks: each training run trains (or fine-tunes) the main model and
+its shadow together, so the disagreement oracle always compares a model with the shadow that
+saw the same data.
+
+Champion switch: the pointer is one object written with the store's atomic put, so readers see
+the old or the new pointer, never a mix. ``promote(version, expected_current=...)`` is a
+compare-and-set: it refuses when the champion is not the one the caller decided against. On a
+``file://`` store the read-compare-write runs under an OS file lock, so it is a true CAS across
+processes on the machine. On ``s3://`` the store offers no conditional put yet, so the check is
+read-compare-write plus a read-back of a unique token, which detects (raises on) an overwrite
+that lands between our write and the read-back but cannot exclude a race inside that window.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import subprocess
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+from daic.models.card import (
+    VERSION_RE,
+    ChampionPointer,
+    DataLineage,
+    ModelCard,
+    check_name,
+    check_version,
+    version_id,
+    version_number,
+)
+from daic.models.lineage import ancestry, render_tree
+from daic.storage import KeyNotFound, ObjectStore, StorageError
+
+MODEL_FILE = "model.pt"
+SHADOW_FILE = "shadow.pt"
+CARD_FILE = "card.json"
+REFERENCE_FILE = "oracle_reference.npz"
+SHIFTED_FILE = "shifted_reference.npz"
+CLAIM_FILE = "claim.json"
+CHAMPION = "champion"
+_ANY = object()  # "do not check the current champion"
+
+
+class ChampionConflict(RuntimeError):
+    """The champion changed under the caller (compare-and-set failed); nothing was written."""
+
+
+class VersionNotFound(KeyNotFound):
+    """No complete version (one with a card) of that name and id."""
+
+
+def code_version() -> str:
+    """``DAIC_CODE_VERSION`` (set when images are built) or ``<package version>+g<git sha>``."""
+    from daic import __version__
+
+    if os.environ.get("DAIC_CODE_VERSION"):
+        return os.environ["DAIC_CODE_VERSION"]
+    try:
+        here = Path(__file__).resolve().parent
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return f"{__version__}+g{sha}{'.dirty' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+
+
+@contextmanager
+def _promotion_lock(store: ObjectStore, name: str) -> Iterator[None]:
+    """Serialise promotions of one model: threads always, processes too on a file:// store."""
+    ident = hashlib.sha256(f"{store.url}\0{name}".encode()).hexdigest()[:24]
+    with _THREAD_LOCKS_GUARD:
+        tlock = _THREAD_LOCKS.setdefault(ident, threading.Lock())
+    with tlock:
+        if not store.url.startswith("file://"):
+            yield
+            return
+        lock_dir = Path(tempfile.gettempdir()) / "daic-locks"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        with open(lock_dir / f"{ident}.lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class ModelRegistry:
+    """The versions of one model ``name`` in ``store``."""
+
+    def __init__(self, store: ObjectStore, name: str = "mnist") -> None:
+        self.store = store
+        self.name = check_name(name)
+        self.prefix = f"models/{name}/"
+
+    def _key(self, version: str, file: str) -> str:
+        return f"{self.prefix}{check_version(version)}/{file}"
+
+    # -- reading ------------------------------------------------------------------------------
+    def _numbers_in_use(self) -> list[int]:
+        numbers = set()
+        for key in self.store.list(self.prefix):
+            part = key[len(self.prefix):].split("/", 1)[0]
+            if VERSION_RE.match(part):
+                numbers.add(int(part[1:]))
+        return sorted(numbers)
+
+    def versions(self) -> list[str]:
+        """Complete versions (with a card), oldest first."""
+        done = {
+            key[len(self.prefix):].split("/", 1)[0]
+            for key in self.store.list(self.prefix)
+            if key.endswith("/" + CARD_FILE)
+        }
+        return sorted((v for v in done if VERSION_RE.match(v)), key=version_number)
+
+    def card(self, version: str) -> ModelCard:
+        try:
+            raw = self.store.get_json(self._key(version, CARD_FILE))
+        except KeyNotFound:
+            raise VersionNotFound(
+                f"{self.store.url}: model {self.name!r} has no version {version!r} "
+                f"(known: {', '.join(self.versions()) or 'none'})"
+            ) from None
+        return ModelCard.model_validate(raw)
+
+    def cards(self) -> list[ModelCard]:
+        return [self.card(v) for v in self.versions()]
+
+    def champion_pointer(self) -> Optional[ChampionPointer]:
+        try:
+            return ChampionPointer.model_validate(self.store.get_json(self.prefix + CHAMPION))
+        except KeyNotFound:
+            return None
+
+    def champion(self) -> str:
+        """The champion version; KeyNotFound when none has been promoted yet."""
+        pointer = self.champion_pointer()
+        if pointer is None:
+            raise KeyNotFound(f"{self.store.url}: model {self.name!r} has no champion yet")
+        return pointer.version
+
+    def resolve(self, ref: str) -> str:
+        """``"champion"``, ``"latest"`` or a version id -> an existing version id."""
+        if ref == "champion":
+            return self.champion()
+        if ref == "latest":
+            versions = self.versions()
+            if not versions:
+                raise VersionNotFound(f"{self.store.url}: model {self.name!r} has no versions")
+            return versions[-1]
+        self.card(ref)  # raises VersionNotFound / ValueError naming the version
+        return ref
+
+    def load_networks(self, version: str):
+        """(model, shadow) of a version, on CPU, in eval mode."""
+        from daic.models.weights import network_from_bytes
+
+        card = self.card(version)
+        model = network_from_bytes(card.arch, self.store.get_bytes(self._key(version, MODEL_FILE)),
+                                   source=self._key(version, MODEL_FILE))
+        shadow = network_from_bytes(card.shadow_arch, self.store.get_bytes(self._key(version, SHADOW_FILE)),
+                                    source=self._key(version, SHADOW_FILE))
+        return model, shadow
+
+    def weights_bytes(self, version: str) -> tuple[bytes, bytes]:
+        """Raw (model, shadow) weights: what a warm start ships to Ray workers."""
+        self.card(version)
+        return (self.store.get_bytes(self._key(version, MODEL_FILE)),
+                self.store.get_bytes(self._key(version, SHADOW_FILE)))
+
+    def load_oracle_reference(self, version: str):
+        """(OracleReference, ShiftedReference or None) of a version."""
+        from daic.oracles.pipeline import ShiftedReference
+        from daic.oracles.reference import OracleReference
+
+        self.card(version)
+        clean = OracleReference.from_arrays(self.store.get_arrays(self._key(version, REFERENCE_FILE)))
+        shifted_key = self._key(version, SHIFTED_FILE)
+        shifted = (ShiftedReference.from_arrays(self.store.get_arrays(shifted_key))
+                   if self.store.exists(shifted_key) else None)
+        return clean, shifted
+
+    def parents(self) -> dict[str, Optional[str]]:
+        return {c.version: c.parent for c in self.cards()}
+
+    def ancestry(self, version: str) -> list[str]:
+        return ancestry(self.parents(), version)
+
+    def lineage_lines(self) -> list[str]:
+        """The lineage forest as text, each version with its key figures and the champion marked."""
+        cards = {c.version: c for c in self.cards()}
+        pointer = self.champion_pointer()
+        champ = pointer.version if pointer else None
+
+        def label(v: str) -> str:
+            c = cards[v]
+            bits = [v]
+            if "test_accuracy" in c.metrics:
+                bits.append(f"test {100 * c.metrics['test_accuracy']:.2f}%")
+            n_op = c.data.operational_count
+            bits.append(f"+{n_op} labeled" if n_op else "base only")
+            bits.append(c.created.strftime("%Y-%m-%d %H:%M"))
+            if v == champ:
+                bits.append("[champion]")
+            return "  ".join(bits)
+
+        return render_tree({v: c.parent for v, c in cards.items()}, label)
+
+    # -- writing ------------------------------------------------------------------------------
+    def _claim_version(self, attempts: int = 50) -> str:
+        """Allocate the next version id: write a claim with a unique token and read it back."""
+        for _ in range(attempts):
+            used = self._numbers_in_use()
+            version = version_id((used[-1] if used else 0) + 1)
+            key = self._key(version, CLAIM_FILE)
+            if self.store.exists(key):
+                continue
+            token = uuid.uuid4().hex
+            self.store.put_json(key, {"token": token, "pid": os.getpid()})
+            if self.store.get_json(key).get("token") == token:
+                return version
+        raise StorageError(f"{self.store.url}: could not allocate a version of {self.name!r} "
+                           f"after {attempts} attempts (heavy concurrent registration?)")
+
+    def register(
+        self,
+        *,
+        model,
+        shadow,
+        data: DataLineage,
+        parent: Optional[str] = None,
+        metrics: Optional[dict[str, float]] = None,
+        history: Optional[list[dict[str, float]]] = None,
+        train_config: Optional[dict] = None,
+        reference_config=None,
+        arch: str = "small_cnn",
+        shadow_arch: str = "shadow_net",
+    ) -> ModelCard:
+        """Store a new version (weights, oracle references, then the card) and return its card."""
+        from daic.models.reference import ReferenceConfig, build_references
+        from daic.models.weights import state_dict_to_bytes
+
+        if parent is not None:
+            self.card(parent)  # the parent must exist: lineage never points into the void
+        reference_config = reference_config or ReferenceConfig(dataset=data.dataset)
+        clean, shifted = build_references(model, shadow, reference_config)
+        version = self._claim_version()
+        self.store.put_bytes(self._key(version, MODEL_FILE), state_dict_to_bytes(model))
+        self.store.put_bytes(self._key(version, SHADOW_FILE), state_dict_to_bytes(shadow))
+        self.store.put_arrays(self._key(version, REFERENCE_FILE), **clean.to_arrays())
+        if shifted is not None:
+            self.store.put_arrays(self._key(version, SHIFTED_FILE), **shifted.to_arrays())
+        card = ModelCard(
+            name=self.name, version=version, parent=parent, arch=arch, shadow_arch=shadow_arch,
+            code_version=code_version(), data=data,
+            metrics={**(metrics or {}), "reference_val_accuracy": clean.accuracy},
+            history=history or [], train_config=train_config or {},
+        )
+        self.store.put_json(self._key(version, CARD_FILE), card.model_dump(mode="json"))
+        return card
+
+    def promote(self, version: str, *, expected_current=_ANY) -> ChampionPointer:
+        """Make ``version`` the champion.
+
+        ``expected_current``: the champion the caller based its decision on (None = "there is no
+        champion yet"); when given and different from the actual one, raises ChampionConflict and
+        writes nothing. See the module docstring for how atomic this is per backend.
+        """
+        self.card(version)
+        with _promotion_lock(self.store, self.name):
+            current = self.champion_pointer()
+            current_version = current.version if current else None
+            if expected_current is not _ANY and expected_current != current_version:
+                raise ChampionConflict(
+                    f"model {self.name!r}: expected champion {expected_current!r} but it is "
+                    f"{current_version!r}; re-read and decide again"
+                )
+            pointer = ChampionPointer(
+                version=version, previous=current_version,
+                generation=(current.generation + 1) if current else 1, token=uuid.uuid4().hex,
+            )
+            record = pointer.model_dump(mode="json")
+            self.store.put_json(f"{self.prefix}champion-history/{pointer.generation:06d}.json", record)
+            self.store.put_json(self.prefix + CHAMPION, record)
+            back = self.champion_pointer()
+            if back is None or back.token != pointer.token:
+                raise ChampionConflict(
+                    f"model {self.name!r}: the champion pointer was overwritten concurrently "
+                    f"(now {back.version if back else None!r}); our promotion of {version!r} was lost"
+                )
+            return pointer
+
+    def champion_history(self) -> list[ChampionPointer]:
+        keys = self.store.list(f"{self.prefix}champion-history/")
+        return [ChampionPointer.model_validate(self.store.get_json(k)) for k in keys]
+
+
+# -- module-level functions: the interface serving and the pipeline components call ----------
+def list_models(store: ObjectStore) -> list[str]:
+    """Names of models with at least one stored object."""
+    return sorted({key.split("/")[1] for key in store.list("models/") if key.count("/") >= 2})
+
+
+def champion(store: ObjectStore, name: str) -> str:
+    return ModelRegistry(store, name).champion()
+
+
+def set_champion(store: ObjectStore, name: str, version: str, expected_current=_ANY) -> ChampionPointer:
+    return ModelRegistry(store, name).promote(version, expected_current=expected_current)
+
+
+def load_networks(store: ObjectStore, name: str, version: str):
+    return ModelRegistry(store, name).load_networks(version)
+
+
+def load_card(store: ObjectStore, name: str, version: str) -> dict:
+    return ModelRegistry(store, name).card(version).model_dump(mode="json")
+
+
+def load_oracle_reference(store: ObjectStore, name: str, version: str):
+    return ModelRegistry(store, name).load_oracle_reference(version)

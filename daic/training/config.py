@@ -1,0 +1,84 @@
+"""Typed training configuration: every knob, its default and its validation in one place.
+
+The same ``TrainConfig`` drives a local CPU run, a run against a remote Ray cluster
+(``RAY_ADDRESS``) and a KubeRay ``RayJob``; it travels to the Ray workers as a plain dict
+(``model_dump()``) and is re-validated there.
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+DATASETS = ("mnist", "fashion-mnist")
+
+
+class TrainConfig(BaseModel):
+    """What one training run does.
+
+    ``batch_size`` is per worker (Ray Train's convention): the global batch is
+    ``batch_size * num_workers``. ``lr`` is the peak of the one-cycle schedule (Smith & Topin
+    2019), which reaches >= 99 % on MNIST in a few epochs without tuning.
+
+    Operational (labeled) data is mixed into the base training split in two ways that can be
+    combined: ``operational_oversample`` repeats every operational example that many times per
+    epoch, ``operational_weight`` scales their loss. A few hundred labels among 55,000 base images
+    would otherwise barely move the gradient.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: Literal["mnist", "fashion-mnist"] = "mnist"
+    epochs: int = Field(4, ge=1, le=1000)
+    batch_size: int = Field(128, ge=1, le=65536)
+    lr: float = Field(4e-3, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    num_workers: int = Field(2, ge=1, le=1024)
+    cpus_per_worker: int = Field(1, ge=1, le=256)
+    use_gpu: bool = False
+    precision: Precision = "auto"
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    # Use only the first N images of the base split (tests, quick runs); None = all 55,000.
+    base_limit: Optional[int] = Field(None, ge=0)
+    # Evaluate per-epoch validation accuracy on the first N val images; None = all 5,000.
+    val_limit: Optional[int] = Field(None, ge=1)
+    labels_prefix: Optional[str] = None
+    operational_oversample: int = Field(1, ge=1, le=10_000)
+    operational_weight: float = Field(1.0, gt=0, le=1_000)
+    # Registry version (e.g. "v0003") whose weights initialise both networks; None = from scratch.
+    warm_start_from: Optional[str] = None
+    # Keep the whole training set as one tensor on the device and index batches there: for a model
+    # this small, per-batch host-to-device copies starve a GPU (DESIGN.md, H100 figures).
+    data_on_device: bool = True
+    checkpoints_to_keep: int = Field(2, ge=1, le=100)
+
+    @field_validator("labels_prefix")
+    @classmethod
+    def _prefix_is_relative(cls, v: Optional[str]) -> Optional[str]:
+        if v is None:
+            return v
+        if not v or v.startswith("/") or ".." in v.split("/"):
+            raise ValueError(
+                f"labels_prefix {v!r} must be a relative object-store prefix such as 'labels/cycle-1/'"
+            )
+        return v
+
+    @field_validator("warm_start_from")
+    @classmethod
+    def _version_shape(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and (not v or "/" in v):
+            raise ValueError(f"warm_start_from {v!r} must be a version id such as 'v0003'")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        if self.precision == "fp16" and not self.use_gpu:
+            raise ValueError("precision 'fp16' needs use_gpu=True (fp16 autocast is for CUDA)")
+        if self.base_limit == 0 and self.labels_prefix is None:
+            raise ValueError("base_limit=0 with no labels_prefix leaves nothing to train on")
+        return self
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_size * self.num_workers

@@ -1,0 +1,175 @@
+"""The training loop of one data-parallel worker, independent of Ray.
+
+``fit`` runs the epochs; the Ray worker (``daic.training.worker``) calls it with Ray Train's
+device, DDP wrapper and a per-epoch report, the plain-PyTorch baseline of the throughput
+benchmark calls it with none of them -- the same code measured both ways.
+
+Both networks (the main model and its shadow) are trained on the same batches, each with its own
+Adam optimizer and one-cycle schedule (Smith & Topin 2019). A warm start loads the given weights
+into both before the first step (continual development: Gesmundo 2022).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from daic.models.networks import build
+from daic.models.weights import state_dict_from_bytes
+from daic.training.batches import DeviceBatches, PinnedHostBatches
+from daic.training.config import TrainConfig
+from daic.training.precision import autocast_dtype, bf16_supported, resolve_precision
+from daic.training.sharding import epoch_pool, shard_batches, steps_per_epoch
+
+MAIN, SHADOW = "model", "shadow"
+ARCH = {MAIN: "small_cnn", SHADOW: "shadow_net"}
+
+
+@dataclass
+class WarmStart:
+    """Serialized state_dicts to start from (``None`` for a network = fresh initialisation)."""
+
+    weights: dict[str, Optional[bytes]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    images: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class FitResult:
+    nets: dict[str, nn.Module]  # unwrapped (no DDP), on the training device
+    precision: str  # what the worker actually trained in: fp32, bf16 or fp16
+
+
+def init_networks(config: TrainConfig, warm: WarmStart | None) -> dict[str, nn.Module]:
+    """Identical initial weights on every worker: seeded by ``config.seed`` alone."""
+    torch.manual_seed(config.seed)
+    nets = {name: build(ARCH[name]) for name in (MAIN, SHADOW)}
+    for name, net in nets.items():
+        blob = (warm.weights.get(name) if warm else None)
+        if blob is not None:
+            net.load_state_dict(state_dict_from_bytes(blob, source=f"warm start {name}"))
+    return nets
+
+
+def sample_weights(n_base: int, n_operational: int, operational_weight: float) -> np.ndarray:
+    return np.concatenate([np.ones(n_base, np.float32), np.full(n_operational, operational_weight, np.float32)])
+
+
+class Fitter:
+    """Optimizers, schedules and precision for a set of networks trained on the same batches."""
+
+    def __init__(self, nets: dict[str, nn.Module], config: TrainConfig, device: torch.device, total_steps: int):
+        self.nets = nets
+        self.device = device
+        self.precision = resolve_precision(config.precision, device.type, bf16_supported(device))
+        self.dtype = autocast_dtype(self.precision)
+        self.optimizers = {k: torch.optim.Adam(n.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+                           for k, n in nets.items()}
+        self.schedulers = {k: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=config.lr, total_steps=total_steps)
+                           for k, o in self.optimizers.items()}
+        # Loss scaling only for fp16 (its narrow exponent range underflows small gradients).
+        self.scalers = {k: torch.amp.GradScaler(device.type, enabled=self.precision == "fp16") for k in nets}
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimizer step per network; returns detached (weighted loss sum, correct count)."""
+        out = {}
+        for name, net in self.nets.items():
+            with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+                logits = net(x)
+            per_example = F.cross_entropy(logits.float(), y, reduction="none")
+            loss = (per_example * w).sum() / w.sum()
+            opt = self.optimizers[name]
+            opt.zero_grad(set_to_none=True)
+            self.scalers[name].scale(loss).backward()
+            self.scalers[name].step(opt)
+            self.scalers[name].update()
+            self.schedulers[name].step()
+            out[name] = torch.stack([loss.detach() * len(y), (logits.detach().argmax(1) == y).sum().float()])
+        return out
+
+
+def fit(
+    config: TrainConfig,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_base: int,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+    warm: WarmStart | None = None,
+    wrap: Callable[[nn.Module], nn.Module] = lambda net: net,
+    val: EvalSet | None = None,
+    on_epoch: Callable[[dict[str, float], dict[str, nn.Module]], None] = lambda metrics, nets: None,
+    progress: bool = False,
+) -> FitResult:
+    """Train for ``config.epochs`` epochs; ``on_epoch(metrics, nets)`` after each one.
+
+    ``images``/``labels`` hold base examples first (``n_base``), then operational ones.
+    Metrics (every worker): epoch, train loss/accuracy on this worker's shard, epoch time and
+    samples/s (global = this worker's count x world size); with ``val`` also val accuracy.
+    """
+    from daic.models.inference import accuracy
+
+    n_op = len(labels) - n_base
+    nets = {k: wrap(n.to(device)) for k, n in init_networks(config, warm).items()}
+    pool = epoch_pool(n_base, n_op, config.operational_oversample)
+    total_steps = config.epochs * steps_per_epoch(len(pool), world_size, config.batch_size)
+    fitter = Fitter(nets, config, device, total_steps)
+    weights = sample_weights(n_base, n_op, config.operational_weight)
+    if config.data_on_device:
+        source = DeviceBatches(images, labels, weights, device)
+    else:
+        source = PinnedHostBatches(images, labels, weights, device, config.batch_size)
+    # Dropout differs per worker (as independent data would), initial weights do not.
+    torch.manual_seed(config.seed * 1009 + rank + 1)
+    for epoch in range(config.epochs):
+        for net in nets.values():
+            net.train()
+        batches = shard_batches(pool, seed=config.seed, epoch=epoch, rank=rank, world_size=world_size,
+                                batch_size=config.batch_size)
+        totals = {k: torch.zeros(2, device=device) for k in nets}
+        seen = 0
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        iterator = batches
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
+        for index in iterator:
+            x, y, w = source.get(index)
+            for k, v in fitter.step(x, y, w).items():
+                totals[k] += v
+            seen += len(index)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+        metrics: dict[str, float] = {
+            "epoch": epoch + 1,
+            "epoch_time_s": seconds,
+            "samples_per_s": seen * world_size / seconds,
+            "world_size": world_size,
+        }
+        for k, (loss_sum, correct) in totals.items():
+            prefix = "" if k == MAIN else f"{k}_"
+            metrics[f"{prefix}train_loss"] = float(loss_sum) / seen
+            metrics[f"{prefix}train_accuracy"] = float(correct) / seen
+        if val is not None:
+            for k, net in nets.items():
+                plain = getattr(net, "module", net)
+                prefix = "" if k == MAIN else f"{k}_"
+                metrics[f"{prefix}val_accuracy"] = accuracy(plain, val.images, val.labels, device=device)
+        on_epoch(metrics, nets)
+    return FitResult({k: getattr(n, "module", n) for k, n in nets.items()}, fitter.precision)

@@ -1,0 +1,78 @@
+"""What each Ray Train worker runs: load the data, build (or warm-start) the networks, call
+``daic.training.loop.fit`` with Ray's device and DDP wrapper, report metrics every epoch and a
+checkpoint from rank 0.
+
+Every worker reads the data itself (the base split ships with the package's image; labeled
+batches and warm-start weights come from the object store by URL), so nothing large travels
+through the driver.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_HISTORY = "history.json"
+
+
+def checkpoint_file(net_name: str) -> str:
+    return f"{net_name}.pt"
+
+
+def train_loop_per_worker(payload: dict[str, Any]) -> dict[str, Any]:
+    import ray.train
+    import ray.train.torch
+
+    from daic.models.registry import ModelRegistry
+    from daic.models.weights import state_dict_to_bytes
+    from daic.storage import open_store
+    from daic.training.config import TrainConfig
+    from daic.training.data import assemble
+    from daic.training.loop import MAIN, SHADOW, EvalSet, WarmStart, fit
+
+    config = TrainConfig.model_validate(payload["config"])
+    torch.set_num_threads(config.cpus_per_worker)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
+    store = open_store(payload["store_url"])
+    data = assemble(config, store, notes=payload.get("notes"))
+
+    warm = None
+    if config.warm_start_from:
+        model_bytes, shadow_bytes = ModelRegistry(store, payload["model_name"]).weights_bytes(config.warm_start_from)
+        warm = WarmStart({MAIN: model_bytes, SHADOW: shadow_bytes})
+
+    val = None
+    if rank == 0:
+        from daic.data.mnist import load_split
+
+        split = load_split("val", dataset=config.dataset)
+        n = len(split) if config.val_limit is None else min(config.val_limit, len(split))
+        val = EvalSet(split.images[:n], split.labels[:n])
+
+    history: list[dict[str, float]] = []
+
+    def on_epoch(metrics: dict[str, float], nets: dict[str, torch.nn.Module]) -> None:
+        if rank != 0:
+            ray.train.report(metrics)
+            return
+        history.append(metrics)
+        with tempfile.TemporaryDirectory() as folder:
+            for name, net in nets.items():
+                Path(folder, checkpoint_file(name)).write_bytes(state_dict_to_bytes(getattr(net, "module", net)))
+            Path(folder, CHECKPOINT_HISTORY).write_text(json.dumps(history))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+    result = fit(config, data.images, data.labels, n_base=data.n_base, device=device, rank=rank, world_size=world,
+                 warm=warm, wrap=ray.train.torch.prepare_model, val=val, on_epoch=on_epoch)
+    return {
+        "precision": result.precision,
+        "device": str(device),
+        "lineage": data.lineage.model_dump(mode="json"),
+        "history": history,
+        "threads": torch.get_num_threads(),
+    }
