@@ -65,6 +65,25 @@ def test_dockerfile_follows_the_image_rules(key):
     assert not problems, "\n".join(map(str, problems))
 
 
+@pytest.mark.parametrize("key", sorted(IMAGES))
+def test_dockerfile_copies_only_what_exists_and_the_context_holds(key):
+    """Every COPY source exists in the repository and is let through the Dockerfile's
+    .dockerignore (which excludes everything, then re-includes with `!path`)."""
+    instructions = parse((IMAGES_DIR / key / "Dockerfile").read_text())
+    ignore = (IMAGES_DIR / key / "Dockerfile.dockerignore").read_text().splitlines()
+    allowed = [line[1:].rstrip("/") for line in ignore if line.startswith("!")]
+    assert "*" in ignore
+    for ins in instructions:
+        if ins.keyword != "COPY" or "--from=" in ins.args:
+            continue
+        *sources, _dest = ins.args.split()
+        for source in sources:
+            source = source.rstrip("/")
+            assert (ROOT / source).exists(), f"images/{key}: COPY {source}: no such path"
+            assert any(source == a or source.startswith(a + "/") for a in allowed), \
+                f"images/{key}: COPY {source} is excluded by Dockerfile.dockerignore"
+
+
 def test_torch_and_ray_in_images_are_the_locked_versions():
     train = (IMAGES_DIR / "train" / "Dockerfile").read_text()
     assert f'"torch=={lock_pin("main.lock", "torch")}+cu128"' in train

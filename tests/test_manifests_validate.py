@@ -86,10 +86,12 @@ def test_security_rules_fire():
     del pod["securityContext"]["runAsNonRoot"]
     pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
     del pod["containers"][0]["resources"]["requests"]["memory"]
+    pod["containers"][0]["image"] = "ghcr.io/daic-dev/daic-pipelines"
     messages = " | ".join(p.message for p in security_problems(job))
     assert "runAsNonRoot is not true" in messages
     assert "must be false" in messages
     assert "no request for memory" in messages
+    assert "names no tag" in messages
 
     cluster = one(render("gpu"), "RayCluster", "daic-ray")
     gpu = cluster["spec"]["workerGroupSpecs"][1]["template"]["spec"]["containers"][0]["resources"]

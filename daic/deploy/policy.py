@@ -9,6 +9,7 @@ Security (in the spirit of the Kubernetes "restricted" Pod Security Standard):
 - ``resources.requests`` for ``cpu`` and ``memory`` (the scheduler and the cluster autoscaler
   size nodes from requests, and a GPU worker group scales from zero only when Ray's pods declare
   what they need);
+- an image named with a tag or digest, never ``latest`` (an untagged image is ``latest``);
 - extended resources such as ``nvidia.com/gpu`` set as limits, with requests (if given) equal
   to the limits, which is all Kubernetes accepts for them.
 
@@ -70,6 +71,11 @@ def security_problems(obj: dict[str, Any]) -> list[Problem]:
                                f"container {name!r}: must be false"))
         if sc.get("privileged") is True:
             out.append(Problem(where, join(site.path, "securityContext.privileged"), f"container {name!r}: privileged"))
+        image = str(c.get("image", ""))
+        last = image.rsplit("/", 1)[-1]
+        if "@sha256:" not in image and (":" not in last or last.endswith(":latest")):
+            out.append(Problem(where, join(site.path, "image"), f"container {name!r}: image {image!r} names no "
+                                                                "tag (or 'latest'); pin a version"))
         resources = c.get("resources") or {}
         requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
         missing = [r for r in ("cpu", "memory") if r not in requests]
