@@ -155,7 +155,7 @@ class PipelineSpec(_Model):
     """The compiled pipeline to run and where: a package path (relative paths resolve inside
     ``daic.pipelines/compiled``) or an uploaded pipeline's id, on ``host`` or the in-cluster KFP."""
 
-    package: str = Field(default="assess-and-improve.yaml", min_length=1)
+    package: str = Field(default="assess_and_improve.yaml", min_length=1)
     pipeline_id: str | None = Field(default=None, min_length=1)
     version_id: str | None = Field(default=None, min_length=1)
     host: str | None = Field(default=None, pattern=r"^https?://")

@@ -266,7 +266,11 @@ def test_kfp_runner_submits_once_maps_states_and_reads_the_result(tmp_path, pipe
         assert failed.phase is RunPhase.failed and failed.error == "pod OOMKilled"
 
 
-def test_kfp_runner_names_a_missing_package():
+def test_kfp_runner_finds_the_default_package_and_names_a_missing_one():
+    from daic.operators.spec import PipelineSpec
+
+    default = resolve_package(PipelineSpec().package)   # shipped as daic.pipelines package data
+    assert Path(default).read_text().startswith("# PIPELINE DEFINITION")
     with pytest.raises(FileNotFoundError, match="compile-pipelines"):
         resolve_package("no-such-pipeline.yaml")
 

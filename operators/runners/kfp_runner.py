@@ -50,7 +50,7 @@ def resolve_package(package: str) -> str:
 
 class KfpRunner:
     def __init__(self, store: ObjectStore, *, host: str | None = None, experiment: str = "daic",
-                 package: str | None = "assess-and-improve.yaml", pipeline_id: str | None = None,
+                 package: str | None = "assess_and_improve.yaml", pipeline_id: str | None = None,
                  version_id: str | None = None, namespace: str | None = None, client: Any = None):
         self._client, self.store = client, store
         self.host = host or os.environ.get("KFP_HOST") or IN_CLUSTER_HOST
