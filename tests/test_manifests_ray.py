@@ -83,3 +83,20 @@ def test_rendered_rayjob_runs_the_tagged_train_image():
     submitter = job["spec"]["submitterPodTemplate"]["spec"]["containers"][0]["image"]
     assert submitter == IMAGES["train"].ref, \
         "an untagged image means :latest; default to components/images.py's IMAGES['train'].ref"
+
+
+def test_train_steps_rayjob_passes_every_check():
+    """The RayJob the pipeline's train step really creates (components/train, backend rayjob), for
+    the longest run name the operator gives (an AssessmentCycle name of 40 characters)."""
+    from daic.components.train.logic import TrainConfig
+    from daic.components.train.registry_access import render_rayjob as render_for_step
+    from daic.operators.reconcile import CycleIdentity, run_name
+
+    cycle = run_name(CycleIdentity(name="m" * 40, uid="0a1b2c3d-4e5f-6789-abcd-ef0123456789"), 12)
+    config = TrainConfig(backend="rayjob", workers=2, cpus_per_worker=4, gpus_per_worker=1,
+                         memory_per_worker="16Gi", namespace="daic")
+    job = render_for_step("s3://daic", cycle, "mnist", "v0001", "labels/", config)
+    problems = check_objects([in_namespace(job)], external=EXTERNAL) + check_ray_job(job)
+    assert not problems, "\n".join(map(str, problems))
+    images = {s.container["image"] for s in container_sites(job)}
+    assert images == {IMAGES["train"].ref}
