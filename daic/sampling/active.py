@@ -1,0 +1,120 @@
+"""Active, model-assisted assessment: sample where the oracle is unsure, estimate with a difference
+estimator that uses every unlabeled input.
+
+The pool mean of the (recalibrated) oracle prediction f is an estimate of accuracy that costs no
+labels but is biased under shift; the labeled draws estimate that bias. Each draw i, made with
+probability q_i, contributes
+
+    mean_pool(f) + (y_i - f_i) / (N q_i),
+
+whose expectation is the pool accuracy for any f and q fixed before the draw (the difference /
+prediction-powered estimator, Särndal et al. 1992; Angelopoulos et al., Science 2023; with active
+sampling, Zrnic & Candès, ICML 2024; for model evaluation, Fogliato et al. 2024). Its variance is
+smallest when q_i is proportional to the root mean squared residual, which for a calibrated f is
+sqrt(f (1 - f)): labels go to the inputs the oracle is unsure about. f and q are re-fitted from the
+labels after each batch (see `daic.sampling.calibration`), and a uniform share of q bounds every
+weight. The interval is Student-t on the per-draw terms.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from daic.sampling.pool import Pool
+from daic.sampling.pps import (
+    current_recalibration,
+    draw_with_replacement,
+    mean_interval,
+    mixed_probabilities,
+)
+from daic.sampling.sample import (
+    Estimate,
+    Sample,
+    as_correct,
+    check_draw_args,
+    check_level,
+    failures_found,
+)
+
+
+@dataclass(frozen=True)
+class ActiveModelAssisted:
+    """Active sampling (q ~ sqrt(f(1-f))) with a difference estimator over the whole pool.
+
+    Attributes:
+        uniform_share: share of each draw's probability spread uniformly (bounds weights by 1/share).
+        adapt: recalibrate the oracle from the labels between batches.
+        by_class: let the recalibration learn a per-predicted-class offset.
+        min_labels_to_adapt: labels needed before the first recalibration.
+    """
+
+    uniform_share: float = 0.1
+    adapt: bool = True
+    by_class: bool = True
+    min_labels_to_adapt: int = 20
+    variance_floor: bool = True
+    initial_uniform_share: float | None = None
+    skew_correction: bool = True
+    name: str = "active"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.uniform_share <= 1.0:
+            raise ValueError(f"uniform_share must be in (0, 1], got {self.uniform_share!r}")
+        if self.initial_uniform_share is not None and not 0.0 < self.initial_uniform_share <= 1.0:
+            raise ValueError(f"initial_uniform_share must be in (0, 1], got {self.initial_uniform_share!r}")
+        if self.min_labels_to_adapt < 1:
+            raise ValueError(f"min_labels_to_adapt must be >= 1, got {self.min_labels_to_adapt}")
+
+    def max_draws(self, pool: Pool) -> None:
+        return None
+
+    def share(self, history: Sample) -> float:
+        """Uniform share for the next batch: larger before the oracle has been recalibrated."""
+        if self.initial_uniform_share is not None and np.unique(history.indices).size < self.min_labels_to_adapt:
+            return self.initial_uniform_share
+        return self.uniform_share
+
+    def prediction(self, pool: Pool, history: Sample, correct: np.ndarray) -> np.ndarray:
+        """The model-assisted prediction f of correctness for every input, given labels so far."""
+        if not self.adapt:
+            return pool.p_correct
+        recal = current_recalibration(pool, history, correct, self.min_labels_to_adapt, self.by_class)
+        return recal.apply_to_pool(pool)
+
+    def draw(
+        self, pool: Pool, history: Sample, correct: np.ndarray, n: int, rng: np.random.Generator
+    ) -> Sample:
+        correct = check_draw_args(self, pool, history, correct, n)
+        f = self.prediction(pool, history, correct)
+        q = mixed_probabilities(np.sqrt(f * (1 - f)), self.share(history))
+        idx = draw_with_replacement(q, n, rng)
+        return Sample(
+            indices=idx,
+            batch=np.full(n, history.n_batches),
+            selection_prob=q[idx],
+            control=f[idx],
+            control_mean=np.full(n, f.mean()),
+        )
+
+    def estimate(self, pool: Pool, sample: Sample, correct: np.ndarray, level: float) -> Estimate:
+        level = check_level(level)
+        correct = as_correct(correct, sample.n_draws)
+        if sample.selection_prob is None or sample.control is None or sample.control_mean is None:
+            raise ValueError("active estimate needs selection probabilities and controls (drawn by this design)")
+        weight = 1.0 / (pool.size * sample.selection_prob)
+        terms = sample.control_mean + (correct - sample.control) * weight
+        # Variance floor: under the working model y ~ Bernoulli(f) a term's variance is
+        # sum_i q_i f_i (1 - f_i) / (N q_i)^2, estimated without bias by the draws themselves.
+        floor = sample.control * (1 - sample.control) * weight**2 if self.variance_floor else None
+        est, lo, hi = mean_interval(terms, level, floor, self.skew_correction)
+        return Estimate(
+            accuracy=min(1.0, max(0.0, est)),
+            lower=max(0.0, lo),
+            upper=min(1.0, hi),
+            level=level,
+            n_labels=int(sample.distinct.size),
+            n_draws=sample.n_draws,
+            n_failures_found=failures_found(sample, correct),
+            method="active/difference-t",
+        )

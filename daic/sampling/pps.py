@@ -1,0 +1,93 @@
+"""With-replacement sampling with probabilities proportional to a score (PPS), shared by the
+failure-seeking and the active design.
+
+Each draw picks input i with probability q_i. A term y_i / (N q_i) then has expectation equal to the
+pool mean of y whatever q is (Hansen & Hurwitz, 1943), and this stays true when q is chosen
+afresh before every batch from the labels already seen: the terms form a martingale-difference
+sequence around the pool mean, so their average is unbiased and its variance is estimated by the
+sample variance of the terms over n (the adaptive-importance-sampling argument used by active
+inference, Zrnic & Candès, ICML 2024).
+
+Mixing the score with a uniform share ("defensive" importance sampling, Hesterberg 1995) bounds
+every weight by 1 / share: an input the oracle wrongly trusts still has a fair chance to be drawn,
+which keeps the interval honest when the oracle is wrong.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+from daic.sampling.calibration import Recalibration, fit_recalibration
+from daic.sampling.pool import Pool
+from daic.sampling.sample import Sample
+
+
+def mixed_probabilities(score: np.ndarray, uniform_share: float) -> np.ndarray:
+    """Selection probabilities: (1 - share) * score / sum(score) + share / N."""
+    if not 0.0 < uniform_share <= 1.0:
+        raise ValueError(f"uniform_share must be in (0, 1], got {uniform_share!r}")
+    score = np.asarray(score, float)
+    if np.any(~np.isfinite(score)) or np.any(score < 0):
+        raise ValueError("score must be finite and >= 0")
+    n = score.size
+    total = score.sum()
+    if total <= 0:
+        return np.full(n, 1.0 / n)
+    return (1 - uniform_share) * score / total + uniform_share / n
+
+
+def draw_with_replacement(q: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` independent draws of pool positions with probabilities ``q``."""
+    cdf = np.cumsum(q)
+    return np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), q.size - 1)
+
+
+def current_recalibration(
+    pool: Pool, history: Sample, correct: np.ndarray, min_labels: int, by_class: bool
+) -> Recalibration:
+    """Platt map fitted on the distinct inputs labeled so far (identity until ``min_labels``)."""
+    if history.n_draws == 0:
+        return Recalibration()
+    idx, first = np.unique(history.indices, return_index=True)
+    if idx.size < min_labels:
+        return Recalibration()
+    return fit_recalibration(pool.p_correct[idx], pool.predictions[idx], correct[first], by_class=by_class)
+
+
+def mean_interval(
+    terms: np.ndarray, level: float, variance_floor: np.ndarray | None = None, skew_correction: bool = True
+) -> tuple[float, float, float]:
+    """Mean of the per-draw terms with a confidence interval.
+
+    The terms of a weighted estimator are skewed (rare inputs with large weights), which makes the
+    symmetric t interval miss on one side. Two corrections, both checked by simulation:
+
+    * ``variance_floor``: per-term variances a working model predicts bound the sample variance
+      from below (when the rare heavy terms have not been drawn yet, the sample variance is small
+      exactly when the mean is off);
+    * ``skew_correction``: Hall's (JRSS-B 1992) monotone transformation of the studentised mean,
+      g(T) = T + a T^2 + a^2 T^3 / 3 + a / 2 with a = skewness / (3 sqrt n), which removes the
+      first-order effect of skewness; the interval inverts g at Student-t quantiles (df = n - 1).
+    """
+    n = terms.size
+    if n < 2:
+        raise ValueError(f"need at least 2 draws for an interval, got {n}")
+    mean = float(terms.mean())
+    dev = terms - mean
+    var = float(dev @ dev) / (n - 1)
+    if variance_floor is not None:
+        var = max(var, float(np.mean(variance_floor)))
+    se = float(np.sqrt(var / n))
+    q = float(stats.t.ppf(0.5 + level / 2, n - 1))
+    if se == 0.0:
+        return mean, mean, mean
+    lo_t, hi_t = -q, q
+    if skew_correction:
+        m2 = float(np.mean(dev**2))
+        skew = float(np.mean(dev**3)) / m2**1.5 if m2 > 0 else 0.0
+        a = skew / (3.0 * np.sqrt(n))
+        if abs(a) > 1e-12:
+            inv = lambda y: (np.cbrt(1.0 + 3.0 * a * (y - a / 2)) - 1.0) / a  # noqa: E731
+            lo_t, hi_t = inv(-q), inv(q)
+    # T = (mean - mu) / se, so mu lies in [mean - se * g^-1(q), mean - se * g^-1(-q)].
+    return mean, mean - se * hi_t, mean - se * lo_t
