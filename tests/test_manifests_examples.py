@@ -152,3 +152,14 @@ def test_cluster_examples_fit_a_worker_group_of_the_gpu_install():
                    and parse_quantity(limits.get("nvidia.com/gpu", 0)) >= res.gpus_per_worker
                    and most >= res.ray_workers]
         assert fitting, f"{cycle['metadata']['name']}: {res} fits no worker group of daic-ray ({groups})"
+
+
+def test_cluster_examples_run_the_cluster_paths_of_the_pipeline():
+    """The pipeline's defaults are the one-machine ones (Ray in process, the local champion switch);
+    an AssessmentCycle meant for the cluster must choose the RayJob and Seldon paths."""
+    for cycle in render("examples"):
+        params = cycle["spec"].get("pipeline", {}).get("parameters", {})
+        name = cycle["metadata"]["name"]
+        assert params.get("train_backend") == "rayjob", f"{name}: spec.pipeline.parameters.train_backend must be rayjob"
+        assert params.get("promote_by") == "operator" or params.get("deploy_target") == "seldon", \
+            f"{name}: set promote_by: operator (the operator's canary) or deploy_target: seldon"
