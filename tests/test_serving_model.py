@@ -13,8 +13,8 @@ import requests
 
 from daic.serving.protocol import TAG_EMBEDDINGS, TAG_SHADOW, TAG_VERSION
 from daic.serving.stack import terminate
-from daic.storage import open_store
 from test_serving_support import (
+    registered_store,
     SERVING_PYTHON,
     free_port,
     mnist_test_images,
@@ -30,8 +30,8 @@ MAX_BATCH = 16
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("model-server")
-    store = open_store(f"file://{base / 'store'}")
-    v1 = register_version(store)
+    store = registered_store(base / "store")
+    v1 = "v0001"
     port, metrics_port = free_port(), free_port()
     params = [{"name": "reload_interval_s", "type": "FLOAT", "value": "0.2"},
               {"name": "max_batch", "type": "INT", "value": str(MAX_BATCH)}]

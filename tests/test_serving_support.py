@@ -82,6 +82,34 @@ def register_version(store, promote: bool = True, name: str = "mnist") -> str:
     return card.version
 
 
+@functools.lru_cache(maxsize=None)
+def _template_store() -> Path:
+    """A store with one registered champion version, built once per test session."""
+    import tempfile
+
+    from daic.storage import open_store
+
+    import atexit
+    import shutil
+
+    root = Path(tempfile.mkdtemp(prefix="daic-serving-template-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    path = root / "store"
+    register_version(open_store(f"file://{path}"))
+    return path
+
+
+def registered_store(path: Path):
+    """A fresh file:// store at ``path`` holding the small model as champion ``v0001`` (a copy of
+    a session template: registering builds oracle references, copying is cheaper)."""
+    import shutil
+
+    from daic.storage import open_store
+
+    shutil.copytree(_template_store(), path)
+    return open_store(f"file://{path}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

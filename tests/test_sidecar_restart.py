@@ -15,15 +15,14 @@ from daic.serving.protocol import build_response
 from daic.serving.stack import terminate
 from daic.sidecar.events import encode_cloudevent
 from daic.sidecar.records import read_operational
-from daic.storage import open_store
-from test_serving_support import free_port, mnist_test_images, register_version, seldon_request, wait_until
+from test_serving_support import free_port, mnist_test_images, registered_store, seldon_request, wait_until
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     base = tmp_path_factory.mktemp("restart")
-    store = open_store(f"file://{base / 'store'}")
-    version = register_version(store)
+    store = registered_store(base / "store")
+    version = "v0001"
     return {"base": base, "store": store, "served": load_served_model(store, "mnist", version), "version": version}
 
 

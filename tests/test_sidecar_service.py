@@ -12,20 +12,22 @@ from aiohttp.test_utils import TestClient, TestServer
 from daic.models.registry import ModelRegistry
 from daic.serving.loading import load_served_model
 from daic.serving.protocol import build_response
-from daic.sidecar.app import build_app, create_service
+from daic.sidecar.app import build_app
+from daic.sidecar.assessment import AssessorPool
 from daic.sidecar.config import SidecarConfig
 from daic.sidecar.events import encode_cloudevent
 from daic.sidecar.records import read_operational
-from daic.sidecar.service import Backpressure
-from daic.storage import open_store
-from test_serving_support import mnist_test_images, register_version, seldon_request
+from daic.sidecar.service import Backpressure, SidecarService
+from test_serving_support import mnist_test_images, register_version, registered_store, seldon_request
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
-    store = open_store(f"file://{tmp_path_factory.mktemp('sidecar-store')}")
-    v1 = register_version(store)
-    return {"store": store, "v1": v1, "served": {v1: load_served_model(store, "mnist", v1)}}
+    store = registered_store(tmp_path_factory.mktemp("sidecar") / "store")
+    v1 = "v0001"
+    # One pool for the module: each version's oracles are fitted once, not once per test.
+    pool = AssessorPool(store, "mnist", window=1000)
+    return {"store": store, "v1": v1, "served": {v1: load_served_model(store, "mnist", v1)}, "pool": pool}
 
 
 def _pair(registry, version, images):
@@ -47,7 +49,7 @@ def _run(registry, tmp_path, scenario, **overrides):
         config = SidecarConfig(store_url=registry["store"].url, state_dir=tmp_path / "state",
                                deployment=overrides.pop("deployment", tmp_path.name), flush_interval_s=600,
                                **overrides)
-        service = create_service(config)
+        service = SidecarService(config, registry["store"], registry["pool"])
         async with TestClient(TestServer(build_app(service))) as client:
             return await scenario(client, service)
     return asyncio.run(main())

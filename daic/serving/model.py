@@ -166,6 +166,11 @@ class DaicModel:
             "custom": {"tags": "daic.model, daic.model_version, daic.embeddings, daic.shadow_probs"},
         }
 
+    def send_feedback(self, features, feature_names, reward, truth, routing=None) -> list:
+        """Feedback is for the sidecar (the executor logs it there); the model learns nothing
+        online, so it only acknowledges."""
+        return []
+
     def class_names(self) -> list[str]:
         return list(CLASS_NAMES)
 
