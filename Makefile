@@ -15,7 +15,7 @@ SHELL := /bin/bash
 .PHONY: demo test venv venv-serving system-packages clean compile-pipelines
 
 demo: venv venv-serving
-	$(VENV)/bin/daic demo
+	$(VENV)/bin/daic demo $(DEMO_ARGS)
 
 test: venv venv-serving system-packages
 	$(PY) -m pytest -q tests components
