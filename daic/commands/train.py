@@ -97,7 +97,7 @@ def report(outcome, store, result_key: Optional[str], as_json: bool) -> None:
     console = Console()
     console.print(table)
     m = card.metrics
-    console.print(
+    click.echo(
         f"registered {card.name} {card.version} (parent {card.parent or '-'}; "
         f"{card.data.base_count} base + {card.data.operational_count} labeled examples)\n"
         f"  test accuracy {100 * m['test_accuracy']:.2f}%  shadow {100 * m['shadow_test_accuracy']:.2f}%  "

@@ -1,0 +1,54 @@
+"""A real, short Ray Train run: 2 CPU workers, a few hundred images, 1 epoch, warm-started from a
+registered parent with a labeled batch of corrupted digits; the result is a registered child."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from daic.data.corruptions import corrupt
+from daic.data.mnist import load_split
+from daic.models.card import DataLineage
+from daic.models.networks import build
+from daic.models.reference import ReferenceConfig
+from daic.models.registry import ModelRegistry
+from daic.storage import open_store
+from daic.training.workflow import retrain
+
+SMALL_REFERENCE = ReferenceConfig(val_limit=64, shift_per_condition=2, corruptions=("fog",))
+
+
+def test_two_worker_warm_start_run_registers_a_child(tmp_path):
+    ray = pytest.importorskip("ray")
+    store = open_store(f"file://{tmp_path / 'store'}")
+    registry = ModelRegistry(store, "mnist")
+    torch.manual_seed(0)
+    parent = registry.register(model=build("small_cnn"), shadow=build("shadow_net"),
+                               data=DataLineage(dataset="mnist", base_count=0), reference_config=SMALL_REFERENCE)
+    registry.promote(parent.version)
+    test = load_split("test")
+    store.put_arrays("labels/c-1/batch-0.npz", images=corrupt(test.images[:64], "fog", 3, seed=1),
+                     labels=test.labels[:64], ids=np.array([f"r{i}" for i in range(64)]))
+
+    outcome = retrain(store, "mnist", "champion", "labels/c-1/", num_workers=2, epochs=1, base_limit=256,
+                      batch_size=32, val_limit=128, operational_oversample=2, lineage={"cycle": "c-1"},
+                      reference_config=SMALL_REFERENCE, test_limit=256)
+
+    assert not ray.is_initialized()  # the private local Ray was shut down
+    card = outcome.card
+    assert (card.version, card.parent) == ("v0002", "v0001")
+    assert [(b.key, b.count) for b in card.data.labeled_batches] == [("labels/c-1/batch-0.npz", 64)]
+    assert card.data.base_count == 256 and card.data.notes == {"cycle": "c-1"}
+    assert card.train_config["warm_start_from"] == "v0001" and card.train_config["num_workers"] == 2
+    (epoch,) = card.history
+    assert epoch["world_size"] == 2 and epoch["epoch"] == 1
+    assert 0.0 <= card.metrics["val_accuracy"] <= 1.0 and "test_accuracy" in card.metrics
+    # The checkpoint Ray persisted lives in the object store.
+    assert outcome.run.checkpoint_path.startswith(f"{store.root}/checkpoints/mnist/")
+    assert any(k.startswith("checkpoints/mnist/") and k.endswith("model.pt") for k in store.list("checkpoints/"))
+    # Fine-tuned, so the weights moved away from the parent's; the champion did not move.
+    new_model, _ = registry.load_networks("v0002")
+    old_model, _ = registry.load_networks("v0001")
+    assert not torch.equal(new_model.head.weight, old_model.head.weight)
+    assert registry.champion() == "v0001"
+    assert registry.ancestry("v0002") == ["v0002", "v0001"]
