@@ -9,6 +9,7 @@ waits for a file the test creates, so the test decides when the run may finish).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -101,6 +102,51 @@ def test_an_unconfirmed_drop_ends_in_a_documented_refusal(tmp_path):
     assert entry.decision is Decision.drop_not_confirmed
     assert "does not confirm the drop" in entry.message and "[0.7600, 0.8600] from 150 labels" in entry.message
     assert not (tmp_path / "state" / "deployment.json").exists(), "nothing was switched"
+
+
+@pytest.mark.skipif(os.environ.get("DAIC_E2E") != "1",
+                    reason="30-60 s (five kfp.local step processes); run with DAIC_E2E=1")
+def test_with_the_real_pipeline_labels_overrule_a_wrong_online_alarm(tmp_path):
+    """The whole local loop with the real assess-and-improve pipeline (kfp.local, the simulated
+    labeler): the sidecar's estimate says the model collapsed (0.02), the trigger fires, the run
+    samples and labels real operational records, and the offline interval does not confirm a drop
+    below the threshold: the cycle ends in the documented refusal, with the labels' numbers."""
+    import numpy as np
+
+    from daic.components.testing.operational import write_operational
+    from daic.data.mnist import load_split
+    from daic.data.scenarios import Scenario, ScenarioSpec
+
+    scenario = {"name": "sudden", "seed": 3, "batch_size": 40, "n_steps": 6, "drift_start": 3,
+                "corruption": "translate", "severity": 3}
+    train = load_split("train")
+    x, y = train.images[:3000].reshape(3000, -1), train.labels[:3000]
+    centroids = np.stack([x[y == c].mean(axis=0) for c in range(10)])
+
+    def predict(images):
+        logits = -0.5 * ((images.reshape(len(images), -1)[:, None, :] - centroids[None]) ** 2).sum(-1)
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return {"probs": p / p.sum(axis=1, keepdims=True)}
+
+    store_url = f"file://{tmp_path / 'store'}"
+    write_operational(open_store(store_url), "mnist", Scenario(ScenarioSpec(**scenario)), predict)
+    wrong = [{"accuracy": 0.02, "n": 500, "model_version": "v0001", "timestamp": 1_700_000_000.0}]
+    with FakeSidecar(wrong) as sidecar:
+        cycle = tmp_path / "cycle.yaml"
+        cycle.write_text(yaml.safe_dump({
+            "apiVersion": "daic.dev/v1alpha1", "kind": "AssessmentCycle", "metadata": {"name": "real"},
+            "spec": {"deployment": {"name": "mnist"}, "estimate": {"url": sidecar.url},
+                     "trigger": {"threshold": 0.05, "minWindow": 100},
+                     "labeling": {"backend": "simulated", "budget": 40, "sampler": "srs"},
+                     "pipeline": {"parameters": {"simulated_scenario": json.dumps(scenario),
+                                                 "since": str(1_700_000_000 + 3 * 60), "labeling_poll_s": 0.5}},
+                     "promotion": {"mode": "auto", "canaryShare": 0}}}))
+        ctl = LocalController(cycle, tmp_path / "state", store_url, "daic.pipelines.local_run:run_pipeline")
+        status = ctl.run(interval=0.2, exit_after_cycles=1)
+    (entry,) = status.history
+    assert entry.decision is Decision.drop_not_confirmed, entry.message
+    assert entry.labels_used == 40 and 0.05 <= entry.offline_upper and entry.offline_lower <= entry.offline_accuracy
+    assert open_store(store_url).exists(f"cycles/{entry.run_name}/estimate.json"), "the pipeline's own record"
 
 
 def _controller(cycle: Path, state: Path, store: str, *extra: str) -> subprocess.Popen:
