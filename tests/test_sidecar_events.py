@@ -104,3 +104,22 @@ def test_restore_round_trip():
     other.restore(buf.pending_events(), buf.completed_ids())
     assert other.add(_event("response", "b")).status == "duplicate"
     assert other.add(_event("response", "a")).status == "joined"
+
+
+def test_encoder_matches_the_sdk_binary_encoding():
+    from cloudevents.core.bindings.http import to_binary
+    from cloudevents.core.formats.json import JSONFormat
+    from cloudevents.core.v1.event import CloudEvent
+
+    ours, body = encode_cloudevent("response", "puid 1%", BODY, source="http://gw:8003/", model_id="classifier",
+                                   deployment="mnist", namespace="ml", predictor="default", event_id="e-1")
+    attrs = {k[3:]: v for k, v in ours.items() if k.startswith("ce-")}
+    sdk = to_binary(CloudEvent(attributes={**{k: v for k, v in attrs.items() if k not in ("specversion", "time")},
+                                           "requestid": "puid 1%", "datacontenttype": "application/json"},
+                               data=None), JSONFormat()).headers
+    assert {k for k in sdk} == set(ours)
+    for name in ours:
+        if name != "ce-time":
+            assert ours[name] == sdk[name], name
+    event = parse_cloudevent(ours, body, now=1.0)
+    assert (event.request_id, event.event_id, event.kind) == ("puid 1%", "e-1", "response")

@@ -207,6 +207,10 @@ class LocalStack:
             time.sleep(delay)  # polling interval, not synchronisation: the loop checks readiness
             delay = min(delay * 1.5, 0.5)
 
+    def pids(self) -> dict[str, int]:
+        """Process id of each component, which is also its process-group id."""
+        return {name: p.popen.pid for name, p in self._procs.items()}
+
     def poll(self) -> dict[str, int | None]:
         """Exit code of each process (None while running)."""
         return {name: p.popen.poll() for name, p in self._procs.items()}

@@ -19,7 +19,9 @@ class SidecarConfig(BaseModel):
     long one half of a prediction waits for the other. batch_rows / flush_interval_s: write an
     operational batch when this many inputs are buffered or this much time has passed.
     fsync_interval_s: bound on what a machine crash can lose (a killed process loses nothing).
-    window: inputs in the online estimator's window. reference_check_s: how often to check the
+    score_batch / score_delay_s: joined predictions are scored together once this many wait or
+    this long after the first (amortises the oracles' fixed cost per call; the estimate lags
+    by at most the delay). window: inputs in the online estimator's window. reference_check_s: how often to check the
     champion pointer for a new model (and its oracle reference)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -31,7 +33,8 @@ class SidecarConfig(BaseModel):
     model_name: str = "mnist"
     state_dir: Path = Path(".daic/sidecar")
     max_queue: int = Field(20_000, ge=1)
-    score_batch: int = Field(512, ge=1)
+    score_batch: int = Field(256, ge=1)
+    score_delay_s: float = Field(0.25, ge=0)
     join_timeout_s: float = Field(30.0, gt=0)
     max_pending: int = Field(20_000, ge=1)
     remember_ids: int = Field(50_000, ge=1)

@@ -104,6 +104,9 @@ class SidecarService:
         self._last_rotate = clock()
         self._last_champion_check = -math.inf
         self._markers_outstanding = 0
+        self._to_score: list[Joined] = []
+        self._feedback_waiting: list[LoggedEvent] = []
+        self._score_due = 0.0
         self._tasks: list[asyncio.Task] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -181,8 +184,21 @@ class SidecarService:
 
     # -- background tasks ---------------------------------------------------------------------
     async def _scorer(self) -> None:
+        """Take events off the queue, join them at once, score joined predictions in batches:
+        when ``score_batch`` are waiting, ``score_delay_s`` after the first one, or at a flush
+        marker. Oracle scoring has a fixed cost per call (input checks, several scikit-learn
+        models), so scoring one prediction at a time would cost the sidecar several times more
+        CPU per request than scoring a few dozen together."""
+        loop = asyncio.get_running_loop()
         while True:
-            item = await self._queue.get()
+            if self._to_score:
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), max(0.0, self._score_due - loop.time()))
+                except asyncio.TimeoutError:
+                    await self._guarded(self._score_pending())
+                    continue
+            else:
+                item = await self._queue.get()
             batch: list[LoggedEvent] = []
             marker = None
             while True:
@@ -196,17 +212,28 @@ class SidecarService:
             if batch:
                 self._queued -= len(batch)
                 self.metrics.queue_depth.labels(self.config.deployment).set(self._queued)
-                if self.failed is None:
-                    try:
-                        await self._process(batch)
-                    except Exception as exc:  # noqa: BLE001 - see module docstring
-                        self.failed = f"{type(exc).__name__}: {exc}"
-                        logger.exception("processing failed; commits stop, the log keeps every event")
+                was_empty = not self._to_score
+                await self._guarded(self._ingest(batch))
+                if was_empty and self._to_score:
+                    self._score_due = loop.time() + self.config.score_delay_s
+            if self._to_score and (marker is not None or len(self._to_score) >= self.config.score_batch
+                                   or loop.time() >= self._score_due):
+                await self._guarded(self._score_pending())
             if marker is not None:
                 self._markers_outstanding -= 1
                 await self._commit(marker)
             elif self._buffered_rows >= self.config.batch_rows and not self._markers_outstanding:
                 self.request_flush()
+
+    async def _guarded(self, step) -> None:
+        if self.failed is not None:
+            step.close()
+            return
+        try:
+            await step
+        except Exception as exc:  # noqa: BLE001 - see module docstring
+            self.failed = f"{type(exc).__name__}: {exc}"
+            logger.exception("processing failed; commits stop, the log keeps every event")
 
     async def _syncer(self) -> None:
         while True:
@@ -244,12 +271,16 @@ class SidecarService:
 
     # -- processing ---------------------------------------------------------------------------
     async def _process(self, events: list[LoggedEvent]) -> None:
-        joined: list[Joined] = []
-        feedback: list[LoggedEvent] = []
+        """Join and score ``events`` now (start-up replay)."""
+        await self._ingest(events)
+        await self._score_pending()
+
+    async def _ingest(self, events: list[LoggedEvent]) -> None:
+        """Join request/response halves; joined predictions and feedback wait for scoring."""
         dep = self.config.deployment
         for event in events:
             if event.kind == "feedback":
-                feedback.append(event)
+                self._feedback_waiting.append(event)
                 continue
             outcome = self.join.add(event)
             for _ in outcome.evicted:
@@ -257,15 +288,21 @@ class SidecarService:
             if outcome.status == "duplicate":
                 self.metrics.duplicate.labels(dep).inc()
             elif outcome.status == "joined":
-                joined.append(outcome.joined)
+                self._to_score.append(outcome.joined)
                 self.metrics.joined.labels(dep).inc()
         self.metrics.pending_joins.labels(dep).set(len(self.join))
+
+    async def _score_pending(self) -> None:
+        """Score what is waiting (in a worker thread), then apply waiting feedback, which may
+        name predictions scored just now."""
+        joined, self._to_score = self._to_score, []
         if joined:
             scored, unreadable = await asyncio.to_thread(self._score, joined)
             if unreadable:
                 self.metrics.drop("unreadable", 2 * unreadable)
             for item in scored:
                 self._absorb(item)
+        feedback, self._feedback_waiting = self._feedback_waiting, []
         for event in feedback:
             self._apply_feedback(event)
 

@@ -1,0 +1,329 @@
+"""Benchmark: what the pseudo-oracle sidecar costs the serving path, and whether every request is
+accounted for (issue 6).
+
+A bounded closed-loop load on loopback: ``--clients`` concurrent clients, each sending one
+prediction request after the other for ``--duration`` seconds, against the local stack
+(``LocalStack``: seldon-core-microservice + gateway) *without* and *with* the sidecar. The two
+configurations alternate ``--repeats`` times so slow drift of the machine's load hits both alike;
+the table shows every run and the medians.
+
+For the runs with the sidecar, after the load it waits (with a deadline) until the gateway has sent
+everything it queued, flushes the sidecar and counts: requests answered 200, events the gateway
+queued / delivered / dropped, events the sidecar received / joined / dropped, and inputs found in
+the object store. "accounted" holds when every request's two events were delivered or counted as
+dropped, and every joined prediction's inputs are in the store.
+
+    .venv/bin/python benchmarks/serving_load.py --clients 8 --duration 20 --repeats 3
+
+Needs both virtualenvs (``make venv venv-serving``). The model: ``--store`` with a champion, else
+a small SmallCNN/ShadowNet pair trained here for one pass over 3,000 images and registered in a
+temporary store (serving cost does not depend on how accurate the weights are).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".daic" / "bench-cache" / "serving"
+
+
+# -- the model --------------------------------------------------------------------------------
+def _small_model_store(path: Path):
+    """A file:// store with a small registered champion (weights cached between runs)."""
+    import torch
+    from torch.nn import functional as F
+
+    from daic.data.mnist import load_split
+    from daic.models.card import DataLineage
+    from daic.models.networks import build
+    from daic.models.reference import ReferenceConfig
+    from daic.models.registry import ModelRegistry
+    from daic.models.weights import network_from_bytes, state_dict_to_bytes
+    from daic.storage import open_store
+
+    n = 3000
+    blobs = []
+    for arch in ("small_cnn", "shadow_net"):
+        cached = CACHE / f"{arch}-{n}.pt"
+        if not cached.exists():
+            train = load_split("train")
+            x = torch.from_numpy(np.ascontiguousarray(train.images[:n]))
+            y = torch.from_numpy(np.ascontiguousarray(train.labels[:n]))
+            torch.manual_seed(0)
+            net = build(arch)
+            opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+            net.train()
+            for i in range(0, n, 50):
+                loss = F.cross_entropy(net(x[i:i + 50]), y[i:i + 50])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            CACHE.mkdir(parents=True, exist_ok=True)
+            cached.write_bytes(state_dict_to_bytes(net.eval()))
+        blobs.append(network_from_bytes(arch, cached.read_bytes()))
+    store = open_store(f"file://{path}")
+    registry = ModelRegistry(store, "mnist")
+    card = registry.register(model=blobs[0], shadow=blobs[1], data=DataLineage(dataset="mnist", base_count=n),
+                             reference_config=ReferenceConfig(val_limit=2000, shift_per_condition=50,
+                                                              corruptions=("gaussian_noise", "contrast",
+                                                                           "translate", "rotate")))
+    registry.promote(card.version)
+    return store
+
+
+def _free_ports(k: int) -> list[int]:
+    socks = [socket.socket() for _ in range(k)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# -- the load ---------------------------------------------------------------------------------
+@dataclass
+class Run:
+    config: str
+    repeat: int
+    requests: int = 0
+    ok: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    accounting: dict = field(default_factory=dict)
+    cpu_ms_per_request: dict = field(default_factory=dict)
+
+    @property
+    def throughput(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+
+async def _load(url: str, bodies: list[bytes], clients: int, duration: float, run: Run) -> None:
+    import aiohttp
+    from tqdm import tqdm
+
+    stop_at = time.perf_counter() + duration
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        async def client(k: int) -> None:
+            i = k
+            while time.perf_counter() < stop_at:
+                body = bodies[i % len(bodies)]
+                i += clients
+                t0 = time.perf_counter()
+                try:
+                    async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
+                        await resp.read()
+                        status = resp.status
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    status = -1
+                run.requests += 1
+                if status == 200:
+                    run.ok += 1
+                    run.latencies_ms.append((time.perf_counter() - t0) * 1000)
+                else:
+                    run.errors += 1
+
+        async def ticker() -> None:
+            with tqdm(total=int(duration), desc=f"{run.config} #{run.repeat}", unit="s", leave=False) as bar:
+                while time.perf_counter() < stop_at:
+                    await asyncio.sleep(1)
+                    bar.update(1)
+                    bar.set_postfix(ok=run.ok, err=run.errors)
+
+        start = time.perf_counter()
+        await asyncio.gather(ticker(), *(client(k) for k in range(clients)))
+        run.seconds = time.perf_counter() - start
+
+
+def _group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU of the live processes in process group ``pgid`` (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the command: state, ppid, pgrp, ...
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def _metric(text: str, name: str, **labels) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _account(stack, store, deployment: str, run: Run, timeout_s: float = 120.0) -> dict:
+    """Wait until the gateway delivered its queue, flush the sidecar, count everything."""
+    import requests
+
+    from daic.sidecar.records import read_operational
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stats = requests.get(stack.gateway_url + "/gateway/stats", timeout=10).json()
+        settled = sum(v for k, v in stats.items() if k == "events_sent" or k.startswith(("events_rejected",
+                                                                                       "events_failed")))
+        if stats.get("log_queue_depth", 0) == 0 and settled >= stats.get("events_queued", 0):
+            break
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    requests.post(stack.sidecar_url + "/admin/flush", timeout=timeout_s).raise_for_status()
+    metrics = requests.get(stack.sidecar_url + "/metrics", timeout=10).text
+    records = read_operational(store, deployment)
+    received = _metric(metrics, "daic_sidecar_events_received_total")
+    joined = _metric(metrics, "daic_sidecar_events_joined_total")
+    sidecar_dropped = _metric(metrics, "daic_sidecar_events_dropped_total")
+    gateway_dropped = stats.get("events_dropped_queue_full", 0)
+    rejected = sum(v for k, v in stats.items() if k.startswith("events_rejected"))
+    failed = stats.get("events_failed", 0)
+    pending = _metric(metrics, "daic_sidecar_pending_joins")
+    duplicates = _metric(metrics, "daic_sidecar_events_duplicate_total")
+    expected_events = 2 * run.ok + (run.requests - run.ok)  # failed requests log no response
+    accounted = (stats.get("events_queued", 0) + gateway_dropped == expected_events
+                 and stats.get("events_sent", 0) == received
+                 and received == 2 * joined + pending + duplicates + sidecar_dropped - rejected
+                 and len(records) == joined)  # one input per request in this benchmark
+    return {"requests_ok": run.ok, "events_expected": expected_events, "gateway_queued": stats.get("events_queued", 0),
+            "gateway_sent": stats.get("events_sent", 0), "gateway_dropped": gateway_dropped,
+            "gateway_rejected": rejected, "gateway_failed": failed, "sidecar_received": int(received),
+            "sidecar_joined": int(joined), "sidecar_dropped": int(sidecar_dropped), "pending": int(pending),
+            "records_in_store": len(records), "accounted": bool(accounted)}
+
+
+def _one_run(args, store, config_name: str, repeat: int, bodies: list[bytes], workdir: Path) -> Run:
+    from daic.serving.stack import LocalStack, StackConfig
+
+    with_sidecar = config_name == "with sidecar"
+    ports = _free_ports(4)
+    deployment = f"bench-{repeat}"
+    config = StackConfig(store_url=store.url, deployment=deployment, with_sidecar=with_sidecar,
+                         gateway_port=ports[0], model_port=ports[1], model_metrics_port=ports[2],
+                         sidecar_port=ports[3], state_dir=workdir / f"state-{repeat}",
+                         log_dir=workdir / "logs", threads=args.threads, workers=args.workers,
+                         sidecar_options={"flush_interval": 5})
+    run = Run(config_name, repeat)
+    with LocalStack(config) as stack:
+        url = stack.gateway_url + "/api/v1.0/predictions"
+        warm = Run(config_name, repeat)
+        asyncio.run(_load(url, bodies, args.clients, args.warmup, warm))
+        pids = stack.pids()
+        cpu0 = {name: _group_cpu_seconds(pid) for name, pid in pids.items()}
+        own0 = time.process_time()
+        asyncio.run(_load(url, bodies, args.clients, args.duration, run))
+        cpu1 = {name: _group_cpu_seconds(pid) for name, pid in pids.items()}
+        cpu1["load generator"], cpu0["load generator"] = time.process_time(), own0
+        run.cpu_ms_per_request = {name: (cpu1[name] - cpu0[name]) * 1000 / max(run.ok, 1) for name in cpu1}
+        if with_sidecar:
+            # the warm-up's requests were logged too: count them in the books, not in the timing
+            books = Run(config_name, repeat, requests=run.requests + warm.requests, ok=run.ok + warm.ok)
+            run.accounting = _account(stack, store, deployment, books)
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per run")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before each measured run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads of the model server")
+    parser.add_argument("--workers", type=int, default=1, help="gunicorn workers of the model server")
+    parser.add_argument("--store", default=None, help="a store with a champion (default: train a small one)")
+    args = parser.parse_args()
+    from rich.console import Console
+    from rich.table import Table
+
+    from daic.data.mnist import load_split
+    from daic.storage import open_store
+
+    workdir = Path(tempfile.mkdtemp(prefix="daic-serving-bench-"))
+    try:
+        store = open_store(args.store) if args.store else _small_model_store(workdir / "store")
+        test = load_split("test")
+        bodies = [json.dumps({"data": {"ndarray": np.round(test.images[i:i + 1].astype(np.float64), 4).tolist()}}).encode()
+                  for i in range(500)]
+        runs: list[Run] = []
+        for repeat in range(1, args.repeats + 1):
+            for name in ("without sidecar", "with sidecar"):
+                runs.append(_one_run(args, store, name, repeat, bodies, workdir))
+        _report(Console(), Table, runs, args)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _report(console, Table, runs: list[Run], args) -> None:
+    table = Table(title=f"serving load: {args.clients} clients x {args.duration:.0f} s, 1 image/request, "
+                        f"{args.workers} worker(s) x {args.threads} threads, load avg {os.getloadavg()[0]:.1f}")
+    for col in ("config", "run", "requests ok", "errors", "req/s", "p50 ms", "p99 ms", "events sent/expected",
+                "dropped (gw+sidecar)", "inputs in store", "accounted"):
+        table.add_column(col, justify="right" if col not in ("config", "accounted") else "left")
+    for r in runs:
+        a = r.accounting
+        table.add_row(r.config, str(r.repeat), f"{r.ok:,}", str(r.errors), f"{r.throughput:,.1f}",
+                      f"{r.pct(50):.2f}", f"{r.pct(99):.2f}",
+                      f"{a['gateway_sent']:,}/{a['events_expected']:,}" if a else "-",
+                      f"{a['gateway_dropped'] + a['gateway_rejected'] + a['gateway_failed']}+{a['sidecar_dropped']}" if a else "-",
+                      f"{a['records_in_store']:,}" if a else "-",
+                      ("yes" if a["accounted"] else "NO") if a else "-")
+    console.print(table)
+    med = {}
+    for name in ("without sidecar", "with sidecar"):
+        sel = [r for r in runs if r.config == name]
+        med[name] = (statistics.median(r.throughput for r in sel), statistics.median(r.pct(50) for r in sel),
+                     statistics.median(r.pct(99) for r in sel))
+    (t0, p50_0, p99_0), (t1, p50_1, p99_1) = med["without sidecar"], med["with sidecar"]
+    cost = (t0 - t1) / t0 * 100 if t0 else float("nan")
+    summary = Table(title="medians and the goals (sidecar cost <= 5 % throughput, <= 2 ms p99)")
+    for col in ("", "req/s", "p50 ms", "p99 ms"):
+        summary.add_column(col, justify="right")
+    summary.add_row("without sidecar", f"{t0:,.1f}", f"{p50_0:.2f}", f"{p99_0:.2f}")
+    summary.add_row("with sidecar", f"{t1:,.1f}", f"{p50_1:.2f}", f"{p99_1:.2f}")
+    summary.add_row("sidecar cost", f"{cost:+.1f} % ({'met' if cost <= 5 else 'NOT met'})", f"{p50_1 - p50_0:+.2f}",
+                    f"{p99_1 - p99_0:+.2f} ({'met' if p99_1 - p99_0 <= 2 else 'NOT met'})")
+    console.print(summary)
+    cpu = Table(title="CPU per answered request (ms, medians over runs; all processes share the machine's cores)")
+    names = ["model", "gateway", "sidecar", "load generator"]
+    cpu.add_column("")
+    for name in names:
+        cpu.add_column(name, justify="right")
+    for config in ("without sidecar", "with sidecar"):
+        sel = [r for r in runs if r.config == config]
+        cpu.add_row(config, *[f"{statistics.median(r.cpu_ms_per_request.get(n, 0.0) for r in sel):.2f}"
+                              if any(n in r.cpu_ms_per_request for r in sel) else "-" for n in names])
+    console.print(cpu)
+    books = [r for r in runs if r.accounting]
+    console.print(f"every request accounted for in {sum(r.accounting['accounted'] for r in books)}/{len(books)} "
+                  "runs with the sidecar")
+    for r in books:
+        console.print(f"  run {r.repeat}: {json.dumps(r.accounting)}")
+
+
+if __name__ == "__main__":
+    main()
