@@ -11,6 +11,10 @@ the new champion.
 pointer (it polls it) and the sidecar follows the version in the responses; ``reload_urls``
 (comma-separated) are POSTed to as well, for servers that reload on request.
 
+The champion switch is a compare-and-set against the champion evaluate judged the challenger
+against (``cycles/<c>/evaluation.json``): if another cycle promoted in between, the step fails
+with ``ChampionConflict`` instead of replacing a model nobody compared with the challenger.
+
 Writes ``cycles/<c>/deploy.json``.
 """
 from __future__ import annotations
@@ -68,9 +72,12 @@ class DeployResult:
     steps: list[dict[str, Any]] = field(default_factory=list)
 
 
-def promote_local(store: ObjectStore, version: str, config: DeployConfig) -> list[dict[str, Any]]:
+def promote_local(store: ObjectStore, version: str, config: DeployConfig,
+                  expected_current: str | None = None) -> list[dict[str, Any]]:
+    """Move the champion pointer (compare-and-set when ``expected_current`` is given), then ask
+    the ``reload_urls`` to reload."""
     steps: list[dict[str, Any]] = [{"step": "champion", "version": version}]
-    registry_access.set_champion(store, config.model_name, version)
+    registry_access.set_champion(store, config.model_name, version, expected_current)
     for url in config.urls:
         try:
             response = requests.post(url, json={"model": config.model_name, "version": version}, timeout=10)
@@ -82,6 +89,23 @@ def promote_local(store: ObjectStore, version: str, config: DeployConfig) -> lis
             steps.append({"step": "reload", "url": url, "error": str(exc)})
             log.warning("reload request to %s failed: %s (the server still follows the champion pointer)", url, exc)
     return steps
+
+
+def evaluated_champion(store: ObjectStore, cycle: str, version: str) -> str | None:
+    """The champion evaluate compared ``version`` with in this cycle; None when the cycle has no
+    evaluation (deploy run on its own: the pointer then moves unconditionally)."""
+    key = cycle_store.key(cycle, "evaluation.json")
+    if not store.exists(key):
+        log.warning("cycle %s has no evaluation.json: promoting %s without checking the champion", cycle, version)
+        return None
+    evaluation = store.get_json(key)
+    if evaluation.get("challenger_version") != version:
+        raise ValueError(f"cycle {cycle!r} evaluated {evaluation.get('challenger_version')!r}, not {version!r}: "
+                         "refusing to deploy a version that was not evaluated")
+    if not (evaluation.get("decision") or {}).get("promote"):
+        raise ValueError(f"cycle {cycle!r}: evaluate did not find {version!r} better "
+                         f"({(evaluation.get('decision') or {}).get('reason', 'no decision')})")
+    return evaluation["champion_version"]
 
 
 def cluster_namespace(namespace: str) -> str:
@@ -130,16 +154,16 @@ def run(store: ObjectStore | str, cycle: str, version: str, config: DeployConfig
     store = open_store(store or None) if isinstance(store, str) else store
     if not version:
         raise ValueError("challenger_version is empty: nothing to deploy")
+    judged_against = evaluated_champion(store, cycle, version)
     if config.target == "seldon":
+        # Check before touching the cluster; the pointer's own compare-and-set closes the race after.
+        registry_access.check_champion(store, config.model_name, judged_against)
         previous, steps = promote_seldon(api or custom_objects_api(), version, config, sleep)
-        registry_access.set_champion(store, config.model_name, version)
+        registry_access.set_champion(store, config.model_name, version, judged_against)
         steps.append({"step": "champion", "version": version})
     else:
-        try:
-            previous = registry_access.champion_version(store, config.model_name)
-        except Exception:  # noqa: BLE001 - no champion yet is fine for the record
-            previous = None
-        steps = promote_local(store, version, config)
+        previous = judged_against or registry_access.current_champion(store, config.model_name)
+        steps = promote_local(store, version, config, judged_against)
     result = DeployResult(champion_version=version, previous_version=previous, steps=steps)
     store.put_json(cycle_store.key(cycle, "deploy.json"),
                    {"cycle": cycle, "config": asdict(config), **asdict(result), "created": time.time()})

@@ -1,6 +1,7 @@
 """deploy alone. The cluster path runs the real ``kubernetes`` client against a tiny Kubernetes API
 stand-in over HTTP (:mod:`daic.components.testing.fake_kube`), with the SeldonDeployment that
-``daic.serving.manifest`` renders; the local path moves the registry's champion pointer."""
+``daic.serving.manifest`` renders; the local path moves the real registry's champion pointer, as a
+compare-and-set against the champion evaluate judged the challenger against."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from daic.components.deploy.logic import DeployConfig, promote_local, promote_seldon
+from daic.components.deploy.logic import DeployConfig, promote_seldon
 from daic.components.testing.fake_kube import FakeKube
 from daic.operators.seldon import PLURAL, read_split
 from daic.serving.manifest import DeploymentParams, render_seldon_deployment
@@ -79,20 +80,93 @@ class _Reloads(BaseHTTPRequestHandler):
         pass
 
 
-def test_local_promotion_moves_the_pointer_and_asks_servers_to_reload(tmp_path):
-    registry = pytest.importorskip("daic.models.registry", reason="the model registry has not landed yet")
+@pytest.fixture
+def registry_store(tmp_path):
+    """A registry with v0001 (the champion) and two children of it."""
+    from daic.components.testing.registry import register_untrained
     from daic.storage import open_store
 
-    store = open_store(f"file://{tmp_path}")
+    store = open_store(f"file://{tmp_path / 'store'}")
+    register_untrained(store, [None, "v0001", "v0001"])
+    return store
+
+
+def _evaluated(store, cycle, challenger, champion, promote=True):
+    store.put_json(f"cycles/{cycle}/evaluation.json", {
+        "challenger_version": challenger, "champion_version": champion,
+        "decision": {"promote": promote, "reason": "test"}})
+
+
+def test_local_promotion_moves_the_pointer_and_asks_servers_to_reload(registry_store):
+    from daic.components.deploy.logic import run
+    from daic.models.registry import ModelRegistry
+
+    store = registry_store
+    _evaluated(store, "c1", "v0002", "v0001")
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Reloads)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         _Reloads.got = []
         url = f"http://127.0.0.1:{server.server_port}/reload"
-        steps = promote_local(store, "v0002", DeployConfig(reload_urls=url))
+        result = run(store, "c1", "v0002", DeployConfig(reload_urls=url))
     finally:
         server.shutdown()
         server.server_close()
-    assert registry.champion(store, "mnist") == "v0002"
+    pointer = ModelRegistry(store, "mnist").champion_pointer()
+    assert (pointer.version, pointer.previous, pointer.generation) == ("v0002", "v0001", 2)
     assert _Reloads.got == [("/reload", {"model": "mnist", "version": "v0002"})]
-    assert steps[-1]["status"] == 204
+    assert result.previous_version == "v0001" and result.steps[-1]["status"] == 204
+    assert store.get_json("cycles/c1/deploy.json")["champion_version"] == "v0002"
+
+
+def test_promotion_refuses_when_the_champion_changed_since_evaluation(registry_store):
+    """Another cycle promoted v0003 after this cycle judged v0002 against v0001: deploying v0002
+    now would replace a model it was never compared with."""
+    from daic.components.deploy.logic import run
+    from daic.models.registry import ChampionConflict, champion, set_champion
+
+    store = registry_store
+    _evaluated(store, "c1", "v0002", "v0001")
+    set_champion(store, "mnist", "v0003")
+    with pytest.raises(ChampionConflict, match="expected champion 'v0001' but it is 'v0003'"):
+        run(store, "c1", "v0002", DeployConfig())
+    assert champion(store, "mnist") == "v0003"
+    assert not store.exists("cycles/c1/deploy.json")
+
+
+def test_seldon_promotion_checks_the_champion_before_touching_the_cluster(registry_store, cluster):
+    from daic.components.deploy.logic import run
+    from daic.models.registry import ChampionConflict, set_champion
+
+    store = registry_store
+    _evaluated(store, "c1", "v0002", "v0001")
+    set_champion(store, "mnist", "v0003")
+    with pytest.raises(ChampionConflict, match="evaluated against"):
+        run(store, "c1", "v0002", DeployConfig(target="seldon", namespace="daic"), api=cluster.api())
+    assert not [r for r in cluster.requests if r[0] == "PATCH"]
+
+
+def test_seldon_promotion_moves_the_registry_pointer_too(registry_store, cluster):
+    from daic.components.deploy.logic import run
+    from daic.models.registry import champion
+
+    store = registry_store
+    _evaluated(store, "c1", "v0002", "v0001")
+    result = run(store, "c1", "v0002", DeployConfig(target="seldon", namespace="daic", canary_share=0),
+                 api=cluster.api())
+    assert _split(cluster) == ("v0002", None, 0) and champion(store, "mnist") == "v0002"
+    assert result.previous_version == "v0001"
+
+
+@pytest.mark.parametrize("evaluated,promote,match", [
+    ("v0003", True, "evaluated 'v0003', not 'v0002'"),
+    ("v0002", False, "evaluate did not find 'v0002' better"),
+])
+def test_deploy_refuses_what_evaluate_did_not_approve(registry_store, evaluated, promote, match):
+    from daic.components.deploy.logic import run
+    from daic.models.registry import champion
+
+    _evaluated(registry_store, "c1", evaluated, "v0001", promote)
+    with pytest.raises(ValueError, match=match):
+        run(registry_store, "c1", "v0002", DeployConfig())
+    assert champion(registry_store, "mnist") == "v0001"

@@ -34,7 +34,8 @@ def estimate_accuracy(
     for name, value in (("offline_accuracy", est.accuracy), ("offline_lower", est.lower),
                         ("offline_upper", est.upper), ("labels", est.n_labels),
                         ("failures_found", est.n_failures_found), ("oracle_accuracy", result.oracle_accuracy),
-                        ("threshold", result.decision.threshold)):
+                        ("threshold", result.decision.threshold),
+                        ("srs_labels_needed", result.srs_labels_needed)):
         metrics.log_metric(name, float(value))
     outputs = namedtuple("Outputs", ["drop_confirmed", "accuracy", "lower", "upper"])
     return outputs(result.decision.confirmed, est.accuracy, est.lower, est.upper)

@@ -18,6 +18,7 @@ import numpy as np
 from daic.components import cycle_store
 from daic.components.estimate_accuracy.decision import DropDecision, DropRule, decide_drop
 from daic.components.sample_operational.designs import make_design
+from daic.sampling.intervals import wilson_required_n
 from daic.sampling.sample import Estimate, Sample, check_level
 from daic.storage import ObjectStore, open_store
 
@@ -45,6 +46,16 @@ class EstimateResult:
     decision: DropDecision
     oracle_accuracy: float
     n_unlabeled_draws: int
+    srs_labels_needed: int
+
+
+def srs_labels_needed(estimate: Estimate) -> int:
+    """Labels simple random sampling would have needed for the same half-width at the estimated
+    accuracy (Wilson interval solved for n), the rule of ``daic.sampling.record``'s assessment
+    record: the design's label saving is this over ``estimate.n_labels``."""
+    if not 0.0 < estimate.half_width < 0.5:
+        return 1
+    return wilson_required_n(estimate.accuracy, estimate.half_width, estimate.level)
 
 
 def labeled_subsample(record: cycle_store.SampleRecord, labels: dict[str, int],
@@ -90,9 +101,11 @@ def run(store: ObjectStore | str, cycle: str, config: EstimateConfig) -> Estimat
     reference = reference_accuracy(store, config)
     decision = decide_drop(estimate.accuracy, estimate.lower, estimate.upper,
                            config.rule.effective_threshold(reference))
+    srs_n = srs_labels_needed(estimate)
     doc = {
         "cycle": cycle,
         "estimate": asdict(estimate),
+        "srs_labels_needed": srs_n,
         "oracle_accuracy": record.pool.oracle_accuracy,
         "n_unlabeled_draws": missing,
         "reference_accuracy": reference,
@@ -115,7 +128,7 @@ def run(store: ObjectStore | str, cycle: str, config: EstimateConfig) -> Estimat
     })
     log.info("cycle %s: %s (%s)", cycle, decision.outcome, decision.reason)
     return EstimateResult(estimate=estimate, decision=decision, oracle_accuracy=record.pool.oracle_accuracy,
-                          n_unlabeled_draws=missing)
+                          n_unlabeled_draws=missing, srs_labels_needed=srs_n)
 
 
 def write_result(store: ObjectStore, cycle: str, fields: dict) -> dict:

@@ -96,3 +96,28 @@ def test_config_errors():
         EstimateConfig(level=1.5)
     with pytest.raises(ValueError, match="reference_accuracy must be <= 1"):
         EstimateConfig(reference_accuracy=2.0)
+
+
+def test_record_says_how_many_labels_srs_would_have_needed(operational_store):
+    """Ground truth: an SRS sample with the Wilson interval needed exactly its own size for its
+    half-width, so the record must say n; a stratified sample of the same size records Wilson's n
+    for the half-width it reached."""
+    from daic.components.estimate_accuracy.logic import srs_labels_needed
+    from daic.sampling.sample import Estimate
+
+    def wilson_half_width(p, n, z=1.959963984540054):  # Wilson (1927), written out independently
+        return z / (1 + z * z / n) * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
+
+    # p = 0.9, +-0.02 at 95 %: 867 labels give 0.020003, 868 give 0.019991 (normal approximation: 864)
+    assert wilson_half_width(0.9, 867) > 0.02 >= wilson_half_width(0.9, 868)
+    assert srs_labels_needed(Estimate(0.9, 0.88, 0.92, 0.95, 10, 10, 1, "x")) == 868
+    assert srs_labels_needed(Estimate(1.0, 1.0, 1.0, 0.95, 10, 10, 0, "x")) == 1  # a zero-width interval
+    store, _ = operational_store
+    since = str(1_700_000_000 + 4 * 60)
+    sample(store, SampleConfig(sampler="srs", sampler_params={"interval": "wilson"}, budget=80, cycle="w",
+                               seed=2, since=since))
+    collect(store, "w", CollectConfig(backend="simulated", simulated_scenario=SPEC))
+    result = run(store, "w", EstimateConfig(rule=DropRule(threshold=0.7)))
+    saved = store.get_json(cycle_store.key("w", "estimate.json"))
+    assert result.estimate.method == "srs/wilson" and result.estimate.n_labels == 80
+    assert saved["srs_labels_needed"] == result.srs_labels_needed == 80

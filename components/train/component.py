@@ -25,6 +25,9 @@ def train(
     memory_per_worker: str,
     epochs: int,
     learning_rate: float,
+    operational_oversample: int,
+    base_limit: int,
+    reference_shift_per_condition: int,
     seed: int,
     namespace: str,
     node_selector: dict,
@@ -41,7 +44,9 @@ def train(
     config = TrainConfig(model_name=model_name, champion_version=champion_version, backend=train_backend,
                          ray_address=ray_address, workers=ray_workers, cpus_per_worker=cpus_per_worker,
                          gpus_per_worker=gpus_per_worker, memory_per_worker=memory_per_worker,
-                         epochs=epochs, learning_rate=learning_rate, seed=seed, namespace=namespace,
+                         epochs=epochs, learning_rate=learning_rate,
+                         operational_oversample=operational_oversample, base_limit=base_limit,
+                         reference_shift_per_condition=reference_shift_per_condition, seed=seed, namespace=namespace,
                          node_selector=node_selector, tolerations=tolerations, timeout_s=timeout_s)
     result = run(store_url, cycle, config)
     with open(model.path, "w") as fh:

@@ -5,9 +5,15 @@ Backends:
 * ``local``: Ray in this process (``ray.init()`` on the step's own machine or pod), the embedded
   default and what ``kfp.local`` runs;
 * ``ray-address``: an existing Ray cluster (``ray_address`` or ``RAY_ADDRESS``);
-* ``rayjob``: a KubeRay ``RayJob`` rendered by the training side, submitted through the Kubernetes
-  API and waited for (:mod:`.rayjob`); its entrypoint writes the new version to
-  ``cycles/<c>/train-output.json``.
+* ``rayjob``: a KubeRay ``RayJob`` (``daic.training.rayjob.render_rayjob``, named by
+  :func:`.rayjob.rayjob_name`), submitted through the Kubernetes API and waited for
+  (:mod:`.rayjob`); its driver, ``daic retrain ... --result-key cycles/<c>/train-output.json``,
+  leaves the new version there.
+
+Every backend runs the same training: a warm start from the champion (``daic.training.retrain``)
+on the base split (``base_limit`` > 0: its first images) plus the labeled batches, each labeled
+example repeated ``operational_oversample`` times per epoch; the challenger is registered but not
+promoted (evaluate decides).
 
 The trainer reads every labeled batch under ``labels/`` (this cycle's and earlier cycles'); the
 held-out inputs are not there (:mod:`daic.components.cycle_store`). Writes ``cycles/<c>/train.json``.
@@ -42,6 +48,9 @@ class TrainConfig:
     memory_per_worker: str = "2Gi"
     epochs: int = 2
     learning_rate: float = 1e-3
+    operational_oversample: int = 10
+    base_limit: int = 0  # 0: the whole base split
+    reference_shift_per_condition: int = 100  # oracle reference size of the new version (0: clean only)
     seed: int = 0
     namespace: str = ""
     node_selector: dict[str, str] = field(default_factory=dict)
@@ -52,13 +61,17 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"train_backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        for name in ("workers", "cpus_per_worker", "epochs", "timeout_s"):
+        for name in ("workers", "cpus_per_worker", "epochs", "timeout_s", "operational_oversample"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if isinstance(self.gpus_per_worker, bool) or not isinstance(self.gpus_per_worker, int) \
                 or self.gpus_per_worker < 0:
             raise ValueError(f"gpus_per_worker must be an integer >= 0, got {self.gpus_per_worker!r}")
+        for name in ("base_limit", "reference_shift_per_condition", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         if not 0 < self.learning_rate < 1:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
         if self.backend == "ray-address" and not (self.ray_address or os.environ.get("RAY_ADDRESS")):
@@ -91,8 +104,7 @@ def run(store: ObjectStore | str, cycle: str, config: TrainConfig, api=None) -> 
         manifest = registry_access.render_rayjob(store.url, cycle, config.model_name, parent, LABELS_PREFIX, config)
         namespace = cluster_namespace(config.namespace)
         status = submit_rayjob(api or custom_objects_api(), namespace, manifest, config.timeout_s, config.poll_s)
-        output = store.get_json(cycle_store.key(cycle, "train-output.json"))
-        version = output["version"]
+        version = _rayjob_version(store, cycle, manifest["metadata"]["name"], parent)
         extra: dict[str, Any] = {"rayjob": manifest["metadata"]["name"], "status": status}
     else:
         address = (config.ray_address or os.environ.get("RAY_ADDRESS")) if config.backend == "ray-address" else None
@@ -105,3 +117,19 @@ def run(store: ObjectStore | str, cycle: str, config: TrainConfig, api=None) -> 
     })
     log.info("cycle %s: trained %s %s from %s", cycle, config.model_name, version, parent)
     return TrainResult(version=version, parent=parent, card=card)
+
+
+def _rayjob_version(store: ObjectStore, cycle: str, job: str, parent: str) -> str:
+    """The version the RayJob's driver registered, from its ``--result-key`` record."""
+    from daic.storage import KeyNotFound
+
+    output_key = cycle_store.key(cycle, registry_access.TRAIN_OUTPUT)
+    try:
+        output = store.get_json(output_key)
+    except KeyNotFound:
+        raise RuntimeError(f"RayJob {job} succeeded but left no {output_key} in {store.url}: "
+                           "its driver must run `daic retrain ... --result-key` against the same store") from None
+    if not output.get("version") or output.get("parent") != parent:
+        raise RuntimeError(f"{output_key} names version {output.get('version')!r} from parent "
+                           f"{output.get('parent')!r}, expected a version from {parent!r}")
+    return output["version"]

@@ -10,7 +10,9 @@ KubeRay fields: ``status.jobDeploymentStatus`` (``Initializing``, ``Running``, `
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +23,31 @@ GROUP, VERSION, PLURAL = "ray.io", "v1", "rayjobs"
 SUCCEEDED = "SUCCEEDED"
 FAILED_JOB = {"FAILED", "STOPPED"}
 FINISHED_DEPLOYMENT = {"Complete", "Failed"}
+#: KubeRay names the RayCluster of a RayJob ``<job>-<5 chars>`` and its head Service after that, so a
+#: RayJob name may be at most 47 characters (KubeRay's validation), not the usual 63.
+MAX_NAME = 47
+_PREFIX = "retrain-"
+_NOT_DNS = re.compile(r"[^a-z0-9-]+")
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def rayjob_name(cycle: str) -> str:
+    """The RayJob name of a cycle's retraining: ``retrain-<cycle>``, a DNS-1035 label of <= 47 chars.
+
+    The same cycle always gets the same name (a retried step finds its job instead of starting a
+    second one). A cycle id that is not already a short lower-case label (upper case, '.', '_', or
+    too long) is slugged, cut, and suffixed with 8 hex digits of its SHA-256, so two cycle ids never
+    share a name by being cut or lower-cased alike.
+    """
+    if not cycle:
+        raise ValueError("cycle id is empty: cannot name the RayJob")
+    plain = _PREFIX + cycle
+    if len(plain) <= MAX_NAME and _DNS1035.match(plain):
+        return plain
+    digest = hashlib.sha256(cycle.encode()).hexdigest()[:8]
+    room = MAX_NAME - len(_PREFIX) - 1 - len(digest)
+    slug = _NOT_DNS.sub("-", cycle.lower())[:room].strip("-")
+    return f"{_PREFIX}{slug}-{digest}" if slug else f"{_PREFIX}{digest}"
 
 
 class RayJobFailed(RuntimeError):

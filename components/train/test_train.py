@@ -3,11 +3,13 @@ Kubernetes API stand-in over HTTP (:mod:`daic.components.testing.fake_kube`) in 
 KubeRay, moving the job's status one step per read; no sleeps (the poll's clock and sleep are given)."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from daic.components.testing.fake_kube import FakeKube
 from daic.components.train.logic import TrainConfig
-from daic.components.train.rayjob import PLURAL, RayJobFailed, submit_rayjob
+from daic.components.train.rayjob import MAX_NAME, PLURAL, RayJobFailed, rayjob_name, submit_rayjob
 
 MANIFEST = {
     "apiVersion": "ray.io/v1", "kind": "RayJob",
@@ -87,6 +89,9 @@ def test_not_a_rayjob_is_refused():
     ("learning_rate", 2.0, r"learning_rate must be in \(0, 1\)"),
     ("node_selector", {"gpu": 1}, "node_selector must map label names to values"),
     ("tolerations", ["NoSchedule"], "tolerations must be a list of toleration objects"),
+    ("operational_oversample", 0, "operational_oversample must be an integer >= 1"),
+    ("base_limit", -1, "base_limit must be an integer >= 0"),
+    ("reference_shift_per_condition", 1.5, "reference_shift_per_condition must be an integer >= 0"),
 ])
 def test_config_rejects_bad_values(field, value, match):
     with pytest.raises(ValueError, match=match):
@@ -99,3 +104,135 @@ def test_ray_address_backend_needs_an_address(monkeypatch):
         TrainConfig(backend="ray-address")
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
     assert TrainConfig(backend="ray-address").backend == "ray-address"
+
+
+# -- the step's RayJob: its name, and the whole cluster path against the fake API -------------------
+@pytest.mark.parametrize("cycle", [
+    "c1", "c-20250101T120000Z-1a2b3c", "C1", "a.b", "a_b", "7days", "x" * 100, "-".join(["ab"] * 40),
+])
+def test_rayjob_names_are_kuberay_valid_and_stable(cycle):
+    name = rayjob_name(cycle)
+    assert len(name) <= MAX_NAME == 47
+    assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name), name
+    assert name == rayjob_name(cycle)  # a retried step finds its own job
+
+
+def test_rayjob_names_keep_cycles_apart():
+    short = ["c1", "C1", "c.1", "c_1", "c-1"]
+    long = ["x" * 60 + "a", "x" * 60 + "b"]
+    names = [rayjob_name(c) for c in short + long]
+    assert len(set(names)) == len(names)
+    assert rayjob_name("c1") == "retrain-c1"  # a plain short id is kept readable
+
+
+class _KubeRayRunningTheDriver:
+    """Plays KubeRay and the RayJob's driver: on the first read of a new job it checks that the
+    entrypoint is a valid ``daic retrain`` command line (parsed by the real click command), registers
+    a version from the parent it names, and writes the driver's outcome with the real ``report``
+    that ``daic retrain --result-key`` calls; then reports the job as succeeded. Only the Ray
+    training itself is left out (the end-to-end pipeline test runs it)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.runs = []
+
+    def __call__(self, obj):
+        if obj.get("status"):
+            return
+        import shlex
+
+        from daic.commands.retrain import command as retrain_command
+        from daic.commands.train import report
+        from daic.components.testing.registry import register_untrained
+        from daic.models.card import DataLineage
+        from daic.models.registry import ModelRegistry
+        from daic.training.trainer import TrainRun
+        from daic.training.workflow import Outcome
+
+        argv = shlex.split(obj["spec"]["entrypoint"])
+        assert argv[:2] == ["daic", "retrain"], argv
+        params = retrain_command.make_context("retrain", argv[2:]).params  # raises on a bad option
+        self.runs.append(params)
+        registry = ModelRegistry(self.store, params["name"])
+        (version,) = register_untrained(self.store, [registry.resolve(params["parent"])], champion=None)
+        run = TrainRun(weights={}, history=[], lineage=DataLineage(dataset="mnist", base_count=0),
+                       precision="fp32", device="cpu", checkpoint_path="/tmp/ckpt", ray_start_s=0.0,
+                       fit_wall_s=0.0)
+        report(Outcome(card=registry.card(version), run=run, promoted=False), self.store, params["result_key"],
+               as_json=True)
+        obj["status"] = {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}
+
+
+@pytest.fixture
+def cluster_cycle(tmp_path):
+    """A store with a champion and one labeled batch for cycle ``C-7.retry_1`` (an id that is not
+    a DNS label), and a fake Kubernetes API playing KubeRay."""
+    import numpy as np
+
+    from daic.components import cycle_store
+    from daic.components.testing.registry import register_untrained
+    from daic.storage import open_store
+
+    store = open_store(f"file://{tmp_path / 'store'}")
+    register_untrained(store, [None])
+    cycle = "C-7.retry_1"
+    store.put_arrays(cycle_store.train_labels_key(cycle), images=np.zeros((4, 28, 28), np.float32),
+                     labels=np.arange(4), ids=np.array([f"i{k}" for k in range(4)]))
+    with FakeKube() as kube:
+        kube.on_get = _KubeRayRunningTheDriver(store)
+        yield store, cycle, kube
+
+
+def test_cluster_path_creates_a_valid_rayjob_and_reads_the_drivers_result(cluster_cycle):
+    from daic.components.images import IMAGES
+    from daic.components.train.logic import run
+
+    store, cycle, kube = cluster_cycle
+    config = TrainConfig(backend="rayjob", namespace="daic", workers=2, cpus_per_worker=8, gpus_per_worker=2,
+                         memory_per_worker="16Gi", epochs=3, learning_rate=2e-3, operational_oversample=5,
+                         base_limit=1000, reference_shift_per_condition=20, seed=4,
+                         node_selector={"gpu": "h100"}, tolerations=[{"key": "gpu", "operator": "Exists"}])
+    result = run(store, cycle, config, api=kube.api())
+
+    assert (result.version, result.parent) == ("v0002", "v0001")
+    (name,) = [n for (plural, ns, n) in kube.objects if plural == PLURAL and ns == "daic"]
+    assert name == rayjob_name(cycle) and len(name) <= 47
+    job = kube.objects[(PLURAL, "daic", name)]
+    (group,) = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    worker = group["template"]["spec"]
+    assert group["replicas"] == 2 and worker["nodeSelector"] == {"gpu": "h100"}
+    assert worker["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
+    assert worker["containers"][0]["resources"]["limits"] == {"cpu": "8", "memory": "16Gi", "nvidia.com/gpu": "2"}
+    assert worker["containers"][0]["image"] == IMAGES["train"].ref
+    # What the driver was told (as `daic retrain` parsed it): 2 pods x 2 GPUs = 4 Ray Train workers.
+    (params,) = kube.on_get.runs
+    assert params["parent"] == "v0001" and params["labels_prefix"] == "labels/"
+    assert (params["epochs"], params["lr"], params["seed"], params["oversample"]) == (3, 2e-3, 4, 5)
+    assert (params["base_limit"], params["shift_per_condition"]) == (1000, 20)
+    assert (params["num_workers"], params["cpus_per_worker"], params["use_gpu"]) == (4, 4, True)
+    assert params["store_url"] == store.url and params["result_key"] == f"cycles/{cycle}/train-output.json"
+    assert params["notes"] == ("cycle=C-7.retry_1",)
+    record = store.get_json(f"cycles/{cycle}/train.json")
+    assert record["version"] == "v0002" and record["rayjob"] == name
+    assert record["status"]["jobStatus"] == "SUCCEEDED"
+
+
+def test_a_retried_step_reuses_the_job_and_its_result(cluster_cycle):
+    from daic.components.train.logic import run
+
+    store, cycle, kube = cluster_cycle
+    config = TrainConfig(backend="rayjob", namespace="daic")
+    first = run(store, cycle, config, api=kube.api())
+    second = run(store, cycle, config, api=kube.api())
+    assert first.version == second.version == "v0002"
+    assert len(kube.on_get.runs) == 1  # one driver run, one version
+    assert [m for m, *_ in kube.requests].count("POST") == 2  # the second create answered 409
+
+
+def test_a_job_that_left_no_result_is_an_error(cluster_cycle):
+    from daic.components.train.logic import run
+
+    store, cycle, kube = cluster_cycle
+    kube.on_get = _kuberay([("Complete", "SUCCEEDED")])  # succeeds without running our driver
+    with pytest.raises(RuntimeError, match="left no cycles/C-7.retry_1/train-output.json"):
+        run(store, cycle, TrainConfig(backend="rayjob", namespace="daic"), api=kube.api())
