@@ -42,7 +42,6 @@ class Stage(str, enum.Enum):
     rollback = "rollback"
 
 
-ASSESSING_STAGES = frozenset({Stage.submitted, Stage.sampling, Stage.labeling, Stage.estimating})
 IMPROVING_STAGES = frozenset({Stage.training, Stage.evaluating})
 
 
@@ -62,10 +61,6 @@ class Decision(str, enum.Enum):
 def utc(dt: datetime) -> datetime:
     """Make ``dt`` timezone-aware UTC (naive values are taken as UTC)."""
     return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
-
-
-def rfc3339(dt: datetime) -> str:
-    return utc(dt).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class _Model(BaseModel):
