@@ -1,0 +1,92 @@
+"""Combiner and OnlineAssessor on synthetic references with known structure."""
+import numpy as np
+import pytest
+
+from daic.oracles.combiner import FEATURES, Combiner
+from daic.oracles.pipeline import AssessorConfig, OnlineAssessor, ShiftedReference, split_reference
+from daic.oracles.reference import OracleReference
+
+
+def test_combiner_separates_separable_signals():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 3))
+    y = x[:, 0] + 0.3 * rng.normal(size=2000) > 0  # only the first signal matters
+    comb = Combiner("logistic", regularisation=1e-3).fit(x, y)
+    p = comb.predict(np.array([[3.0, 0, 0], [-3.0, 0, 0], [0.0, 5, -5]]))
+    assert p[0] > 0.99 and p[1] < 0.01
+    assert 0.35 < p[2] < 0.65  # on the boundary the other signals carry no information
+    with pytest.raises(ValueError, match="both correct and incorrect"):
+        Combiner().fit(x, np.ones(2000, bool))
+    with pytest.raises(ValueError, match="method"):
+        Combiner("forest")
+
+
+def _synthetic(n, rng, shift=0.0, noise=0.0):
+    """Two classes; embeddings around +-e1 (moved by ``shift`` along e2); the model's
+    confidence falls and errors rise as ``noise`` grows."""
+    labels = rng.integers(0, 2, size=n)
+    centre = np.where(labels[:, None] == 1, [1.0, 0, 0, 0], [-1.0, 0, 0, 0])
+    emb = centre + rng.normal(scale=0.3, size=(n, 4)) + [0, shift, 0, 0]
+    flip = rng.uniform(size=n) < 0.02 + noise
+    pred = np.where(flip, 1 - labels, labels)
+    conf = np.where(flip, rng.uniform(0.5, 0.8, n), rng.uniform(0.8, 1.0, n))
+    probs = np.where(pred[:, None] == 1, np.column_stack([1 - conf, conf]), np.column_stack([conf, 1 - conf]))
+    # The shadow agrees on correct inputs, mostly disagrees on errors.
+    shadow_pred = np.where(flip & (rng.uniform(size=n) < 0.8), labels, pred)
+    shadow = np.where(shadow_pred[:, None] == 1, [[0.1, 0.9]], [[0.9, 0.1]])
+    return OracleReference(probs, emb, labels, shadow)
+
+
+def test_assessor_end_to_end_on_synthetic_shift():
+    rng = np.random.default_rng(1)
+    ref = _synthetic(4000, rng)
+    shifted_parts = [_synthetic(300, rng, shift=s, noise=nz) for s, nz in ((0.5, 0.1), (1.0, 0.3), (2.0, 0.5))]
+    shifted = ShiftedReference(
+        OracleReference(*(np.concatenate([getattr(r, f) for r in shifted_parts])
+                          for f in ("probs", "embeddings", "labels", "shadow_probs"))),
+        np.repeat(["a/1", "b/1", "c/1"], 300),
+    )
+    assessor = OnlineAssessor(AssessorConfig(k=5)).fit(ref, shifted)
+    assert assessor.model_error > 0 and set(assessor.held_out_errors) == {"a/1", "b/1", "c/1"}
+    clean = _synthetic(2000, rng)
+    s = assessor.score(clean.probs, clean.embeddings, clean.shadow_probs)
+    # No shift: drift percentiles uniform (mean 1/2), few inputs beyond the fitted support.
+    assert abs(s.drift.mean() - 0.5) < 0.03
+    assert s.far.mean() < 0.03
+    assert abs(s.p_correct.mean() - clean.accuracy) < 0.03
+    assert set(s.components) >= {"max_softmax", "shadow", "knn_distance", "mahalanobis"}
+    far = _synthetic(500, rng, shift=6.0, noise=0.4)
+    sf = assessor.score(far.probs, far.embeddings, far.shadow_probs)
+    assert sf.drift.mean() > 0.95 and sf.far.mean() > 0.5
+    assert sf.p_correct.mean() < s.p_correct.mean() - 0.2
+    cfg = assessor.window_config(max_count=123)
+    assert cfg.max_count == 123 and cfg.model_error == assessor.model_error
+
+
+def test_split_and_shifted_reference_contract():
+    bank, cal = split_reference(7)
+    np.testing.assert_array_equal(bank, [0, 2, 4, 6])
+    np.testing.assert_array_equal(cal, [1, 3, 5])
+    rng = np.random.default_rng(2)
+    ref = _synthetic(10, rng)
+    shifted = ShiftedReference(ref, np.array(["x/1"] * 5 + ["y/2"] * 5))
+    back = ShiftedReference.from_arrays(shifted.to_arrays())
+    np.testing.assert_array_equal(back.conditions, shifted.conditions)
+    assert len(shifted.without_types(["x"]).reference) == 5
+    with pytest.raises(ValueError, match="conditions"):
+        ShiftedReference(ref, np.array(["x/1"] * 3))
+    with pytest.raises(ValueError, match="conditions"):
+        ShiftedReference.from_arrays(ref.to_arrays())
+
+
+def test_assessor_refuses_before_fit_and_without_errors():
+    from daic.oracles.base import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        OnlineAssessor().score(np.array([[0.5, 0.5]]), np.zeros((1, 4)), np.array([[0.5, 0.5]]))
+    rng = np.random.default_rng(3)
+    ref = _synthetic(200, rng)
+    perfect = OracleReference(np.eye(2)[ref.labels] * 0.98 + 0.01, ref.embeddings, ref.labels, ref.shadow_probs)
+    with pytest.raises(ValueError, match="no errors"):
+        OnlineAssessor(AssessorConfig(k=5)).fit(perfect)
+    assert FEATURES[0] == "logit_max_softmax"
