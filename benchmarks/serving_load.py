@@ -273,7 +273,7 @@ def main() -> None:
         for repeat in range(1, args.repeats + 1):
             for name in ("without sidecar", "with sidecar"):
                 runs.append(_one_run(args, store, name, repeat, bodies, workdir))
-        _report(Console(), Table, runs, args)
+        _report(Console(width=170), Table, runs, args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -116,3 +116,21 @@ def test_kustomize_builds():
     assert out.returncode == 0, out.stderr
     docs = [d for d in yaml.safe_load_all(out.stdout) if d]
     assert [d["kind"] for d in docs] == ["SeldonDeployment"]
+
+
+def test_cli_renders_and_rejects_bad_options():
+    from click.testing import CliRunner
+
+    from daic.cli import main
+
+    runner = CliRunner()
+    out = runner.invoke(main, ["serve", "manifest", "--canary-version", "v0002", "--canary-traffic", "20"])
+    assert out.exit_code == 0, out.output
+    doc = yaml.safe_load(out.output)
+    assert [p["traffic"] for p in doc["spec"]["predictors"]] == [80, 20]
+    bad = runner.invoke(main, ["serve", "manifest", "--name", "Bad_Name"])
+    assert bad.exit_code == 2 and "DNS-1123" in bad.output
+    ports = runner.invoke(main, ["serve", "--gateway-port", "9000", "--model-port", "9000"])
+    assert ports.exit_code == 2 and "ports must differ" in ports.output
+    sidecar = runner.invoke(main, ["oracle", "serve", "--deployment", "a/b"])
+    assert sidecar.exit_code == 2 and "--deployment" in sidecar.output and "without '/'" in sidecar.output

@@ -9,7 +9,8 @@ computed at scrape time by a custom collector, so ``/metrics`` never shows a sta
 ``daic_sidecar_events_duplicate_total``    events ignored as already seen (idempotent by request id)
 ``daic_sidecar_events_dropped_total``      events given up on, by ``reason``: ``backpressure`` (503),
                                            ``invalid`` (400), ``unanswered`` (request, no response in
-                                           time), ``orphan_response``, ``overflow``, ``unreadable``
+                                           time), ``orphan_response``, ``overflow``, ``unreadable``,
+                                           ``unwritable`` (the write-ahead log failed: 503)
 ``daic_sidecar_inputs_scored_total``       inputs scored by the pseudo-oracles, by ``model_version``
 ``daic_sidecar_inputs_unscored_total``     inputs recorded without scores (no oracle reference)
 ``daic_sidecar_queue_depth``               accepted events waiting to be scored
@@ -37,7 +38,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-DROP_REASONS = ("backpressure", "invalid", "unanswered", "orphan_response", "overflow", "unreadable")
+DROP_REASONS = ("backpressure", "invalid", "unanswered", "orphan_response", "overflow", "unreadable",
+                "unwritable")
 
 
 class SidecarMetrics:

@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 #: The sidecar reads back what the model server already accepted; this bound only guards memory.
 _DECODE_LIMIT = 1 << 20
 _MIN_FEEDBACK_TO_RECALIBRATE = 30
+#: Labelled inputs kept per version for recalibration (the most recent; bounds the checkpoint).
+_FEEDBACK_KEPT = 10_000
 
 
 class Backpressure(Exception):
@@ -161,7 +163,11 @@ class SidecarService:
             self.metrics.drop("backpressure")
             raise Backpressure(f"{self._queued} events are waiting to be scored (max_queue "
                                f"{self.config.max_queue}); retry later")
-        self.wal.append(event.to_wal())
+        try:
+            self.wal.append(event.to_wal())
+        except OSError as exc:
+            self.metrics.drop("unwritable")
+            raise Backpressure(f"cannot write the write-ahead log in {self.wal.directory}: {exc}") from None
         self._appended += 1
         self._queued += 1
         self._queue.put_nowait(event)
@@ -401,6 +407,7 @@ class SidecarService:
             if p_correct is not None and np.all(np.isfinite(p_correct)):
                 stats.p_correct.extend(float(p) for p in p_correct)
                 stats.is_correct.extend(bool(c) for c in correct)
+                del stats.p_correct[:-_FEEDBACK_KEPT], stats.is_correct[:-_FEEDBACK_KEPT]
                 self._recalibrate(version, stats)
         self._feedback_rows.append({
             "ids": np.array([f"{truth.request_id}:{i}" for i in range(n)]),
