@@ -23,7 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 TEMPLATE_ENV = "DAIC_RAYJOB_TEMPLATE"
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "manifests" / "ray" / "rayjob-template.yaml"
 GPU_RESOURCE = "nvidia.com/gpu"
-DEFAULT_IMAGE = "ghcr.io/daic-dev/daic-train"
+
+
+def default_image() -> str:
+    """The tagged train image (``daic.components.images``): an untagged image would mean :latest."""
+    from daic.components.images import IMAGES
+
+    return IMAGES["train"].ref
+
 
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -60,7 +67,7 @@ class RayJobSpec(BaseModel):
 
     name: str = Field(description="RayJob name; KubeRay derives the cluster name from it (<= 47 chars)")
     namespace: Optional[str] = None
-    image: str = DEFAULT_IMAGE
+    image: str = Field(default_factory=default_image)
     entrypoint: list[str] = Field(min_length=1, description="argv of the driver, e.g. ['daic', 'retrain', ...]")
     num_workers: int = Field(2, ge=1, le=512, description="worker pods")
     cpus_per_worker: str = "2"
