@@ -12,8 +12,11 @@ prediction-powered estimator, Särndal et al. 1992; Angelopoulos et al., Science
 sampling, Zrnic & Candès, ICML 2024; for model evaluation, Fogliato et al. 2024). Its variance is
 smallest when q_i is proportional to the root mean squared residual, which for a calibrated f is
 sqrt(f (1 - f)): labels go to the inputs the oracle is unsure about. f and q are re-fitted from the
-labels after each batch (see `daic.sampling.calibration`), and a uniform share of q bounds every
-weight. The interval is Student-t on the per-draw terms.
+labels after each batch (see `daic.sampling.calibration`), and a uniform share of q (0.1, and 0.5
+until the oracle has been recalibrated on 20 labels) bounds every weight. The interval is the
+skewness-corrected t interval of `daic.sampling.pps.mean_interval`, with the variance floored at
+what the recalibrated model predicts; without those two guards the plain t interval undercovered
+(86-92%) at 99% accuracy and at 50 labels under shift in our simulations.
 """
 from __future__ import annotations
 
@@ -47,6 +50,10 @@ class ActiveModelAssisted:
         adapt: recalibrate the oracle from the labels between batches.
         by_class: let the recalibration learn a per-predicted-class offset.
         min_labels_to_adapt: labels needed before the first recalibration.
+        variance_floor: bound the variance below by what the working model predicts.
+        initial_uniform_share: uniform share until ``min_labels_to_adapt`` inputs are labeled
+            (None: ``uniform_share`` throughout).
+        skew_correction: Hall's skewness correction of the interval.
     """
 
     uniform_share: float = 0.1
@@ -54,7 +61,7 @@ class ActiveModelAssisted:
     by_class: bool = True
     min_labels_to_adapt: int = 20
     variance_floor: bool = True
-    initial_uniform_share: float | None = None
+    initial_uniform_share: float | None = 0.5
     skew_correction: bool = True
     name: str = "active"
 

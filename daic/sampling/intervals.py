@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 from scipy.optimize import brentq
 
 
@@ -24,8 +24,13 @@ def clopper_pearson(successes: int, n: int, level: float) -> tuple[float, float]
     if n < 1 or not 0 <= successes <= n:
         raise ValueError(f"need 0 <= successes <= n and n >= 1, got successes={successes}, n={n}")
     alpha = 1.0 - level
-    lo = 0.0 if successes == 0 else float(stats.beta.ppf(alpha / 2, successes, n - successes + 1))
-    hi = 1.0 if successes == n else float(stats.beta.ppf(1 - alpha / 2, successes + 1, n - successes))
+    return beta_interval(float(successes), float(n), alpha)
+
+
+def beta_interval(x: float, n: float, alpha: float) -> tuple[float, float]:
+    """Clopper–Pearson limits for a (possibly fractional, "effective") count x out of n."""
+    lo = 0.0 if x <= 0 else float(special.betaincinv(x, n - x + 1, alpha / 2))
+    hi = 1.0 if x >= n else float(special.betaincinv(x + 1, n - x, 1 - alpha / 2))
     return lo, hi
 
 

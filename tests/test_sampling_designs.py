@@ -1,0 +1,122 @@
+"""Designs and estimators: allocation by hand, unbiasedness and coverage by simulation (fixed seeds)."""
+import numpy as np
+import pytest
+
+from daic.sampling.active import ActiveModelAssisted
+from daic.sampling.failure_seeking import FailureSeeking
+from daic.sampling.pool import Pool
+from daic.sampling.sample import Sample
+from daic.sampling.simulate import ScenarioSpec, simulate_pool
+from daic.sampling.srs import SRS
+from daic.sampling.stratified import StratifiedNeyman, neyman_allocation, stratify
+
+# A known-accuracy pool: drifted (over-confident oracle), small so that thousands of repetitions
+# run in seconds.
+SPEC = ScenarioSpec("test", accuracy=0.88, oracle_accuracy=0.95, spread=3.0, temperature=1.5)
+SIM = simulate_pool(SPEC, n=3000, seed=11)
+TRUTH = SIM.accuracy
+
+
+def _run(design, budget, batch, seed):
+    rng = np.random.default_rng(seed)
+    s, c = Sample.empty(), np.zeros(0, bool)
+    while s.n_draws < budget:
+        new = design.draw(SIM.pool, s, c, min(batch, budget - s.n_draws), rng)
+        s = s.concat(new)
+        c = np.concatenate([c, SIM.correct[new.indices]])
+    return s, c
+
+
+def test_neyman_allocation_hand_computed():
+    # N_h S_h = 10 : 30 : 60 -> 20 labels split 2 : 6 : 12 (exact Neyman, integers).
+    got = neyman_allocation(np.array([100, 100, 100]), np.array([0.1, 0.3, 0.6]), 20)
+    assert got.tolist() == [2, 6, 12]
+    # Sizes matter as much as spreads: N_h S_h = 500 : 250 -> 30 labels 20 : 10.
+    assert neyman_allocation(np.array([1000, 500]), np.array([0.5, 0.5]), 30).tolist() == [20, 10]
+    # Every stratum gets the minimum of 2, and never more than it holds.
+    assert neyman_allocation(np.array([3, 1000]), np.array([0.5, 0.01]), 40).tolist()[0] == 3
+    assert neyman_allocation(np.array([50, 50]), np.array([0.0, 1.0]), 10).tolist() == [2, 8]
+
+
+def test_neyman_allocation_is_nested():
+    sizes, sds = np.array([400, 300, 200, 100]), np.array([0.05, 0.2, 0.35, 0.5])
+    step = neyman_allocation(sizes, sds, 30)
+    step = neyman_allocation(sizes, sds, 45, start=step)
+    assert step.tolist() == neyman_allocation(sizes, sds, 75).tolist()
+    with pytest.raises(ValueError, match="cannot allocate"):
+        neyman_allocation(sizes, sds, 1001)
+
+
+def test_stratify_equal_sizes_by_confidence():
+    strata = stratify(SIM.pool, 5)
+    assert np.bincount(strata).tolist() == [600] * 5
+    p = SIM.pool.p_correct
+    assert p[strata == 0].max() <= p[strata == 1].min()
+
+
+def test_stratified_draws_follow_the_allocation_without_replacement():
+    d = StratifiedNeyman(n_strata=4)
+    s, c = _run(d, 200, 50, seed=0)
+    assert np.unique(s.indices).size == 200
+    strata = d.strata(SIM.pool)
+    assert np.array_equal(s.stratum, strata[s.indices])
+    want = neyman_allocation(np.bincount(strata), d.oracle_sds(SIM.pool, strata), 200)
+    assert np.bincount(s.stratum, minlength=4).tolist() == want.tolist()
+
+
+DESIGNS = [SRS(), StratifiedNeyman(), FailureSeeking(), ActiveModelAssisted()]
+
+
+@pytest.mark.parametrize("design", DESIGNS, ids=lambda d: d.name)
+def test_estimators_are_unbiased_and_cover(design):
+    """Mean over 1500 repetitions within 4 Monte-Carlo SEs of the truth; 95% intervals cover
+    93-97.5% of the time. Budget 100 in two batches, so the adaptive designs adapt once."""
+    reps = 1500
+    est, cover, hw = np.empty(reps), np.empty(reps, bool), np.empty(reps)
+    for r in range(reps):
+        s, c = _run(design, 100, 50, seed=r)
+        e = design.estimate(SIM.pool, s, c, 0.95)
+        est[r], cover[r], hw[r] = e.accuracy, e.covers(TRUTH), e.half_width
+        assert 0.0 <= e.lower <= e.accuracy <= e.upper <= 1.0
+    mc_se = est.std(ddof=1) / np.sqrt(reps)
+    assert abs(est.mean() - TRUTH) < 4 * mc_se, (est.mean(), TRUTH, mc_se)
+    assert 0.93 <= cover.mean() <= 0.975, cover.mean()
+
+
+def test_designs_find_more_failures_than_srs():
+    found = {}
+    for d in DESIGNS:
+        found[d.name] = np.mean([d.estimate(SIM.pool, *_run(d, 100, 50, seed=r), 0.95).n_failures_found
+                                 for r in range(40)])
+    assert found["failure-seeking"] > 2 * found["srs"]
+    assert found["active"] > 1.3 * found["srs"]
+    assert found["stratified"] > 1.3 * found["srs"]
+
+
+def test_without_replacement_designs_refuse_more_draws_than_the_pool():
+    tiny = Pool(ids=[f"i{k}" for k in range(30)], p_correct=np.linspace(0.5, 1, 30), predictions=np.zeros(30, int))
+    for d in (SRS(), StratifiedNeyman(n_strata=3)):
+        with pytest.raises(ValueError, match="exceed the 30 inputs"):
+            d.draw(tiny, Sample.empty(), np.zeros(0, bool), 31, np.random.default_rng(0))
+    # With-replacement designs may draw more than the pool holds (inputs repeat, labeled once).
+    s = FailureSeeking().draw(tiny, Sample.empty(), np.zeros(0, bool), 60, np.random.default_rng(0))
+    assert s.n_draws == 60 and s.distinct.size <= 30
+
+
+def test_bad_arguments_raise_clear_errors():
+    s, c = _run(SRS(), 20, 20, seed=0)
+    with pytest.raises(ValueError, match="correct must have shape"):
+        SRS().estimate(SIM.pool, s, c[:-1], 0.95)
+    with pytest.raises(ValueError, match="level"):
+        SRS().estimate(SIM.pool, s, c, 1.5)
+    with pytest.raises(ValueError, match="positive integer"):
+        SRS().draw(SIM.pool, Sample.empty(), np.zeros(0, bool), 0, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="needs selection probabilities"):
+        ActiveModelAssisted().estimate(SIM.pool, s, c, 0.95)
+    with pytest.raises(ValueError, match=">= 2 labels"):
+        d = StratifiedNeyman(n_strata=10)
+        d.estimate(SIM.pool, *_run(d, 12, 12, seed=0), 0.95)
+    with pytest.raises(ValueError, match="uniform_share"):
+        ActiveModelAssisted(uniform_share=0.0)
+    with pytest.raises(ValueError, match="min_per_stratum"):
+        StratifiedNeyman(min_per_stratum=1)
