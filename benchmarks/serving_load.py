@@ -184,16 +184,7 @@ def _account(stack, store, deployment: str, run: Run, timeout_s: float = 120.0) 
 
     from daic.sidecar.records import read_operational
 
-    deadline = time.monotonic() + timeout_s
-    while True:
-        stats = requests.get(stack.gateway_url + "/gateway/stats", timeout=10).json()
-        settled = sum(v for k, v in stats.items() if k == "events_sent" or k.startswith(("events_rejected",
-                                                                                       "events_failed")))
-        if stats.get("log_queue_depth", 0) == 0 and settled >= stats.get("events_queued", 0):
-            break
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    stats = stack.wait_logged(timeout_s)
     requests.post(stack.sidecar_url + "/admin/flush", timeout=timeout_s).raise_for_status()
     metrics = requests.get(stack.sidecar_url + "/metrics", timeout=10).text
     records = read_operational(store, deployment)
@@ -282,7 +273,7 @@ def _report(console, Table, runs: list[Run], args) -> None:
     table = Table(title=f"serving load: {args.clients} clients x {args.duration:.0f} s, 1 image/request, "
                         f"{args.workers} worker(s) x {args.threads} threads, load avg {os.getloadavg()[0]:.1f}")
     for col in ("config", "run", "requests ok", "errors", "req/s", "p50 ms", "p99 ms", "events sent/expected",
-                "dropped (gw+sidecar)", "inputs in store", "accounted"):
+                "dropped (gw+sidecar)", "inputs in store (incl. warm-up)", "accounted"):
         table.add_column(col, justify="right" if col not in ("config", "accounted") else "left")
     for r in runs:
         a = r.accounting

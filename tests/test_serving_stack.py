@@ -72,9 +72,8 @@ def test_seldon_client_predicts_and_sends_feedback(stack):
     assert result["response"]["meta"]["tags"]["daic.model_version"] == stack["version"]
     assert result["response"]["meta"]["puid"]
     assert result["feedback_success"], result["feedback_msg"]
-    sidecar = stack["stack"].sidecar_url
-    requests.post(sidecar + "/admin/flush", timeout=60).raise_for_status()
-    estimate = requests.get(sidecar + "/estimate", timeout=10).json()
+    stack["stack"].flush()  # the gateway logs asynchronously: wait for delivery, then flush
+    estimate = stack["stack"].estimate()
     feedback = estimate["versions"][stack["version"]]
     assert feedback["feedback_n"] == 3
     assert feedback["feedback_accuracy"] == pytest.approx(float((probs.argmax(1) == labels).mean()))
@@ -93,13 +92,13 @@ def test_estimate_moves_under_corruption_and_records_read_back(stack):
     before = len(read_operational(stack["store"], "mnist"))
     clean, labels = mnist_test_images(200, start=1000)
     _stream(running.gateway_url, clean)
-    requests.post(running.sidecar_url + "/admin/flush", timeout=60).raise_for_status()
-    on_clean = requests.get(running.sidecar_url + "/estimate", timeout=10).json()
+    running.flush()
+    on_clean = running.estimate()
 
     noisy = corrupt(clean, "impulse_noise", severity=5, seed=3)  # a corruption the reference never saw
     _stream(running.gateway_url, noisy)
-    requests.post(running.sidecar_url + "/admin/flush", timeout=60).raise_for_status()
-    on_noisy = requests.get(running.sidecar_url + "/estimate", timeout=10).json()
+    running.flush()
+    on_noisy = running.estimate()
 
     assert on_clean["n"] == on_noisy["n"] == 200, "the window holds the last 200 inputs"
     assert on_noisy["accuracy"] < on_clean["accuracy"] - 0.1, (on_clean, on_noisy)
@@ -111,6 +110,6 @@ def test_estimate_moves_under_corruption_and_records_read_back(stack):
     new = records.select(np.arange(before, len(records)))
     np.testing.assert_allclose(new.inputs[:200], clean.round(4), atol=1e-6)
     np.testing.assert_allclose(new.inputs[200:], noisy.round(4), atol=1e-6)
-    stats = requests.get(running.gateway_url + "/gateway/stats", timeout=5).json()
+    stats = running.gateway_stats()
     assert stats["events_sent"] == stats["events_queued"], stats
     assert not any(k.startswith(("events_rejected", "events_failed", "events_dropped")) for k in stats), stats

@@ -67,18 +67,18 @@ def _pair(world, images):
 
 def test_sigkill_after_acknowledgement_loses_nothing(world):
     images, _ = mnist_test_images(60)
-    pairs = {f"r{i:02d}": _pair(world, images[2 * i:2 * i + 2]) for i in range(30)}
+    pairs = {f"r{i:02d}": _pair(world, images[2 * i:2 * i + 2]) for i in [*range(6), *range(10, 14), *range(20, 25), 29]}
     sidecar = Sidecar(world, free_port())
     sidecar.start()
     try:
-        for i in range(10):                               # complete predictions ...
+        for i in range(6):                                # complete predictions ...
             sidecar.post("request", f"r{i:02d}", pairs[f"r{i:02d}"][0])
             sidecar.post("response", f"r{i:02d}", pairs[f"r{i:02d}"][1])
         for i in (20, 21, 22):                            # ... and halves still waiting
             sidecar.post("request", f"r{i}", pairs[f"r{i}"][0])
         first = requests.post(sidecar.url + "/admin/flush", timeout=60).json()["batch"]
         assert first is not None
-        for i in range(10, 20):                           # after the flush: only in the log
+        for i in range(10, 14):                           # after the flush: only in the log
             sidecar.post("response", f"r{i:02d}", pairs[f"r{i:02d}"][1])
             sidecar.post("request", f"r{i:02d}", pairs[f"r{i:02d}"][0])
         for i in (23, 24):
@@ -86,7 +86,7 @@ def test_sigkill_after_acknowledgement_loses_nothing(world):
         sidecar.proc.kill()                               # SIGKILL: no shutdown code runs
         sidecar.proc.wait(timeout=30)
         terminate(sidecar.proc)
-        assert len(read_operational(world["store"], "restart")) == 20, "only the first flush reached the store"
+        assert len(read_operational(world["store"], "restart")) == 12, "only the first flush reached the store"
 
         sidecar.start()                                   # replays the log, restores pending halves
         for i in (20, 21, 22):
@@ -103,9 +103,9 @@ def test_sigkill_after_acknowledgement_loses_nothing(world):
         code = terminate(sidecar.proc)                    # SIGTERM: flushes, then exits
     assert code == 0, sidecar.log.read_text()[-3000:]
     records = read_operational(world["store"], "restart")
-    expected = sorted(f"r{i:02d}:{row}" for i in [*range(25), 29] for row in range(2))
+    expected = sorted(f"r{i:02d}:{row}" for i in [*range(6), *range(10, 14), *range(20, 25), 29] for row in range(2))
     assert sorted(records.ids.tolist()) == expected
     raw_rows = sum(len(world["store"].get_arrays(k)["ids"]) for k in world["store"].list("operational/restart/")
                    if "/batch-" in k)
     assert raw_rows == len(expected), "nothing was written twice"
-    assert estimate["n"] == 50, "the restored estimator window holds every scored input"
+    assert estimate["n"] == 30, "the restored estimator window holds every scored input"

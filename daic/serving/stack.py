@@ -240,6 +240,39 @@ class LocalStack:
                "gateway": f"{self.gateway_url}/health/ready"}[name]
         self._wait(name, url, time.monotonic() + self.config.startup_timeout_s)
 
+    def gateway_stats(self) -> dict[str, int]:
+        return requests.get(self.gateway_url + "/gateway/stats", timeout=10).json()
+
+    def wait_logged(self, timeout_s: float = 60.0) -> dict[str, int]:
+        """Wait until the gateway has delivered (or given up on) every event it queued: its
+        logging is asynchronous, so an answered request's events may still be on their way."""
+        deadline = time.monotonic() + timeout_s
+        delay = 0.02
+        while True:
+            stats = self.gateway_stats()
+            settled = sum(v for k, v in stats.items()
+                          if k == "events_sent" or k.startswith(("events_rejected", "events_failed")))
+            if stats.get("log_queue_depth", 0) == 0 and settled >= stats.get("events_queued", 0):
+                return stats
+            if time.monotonic() > deadline:
+                raise StackError(f"the gateway still had events to deliver after {timeout_s:.0f}s: {stats}")
+            time.sleep(delay)  # polling interval of a condition checked above
+            delay = min(delay * 2, 0.5)
+
+    def flush(self, timeout_s: float = 60.0) -> str | None:
+        """Everything answered so far, in the store: wait for the gateway's log queue, then have
+        the sidecar process and write what it accepted. Returns the batch key (None: nothing new)."""
+        if not self.config.with_sidecar:
+            raise StackError("this stack runs without the sidecar: nothing to flush")
+        self.wait_logged(timeout_s)
+        resp = requests.post(self.sidecar_url + "/admin/flush", timeout=timeout_s)
+        resp.raise_for_status()
+        return resp.json()["batch"]
+
+    def estimate(self) -> dict:
+        """The sidecar's ``GET /estimate``."""
+        return requests.get(self.sidecar_url + "/estimate", timeout=10).json()
+
     def log(self, name: str) -> Path:
         return Path(self.config.log_dir) / f"{name}.log"
 
