@@ -96,3 +96,12 @@ def test_records_validation(tmp_path):
         batch_key("a/b", 0.0, 1)
     with pytest.raises(ValueError, match="empty"):
         write_batch(open_store(f"file://{tmp_path}"), "d", OperationalRecords.empty(), 1)
+
+
+def test_records_round_trip_on_s3(s3_env):
+    """The cluster's store: records written and read back through an S3 server (SeaweedFS)."""
+    store = open_store("s3://daic-sidecar-test/records", create_bucket=True)
+    write_batch(store, "mnist", _records(3, 50.0, "s3"), seq=7)
+    back = read_operational(store, "mnist", since=50.0)
+    assert list(back.ids) == ["s3:0", "s3:1", "s3:2"]
+    assert back.inputs.shape == (3, 28, 28) and back.embeddings.shape == (3, 16)

@@ -49,6 +49,7 @@ class DaicModel:
     def __init__(self, **parameters: Any) -> None:
         self.config = ServerConfig.resolve(parameters)
         self._served: ServedModel | None = None
+        self._store_handle = None  # opened in the worker (after fork), not in the gunicorn master
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -74,9 +75,11 @@ class DaicModel:
                                f"{type(exc).__name__}: {exc}") from exc
 
     def _store(self):
-        from daic.storage import open_store
+        if self._store_handle is None:
+            from daic.storage import open_store
 
-        return open_store(self.config.store_url)
+            self._store_handle = open_store(self.config.store_url)
+        return self._store_handle
 
     def _target_version(self) -> str:
         if self.config.follows_champion:
