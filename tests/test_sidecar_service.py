@@ -235,3 +235,28 @@ def test_new_champion_reference_is_loaded_and_estimates_are_per_version(registry
     for version in (v1, v2):
         assert f'daic_estimated_accuracy{{deployment="{tmp_path.name}",model_version="{version}"}}' in metrics
         assert f'daic_window_size{{deployment="{tmp_path.name}",model_version="{version}"}} 10.0' in metrics
+
+
+def test_enough_feedback_recalibrates_the_estimate_to_the_labels(registry, tmp_path):
+    images, labels = mnist_test_images(40, start=300)
+    pairs = [_pair(registry, registry["v1"], images[2 * i:2 * i + 2]) for i in range(20)]
+
+    async def scenario(client, service):
+        for i, (req, resp, _) in enumerate(pairs):
+            await _post(client, _event("request", f"q{i}", req))
+            await _post(client, _event("response", f"q{i}", resp))
+        await client.post("/admin/flush")
+        before = await (await client.get("/estimate")).json()
+        for i in range(20):  # ground truth by request id, as the executor logs a feedback call
+            body = json.dumps({"truth": {"data": {"ndarray": labels[2 * i:2 * i + 2].tolist()}}}).encode()
+            await _post(client, _event("feedback", f"q{i}", body))
+        await client.post("/admin/flush")
+        return before, await (await client.get("/estimate")).json()
+
+    before, after = _run(registry, tmp_path, scenario)
+    observed = float((np.concatenate([p[2] for p in pairs]) == labels).mean())
+    assert not before["recalibrated"] and after["recalibrated"]
+    assert after["versions"][registry["v1"]]["feedback_accuracy"] == pytest.approx(observed)
+    # The window holds exactly the labelled inputs: the intercept correction makes its mean match them.
+    assert after["accuracy"] == pytest.approx(observed, abs=0.01)
+    assert abs(after["accuracy"] - observed) <= abs(before["accuracy"] - observed)

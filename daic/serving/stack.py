@@ -225,21 +225,6 @@ class LocalStack:
             codes[name] = terminate(proc.popen, timeout_s)
         return codes
 
-    def kill(self, name: str) -> None:
-        """SIGKILL one component's process group (tests: a crash, not a shutdown)."""
-        proc = self._procs[name]
-        _signal_group(proc.popen, signal.SIGKILL)
-        proc.popen.wait(timeout=30)
-
-    def restart(self, name: str) -> None:
-        """Start a component again after :meth:`kill` (same command, same ports)."""
-        command = {"sidecar": self.sidecar_command, "model": self.model_command, "gateway": self.gateway_command}[name]
-        env = self._model_env() if name == "model" else {}
-        self._spawn(name, command(), env)
-        url = {"sidecar": f"{self.sidecar_url}/health/ready", "model": f"{self.model_url}/health/status",
-               "gateway": f"{self.gateway_url}/health/ready"}[name]
-        self._wait(name, url, time.monotonic() + self.config.startup_timeout_s)
-
     def gateway_stats(self) -> dict[str, int]:
         return requests.get(self.gateway_url + "/gateway/stats", timeout=10).json()
 

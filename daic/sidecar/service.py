@@ -197,7 +197,7 @@ class SidecarService:
         CPU per request than scoring a few dozen together."""
         loop = asyncio.get_running_loop()
         while True:
-            if self._to_score:
+            if self._to_score or self._feedback_waiting:
                 try:
                     item = await asyncio.wait_for(self._queue.get(), max(0.0, self._score_due - loop.time()))
                 except asyncio.TimeoutError:
@@ -218,12 +218,13 @@ class SidecarService:
             if batch:
                 self._queued -= len(batch)
                 self.metrics.queue_depth.labels(self.config.deployment).set(self._queued)
-                was_empty = not self._to_score
+                was_idle = not (self._to_score or self._feedback_waiting)
                 await self._guarded(self._ingest(batch))
-                if was_empty and self._to_score:
+                if was_idle and (self._to_score or self._feedback_waiting):
                     self._score_due = loop.time() + self.config.score_delay_s
-            if self._to_score and (marker is not None or len(self._to_score) >= self.config.score_batch
-                                   or loop.time() >= self._score_due):
+            if (self._to_score or self._feedback_waiting) and (
+                    marker is not None or len(self._to_score) >= self.config.score_batch
+                    or loop.time() >= self._score_due):
                 await self._guarded(self._score_pending())
             if marker is not None:
                 self._markers_outstanding -= 1
