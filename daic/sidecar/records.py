@@ -18,8 +18,9 @@ row per *input* (a request with a batch of 8 images gives 8 rows):
 ================  ==============  ===================================================
 
 ``<UTC time>`` is the time of the batch's first row (``20250101T120000123456Z``) and ``<seq>`` the
-sidecar's write-ahead-log segment, so keys sort by time and a batch rewritten after a crash
-replaces itself instead of duplicating. Readers also drop repeated ``ids`` (keep the first).
+sidecar's write-ahead-log segment, so keys sort by time and never collide. The sidecar writes at
+least once (a crash between a batch write and its checkpoint writes those rows again after the
+replay), so readers drop repeated ``ids`` (keeping the first).
 """
 from __future__ import annotations
 

@@ -13,9 +13,9 @@ Flow of one event::
 
 Backpressure: the queue is bounded by ``max_queue`` accepted-but-unprocessed events; beyond it
 ``accept`` raises :class:`Backpressure` (HTTP 503, counted as dropped) rather than making Seldon's
-logger wait. Nothing acknowledged is lost: on start the uncommitted log is replayed; a batch
-re-written after a crash has the same key (same segment, same first time) and readers drop
-repeated ids. If processing ever fails unexpectedly, commits stop (the log keeps everything) and
+logger wait. Nothing acknowledged is lost: on start the uncommitted log is replayed. Delivery to the
+store is at least once: a crash between a batch write and its checkpoint writes those rows again
+after the replay (in a later batch), and readers drop repeated ids. If processing ever fails unexpectedly, commits stop (the log keeps everything) and
 liveness fails, so Kubernetes restarts the container and the replay retries.
 """
 from __future__ import annotations
