@@ -76,8 +76,8 @@ def command(ctx: click.Context, no_sidecar: bool, **options) -> None:
 @click.option("--store-secret", default="daic-store", show_default=True)
 @click.option("--model-name", default="mnist", show_default=True)
 @click.option("--model-version", default="champion", show_default=True)
-@click.option("--model-image", default="ghcr.io/daic/serving:0.1.0", show_default=True)
-@click.option("--sidecar-image", default="ghcr.io/daic/sidecar:0.1.0", show_default=True)
+@click.option("--model-image", default=None, help="default: this release's daic-serving image")
+@click.option("--sidecar-image", default=None, help="default: this release's daic-oracle image")
 @click.option("--replicas", default=1, show_default=True, type=int)
 @click.option("--canary-version", default=None, help="add a canary predictor pinned to this version")
 @click.option("--canary-traffic", default=10, show_default=True, type=int, help="percent to the canary")
@@ -94,7 +94,7 @@ def manifest(canary_version: str | None, canary_traffic: int, out: Path | None, 
     )
 
     try:
-        params = DeploymentParams(**options)
+        params = DeploymentParams(**{k: v for k, v in options.items() if v is not None})
         doc = (render_canary_deployment(params, canary_version, canary_traffic) if canary_version
                else render_seldon_deployment(params))
     except ValidationError as exc:
