@@ -139,7 +139,7 @@ def assess_and_improve(
         reference_accuracy=reference_accuracy, model_name=model_name, champion_version=champion_version,
     ), "estimate-accuracy", store_secret).after(labels)
 
-    with dsl.If(estimate.outputs["drop_confirmed"] == True, name="drop-confirmed"):  # noqa: E712
+    with dsl.If(estimate.outputs["Output"] == True, name="drop-confirmed"):  # noqa: E712
         trained = _prepare(train(
             store_url=store_url, cycle=cycle, model_name=model_name, champion_version=champion_version,
             train_backend=train_backend, ray_address=ray_address, ray_workers=ray_workers,
@@ -148,7 +148,8 @@ def assess_and_improve(
             operational_oversample=operational_oversample, base_limit=train_base_limit,
             reference_shift_per_condition=reference_shift_per_condition, seed=seed,
             namespace=namespace, node_selector=train_node_selector, tolerations=train_tolerations,
-            timeout_s=train_timeout_s,
+            timeout_s=train_timeout_s, pod_cpu_request=train_cpu_request,
+            pod_memory_request=train_memory_request, pod_gpus=train_gpus,
         ), "train", store_secret)
         trained.set_cpu_request(train_cpu_request).set_memory_request(train_memory_request)
         trained.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(train_gpus)
@@ -161,7 +162,7 @@ def assess_and_improve(
             clean_tolerance=clean_tolerance, clean_limit=clean_limit,
         ), "evaluate", store_secret)
 
-        with dsl.If(judged.outputs["better"] == True, name="challenger-better"):  # noqa: E712
+        with dsl.If(judged.outputs["Output"] == True, name="challenger-better"):  # noqa: E712
             with dsl.If(promote_by == "pipeline", name="pipeline-promotes"):
                 _prepare(deploy(
                     store_url=store_url, cycle=cycle, model_name=model_name,

@@ -69,13 +69,13 @@ def test_dag_edges_and_conditions(spec):
     drop = root["condition-1"]
     assert drop["taskInfo"]["name"] == "drop-confirmed"
     assert drop["triggerPolicy"]["condition"] == \
-        "inputs.parameter_values['pipelinechannel--estimate-accuracy-drop_confirmed'] == true"
+        "inputs.parameter_values['pipelinechannel--estimate-accuracy-Output'] == true"
     inside = _tasks(spec, "comp-condition-1")
     assert set(inside) == {"train", "evaluate", "condition-2"}
     assert inside["evaluate"]["dependentTasks"] == ["train"]
     better = inside["condition-2"]
     assert better["taskInfo"]["name"] == "challenger-better"
-    assert better["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--evaluate-better'] == true"
+    assert better["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
     promotes = _tasks(spec, "comp-condition-2")["condition-3"]
     assert promotes["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--promote_by'] == 'pipeline'"
     assert set(_tasks(spec, "comp-condition-3")) == {"deploy"}
@@ -140,3 +140,22 @@ def test_metrics_and_model_artifacts(spec):
         "system.Model"
     assert comps["comp-sample-operational"]["outputDefinitions"]["artifacts"]["sample"]["artifactType"][
         "schemaTitle"] == "system.Dataset"
+
+
+def test_every_parameter_a_task_reads_is_declared_by_its_dag(spec):
+    """Inside a dsl.If, a task reads parameters through its sub-DAG's inputs; the KFP compiler
+    forgets to declare those that a task uses only in its settings (resource requests from
+    parameters; kubeflow/pipelines#12617), which neither a cluster nor kfp.local can resolve.
+    The train step takes them as inputs too, so they are declared; this keeps it that way."""
+    comps = spec["pipeline"]["components"]
+    dags = {"root": spec["pipeline"]["root"], **{n: c for n, c in comps.items() if "dag" in c}}
+    checked = 0
+    for dag_name, dag in dags.items():
+        declared = set((dag.get("inputDefinitions") or {}).get("parameters") or {})
+        for task_name, task in dag["dag"]["tasks"].items():
+            for name, value in ((task.get("inputs") or {}).get("parameters") or {}).items():
+                if "componentInputParameter" in value:
+                    checked += 1
+                    assert value["componentInputParameter"] in declared, \
+                        f"{dag_name}/{task_name}.{name} reads {value['componentInputParameter']}, not declared"
+    assert checked > 50

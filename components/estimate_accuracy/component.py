@@ -1,6 +1,11 @@
-"""The KFP component: a thin wrapper; the work is in :mod:`.logic` (testable without kfp)."""
-from typing import NamedTuple
+"""The KFP component: a thin wrapper; the work is in :mod:`.logic` (testable without kfp).
 
+Its one output parameter is the drop decision (``Output``, a bool) that the pipeline's first
+``dsl.If`` tests; the estimate and interval go to the ``metrics`` artifact and the store. One
+output and not a NamedTuple because kfp.local (2.17) cannot resolve a condition on a NamedTuple
+field: it reads ``pipelinechannel--estimate-accuracy-drop_confirmed`` as a pipeline parameter, finds
+none, and skips the branch; ``...-Output`` it resolves.
+"""
 from kfp import dsl
 
 from daic.components.images import image_for
@@ -18,11 +23,8 @@ def estimate_accuracy(
     model_name: str,
     champion_version: str,
     metrics: dsl.Output[dsl.Metrics],
-) -> NamedTuple("Outputs", [("drop_confirmed", bool), ("accuracy", float), ("lower", float),
-                            ("upper", float)]):
+) -> bool:
     """Offline accuracy estimate with its interval for the sample's design; is the drop confirmed?"""
-    from collections import namedtuple
-
     from daic.components.estimate_accuracy.decision import DropRule
     from daic.components.estimate_accuracy.logic import EstimateConfig, run
 
@@ -37,5 +39,4 @@ def estimate_accuracy(
                         ("threshold", result.decision.threshold),
                         ("srs_labels_needed", result.srs_labels_needed)):
         metrics.log_metric(name, float(value))
-    outputs = namedtuple("Outputs", ["drop_confirmed", "accuracy", "lower", "upper"])
-    return outputs(result.decision.confirmed, est.accuracy, est.lower, est.upper)
+    return result.decision.confirmed

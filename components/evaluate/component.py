@@ -1,6 +1,9 @@
-"""The KFP component: a thin wrapper; the work is in :mod:`.logic` (testable without kfp)."""
-from typing import NamedTuple
+"""The KFP component: a thin wrapper; the work is in :mod:`.logic` (testable without kfp).
 
+Its one output parameter is the promotion decision (``Output``, a bool) that the pipeline's
+``challenger-better`` condition tests; the accuracies go to the ``metrics`` artifact and the store
+(one output, not a NamedTuple, for kfp.local's sake: see estimate_accuracy/component.py).
+"""
 from kfp import dsl
 
 from daic.components.images import image_for
@@ -17,11 +20,8 @@ def evaluate(
     clean_tolerance: float,
     clean_limit: int,
     metrics: dsl.Output[dsl.Metrics],
-) -> NamedTuple("Outputs", [("better", bool), ("challenger_accuracy", float),
-                            ("champion_accuracy", float)]):
+) -> bool:
     """Challenger vs champion on held-out operational inputs and on clean test data; promote?"""
-    from collections import namedtuple
-
     from daic.components.evaluate.logic import EvaluateConfig, run
 
     config = EvaluateConfig(model_name=model_name, champion_version=champion_version, level=level,
@@ -29,6 +29,4 @@ def evaluate(
     result = run(store_url, cycle, challenger_version, config)
     for name, value in result.metrics().items():
         metrics.log_metric(name, float(value))
-    outputs = namedtuple("Outputs", ["better", "challenger_accuracy", "champion_accuracy"])
-    return outputs(result.decision.promote, result.challenger_operational.accuracy,
-                   result.champion_operational.accuracy)
+    return result.decision.promote

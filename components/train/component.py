@@ -3,6 +3,13 @@
 Resource requests, the GPU, node selector and tolerations of this step are set on the task in the
 pipeline (``pipelines/assess_and_improve.py``) from pipeline parameters; the same node selector
 and tolerations, and the per-worker resources, also size the RayJob on a cluster.
+
+The step's own requests also come in as ``pod_*`` inputs: the local backend checks that the pod
+has the GPUs its Ray workers ask for, and ``train.json`` records them. Passing them as inputs is
+also what makes the KFP compiler (2.17) hand those parameters into the ``drop-confirmed``
+sub-DAG: a parameter used only in ``set_cpu_request`` & co. inside a ``dsl.If`` is referenced by
+the task but not declared by the sub-DAG, so neither a cluster's driver nor kfp.local can resolve it
+(the same gap as kubeflow/pipelines#12617 for ``mount_pvc``).
 """
 from typing import NamedTuple
 
@@ -33,6 +40,9 @@ def train(
     node_selector: dict,
     tolerations: list,
     timeout_s: int,
+    pod_cpu_request: str,
+    pod_memory_request: str,
+    pod_gpus: int,
     model: dsl.Output[dsl.Model],
 ) -> NamedTuple("Outputs", [("challenger_version", str)]):
     """Retrain from the champion with the cycle's labeled batches on Ray; returns the new version."""
@@ -47,7 +57,9 @@ def train(
                          epochs=epochs, learning_rate=learning_rate,
                          operational_oversample=operational_oversample, base_limit=base_limit,
                          reference_shift_per_condition=reference_shift_per_condition, seed=seed, namespace=namespace,
-                         node_selector=node_selector, tolerations=tolerations, timeout_s=timeout_s)
+                         node_selector=node_selector, tolerations=tolerations, timeout_s=timeout_s,
+                         pod_cpu_request=pod_cpu_request, pod_memory_request=pod_memory_request,
+                         pod_gpus=pod_gpus)
     result = run(store_url, cycle, config)
     with open(model.path, "w") as fh:
         json.dump(result.card, fh, indent=2, sort_keys=True, default=str)

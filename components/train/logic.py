@@ -57,6 +57,11 @@ class TrainConfig:
     tolerations: list[dict[str, Any]] = field(default_factory=list)
     timeout_s: int = 7200
     poll_s: float = 10.0
+    # The step's own pod (set on the task from the same pipeline parameters; recorded, and checked
+    # against what local Ray asks for).
+    pod_cpu_request: str = ""
+    pod_memory_request: str = ""
+    pod_gpus: int = 0
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -74,6 +79,13 @@ class TrainConfig:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         if not 0 < self.learning_rate < 1:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
+        if isinstance(self.pod_gpus, bool) or not isinstance(self.pod_gpus, int) or self.pod_gpus < 0:
+            raise ValueError(f"train_gpus must be an integer >= 0, got {self.pod_gpus!r}")
+        if self.backend == "local" and self.gpus_per_worker and self.pod_gpus < self.workers * self.gpus_per_worker:
+            raise ValueError(
+                f"train_backend 'local' runs Ray inside the train step's pod: {self.workers} worker(s) x "
+                f"{self.gpus_per_worker} GPU(s) need train_gpus >= {self.workers * self.gpus_per_worker}, "
+                f"got {self.pod_gpus}")
         if self.backend == "ray-address" and not (self.ray_address or os.environ.get("RAY_ADDRESS")):
             raise ValueError("train_backend 'ray-address' needs ray_address (or RAY_ADDRESS)")
         if not isinstance(self.node_selector, dict) or not all(

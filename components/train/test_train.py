@@ -236,3 +236,10 @@ def test_a_job_that_left_no_result_is_an_error(cluster_cycle):
     kube.on_get = _kuberay([("Complete", "SUCCEEDED")])  # succeeds without running our driver
     with pytest.raises(RuntimeError, match="left no cycles/C-7.retry_1/train-output.json"):
         run(store, cycle, TrainConfig(backend="rayjob", namespace="daic"), api=kube.api())
+
+
+def test_local_backend_needs_the_gpus_in_its_own_pod():
+    with pytest.raises(ValueError, match=r"2 worker\(s\) x 1 GPU\(s\) need train_gpus >= 2, got 1"):
+        TrainConfig(workers=2, gpus_per_worker=1, pod_gpus=1)
+    assert TrainConfig(workers=2, gpus_per_worker=1, pod_gpus=2).pod_gpus == 2
+    assert TrainConfig(backend="rayjob", gpus_per_worker=1).pod_gpus == 0  # the RayJob's workers hold the GPUs
