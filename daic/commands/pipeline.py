@@ -1,4 +1,5 @@
-"""``daic pipeline``: compile, run locally (kfp.local) or submit to Kubeflow the assess-and-improve pipeline.
+"""``daic pipeline``: compile the assess-and-improve pipeline, run it locally (kfp.local), submit a
+run to Kubeflow, or upload it there as a named version.
 
 Parameters are given as ``-p name=value`` (values read as YAML, so ``-p budget=300``,
 ``-p train_node_selector='{gpu: a100}'``); ``daic pipeline params`` lists them with defaults.
@@ -61,7 +62,7 @@ _param_option = click.option("-p", "--param", "pairs", multiple=True, metavar="N
 
 @click.group("pipeline")
 def command() -> None:
-    """Compile, run (kfp.local) or submit the assess-and-improve pipeline."""
+    """Compile, run (kfp.local), submit or upload the assess-and-improve pipeline."""
 
 
 @command.command("params")
@@ -123,3 +124,36 @@ def submit_cmd(pairs: tuple[str, ...], host: str, experiment: str, run_name: str
     run_id = submit(host, params, experiment=experiment, run_name=run_name, package=package,
                     namespace=kfp_namespace)
     click.echo(run_id)
+
+
+@command.command("upload")
+@click.option("--host", required=True, metavar="URL", help="Kubeflow Pipelines API, e.g. http://localhost:8888")
+@click.option("--package", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="compiled YAML (default: the package's compiled assess_and_improve.yaml)")
+@click.option("--name", default="assess-and-improve", show_default=True, help="pipeline name in Kubeflow")
+@click.option("--version", "version", default=None, metavar="VERSION",
+              help="pipeline version name (default: daic's release, e.g. 0.1.0)")
+@click.option("--description", default="", help="shown in the Kubeflow UI")
+@click.option("--namespace", "kfp_namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
+def upload_cmd(host: str, package: Path | None, name: str, version: str | None, description: str,
+               kfp_namespace: str | None) -> None:
+    """Upload the compiled pipeline as version VERSION of NAME; does nothing if that version exists."""
+    from daic import __version__
+    from daic.pipelines.upload import upload
+
+    version = version or __version__
+    if package is not None and not package.is_file():
+        raise click.BadParameter(f"{package} does not exist", param_hint="--package")
+    try:
+        result = upload(host, package, name, version, description=description, namespace=kfp_namespace)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--package") from exc
+    if result.created_version:
+        click.echo(f"uploaded {name} version {version} (pipeline {result.pipeline_id}, "
+                   f"version {result.version_id})")
+    else:
+        click.echo(f"{name} version {version} exists already (pipeline {result.pipeline_id}, "
+                   f"version {result.version_id}): nothing uploaded")
+        if result.differs:
+            click.echo(f"warning: the stored {name} {version} differs from {package or 'the compiled package'}; "
+                       "a version is immutable, upload this one under a new --version", err=True)
