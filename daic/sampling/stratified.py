@@ -154,6 +154,8 @@ class StratifiedNeyman:
         correct = as_correct(correct, sample.n_draws)
         if sample.stratum is None:
             raise ValueError("stratified estimate needs a sample with strata (drawn by this design)")
+        if sample.n_draws and (sample.stratum.min() < 0 or sample.stratum.max() >= self.n_strata):
+            raise ValueError(f"sample strata must be in [0, {self.n_strata}) (drawn with another n_strata?)")
         sizes = np.bincount(stratum_of_rank(pool.size, self.n_strata), minlength=self.n_strata).astype(float)
         nh = np.bincount(sample.stratum, minlength=self.n_strata).astype(float)
         if np.any(nh < 2):
