@@ -59,7 +59,7 @@ def test_default_deployment_fields():
         assert set(c["resources"]) == {"requests", "limits"}
         assert c["readinessProbe"]["httpGet"]["path"] and c["livenessProbe"]["httpGet"]["path"]
         assert {"name": "DAIC_STORE", "value": "s3://daic"} in c["env"]
-        assert c["envFrom"] == [{"secretRef": {"name": "daic-store"}}]
+        assert c["envFrom"] == [{"configMapRef": {"name": "daic-storage"}}, {"secretRef": {"name": "daic-store"}}]
     assert model["readinessProbe"]["httpGet"] == {"path": "/health/status", "port": 9000}
     assert sidecar["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": 8400}
     mounts = {m["name"] for m in sidecar["volumeMounts"]}

@@ -61,6 +61,8 @@ class DeploymentParams(BaseModel):
     store_url: str = "s3://daic"
     #: Secret with MINIO_ENDPOINT / MINIO_ACCESS_KEY / MINIO_SECRET_KEY for the store.
     store_secret: str | None = "daic-store"
+    # Endpoint settings (MINIO_ENDPOINT, DAIC_STORE...) from manifests/storage's ConfigMap.
+    store_config_map: str | None = "daic-storage"
     model_image: str = "ghcr.io/daic-dev/daic-serving:0.1.0"
     sidecar_image: str = "ghcr.io/daic-dev/daic-oracle:0.1.0"
     replicas: int = Field(1, ge=1)
@@ -124,7 +126,8 @@ def _container_security() -> dict:
 
 def _store_env(p: DeploymentParams) -> tuple[list[dict], list[dict]]:
     env = [{"name": "DAIC_STORE", "value": p.store_url}]
-    env_from = [{"secretRef": {"name": p.store_secret}}] if p.store_secret else []
+    env_from = [{"configMapRef": {"name": p.store_config_map}}] if p.store_config_map else []
+    env_from += [{"secretRef": {"name": p.store_secret}}] if p.store_secret else []
     return env, env_from
 
 
