@@ -9,7 +9,6 @@ waits for a file the test creates, so the test decides when the run may finish).
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -104,8 +103,6 @@ def test_an_unconfirmed_drop_ends_in_a_documented_refusal(tmp_path):
     assert not (tmp_path / "state" / "deployment.json").exists(), "nothing was switched"
 
 
-@pytest.mark.skipif(os.environ.get("DAIC_E2E") != "1",
-                    reason="30-60 s (five kfp.local step processes); run with DAIC_E2E=1")
 def test_with_the_real_pipeline_labels_overrule_a_wrong_online_alarm(tmp_path):
     """The whole local loop with the real assess-and-improve pipeline (kfp.local, the simulated
     labeler): the sidecar's estimate says the model collapsed (0.02), the trigger fires, the run
