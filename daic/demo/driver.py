@@ -85,7 +85,10 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
     stack_cfg = StackConfig(store_url=store.url, model_name=cfg.model_name, deployment="mnist",
                             gateway_port=cfg.gateway_port, model_port=cfg.model_port,
                             model_metrics_port=cfg.metrics_port, sidecar_port=cfg.sidecar_port,
-                            state_dir=run_dir / "sidecar", log_dir=run_dir / "logs", reload_interval_s=2.0)
+                            state_dir=run_dir / "sidecar", log_dir=run_dir / "logs", reload_interval_s=2.0,
+                            # the sidecar fits its oracles on the champion's reference at start-up
+                            # (about a minute of CPU; several on a busy machine)
+                            startup_timeout_s=900.0)
     echo(f"[2/5] serving — Seldon microservice :{cfg.model_port}, sidecar :{cfg.sidecar_port}, "
          f"gateway :{cfg.gateway_port} (logs in {stack_cfg.log_dir})")
     completed = False
