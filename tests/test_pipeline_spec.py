@@ -159,3 +159,16 @@ def test_every_parameter_a_task_reads_is_declared_by_its_dag(spec):
                     assert value["componentInputParameter"] in declared, \
                         f"{dag_name}/{task_name}.{name} reads {value['componentInputParameter']}, not declared"
     assert checked > 50
+
+
+def test_retraining_defaults_are_the_training_sides():
+    """The pipeline's retraining defaults are daic.training's (measured in docs/benchmarks/pipeline.md)."""
+    from daic.components.train.logic import TrainConfig
+    from daic.training.workflow import RETRAIN_DEFAULTS
+
+    params, step = pipeline_parameters(), TrainConfig()
+    assert params["epochs"] == step.epochs == RETRAIN_DEFAULTS["epochs"]
+    assert params["learning_rate"] == step.learning_rate == RETRAIN_DEFAULTS["lr"]
+    assert params["operational_oversample"] == step.operational_oversample == RETRAIN_DEFAULTS["operational_oversample"]
+    assert params["train_base_limit"] == step.base_limit == 0  # the whole base split
+    assert params["reference_shift_per_condition"] == step.reference_shift_per_condition == 100
