@@ -13,10 +13,12 @@ import click
               help="simulated: ground truth from the scenario; web: you label in the browser")
 @click.option("--quick", is_flag=True, help="fewer epochs and labels; the cycle still runs end to end")
 @click.option("--budget", type=int, default=None, help="labels per cycle (default 200, quick 120)")
+@click.option("--epochs", type=int, default=None, help="epochs of the first model (default 3, quick 1)")
+@click.option("--retrain-epochs", type=int, default=None, help="epochs of the retraining (default 2, quick 1)")
 @click.option("--store", "store_url", default=None, metavar="URL", help="default: $DAIC_STORE or ./.daic/store")
 @click.option("--seed", default=7, show_default=True, type=int)
 def command(scenario: str, corruption: str, severity: int, labeler: str, quick: bool, budget: int | None,
-            store_url: str | None, seed: int) -> None:
+            epochs: int | None, retrain_epochs: int | None, store_url: str | None, seed: int) -> None:
     """Train, serve, drift, detect, label, retrain, promote — then write report.html."""
     from pydantic import ValidationError
 
@@ -27,8 +29,9 @@ def command(scenario: str, corruption: str, severity: int, labeler: str, quick: 
                   store_url=store_url, seed=seed)
     if quick:
         fields.update(DemoConfig.quick_defaults())
-    if budget is not None:
-        fields["budget"] = budget
+    for name, value in (("budget", budget), ("epochs", epochs), ("retrain_epochs", retrain_epochs)):
+        if value is not None:
+            fields[name] = value
     try:
         cfg = DemoConfig(**fields)
     except ValidationError as exc:
