@@ -49,8 +49,10 @@ system-packages:
 	  apt-get update -q && apt-get install -y -q $$missing; \
 	fi
 
+# kustomize reads files only inside its tree: manifests/base keeps a copy (a test checks they match).
 compile-pipelines: venv
 	$(PY) -m daic.pipelines.compile
+	cp pipelines/compiled/assess_and_improve.yaml manifests/base/pipeline/assess_and_improve.yaml
 
 clean:
 	rm -rf $(VENV) $(VENV_SERVING) .daic build *.egg-info
