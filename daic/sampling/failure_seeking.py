@@ -28,7 +28,7 @@ import numpy as np
 
 from daic.sampling.pool import Pool
 from daic.sampling.pps import (
-    current_recalibration,
+    AdaptivePPSDesign,
     draw_with_replacement,
     mean_interval,
     mixed_probabilities,
@@ -44,52 +44,15 @@ from daic.sampling.sample import (
 
 
 @dataclass(frozen=True)
-class FailureSeeking:
+class FailureSeeking(AdaptivePPSDesign):
     """With-replacement sampling proportional to the (recalibrated) probability of failure.
 
-    Attributes:
-        uniform_share: share of each draw's probability spread uniformly (bounds weights by 1/share).
-        adapt: recalibrate the oracle from the labels between batches.
-        by_class: let the recalibration learn a per-predicted-class offset.
-        min_labels_to_adapt: labels needed before the first recalibration.
-        variance_floor: bound the variance below by what the working model predicts.
-        initial_uniform_share: uniform share until ``min_labels_to_adapt`` inputs are labeled
-            (None: ``uniform_share`` throughout).
-        skew_correction: Hall's skewness correction of the interval.
+    Attributes: see `AdaptivePPSDesign`.
     """
 
     uniform_share: float = 0.3
-    adapt: bool = True
-    by_class: bool = True
-    min_labels_to_adapt: int = 20
-    variance_floor: bool = True
     initial_uniform_share: float | None = 0.6
-    skew_correction: bool = True
     name: str = "failure-seeking"
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.uniform_share <= 1.0:
-            raise ValueError(f"uniform_share must be in (0, 1], got {self.uniform_share!r}")
-        if self.initial_uniform_share is not None and not 0.0 < self.initial_uniform_share <= 1.0:
-            raise ValueError(f"initial_uniform_share must be in (0, 1], got {self.initial_uniform_share!r}")
-        if self.min_labels_to_adapt < 1:
-            raise ValueError(f"min_labels_to_adapt must be >= 1, got {self.min_labels_to_adapt}")
-
-    def max_draws(self, pool: Pool) -> None:
-        return None
-
-    def share(self, history: Sample) -> float:
-        """Uniform share for the next batch: larger before the oracle has been recalibrated."""
-        if self.initial_uniform_share is not None and np.unique(history.indices).size < self.min_labels_to_adapt:
-            return self.initial_uniform_share
-        return self.uniform_share
-
-    def prediction(self, pool: Pool, history: Sample, correct: np.ndarray) -> np.ndarray:
-        """The working model's probability of correctness for every input, given labels so far."""
-        if not self.adapt:
-            return pool.p_correct
-        recal = current_recalibration(pool, history, correct, self.min_labels_to_adapt, self.by_class)
-        return recal.apply_to_pool(pool)
 
     def draw(
         self, pool: Pool, history: Sample, correct: np.ndarray, n: int, rng: np.random.Generator

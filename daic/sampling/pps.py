@@ -14,6 +14,8 @@ which keeps the interval honest when the oracle is wrong.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import stats
 
@@ -91,3 +93,52 @@ def mean_interval(
             lo_t, hi_t = inv(-q), inv(q)
     # T = (mean - mu) / se, so mu lies in [mean - se * g^-1(q), mean - se * g^-1(-q)].
     return mean, mean - se * hi_t, mean - se * lo_t
+
+
+@dataclass(frozen=True)
+class AdaptivePPSDesign:
+    """What the two adaptive with-replacement designs share: a working model of correctness
+    recalibrated from the labels between batches, and a uniform share of the draw probabilities.
+
+    Attributes:
+        uniform_share: share of each draw's probability spread uniformly (bounds weights by 1/share).
+        adapt: recalibrate the oracle from the labels between batches.
+        by_class: let the recalibration learn a per-predicted-class offset.
+        min_labels_to_adapt: labels needed before the first recalibration.
+        variance_floor: bound the variance below by what the working model predicts.
+        initial_uniform_share: uniform share until ``min_labels_to_adapt`` inputs are labeled
+            (None: ``uniform_share`` throughout).
+        skew_correction: Hall's skewness correction of the interval.
+    """
+
+    uniform_share: float = 0.1
+    adapt: bool = True
+    by_class: bool = True
+    min_labels_to_adapt: int = 20
+    variance_floor: bool = True
+    initial_uniform_share: float | None = 0.5
+    skew_correction: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.uniform_share <= 1.0:
+            raise ValueError(f"uniform_share must be in (0, 1], got {self.uniform_share!r}")
+        if self.initial_uniform_share is not None and not 0.0 < self.initial_uniform_share <= 1.0:
+            raise ValueError(f"initial_uniform_share must be in (0, 1], got {self.initial_uniform_share!r}")
+        if self.min_labels_to_adapt < 1:
+            raise ValueError(f"min_labels_to_adapt must be >= 1, got {self.min_labels_to_adapt}")
+
+    def max_draws(self, pool: Pool) -> None:
+        return None
+
+    def share(self, history: Sample) -> float:
+        """Uniform share for the next batch: larger before the oracle has been recalibrated."""
+        if self.initial_uniform_share is not None and np.unique(history.indices).size < self.min_labels_to_adapt:
+            return self.initial_uniform_share
+        return self.uniform_share
+
+    def prediction(self, pool: Pool, history: Sample, correct: np.ndarray) -> np.ndarray:
+        """The working model's probability of correctness for every input, given labels so far."""
+        if not self.adapt:
+            return pool.p_correct
+        recal = current_recalibration(pool, history, correct, self.min_labels_to_adapt, self.by_class)
+        return recal.apply_to_pool(pool)
