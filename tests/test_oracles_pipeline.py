@@ -3,7 +3,12 @@ import numpy as np
 import pytest
 
 from daic.oracles.combiner import FEATURES, Combiner
-from daic.oracles.pipeline import AssessorConfig, OnlineAssessor, ShiftedReference, split_reference
+from daic.oracles.pipeline import (
+    AssessorConfig, OnlineAssessor, ShiftedReference, _trust_threshold, split_reference,
+)
+from daic.oracles.window_model import WindowSynthesis
+
+SMALL = AssessorConfig(k=5, cv_folds=3, synthesis=WindowSynthesis(n_windows=90, min_size=50, max_size=100))
 from daic.oracles.reference import OracleReference
 
 
@@ -46,7 +51,7 @@ def test_assessor_end_to_end_on_synthetic_shift():
                           for f in ("probs", "embeddings", "labels", "shadow_probs"))),
         np.repeat(["a/1", "b/1", "c/1"], 300),
     )
-    assessor = OnlineAssessor(AssessorConfig(k=5)).fit(ref, shifted)
+    assessor = OnlineAssessor(SMALL).fit(ref, shifted)
     assert assessor.model_error > 0 and set(assessor.held_out_errors) == {"a/1", "b/1", "c/1"}
     clean = _synthetic(2000, rng)
     s = assessor.score(clean.probs, clean.embeddings, clean.shadow_probs)
@@ -61,6 +66,19 @@ def test_assessor_end_to_end_on_synthetic_shift():
     assert sf.p_correct.mean() < s.p_correct.mean() - 0.2
     cfg = assessor.window_config(max_count=123)
     assert cfg.max_count == 123 and cfg.model_error == assessor.model_error
+    assert cfg.max_drift_score == assessor.max_drift_score
+    # The estimator wired to the window model: clean windows estimated near the truth and
+    # trusted; the far window estimated much lower and flagged untrusted (beyond the support).
+    est = assessor.new_estimator(max_count=5000)
+    est.update(s)
+    e = est.estimate()
+    assert abs(e.accuracy - clean.accuracy) < 0.03 and e.trusted and not e.drift_alarm
+    est_far = assessor.new_estimator(max_count=5000)
+    est_far.update(sf)
+    ef = est_far.estimate()
+    assert ef.accuracy < e.accuracy - 0.2 and ef.drift_alarm and not ef.trusted
+    resumed = assessor.estimator_from_state(est_far.to_state())
+    assert resumed.estimate() == ef
 
 
 def test_split_and_shifted_reference_contract():
@@ -90,3 +108,14 @@ def test_assessor_refuses_before_fit_and_without_errors():
     with pytest.raises(ValueError, match="no errors"):
         OnlineAssessor(AssessorConfig(k=5)).fit(perfect)
     assert FEATURES[0] == "logit_max_softmax"
+
+
+def test_trust_threshold_exact():
+    drift = np.array([0.5, 0.6, 0.7, 0.8, 0.9])
+    errors = np.array([0.01, -0.02, 0.03, 0.2, 0.3])
+    # quantile 1.0 (the worst case) within 0.05: windows up to drift 0.7.
+    assert _trust_threshold(drift, errors, 0.05, 1.0) == 0.7
+    assert _trust_threshold(drift, errors, 0.5, 1.0) == 1.0       # everything within tolerance
+    assert _trust_threshold(drift, errors, 0.001, 1.0) == 0.5     # nothing: the smallest drift
+    # Ties are decided together: the 0.7 group contains a large error.
+    assert _trust_threshold(np.array([0.5, 0.7, 0.7]), np.array([0.0, 0.0, 0.4]), 0.05, 1.0) == 0.5

@@ -10,8 +10,23 @@ accurate model makes ~25 errors on 2,500 clean inputs). With it the assessor als
 own error on shifts it has not seen (leave one corruption type out), which becomes the
 estimator's model-error term.
 
+The shifted reference is used in ``cv_folds`` folds grouped by corruption type, so every
+number the assessor learns about its own reliability comes from shifts it was not fitted on:
+
+1. the combiner is cross-fitted: each row's *out-of-fold* P(correct) comes from a combiner that
+   never saw that row's corruption type;
+2. synthetic windows (mixtures of conditions, clean rows and resampled class proportions,
+   :func:`daic.oracles.window_model.synthesize_windows`) are built from those out-of-fold
+   probabilities, and the window model is itself cross-fitted on them, giving a held-out error
+   for every synthetic window;
+3. the trust region is the largest window drift score up to which the ``trusted_quantile`` of
+   those held-out errors stays within ``trusted_error``; the estimator's model-error term is
+   their RMS inside the region.
+
 ``score(probs, embeddings, shadow_probs)`` returns :class:`PerInputScores`: the combined
 P(correct), the drift percentile, the "far" flag, and each oracle's own output.
+``new_estimator()`` / ``estimator_from_state()`` give an :class:`OnlineEstimator` wired to this
+assessor's window model and calibrated trust region.
 """
 from __future__ import annotations
 
@@ -28,7 +43,8 @@ from daic.oracles.disagreement import ShadowDisagreementOracle
 from daic.oracles.distance import KNNDistanceOracle, MahalanobisOracle
 from daic.oracles.reference import OracleReference
 from daic.oracles.scores import PerInputScores
-from daic.oracles.window import WindowConfig
+from daic.oracles.window import OnlineEstimator, WindowConfig
+from daic.oracles.window_model import WindowColumns, WindowModel, WindowSynthesis, synthesize_windows
 
 
 def split_reference(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,15 +98,23 @@ class AssessorConfig:
     clean_share: share of the combiner's total sample weight given to clean calibration rows
     (the rest is spread evenly over the shift conditions). far_quantile: an input is "far" when
     its kNN distance exceeds this quantile of the distances the combiner was fitted on.
-    default_model_error: model-error term when no shifted reference is given."""
+    cv_folds: folds over corruption types (see the module docstring). window_model: fit the
+    window-level model. trusted_error / trusted_quantile: the trust region keeps this quantile
+    of held-out window errors within this many accuracy points (as a fraction).
+    default_model_error / default_max_drift_score: used without a shifted reference."""
 
     k: int = 10
     combiner: str = "logistic"
     regularisation: float = 1.0
     clean_share: float = 0.3
     far_quantile: float = 0.99
+    cv_folds: int = 5
+    window_model: bool = True
+    synthesis: WindowSynthesis = WindowSynthesis()
+    trusted_error: float = 0.05
+    trusted_quantile: float = 0.9
     default_model_error: float = 0.05
-    estimate_model_error: bool = True
+    default_max_drift_score: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -100,16 +124,44 @@ class AssessorConfig:
             raise ValueError(f"clean_share must lie in (0, 1], got {self.clean_share!r}")
         if not 0.0 < self.far_quantile < 1.0:
             raise ValueError(f"far_quantile must lie in (0, 1), got {self.far_quantile!r}")
+        if isinstance(self.cv_folds, bool) or int(self.cv_folds) != self.cv_folds or self.cv_folds < 2:
+            raise ValueError(f"cv_folds must be an integer >= 2, got {self.cv_folds!r}")
+        if not 0.0 < self.trusted_error <= 1.0:
+            raise ValueError(f"trusted_error must lie in (0, 1], got {self.trusted_error!r}")
+        if not 0.0 < self.trusted_quantile <= 1.0:
+            raise ValueError(f"trusted_quantile must lie in (0, 1], got {self.trusted_quantile!r}")
         if not self.default_model_error >= 0.0:
             raise ValueError(f"default_model_error must be >= 0, got {self.default_model_error!r}")
+        if not 0.0 <= self.default_max_drift_score <= 1.0:
+            raise ValueError(f"default_max_drift_score must lie in [0, 1], got {self.default_max_drift_score!r}")
+
+
+def _trust_threshold(drift: np.ndarray, errors: np.ndarray, tolerance: float, quantile: float) -> float:
+    """Largest drift score t such that the ``quantile`` of |errors| over windows with drift <= t
+    stays within ``tolerance`` (1.0 when all windows do; the smallest drift seen when none do)."""
+    order = np.argsort(drift)
+    d, e = drift[order], np.abs(errors[order])
+    best = None
+    for i in range(len(d)):
+        if i + 1 < len(d) and d[i + 1] == d[i]:
+            continue  # decide on whole groups of equal drift
+        if np.quantile(e[: i + 1], quantile) <= tolerance:
+            best = i
+    if best is None:
+        return float(d[0])
+    if best == len(d) - 1:
+        return 1.0
+    return float(d[best])
 
 
 class OnlineAssessor:
-    """Fits the pseudo-oracles and the combiner; scores batches (see the module docstring)."""
+    """Fits the pseudo-oracles, the combiner and the window model; scores batches (see the
+    module docstring)."""
 
     def __init__(self, config: AssessorConfig | None = None) -> None:
         self.config = config or AssessorConfig()
         self._fitted = False
+        self.window_model: WindowModel | None = None
 
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, reference: OracleReference, shifted: ShiftedReference | None = None) -> "OnlineAssessor":
@@ -126,32 +178,102 @@ class OnlineAssessor:
         self.mahalanobis = MahalanobisOracle().fit(bank)
         # Drift percentiles against held-out (calibration) distances: exactly exchangeable.
         self._cal_distances = np.sort(self.knn.signal(OracleBatch.of(cal)))
-        # Individually calibrated oracles, reported as components.
         self.components = {
             "max_softmax": ConfidenceOracle("max_softmax").fit(reference),
             "margin": ConfidenceOracle("margin").fit(reference),
             "entropy": ConfidenceOracle("entropy").fit(reference),
             "shadow": ShadowDisagreementOracle().fit(reference),
         }
+        n_classes = reference.n_classes
+        self._reference_predicted = np.bincount(reference.predictions, minlength=n_classes) / len(reference)
+        self._reference_shadow_predicted = np.bincount(reference.shadow_probs.argmax(1), minlength=n_classes) / len(reference)
         x_cal = self.features(OracleBatch.of(cal))
-        if shifted is None:
-            x, y, w = x_cal, cal.correct, None
-            groups = None
-        else:
-            x_sh = self.features(OracleBatch.of(shifted.reference))
-            x = np.vstack([x_cal, x_sh])
-            y = np.concatenate([cal.correct, shifted.reference.correct])
-            w = self._weights(len(cal), shifted.conditions)
-            groups = np.concatenate([np.full(len(cal), ""), shifted.types])
-        self.combiner = Combiner(cfg.combiner, cfg.regularisation, cfg.seed).fit(x, y, w)
-        knn_col = FEATURES.index("knn_distance")
-        self._far_distance = float(np.quantile(x[:, knn_col], cfg.far_quantile))
         self.model_error = cfg.default_model_error
+        self.max_drift_score = cfg.default_max_drift_score
         self.held_out_errors: dict[str, float] = {}
-        if shifted is not None and cfg.estimate_model_error:
-            self.model_error = self._held_out_error(x, y, w, groups, shifted.conditions)
+        self.window_model = None
+        knn_col = FEATURES.index("knn_distance")
+        if shifted is None:
+            self.combiner = Combiner(cfg.combiner, cfg.regularisation, cfg.seed).fit(x_cal, cal.correct)
+            self._far_distance = float(np.quantile(x_cal[:, knn_col], cfg.far_quantile))
+        else:
+            self._fit_with_shifts(cal, x_cal, shifted)
         self._fitted = True
         return self
+
+    def _fit_with_shifts(self, cal: OracleReference, x_cal: np.ndarray, shifted: ShiftedReference) -> None:
+        cfg = self.config
+        sref = shifted.reference
+        if sref.n_classes != cal.n_classes:
+            raise ValueError(f"shifted reference has {sref.n_classes} classes, the reference {cal.n_classes}")
+        x = np.vstack([x_cal, self.features(OracleBatch.of(sref))])
+        y = np.concatenate([cal.correct, sref.correct])
+        w = self._weights(len(cal), shifted.conditions)
+        self.combiner = Combiner(cfg.combiner, cfg.regularisation, cfg.seed).fit(x, y, w)
+        self._far_distance = float(np.quantile(x[:, FEATURES.index("knn_distance")], cfg.far_quantile))
+
+        # Folds over corruption types; clean rows spread over the folds at random.
+        types = shifted.types
+        uniq = np.unique(types)
+        n_folds = min(cfg.cv_folds, len(uniq))
+        rng = np.random.default_rng(cfg.seed)
+        type_fold = {t: i % n_folds for i, t in enumerate(rng.permutation(uniq))}
+        fold = np.concatenate([rng.integers(0, n_folds, size=len(cal)),
+                               np.array([type_fold[t] for t in types], dtype=np.int64)])
+        p_oof = np.empty(len(y))
+        for k in range(n_folds):
+            test = fold == k
+            comb = Combiner(cfg.combiner, cfg.regularisation, cfg.seed).fit(x[~test], y[~test], w[~test])
+            p_oof[test] = comb.predict(x[test])
+        n_clean = len(cal)
+        conds = shifted.conditions
+        for c in np.unique(conds):
+            sel = np.flatnonzero(conds == c) + n_clean
+            self.held_out_errors[str(c)] = float(p_oof[sel].mean() - y[sel].mean())
+
+        # Synthetic windows from out-of-fold probabilities, fold by fold.
+        probs = np.vstack([cal.probs, sref.probs])
+        shadow = np.vstack([cal.shadow_probs, sref.shadow_probs])
+        labels = np.concatenate([cal.labels, sref.labels])
+        pred, spred = probs.argmax(1), shadow.argmax(1)
+        cols = WindowColumns(
+            p_correct=p_oof, drift=self._drift(x[:, FEATURES.index("knn_distance")]),
+            far=(x[:, FEATURES.index("knn_distance")] > self._far_distance).astype(np.float64),
+            agreement=(pred == spred).astype(np.float64), confidence=probs.max(1),
+            predicted=pred, shadow_predicted=spred,
+        )
+        all_conds = np.concatenate([np.full(n_clean, ""), conds])
+        feats, accs, win_fold = [], [], []
+        per_fold = max(cfg.synthesis.n_windows // n_folds, 1)
+        for k in range(n_folds):
+            rows = np.flatnonzero((fold == k) & (all_conds == ""))
+            clean_pool = (cols.take(rows), labels[rows], y[rows])
+            cond_pools = {}
+            for c in np.unique(all_conds[(fold == k) & (all_conds != "")]):
+                r = np.flatnonzero(all_conds == c)
+                cond_pools[str(c)] = (cols.take(r), labels[r], y[r])
+            f, a, _ = synthesize_windows(clean_pool, cond_pools, per_fold, cfg.synthesis,
+                                         self._reference_predicted, self._reference_shadow_predicted, rng)
+            feats.append(f)
+            accs.append(a)
+            win_fold.append(np.full(len(a), k))
+        feats, accs, win_fold = np.vstack(feats), np.concatenate(accs), np.concatenate(win_fold)
+        if cfg.window_model:
+            pred_oof = np.empty(len(accs))
+            for k in range(n_folds):
+                test = win_fold == k
+                wm = WindowModel(self._reference_predicted, self._reference_shadow_predicted, cfg.seed)
+                pred_oof[test] = wm.fit(feats[~test], accs[~test]).predict_features(feats[test])
+            self.window_model = WindowModel(self._reference_predicted, self._reference_shadow_predicted,
+                                            cfg.seed).fit(feats, accs)
+        else:
+            pred_oof = feats[:, 0]
+        errors = pred_oof - accs
+        drift = feats[:, 1]
+        self.max_drift_score = _trust_threshold(drift, errors, cfg.trusted_error, cfg.trusted_quantile)
+        inside = drift <= self.max_drift_score
+        self.model_error = float(math.sqrt(np.mean(errors[inside] ** 2))) if inside.any() else cfg.default_model_error
+        self.window_errors = {"drift": drift, "error": errors, "accuracy": accs}
 
     def _weights(self, n_clean: int, conditions: np.ndarray) -> np.ndarray:
         """Clean rows share ``clean_share`` of the weight; each shift condition an equal part
@@ -163,52 +285,51 @@ class OnlineAssessor:
         w = np.concatenate([w_clean, w_shift])
         return w * len(w) / w.sum()  # mean weight 1 keeps the regulariser's scale
 
-    def _held_out_error(self, x, y, w, groups, conditions) -> float:
-        """RMS error of the window estimate on each shift condition, the combiner having been
-        fitted without that condition's corruption type (leave one type out)."""
-        cfg = self.config
-        n_clean = int((groups == "").sum())
-        errors = []
-        for t in np.unique(groups[groups != ""]):
-            train = groups != t
-            comb = Combiner(cfg.combiner, cfg.regularisation, cfg.seed).fit(x[train], y[train], w[train])
-            test = np.flatnonzero(groups == t)
-            p = comb.predict(x[test])
-            conds = conditions[test - n_clean]
-            for c in np.unique(conds):
-                sel = conds == c
-                err = float(p[sel].mean() - y[test][sel].mean())
-                self.held_out_errors[c] = err
-                errors.append(err)
-        return float(math.sqrt(np.mean(np.square(errors))))
-
     # -- scoring ------------------------------------------------------------------------------
     def features(self, batch: OracleBatch) -> np.ndarray:
         return signal_features(batch, self.knn, self.mahalanobis)
+
+    def _drift(self, knn: np.ndarray) -> np.ndarray:
+        cal = self._cal_distances
+        below = np.searchsorted(cal, knn, side="left")
+        ties = np.searchsorted(cal, knn, side="right") - below
+        return (below + 0.5 * ties + 0.5) / (len(cal) + 1)
 
     def score(self, probs: np.ndarray, embeddings: np.ndarray, shadow_probs: np.ndarray) -> PerInputScores:
         """Per-input scores for one batch of the model's (and shadow's) outputs."""
         if not self._fitted:
             raise NotFittedError("OnlineAssessor: call fit(reference) before score")
         batch = OracleBatch(probs, embeddings, shadow_probs)
+        if batch.probs.shape[1] != len(self._reference_predicted):
+            raise ValueError(f"probs have {batch.probs.shape[1]} classes, the reference "
+                             f"{len(self._reference_predicted)}")
         x = self.features(batch)
         knn = x[:, FEATURES.index("knn_distance")]
-        cal = self._cal_distances
-        below = np.searchsorted(cal, knn, side="left")
-        ties = np.searchsorted(cal, knn, side="right") - below
-        drift = (below + 0.5 * ties + 0.5) / (len(cal) + 1)
         components = {name: oracle.score(batch) for name, oracle in self.components.items()}
         components["knn_distance"] = knn
         components["mahalanobis"] = np.expm1(x[:, FEATURES.index("log_mahalanobis")])
         return PerInputScores(
             p_correct=self.combiner.predict(x),
-            drift=drift,
+            drift=self._drift(knn),
             far=knn > self._far_distance,
             components=components,
+            predicted=batch.probs.argmax(1),
+            shadow_predicted=batch.shadow_probs.argmax(1),
+            confidence=batch.probs.max(1),
         )
 
+    # -- estimators ---------------------------------------------------------------------------
     def window_config(self, **overrides) -> WindowConfig:
-        """A WindowConfig whose model-error term is this assessor's measured one."""
+        """A WindowConfig with this assessor's measured model error and trust region."""
         if not self._fitted:
             raise NotFittedError("OnlineAssessor: call fit(reference) first")
-        return replace(WindowConfig(model_error=self.model_error), **overrides)
+        return replace(WindowConfig(model_error=self.model_error, max_drift_score=self.max_drift_score),
+                       **overrides)
+
+    def new_estimator(self, **overrides) -> OnlineEstimator:
+        """An empty estimator using this assessor's window model, error and trust region."""
+        return OnlineEstimator(self.window_config(**overrides), window_model=self.window_model)
+
+    def estimator_from_state(self, state: dict) -> OnlineEstimator:
+        """Resume a persisted estimator with this assessor's window model."""
+        return OnlineEstimator.from_state(state, window_model=self.window_model)

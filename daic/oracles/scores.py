@@ -11,12 +11,16 @@ class PerInputScores:
     """p_correct: combined P(correct) (N,); drift: reference percentile of the latent distance
     (N,), uniform on [0, 1] with no shift; far: (N,) True where the input lies beyond the data
     the combiner was fitted on; components: each pseudo-oracle's own per-input output, by name
-    (logged and exported, not used by the window)."""
+    (logged and exported, not used by the window). predicted / shadow_predicted (int) and
+    confidence (max-softmax) feed the window-level model; None where unknown."""
 
     p_correct: np.ndarray
     drift: np.ndarray
     far: np.ndarray
     components: dict[str, np.ndarray] = field(default_factory=dict)
+    predicted: np.ndarray | None = None
+    shadow_predicted: np.ndarray | None = None
+    confidence: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         p = np.asarray(self.p_correct, dtype=np.float64)
@@ -39,6 +43,20 @@ class PerInputScores:
             if a.shape != (n,):
                 raise ValueError(f"component {name!r} must have shape ({n},), got {a.shape}")
             comps[name] = a
+        for name in ("predicted", "shadow_predicted"):
+            arr = getattr(self, name)
+            if arr is not None:
+                a = np.asarray(arr)
+                if a.shape != (n,) or (a.size and not np.issubdtype(a.dtype, np.integer)):
+                    raise ValueError(f"{name} must be integers of shape ({n},), got {a.dtype} {a.shape}")
+                if a.size and a.min() < 0:
+                    raise ValueError(f"{name} must be class indices >= 0")
+                object.__setattr__(self, name, a.astype(np.int64))
+        if self.confidence is not None:
+            c = np.asarray(self.confidence, dtype=np.float64)
+            if c.shape != (n,) or np.any((c < 0) | (c > 1)) or not np.all(np.isfinite(c)):
+                raise ValueError(f"confidence must lie in [0, 1] with shape ({n},)")
+            object.__setattr__(self, "confidence", c)
         object.__setattr__(self, "p_correct", p)
         object.__setattr__(self, "drift", d)
         object.__setattr__(self, "far", f.astype(bool))
@@ -47,9 +65,15 @@ class PerInputScores:
     def __len__(self) -> int:
         return int(self.p_correct.size)
 
+    @property
+    def has_window_columns(self) -> bool:
+        return all(x is not None for x in (self.predicted, self.shadow_predicted, self.confidence))
+
     def subset(self, index) -> "PerInputScores":
+        opt = {k: (None if getattr(self, k) is None else getattr(self, k)[index])
+               for k in ("predicted", "shadow_predicted", "confidence")}
         return PerInputScores(self.p_correct[index], self.drift[index], self.far[index],
-                              {k: v[index] for k, v in self.components.items()})
+                              {k: v[index] for k, v in self.components.items()}, **opt)
 
     def to_rows(self) -> list[dict[str, float]]:
         """One JSON-friendly dict per input (for logging next to the prediction)."""

@@ -1,9 +1,10 @@
 """The online estimator: a sliding window of per-input scores -> accuracy with a band.
 
 The window holds the last ``max_count`` inputs and/or those younger than ``max_age_s`` seconds
-(both limits apply when both are set). Its estimate is the mean P(correct) of the inputs in it
-(after any label-based recalibration), with a band from two sources of error added in
-quadrature:
+(both limits apply when both are set). Its estimate is, in order of preference: the mean
+label-recalibrated P(correct) once labels have corrected it (:mod:`daic.oracles.recalibration`);
+else the window-level model's estimate (:mod:`daic.oracles.window_model`) when the assessor
+provides one; else the mean P(correct). The band adds two sources of error in quadrature:
 
 * sampling: the window's accuracy is a sum of Bernoulli outcomes with those probabilities, so
   its variance is sum p(1 - p) / n^2 (Poisson-binomial);
@@ -11,12 +12,15 @@ quadrature:
   infinitely many inputs (``model_error``, measured by the assessor on held-out shifts, or the
   recalibration's own standard error once labels have corrected it).
 
-It also runs the drift test (:mod:`daic.oracles.drift`) and sets ``trusted`` False when too
-many inputs lie beyond the data the estimator was fitted on, or the window holds too few inputs:
-there the number is reported but should not be relied on.
+It also runs the drift test (:mod:`daic.oracles.drift`) and sets ``trusted`` False when the
+window's drift score exceeds ``max_drift_score`` (the assessor sets it where, on shifts it was
+not fitted on, its estimate stopped being reliable), when too many inputs lie beyond the data
+the estimator was fitted on, or when the window holds too few inputs: there the number is
+reported but should not be relied on.
 
 All state (the window's arrays, the recalibration) round-trips through a JSON-serialisable dict
-so the sidecar can persist it and resume after a restart.
+so the sidecar can persist it and resume after a restart. The window model is not state: it is
+refitted from the oracle reference and passed in again (``OnlineAssessor.estimator_from_state``).
 """
 from __future__ import annotations
 
@@ -39,7 +43,8 @@ class WindowConfig:
     level: two-sided coverage of the band. model_error: standard deviation (accuracy units) of
     the estimate's bias under shift. drift_alpha: false-alarm rate of the drift test on windows
     from the reference distribution. max_far_fraction: above this share of inputs beyond the
-    fitted support the estimate is untrusted. min_trusted_count: below it, untrusted."""
+    fitted support the estimate is untrusted. max_drift_score: above this window drift score
+    the estimate is untrusted (1.0 disables the rule). min_trusted_count: below it, untrusted."""
 
     max_count: int | None = 1000
     max_age_s: float | None = None
@@ -47,6 +52,7 @@ class WindowConfig:
     model_error: float = 0.02
     drift_alpha: float = 0.01
     max_far_fraction: float = 0.1
+    max_drift_score: float = 1.0
     min_trusted_count: int = 50
 
     def __post_init__(self) -> None:
@@ -64,6 +70,8 @@ class WindowConfig:
             raise ValueError(f"drift_alpha must lie in (0, 1), got {self.drift_alpha!r}")
         if not 0.0 <= self.max_far_fraction <= 1.0:
             raise ValueError(f"max_far_fraction must lie in [0, 1], got {self.max_far_fraction!r}")
+        if not 0.0 <= self.max_drift_score <= 1.0:
+            raise ValueError(f"max_drift_score must lie in [0, 1], got {self.max_drift_score!r}")
         if self.min_trusted_count < 1:
             raise ValueError(f"min_trusted_count must be >= 1, got {self.min_trusted_count!r}")
 
@@ -90,21 +98,38 @@ class WindowEstimate:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
 
 
+_FLOAT_COLUMNS = ("timestamps", "p_correct", "drift", "confidence")
+_INT_COLUMNS = ("predicted", "shadow_predicted")  # -1 = unknown
+_COLUMNS = _FLOAT_COLUMNS + ("far",) + _INT_COLUMNS
+
+
 @dataclass
 class _Window:
     timestamps: np.ndarray = field(default_factory=lambda: np.zeros(0))
     p_correct: np.ndarray = field(default_factory=lambda: np.zeros(0))
     drift: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    confidence: np.ndarray = field(default_factory=lambda: np.zeros(0))  # NaN = unknown
     far: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    predicted: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    shadow_predicted: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def append(self, cols: dict) -> None:
+        for name in _COLUMNS:
+            setattr(self, name, np.concatenate([getattr(self, name), cols[name]]))
+
+    def drop_before(self, start: int) -> None:
+        for name in _COLUMNS:
+            setattr(self, name, getattr(self, name)[start:])
 
 
 class OnlineEstimator:
     """Sliding-window accuracy estimate from :class:`PerInputScores` (see the module docstring)."""
 
     def __init__(self, config: WindowConfig | None = None,
-                 recalibration: Recalibration | None = None) -> None:
+                 recalibration: Recalibration | None = None, window_model=None) -> None:
         self.config = config or WindowConfig()
         self.recalibration = recalibration
+        self.window_model = window_model  # a daic.oracles.window_model.WindowModel, or None
         self._w = _Window()
 
     def __len__(self) -> int:
@@ -131,10 +156,16 @@ class OnlineEstimator:
             if n and (np.any(np.diff(ts) < 0) or (len(self) and ts[0] < self._w.timestamps[-1])):
                 raise ValueError("timestamps must be non-decreasing (no input older than the window's newest)")
         w = self._w
-        w.timestamps = np.concatenate([w.timestamps, ts])
-        w.p_correct = np.concatenate([w.p_correct, scores.p_correct])
-        w.drift = np.concatenate([w.drift, scores.drift])
-        w.far = np.concatenate([w.far, scores.far])
+        known = scores.has_window_columns
+        w.append({
+            "timestamps": ts,
+            "p_correct": scores.p_correct,
+            "drift": scores.drift,
+            "far": scores.far,
+            "confidence": scores.confidence if known else np.full(n, np.nan),
+            "predicted": scores.predicted if known else np.full(n, -1, dtype=np.int64),
+            "shadow_predicted": scores.shadow_predicted if known else np.full(n, -1, dtype=np.int64),
+        })
         self._evict(now=w.timestamps[-1] if len(self) else None)
 
     def _evict(self, now: float | None) -> None:
@@ -146,8 +177,7 @@ class OnlineEstimator:
             # Keep inputs with timestamp > now - max_age_s.
             start = max(start, int(np.searchsorted(w.timestamps, now - cfg.max_age_s, side="right")))
         if start:
-            w.timestamps, w.p_correct = w.timestamps[start:], w.p_correct[start:]
-            w.drift, w.far = w.drift[start:], w.far[start:]
+            w.drop_before(start)
 
     def advance(self, now: float) -> None:
         """Drop inputs older than ``max_age_s`` at time ``now`` (for windows with no traffic)."""
@@ -171,7 +201,9 @@ class OnlineEstimator:
                                   self.recalibration is not None)
         if self.recalibration is None:
             p = w.p_correct
-            acc = float(p.mean())
+            acc = self._window_model_estimate()
+            if acc is None:
+                acc = float(p.mean())
             model_err = cfg.model_error
         else:
             p = self.recalibration.apply(w.p_correct)
@@ -181,7 +213,8 @@ class OnlineEstimator:
         sampling_var = float((p * (1 - p)).sum()) / n**2
         half = NormalDist().inv_cdf(0.5 + cfg.level / 2) * math.sqrt(sampling_var + model_err**2)
         far_fraction = float(w.far.mean())
-        trusted = n >= cfg.min_trusted_count and far_fraction <= cfg.max_far_fraction
+        trusted = (n >= cfg.min_trusted_count and far_fraction <= cfg.max_far_fraction
+                   and drift.score <= cfg.max_drift_score)
         return WindowEstimate(
             accuracy=acc,
             lower=max(0.0, acc - half),
@@ -195,6 +228,21 @@ class OnlineEstimator:
             recalibrated=self.recalibration is not None,
         )
 
+    def _window_model_estimate(self) -> float | None:
+        """The window model's estimate, or None without a model or with inputs whose
+        predicted classes are unknown."""
+        w = self._w
+        if self.window_model is None or np.any(w.predicted < 0) or np.any(w.shadow_predicted < 0):
+            return None
+        from daic.oracles.window_model import WindowColumns
+
+        cols = WindowColumns(
+            p_correct=w.p_correct, drift=w.drift, far=w.far.astype(np.float64),
+            agreement=(w.predicted == w.shadow_predicted).astype(np.float64),
+            confidence=w.confidence, predicted=w.predicted, shadow_predicted=w.shadow_predicted,
+        )
+        return self.window_model.predict(cols)
+
     # -- state --------------------------------------------------------------------------------
     def to_state(self) -> dict:
         """JSON-serialisable state: config, recalibration and the window's contents."""
@@ -204,24 +252,30 @@ class OnlineEstimator:
             "config": asdict(self.config),
             "recalibration": None if self.recalibration is None else self.recalibration.to_dict(),
             "window": {
-                "timestamps": w.timestamps.tolist(),
-                "p_correct": w.p_correct.tolist(),
-                "drift": w.drift.tolist(),
+                **{k: [None if np.isnan(v) else v for v in getattr(w, k).tolist()] for k in _FLOAT_COLUMNS},
                 "far": w.far.astype(bool).tolist(),
+                **{k: getattr(w, k).astype(int).tolist() for k in _INT_COLUMNS},
             },
         }
 
     @classmethod
-    def from_state(cls, state: dict) -> "OnlineEstimator":
+    def from_state(cls, state: dict, window_model=None) -> "OnlineEstimator":
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported estimator state (version {state.get('version') if isinstance(state, dict) else None!r}, expected {STATE_VERSION})")
         try:
             config = WindowConfig(**state["config"])
             rec = state["recalibration"]
-            est = cls(config, None if rec is None else Recalibration.from_dict(rec))
+            est = cls(config, None if rec is None else Recalibration.from_dict(rec), window_model)
             win = state["window"]
-            arrays = {k: np.asarray(win[k], dtype=bool if k == "far" else np.float64)
-                      for k in ("timestamps", "p_correct", "drift", "far")}
+            arrays = {k: np.asarray([np.nan if v is None else v for v in win[k]], dtype=np.float64)
+                      for k in ("timestamps", "p_correct", "drift")}
+            arrays["far"] = np.asarray(win["far"], dtype=bool)
+            n = arrays["p_correct"].size
+            # Columns added in later releases may be absent from an older state: unknown.
+            arrays["confidence"] = np.asarray([np.nan if v is None else v for v in win.get("confidence", [None] * n)],
+                                              dtype=np.float64)
+            for k in _INT_COLUMNS:
+                arrays[k] = np.asarray(win.get(k, [-1] * n), dtype=np.int64)
         except KeyError as exc:
             raise ValueError(f"estimator state is missing {exc.args[0]!r}") from None
         n = arrays["p_correct"].size
@@ -229,5 +283,7 @@ class OnlineEstimator:
             raise ValueError("estimator state window arrays differ in length")
         # Validate ranges through PerInputScores, then restore as is.
         PerInputScores(arrays["p_correct"], arrays["drift"], arrays["far"])
+        if np.any(np.diff(arrays["timestamps"]) < 0):
+            raise ValueError("estimator state timestamps must be non-decreasing")
         est._w = _Window(**arrays)
         return est
