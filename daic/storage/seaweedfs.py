@@ -81,7 +81,10 @@ class SeaweedS3:
         self.s3_port = ports["s3.port"]
         args = [find_weed(), "server", f"-dir={data}", f"-ip={self.host}", f"-ip.bind={self.host}",
                 "-s3", "-filer", f"-s3.config={config}", "-master.volumeSizeLimitMB=64",
-                "-volume.max=8", f"-filer.localSocket={self.workdir / 'filer.sock'}"]
+                # Each bucket is a collection with volumes of its own: a low cap runs out after a
+                # few buckets (writes then fail with 500). Volumes grow on demand, so a high cap
+                # costs no disk.
+                "-volume.max=200", f"-filer.localSocket={self.workdir / 'filer.sock'}"]
         args += [f"-{name}={port}" for name, port in ports.items()]
         log = open(self.workdir / "weed.log", "wb")
         self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
