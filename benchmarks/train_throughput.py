@@ -12,12 +12,13 @@ process (no Ray at all), the Ray rows go through ``TorchTrainer``. Reported per 
 * fit wall: ``TorchTrainer.fit`` (worker processes, process group, data loading, all epochs,
   checkpoint uploads), or the whole loop for plain PyTorch,
 * steady-state samples/s and epoch time: the median over epochs after the first (the first
-  epoch pays warm-up: allocator, oneDNN/cuDNN autotuning),
+  epoch pays warm-up: allocator, oneDNN/cuDNN autotuning), best of ``--repeats`` round-robin runs,
 * achieved GFLOP/s: steady-state samples/s x training FLOPs per sample (both networks, forward
   and backward, counted by ``torch.utils.flop_counter``), against the device's peak on a GPU.
 
 Plain PyTorch and Ray x1 get the same hardware -- one process with ``--threads`` torch threads
-(default 1), or one GPU -- so their ratio is Ray Train's overhead (the issue's goal on a GPU:
+(default 1), or one GPU; the plain process also gets the environment and nice level Ray gives its
+workers -- so their ratio is Ray Train's overhead (the issue's goal on a GPU:
 Ray x1 >= 90 % of plain). Ray xN uses N workers x ``--threads`` CPUs (or N GPUs) and shows the
 data-parallel scaling. One thread per worker is deliberate on a small shared CPU: two OpenMP
 threads per process on two busy cores spin against each other and run several times slower.
@@ -41,6 +42,10 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     p.add_argument("--skip", default="", help="comma-separated rows to skip: plain,ray1,rayN")
+    p.add_argument("--plain-json", action="store_true", help=argparse.SUPPRESS)  # internal: one plain run
+    p.add_argument("--repeats", type=int, default=2,
+                   help="rounds over all rows (round-robin); the fastest steady epoch of each row is kept, "
+                        "the least disturbed by other load on a shared machine")
     return p.parse_args()
 
 
@@ -89,6 +94,22 @@ def run_plain(args, threads: int) -> dict:
             "precision": result.precision}
 
 
+def run_plain_like_a_ray_worker(args) -> dict:
+    """The plain run in a child process set up as Ray sets up a worker (OMP_NUM_THREADS and the
+    nice level Ray gives its workers, 15), so the comparison isolates Ray Train's own overhead
+    rather than how the OS schedules a normal process against niced ones on a shared machine."""
+    import json
+    import os
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    argv = [sys.executable, __file__, "--plain-json", "--epochs", str(args.epochs), "--base-limit",
+            str(args.base_limit), "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+            "--precision", args.precision] + (["--use-gpu"] if args.use_gpu else [])
+    out = subprocess.run(argv, env=env, preexec_fn=lambda: os.nice(15), capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def run_ray(args, workers: int, cpus_per_worker: int) -> dict:
     from daic.storage import open_store
     from daic.training.config import TrainConfig
@@ -111,19 +132,28 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    if args.plain_json:
+        import json
+
+        print(json.dumps(run_plain(args, args.threads)))
+        return
     skip = set(filter(None, args.skip.split(",")))
     flops = training_flops_per_sample()
-    rows = []
     plan = [
-        ("plain", "plain PyTorch, 1 process", lambda: run_plain(args, args.threads)),
+        ("plain", "plain PyTorch, 1 process", lambda: run_plain_like_a_ray_worker(args)),
         ("ray1", "Ray Train, 1 worker", lambda: run_ray(args, 1, args.threads)),
         ("rayN", f"Ray Train, {args.workers} workers", lambda: run_ray(args, args.workers, args.threads)),
     ]
-    for key, label, fn in plan:
-        if key in skip:
-            continue
-        print(f"running: {label} ...", flush=True)
-        rows.append((label, fn()))
+    best: dict[str, dict] = {}
+    for round_ in range(args.repeats):
+        for key, label, fn in plan:
+            if key in skip:
+                continue
+            print(f"round {round_ + 1}/{args.repeats}: {label} ...", flush=True)
+            result = fn()
+            if label not in best or steady(result["history"])[0] > steady(best[label]["history"])[0]:
+                best[label] = result
+    rows = list(best.items())
 
     device = "GPU" if args.use_gpu else "CPU"
     table = Table(title=f"training throughput on {device}: {args.base_limit} images/epoch, {args.epochs} epochs, "
@@ -140,7 +170,7 @@ def main() -> None:
         table.add_row(label, r["precision"], f"{r['ray_start_s']:.1f}", f"{r['fit_wall_s']:.1f}",
                       f"{r['history'][0]['epoch_time_s']:.1f}", f"{epoch_s:.2f}", f"{rate:,.0f}", ratio,
                       f"{rate * flops / 1e9:.1f}")
-    Console().print(table)
+    Console(width=200).print(table)
     if args.use_gpu:
         import torch
 

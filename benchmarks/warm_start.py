@@ -114,7 +114,7 @@ def main() -> None:
         table.add_row(label, version, str(epochs), f"{wall:.0f}", f"{ray_start:.1f}",
                       f"{100 * accuracy(model, *eval_clean):.2f}%", f"{100 * accuracy(model, *eval_shift):.2f}%",
                       f"{100 * accuracy(shadow, *eval_shift):.2f}%")
-    Console().print(table)
+    Console(width=200).print(table)
     for line in registry.lineage_lines():
         print(line)
     if tmp is not None:
