@@ -341,13 +341,15 @@ def main(argv=None) -> None:
             truth_rest = float(o.correct[rest].mean())
             before = held.new_estimator(max_count=len(rest))
             before.update(s_held.subset(rest))
-            rr = dict(name=c.name, true=truth_rest, before=before.estimate().accuracy)
+            rr = dict(name=c.name, true=truth_rest, before=before.estimate().accuracy, se=float("nan"))
             for method in ("intercept", "platt", "rogan_gladen"):
                 try:
                     rec = fit_recalibration(s_held.p_correct[lab], o.correct[lab], method)
                 except ValueError:
                     rr[method] = float("nan")
                     continue
+                if method == "intercept":
+                    rr["se"] = rec.std_error
                 est = held.new_estimator(max_count=len(rest))
                 est.recalibrate(rec)
                 est.update(s_held.subset(rest))
@@ -428,6 +430,13 @@ def report(rows, recal_rows, ref_acc, seen, args, timings) -> None:
             out.append([label, f"{ok.mean():.2f}", f"{ok.max():.1f}", f"{100 * np.mean(ok <= 2):.0f}%",
                         str(int((~np.isfinite(e)).sum()))])
         print_table(["method", "mean", "worst", "<= 2 pts", "not fitted"], out)
+        worst3 = sorted(recal_rows, key=lambda r: -abs(r["intercept"] - r["true"]))[:3]
+        print("largest intercept errors: " + ", ".join(
+            f"{r['name']} ({_pts(r['intercept'] - r['true'])}, label SE {100 * r['se']:.1f})" for r in worst3))
+        se = np.array([r["se"] for r in recal_rows]) * 100
+        print(f"\nthe labels' own noise (intercept std_error, sqrt(mean((y - p')^2) / {args.labels})): mean "
+              f"{np.nanmean(se):.2f} pts, range {np.nanmin(se):.2f}-{np.nanmax(se):.2f}: a mean absolute error "
+              f"of about 0.8 x that is the floor for {args.labels} labels")
     print("\ntime: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
 
 

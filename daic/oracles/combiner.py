@@ -18,6 +18,7 @@ from daic.oracles.batch import OracleBatch
 from daic.oracles.confidence import margin, max_softmax, normalised_entropy
 from daic.oracles.disagreement import agreement, shadow_support
 from daic.oracles.distance import KNNDistanceOracle, MahalanobisOracle
+from daic.oracles.threads import single_thread
 
 FEATURES: tuple[str, ...] = (
     "logit_max_softmax",
@@ -80,14 +81,16 @@ class Combiner:
             from sklearn.preprocessing import StandardScaler
 
             model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0 / self.regularisation, max_iter=2000))
-            model.fit(x, y, logisticregression__sample_weight=sample_weight)
+            with single_thread():
+                model.fit(x, y, logisticregression__sample_weight=sample_weight)
         else:
             from sklearn.ensemble import HistGradientBoostingClassifier
 
             model = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
                                                    l2_regularization=self.regularisation,
                                                    random_state=self.seed)
-            model.fit(x, y, sample_weight=sample_weight)
+            with single_thread():
+                model.fit(x, y, sample_weight=sample_weight)
         self._model = model
         return self
 
@@ -98,6 +101,7 @@ class Combiner:
 
             raise NotFittedError("combiner: call fit before predict")
         x = np.asarray(features, dtype=np.float64)
-        proba = self._model.predict_proba(x)
+        with single_thread():
+            proba = self._model.predict_proba(x)
         col = list(self._model.classes_).index(True)
         return proba[:, col]

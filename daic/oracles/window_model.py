@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from daic.oracles.threads import single_thread
+
 WINDOW_FEATURES: tuple[str, ...] = (
     "mean_p_correct",       # the per-input estimate itself
     "drift_score",          # mean latent-distance percentile
@@ -169,17 +171,15 @@ class WindowModel:
 
     def fit(self, features: np.ndarray, accuracy: np.ndarray) -> "WindowModel":
         from sklearn.ensemble import HistGradientBoostingRegressor
-        from threadpoolctl import threadpool_limits
-
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != len(WINDOW_FEATURES):
             raise ValueError(f"features must have shape (W, {len(WINDOW_FEATURES)}), got {x.shape}")
         residual = np.asarray(accuracy, dtype=np.float64) - x[:, 0]
         # One thread: a few thousand rows are split faster than OpenMP threads can synchronise,
         # and on a busy machine spinning threads make it orders of magnitude slower.
-        with threadpool_limits(limits=1):
+        with single_thread():
             self._model = HistGradientBoostingRegressor(
-                max_iter=300, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=20,
+                max_iter=150, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=20,
                 random_state=self.seed,
             ).fit(x, residual)
         return self
@@ -189,10 +189,8 @@ class WindowModel:
             from daic.oracles.base import NotFittedError
 
             raise NotFittedError("WindowModel: call fit first")
-        from threadpoolctl import threadpool_limits
-
         x = np.atleast_2d(np.asarray(features, dtype=np.float64))
-        with threadpool_limits(limits=1):
+        with single_thread():
             residual = self._model.predict(x)
         return np.clip(x[:, 0] + residual, 0.0, 1.0)
 
