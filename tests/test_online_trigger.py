@@ -51,6 +51,17 @@ def test_threshold_is_strict_and_absolute_mode():
     assert decide(absolute, _est(0.89)).assess and not decide(absolute, _est(0.9)).assess
 
 
+def test_compare_uses_the_band():
+    est = _est(0.955)  # band 0.945 .. 0.965 around a threshold of 0.96
+    assert decide(POLICY, est).assess
+    upper = TriggerPolicy(threshold=0.03, reference_accuracy=0.99, compare="upper")
+    assert not decide(upper, est).assess and decide(upper, _est(0.945)).assess
+    lower = TriggerPolicy(threshold=0.03, reference_accuracy=0.99, compare="lower")
+    assert decide(lower, _est(0.965)).assess and not decide(lower, _est(0.975)).assess
+    with pytest.raises(ValueError, match="compare"):
+        TriggerPolicy(threshold=0.03, reference_accuracy=0.99, compare="median")
+
+
 def test_drift_alarm_option():
     policy = TriggerPolicy(threshold=0.03, reference_accuracy=0.99, trigger_on_drift_alarm=True)
     assert decide(policy, _est(0.99, alarm=True)).assess

@@ -191,6 +191,7 @@ class OnlineAssessor:
         self.model_error = cfg.default_model_error
         self.max_drift_score = cfg.default_max_drift_score
         self.held_out_errors: dict[str, float] = {}
+        self.window_errors: dict[str, np.ndarray] = {}
         self.window_model = None
         knn_col = FEATURES.index("knn_distance")
         if shifted is None:

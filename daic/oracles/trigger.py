@@ -4,7 +4,9 @@ Offline assessment costs human labels, so the online side decides when it is wor
 policy fires ("assess now") when, with enough evidence in the window,
 
 * the estimated accuracy is below the threshold (absolute, or a drop from the reference
-  accuracy), or
+  accuracy); ``compare`` picks which number of the window is compared: the point estimate
+  (default), the band's upper bound (fire only on a confident drop: fewer false triggers, later
+  detection) or its lower bound (fire as soon as a drop is plausible), or
 * optionally, the estimate is untrusted while the drift test alarms: the inputs have moved
   where the label-free estimate means little, so only labels can tell, or
 * optionally, on any drift alarm.
@@ -21,13 +23,15 @@ from dataclasses import dataclass
 from daic.oracles.window import WindowEstimate
 
 MODES: tuple[str, ...] = ("absolute", "drop")
+COMPARE: tuple[str, ...] = ("estimate", "upper", "lower")
 
 
 @dataclass(frozen=True)
 class TriggerPolicy:
     """mode "absolute": fire below ``threshold`` (an accuracy in [0, 1]); mode "drop": fire
     below ``reference_accuracy - threshold``. ``min_evidence``: inputs a window needs before
-    any decision. ``hysteresis``: margin above the threshold to re-arm."""
+    any decision. ``hysteresis``: margin above the threshold to re-arm. ``compare``: which
+    number of the window is compared with the threshold (see the module docstring)."""
 
     threshold: float = 0.03
     mode: str = "drop"
@@ -36,8 +40,11 @@ class TriggerPolicy:
     hysteresis: float = 0.01
     trigger_when_untrusted: bool = True
     trigger_on_drift_alarm: bool = False
+    compare: str = "estimate"
 
     def __post_init__(self) -> None:
+        if self.compare not in COMPARE:
+            raise ValueError(f"unknown compare {self.compare!r}; valid: {', '.join(COMPARE)}")
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
         if not 0.0 <= self.threshold <= 1.0:
@@ -74,7 +81,10 @@ def decide(policy: TriggerPolicy, estimate: WindowEstimate, armed: bool = True) 
     if estimate.n < policy.min_evidence or math.isnan(estimate.accuracy):
         return TriggerDecision(False, armed, f"insufficient evidence ({estimate.n} < {policy.min_evidence} inputs)")
     limit = policy.accuracy_threshold
-    below = estimate.accuracy < limit
+    value = {"estimate": estimate.accuracy, "upper": estimate.upper, "lower": estimate.lower}[policy.compare]
+    if math.isnan(value):
+        value = estimate.accuracy  # a reading without a band falls back to the point estimate
+    below = value < limit
     untrusted_shift = policy.trigger_when_untrusted and not estimate.trusted and estimate.drift_alarm
     drift = policy.trigger_on_drift_alarm and estimate.drift_alarm
     if not armed:
@@ -83,7 +93,7 @@ def decide(policy: TriggerPolicy, estimate: WindowEstimate, armed: bool = True) 
             return TriggerDecision(False, True, f"re-armed: estimate {estimate.accuracy:.4f} >= {limit + policy.hysteresis:.4f}")
         return TriggerDecision(False, False, "disarmed until the estimate recovers")
     if below:
-        return TriggerDecision(True, False, f"estimate {estimate.accuracy:.4f} < threshold {limit:.4f}")
+        return TriggerDecision(True, False, f"{policy.compare} {value:.4f} < threshold {limit:.4f}")
     if untrusted_shift:
         return TriggerDecision(True, False, "drift alarm with an untrusted estimate")
     if drift:
