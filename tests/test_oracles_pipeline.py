@@ -119,3 +119,25 @@ def test_trust_threshold_exact():
     assert _trust_threshold(drift, errors, 0.001, 1.0) == 0.5     # nothing: the smallest drift
     # Ties are decided together: the 0.7 group contains a large error.
     assert _trust_threshold(np.array([0.5, 0.7, 0.7]), np.array([0.0, 0.0, 0.4]), 0.05, 1.0) == 0.5
+
+
+def test_tiny_shifted_references_fall_back_without_cross_fitting():
+    rng = np.random.default_rng(4)
+    ref = _synthetic(200, rng)
+    one_type = ShiftedReference(_synthetic(40, rng, shift=1.0, noise=0.3), np.array(["fog/1"] * 40))
+    a = OnlineAssessor(SMALL).fit(ref, one_type)
+    assert a.window_model is None and "fewer than 2" in a.cv_skipped
+    assert a.model_error == SMALL.default_model_error and a.max_drift_score == SMALL.default_max_drift_score
+    # Two types, but one of them has no errors at all: a fold's combiner cannot be fitted.
+    clean_part = _synthetic(20, rng)
+    perfect = OracleReference(np.eye(2)[clean_part.labels] * 0.98 + 0.01, clean_part.embeddings,
+                              clean_part.labels, clean_part.shadow_probs)
+    noisy = _synthetic(20, rng, shift=1.0, noise=0.5)
+    both = OracleReference(*(np.concatenate([getattr(perfect, f), getattr(noisy, f)])
+                             for f in ("probs", "embeddings", "labels", "shadow_probs")))
+    small_cal = OracleReference(np.eye(2)[ref.labels[:40]] * 0.98 + 0.01, ref.embeddings[:40],
+                                ref.labels[:40], ref.shadow_probs[:40])
+    b = OnlineAssessor(SMALL).fit(small_cal, ShiftedReference(both, np.array(["a/1"] * 20 + ["b/1"] * 20)))
+    assert b.window_model is None and "cross-fitting impossible" in b.cv_skipped
+    s = b.score(noisy.probs, noisy.embeddings, noisy.shadow_probs)
+    assert b.new_estimator(max_count=100).estimate().n == 0 and len(s) == 20

@@ -193,6 +193,7 @@ class OnlineAssessor:
         self.held_out_errors: dict[str, float] = {}
         self.window_errors: dict[str, np.ndarray] = {}
         self.window_model = None
+        self.cv_skipped: str | None = None  # why no held-out measurement was made, if so
         knn_col = FEATURES.index("knn_distance")
         if shifted is None:
             self.combiner = Combiner(cfg.combiner, cfg.regularisation, cfg.seed).fit(x_cal, cal.correct)
@@ -213,6 +214,22 @@ class OnlineAssessor:
         self.combiner = Combiner(cfg.combiner, cfg.regularisation, cfg.seed).fit(x, y, w)
         self._far_distance = float(np.quantile(x[:, FEATURES.index("knn_distance")], cfg.far_quantile))
 
+        types = shifted.types
+        if len(np.unique(types)) < 2:
+            self.cv_skipped = "fewer than 2 corruption types in the shifted reference"
+            return
+        try:
+            self._cross_fit(cal, x, y, w, shifted)
+        except ValueError as exc:  # a fold without errors (tiny references in tests)
+            self.cv_skipped = f"cross-fitting impossible: {exc}"
+            self.window_model = None
+            self.held_out_errors = {}
+
+    def _cross_fit(self, cal: OracleReference, x: np.ndarray, y: np.ndarray, w: np.ndarray,
+                   shifted: ShiftedReference) -> None:
+        """Steps 1-3 of the module docstring: out-of-fold combiner, window model, trust region."""
+        cfg = self.config
+        sref = shifted.reference
         # Folds over corruption types; clean rows spread over the folds at random.
         types = shifted.types
         uniq = np.unique(types)

@@ -138,7 +138,7 @@ def synthesize_windows(
             prior = rng.dirichlet(np.full(n_classes, synthesis.dirichlet))
         else:
             prior = None
-        n_clean = int(round(clean_share * size))
+        n_clean = int(round(clean_share * size)) if len(clean[1]) else 0
         counts = [n_clean] + list(rng.multinomial(size - n_clean, np.full(k, 1.0 / k)))
         parts, correct = [], []
         for pool, count in zip([clean] + [conditions[c] for c in chosen], counts):
