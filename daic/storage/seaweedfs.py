@@ -84,7 +84,10 @@ class SeaweedS3:
                 # Each bucket is a collection with volumes of its own: a low cap runs out after a
                 # few buckets (writes then fail with 500). Volumes grow on demand, so a high cap
                 # costs no disk.
-                "-volume.max=200", f"-filer.localSocket={self.workdir / 'filer.sock'}"]
+                "-volume.max=200",
+                # The S3 gateway also opens Iceberg and Lance listeners on fixed ports: off, so two
+                # servers (two test runs) can share a machine.
+                "-s3.port.iceberg=0", "-s3.port.lance=0", f"-filer.localSocket={self.workdir / 'filer.sock'}"]
         args += [f"-{name}={port}" for name, port in ports.items()]
         log = open(self.workdir / "weed.log", "wb")
         self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
