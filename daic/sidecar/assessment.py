@@ -48,9 +48,10 @@ class AssessorPool:
             return list(self._assessors)
 
     def new_estimator(self, version: str) -> OnlineEstimator:
-        """A window whose model-error term is the version's measured one."""
-        return OnlineEstimator(self.get(version).window_config(max_count=self.window))
+        """A window with the version's window model, measured model error and trust region."""
+        return self.get(version).new_estimator(max_count=self.window)
 
-    @staticmethod
-    def estimator_from_state(state: dict) -> OnlineEstimator:
-        return OnlineEstimator.from_state(state)
+    def estimator_from_state(self, state: dict, version: str) -> OnlineEstimator:
+        """Resume a persisted window; the window model is refitted (deterministically) with the
+        version's assessor, since it is not part of the saved state."""
+        return self.get(version).estimator_from_state(state)

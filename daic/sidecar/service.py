@@ -482,7 +482,7 @@ class SidecarService:
                 self.metrics.drop("unreadable")
         self.join.restore(pending, list(checkpoint.get("completed", [])))
         for version, state in checkpoint.get("estimators", {}).items():
-            self.estimators[version] = self.assessors.estimator_from_state(state)
+            self.estimators[version] = self.assessors.estimator_from_state(state, version)
         for version, s in checkpoint.get("feedback", {}).items():
             self.feedback[version] = _FeedbackStats(int(s["n"]), int(s["correct"]), list(s["p_correct"]),
                                                     list(s["is_correct"]))
