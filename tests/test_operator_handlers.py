@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import time
 
 import pytest
 import requests
@@ -28,20 +27,9 @@ from fakes.compiled_pipeline import compile_to
 from fakes.crd_schema import REPO, crd_schema
 from fakes.kube import FakeKube
 from fakes.sidecar import FakeSidecar, drifted_stream
-
-RESULT = {"drop_confirmed": True, "offline_accuracy": 0.81, "offline_lower": 0.76, "offline_upper": 0.86,
-          "labels_used": 150, "champion_version": "v0001", "champion_accuracy": 0.81,
-          "challenger_version": "v0002", "challenger_accuracy": 0.95}
+from fakes.waiting import RESULT, wait_for
 
 
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Cluster:

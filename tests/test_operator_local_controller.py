@@ -12,7 +12,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,21 +23,16 @@ from daic.operators.local_controller import LocalController
 from daic.operators.status import Decision, Phase
 from daic.storage import open_store
 from fakes.sidecar import FakeSidecar, drifted_stream
-
-FAKE_PIPELINE = f"{Path(__file__).parent / 'fakes' / 'pipeline.py'}:run"
-RESULT = {"drop_confirmed": True, "offline_accuracy": 0.81, "offline_lower": 0.76, "offline_upper": 0.86,
-          "labels_used": 150, "champion_version": "v0001", "champion_accuracy": 0.81,
-          "challenger_version": "v0002", "challenger_accuracy": 0.95}
+from fakes.waiting import RESULT
+from fakes.waiting import wait_for as _wait_for
 
 
 def wait_for(predicate, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return _wait_for(predicate, timeout, what)
+
+
+FAKE_PIPELINE = f"{Path(__file__).parent / 'fakes' / 'pipeline.py'}:run"
+
 
 
 def write_cycle(path: Path, sidecar_url: str, tmp: Path, result=None, annotations=None, **spec_patch) -> Path:
