@@ -120,3 +120,33 @@ def test_bad_arguments_raise_clear_errors():
         ActiveModelAssisted(uniform_share=0.0)
     with pytest.raises(ValueError, match="min_per_stratum"):
         StratifiedNeyman(min_per_stratum=1)
+
+
+def test_skewness_uses_the_floored_variance():
+    """When the model-based floor binds, the skew correction is scaled by it: a floor far above
+    the sample variance leaves an (almost) symmetric interval, whatever the sample's skewness."""
+    from daic.sampling.pps import mean_interval
+
+    terms = np.array([1.0] * 45 + [0.2] * 5)  # strongly left-skewed sample
+    _, lo, hi = mean_interval(terms, 0.95, skew_correction=True)
+    m = terms.mean()
+    assert (hi - m) / (m - lo) < 0.9  # skewed sample, no floor: clearly asymmetric
+    floor = np.full(terms.size, 100 * terms.var(ddof=1))
+    _, lo, hi = mean_interval(terms, 0.95, floor, skew_correction=True)
+    assert (hi - m) / (m - lo) == pytest.approx(1.0, abs=0.02)
+
+
+def test_active_interval_is_not_needlessly_wide_at_99_percent():
+    """A calibrated oracle at 99% accuracy, one batch of 50 labels: the interval covers and its
+    mean half-width stays within 1.7x of 1.96 x the estimator's spread (the sample skewness over
+    the sample variance, before the floored scale, made it ~2x)."""
+    spec = ScenarioSpec("clean-test", accuracy=0.99, oracle_accuracy=0.99, spread=3.5)
+    sim = simulate_pool(spec, n=5000, seed=3)
+    d = ActiveModelAssisted()
+    est, cover, hw = [], [], []
+    for r in range(600):
+        s = d.draw(sim.pool, Sample.empty(), np.zeros(0, bool), 50, np.random.default_rng(r))
+        e = d.estimate(sim.pool, s, sim.correct[s.indices], 0.95)
+        est.append(e.accuracy), cover.append(e.covers(sim.accuracy)), hw.append(e.half_width)
+    assert np.mean(cover) >= 0.95
+    assert np.mean(hw) <= 1.7 * 1.96 * np.std(est), (np.mean(hw), np.std(est))
