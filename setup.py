@@ -15,7 +15,7 @@ EXTRAS = {
     "train": [TORCH, "ray[train]==2.60.0"],
     "pipelines": ["kfp==2.17.0", "kfp-kubernetes==2.17.0"],  # kfp 2.17.3 needs an unavailable certifi
     "operator": ["kopf==1.45.2", "kubernetes==30.1.0"],
-    "oracle": ["prometheus-client==0.26.0", "cloudevents==2.2.0", "aiohttp==3.14.5"],
+    "oracle": ["prometheus-client==0.26.0", "cloudevents==2.2.0", "aiohttp==3.14.5", "orjson==3.11.4"],
     # seldon-core 1.18 pins protobuf<4, Flask<3, click<8.1: never together with kfp/kopf.
     "serving": [
         "seldon-core==1.18.2",

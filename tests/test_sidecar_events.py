@@ -123,3 +123,32 @@ def test_encoder_matches_the_sdk_binary_encoding():
             assert ours[name] == sdk[name], name
     event = parse_cloudevent(ours, body, now=1.0)
     assert (event.request_id, event.event_id, event.kind) == ("puid 1%", "e-1", "response")
+
+
+def test_structured_mode_parses_through_the_sdk_to_the_same_event():
+    from cloudevents.core.bindings.http import to_structured
+    from cloudevents.core.formats.json import JSONFormat
+    from cloudevents.core.v1.event import CloudEvent
+
+    headers, body = encode_cloudevent("request", "puid-7", BODY, source="http://gw/", model_id="classifier",
+                                      event_id="e-7")
+    binary = parse_cloudevent(headers, body, now=2.0)
+    attrs = {k[3:]: v for k, v in headers.items() if k.startswith("ce-") and k not in ("ce-specversion", "ce-time")}
+    message = to_structured(CloudEvent(attributes={**attrs, "datacontenttype": "application/json"},
+                                       data=json.loads(BODY)), JSONFormat())
+    structured = parse_cloudevent(message.headers, message.body, now=2.0)
+    assert structured.body == binary.body and json.loads(structured.raw) == json.loads(binary.raw)
+    assert (structured.kind, structured.event_id, structured.request_id, structured.model_id) == \
+        (binary.kind, binary.event_id, binary.request_id, binary.model_id)
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (lambda h: h.update({"ce-specversion": "0.3"}), "Specversion '0.3'"),
+    (lambda h: h.pop("ce-id"), "missing required attribute.*Ce-Id"),
+    (lambda h: h.pop("ce-specversion"), "Ce-Specversion"),
+])
+def test_binary_mode_required_attributes(mutate, words):
+    headers, body = encode_cloudevent("request", "r", BODY, source="s", model_id="m")
+    mutate(headers)
+    with pytest.raises(EventError, match=words):
+        parse_cloudevent(headers, body, now=0)

@@ -8,10 +8,12 @@
   the shared ``Ce-Requestid`` (:func:`daic.sidecar.events.encode_cloudevent`);
 * forwards ``POST /api/v1.0/feedback`` to the model and logs it as a feedback event.
 
-Logging is asynchronous, as in the executor: events go to a bounded queue drained by a few
-workers, so a slow or absent sidecar never delays a prediction. A full queue drops the event and
-counts it; ``GET /gateway/stats`` reports every count, so a benchmark can check that each request
-was logged or counted as dropped.
+Logging is asynchronous, as in the executor: each event is written down a pipe to a child process
+(:mod:`daic.serving.request_logger`, the executor's logger workers) that posts it, so neither a
+slow sidecar nor the HTTP of logging takes time or CPU from the gateway's event loop. With
+``log_queue`` events unacknowledged, further events are dropped and counted; each posted event
+comes back as sent, rejected (non-200) or failed; ``GET /gateway/stats`` reports every count, so
+a benchmark can check that each request was logged or counted as dropped.
 """
 from __future__ import annotations
 
@@ -19,13 +21,17 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import sys
 import uuid
 from collections import Counter
 from dataclasses import dataclass
 
 import aiohttp
+import orjson
 from aiohttp import web
 
+from daic.serving.request_logger import ACK_SIZE, FAILED, decode_acks, encode_frame
 from daic.sidecar.events import encode_cloudevent
 
 logger = logging.getLogger(__name__)
@@ -45,10 +51,14 @@ class GatewayConfig:
     log_queue: int = 10_000
     log_workers: int = 4
     timeout_s: float = 30.0
+    logger_cpus: tuple[int, ...] = ()  # CPU affinity of the request-logger process (empty: inherit)
 
     def __post_init__(self) -> None:
         if self.log_queue < 1 or self.log_workers < 1:
             raise ValueError("log_queue and log_workers must be >= 1")
+        if any(not 0 <= cpu < (os.cpu_count() or 1) for cpu in self.logger_cpus):
+            raise ValueError(f"logger_cpus must be CPU numbers in 0..{(os.cpu_count() or 1) - 1}, "
+                             f"got {self.logger_cpus}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         for name in ("model_url", "logger_url"):
@@ -67,10 +77,12 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.stats: Counter[str] = Counter()
-        self._queue: asyncio.Queue | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._log_session: aiohttp.ClientSession | None = None
-        self._workers: list[asyncio.Task] = []
+        self._logger: asyncio.subprocess.Process | None = None
+        self._logger_down = False
+        self._in_flight = 0  # events written to the request logger, not yet acknowledged
+        self._settled: asyncio.Event | None = None  # set while nothing is in flight
+        self._ack_reader: asyncio.Task | None = None
         self._source = f"http://{config.host}:{config.port}/"
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -78,54 +90,79 @@ class Gateway:
         timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
         self._session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=256))
         if self.config.logger_url:
-            self._queue = asyncio.Queue(maxsize=self.config.log_queue)
-            self._log_session = aiohttp.ClientSession(timeout=timeout,
-                                                      connector=aiohttp.TCPConnector(limit=self.config.log_workers * 2))
-            self._workers = [asyncio.create_task(self._log_worker()) for _ in range(self.config.log_workers)]
+            cpus = self.config.logger_cpus
+            self._logger = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "daic.serving.request_logger", "--url", self.config.logger_url,
+                "--workers", str(self.config.log_workers), "--timeout", str(self.config.timeout_s),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+            self._settled = asyncio.Event()
+            self._settled.set()
+            self._ack_reader = asyncio.create_task(self._read_acks())
 
     async def stop(self, app: web.Application | None = None) -> None:
-        """Send what is queued (bounded wait), then close."""
-        if self._queue is not None:
+        """Wait (bounded) until every logged event is acknowledged, then close."""
+        if self._settled is not None:
             try:
-                await asyncio.wait_for(self._queue.join(), timeout=10.0)
+                await asyncio.wait_for(self._settled.wait(), timeout=10.0)
             except asyncio.TimeoutError:
-                self.stats["events_unsent_at_stop"] += self._queue.qsize()
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        for session in (self._session, self._log_session):
-            if session is not None:
-                await session.close()
+                self.stats["events_unsent_at_stop"] += self._in_flight
+        if self._logger is not None and self._logger.returncode is None:
+            self._logger.stdin.close()
+            try:
+                await asyncio.wait_for(self._logger.wait(), timeout=5.0)
+            except asyncio.TimeoutError:
+                self._logger.kill()
+                await self._logger.wait()
+        if self._ack_reader is not None:
+            self._ack_reader.cancel()
+            await asyncio.gather(self._ack_reader, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
 
     # -- logging ------------------------------------------------------------------------------
     def _log(self, kind: str, puid: str, body: bytes) -> None:
-        if self._queue is None:
+        """Hand one event to the request logger: a non-blocking pipe write. At most ``log_queue``
+        events are in flight; beyond that the event is dropped and counted."""
+        if self._logger is None:
+            return
+        if self._in_flight >= self.config.log_queue:
+            self.stats["events_dropped_queue_full"] += 1
             return
         headers, data = encode_cloudevent(kind, puid, body, source=self._source, model_id=self.config.model_id,
                                           deployment=self.config.deployment, namespace=self.config.namespace,
                                           predictor=self.config.predictor)
-        try:
-            self._queue.put_nowait((headers, data))
-            self.stats["events_queued"] += 1
-        except asyncio.QueueFull:
-            self.stats["events_dropped_queue_full"] += 1
+        self.stats["events_queued"] += 1
+        if self._logger_down or self._logger.stdin.is_closing():
+            self.stats["events_failed"] += 1
+            return
+        self._logger.stdin.write(encode_frame(headers, data))
+        self._in_flight += 1
+        self._settled.clear()
 
-    async def _log_worker(self) -> None:
-        assert self._queue is not None and self._log_session is not None
-        while True:
-            headers, data = await self._queue.get()
-            try:
-                async with self._log_session.post(self.config.logger_url, data=data, headers=headers) as resp:
-                    await resp.read()
-                    if resp.status == 200:
-                        self.stats["events_sent"] += 1
-                    else:
-                        self.stats[f"events_rejected_{resp.status}"] += 1
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                self.stats["events_failed"] += 1
-                logger.warning("request logger post failed: %s", exc)
-            finally:
-                self._queue.task_done()
+    async def _read_acks(self) -> None:
+        assert self._logger is not None
+        pending = b""
+        while data := await self._logger.stdout.read(ACK_SIZE * 4096):
+            pending += data
+            whole = len(pending) - len(pending) % ACK_SIZE
+            statuses, pending = decode_acks(pending[:whole]), pending[whole:]
+            for status in statuses:
+                self.stats["events_sent" if status == 200 else "events_failed" if status == FAILED
+                           else f"events_rejected_{status}"] += 1
+            self._settle(len(statuses))
+        self._logger_down = True
+        code = await self._logger.wait()
+        if self._in_flight:
+            logger.error("the request logger exited (code %s); %d event(s) in flight count as failed",
+                         code, self._in_flight)
+        self.stats["events_failed"] += self._in_flight
+        self._settle(self._in_flight)
+
+    def _settle(self, n: int) -> None:
+        self._in_flight -= n
+        if self._in_flight == 0:
+            self._settled.set()
 
     # -- handlers -----------------------------------------------------------------------------
     async def predictions(self, request: web.Request) -> web.Response:
@@ -151,10 +188,10 @@ class Gateway:
             return web.Response(body=raw, status=status, content_type="application/json")
         self._log("response", puid, raw)
         try:
-            reply = json.loads(raw)
+            reply = orjson.loads(raw)
             reply.setdefault("meta", {})["puid"] = puid
-            out = json.dumps(reply).encode()
-        except (ValueError, AttributeError):
+            out = orjson.dumps(reply)
+        except (ValueError, AttributeError, TypeError):
             out = raw
         return web.Response(body=out, status=200, content_type="application/json", headers={"Seldon-Puid": puid})
 
@@ -191,7 +228,7 @@ class Gateway:
             return web.json_response({"ready": False, "error": str(exc)}, status=503)
 
     async def get_stats(self, request: web.Request) -> web.Response:
-        queued = self._queue.qsize() if self._queue is not None else 0
+        queued = self._in_flight
         return web.json_response({**self.stats, "log_queue_depth": queued})
 
     def app(self) -> web.Application:
@@ -206,6 +243,13 @@ class Gateway:
         return app
 
 
+def _cpu_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"--logger-cpus must be comma-separated CPU numbers, got {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m daic.serving.gateway", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -216,13 +260,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--deployment", default="mnist")
     parser.add_argument("--log-workers", type=int, default=4)
     parser.add_argument("--log-queue", type=int, default=10_000)
+    parser.add_argument("--logger-cpus", default="",
+                        help="CPU affinity of the request-logger process, e.g. '1' or '2,3' (default: inherit)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         config = GatewayConfig(model_url=args.model_url,
                                logger_url=None if args.logger_url.lower() == "none" else args.logger_url,
                                host=args.host, port=args.port, deployment=args.deployment,
-                               log_workers=args.log_workers, log_queue=args.log_queue)
+                               log_workers=args.log_workers, log_queue=args.log_queue,
+                               logger_cpus=_cpu_list(args.logger_cpus))
     except ValueError as exc:
         parser.error(str(exc))
     web.run_app(Gateway(config).app(), host=config.host, port=config.port, print=None, access_log=None)

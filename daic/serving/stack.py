@@ -40,6 +40,10 @@ def default_serving_python() -> Path:
     return REPO_ROOT / ".venv-serving" / "bin" / "python"
 
 
+#: "logger" is the gateway's request-logger child process (daic.serving.request_logger).
+PROCESSES: tuple[str, ...] = ("model", "sidecar", "gateway", "logger")
+
+
 @dataclass(frozen=True)
 class StackConfig:
     """Ports 0 are not allowed here: the processes must know each other's ports up front."""
@@ -63,6 +67,9 @@ class StackConfig:
     serving_python: Path = field(default_factory=default_serving_python)
     startup_timeout_s: float = 180.0
     sidecar_options: dict[str, Any] = field(default_factory=dict)
+    #: CPU affinity per process ("model", "sidecar", "gateway"), e.g. {"sidecar": (1,)}: on one
+    #: machine, the closest thing to the per-container CPU a pod's resources give each container.
+    cpus: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         ports = {"gateway_port": self.gateway_port, "model_port": self.model_port,
@@ -74,6 +81,13 @@ class StackConfig:
             raise ValueError(f"ports must differ, got {ports}")
         if self.workers < 1 or self.threads < 1:
             raise ValueError("workers and threads must be >= 1")
+        available = set(range(os.cpu_count() or 1))
+        for name, cpus in self.cpus.items():
+            if name not in PROCESSES:
+                raise ValueError(f"cpus: unknown process {name!r}; expected one of {', '.join(PROCESSES)}")
+            if not cpus or not set(cpus) <= available:
+                raise ValueError(f"cpus[{name!r}] must be a non-empty subset of this machine's CPUs "
+                                 f"{sorted(available)}, got {cpus}")
 
     @property
     def gateway_url(self) -> str:
@@ -141,7 +155,8 @@ class LocalStack:
         c = self.config
         return [sys.executable, "-m", "daic.serving.gateway", "--host", c.host, "--port", str(c.gateway_port),
                 "--model-url", c.model_url, "--deployment", c.deployment,
-                "--logger-url", f"{c.sidecar_url}/" if c.with_sidecar else "none"]
+                "--logger-url", f"{c.sidecar_url}/" if c.with_sidecar else "none",
+                "--logger-cpus", ",".join(map(str, c.cpus.get("logger", ())))]
 
     def _model_env(self) -> dict[str, str]:
         c = self.config
@@ -185,8 +200,10 @@ class LocalStack:
         env = {**os.environ, **extra_env, "PYTHONUNBUFFERED": "1"}
         with open(log, "ab") as fh:
             fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
+            cpus = self.config.cpus.get(name)
             popen = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=env, start_new_session=True)
+                                     env=env, start_new_session=True,
+                                     preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
         self._procs[name] = _Proc(name, popen, log)
 
     def _wait(self, name: str, url: str, deadline: float) -> None:

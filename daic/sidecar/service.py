@@ -67,7 +67,18 @@ class _Scored:
 
     records: OperationalRecords
     version: str
-    scores: Any | None  # PerInputScores, None when the version has no usable reference
+    scored: bool  # False when the version has no usable reference
+
+
+@dataclass
+class _ScoredBatch:
+    """What one scoring call produced: the predictions in arrival order, and per model version
+    the scores of all its inputs in that order (one estimator update per version, not per
+    request: the window's update copies its arrays, so per-request updates cost O(window))."""
+
+    items: list[_Scored]
+    by_version: dict[str, Any]  # version -> PerInputScores
+    unreadable: int
 
 
 @dataclass
@@ -304,16 +315,18 @@ class SidecarService:
         name predictions scored just now."""
         joined, self._to_score = self._to_score, []
         if joined:
-            scored, unreadable = await asyncio.to_thread(self._score, joined)
-            if unreadable:
-                self.metrics.drop("unreadable", 2 * unreadable)
-            for item in scored:
+            batch = await asyncio.to_thread(self._score, joined)
+            if batch.unreadable:
+                self.metrics.drop("unreadable", 2 * batch.unreadable)
+            for item in batch.items:
                 self._absorb(item)
+            for version, scores in batch.by_version.items():
+                self._estimate(version, scores)
         feedback, self._feedback_waiting = self._feedback_waiting, []
         for event in feedback:
             self._apply_feedback(event)
 
-    def _score(self, joined: list[Joined]) -> tuple[list[_Scored], int]:
+    def _score(self, joined: list[Joined]) -> _ScoredBatch:
         """Decode, group by model version, score each group in one call (worker thread)."""
         decoded = []
         unreadable = 0
@@ -332,6 +345,7 @@ class SidecarService:
         for item in decoded:
             by_version.setdefault(item[2].version, []).append(item)
         results = []
+        scored_by_version = {}
         for version, items in by_version.items():
             sizes = [it[1].shape[0] for it in items]
             probs = np.concatenate([it[2].probs for it in items])
@@ -342,15 +356,20 @@ class SidecarService:
             except Exception as exc:  # noqa: BLE001 - record the inputs anyway, unscored
                 logger.warning("model version %s: cannot score (%s); recording unscored", version, exc)
                 scores = None
+            if scores is not None:
+                scored_by_version[version] = scores
             start = 0
             for (pair, images, outputs), n in zip(items, sizes):
-                part = None if scores is None else scores.subset(np.arange(start, start + n))
-                results.append(_Scored(self._records(pair, images, outputs, part), version, part))
+                rows = slice(start, start + n)
+                p_correct, drift = (None, None) if scores is None else (scores.p_correct[rows], scores.drift[rows])
+                results.append(_Scored(self._records(pair, images, outputs, p_correct, drift), version,
+                                       scores is not None))
                 start += n
-        return results, unreadable
+        return _ScoredBatch(results, scored_by_version, unreadable)
 
     @staticmethod
-    def _records(pair: Joined, images: np.ndarray, outputs, scores) -> OperationalRecords:
+    def _records(pair: Joined, images: np.ndarray, outputs, p_correct: np.ndarray | None,
+                 drift: np.ndarray | None) -> OperationalRecords:
         n = images.shape[0]
         nan = np.full(n, np.nan)
         return OperationalRecords(
@@ -362,8 +381,8 @@ class SidecarService:
             probs=outputs.probs,
             embeddings=outputs.embeddings,
             shadow_probs=outputs.shadow_probs,
-            p_correct=nan if scores is None else scores.p_correct,
-            drift=nan if scores is None else scores.drift,
+            p_correct=nan if p_correct is None else p_correct,
+            drift=nan if drift is None else drift,
             model_version=[outputs.version] * n,
         )
 
@@ -377,16 +396,18 @@ class SidecarService:
         while len(self._recent) > self.config.feedback_memory:
             self._recent.popitem(last=False)
         self._serving_version = item.version
-        if item.scores is None:
+        if item.scored:
+            self.metrics.scored.labels(dep, item.version).inc(n)
+        else:
             self.metrics.unscored.labels(dep, item.version).inc(n)
-            return
-        estimator = self.estimators.get(item.version)
+
+    def _estimate(self, version: str, scores) -> None:
+        estimator = self.estimators.get(version)
         if estimator is None:
-            estimator = self.estimators[item.version] = self.assessors.new_estimator(item.version)
+            estimator = self.estimators[version] = self.assessors.new_estimator(version)
         # A count-limited window: arrival order is the order (no timestamps, so clock steps
         # between the two halves of a join can never reorder it).
-        estimator.update(item.scores)
-        self.metrics.scored.labels(dep, item.version).inc(n)
+        estimator.update(scores)
 
     def _apply_feedback(self, event: LoggedEvent) -> None:
         try:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 _SEGMENT = re.compile(r"^wal-(\d{10})\.jsonl$")
 CHECKPOINT = "checkpoint.json"
 
@@ -84,8 +86,8 @@ class WriteAheadLog:
                         recovery.torn_lines += 1
                         continue
                     try:
-                        recovery.entries.append(json.loads(line))
-                    except ValueError:
+                        recovery.entries.append(orjson.loads(line))
+                    except orjson.JSONDecodeError:
                         recovery.torn_lines += 1
         self._open(max([self._committed, *existing]) + 1)
         return recovery
@@ -99,7 +101,7 @@ class WriteAheadLog:
         """Write one entry (one ``write`` call); returns the segment it went to."""
         if self._fd is None:
             raise RuntimeError("call recover() before append()")
-        line = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
+        line = orjson.dumps(entry) + b"\n"
         view = memoryview(line)
         while view:
             written = os.write(self._fd, view)
