@@ -158,7 +158,8 @@ def create_service(config: SidecarConfig) -> SidecarService:
     from daic.storage import open_store
 
     store = open_store(config.store_url)
-    return SidecarService(config, store, AssessorPool(store, config.model_name, config.window))
+    return SidecarService(config, store, AssessorPool(store, config.model_name, config.window,
+                                                      cache_dir=config.wal_dir / "assessors"))
 
 
 def run(config: SidecarConfig) -> None:

@@ -5,24 +5,73 @@ reference (``models/<name>/<version>/oracle_reference.npz``, and its shifted ref
 registry has one) is what its predictions are scored against. Assessors are fitted once per
 version, on first use or when the champion pointer moves, and cached (a few versions at most
 are live at once: champion, canary, the one being retired).
+
+Fitting takes about a minute of CPU (cross-fitted combiner and window model), which a restart or
+a champion change would otherwise pay again before the sidecar is ready. So a fitted assessor is
+also pickled to ``cache_dir`` (the sidecar's own state directory), keyed by a fingerprint of the
+reference arrays and of the ``daic.oracles`` source: a changed reference or new code refits, a
+missing or unreadable file refits, and only files this sidecar wrote are ever loaded.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import logging
+import os
+import pickle
+import tempfile
 import threading
 from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
 
 from daic.oracles.pipeline import OnlineAssessor
 from daic.oracles.window import OnlineEstimator
 from daic.serving.loading import load_oracle_reference, resolve_version
 from daic.storage import ObjectStore
 
+logger = logging.getLogger(__name__)
+
+
+def _code_fingerprint() -> str:
+    """Hash of the daic.oracles sources: a pickled assessor is only reused by the same code."""
+    import daic.oracles
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(daic.oracles.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def reference_fingerprint(*references) -> str:
+    """Hash of every array and scalar field of the (dataclass) references given, None skipped."""
+    digest = hashlib.sha256()
+    for reference in references:
+        if reference is None:
+            digest.update(b"none")
+            continue
+        for f in dataclasses.fields(reference):
+            value = getattr(reference, f.name)
+            digest.update(f.name.encode())
+            if isinstance(value, np.ndarray):
+                digest.update(str(value.dtype).encode() + str(value.shape).encode())
+                digest.update(np.ascontiguousarray(value).tobytes() if value.dtype != object
+                              else repr(value.tolist()).encode())
+            else:
+                digest.update(repr(value).encode())
+    return digest.hexdigest()[:16]
+
 
 class AssessorPool:
-    def __init__(self, store: ObjectStore, model_name: str, window: int, keep: int = 4) -> None:
+    def __init__(self, store: ObjectStore, model_name: str, window: int, keep: int = 4,
+                 cache_dir: Path | None = None) -> None:
         self.store = store
         self.model_name = model_name
         self.window = window
         self.keep = keep
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.fits = 0  # assessors fitted (not loaded from the cache) by this pool
         self._assessors: OrderedDict[str, OnlineAssessor] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -36,12 +85,40 @@ class AssessorPool:
             assessor = self._assessors.get(version)
             if assessor is None:
                 reference, shifted = load_oracle_reference(self.store, self.model_name, version)
-                assessor = OnlineAssessor().fit(reference, shifted)
+                assessor = self._fit_or_load(version, reference, shifted)
                 self._assessors[version] = assessor
                 while len(self._assessors) > self.keep:
                     self._assessors.popitem(last=False)
             self._assessors.move_to_end(version)
             return assessor
+
+    def _fit_or_load(self, version: str, reference, shifted) -> OnlineAssessor:
+        if self.cache_dir is None:
+            self.fits += 1
+            return OnlineAssessor().fit(reference, shifted)
+        path = self.cache_dir / f"{version}-{reference_fingerprint(reference, shifted)}-{_code_fingerprint()}.pkl"
+        if path.exists():
+            try:
+                with open(path, "rb") as fh:
+                    assessor = pickle.load(fh)
+                if isinstance(assessor, OnlineAssessor):
+                    return assessor
+                logger.warning("%s does not hold an assessor; refitting", path)
+            except Exception as exc:  # noqa: BLE001 - any unreadable cache file means: refit
+                logger.warning("cannot read the cached assessor %s (%s); refitting", path, exc)
+        self.fits += 1
+        assessor = OnlineAssessor().fit(reference, shifted)
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            for old in self.cache_dir.glob(f"{version}-*.pkl"):
+                old.unlink(missing_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
+            with os.fdopen(fd, "wb") as fh:
+                pickle.dump(assessor, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        except OSError as exc:
+            logger.warning("cannot cache the fitted assessor in %s: %s", self.cache_dir, exc)
+        return assessor
 
     def loaded_versions(self) -> list[str]:
         with self._lock:
