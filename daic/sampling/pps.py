@@ -75,6 +75,11 @@ def mean_interval(
       shown the spread the working model predicts, and dividing by the smaller sample variance
       overstated the skewness (at 99% accuracy and 50 labels the interval was twice as wide as
       the estimator's spread, with 98% coverage; with the floored scale 99%, 17% narrower).
+      The correction may only widen: each endpoint is the outer of Hall's and the symmetric t
+      endpoint. With rare heavy terms the sample third moment is least reliable exactly when
+      the sample over-represents them, and Hall's transformation then pulls the far endpoint
+      in on the side where the estimate is off (failure-seeking at 99% accuracy, 800 draws:
+      4.7% of intervals missed on that side, 0.7% with the outer endpoint).
     """
     n = terms.size
     if n < 2:
@@ -94,7 +99,7 @@ def mean_interval(
         a = skew / (3.0 * np.sqrt(n))
         if abs(a) > 1e-12:
             inv = lambda y: (np.cbrt(1.0 + 3.0 * a * (y - a / 2)) - 1.0) / a  # noqa: E731
-            lo_t, hi_t = inv(-q), inv(q)
+            lo_t, hi_t = min(inv(-q), -q), max(inv(q), q)
     # T = (mean - mu) / se, so mu lies in [mean - se * g^-1(q), mean - se * g^-1(-q)].
     return mean, mean - se * hi_t, mean - se * lo_t
 
