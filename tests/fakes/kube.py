@@ -27,6 +27,7 @@ import jsonpatch
 import jsonpointer
 from aiohttp import web
 
+from daic.components.testing.fake_kube import merge_patch
 from fakes.crd_schema import apply_defaults, validate
 
 # plural -> (group, version, kind, has status subresource)
@@ -47,17 +48,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
 
 
 def _status(code: int, reason: str, message: str) -> web.Response:
