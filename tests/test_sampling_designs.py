@@ -152,17 +152,19 @@ def test_active_interval_is_not_needlessly_wide_at_99_percent():
     assert np.mean(hw) <= 1.7 * 1.96 * np.std(est), (np.mean(hw), np.std(est))
 
 
-def test_skew_correction_only_widens():
-    """Each endpoint is the outer of Hall's and the symmetric t endpoint (the skewed side grows,
+def test_skew_correction_widen_only():
+    """widen_only: each endpoint is the outer of Hall's and the symmetric t endpoint (the skewed side grows,
     the other does not shrink)."""
     from scipy import stats
 
     from daic.sampling.pps import mean_interval
 
     terms = np.array([1.0] * 45 + [0.2] * 5)
-    m, lo, hi = mean_interval(terms, 0.95, skew_correction=True)
+    m, lo, hi = mean_interval(terms, 0.95, skew_correction=True, widen_only=True)
+    _, _, hi_hall = mean_interval(terms, 0.95, skew_correction=True)
     _, lo_t, hi_t = mean_interval(terms, 0.95, skew_correction=False)
     half = stats.t.ppf(0.975, terms.size - 1) * terms.std(ddof=1) / np.sqrt(terms.size)
     assert (lo_t, hi_t) == pytest.approx((m - half, m + half))
     assert lo < lo_t - 0.1 * half  # the long (left) tail's side is extended
-    assert hi == pytest.approx(hi_t)  # and the other side keeps the symmetric endpoint
+    assert hi == pytest.approx(hi_t)  # and the other side keeps the symmetric endpoint,
+    assert hi_hall < hi_t - 0.05 * half  # which Hall's correction alone pulls in

@@ -77,7 +77,7 @@ class ActiveModelAssisted(AdaptivePPSDesign):
         # Variance floor: under the working model y ~ Bernoulli(f) a term's variance is
         # sum_i q_i f_i (1 - f_i) / (N q_i)^2, estimated without bias by the draws themselves.
         floor = sample.control * (1 - sample.control) * weight**2 if self.variance_floor else None
-        est, lo, hi = mean_interval(terms, level, floor, self.skew_correction)
+        est, lo, hi = mean_interval(terms, level, floor, self.skew_correction, self.skew_widen_only)
         return Estimate(
             accuracy=min(1.0, max(0.0, est)),
             lower=max(0.0, lo),
