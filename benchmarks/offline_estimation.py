@@ -21,8 +21,9 @@ worse than SRS's. The summary says PASS/FAIL per goal; see docs/benchmarks/offli
 exact rules.
 
     python benchmarks/offline_estimation.py                       # simulated scenarios
-    python benchmarks/offline_estimation.py --pool outputs.npz    # real oracle outputs
-        (arrays p_correct (N,) in [0, 1], correct (N,) bool, optionally predictions (N,) int)
+    python benchmarks/offline_estimation.py --pool a.npz,b.npz    # real oracle outputs
+        (arrays p_correct (N,) in [0, 1], correct (N,) bool, optionally predictions (N,) int;
+        benchmarks/make_offline_pool.py builds them from the trained model and the real assessor)
 """
 from __future__ import annotations
 
@@ -31,12 +32,14 @@ import json
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import stats
 from tqdm import tqdm
 
 from daic.sampling.active import ActiveModelAssisted
+from daic.sampling.calibration import fit_recalibration
 from daic.sampling.failure_seeking import FailureSeeking
 from daic.sampling.intervals import wilson_required_n
 from daic.sampling.pool import Pool
@@ -52,9 +55,14 @@ TARGET = 0.02
 
 @dataclass(frozen=True)
 class Case:
+    """A pool with its truth; ``q`` is each input's probability of correctness (simulated pools:
+    the one it was drawn with; real pools: the design's recalibration family fitted on the whole
+    pool's truth, the best that family can know)."""
+
     name: str
     pool: Pool
     correct: np.ndarray
+    q: np.ndarray
 
     @property
     def accuracy(self) -> float:
@@ -77,21 +85,28 @@ def designs() -> dict[str, Design]:
 
 def load_cases(args: argparse.Namespace) -> list[Case]:
     if args.pool:
-        with np.load(args.pool) as z:
-            for name in ("p_correct", "correct"):
-                if name not in z.files:
-                    sys.exit(f"--pool {args.pool}: missing array {name!r} (need p_correct and correct)")
-            p, correct = z["p_correct"], z["correct"].astype(bool)
-            pred = z["predictions"].astype(np.int64) if "predictions" in z.files else np.zeros(p.size, np.int64)
-        ids = np.array([f"in-{i:08d}" for i in range(p.size)])
-        return [Case(args.pool, Pool(ids=ids, p_correct=p, predictions=pred), correct)]
+        cases = []
+        for path in args.pool.split(","):
+            with np.load(path) as z:
+                for name in ("p_correct", "correct"):
+                    if name not in z.files:
+                        sys.exit(f"--pool {path}: missing array {name!r} (need p_correct and correct)")
+                p, correct = z["p_correct"], z["correct"].astype(bool)
+                pred = z["predictions"].astype(np.int64) if "predictions" in z.files else np.zeros(p.size, np.int64)
+            if correct.shape != p.shape:
+                sys.exit(f"--pool {path}: correct has shape {correct.shape}, p_correct {p.shape}")
+            ids = np.array([f"in-{i:08d}" for i in range(p.size)])
+            pool = Pool(ids=ids, p_correct=p, predictions=pred)
+            q = fit_recalibration(p, pred, correct).apply_to_pool(pool)
+            cases.append(Case(Path(path).stem, pool, correct, q))
+        return cases
     known = {**SCENARIOS, **STRESS_SCENARIOS}
     cases = []
     for name in args.scenarios.split(","):
         if name not in known:
             sys.exit(f"unknown scenario {name!r}; known: {', '.join(known)}")
         sim = simulate_pool(name, n=args.pool_size, seed=args.seed)
-        cases.append(Case(name, sim.pool, sim.correct))
+        cases.append(Case(name, sim.pool, sim.correct, sim.q_true))
     return cases
 
 
@@ -111,6 +126,17 @@ def replicate(design: Design, case: Case, budgets: list[int], batch: int, reps: 
             out["est"][r, j], out["lo"][r, j], out["hi"][r, j] = e.accuracy, e.lower, e.upper
             out["fail"][r, j], out["labels"][r, j] = e.n_failures_found, e.n_labels
     return out
+
+
+def information_bound(case: Case) -> float:
+    """Large-sample labels of the best difference estimator over SRS's, if q were known.
+
+    With y_i ~ Bernoulli(q_i), control f = q and draws made with probability proportional to
+    sqrt(q (1 - q)), a term's variance is (mean sqrt(q (1 - q)))^2 against a (1 - a) for SRS
+    (the optimal sampling of Zrnic & Candès 2024 with a perfect model).
+    """
+    a = case.accuracy
+    return float(np.mean(np.sqrt(case.q * (1 - case.q))) ** 2 / (a * (1 - a)))
 
 
 def labels_for(labels: list[float], hw: np.ndarray, target: float = TARGET) -> float:
@@ -173,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--pool-size", type=int, default=20_000)
-    ap.add_argument("--pool", help="npz with p_correct, correct (and optionally predictions): a real pool")
+    ap.add_argument("--pool", help="npz file(s), comma-separated, with p_correct, correct (and optionally "
+                                   "predictions): real pools, e.g. from benchmarks/make_offline_pool.py")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--seq-reps", type=int, default=100, help="sequential runs to +-2 points per design (0: skip)")
     ap.add_argument("--seq-cap", type=int, default=4000, help="budget cap of the sequential runs")
@@ -194,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         truth = case.accuracy
         srs_need = wilson_required_n(truth, TARGET, LEVEL)
         sc: dict = {"accuracy": truth, "oracle_accuracy": case.pool.oracle_accuracy, "pool_size": case.pool.size,
-                    "srs_wilson_labels": srs_need, "designs": {}}
+                    "srs_wilson_labels": srs_need, "information_bound": information_bound(case), "designs": {}}
         for name in tqdm(chosen, desc=f"{case.name} (acc {truth:.3f})", leave=False):
             d = all_designs[name]
             res = replicate(d, case, budgets, args.batch_size, args.reps, args.seed * 1000 + ci)
@@ -218,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_scenario(name: str, sc: dict) -> None:
     print(f"\n### {name}: true accuracy {sc['accuracy']:.4f}, oracle claims {sc['oracle_accuracy']:.4f}, "
-          f"pool {sc['pool_size']}; SRS (Wilson) needs {sc['srs_wilson_labels']} labels for +-2 points\n")
+          f"pool {sc['pool_size']}; SRS (Wilson) needs {sc['srs_wilson_labels']} labels for +-2 points; "
+          f"information bound {sc['information_bound']:.2f}x SRS\n")
     print("| design | budget | bias | RMSE | coverage | mean half-width | mispred./label | labels |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for d, entry in sc["designs"].items():
