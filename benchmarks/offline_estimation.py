@@ -74,13 +74,23 @@ class Case:
         return np.where(self.correct[pos], pred, pred + 1).astype(np.int64)
 
 
-def designs() -> dict[str, Design]:
-    return {
-        "srs": SRS(),
-        "stratified": StratifiedNeyman(),
-        "failure-seeking": FailureSeeking(),
-        "active": ActiveModelAssisted(),
-    }
+DESIGN_CLASSES = {"srs": SRS, "stratified": StratifiedNeyman, "failure-seeking": FailureSeeking,
+                  "active": ActiveModelAssisted}
+
+
+def designs(overrides: dict[str, dict] | None = None) -> dict[str, Design]:
+    """Every design with its defaults, or with ``overrides[name]`` (field -> value) applied."""
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - set(DESIGN_CLASSES))
+    if unknown:
+        raise ValueError(f"--params names unknown design(s) {unknown}; valid: {', '.join(DESIGN_CLASSES)}")
+    out = {}
+    for name, cls in DESIGN_CLASSES.items():
+        try:
+            out[name] = cls(**overrides.get(name, {}))
+        except TypeError as exc:
+            raise ValueError(f"--params for {name}: {exc}") from None
+    return out
 
 
 def load_cases(args: argparse.Namespace) -> list[Case]:
@@ -205,12 +215,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seq-reps", type=int, default=100, help="sequential runs to +-2 points per design (0: skip)")
     ap.add_argument("--seq-cap", type=int, default=4000, help="budget cap of the sequential runs")
     ap.add_argument("--designs", default=",".join(designs()))
+    ap.add_argument("--params", default="{}",
+                    help='JSON: design name -> field overrides, e.g. \'{"active": {"initial_uniform_share": 0.1}}\'')
     ap.add_argument("--json", help="write all results here")
     args = ap.parse_args(argv)
     budgets = sorted(int(b) for b in args.budgets.split(","))
     if budgets[0] < 1 or any(b % args.batch_size and b != budgets[-1] for b in budgets):
         sys.exit("--budgets must be positive multiples of --batch-size (except the largest)")
-    all_designs = designs()
+    try:
+        all_designs = designs(json.loads(args.params))
+    except (ValueError, json.JSONDecodeError) as exc:
+        sys.exit(f"--params: {exc}")
     chosen = args.designs.split(",")
     if "srs" not in chosen or any(d not in all_designs for d in chosen):
         sys.exit(f"--designs must include srs and name only {', '.join(all_designs)}")
