@@ -141,3 +141,58 @@ def test_tiny_shifted_references_fall_back_without_cross_fitting():
     assert b.window_model is None and "cross-fitting impossible" in b.cv_skipped
     s = b.score(noisy.probs, noisy.embeddings, noisy.shadow_probs)
     assert b.new_estimator(max_count=100).estimate().n == 0 and len(s) == 20
+
+
+def _confidently_wrong(n, rng, error_rate):
+    """A stream whose errors are as confident as its correct predictions (unlike the reference's)
+    but where the shadow still disagrees on most errors."""
+    labels = rng.integers(0, 2, size=n)
+    emb = np.where(labels[:, None] == 1, [1.0, 0, 0, 0], [-1.0, 0, 0, 0]) + rng.normal(scale=0.3, size=(n, 4))
+    flip = rng.uniform(size=n) < error_rate
+    pred = np.where(flip, 1 - labels, labels)
+    conf = rng.uniform(0.8, 1.0, n)
+    probs = np.where(pred[:, None] == 1, np.column_stack([1 - conf, conf]), np.column_stack([conf, 1 - conf]))
+    shadow_pred = np.where(flip & (rng.uniform(size=n) < 0.8), labels, pred)
+    shadow = np.where(shadow_pred[:, None] == 1, [[0.1, 0.9]], [[0.9, 0.1]])
+    return OracleReference(probs, emb, labels, shadow)
+
+
+def test_refit_with_labels_learns_the_stream_and_leaves_the_original_alone():
+    rng = np.random.default_rng(5)
+    ref = _synthetic(4000, rng)
+    assessor = OnlineAssessor(SMALL).fit(ref)
+    labelled, unlabelled = _confidently_wrong(200, rng, 0.3), _confidently_wrong(4000, rng, 0.3)
+    truth = unlabelled.accuracy
+
+    def estimate(a):
+        est = a.new_estimator(max_count=len(unlabelled))
+        est.update(a.score(unlabelled.probs, unlabelled.embeddings, unlabelled.shadow_probs))
+        return est.estimate().accuracy
+
+    before = estimate(assessor)
+    refit = assessor.refit_with_labels(labelled.probs, labelled.embeddings, labelled.shadow_probs, labelled.labels)
+    after = estimate(refit)
+    # The reference taught "confident = correct": far too optimistic on this stream. The refit
+    # combiner weighs the shadow's disagreement instead and lands within 4 points (200 labels
+    # alone leave about 3.2 points of standard error at 70 % accuracy).
+    assert before - truth > 0.1
+    assert abs(after - truth) < 0.04
+    assert refit.labels_used == 200 and assessor.labels_used == 0
+    assert refit.window_model is None and 0 < refit.model_error < 0.05
+    assert estimate(assessor) == before  # the original is untouched
+    with pytest.raises(ValueError, match="labels must be integers of shape"):
+        assessor.refit_with_labels(labelled.probs, labelled.embeddings, labelled.shadow_probs, labelled.labels[:5])
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+        assessor.refit_with_labels(labelled.probs, labelled.embeddings, labelled.shadow_probs, labelled.labels + 2)
+    with pytest.raises(ValueError, match="label_share"):
+        AssessorConfig(label_share=1.0)
+
+
+def test_compositions_are_dropped_with_any_of_their_types():
+    rng = np.random.default_rng(2)
+    part = _synthetic(8, rng)
+    conditions = np.array(["a/1", "a/2", "b/1", "c/1", "a+b/1", "b+c/2", "c+a/1", "c/3"])
+    shifted = ShiftedReference(part, conditions)
+    assert shifted.components[4] == ("a", "b")
+    assert list(shifted.without_types(["a"]).conditions) == ["b/1", "c/1", "b+c/2", "c/3"]
+    assert list(shifted.without_types(["b", "c"]).conditions) == ["a/1", "a/2"]

@@ -160,14 +160,29 @@ def synthesize_windows(
 
 
 class WindowModel:
-    """Gradient-boosted regression of (accuracy - mean P(correct)) on WINDOW_FEATURES."""
+    """Gradient-boosted regression of (accuracy - mean P(correct)) on WINDOW_FEATURES; or the
+    average of several such regressions (:meth:`average`)."""
 
     def __init__(self, reference_predicted: np.ndarray, reference_shadow_predicted: np.ndarray,
                  seed: int = 0) -> None:
         self.reference_predicted = np.asarray(reference_predicted, dtype=np.float64)
         self.reference_shadow_predicted = np.asarray(reference_shadow_predicted, dtype=np.float64)
         self.seed = seed
-        self._model = None
+        self._models: list = []
+
+    @classmethod
+    def average(cls, models: list["WindowModel"]) -> "WindowModel":
+        """One model predicting the mean residual of fitted ``models`` (same reference histograms)."""
+        if not models or any(not m._models for m in models):
+            raise ValueError("average needs at least one fitted WindowModel")
+        first = models[0]
+        for m in models[1:]:
+            if not (np.array_equal(m.reference_predicted, first.reference_predicted)
+                    and np.array_equal(m.reference_shadow_predicted, first.reference_shadow_predicted)):
+                raise ValueError("average: the models were fitted against different reference histograms")
+        out = cls(first.reference_predicted, first.reference_shadow_predicted, first.seed)
+        out._models = [r for m in models for r in m._models]
+        return out
 
     def fit(self, features: np.ndarray, accuracy: np.ndarray) -> "WindowModel":
         from sklearn.ensemble import HistGradientBoostingRegressor
@@ -178,20 +193,20 @@ class WindowModel:
         # One thread: a few thousand rows are split faster than OpenMP threads can synchronise,
         # and on a busy machine spinning threads make it orders of magnitude slower.
         with single_thread():
-            self._model = HistGradientBoostingRegressor(
+            self._models = [HistGradientBoostingRegressor(
                 max_iter=150, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=20,
                 random_state=self.seed,
-            ).fit(x, residual)
+            ).fit(x, residual)]
         return self
 
     def predict_features(self, features: np.ndarray) -> np.ndarray:
-        if self._model is None:
+        if not self._models:
             from daic.oracles.base import NotFittedError
 
             raise NotFittedError("WindowModel: call fit first")
         x = np.atleast_2d(np.asarray(features, dtype=np.float64))
         with single_thread():
-            residual = self._model.predict(x)
+            residual = np.mean([m.predict(x) for m in self._models], axis=0)
         return np.clip(x[:, 0] + residual, 0.0, 1.0)
 
     def features(self, cols: WindowColumns) -> np.ndarray:
