@@ -31,7 +31,7 @@ from statistics import NormalDist
 import numpy as np
 
 from daic.oracles.drift import drift_test
-from daic.oracles.recalibration import Recalibration
+from daic.oracles.recalibration import Recalibration, RecalibrationCovariates
 from daic.oracles.scores import PerInputScores
 
 STATE_VERSION = 1
@@ -98,7 +98,7 @@ class WindowEstimate:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
 
 
-_FLOAT_COLUMNS = ("timestamps", "p_correct", "drift", "confidence")
+_FLOAT_COLUMNS = ("timestamps", "p_correct", "drift", "confidence", "shadow_confidence", "log_mahalanobis")
 _INT_COLUMNS = ("predicted", "shadow_predicted")  # -1 = unknown
 _COLUMNS = _FLOAT_COLUMNS + ("far",) + _INT_COLUMNS
 
@@ -109,6 +109,8 @@ class _Window:
     p_correct: np.ndarray = field(default_factory=lambda: np.zeros(0))
     drift: np.ndarray = field(default_factory=lambda: np.zeros(0))
     confidence: np.ndarray = field(default_factory=lambda: np.zeros(0))  # NaN = unknown
+    shadow_confidence: np.ndarray = field(default_factory=lambda: np.zeros(0))  # NaN = unknown
+    log_mahalanobis: np.ndarray = field(default_factory=lambda: np.zeros(0))  # NaN = unknown
     far: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     predicted: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     shadow_predicted: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -157,12 +159,17 @@ class OnlineEstimator:
                 raise ValueError("timestamps must be non-decreasing (no input older than the window's newest)")
         w = self._w
         known = scores.has_window_columns
+        if self.recalibration is not None and self.recalibration.needs_covariates and not known:
+            raise ValueError("this estimator's covariate recalibration needs scores with predicted, "
+                             "shadow_predicted and confidence")
         w.append({
             "timestamps": ts,
             "p_correct": scores.p_correct,
             "drift": scores.drift,
             "far": scores.far,
             "confidence": scores.confidence if known else np.full(n, np.nan),
+            **{k: (np.full(n, np.nan) if getattr(scores, k) is None else getattr(scores, k))
+               for k in ("shadow_confidence", "log_mahalanobis")},
             "predicted": scores.predicted if known else np.full(n, -1, dtype=np.int64),
             "shadow_predicted": scores.shadow_predicted if known else np.full(n, -1, dtype=np.int64),
         })
@@ -187,7 +194,22 @@ class OnlineEstimator:
 
     def recalibrate(self, recalibration: Recalibration | None) -> None:
         """Apply a label-based correction to this and later windows (None removes it)."""
+        if recalibration is not None and recalibration.needs_covariates and not self._columns_known():
+            raise ValueError("covariate recalibration needs every input's predicted classes and "
+                             "confidence, and the window holds inputs without them")
         self.recalibration = recalibration
+
+    def _columns_known(self) -> bool:
+        w = self._w
+        return not (np.any(w.predicted < 0) or np.any(w.shadow_predicted < 0) or np.any(np.isnan(w.confidence)))
+
+    def _covariates(self) -> RecalibrationCovariates | None:
+        """The window's columns for a covariate recalibration (None when it needs none)."""
+        if self.recalibration is None or not self.recalibration.needs_covariates:
+            return None
+        w = self._w
+        return RecalibrationCovariates((w.predicted == w.shadow_predicted).astype(np.float64),
+                                       w.confidence, w.drift, w.predicted)
 
     # -- estimating ---------------------------------------------------------------------------
     def estimate(self, now: float | None = None) -> WindowEstimate:
@@ -206,8 +228,9 @@ class OnlineEstimator:
                 acc = float(p.mean())
             model_err = cfg.model_error
         else:
-            p = self.recalibration.apply(w.p_correct)
-            acc, model_err = self.recalibration.window_accuracy(w.p_correct)
+            cov = self._covariates()
+            p = self.recalibration.apply(w.p_correct, cov)
+            acc, model_err = self.recalibration.window_accuracy(w.p_correct, cov)
             if math.isnan(model_err):
                 model_err = cfg.model_error
         sampling_var = float((p * (1 - p)).sum()) / n**2
@@ -240,6 +263,7 @@ class OnlineEstimator:
             p_correct=w.p_correct, drift=w.drift, far=w.far.astype(np.float64),
             agreement=(w.predicted == w.shadow_predicted).astype(np.float64),
             confidence=w.confidence, predicted=w.predicted, shadow_predicted=w.shadow_predicted,
+            shadow_confidence=w.shadow_confidence, log_mahalanobis=w.log_mahalanobis,
         )
         return self.window_model.predict(cols)
 
@@ -272,12 +296,15 @@ class OnlineEstimator:
             arrays["far"] = np.asarray(win["far"], dtype=bool)
             n = arrays["p_correct"].size
             # Columns added in later releases may be absent from an older state: unknown.
-            arrays["confidence"] = np.asarray([np.nan if v is None else v for v in win.get("confidence", [None] * n)],
-                                              dtype=np.float64)
+            for k in ("confidence", "shadow_confidence", "log_mahalanobis"):
+                arrays[k] = np.asarray([np.nan if v is None else v for v in win.get(k, [None] * n)],
+                                       dtype=np.float64)
             for k in _INT_COLUMNS:
                 arrays[k] = np.asarray(win.get(k, [-1] * n), dtype=np.int64)
         except KeyError as exc:
             raise ValueError(f"estimator state is missing {exc.args[0]!r}") from None
+        except TypeError as exc:  # a config or recalibration field of the wrong kind or name
+            raise ValueError(f"invalid estimator state: {exc}") from None
         n = arrays["p_correct"].size
         if any(a.shape != (n,) for a in arrays.values()):
             raise ValueError("estimator state window arrays differ in length")
@@ -286,4 +313,7 @@ class OnlineEstimator:
         if np.any(np.diff(arrays["timestamps"]) < 0):
             raise ValueError("estimator state timestamps must be non-decreasing")
         est._w = _Window(**arrays)
+        if est.recalibration is not None and est.recalibration.needs_covariates and not est._columns_known():
+            raise ValueError("estimator state has a covariate recalibration but inputs without predicted "
+                             "classes or confidence")
         return est
