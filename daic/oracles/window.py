@@ -98,7 +98,7 @@ class WindowEstimate:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
 
 
-_FLOAT_COLUMNS = ("timestamps", "p_correct", "drift", "confidence", "shadow_confidence", "log_mahalanobis")
+_FLOAT_COLUMNS = ("timestamps", "p_correct", "drift", "confidence")
 _INT_COLUMNS = ("predicted", "shadow_predicted")  # -1 = unknown
 _COLUMNS = _FLOAT_COLUMNS + ("far",) + _INT_COLUMNS
 
@@ -109,8 +109,6 @@ class _Window:
     p_correct: np.ndarray = field(default_factory=lambda: np.zeros(0))
     drift: np.ndarray = field(default_factory=lambda: np.zeros(0))
     confidence: np.ndarray = field(default_factory=lambda: np.zeros(0))  # NaN = unknown
-    shadow_confidence: np.ndarray = field(default_factory=lambda: np.zeros(0))  # NaN = unknown
-    log_mahalanobis: np.ndarray = field(default_factory=lambda: np.zeros(0))  # NaN = unknown
     far: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     predicted: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     shadow_predicted: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -168,8 +166,6 @@ class OnlineEstimator:
             "drift": scores.drift,
             "far": scores.far,
             "confidence": scores.confidence if known else np.full(n, np.nan),
-            **{k: (np.full(n, np.nan) if getattr(scores, k) is None else getattr(scores, k))
-               for k in ("shadow_confidence", "log_mahalanobis")},
             "predicted": scores.predicted if known else np.full(n, -1, dtype=np.int64),
             "shadow_predicted": scores.shadow_predicted if known else np.full(n, -1, dtype=np.int64),
         })
@@ -263,7 +259,6 @@ class OnlineEstimator:
             p_correct=w.p_correct, drift=w.drift, far=w.far.astype(np.float64),
             agreement=(w.predicted == w.shadow_predicted).astype(np.float64),
             confidence=w.confidence, predicted=w.predicted, shadow_predicted=w.shadow_predicted,
-            shadow_confidence=w.shadow_confidence, log_mahalanobis=w.log_mahalanobis,
         )
         return self.window_model.predict(cols)
 
@@ -296,9 +291,8 @@ class OnlineEstimator:
             arrays["far"] = np.asarray(win["far"], dtype=bool)
             n = arrays["p_correct"].size
             # Columns added in later releases may be absent from an older state: unknown.
-            for k in ("confidence", "shadow_confidence", "log_mahalanobis"):
-                arrays[k] = np.asarray([np.nan if v is None else v for v in win.get(k, [None] * n)],
-                                       dtype=np.float64)
+            arrays["confidence"] = np.asarray([np.nan if v is None else v for v in win.get("confidence", [None] * n)],
+                                              dtype=np.float64)
             for k in _INT_COLUMNS:
                 arrays[k] = np.asarray(win.get(k, [-1] * n), dtype=np.int64)
         except KeyError as exc:
