@@ -15,6 +15,7 @@ missing or unreadable file refits, and only files this sidecar wrote are ever lo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -34,8 +35,10 @@ from daic.storage import ObjectStore
 logger = logging.getLogger(__name__)
 
 
+@functools.cache
 def _code_fingerprint() -> str:
-    """Hash of the daic.oracles sources: a pickled assessor is only reused by the same code."""
+    """Hash of the daic.oracles sources: a pickled assessor is only reused by the same code.
+    Taken once per process: it stands for the code that was loaded, not for later edits."""
     import daic.oracles
 
     digest = hashlib.sha256()
