@@ -92,3 +92,33 @@ def test_hysteresis_rearms_only_above_threshold_plus_margin():
 def test_bad_policy_is_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TriggerPolicy(**kwargs)
+
+
+def _untrusted(acc, error_sd):
+    return WindowEstimate(accuracy=acc, lower=acc - 2 * error_sd, upper=acc + 2 * error_sd, drift_score=0.8,
+                          drift_p_value=1e-9, drift_alarm=True, trusted=False, n=500, far_fraction=0.0,
+                          error_sd=error_sd)
+
+
+def test_untrusted_window_fires_only_when_a_drop_is_plausible():
+    # Threshold 0.96. Estimate 0.99: with an error scale of 0.02 a drop below 0.96 is 1.5 sd
+    # away (not plausible at 1 sd); with 0.05 it is 0.6 sd away (plausible).
+    assert decide(POLICY, _untrusted(0.99, 0.02)).assess is False
+    assert decide(POLICY, _untrusted(0.99, 0.05)).assess is True
+    assert decide(POLICY, _untrusted(0.97, 0.011)).assess is True     # 0.97 - 0.011 < 0.96
+    assert decide(POLICY, _untrusted(0.97, 0.009)).assess is False    # 0.97 - 0.009 > 0.96
+    strict = TriggerPolicy(threshold=0.03, mode="drop", reference_accuracy=0.99, untrusted_margin_sd=2.0)
+    assert decide(strict, _untrusted(0.99, 0.02)).assess is True      # 0.99 - 0.04 < 0.96
+    always = TriggerPolicy(threshold=0.03, mode="drop", reference_accuracy=0.99, untrusted_margin_sd=None)
+    assert decide(always, _untrusted(0.999, 0.001)).assess is True
+    # An estimate without an error scale (older producers) keeps the plain rule.
+    assert decide(POLICY, _untrusted(0.999, float("nan"))).assess is True
+    # Trusted windows ignore the error scale: only the threshold counts.
+    trusted = WindowEstimate(0.97, 0.9, 1.0, 0.5, 1e-9, True, True, 500, 0.0, error_sd=0.5)
+    assert decide(POLICY, trusted).assess is False
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("inf"), "1", True])
+def test_bad_untrusted_margin_is_named(bad):
+    with pytest.raises(ValueError, match="untrusted_margin_sd"):
+        TriggerPolicy(threshold=0.03, mode="drop", reference_accuracy=0.99, untrusted_margin_sd=bad)

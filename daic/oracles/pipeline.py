@@ -42,6 +42,7 @@ from daic.oracles.combiner import FEATURES, Combiner, signal_features
 from daic.oracles.confidence import ConfidenceOracle
 from daic.oracles.disagreement import ShadowDisagreementOracle
 from daic.oracles.distance import KNNDistanceOracle, MahalanobisOracle
+from daic.oracles.error_model import ErrorModel
 from daic.oracles.reference import OracleReference
 from daic.oracles.scores import PerInputScores
 from daic.oracles.window import OnlineEstimator, WindowConfig
@@ -441,12 +442,25 @@ class OnlineAssessor:
         )
 
     # -- estimators ---------------------------------------------------------------------------
+    @property
+    def error_model(self) -> ErrorModel | None:
+        """The window estimate's error scale by (drift score, estimate), fitted on the held-out
+        errors of the synthetic windows (None without them); computed once per fit."""
+        errors = self.window_errors
+        if not errors:
+            return None
+        cached = getattr(self, "_error_model", None)
+        if cached is None or cached[0] is not errors:
+            model = ErrorModel.fit(errors["drift"], errors["accuracy"] + errors["error"], errors["error"])
+            self._error_model = (errors, model)
+        return self._error_model[1]
+
     def window_config(self, **overrides) -> WindowConfig:
-        """A WindowConfig with this assessor's measured model error and trust region."""
+        """A WindowConfig with this assessor's measured model error, error model and trust region."""
         if not self._fitted:
             raise NotFittedError("OnlineAssessor: call fit(reference) first")
-        return replace(WindowConfig(model_error=self.model_error, max_drift_score=self.max_drift_score),
-                       **overrides)
+        return replace(WindowConfig(model_error=self.model_error, max_drift_score=self.max_drift_score,
+                                    error_model=self.error_model), **overrides)
 
     def new_estimator(self, **overrides) -> OnlineEstimator:
         """An empty estimator using this assessor's window model, error and trust region."""

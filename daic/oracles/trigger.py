@@ -8,7 +8,14 @@ policy fires ("assess now") when, with enough evidence in the window,
   (default), the band's upper bound (fire only on a confident drop: fewer false triggers, later
   detection) or its lower bound (fire as soon as a drop is plausible), or
 * optionally, the estimate is untrusted while the drift test alarms: the inputs have moved
-  where the label-free estimate means little, so only labels can tell, or
+  where the label-free estimate means little, so only labels can tell. With
+  ``untrusted_margin_sd`` set, such a window fires only if a drop below the threshold is
+  plausible: estimate - untrusted_margin_sd x error_sd < threshold, where ``error_sd`` is the
+  window's own error scale (sampling plus the model error the assessor measured on held-out
+  shifts *at that drift score*, :class:`daic.oracles.window.WindowConfig` ``error_profile``).
+  A window that has barely left the trust region and whose estimate is far above the threshold
+  then does not cost a labelling round; one far from the reference, where the error scale is
+  large, still fires. Without it (None), every untrusted window with a drift alarm fires, or
 * optionally, on any drift alarm.
 
 Hysteresis keeps one drop from firing at every window: after firing, the policy is disarmed
@@ -31,7 +38,9 @@ class TriggerPolicy:
     """mode "absolute": fire below ``threshold`` (an accuracy in [0, 1]); mode "drop": fire
     below ``reference_accuracy - threshold``. ``min_evidence``: inputs a window needs before
     any decision. ``hysteresis``: margin above the threshold to re-arm. ``compare``: which
-    number of the window is compared with the threshold (see the module docstring)."""
+    number of the window is compared with the threshold (see the module docstring).
+    ``untrusted_margin_sd``: how many error standard deviations below the estimate a drop
+    must be plausible for an untrusted window with a drift alarm to fire (None: always fire)."""
 
     threshold: float = 0.03
     mode: str = "drop"
@@ -41,8 +50,13 @@ class TriggerPolicy:
     trigger_when_untrusted: bool = True
     trigger_on_drift_alarm: bool = False
     compare: str = "estimate"
+    untrusted_margin_sd: float | None = 1.0
 
     def __post_init__(self) -> None:
+        if self.untrusted_margin_sd is not None and not (
+                isinstance(self.untrusted_margin_sd, (int, float)) and not isinstance(self.untrusted_margin_sd, bool)
+                and 0.0 <= self.untrusted_margin_sd < math.inf):
+            raise ValueError(f"untrusted_margin_sd must be a number >= 0 or None, got {self.untrusted_margin_sd!r}")
         if self.compare not in COMPARE:
             raise ValueError(f"unknown compare {self.compare!r}; valid: {', '.join(COMPARE)}")
         if self.mode not in MODES:
@@ -86,6 +100,9 @@ def decide(policy: TriggerPolicy, estimate: WindowEstimate, armed: bool = True) 
         value = estimate.accuracy  # a reading without a band falls back to the point estimate
     below = value < limit
     untrusted_shift = policy.trigger_when_untrusted and not estimate.trusted and estimate.drift_alarm
+    plausible = True
+    if untrusted_shift and policy.untrusted_margin_sd is not None and not math.isnan(estimate.error_sd):
+        plausible = estimate.accuracy - policy.untrusted_margin_sd * estimate.error_sd < limit
     drift = policy.trigger_on_drift_alarm and estimate.drift_alarm
     if not armed:
         recovered = estimate.accuracy >= limit + policy.hysteresis and estimate.trusted and not estimate.drift_alarm
@@ -94,7 +111,7 @@ def decide(policy: TriggerPolicy, estimate: WindowEstimate, armed: bool = True) 
         return TriggerDecision(False, False, "disarmed until the estimate recovers")
     if below:
         return TriggerDecision(True, False, f"{policy.compare} {value:.4f} < threshold {limit:.4f}")
-    if untrusted_shift:
+    if untrusted_shift and plausible:
         return TriggerDecision(True, False, "drift alarm with an untrusted estimate")
     if drift:
         return TriggerDecision(True, False, f"drift alarm (p = {estimate.drift_p_value:.2g})")

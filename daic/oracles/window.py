@@ -31,6 +31,7 @@ from statistics import NormalDist
 import numpy as np
 
 from daic.oracles.drift import drift_test
+from daic.oracles.error_model import ErrorModel
 from daic.oracles.recalibration import Recalibration, RecalibrationCovariates
 from daic.oracles.scores import PerInputScores
 
@@ -44,7 +45,10 @@ class WindowConfig:
     the estimate's bias under shift. drift_alpha: false-alarm rate of the drift test on windows
     from the reference distribution. max_far_fraction: above this share of inputs beyond the
     fitted support the estimate is untrusted. max_drift_score: above this window drift score
-    the estimate is untrusted (1.0 disables the rule). min_trusted_count: below it, untrusted."""
+    the estimate is untrusted (1.0 disables the rule). min_trusted_count: below it, untrusted.
+    error_model: the estimate's error scale by drift score and estimate, as the assessor
+    measured it on shifts it was not fitted on (:mod:`daic.oracles.error_model`); when set it
+    replaces ``model_error`` for label-free estimates. None: ``model_error`` everywhere."""
 
     max_count: int | None = 1000
     max_age_s: float | None = None
@@ -54,8 +58,13 @@ class WindowConfig:
     max_far_fraction: float = 0.1
     max_drift_score: float = 1.0
     min_trusted_count: int = 50
+    error_model: ErrorModel | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.error_model, dict):  # from a JSON state
+            object.__setattr__(self, "error_model", ErrorModel.from_dict(self.error_model))
+        elif self.error_model is not None and not isinstance(self.error_model, ErrorModel):
+            raise ValueError(f"error_model must be an ErrorModel, its dict or None, got {type(self.error_model).__name__}")
         if self.max_count is None and self.max_age_s is None:
             raise ValueError("set max_count, max_age_s or both: the window needs a limit")
         if self.max_count is not None and (isinstance(self.max_count, bool) or int(self.max_count) != self.max_count or self.max_count < 1):
@@ -92,6 +101,7 @@ class WindowEstimate:
     n: int
     far_fraction: float
     recalibrated: bool = False
+    error_sd: float = math.nan  # the standard deviation behind the band: sampling and model error
 
     def to_dict(self) -> dict:
         """JSON-friendly: NaN becomes None."""
@@ -222,7 +232,7 @@ class OnlineEstimator:
             acc = self._window_model_estimate()
             if acc is None:
                 acc = float(p.mean())
-            model_err = cfg.model_error
+            model_err = cfg.model_error if cfg.error_model is None else cfg.error_model(drift.score, acc)
         else:
             cov = self._covariates()
             p = self.recalibration.apply(w.p_correct, cov)
@@ -230,7 +240,8 @@ class OnlineEstimator:
             if math.isnan(model_err):
                 model_err = cfg.model_error
         sampling_var = float((p * (1 - p)).sum()) / n**2
-        half = NormalDist().inv_cdf(0.5 + cfg.level / 2) * math.sqrt(sampling_var + model_err**2)
+        sd = math.sqrt(sampling_var + model_err**2)
+        half = NormalDist().inv_cdf(0.5 + cfg.level / 2) * sd
         far_fraction = float(w.far.mean())
         trusted = (n >= cfg.min_trusted_count and far_fraction <= cfg.max_far_fraction
                    and drift.score <= cfg.max_drift_score)
@@ -245,6 +256,7 @@ class OnlineEstimator:
             n=n,
             far_fraction=far_fraction,
             recalibrated=self.recalibration is not None,
+            error_sd=sd,
         )
 
     def _window_model_estimate(self) -> float | None:
@@ -268,7 +280,8 @@ class OnlineEstimator:
         w = self._w
         return {
             "version": STATE_VERSION,
-            "config": asdict(self.config),
+            "config": {**asdict(self.config), "error_model": None if self.config.error_model is None
+                       else self.config.error_model.to_dict()},
             "recalibration": None if self.recalibration is None else self.recalibration.to_dict(),
             "window": {
                 **{k: [None if np.isnan(v) else v for v in getattr(w, k).tolist()] for k in _FLOAT_COLUMNS},
