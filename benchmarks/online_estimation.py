@@ -274,7 +274,7 @@ def main(argv=None) -> None:
     from daic.oracles.baselines import ATCOracle, DoCOracle
     from daic.oracles.batch import OracleBatch
     from daic.oracles.pipeline import OnlineAssessor
-    from daic.oracles.recalibration import fit_recalibration
+    from daic.oracles.recalibration import RecalibrationCovariates, fit_recalibration
     from daic.oracles.trigger import TriggerPolicy, decide
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -342,9 +342,14 @@ def main(argv=None) -> None:
             before = held.new_estimator(max_count=len(rest))
             before.update(s_held.subset(rest))
             rr = dict(name=c.name, true=truth_rest, before=before.estimate().accuracy, se=float("nan"))
-            for method in ("intercept", "platt", "rogan_gladen"):
+            sl = s_held.subset(lab)
+            covariates = RecalibrationCovariates((sl.predicted == sl.shadow_predicted).astype(np.float64),
+                                                 sl.confidence, sl.drift, sl.predicted)
+            for method in ("intercept", "platt", "rogan_gladen", "covariate"):
                 try:
-                    rec = fit_recalibration(s_held.p_correct[lab], o.correct[lab], method)
+                    rec = fit_recalibration(s_held.p_correct[lab], o.correct[lab], method,
+                                            **({"covariates": covariates, "n_classes": o.probs.shape[1]}
+                                               if method == "covariate" else {}))
                 except ValueError:
                     rr[method] = float("nan")
                     continue
@@ -435,6 +440,7 @@ def report(rows, recal_rows, ref_acc, seen, args, timings) -> None:
         for key, label, truth in (
                 ("before", "no recalibration (held-out)", "true"), ("intercept", "intercept", "true"),
                 ("platt", "platt", "true"), ("rogan_gladen", "rogan-gladen", "true"),
+                ("covariate", "covariate (MAP logistic on window columns)", "true"),
                 ("refit", "refit combiner (unlabelled rest only)", "true"),
                 ("refit_stream", "refit combiner, whole stream incl. the labelled", "true_stream")):
             e = np.array([abs(r[key] - r[truth]) for r in recal_rows]) * 100
