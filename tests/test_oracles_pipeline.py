@@ -196,3 +196,9 @@ def test_compositions_are_dropped_with_any_of_their_types():
     assert shifted.components[4] == ("a", "b")
     assert list(shifted.without_types(["a"]).conditions) == ["b/1", "c/1", "b+c/2", "c/3"]
     assert list(shifted.without_types(["b", "c"]).conditions) == ["a/1", "a/2"]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_replicates_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError, match="replicates must be a positive integer"):
+        AssessorConfig(replicates=bad)

@@ -75,3 +75,27 @@ def test_synthesis_config_validated():
         WindowSynthesis(min_size=10, max_size=5)
     with pytest.raises(ValueError, match="features must have shape"):
         WindowModel(UNIFORM, UNIFORM).fit(np.zeros((5, 3)), np.zeros(5))
+
+
+def test_average_of_window_models_predicts_the_mean_residual():
+    rng = np.random.default_rng(3)
+    clean = _pool(300, 0.9, False, rng)
+    conditions = {"collapse/1": _pool(300, 0.0, True, rng), "mild/1": _pool(300, 0.8, False, rng)}
+    synth = WindowSynthesis(n_windows=200, min_size=50, max_size=150, label_shift_share=0.0)
+    models = []
+    for seed in (0, 1):
+        x, acc, _ = synthesize_windows(clean, conditions, 200, synth, UNIFORM, UNIFORM, np.random.default_rng(seed))
+        models.append(WindowModel(UNIFORM, UNIFORM, seed).fit(x, acc))
+    both = WindowModel.average(models)
+    probe = np.vstack([models[0].features(_pool(100, 0.0, True, rng)[0]),
+                       models[0].features(_pool(100, 0.8, False, rng)[0])])
+    # Residuals average, so the averaged estimate is the mean of the members' (none is clipped here).
+    expected = (models[0].predict_features(probe) + models[1].predict_features(probe)) / 2
+    np.testing.assert_allclose(both.predict_features(probe), expected, atol=1e-12)
+    assert not np.allclose(models[0].predict_features(probe), models[1].predict_features(probe))
+    with pytest.raises(ValueError, match="at least one fitted"):
+        WindowModel.average([])
+    with pytest.raises(ValueError, match="at least one fitted"):
+        WindowModel.average([WindowModel(UNIFORM, UNIFORM)])
+    with pytest.raises(ValueError, match="different reference histograms"):
+        WindowModel.average([models[0], WindowModel(np.array([0.7, 0.1, 0.1, 0.1]), UNIFORM).fit(x, acc)])
