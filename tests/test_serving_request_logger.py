@@ -104,3 +104,31 @@ def test_a_dead_request_logger_fails_its_events_and_stop_returns():
 
     stats = asyncio.run(go())
     assert stats["events_queued"] == 4 and stats["events_sent"] == 1 and stats["events_failed"] == 3, stats
+
+
+def test_the_request_logger_process_outlives_a_stop_signal_and_delivers_what_it_was_given():
+    import signal
+    import subprocess
+    import sys
+
+    from daic.serving.request_logger import ACK_SIZE
+
+    async def go():
+        runner, port, received = await _receiver([200])
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "daic.serving.request_logger", "--url", f"http://127.0.0.1:{port}/",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        proc.stdin.write(encode_frame({"ce-id": "first"}, b"{}"))
+        await proc.stdin.drain()
+        first = await proc.stdout.readexactly(ACK_SIZE)  # running, and its signal handlers set
+        proc.send_signal(signal.SIGTERM)  # what stopping the gateway's process group sends it
+        proc.stdin.write(b"".join(encode_frame({"ce-id": f"e{i}"}, b"{}") for i in range(5)))
+        proc.stdin.close()
+        rest = await proc.stdout.read()
+        code = await proc.wait()
+        await runner.cleanup()
+        return decode_acks(first + rest), code, received
+
+    acks, code, received = asyncio.run(go())
+    assert acks == [200] * 6 and code == 0
+    assert received[0][0] == "first" and sorted(eid for eid, _ in received[1:]) == [f"e{i}" for i in range(5)]

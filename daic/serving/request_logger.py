@@ -15,13 +15,16 @@ Wire format (both pipes, pure functions below, tested on their own):
 * logger → gateway, one ``!H`` per event, in completion order: the sidecar's HTTP status, or 0
   when the post failed (connection refused, timeout); written in batches every 10 ms.
 
-The process exits when its stdin closes, after posting what it has read.
+The process exits when its stdin closes, after posting what it has read; it ignores SIGTERM and
+SIGINT, which a stop of the gateway's process group also sends it, so events the gateway has
+handed over are still delivered while the gateway shuts down.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import signal
 import struct
 import sys
 
@@ -139,6 +142,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--workers must be >= 1")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # A stop signal to the gateway's process group reaches this process too; the gateway decides
+    # when logging ends (it closes our stdin after its own queue is delivered), so only that ends it.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
     asyncio.run(_main(args.url, args.workers, args.timeout))
 
 
