@@ -370,7 +370,7 @@ def main(argv=None) -> None:
             rr["true_stream"] = true
             recal_rows.append(rr)
     t_eval = time.time()
-    report(rows, recal_rows, ref_acc, seen, args, dict(data=t_data - t_start, fit=t_fit - t_data,
+    report(rows, recal_rows, ref_acc, seen, args, policy, dict(data=t_data - t_start, fit=t_fit - t_data,
                                                         evaluate=t_eval - t_fit, total=t_eval - t_start))
 
 
@@ -378,7 +378,7 @@ def _pts(x):
     return f"{100 * x:+.1f}"
 
 
-def report(rows, recal_rows, ref_acc, seen, args, timings) -> None:
+def report(rows, recal_rows, ref_acc, seen, args, policy, timings) -> None:
     print(f"\nreference (val) accuracy {100 * ref_acc:.2f}%; seen assessor: model error "
           f"{100 * seen.model_error:.1f} pts, trust region drift <= {seen.max_drift_score:.3f}")
     print("\nPer scenario (accuracy %, errors in points; 'held-out' = fitted without the scenario's "
@@ -428,8 +428,11 @@ def report(rows, recal_rows, ref_acc, seen, args, timings) -> None:
         false = np.mean([r[key] for r in quiet])
         missed = [r["name"] for r in must if not r[key]]
         fired = [r["name"] for r in quiet if r[key]]
-        print(f"\ntrigger ({label}; policy: estimate < reference - {100 * args.trigger_drop:.0f} pts, or untrusted "
-              f"with a drift alarm): recall {100 * recall:.0f}% of {len(must)} scenarios with a drop >= "
+        margin = getattr(policy, "untrusted_margin_sd", None)
+        untrusted = "untrusted with a drift alarm" + (
+            "" if margin is None else f" and a drop within {margin:g} error SD of the estimate")
+        print(f"\ntrigger ({label}; policy: estimate < reference - {100 * args.trigger_drop:.0f} pts, or {untrusted}): "
+              f"recall {100 * recall:.0f}% of {len(must)} scenarios with a drop >= "
               f"{100 * DROP_TRIGGER:.0f} pts (missed: {missed}); false triggers {100 * false:.1f}% of {len(quiet)} "
               f"with a drop <= {100 * DROP_QUIET:.0f} pt (fired: {fired})")
 
