@@ -153,7 +153,7 @@ def test_estimator_applies_covariate_recalibration_to_its_window_columns():
                             shadow_predicted=shadow, confidence=cov.confidence)
     rec = fit_recalibration(p[:200], y[:200], "covariate",
                             covariates=RecalibrationCovariates.from_scores(scores.subset(np.arange(200))), n_classes=5)
-    est = OnlineEstimator(WindowConfig(max_count=1000))
+    est = OnlineEstimator(WindowConfig(max_count=1000, fuse_label_free=False))
     est.recalibrate(rec)
     est.update(scores.subset(np.arange(200, 400)))
     later = RecalibrationCovariates.from_scores(scores.subset(np.arange(200, 400)))

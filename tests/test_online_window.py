@@ -102,12 +102,31 @@ def test_drift_test_detects_shift_and_scores_exactly():
 
 
 def test_recalibration_applies_to_window():
-    est = OnlineEstimator(WindowConfig(max_count=100))
+    est = OnlineEstimator(WindowConfig(max_count=100, fuse_label_free=False))
     est.update(_scores([0.8] * 50))
     y = np.r_[np.ones(30, bool), np.zeros(20, bool)]
     est.recalibrate(fit_recalibration(np.full(50, 0.8), y, "intercept"))
     e = est.estimate()
     assert e.recalibrated and e.accuracy == pytest.approx(0.6)
+
+
+def test_recalibrated_estimate_is_fused_with_the_label_free_one_by_inverse_variance():
+    est = OnlineEstimator(WindowConfig(max_count=100, model_error=0.04, fuse_label_free=True))
+    est.update(_scores([0.8] * 50))
+    y = np.r_[np.ones(30, bool), np.zeros(20, bool)]
+    rec = fit_recalibration(np.full(50, 0.8), y, "intercept")
+    est.recalibrate(rec)
+    e = est.estimate()
+    se = rec.std_error  # sqrt(0.24 / 50) = 0.0693 for the labels, 0.04 for the label-free 0.8
+    w_lab, w_free = 1 / se**2, 1 / 0.04**2
+    assert e.accuracy == pytest.approx((0.6 * w_lab + 0.8 * w_free) / (w_lab + w_free))
+    fused_err = 1 / math.sqrt(w_lab + w_free)
+    assert e.error_sd == pytest.approx(math.sqrt(50 * 0.6 * 0.4 / 50**2 + fused_err**2))
+    # The labels win when the label-free estimate is known to be poor.
+    far = OnlineEstimator(WindowConfig(max_count=100, model_error=0.5, fuse_label_free=True))
+    far.update(_scores([0.8] * 50))
+    far.recalibrate(rec)
+    assert abs(far.estimate().accuracy - 0.6) < 0.01
 
 
 def test_state_round_trips_through_json():

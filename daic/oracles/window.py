@@ -48,7 +48,10 @@ class WindowConfig:
     the estimate is untrusted (1.0 disables the rule). min_trusted_count: below it, untrusted.
     error_model: the estimate's error scale by drift score and estimate, as the assessor
     measured it on shifts it was not fitted on (:mod:`daic.oracles.error_model`); when set it
-    replaces ``model_error`` for label-free estimates. None: ``model_error`` everywhere."""
+    replaces ``model_error`` for label-free estimates. None: ``model_error`` everywhere.
+    fuse_label_free: once labels have recalibrated the window, still weigh in the label-free
+    estimate (``_fuse_label_free``). Off by default: with it, a window that holds exactly the
+    labelled inputs no longer reports their observed accuracy."""
 
     max_count: int | None = 1000
     max_age_s: float | None = None
@@ -59,6 +62,7 @@ class WindowConfig:
     max_drift_score: float = 1.0
     min_trusted_count: int = 50
     error_model: ErrorModel | None = None
+    fuse_label_free: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.error_model, dict):  # from a JSON state
@@ -239,6 +243,8 @@ class OnlineEstimator:
             acc, model_err = self.recalibration.window_accuracy(w.p_correct, cov)
             if math.isnan(model_err):
                 model_err = cfg.model_error
+            elif cfg.fuse_label_free and model_err > 0:
+                acc, model_err = self._fuse_label_free(acc, model_err, drift.score)
         sampling_var = float((p * (1 - p)).sum()) / n**2
         sd = math.sqrt(sampling_var + model_err**2)
         half = NormalDist().inv_cdf(0.5 + cfg.level / 2) * sd
@@ -258,6 +264,25 @@ class OnlineEstimator:
             recalibrated=self.recalibration is not None,
             error_sd=sd,
         )
+
+    def _fuse_label_free(self, acc: float, err: float, drift_score: float) -> tuple[float, float]:
+        """Inverse-variance weighting of the label-corrected estimate (error: the labels'
+        standard error) and the label-free one (error: the assessor's measured error scale at
+        this drift and estimate). Their errors have different sources - a finite sample of
+        labels, and the label-free method's bias under this shift - so they are treated as
+        independent, and the weighted mean has the smaller variance 1 / (1/a^2 + 1/b^2) (the
+        fixed-effect combination of two unbiased estimates, Cochran 1954). Far from the reference
+        the label-free error is large and the labels dominate; near it, the label-free
+        estimate tightens the labels' noisy correction."""
+        cfg = self.config
+        free = self._window_model_estimate()
+        if free is None:
+            free = float(self._w.p_correct.mean())
+        free_err = cfg.model_error if cfg.error_model is None else cfg.error_model(drift_score, free)
+        if not free_err > 0 or math.isnan(free_err):
+            return acc, err
+        w_lab, w_free = 1.0 / err**2, 1.0 / free_err**2
+        return (w_lab * acc + w_free * free) / (w_lab + w_free), 1.0 / math.sqrt(w_lab + w_free)
 
     def _window_model_estimate(self) -> float | None:
         """The window model's estimate, or None without a model or with inputs whose
