@@ -9,8 +9,9 @@ provides one; else the mean P(correct). The band adds two sources of error in qu
 * sampling: the window's accuracy is a sum of Bernoulli outcomes with those probabilities, so
   its variance is sum p(1 - p) / n^2 (Poisson-binomial);
 * model error: how far the label-free estimate is from the truth under shift even with
-  infinitely many inputs (``model_error``, measured by the assessor on held-out shifts, or the
-  recalibration's own standard error once labels have corrected it).
+  infinitely many inputs (``model_error``, measured by the assessor on held-out shifts; with an
+  ``error_model`` it depends on the window's drift score and estimate, :mod:`daic.oracles.error_model`),
+  or the recalibration's own standard error once labels have corrected it.
 
 It also runs the drift test (:mod:`daic.oracles.drift`) and sets ``trusted`` False when the
 window's drift score exceeds ``max_drift_score`` (the assessor sets it where, on shifts it was
