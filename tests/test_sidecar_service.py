@@ -251,12 +251,14 @@ def test_enough_feedback_recalibrates_the_estimate_to_the_labels(registry, tmp_p
             body = json.dumps({"truth": {"data": {"ndarray": labels[2 * i:2 * i + 2].tolist()}}}).encode()
             await _post(client, _event("feedback", f"q{i}", body))
         await client.post("/admin/flush")
-        return before, await (await client.get("/estimate")).json()
+        method = service.estimators[registry["v1"]].recalibration.method
+        return before, await (await client.get("/estimate")).json(), method
 
-    before, after = _run(registry, tmp_path, scenario)
+    before, after, method = _run(registry, tmp_path, scenario)
     observed = float((np.concatenate([p[2] for p in pairs]) == labels).mean())
     assert not before["recalibrated"] and after["recalibrated"]
+    assert method == "covariate"  # every labelled input came with its covariates
     assert after["versions"][registry["v1"]]["feedback_accuracy"] == pytest.approx(observed)
-    # The window holds exactly the labelled inputs: the intercept correction makes its mean match them.
+    # The window holds exactly the labelled inputs: the correction's free intercept makes its mean match them.
     assert after["accuracy"] == pytest.approx(observed, abs=0.01)
     assert abs(after["accuracy"] - observed) <= abs(before["accuracy"] - observed)

@@ -51,6 +51,19 @@ _MIN_FEEDBACK_TO_RECALIBRATE = 30
 _FEEDBACK_KEPT = 10_000
 
 
+#: Classes of the served model (MNIST digits): the covariate recalibration's per-class terms.
+N_CLASSES = 10
+
+
+def _covariate_rows(scores, rows: slice) -> np.ndarray | None:
+    """(n, 4) [agreement, confidence, drift, predicted] of the inputs ``rows`` of ``scores``, or
+    None when the scores do not carry the window columns."""
+    if scores is None or not scores.has_window_columns:
+        return None
+    return np.column_stack([(scores.predicted[rows] == scores.shadow_predicted[rows]).astype(np.float64),
+                            scores.confidence[rows], scores.drift[rows], scores.predicted[rows]])
+
+
 class Backpressure(Exception):
     """The queue is full (or the service is stopping): answer 503, count the drop."""
 
@@ -68,6 +81,7 @@ class _Scored:
     records: OperationalRecords
     version: str
     scored: bool  # False when the version has no usable reference
+    covariates: np.ndarray | None = None  # (n, 4) rows for covariate recalibration, see _FeedbackStats
 
 
 @dataclass
@@ -83,10 +97,15 @@ class _ScoredBatch:
 
 @dataclass
 class _FeedbackStats:
+    """Labels received for one model version; per labelled input its online P(correct), whether
+    the model was right, and its recalibration covariates (agreement, confidence, drift,
+    predicted class; empty when the scores lacked them)."""
+
     n: int = 0
     correct: int = 0
     p_correct: list[float] = field(default_factory=list)
     is_correct: list[bool] = field(default_factory=list)
+    covariates: list[list[float]] = field(default_factory=list)
 
 
 class SidecarService:
@@ -363,7 +382,7 @@ class SidecarService:
                 rows = slice(start, start + n)
                 p_correct, drift = (None, None) if scores is None else (scores.p_correct[rows], scores.drift[rows])
                 results.append(_Scored(self._records(pair, images, outputs, p_correct, drift), version,
-                                       scores is not None))
+                                       scores is not None, _covariate_rows(scores, rows)))
                 start += n
         return _ScoredBatch(results, scored_by_version, unreadable)
 
@@ -392,7 +411,7 @@ class SidecarService:
         self._buffer.append(item.records)
         self._buffered_rows += n
         rid = str(item.records.request_ids[0])
-        self._recent[rid] = (item.version, item.records.predictions, item.records.p_correct)
+        self._recent[rid] = (item.version, item.records.predictions, item.records.p_correct, item.covariates)
         while len(self._recent) > self.config.feedback_memory:
             self._recent.popitem(last=False)
         self._serving_version = item.version
@@ -427,9 +446,15 @@ class SidecarService:
             stats.n += n
             stats.correct += int(correct.sum())
             if p_correct is not None and np.all(np.isfinite(p_correct)):
+                rows = known[3]
+                if rows is None or len(stats.covariates) != len(stats.p_correct):
+                    stats.covariates = []  # one input without covariates: the intercept method for all
+                else:
+                    stats.covariates.extend(rows.tolist())
                 stats.p_correct.extend(float(p) for p in p_correct)
                 stats.is_correct.extend(bool(c) for c in correct)
                 del stats.p_correct[:-_FEEDBACK_KEPT], stats.is_correct[:-_FEEDBACK_KEPT]
+                del stats.covariates[:-_FEEDBACK_KEPT]
                 self._recalibrate(version, stats)
         self._feedback_rows.append({
             "ids": np.array([f"{truth.request_id}:{i}" for i in range(n)]),
@@ -443,15 +468,28 @@ class SidecarService:
         })
 
     def _recalibrate(self, version: str, stats: _FeedbackStats) -> None:
-        """Offline corrects online: labels recalibrate the version's estimator (intercept
-        correction, daic.oracles.recalibration) once enough of them have arrived."""
+        """Offline corrects online: labels recalibrate the version's estimator once enough of them
+        have arrived (daic.oracles.recalibration). The covariate method when every labelled input
+        came with its covariates (it refits P(correct) on them with a prior at "no change"; its
+        unpenalised intercept makes it a difference estimator), else the intercept correction."""
         estimator = self.estimators.get(version)
         if estimator is None or len(stats.p_correct) < _MIN_FEEDBACK_TO_RECALIBRATE:
             return
-        from daic.oracles.recalibration import fit_recalibration
+        from daic.oracles.recalibration import RecalibrationCovariates, fit_recalibration
 
+        p, y = np.array(stats.p_correct), np.array(stats.is_correct)
         try:
-            estimator.recalibrate(fit_recalibration(np.array(stats.p_correct), np.array(stats.is_correct)))
+            if len(stats.covariates) == len(p):
+                rows = np.array(stats.covariates)
+                covariates = RecalibrationCovariates(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3].astype(np.int64))
+                try:
+                    estimator.recalibrate(fit_recalibration(p, y, method="covariate", covariates=covariates,
+                                                            n_classes=N_CLASSES))
+                    return
+                except ValueError as exc:
+                    logger.warning("covariate recalibration failed for %s (%s); using the intercept method",
+                                   version, exc)
+            estimator.recalibrate(fit_recalibration(p, y))
         except ValueError as exc:
             logger.warning("recalibration from feedback failed for %s: %s", version, exc)
 
@@ -490,7 +528,8 @@ class SidecarService:
             "pending": [e.to_wal() for e in self.join.pending_events()],
             "completed": self.join.completed_ids(),
             "estimators": {v: est.to_state() for v, est in self.estimators.items()},
-            "feedback": {v: {"n": s.n, "correct": s.correct, "p_correct": s.p_correct, "is_correct": s.is_correct}
+            "feedback": {v: {"n": s.n, "correct": s.correct, "p_correct": s.p_correct, "is_correct": s.is_correct,
+                             "covariates": s.covariates}
                          for v, s in self.feedback.items()},
         }
 
@@ -506,7 +545,7 @@ class SidecarService:
             self.estimators[version] = self.assessors.estimator_from_state(state, version)
         for version, s in checkpoint.get("feedback", {}).items():
             self.feedback[version] = _FeedbackStats(int(s["n"]), int(s["correct"]), list(s["p_correct"]),
-                                                    list(s["is_correct"]))
+                                                    list(s["is_correct"]), list(s.get("covariates", [])))
 
     # -- reading ------------------------------------------------------------------------------
     def estimates(self) -> dict[str, dict[str, Any]]:
