@@ -36,9 +36,10 @@ class SidecarPayload(BaseModel):
     trusted: bool = True
     model_version: str | None = None
     reference_accuracy: float | None = Field(default=None, ge=0, le=1)
+    error_sd: float | None = Field(default=None, ge=0)  # the estimate's error scale (daic >= 0.2 sidecars)
     timestamp: datetime | float | None = None  # end of the window (RFC 3339 or Unix seconds)
 
-    @field_validator("accuracy", "lower", "upper", "reference_accuracy", mode="before")
+    @field_validator("accuracy", "lower", "upper", "reference_accuracy", "error_sd", mode="before")
     @classmethod
     def _nan_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, float) and math.isnan(value) else value
@@ -60,7 +61,8 @@ def parse_estimate(payload: Any, now: datetime) -> EstimateReading | EstimateErr
         stamp.replace(tzinfo=timezone.utc) if isinstance(stamp, datetime) else now)
     return EstimateReading(accuracy=body.accuracy, n=body.n, observed_at=observed, lower=body.lower,
                            upper=body.upper, drift_alarm=body.drift_alarm, trusted=body.trusted,
-                           model_version=body.model_version, reference_accuracy=body.reference_accuracy)
+                           model_version=body.model_version, reference_accuracy=body.reference_accuracy,
+                           error_sd=body.error_sd)
 
 
 class SidecarEstimate:

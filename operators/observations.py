@@ -54,6 +54,7 @@ class EstimateReading:
     trusted: bool = True
     model_version: str | None = None
     reference_accuracy: float | None = None
+    error_sd: float | None = None      # the estimate's error scale; the untrusted-window rule uses it
 
 
 @dataclass(frozen=True)

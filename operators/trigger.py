@@ -61,7 +61,8 @@ def _window(reading: EstimateReading) -> WindowEstimate:
                           lower=reading.lower if reading.lower is not None else nan,
                           upper=reading.upper if reading.upper is not None else nan,
                           drift_score=nan, drift_p_value=nan, drift_alarm=reading.drift_alarm,
-                          trusted=reading.trusted, n=reading.n, far_fraction=nan)
+                          trusted=reading.trusted, n=reading.n, far_fraction=nan,
+                          error_sd=reading.error_sd if reading.error_sd is not None else nan)
 
 
 def check(trigger: TriggerSpec, reading: EstimateReading) -> TriggerCheck:

@@ -58,10 +58,11 @@ def wait_for(predicate, timeout=30.0, what="condition"):
 def test_parse_estimate_reads_the_contract_and_ignores_extra_fields():
     r = parse_estimate({"accuracy": 0.91, "lower": 0.89, "upper": 0.93, "n": 400, "drift_alarm": True,
                         "trusted": False, "model_version": "v3", "reference_accuracy": 0.99,
-                        "timestamp": 1_700_000_000, "drift_p_value": 0.001, "far_fraction": 0.2}, NOW)
+                        "timestamp": 1_700_000_000, "drift_p_value": 0.001, "far_fraction": 0.2,
+                        "error_sd": 0.012}, NOW)
     assert r == EstimateReading(accuracy=0.91, n=400, observed_at=datetime.fromtimestamp(1_700_000_000, timezone.utc),
                                 lower=0.89, upper=0.93, drift_alarm=True, trusted=False, model_version="v3",
-                                reference_accuracy=0.99)
+                                reference_accuracy=0.99, error_sd=0.012)
     iso = parse_estimate({"accuracy": 0.9, "n": 1, "timestamp": "2025-03-01T11:00:00Z"}, NOW)
     assert iso.observed_at == datetime(2025, 3, 1, 11, tzinfo=timezone.utc)
     assert parse_estimate({"accuracy": 0.9, "n": 1}, NOW).observed_at == NOW

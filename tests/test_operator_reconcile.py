@@ -267,6 +267,14 @@ def test_an_untrusted_estimate_under_drift_triggers_unless_disabled():
     assert step(make_spec(trigger={"whenUntrusted": False}), CycleStatus(), 1, obs).status.phase is Phase.monitoring
 
 
+def test_an_untrusted_estimate_fires_only_when_its_error_scale_makes_a_drop_plausible():
+    # threshold 0.9 (make_spec's absolute default): 0.97 - 1 x 0.02 stays above it, 0.97 - 0.1 does not
+    confident = Observations(estimate=reading(0.97, 1, drift_alarm=True, trusted=False, error_sd=0.02))
+    assert step(make_spec(), CycleStatus(), 1, confident).status.phase is Phase.monitoring
+    vague = Observations(estimate=reading(0.97, 1, drift_alarm=True, trusted=False, error_sd=0.10))
+    assert step(make_spec(), CycleStatus(), 1, vague).status.current.trigger_reason == "UntrustedEstimate"
+
+
 def test_drop_mode_uses_the_reference_the_sidecar_reports_and_degrades_without_one():
     spec = make_spec(trigger={"mode": "drop", "maxDrop": 0.05, "threshold": None})
     fine = step(spec, CycleStatus(), 1, Observations(estimate=reading(0.95, 1, reference_accuracy=0.99)))
