@@ -336,6 +336,7 @@ def _report(console, Table, runs: list[Run], args) -> None:
     summary.add_row("sidecar cost", f"{cost:+.1f} % ({'met' if cost <= 5 else 'NOT met'})", f"{p50_1 - p50_0:+.2f}",
                     f"{p99_1 - p99_0:+.2f} ({'met' if p99_1 - p99_0 <= 2 else 'NOT met'})")
     console.print(summary)
+    _paired(console, Table, runs)
     cpu = Table(title=f"CPU per answered request (ms, medians over runs; {where})")
     names = ["model", "gateway", "logger", "sidecar", "load generator"]
     cpu.add_column("")
@@ -351,6 +352,31 @@ def _report(console, Table, runs: list[Run], args) -> None:
                   "runs with the sidecar")
     for r in books:
         console.print(f"  run {r.repeat}: {json.dumps(r.accounting)}")
+
+
+def _paired(console, Table, runs: list[Run]) -> None:
+    """Each repeat runs both configurations back to back, so the machine's slow drift hits both
+    alike: the per-repeat ratio of throughputs and difference of p99 are the comparable figures.
+    Their median with a 95% bootstrap interval (scipy) says whether the run can resolve the goal
+    at all: an interval wider than 5 points cannot."""
+    from scipy.stats import bootstrap
+
+    pairs = [(w, s) for w in runs if w.config == "without sidecar"
+             for s in runs if s.config == "with sidecar" and s.repeat == w.repeat]
+    if len(pairs) < 3:
+        console.print("paired comparison: needs --repeats >= 3")
+        return
+    cost = np.array([(w.throughput - s.throughput) / w.throughput * 100 for w, s in pairs])
+    p99 = np.array([s.pct(99) - w.pct(99) for w, s in pairs])
+    table = Table(title=f"paired by repeat ({len(pairs)} pairs): median and 95% bootstrap interval")
+    for col in ("", "median", "95% interval", "per repeat"):
+        table.add_column(col, justify="right")
+    for name, values, unit in (("throughput cost", cost, "%"), ("p99 added", p99, " ms")):
+        ci = bootstrap((values,), np.median, confidence_level=0.95, n_resamples=2000, method="percentile",
+                       random_state=0).confidence_interval
+        table.add_row(name, f"{np.median(values):+.1f}{unit}", f"[{ci.low:+.1f}, {ci.high:+.1f}]{unit}",
+                      " ".join(f"{v:+.1f}" for v in values))
+    console.print(table)
 
 
 if __name__ == "__main__":
