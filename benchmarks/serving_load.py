@@ -115,19 +115,30 @@ class Run:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
 
 
-async def _load(url: str, bodies: list[bytes], clients: int, duration: float, run: Run) -> None:
+async def _load(url: str, bodies: list[bytes], clients: int, duration: float, run: Run,
+                rate: float | None = None) -> None:
+    """Closed loop (each client sends its next request when the last is answered) or, with
+    ``rate``, a fixed schedule: the clients together send ``rate`` requests/s, each request's
+    latency counted from its *scheduled* time, so a stall shows up in the latency of everything
+    it delayed (no coordinated omission)."""
     import aiohttp
     from tqdm import tqdm
 
     stop_at = time.perf_counter() + duration
+    period = clients / rate if rate else 0.0
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
         async def client(k: int) -> None:
             i = k
+            due = time.perf_counter() + k * period / clients
             while time.perf_counter() < stop_at:
                 body = bodies[i % len(bodies)]
                 i += clients
-                t0 = time.perf_counter()
+                if period:
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                    t0, due = due, due + period
+                else:
+                    t0 = time.perf_counter()
                 try:
                     async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
                         await resp.read()
@@ -250,11 +261,11 @@ def _one_run(args, store, config_name: str, repeat: int, bodies: list[bytes], wo
     with LocalStack(config) as stack:
         url = stack.gateway_url + "/api/v1.0/predictions"
         warm = Run(config_name, repeat)
-        asyncio.run(_load(url, bodies, args.clients, args.warmup, warm))
+        asyncio.run(_load(url, bodies, args.clients, args.warmup, warm, args.rate))
         pids = stack.pids()
         cpu0 = _cpu_seconds(pids)
         own0 = time.process_time()
-        asyncio.run(_load(url, bodies, args.clients, args.duration, run))
+        asyncio.run(_load(url, bodies, args.clients, args.duration, run, args.rate))
         cpu1 = _cpu_seconds(pids)
         cpu1["load generator"], cpu0["load generator"] = time.process_time(), own0
         run.cpu_ms_per_request = {name: (cpu1[name] - cpu0[name]) * 1000 / max(run.ok, 1) for name in cpu1}
@@ -274,6 +285,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="gunicorn threads of the model server")
     parser.add_argument("--workers", type=int, default=1, help="gunicorn workers of the model server")
     parser.add_argument("--store", default=None, help="a store with a champion (default: train a small one)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="open loop: send this many requests/s in all (default: closed loop, as fast as answered)")
     parser.add_argument("--layout", choices=("shared", "isolated"), default="shared",
                         help="shared: all processes on all cores; isolated: the sidecar on a core of its own, "
                              "everything else (load generator included) on the others")
@@ -306,7 +319,8 @@ def _report(console, Table, runs: list[Run], args) -> None:
     layout = args.cpus
     where = (f"sidecar on CPU {layout['sidecar']}, the rest on CPUs {layout['model']}" if layout
              else "all processes share all cores")
-    table = Table(title=f"serving load: {args.clients} clients x {args.duration:.0f} s, 1 image/request, "
+    loop = f"open loop at {args.rate:g} req/s" if args.rate else "closed loop"
+    table = Table(title=f"serving load: {args.clients} clients x {args.duration:.0f} s, {loop}, 1 image/request, "
                         f"{args.workers} worker(s) x {args.threads} threads; {where}; "
                         f"load avg {os.getloadavg()[0]:.1f}")
     for col in ("config", "run", "requests ok", "errors", "req/s", "p50 ms", "p99 ms", "events sent/expected",
