@@ -166,3 +166,12 @@ def test_estimator_applies_covariate_recalibration_to_its_window_columns():
     plain.update(PerInputScores(p[:3], cov.drift[:3], np.zeros(3, bool)))
     with pytest.raises(ValueError, match="window holds inputs without them"):
         plain.recalibrate(rec)
+
+
+def test_covariate_rows_round_trip_through_json():
+    cov = RecalibrationCovariates(np.array([1.0, 0.0, 1.0]), np.array([0.9, 0.4, 0.7]), np.array([0.5, 0.99, 0.1]),
+                                  np.array([3, 7, 0]))
+    back = RecalibrationCovariates.from_rows(json.loads(json.dumps(cov.as_rows().tolist())))
+    for name in ("agreement", "confidence", "drift", "predicted"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(cov, name))
+    assert back.predicted.dtype == np.int64

@@ -88,6 +88,16 @@ class RecalibrationCovariates:
         return cls((scores.predicted == scores.shadow_predicted).astype(np.float64), scores.confidence,
                    scores.drift, scores.predicted)
 
+    def as_rows(self) -> np.ndarray:
+        """(N, 4) float rows [agreement, confidence, drift, predicted], e.g. to keep per input in a
+        JSON checkpoint; :meth:`from_rows` reads them back."""
+        return np.column_stack([self.agreement, self.confidence, self.drift, self.predicted.astype(np.float64)])
+
+    @classmethod
+    def from_rows(cls, rows) -> "RecalibrationCovariates":
+        rows = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
+        return cls(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3].astype(np.int64))
+
     def design(self, p_correct: np.ndarray, n_classes: int) -> np.ndarray:
         """(N, len(COVARIATES) + n_classes) matrix; a class index >= n_classes gets no indicator."""
         p = np.asarray(p_correct, dtype=np.float64)

@@ -31,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from daic.oracles.recalibration import RecalibrationCovariates, fit_recalibration
 from daic.serving.inputs import decode_request
-from daic.serving.protocol import parse_response
+from daic.serving.protocol import CLASS_NAMES, parse_response
 from daic.sidecar.assessment import AssessorPool
 from daic.sidecar.config import SidecarConfig
 from daic.sidecar.events import LoggedEvent
@@ -51,17 +52,15 @@ _MIN_FEEDBACK_TO_RECALIBRATE = 30
 _FEEDBACK_KEPT = 10_000
 
 
-#: Classes of the served model (MNIST digits): the covariate recalibration's per-class terms.
-N_CLASSES = 10
-
-
-def _covariate_rows(scores, rows: slice) -> np.ndarray | None:
-    """(n, 4) [agreement, confidence, drift, predicted] of the inputs ``rows`` of ``scores``, or
-    None when the scores do not carry the window columns."""
-    if scores is None or not scores.has_window_columns:
+def _covariate_rows(scores) -> np.ndarray | None:
+    """``RecalibrationCovariates.as_rows`` of every input of ``scores``, or None when the scores
+    do not carry (valid) window columns: those inputs' labels can only use the intercept method."""
+    if scores is None:
         return None
-    return np.column_stack([(scores.predicted[rows] == scores.shadow_predicted[rows]).astype(np.float64),
-                            scores.confidence[rows], scores.drift[rows], scores.predicted[rows]])
+    try:
+        return RecalibrationCovariates.from_scores(scores).as_rows()
+    except ValueError:
+        return None
 
 
 class Backpressure(Exception):
@@ -377,12 +376,13 @@ class SidecarService:
                 scores = None
             if scores is not None:
                 scored_by_version[version] = scores
+            covariates = _covariate_rows(scores)
             start = 0
             for (pair, images, outputs), n in zip(items, sizes):
                 rows = slice(start, start + n)
                 p_correct, drift = (None, None) if scores is None else (scores.p_correct[rows], scores.drift[rows])
                 results.append(_Scored(self._records(pair, images, outputs, p_correct, drift), version,
-                                       scores is not None, _covariate_rows(scores, rows)))
+                                       scores is not None, None if covariates is None else covariates[rows]))
                 start += n
         return _ScoredBatch(results, scored_by_version, unreadable)
 
@@ -475,16 +475,13 @@ class SidecarService:
         estimator = self.estimators.get(version)
         if estimator is None or len(stats.p_correct) < _MIN_FEEDBACK_TO_RECALIBRATE:
             return
-        from daic.oracles.recalibration import RecalibrationCovariates, fit_recalibration
-
         p, y = np.array(stats.p_correct), np.array(stats.is_correct)
         try:
             if len(stats.covariates) == len(p):
-                rows = np.array(stats.covariates)
-                covariates = RecalibrationCovariates(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3].astype(np.int64))
+                covariates = RecalibrationCovariates.from_rows(stats.covariates)
                 try:
                     estimator.recalibrate(fit_recalibration(p, y, method="covariate", covariates=covariates,
-                                                            n_classes=N_CLASSES))
+                                                            n_classes=len(CLASS_NAMES)))
                     return
                 except ValueError as exc:
                     logger.warning("covariate recalibration failed for %s (%s); using the intercept method",
