@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import threading
-import time
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,20 +35,10 @@ from daic.serving.manifest import DeploymentParams, render_seldon_deployment
 from daic.storage import open_store
 from fakes.kube import FakeKube, merge_patch
 from fakes.sidecar import FakeSidecar
+from fakes.waiting import wait_for
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 FAKE_PIPELINE = str(Path(__file__).parent / "fakes" / "pipeline.py")
-
-
-def wait_for(predicate, timeout=30.0, what="condition"):
-    """Poll ``predicate`` until true (a deadline, not a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- estimates -------------------------------------------------------------------------------------
