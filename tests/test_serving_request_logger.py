@@ -132,3 +132,15 @@ def test_the_request_logger_process_outlives_a_stop_signal_and_delivers_what_it_
     acks, code, received = asyncio.run(go())
     assert acks == [200] * 6 and code == 0
     assert received[0][0] == "first" and sorted(eid for eid, _ in received[1:]) == [f"e{i}" for i in range(5)]
+
+
+def test_cpu_settings_name_the_field_and_the_machine_range():
+    from daic.serving.stack import StackConfig
+
+    with pytest.raises(ValueError, match=r"logger_cpus must be a non-empty set of CPU numbers in 0\.\."):
+        GatewayConfig(logger_cpus=(10_000,))
+    with pytest.raises(ValueError, match=r"cpus\['sidecar'\] must be"):
+        StackConfig(cpus={"sidecar": ()})
+    with pytest.raises(ValueError, match="unknown process 'proxy'"):
+        StackConfig(cpus={"proxy": (0,)})
+    assert StackConfig(cpus={"logger": (0,)}).cpus == {"logger": (0,)}

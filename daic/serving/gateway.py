@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
 import uuid
 from collections import Counter
@@ -31,6 +30,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from daic.serving.affinity import check_cpus, pinned
 from daic.serving.request_logger import ACK_SIZE, FAILED, decode_acks, encode_frame
 from daic.sidecar.events import encode_cloudevent
 
@@ -56,9 +56,8 @@ class GatewayConfig:
     def __post_init__(self) -> None:
         if self.log_queue < 1 or self.log_workers < 1:
             raise ValueError("log_queue and log_workers must be >= 1")
-        if any(not 0 <= cpu < (os.cpu_count() or 1) for cpu in self.logger_cpus):
-            raise ValueError(f"logger_cpus must be CPU numbers in 0..{(os.cpu_count() or 1) - 1}, "
-                             f"got {self.logger_cpus}")
+        if self.logger_cpus:
+            check_cpus("logger_cpus", self.logger_cpus)
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         for name in ("model_url", "logger_url"):
@@ -90,12 +89,11 @@ class Gateway:
         timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
         self._session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=256))
         if self.config.logger_url:
-            cpus = self.config.logger_cpus
             self._logger = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "daic.serving.request_logger", "--url", self.config.logger_url,
                 "--workers", str(self.config.log_workers), "--timeout", str(self.config.timeout_s),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+                preexec_fn=pinned(self.config.logger_cpus))
             self._settled = asyncio.Event()
             self._settled.set()
             self._ack_reader = asyncio.create_task(self._read_acks())

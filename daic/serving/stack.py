@@ -25,6 +25,8 @@ from typing import Any
 
 import requests
 
+from daic.serving.affinity import check_cpus, pinned
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -67,8 +69,7 @@ class StackConfig:
     serving_python: Path = field(default_factory=default_serving_python)
     startup_timeout_s: float = 180.0
     sidecar_options: dict[str, Any] = field(default_factory=dict)
-    #: CPU affinity per process ("model", "sidecar", "gateway"), e.g. {"sidecar": (1,)}: on one
-    #: machine, the closest thing to the per-container CPU a pod's resources give each container.
+    #: CPU affinity per process (one of PROCESSES), e.g. {"sidecar": (1,)} (daic.serving.affinity).
     cpus: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -81,13 +82,10 @@ class StackConfig:
             raise ValueError(f"ports must differ, got {ports}")
         if self.workers < 1 or self.threads < 1:
             raise ValueError("workers and threads must be >= 1")
-        available = set(range(os.cpu_count() or 1))
         for name, cpus in self.cpus.items():
             if name not in PROCESSES:
                 raise ValueError(f"cpus: unknown process {name!r}; expected one of {', '.join(PROCESSES)}")
-            if not cpus or not set(cpus) <= available:
-                raise ValueError(f"cpus[{name!r}] must be a non-empty subset of this machine's CPUs "
-                                 f"{sorted(available)}, got {cpus}")
+            check_cpus(f"cpus[{name!r}]", cpus)
 
     @property
     def gateway_url(self) -> str:
@@ -200,10 +198,8 @@ class LocalStack:
         env = {**os.environ, **extra_env, "PYTHONUNBUFFERED": "1"}
         with open(log, "ab") as fh:
             fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
-            cpus = self.config.cpus.get(name)
             popen = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=env, start_new_session=True,
-                                     preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+                                     env=env, start_new_session=True, preexec_fn=pinned(self.config.cpus.get(name)))
         self._procs[name] = _Proc(name, popen, log)
 
     def _wait(self, name: str, url: str, deadline: float) -> None:
