@@ -204,7 +204,7 @@ def _account(stack, store, deployment: str, run: Run, timeout_s: float = 120.0) 
     from daic.sidecar.records import read_operational
 
     stats = stack.wait_logged(timeout_s)
-    requests.post(stack.sidecar_url + "/admin/flush", timeout=timeout_s).raise_for_status()
+    stack.flush(timeout_s)  # the gateway has settled (above): this only has the sidecar write
     metrics = requests.get(stack.sidecar_url + "/metrics", timeout=10).text
     records = read_operational(store, deployment)
     received = _metric(metrics, "daic_sidecar_events_received_total")
