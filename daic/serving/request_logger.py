@@ -70,10 +70,12 @@ def decode_acks(data: bytes) -> list[int]:
 async def forward(reader: asyncio.StreamReader, write_acks, url: str, workers: int, timeout_s: float,
                   ack_interval_s: float = 0.01) -> int:
     """Post every frame read from ``reader`` to ``url`` with ``workers`` concurrent posts; hand
-    the acks to ``write_acks(bytes)`` every ``ack_interval_s`` (one pipe write and one wake-up of
-    the gateway per interval, not per event) and at the end. Returns the number of events handled."""
+    the acks to ``write_acks(bytes)`` at most ``ack_interval_s`` after the first one waiting (one
+    pipe write and one wake-up of the gateway per interval, not per event; nothing while idle) and
+    at the end. Returns the number of events handled."""
     import aiohttp
 
+    loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue(maxsize=4 * workers)  # full: stop reading, the pipe fills
     handled = 0
     acks: list[bytes] = []
@@ -82,11 +84,6 @@ async def forward(reader: asyncio.StreamReader, write_acks, url: str, workers: i
         if acks:
             write_acks(b"".join(acks))
             acks.clear()
-
-    async def flusher() -> None:
-        while True:
-            await asyncio.sleep(ack_interval_s)
-            flush_acks()
 
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal handled
@@ -99,6 +96,8 @@ async def forward(reader: asyncio.StreamReader, write_acks, url: str, workers: i
                     status = resp.status
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 logger.warning("request logger post failed: %s", exc)
+            if not acks:
+                loop.call_later(ack_interval_s, flush_acks)
             acks.append(encode_ack(status))
             handled += 1
             queue.task_done()
@@ -107,7 +106,6 @@ async def forward(reader: asyncio.StreamReader, write_acks, url: str, workers: i
     async with aiohttp.ClientSession(timeout=timeout,
                                      connector=aiohttp.TCPConnector(limit=workers * 2)) as session:
         tasks = [asyncio.create_task(worker(session)) for _ in range(workers)]
-        tasks.append(asyncio.create_task(flusher()))
         try:
             while (frame := await read_frame(reader)) is not None:
                 await queue.put(frame)
