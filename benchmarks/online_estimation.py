@@ -343,8 +343,7 @@ def main(argv=None) -> None:
             before.update(s_held.subset(rest))
             rr = dict(name=c.name, true=truth_rest, before=before.estimate().accuracy, se=float("nan"))
             sl = s_held.subset(lab)
-            covariates = RecalibrationCovariates((sl.predicted == sl.shadow_predicted).astype(np.float64),
-                                                 sl.confidence, sl.drift, sl.predicted)
+            covariates = RecalibrationCovariates.from_scores(sl)
             for method in ("intercept", "platt", "rogan_gladen", "covariate"):
                 try:
                     rec = fit_recalibration(s_held.p_correct[lab], o.correct[lab], method,

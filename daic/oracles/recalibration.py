@@ -85,8 +85,13 @@ class RecalibrationCovariates:
         """From :class:`daic.oracles.scores.PerInputScores` that carry the window columns."""
         if not scores.has_window_columns:
             raise ValueError("covariate recalibration needs scores with predicted, shadow_predicted and confidence")
-        return cls((scores.predicted == scores.shadow_predicted).astype(np.float64), scores.confidence,
-                   scores.drift, scores.predicted)
+        return cls.from_columns(scores.predicted, scores.shadow_predicted, scores.confidence, scores.drift)
+
+    @classmethod
+    def from_columns(cls, predicted: np.ndarray, shadow_predicted: np.ndarray, confidence: np.ndarray,
+                     drift: np.ndarray) -> "RecalibrationCovariates":
+        """From the per-input columns the scores and the estimator's window keep."""
+        return cls((predicted == shadow_predicted).astype(np.float64), confidence, drift, predicted)
 
     def as_rows(self) -> np.ndarray:
         """(N, 4) float rows [agreement, confidence, drift, predicted], e.g. to keep per input in a

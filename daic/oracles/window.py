@@ -219,8 +219,7 @@ class OnlineEstimator:
         if self.recalibration is None or not self.recalibration.needs_covariates:
             return None
         w = self._w
-        return RecalibrationCovariates((w.predicted == w.shadow_predicted).astype(np.float64),
-                                       w.confidence, w.drift, w.predicted)
+        return RecalibrationCovariates.from_columns(w.predicted, w.shadow_predicted, w.confidence, w.drift)
 
     # -- estimating ---------------------------------------------------------------------------
     def estimate(self, now: float | None = None) -> WindowEstimate:
