@@ -63,6 +63,12 @@ async def _post(client, headers_body, status=200):
     return json.loads(text)
 
 
+async def _post_prediction(client, rid, request, response):
+    """Both halves of one logged prediction, request first, as the executor sends them."""
+    await _post(client, _event("request", rid, request))
+    await _post(client, _event("response", rid, response))
+
+
 async def _metric(client, name, **labels):
     text = await (await client.get("/metrics")).text()
     for line in text.splitlines():
@@ -132,8 +138,7 @@ def test_feedback_in_seldon_shape_and_as_logged_events(registry, tmp_path):
 
     async def scenario(client, service):
         for i, (req, resp, _) in enumerate(pairs):
-            await _post(client, _event("request", f"p{i}", req))
-            await _post(client, _event("response", f"p{i}", resp))
+            await _post_prediction(client, f"p{i}", req, resp)
         # 1) the Seldon feedback API shape, posted to the sidecar: response.meta.puid names it
         response0 = {**json.loads(pairs[0][1]), "meta": {**json.loads(pairs[0][1])["meta"], "puid": "p0"}}
         feedback = {"request": json.loads(pairs[0][0]), "response": response0, "reward": 0.0,
@@ -208,8 +213,7 @@ def test_new_champion_reference_is_loaded_and_estimates_are_per_version(registry
     async def scenario(client, service):
         for i in range(5):
             req, resp, _ = _pair(registry, v1, images[2 * i:2 * i + 2])
-            await _post(client, _event("request", f"a{i}", req))
-            await _post(client, _event("response", f"a{i}", resp))
+            await _post_prediction(client, f"a{i}", req, resp)
         await client.post("/admin/flush")  # resolves once everything accepted so far is processed
         before = (await (await client.get("/estimate")).json())
         v2 = await asyncio.to_thread(register_version, registry["store"])
@@ -217,8 +221,7 @@ def test_new_champion_reference_is_loaded_and_estimates_are_per_version(registry
         reloaded = await (await client.post("/admin/reload")).json()
         for i in range(5):
             req, resp, _ = _pair(registry, v2, images[10 + 2 * i:12 + 2 * i])
-            await _post(client, _event("request", f"b{i}", req))
-            await _post(client, _event("response", f"b{i}", resp))
+            await _post_prediction(client, f"b{i}", req, resp)
         await client.post("/admin/flush")
         after = await (await client.get("/estimate")).json()
         text = await (await client.get("/metrics")).text()
@@ -243,8 +246,7 @@ def test_enough_feedback_recalibrates_the_estimate_to_the_labels(registry, tmp_p
 
     async def scenario(client, service):
         for i, (req, resp, _) in enumerate(pairs):
-            await _post(client, _event("request", f"q{i}", req))
-            await _post(client, _event("response", f"q{i}", resp))
+            await _post_prediction(client, f"q{i}", req, resp)
         await client.post("/admin/flush")
         before = await (await client.get("/estimate")).json()
         for i in range(20):  # ground truth by request id, as the executor logs a feedback call
