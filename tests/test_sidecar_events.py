@@ -143,4 +143,3 @@ def test_structured_mode_parses_through_the_sdk_to_the_same_event():
     assert structured.body == binary.body and json.loads(structured.raw) == json.loads(binary.raw)
     assert (structured.kind, structured.event_id, structured.request_id, structured.model_id) == \
         (binary.kind, binary.event_id, binary.request_id, binary.model_id)
-
