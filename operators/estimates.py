@@ -37,6 +37,7 @@ class SidecarPayload(BaseModel):
     model_version: str | None = None
     reference_accuracy: float | None = Field(default=None, ge=0, le=1)
     error_sd: float | None = Field(default=None, ge=0)  # the estimate's error scale (daic >= 0.2 sidecars)
+    change_alarm: bool = False  # the sequential change detector's alarm (daic >= 0.3 sidecars)
     timestamp: datetime | float | None = None  # end of the window (RFC 3339 or Unix seconds)
 
     @field_validator("accuracy", "lower", "upper", "reference_accuracy", "error_sd", mode="before")
@@ -62,7 +63,7 @@ def parse_estimate(payload: Any, now: datetime) -> EstimateReading | EstimateErr
     return EstimateReading(accuracy=body.accuracy, n=body.n, observed_at=observed, lower=body.lower,
                            upper=body.upper, drift_alarm=body.drift_alarm, trusted=body.trusted,
                            model_version=body.model_version, reference_accuracy=body.reference_accuracy,
-                           error_sd=body.error_sd)
+                           error_sd=body.error_sd, change_alarm=body.change_alarm)
 
 
 class SidecarEstimate:

@@ -55,6 +55,7 @@ class EstimateReading:
     model_version: str | None = None
     reference_accuracy: float | None = None
     error_sd: float | None = None      # the estimate's error scale; the untrusted-window rule uses it
+    change_alarm: bool = False         # the sidecar's sequential change alarm (daic.oracles.change)
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,11 @@ class TriggerMode(str, enum.Enum):
     drop = "drop"          # fire when it falls more than `maxDrop` below the reference accuracy
 
 
+class TriggerMethod(str, enum.Enum):
+    window = "window"          # the windowed estimate's rules only (threshold, untrusted + drift)
+    sequential = "sequential"  # those, or the sidecar's sequential change alarm (CUSUM, daic.oracles.change)
+
+
 class LabelingBackend(str, enum.Enum):
     simulated = "simulated"        # ground truth from the data set: benchmarks and the demo only
     web = "web"                    # daic's labeling web page
@@ -133,6 +138,7 @@ class TriggerSpec(_Model):
     hysteresis: float = Field(default=0.02, ge=0, le=0.5)
     when_untrusted: bool = True   # fire when the sidecar marks its estimate untrusted under a drift alarm
     drift_alarm: bool = False     # fire on any drift alarm, even with a trusted, healthy estimate
+    method: TriggerMethod = TriggerMethod.sequential  # also fire on the sidecar's change alarm
 
     @model_validator(mode="after")
     def _mode_fields(self) -> "TriggerSpec":

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from daic.operators.observations import EstimateReading
-from daic.operators.spec import TriggerMode, TriggerSpec
+from daic.operators.spec import TriggerMethod, TriggerMode, TriggerSpec
 from daic.oracles.trigger import TriggerPolicy, decide
 from daic.oracles.window import WindowEstimate
 
@@ -23,7 +23,7 @@ class TriggerCheck:
     eligible: bool           # the reading rests on at least minWindow predictions and has a threshold
     breach: bool             # an armed policy would fire on this reading
     recovered: bool          # a disarmed policy would re-arm on this reading
-    reason: str              # EstimateBelowThreshold | UntrustedEstimate | DriftAlarm | Healthy | ...
+    reason: str              # EstimateBelowThreshold | UntrustedEstimate | ChangeDetected | DriftAlarm | Healthy | ...
     message: str
 
 
@@ -40,14 +40,16 @@ def policy(trigger: TriggerSpec, reading: EstimateReading | None) -> TriggerPoli
         return TriggerPolicy(threshold=float(trigger.threshold), mode="absolute",
                              min_evidence=trigger.min_window, hysteresis=trigger.hysteresis,
                              trigger_when_untrusted=trigger.when_untrusted,
-                             trigger_on_drift_alarm=trigger.drift_alarm)
+                             trigger_on_drift_alarm=trigger.drift_alarm,
+                             trigger_on_change=trigger.method is TriggerMethod.sequential)
     reference = reference_accuracy(trigger, reading)
     if reference is None:
         return None
     return TriggerPolicy(threshold=float(trigger.max_drop), mode="drop", reference_accuracy=reference,
                          min_evidence=trigger.min_window, hysteresis=trigger.hysteresis,
                          trigger_when_untrusted=trigger.when_untrusted,
-                         trigger_on_drift_alarm=trigger.drift_alarm)
+                         trigger_on_drift_alarm=trigger.drift_alarm,
+                         trigger_on_change=trigger.method is TriggerMethod.sequential)
 
 
 def effective_threshold(trigger: TriggerSpec, reading: EstimateReading | None) -> float | None:
@@ -62,7 +64,8 @@ def _window(reading: EstimateReading) -> WindowEstimate:
                           upper=reading.upper if reading.upper is not None else nan,
                           drift_score=nan, drift_p_value=nan, drift_alarm=reading.drift_alarm,
                           trusted=reading.trusted, n=reading.n, far_fraction=nan,
-                          error_sd=reading.error_sd if reading.error_sd is not None else nan)
+                          error_sd=reading.error_sd if reading.error_sd is not None else nan,
+                          change_alarm=reading.change_alarm)
 
 
 def check(trigger: TriggerSpec, reading: EstimateReading) -> TriggerCheck:
@@ -84,6 +87,8 @@ def check(trigger: TriggerSpec, reading: EstimateReading) -> TriggerCheck:
         reason = "EstimateBelowThreshold"
     elif trigger.when_untrusted and not reading.trusted and reading.drift_alarm:
         reason = "UntrustedEstimate"
+    elif pol.trigger_on_change and reading.change_alarm:
+        reason = "ChangeDetected"
     else:
         reason = "DriftAlarm"
     return TriggerCheck(threshold, True, armed.assess, rearm.armed, reason, armed.reason)

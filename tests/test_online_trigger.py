@@ -122,3 +122,37 @@ def test_untrusted_window_fires_only_when_a_drop_is_plausible():
 def test_bad_untrusted_margin_is_named(bad):
     with pytest.raises(ValueError, match="untrusted_margin_sd"):
         TriggerPolicy(threshold=0.03, mode="drop", reference_accuracy=0.99, untrusted_margin_sd=bad)
+
+
+def test_change_alarm_fires_unless_disabled_and_blocks_rearming():
+    est = WindowEstimate(0.985, 0.98, 0.99, 0.5, 0.5, False, True, 500, 0.0, change_statistic=1.4, change_alarm=True)
+    d = decide(POLICY, est)
+    assert d.assess and "change detected" in d.reason and "1.40" in d.reason
+    from dataclasses import replace
+    assert not decide(replace(POLICY, trigger_on_change=False), est).assess
+    assert not decide(POLICY, est, armed=False).armed          # not recovered while the alarm is on
+    assert decide(POLICY, replace(est, change_alarm=False), armed=False).armed
+    assert not decide(POLICY, replace(est, n=199)).assess       # minimum evidence still applies
+
+
+def test_operator_trigger_method_chooses_the_change_alarm():
+    """The AssessmentCycle's trigger.method: 'sequential' (default) adds the sidecar's change alarm."""
+    from datetime import datetime, timezone
+
+    from daic.operators.estimates import parse_estimate
+    from daic.operators.spec import TriggerMethod, TriggerSpec
+    from daic.operators.trigger import check
+
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    reading = parse_estimate({"accuracy": 0.985, "n": 1000, "reference_accuracy": 0.99, "change_alarm": True}, now)
+    assert reading.change_alarm
+    default = TriggerSpec.model_validate({"mode": "drop", "maxDrop": 0.03})
+    assert default.method is TriggerMethod.sequential
+    c = check(default, reading)
+    assert c.breach and c.reason == "ChangeDetected"
+    window = TriggerSpec.model_validate({"mode": "drop", "maxDrop": 0.03, "method": "window"})
+    assert not check(window, reading).breach
+    quiet = parse_estimate({"accuracy": 0.985, "n": 1000, "reference_accuracy": 0.99}, now)
+    assert not quiet.change_alarm and not check(default, quiet).breach
+    with pytest.raises(ValueError, match="method"):
+        TriggerSpec.model_validate({"mode": "drop", "maxDrop": 0.03, "method": "cusum"})

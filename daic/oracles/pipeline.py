@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from daic.oracles.base import NotFittedError
+from daic.oracles.change import ChangeConfig, Cusum, CusumDetector
 from daic.oracles.batch import OracleBatch
 from daic.oracles.combiner import FEATURES, Combiner, signal_features
 from daic.oracles.confidence import ConfidenceOracle
@@ -117,7 +118,10 @@ class AssessorConfig:
     are averaged (see ``_cross_fit``). Two: held-out error 3.50 in a development run, the same as
     four (3.52), at half the fitting time, which the sidecar pays at every new champion.
     label_share: share of the combiner's sample weight given to labelled operational inputs when
-    it is refitted with them (``refit_with_labels``); the reference rows keep the rest."""
+    it is refitted with them (``refit_with_labels``); the reference rows keep the rest.
+    change: how the sequential change detector is calibrated on the clean calibration rows'
+    expected errors (:mod:`daic.oracles.change`); None: no detector.
+    drift_tolerance: the window drift test's relevance margin (:func:`daic.oracles.drift.drift_test`)."""
 
     k: int = 10
     combiner: str = "logistic"
@@ -133,6 +137,8 @@ class AssessorConfig:
     default_max_drift_score: float = 1.0
     label_share: float = 0.8
     replicates: int = 2
+    change: ChangeConfig | None = ChangeConfig()
+    drift_tolerance: float = 0.05
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -154,6 +160,10 @@ class AssessorConfig:
             raise ValueError(f"replicates must be a positive integer, got {self.replicates!r}")
         if not 0.0 < self.label_share < 1.0:
             raise ValueError(f"label_share must lie in (0, 1), got {self.label_share!r}")
+        if not 0.0 <= self.drift_tolerance < 0.5:
+            raise ValueError(f"drift_tolerance must lie in [0, 0.5), got {self.drift_tolerance!r}")
+        if self.change is not None and not isinstance(self.change, ChangeConfig):
+            raise ValueError(f"change must be a ChangeConfig or None, got {type(self.change).__name__}")
         if not 0.0 <= self.default_max_drift_score <= 1.0:
             raise ValueError(f"default_max_drift_score must lie in [0, 1], got {self.default_max_drift_score!r}")
 
@@ -224,6 +234,12 @@ class OnlineAssessor:
             self._far_distance = float(np.quantile(x_cal[:, knn_col], cfg.far_quantile))
         else:
             self._fit_with_shifts(cal, x_cal, shifted)
+        # The sequential change detector: calibrated on the clean calibration rows' expected
+        # errors, which the distance oracles never indexed (like new clean inputs).
+        self.change: Cusum | None = None
+        if cfg.change is not None:
+            p_cal = self.combiner.predict(x_cal)
+            self.change = CusumDetector.calibrate(1.0 - p_cal, cfg.change)
         self._fitted = True
         return self
 
@@ -461,7 +477,8 @@ class OnlineAssessor:
         if not self._fitted:
             raise NotFittedError("OnlineAssessor: call fit(reference) first")
         return replace(WindowConfig(model_error=self.model_error, max_drift_score=self.max_drift_score,
-                                    error_model=self.error_model), **overrides)
+                                    error_model=self.error_model, change=getattr(self, "change", None),
+                                    drift_tolerance=self.config.drift_tolerance), **overrides)
 
     def new_estimator(self, **overrides) -> OnlineEstimator:
         """An empty estimator using this assessor's window model, error and trust region."""

@@ -16,11 +16,15 @@ policy fires ("assess now") when, with enough evidence in the window,
   A window that has barely left the trust region and whose estimate is far above the threshold
   then does not cost a labelling round; one far from the reference, where the error scale is
   large, still fires. Without it (None), every untrusted window with a drift alarm fires, or
-* optionally, on any drift alarm.
+* optionally, on any drift alarm, or
+* (``trigger_on_change``, on by default) when the sequential change detector alarms: Page's
+  CUSUM on every input's expected error (:mod:`daic.oracles.change`), calibrated to at most
+  one false alarm per 100,000 clean inputs; it reacts within a batch or two of a drop, where
+  the window average needs a good part of its window.
 
 Hysteresis keeps one drop from firing at every window: after firing, the policy is disarmed
-until the estimate climbs back above threshold + hysteresis (e.g. after a retrained model is
-deployed). The armed flag is the only state; the caller keeps it and passes it back in.
+until the estimate climbs back above threshold + hysteresis, trusted, without drift or change
+alarm (e.g. after a retrained model is deployed). The armed flag is the only state; the caller keeps it and passes it back in.
 """
 from __future__ import annotations
 
@@ -40,7 +44,8 @@ class TriggerPolicy:
     any decision. ``hysteresis``: margin above the threshold to re-arm. ``compare``: which
     number of the window is compared with the threshold (see the module docstring).
     ``untrusted_margin_sd``: how many error standard deviations below the estimate a drop
-    must be plausible for an untrusted window with a drift alarm to fire (None: always fire)."""
+    must be plausible for an untrusted window with a drift alarm to fire (None: always fire).
+    ``trigger_on_change``: fire on the sequential change detector's alarm."""
 
     threshold: float = 0.03
     mode: str = "drop"
@@ -51,6 +56,7 @@ class TriggerPolicy:
     trigger_on_drift_alarm: bool = False
     compare: str = "estimate"
     untrusted_margin_sd: float | None = 1.0
+    trigger_on_change: bool = True
 
     def __post_init__(self) -> None:
         if self.untrusted_margin_sd is not None and not (
@@ -104,8 +110,10 @@ def decide(policy: TriggerPolicy, estimate: WindowEstimate, armed: bool = True) 
     if untrusted_shift and policy.untrusted_margin_sd is not None and not math.isnan(estimate.error_sd):
         plausible = estimate.accuracy - policy.untrusted_margin_sd * estimate.error_sd < limit
     drift = policy.trigger_on_drift_alarm and estimate.drift_alarm
+    change = policy.trigger_on_change and estimate.change_alarm
     if not armed:
-        recovered = estimate.accuracy >= limit + policy.hysteresis and estimate.trusted and not estimate.drift_alarm
+        recovered = (estimate.accuracy >= limit + policy.hysteresis and estimate.trusted
+                     and not estimate.drift_alarm and not change)
         if recovered:
             return TriggerDecision(False, True, f"re-armed: estimate {estimate.accuracy:.4f} >= {limit + policy.hysteresis:.4f}")
         return TriggerDecision(False, False, "disarmed until the estimate recovers")
@@ -113,6 +121,9 @@ def decide(policy: TriggerPolicy, estimate: WindowEstimate, armed: bool = True) 
         return TriggerDecision(True, False, f"{policy.compare} {value:.4f} < threshold {limit:.4f}")
     if untrusted_shift and plausible:
         return TriggerDecision(True, False, "drift alarm with an untrusted estimate")
+    if change:
+        stat = "" if math.isnan(estimate.change_statistic) else f" (CUSUM at {estimate.change_statistic:.2f} x its threshold)"
+        return TriggerDecision(True, False, f"change detected{stat}")
     if drift:
         return TriggerDecision(True, False, f"drift alarm (p = {estimate.drift_p_value:.2g})")
     return TriggerDecision(False, True, f"estimate {estimate.accuracy:.4f} >= threshold {limit:.4f}")

@@ -31,6 +31,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from daic.oracles.change import Cusum, CusumDetector
 from daic.oracles.drift import drift_test
 from daic.oracles.error_model import ErrorModel
 from daic.oracles.recalibration import Recalibration, RecalibrationCovariates
@@ -52,7 +53,11 @@ class WindowConfig:
     replaces ``model_error`` for label-free estimates. None: ``model_error`` everywhere.
     fuse_label_free: once labels have recalibrated the window, still weigh in the label-free
     estimate (``_fuse_label_free``). Off by default: with it, a window that holds exactly the
-    labelled inputs no longer reports their observed accuracy."""
+    labelled inputs no longer reports their observed accuracy.
+    drift_tolerance: the drift test alarms only when the window's mean percentile is
+    significantly above 0.5 + drift_tolerance (:func:`daic.oracles.drift.drift_test`).
+    change: the calibrated sequential change detector run on every input's expected error
+    (:mod:`daic.oracles.change`); None: none."""
 
     max_count: int | None = 1000
     max_age_s: float | None = None
@@ -64,8 +69,16 @@ class WindowConfig:
     min_trusted_count: int = 50
     error_model: ErrorModel | None = None
     fuse_label_free: bool = False
+    drift_tolerance: float = 0.0
+    change: Cusum | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.change, dict):  # from a JSON state
+            object.__setattr__(self, "change", Cusum.from_dict(self.change))
+        elif self.change is not None and not isinstance(self.change, Cusum):
+            raise ValueError(f"change must be a Cusum, its dict or None, got {type(self.change).__name__}")
+        if not 0.0 <= self.drift_tolerance < 0.5:
+            raise ValueError(f"drift_tolerance must lie in [0, 0.5), got {self.drift_tolerance!r}")
         if isinstance(self.error_model, dict):  # from a JSON state
             object.__setattr__(self, "error_model", ErrorModel.from_dict(self.error_model))
         elif self.error_model is not None and not isinstance(self.error_model, ErrorModel):
@@ -107,6 +120,8 @@ class WindowEstimate:
     far_fraction: float
     recalibrated: bool = False
     error_sd: float = math.nan  # the standard deviation behind the band: sampling and model error
+    change_statistic: float = math.nan  # the CUSUM statistic over its threshold (alarm above 1)
+    change_alarm: bool = False          # the sequential change detector's alarm (daic.oracles.change)
 
     def to_dict(self) -> dict:
         """JSON-friendly: NaN becomes None."""
@@ -145,6 +160,7 @@ class OnlineEstimator:
         self.config = config or WindowConfig()
         self.recalibration = recalibration
         self.window_model = window_model  # a daic.oracles.window_model.WindowModel, or None
+        self.change = None if self.config.change is None else CusumDetector(self.config.change)
         self._w = _Window()
 
     def __len__(self) -> int:
@@ -184,6 +200,10 @@ class OnlineEstimator:
             "predicted": scores.predicted if known else np.full(n, -1, dtype=np.int64),
             "shadow_predicted": scores.shadow_predicted if known else np.full(n, -1, dtype=np.int64),
         })
+        if self.change is not None:
+            # The sequential test sees every input's raw expected error, in arrival order; labels
+            # (recalibration) do not change it: it was calibrated on raw scores.
+            self.change.update(1.0 - scores.p_correct)
         self._evict(now=w.timestamps[-1] if len(self) else None)
 
     def _evict(self, now: float | None) -> None:
@@ -226,11 +246,13 @@ class OnlineEstimator:
         if now is not None:
             self.advance(now)
         cfg, w, n = self.config, self._w, len(self)
-        drift = drift_test(w.drift, cfg.drift_alpha)
+        drift = drift_test(w.drift, cfg.drift_alpha, cfg.drift_tolerance)
+        change = {} if self.change is None else {"change_statistic": self.change.statistic,
+                                                 "change_alarm": self.change.alarm}
         if n == 0:
             nan = math.nan
             return WindowEstimate(nan, nan, nan, nan, 1.0, False, False, 0, nan,
-                                  self.recalibration is not None)
+                                  self.recalibration is not None, **change)
         if self.recalibration is None:
             p = w.p_correct
             acc = self._window_model_estimate()
@@ -263,6 +285,7 @@ class OnlineEstimator:
             far_fraction=far_fraction,
             recalibrated=self.recalibration is not None,
             error_sd=sd,
+            **change,
         )
 
     def _fuse_label_free(self, acc: float, err: float, drift_score: float) -> tuple[float, float]:
@@ -306,7 +329,9 @@ class OnlineEstimator:
         return {
             "version": STATE_VERSION,
             "config": {**asdict(self.config), "error_model": None if self.config.error_model is None
-                       else self.config.error_model.to_dict()},
+                       else self.config.error_model.to_dict(),
+                       "change": None if self.config.change is None else self.config.change.to_dict()},
+            "change": None if self.change is None else self.change.to_state(),
             "recalibration": None if self.recalibration is None else self.recalibration.to_dict(),
             "window": {
                 **{k: [None if np.isnan(v) else v for v in getattr(w, k).tolist()] for k in _FLOAT_COLUMNS},
@@ -323,6 +348,8 @@ class OnlineEstimator:
             config = WindowConfig(**state["config"])
             rec = state["recalibration"]
             est = cls(config, None if rec is None else Recalibration.from_dict(rec), window_model)
+            if est.change is not None and state.get("change") is not None:  # older states: a fresh detector
+                est.change = CusumDetector.from_state(state["change"])
             win = state["window"]
             arrays = {k: np.asarray([np.nan if v is None else v for v in win[k]], dtype=np.float64)
                       for k in ("timestamps", "p_correct", "drift")}
