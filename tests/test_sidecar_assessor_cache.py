@@ -43,14 +43,60 @@ def test_an_unreadable_cache_file_is_refitted_and_rewritten(store, tmp_path):
     assert pool.fits == 1 and cached.read_bytes() != b"not a pickle"
 
 
+def _move_mass(probs: np.ndarray, delta: float = 1e-3) -> np.ndarray:
+    """A copy of softmax rows with ``delta`` (at most half the largest entry) moved, in row 0, from its
+    largest entry to its smallest: every row still sums to 1 within [0, 1], so the reference validator
+    accepts it whatever the trained model's values are."""
+    changed = probs.copy()
+    order = np.argsort(changed[0])
+    lo, hi = int(order[0]), int(order[-1])
+    step = min(delta, changed[0, hi] / 2)
+    changed[0, hi] -= step
+    changed[0, lo] += step
+    return changed
+
+
+def _changes(reference):
+    """One small change per field of an OracleReference, each a reference the validator accepts."""
+    embeddings = reference.embeddings.copy()
+    embeddings[0, 0] += 1e-3
+    labels = reference.labels.copy()
+    labels[0] = (labels[0] + 1) % reference.n_classes
+    return {"probs": _move_mass(reference.probs), "shadow_probs": _move_mass(reference.shadow_probs),
+            "embeddings": embeddings, "labels": labels}
+
+
 def test_the_fingerprint_follows_the_reference(store):
     reference, shifted = load_oracle_reference(store, "mnist", "v0001")
     same = reference_fingerprint(reference, shifted)
     assert reference_fingerprint(reference, shifted) == same
-    array_field = next(f.name for f in dataclasses.fields(reference)
-                       if isinstance(getattr(reference, f.name), np.ndarray)
-                       and getattr(reference, f.name).dtype.kind == "f")
-    changed = getattr(reference, array_field).copy()
-    changed.flat[0] += 1e-3
-    assert reference_fingerprint(dataclasses.replace(reference, **{array_field: changed}), shifted) != same
-    assert reference_fingerprint(reference, None) != same or shifted is None
+    assert set(_changes(reference)) == {f.name for f in dataclasses.fields(reference)}
+    for name, value in _changes(reference).items():
+        changed = dataclasses.replace(reference, **{name: value})  # runs the validator
+        assert reference_fingerprint(changed, shifted) != same, name
+    if shifted is not None:
+        assert reference_fingerprint(reference, None) != same
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_changes_are_references_the_validator_accepts(seed):
+    """The validator alone, on seeded random references (peaked, flat and tiny-valued softmax rows):
+    every change the fingerprint test makes is accepted; adding 1e-3 to one probability, as that test
+    once did, is refused whenever the row then sums past the tolerance."""
+    from daic.oracles.reference import OracleReference
+
+    rng = np.random.default_rng(seed)
+    n, c = 6, 10
+    logits = rng.normal(scale=[0.0, 1.0, 30.0][seed % 3], size=(n, c))
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    shadow = np.roll(probs, 1, axis=1)
+    reference = OracleReference(probs=probs, embeddings=rng.normal(size=(n, 4)),
+                                labels=rng.integers(0, c, n), shadow_probs=shadow)
+    for name, value in _changes(reference).items():
+        changed = dataclasses.replace(reference, **{name: value})
+        assert not np.array_equal(getattr(changed, name), getattr(reference, name)), name
+    broken = reference.probs.copy()
+    broken[0, 0] += 2e-3
+    with pytest.raises(ValueError, match=r"must (sum to 1|lie in \[0, 1\])"):
+        dataclasses.replace(reference, probs=broken)
