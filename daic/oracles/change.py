@@ -157,7 +157,7 @@ def threshold_for_rate(maxima: np.ndarray, n_inputs: int, rate: float, tail: int
     m = np.sort(np.asarray(maxima, dtype=np.float64))[::-1]
     wanted = rate * n_inputs
     if m.size == 0:
-        raise ValueError("the simulated clean stream never left 0: the reference value k is above every score")
+        return 0.0  # the simulated clean stream never left 0: no threshold alarms on it
     if wanted >= tail and wanted < m.size:
         return float(m[int(math.floor(wanted))])
     top = min(tail, m.size - 1) if m.size > 1 else 1
@@ -209,8 +209,9 @@ class CusumDetector:
             size = min(chunk, n - start)
             maxima.append(excursion_maxima(rng.choice(e, size=size) - k))
         rate = cfg.false_alarm_rate / cfg.safety
-        h = threshold_for_rate(np.concatenate(maxima), n, rate)
-        h = max(h, 1e-6)
+        # At least one input's worth of the drop: a reference whose scores all lie below k
+        # (tiny or error-free) would otherwise give h = 0.
+        h = max(threshold_for_rate(np.concatenate(maxima), n, rate), cfg.drop)
         return Cusum(k=k, h=h, cap=cfg.cap * h, mean0=mean0, rate=rate)
 
     @classmethod
