@@ -116,10 +116,11 @@ def test_malformed_events_get_400_naming_the_problem_and_are_counted(registry, t
     async def scenario(client, service):
         headers, body = _event("request", "r", req)
         cases = [
-            ({**headers, "ce-type": "io.example.other"}, body, "not a Seldon request-logger type"),
-            ({k: v for k, v in headers.items() if k != "ce-requestid"}, body, "Ce-Requestid is missing"),
+            ({**headers, "Ce-Type": "io.example.other"}, body, "not a Seldon request-logger type"),
+            ({k: v for k, v in headers.items() if k != "Ce-Requestid"}, body, "Ce-Requestid is missing"),
             (headers, b'{"data": {"ndarray": [[0.1', "not valid JSON"),
-            (_event("feedback", "r", b'{"reward": 1}')[0], b'{"reward": 1}', "no 'truth'"),
+            (_event("feedback", "r", b'{"reward": "high"}')[0], b'{"reward": "high"}', "reward must be"),
+            ({**headers, "Ce-Protocol": "v2"}, body, "Ce-Protocol 'v2' is not supported"),
         ]
         messages = []
         for h, b, words in cases:
@@ -129,7 +130,7 @@ def test_malformed_events_get_400_naming_the_problem_and_are_counted(registry, t
     messages, invalid = _run(registry, tmp_path, scenario)
     for words, message in messages:
         assert words in message
-    assert invalid == 4
+    assert invalid == 5
 
 
 def test_feedback_in_seldon_shape_and_as_logged_events(registry, tmp_path):
@@ -139,11 +140,10 @@ def test_feedback_in_seldon_shape_and_as_logged_events(registry, tmp_path):
     async def scenario(client, service):
         for i, (req, resp, _) in enumerate(pairs):
             await _post_prediction(client, f"p{i}", req, resp)
-        # 1) the Seldon feedback API shape, posted to the sidecar: response.meta.puid names it
-        response0 = {**json.loads(pairs[0][1]), "meta": {**json.loads(pairs[0][1])["meta"], "puid": "p0"}}
-        feedback = {"request": json.loads(pairs[0][0]), "response": response0, "reward": 0.0,
+        # 1) the Seldon feedback API shape, posted to the sidecar with the prediction's Seldon-Puid
+        feedback = {"request": json.loads(pairs[0][0]), "response": json.loads(pairs[0][1]), "reward": 0.0,
                     "truth": {"data": {"ndarray": labels[:4].tolist()}}}
-        resp = await client.post("/api/v1.0/feedback", json=feedback)
+        resp = await client.post("/api/v1.0/feedback", json=feedback, headers={"Seldon-Puid": "p0"})
         assert resp.status == 200, await resp.text()
         # 2) what the executor logs for a feedback call: one-hot truth, joined by Ce-Requestid
         onehot = np.eye(10)[labels[4:]].tolist()
@@ -234,10 +234,13 @@ def test_new_champion_reference_is_loaded_and_estimates_are_per_version(registry
     assert before["lower"] <= before["accuracy"] <= before["upper"]
     assert reloaded["champion"] == v2
     assert after["champion"] == v2 and after["model_version"] == v2 and after["n"] == 10
-    assert set(after["versions"]) == {v1, v2} and after["versions"][v1]["n"] == 10
-    for version in (v1, v2):
-        assert f'daic_estimated_accuracy{{deployment="{tmp_path.name}",model_version="{version}"}}' in metrics
-        assert f'daic_window_size{{deployment="{tmp_path.name}",model_version="{version}"}} 10.0' in metrics
+    # one serving version per series (issue 23): the old champion stopped serving when the pointer moved
+    assert set(after["versions"]) == {v2} and after["versions"][v2]["role"] == "champion"
+    labels = f'deployment="{tmp_path.name}",model_version="{v2}",role="champion"'
+    assert f'daic_estimated_accuracy{{{labels}}}' in metrics
+    assert f'daic_window_size{{{labels}}} 10.0' in metrics
+    assert f'daic_serving_info{{{labels}}} 1.0' in metrics
+    assert f'model_version="{v1}",role=' not in metrics
 
 
 def test_enough_feedback_recalibrates_the_estimate_to_the_labels(registry, tmp_path):

@@ -31,9 +31,12 @@ def command() -> None:
 @click.option("--window", default=1000, show_default=True, type=int, help="inputs in the estimate's window")
 @click.option("--reference-check", "reference_check_s", default=10.0, show_default=True, type=float,
               help="seconds between checks of the champion pointer")
+@click.option("--graph", default=None, metavar="JSON",
+              help="the predictor's Seldon inference graph as JSON (as daic.serving.manifest renders it); "
+                   "default: one MODEL node named classifier")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
-def serve(log_level: str, **options) -> None:
+def serve(log_level: str, graph: str | None, **options) -> None:
     """Receive Seldon's request-logger CloudEvents, estimate accuracy online, log operational
     records. Runs until SIGINT/SIGTERM, then writes everything accepted to the store."""
     from pydantic import ValidationError
@@ -41,6 +44,11 @@ def serve(log_level: str, **options) -> None:
     from daic.sidecar.config import SidecarConfig
 
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if graph is not None:
+        try:
+            options["graph"] = json.loads(graph)
+        except ValueError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--graph") from None
     try:
         config = SidecarConfig(**options)
     except ValidationError as exc:

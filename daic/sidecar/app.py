@@ -2,25 +2,33 @@
 
 ==========================  =================================================================
 ``POST /``                  CloudEvents from Seldon's request logger (binary or structured);
-                            200 once written ahead, 400 naming what is wrong, 503 when the
-                            queue is full (``Retry-After``; counted as dropped)
-``POST /api/v1.0/feedback`` ground truth in Seldon's Feedback shape (``truth`` = labels)
+                            200 once written ahead (or skipped on purpose: an intermediate
+                            graph node's event), 400 naming what is wrong, 503 when the queue
+                            is full or the log cannot be written; the executor retries neither,
+                            so every refusal is counted in ``daic_sidecar_events_dropped_total``
+``POST /api/v1.0/feedback`` Seldon's Feedback message (``truth`` = labels, or ``reward`` alone),
+                            about the prediction named by the ``Seldon-Puid`` header, exactly
+                            as the executor's own feedback endpoint takes it
 ``GET /estimate``           the current estimate per model version, as JSON (for the operator)
 ``GET /metrics``            Prometheus exposition (``prometheus_client``)
 ``GET /health/live``        500 once processing has failed (restart me: the log replays)
-``GET /health/ready``       503 until recovery and the champion's reference are loaded
+``GET /health/ready``       503 until the champion's reference is loaded and the log replayed,
+                            and again while draining after SIGTERM (events are still taken)
 ``POST /admin/flush``       write buffered records now; returns the batch key
 ``POST /admin/reload``      check the champion pointer now (reload the oracle reference)
 ==========================  =================================================================
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
+import signal
 import uuid
 from typing import Any
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -77,11 +85,18 @@ async def post_event(request: web.Request) -> web.Response:
 
 
 async def post_feedback(request: web.Request) -> web.Response:
+    """The executor's feedback contract: the prediction is the one whose ``Seldon-Puid`` response
+    header the client sends back on this call; without it the executor makes up a fresh puid, and
+    so does this endpoint (the feedback is recorded and counted as unlinked)."""
     service = request.app[SERVICE]
     raw = await request.read()
+    puid = request.headers.get("Seldon-Puid") or str(uuid.uuid4())
     try:
-        body = json.loads(raw)
-        truth = parse_feedback(body, request.headers.get("Seldon-Puid", ""))
+        body = orjson.loads(raw)
+        truth = parse_feedback(body, puid)
+    except orjson.JSONDecodeError as exc:
+        service.reject_invalid()
+        return _error(f"feedback: the body is not valid JSON ({exc})", 400)
     except ValueError as exc:
         service.reject_invalid()
         return _error(f"feedback: {exc}", 400)
@@ -90,7 +105,8 @@ async def post_feedback(request: web.Request) -> web.Response:
     response = _accept(service, event)
     if response.status != 200:
         return response
-    return _json({"meta": {"tags": {"daic.feedback": "accepted", "daic.request_id": truth.request_id}}})
+    return _json({"meta": {"tags": {"daic.feedback": "accepted", "daic.request_id": truth.request_id}}},
+                 headers={"Seldon-Puid": truth.request_id})
 
 
 async def get_estimate(request: web.Request) -> web.Response:
@@ -162,11 +178,44 @@ def create_service(config: SidecarConfig) -> SidecarService:
                                                       cache_dir=config.wal_dir / "assessors"))
 
 
-def run(config: SidecarConfig) -> None:
-    """Serve until SIGINT/SIGTERM; shutdown flushes every accepted event to the store."""
-    service = create_service(config)
+async def serve(config: SidecarConfig, service: SidecarService | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (or ``stop``), losing nothing the executor sends around a restart:
+
+    1. recover the write-ahead log and bind the port at once, so events are taken (written ahead,
+       queued) while the champion's reference loads and the log replays (``/health/ready`` 503);
+    2. on SIGTERM, report not-ready but keep taking events until none came for ``drain_quiet_s``
+       (at most ``drain_max_s``): the executor in the same pod is being stopped at the same time and
+       still posts what its logger queue holds;
+    3. then stop taking events, process and write everything accepted, checkpoint, close."""
+    service = service or create_service(config)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await service.open()
+    runner = web.AppRunner(build_app(service, manage_lifecycle=False), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    await site.start()
     logger.info("daic sidecar for %s on %s:%d, store %s, state %s", config.deployment, config.host,
                 config.port, service.store.url, config.wal_dir)
-    web.run_app(build_app(service), host=config.host, port=config.port, print=None,
-                access_log=None, shutdown_timeout=30.0, handle_signals=True)
+    warm = asyncio.create_task(service.warm_up())
+    try:
+        await stop.wait()
+        logger.info("stopping: draining (not ready, still taking events)")
+        await service.drain(config.drain_quiet_s, config.drain_max_s)
+        if not warm.done():
+            warm.cancel()  # what was taken stays in the write-ahead log and is replayed at the next start
+        await asyncio.gather(warm, return_exceptions=True)
+        await service.stop()
+    finally:
+        await runner.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def run(config: SidecarConfig) -> None:
+    """Serve until SIGINT/SIGTERM (:func:`serve`); shutdown writes every accepted event to the store."""
+    asyncio.run(serve(config))
 

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from daic.serving.graph import JoinPlan, join_plan
 from daic.sidecar.records import check_deployment
 
 
@@ -22,7 +24,15 @@ class SidecarConfig(BaseModel):
     score_batch / score_delay_s: joined predictions are scored together once this many wait or
     this long after the first (amortises the oracles' fixed cost per call; the estimate lags
     by at most the delay). window: inputs in the online estimator's window. reference_check_s: how often to check the
-    champion pointer for a new model (and its oracle reference)."""
+    champion pointer for a new model (and its oracle reference).
+
+    graph: the predictor's Seldon inference graph as rendered (``spec.predictors[].graph``); the
+    sidecar joins what the executor logs for it (daic.serving.graph). None: daic's single-node
+    graph, one MODEL node named ``classifier`` with a logger.
+
+    drain_quiet_s / drain_max_s: on SIGTERM the sidecar reports not-ready but keeps taking events
+    until none has come for ``drain_quiet_s`` (the executor, stopped at the same time, still
+    posts what its logger queue holds), at most ``drain_max_s``, then writes everything and exits."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,6 +54,19 @@ class SidecarConfig(BaseModel):
     window: int = Field(1000, ge=1)
     reference_check_s: float = Field(10.0, gt=0)
     feedback_memory: int = Field(20_000, ge=1)
+    graph: dict[str, Any] | None = None
+    drain_quiet_s: float = Field(2.0, ge=0)
+    drain_max_s: float = Field(20.0, ge=0)
+
+    @field_validator("graph")
+    @classmethod
+    def _graph(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            join_plan(value)  # ValueError names what the sidecar could not join
+        return value
+
+    def join_plan(self) -> JoinPlan:
+        return JoinPlan.single() if self.graph is None else join_plan(self.graph)
 
     @field_validator("deployment")
     @classmethod

@@ -1,22 +1,26 @@
-"""What Seldon Core v1's request logger posts, parsed with the CloudEvents SDK (pure).
+"""What Seldon Core v1's request logger posts, parsed without the SDK on the hot path (pure).
 
-The executor (``executor/logger/worker.go`` in seldon-core 1.x) sends each logged payload as a
-CloudEvent 1.0 in HTTP *binary* mode: attributes in ``Ce-*`` headers, the Seldon JSON message
-as the body with ``Content-Type: application/json``. Request and response are two events with
-different ``Ce-Id`` (a fresh UUID each) that share ``Ce-Requestid`` (the Seldon-Puid):
+The v1.18.2 executor (``executor/logger/worker.go``, ``executor/predictor/predictor_process.go``)
+sends each logged payload as a CloudEvent 1.0 in HTTP *binary* mode: attributes in ``Ce-*``
+headers with canonical names and raw values, the payload exactly as the client or the model sent
+it as the body, with its own ``Content-Type`` (absent when the client sent none). Every event has
+its own ``Ce-Id`` (a fresh UUID); all events of one prediction, from every graph node with a
+logger, share ``Ce-Requestid`` (the Seldon-Puid), and ``Ce-Modelid`` names the node
+(daic.serving.graph says how many each node sends):
 
 ====================== ==========================================================
 ``Ce-Type``            ``io.seldon.serving.inference.request`` / ``...response`` /
                        ``io.seldon.serving.feedback``
 ``Ce-Id``              unique per event
-``Ce-Requestid``       the prediction's puid; joins request and response
-``Ce-Modelid``         the graph node name
+``Ce-Requestid``       the prediction's puid (the feedback call's, for feedback)
+``Ce-Modelid``         the graph node that logged it
 ``Ce-Source``          the executor's URL
 ``Ce-Inferenceservicename``, ``Ce-Namespace``, ``Ce-Endpoint`` (predictor), ``Ce-Protocol``
 ====================== ==========================================================
 
-Structured-mode events are accepted too (the SDK detects the mode). Anything else is an
-:class:`EventError` naming the header or field, which the service turns into HTTP 400.
+Structured-mode events are accepted too (through the SDK). Anything else, including a
+``Ce-Protocol`` other than ``seldon`` or a non-JSON body, is an :class:`EventError` naming the
+header or field, which the service turns into HTTP 400.
 """
 from __future__ import annotations
 
@@ -26,7 +30,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote, unquote
 
 import orjson
 
@@ -78,10 +81,12 @@ def parse_cloudevent(headers: Mapping[str, str], body: bytes, *, now: float) -> 
     plain = {str(k).lower(): str(v) for k, v in headers.items()}
     if any(k.startswith("ce-") for k in plain):
         attributes = _binary_attributes(plain)
+        _check_readable(attributes)
         data = _json_object(body)
         raw = body
     else:
         attributes, data = _structured(plain, body)
+        _check_readable(attributes)
         raw = orjson.dumps(data)
     ce_type = attributes.get("type")
     kind = KIND_BY_TYPE.get(ce_type)
@@ -91,28 +96,45 @@ def parse_cloudevent(headers: Mapping[str, str], body: bytes, *, now: float) -> 
     request_id = attributes.get("requestid")
     if not request_id:
         raise EventError("Ce-Requestid is missing: the sidecar joins request and response by it")
-    content_type = str(attributes.get("datacontenttype") or "application/json")
-    if "json" not in content_type:
-        raise EventError(f"Content-Type {content_type!r} is not supported: the sidecar reads the REST "
-                         "(JSON) protocol only")
+    model_id = str(attributes.get("modelid") or "")
+    if not model_id:
+        raise EventError("Ce-Modelid is missing: the executor names the graph node that logged the event in it, "
+                         "and the sidecar joins by request id and node")
     return LoggedEvent(
         kind=kind,
         event_id=str(attributes["id"]),
         request_id=str(request_id),
         time=now,
-        model_id=str(attributes.get("modelid") or ""),
+        model_id=model_id,
         body=data,
         raw=raw,
     )
+
+
+def _check_readable(attributes: Mapping[str, Any]) -> None:
+    """The sidecar reads the Seldon protocol's JSON messages only: another ``Ce-Protocol`` (the
+    executor sets it from the deployment's ``protocol``: ``v2``, ``kfserving``, ``tensorflow``) or
+    a non-JSON Content-Type is refused at once with a 400 naming it, rather than accepted and lost
+    later as unreadable. A missing Content-Type is read as JSON (the executor passes on the
+    client's, which may be absent)."""
+    protocol = attributes.get("protocol")
+    if protocol is not None and str(protocol) != "seldon":
+        raise EventError(f"Ce-Protocol {protocol!r} is not supported: the sidecar reads the Seldon protocol "
+                         "(SeldonDeployment spec.protocol: seldon) only")
+    content_type = str(attributes.get("datacontenttype") or "application/json")
+    if "json" not in content_type.lower():
+        raise EventError(f"Content-Type {content_type!r} is not supported: the sidecar reads the REST "
+                         "(JSON) protocol only")
 
 
 _REQUIRED = ("specversion", "id", "source", "type")
 
 
 def _binary_attributes(headers: Mapping[str, str]) -> dict[str, str]:
-    """Attributes of a binary-mode event: ``ce-<name>`` headers, percent-decoded, plus
+    """Attributes of a binary-mode event: ``ce-<name>`` headers, taken as they are (the executor's
+    Go SDK writes values raw, never percent-encoded, so a ``%`` in a puid is a ``%``), plus
     ``datacontenttype`` from Content-Type; the four required attributes must be present."""
-    attributes = {k[3:]: unquote(v) for k, v in headers.items() if k.startswith("ce-")}
+    attributes = {k[3:]: v for k, v in headers.items() if k.startswith("ce-")}
     if "content-type" in headers:
         attributes["datacontenttype"] = headers["content-type"]
     missing = [name for name in _REQUIRED if not attributes.get(name)]
@@ -153,40 +175,33 @@ def _structured(headers: Mapping[str, str], body: bytes) -> tuple[dict, dict]:
 
 def encode_cloudevent(kind: str, request_id: str, body: bytes, *, source: str, model_id: str,
                       deployment: str = "", namespace: str = "", predictor: str = "",
-                      event_id: str | None = None) -> tuple[dict[str, str], bytes]:
-    """Headers and body of one binary-mode event, with the attributes Seldon's executor sets.
+                      event_id: str | None = None, content_type: str | None = "application/json",
+                      protocol: str = "seldon") -> tuple[dict[str, str], bytes]:
+    """Headers and body of one binary-mode event, as the v1.18.2 executor's logger sends it.
 
-    The local gateway posts these so the sidecar sees what it sees in a cluster; tests use it to
-    play the executor. The headers are written directly (the binding is a fixed mapping:
-    ``ce-<attribute>`` with percent-encoded values, ``Content-Type`` for ``datacontenttype``)
-    because building them through the SDK costs more CPU than the rest of the gateway's logging
-    per event; tests check that the SDK's own encoder gives the same attributes and that the SDK
-    parses these back.
+    ``executor/logger/worker.go`` builds the event with the CloudEvents Go SDK v1.2.0, whose HTTP
+    binary codec (``pkg/cloudevents/transport/http/codec_v1.go``) writes each attribute with
+    ``http.Header.Set``: canonical names (``Ce-Requestid``), values as they are (no
+    percent-encoding), ``Content-Type`` only when the payload had one (the client's or the
+    model's, passed through), and the body exactly as the client or the model sent it. The local
+    gateway posts these so the sidecar sees what it sees in a cluster; tests use it to play the
+    executor. ``request_id`` is the Seldon-Puid as the client gave it.
     """
     if kind not in TYPE_BY_KIND:
         raise ValueError(f"kind must be one of {', '.join(TYPE_BY_KIND)}, got {kind!r}")
-    headers = dict(_static_headers(kind, source, model_id, deployment, namespace, predictor))
-    headers["ce-id"] = _quote(event_id) if event_id else str(uuid.uuid4())  # a UUID needs no quoting
-    headers["ce-time"] = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
-    headers["ce-requestid"] = _quote(request_id)
+    headers = {"Ce-Specversion": "1.0", "Ce-Type": TYPE_BY_KIND[kind], "Ce-Source": source,
+               "Ce-Id": event_id or str(uuid.uuid4()),
+               "Ce-Time": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")}
+    if content_type:
+        headers["Content-Type"] = content_type
+    headers.update(_static_headers(model_id, deployment, namespace, predictor, protocol))
+    headers["Ce-Requestid"] = request_id
     return headers, body
 
 
 @functools.lru_cache(maxsize=64)
-def _static_headers(kind: str, source: str, model_id: str, deployment: str, namespace: str,
-                    predictor: str) -> tuple[tuple[str, str], ...]:
-    """The headers that are the same for every event of one gateway (quoted once: percent-encoding
-    eleven headers per event was most of the encoder's cost)."""
-    attributes = {"specversion": "1.0", "type": TYPE_BY_KIND[kind], "source": source, "modelid": model_id,
-                  "inferenceservicename": deployment, "namespace": namespace, "endpoint": predictor,
-                  "protocol": "seldon"}
-    return (*((f"ce-{name}", _quote(value)) for name, value in attributes.items()),
-            ("content-type", "application/json"))
-
-
-def _quote(value: str) -> str:
-    return quote(value, safe=_CE_SAFE)
-
-
-# Printable ASCII except space, '"' and '%' stays as is (CloudEvents HTTP binding, 3.1.3.2).
-_CE_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
+def _static_headers(model_id: str, deployment: str, namespace: str, predictor: str,
+                    protocol: str) -> tuple[tuple[str, str], ...]:
+    """The extension attributes that are the same for every event of one graph node."""
+    return (("Ce-Modelid", model_id), ("Ce-Inferenceservicename", deployment), ("Ce-Namespace", namespace),
+            ("Ce-Endpoint", predictor), ("Ce-Protocol", protocol))

@@ -1,12 +1,19 @@
 """Ground truth in the shape of Seldon's feedback API (pure).
 
 A Seldon ``Feedback`` message is ``{"request": SeldonMessage, "response": SeldonMessage,
-"reward": float, "truth": SeldonMessage}``; the executor forwards it to the model and, with a
-logger on the node, logs it as a ``io.seldon.serving.feedback`` CloudEvent. The truth is the
-labels, as ``data.ndarray``/``data.tensor`` of shape (N,) or (N, 1) class indices, or (N, C)
-one-hot rows. The prediction being judged is found by the response's ``meta.puid`` (what the
-executor returned with it), else by the request id of the event carrying the feedback; the
-predicted classes come from the feedback's ``response`` when it has one.
+"reward": float, "truth": SeldonMessage}``, every field optional. The v1.18.2 executor
+(``executor/api/rest/server.go`` ``feedback``, ``executor/predictor/predictor_process.go``
+``Feedback``) takes the prediction it is about from the feedback call's ``Seldon-Puid`` header
+(a fresh UUID when the client sent none), forwards the message to the model and, on every node
+whose logger mode is ``response`` or ``all``, logs it as an ``io.seldon.serving.feedback`` event
+with that puid as ``Ce-Requestid``. So the prediction being judged is named by the request id
+alone: ``meta.puid`` in the body is never read (the executor never puts the puid there; a client's
+own request body may carry any value). The predicted classes and the model version come from the
+prediction the sidecar stored under that id, not from the body.
+
+The truth is the labels, as ``data.ndarray``/``data.tensor`` of shape (N,) or (N, 1) class
+indices, or (N, C) one-hot rows. Reward-only feedback (Seldon's usual shape for routers) carries
+no labels: it is accepted and recorded as a reward.
 """
 from __future__ import annotations
 
@@ -15,17 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from daic.serving.protocol import TAG_VERSION
-
 N_CLASSES = 10
 
 
 @dataclass(frozen=True)
 class GroundTruth:
     request_id: str
-    labels: np.ndarray  # (N,) int64
-    predictions: np.ndarray | None  # (N,) int64 from the feedback's response, if it has one
-    model_version: str | None
+    labels: np.ndarray | None  # (N,) int64, None for reward-only feedback
+    reward: float | None
 
 
 def _matrix(message: Any, field: str) -> np.ndarray:
@@ -58,25 +62,21 @@ def _labels(values: np.ndarray, field: str) -> np.ndarray:
 
 
 def parse_feedback(body: Any, request_id: str) -> GroundTruth:
-    """Read one feedback message; ``request_id`` is the carrying event's (fallback join key)."""
+    """Read one feedback message about the prediction ``request_id`` (the carrying event's
+    ``Ce-Requestid``, or the ``Seldon-Puid`` header on the direct endpoint)."""
     if not isinstance(body, dict):
         raise ValueError(f"feedback must be a JSON object, got {type(body).__name__}")
-    if "truth" not in body:
-        raise ValueError("feedback has no 'truth': the sidecar needs the true labels")
-    labels = _labels(_matrix(body["truth"], "truth"), "truth.data")
-    response = body.get("response")
-    predictions = None
-    version = None
-    if isinstance(response, dict) and response:
-        meta = response.get("meta") or {}
-        request_id = str(meta.get("puid") or request_id)
-        version = (meta.get("tags") or {}).get(TAG_VERSION)
-        if isinstance(response.get("data"), dict):
-            probs = _matrix(response, "response")
-            if probs.ndim != 2 or probs.shape[0] != labels.size:
-                raise ValueError(f"response.data has shape {list(probs.shape)} but truth has {labels.size} labels")
-            predictions = probs.argmax(axis=1).astype(np.int64)
     if not request_id:
-        raise ValueError("feedback names no prediction: give response.meta.puid or a request id")
-    return GroundTruth(request_id=request_id, labels=labels, predictions=predictions,
-                       model_version=None if version is None else str(version))
+        raise ValueError("feedback names no prediction: send it with the Seldon-Puid header of the prediction's "
+                         "response")
+    reward = body.get("reward")
+    if reward is not None:
+        if isinstance(reward, bool) or not isinstance(reward, (int, float)) or not np.isfinite(reward):
+            raise ValueError(f"reward must be a finite number, got {reward!r}")
+        reward = float(reward)
+    if body.get("truth") is None:
+        if reward is None:
+            raise ValueError("feedback has neither 'truth' (the true labels) nor 'reward'")
+        return GroundTruth(request_id=request_id, labels=None, reward=reward)
+    labels = _labels(_matrix(body["truth"], "truth"), "truth.data")
+    return GroundTruth(request_id=request_id, labels=labels, reward=reward)

@@ -1,17 +1,27 @@
-"""Join the request and response halves of each prediction by request id (pure).
+"""Join what the executor logs for one prediction, for a whole inference graph (pure).
 
-Seldon's executor logs request and response asynchronously, from a pool of workers, so the two
-halves of one prediction arrive in either order, possibly twice (a retried POST), or one of them
-never (the model answered with an error, so no response is logged). The buffer keeps the first
-half until its partner arrives, is idempotent by request id (a half seen before, or any half of
-an already joined request, is a duplicate), and gives up on a half after ``timeout_s``, reporting
-it so the caller counts it as dropped: every accepted event ends as joined, duplicate or dropped.
+Seldon's executor logs request and response events asynchronously, from a pool of workers, for
+every graph node that has a logger, all under one ``Ce-Requestid`` with the node's name in
+``Ce-Modelid`` (daic.serving.graph). So the events of one prediction arrive in any order, possibly
+twice (a replayed log), some never (the model answered with an error: no response is logged).
+
+The buffer groups events by request id and keeps only those the :class:`~daic.serving.graph.JoinPlan`
+needs: the entry node's requests (the graph's input) and the answer node's responses (what the
+client got), plus the other kind of the same node where a node logs several stages (to tell its
+first input and last output from the stages in between). Events of any other node are
+intermediate: reported ``skipped``, never buffered. Once a group holds every needed event, the
+prediction is joined as (graph input request, final response). It is idempotent: an event beyond
+what the plan needs, or any event of an already joined request id, is a duplicate. A group gives up
+after ``timeout_s``, reported so the caller counts the gap (a request that was never answered, or
+a response whose request never came): every accepted event ends as joined, skipped, duplicate or
+dropped.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from daic.serving.graph import JoinPlan, pick_chain_ends
 from daic.sidecar.events import LoggedEvent
 
 
@@ -26,22 +36,42 @@ class Joined:
 
     @property
     def time(self) -> float:
-        """When the prediction was served: the earlier of the two halves."""
+        """When the prediction was served: the earlier of the two events."""
         return min(self.request.time, self.response.time)
 
 
 @dataclass
+class Incomplete:
+    """A request id given up on: its buffered events, and which side of the gap it is."""
+
+    request_id: str
+    events: list[LoggedEvent]
+    has_request: bool  # the graph's input arrived (so this is a request without a response)
+
+
+@dataclass
 class JoinOutcome:
-    """``status`` is ``joined``, ``pending`` or ``duplicate``; ``evicted`` lists halves pushed out
-    because more than ``max_pending`` were waiting (dropped, reason ``overflow``)."""
+    """``status`` is ``joined``, ``pending``, ``duplicate`` or ``skipped`` (an intermediate node's
+    event); ``evicted`` lists groups pushed out because more than ``max_pending`` were waiting."""
 
     status: str
     joined: Joined | None = None
-    evicted: list[LoggedEvent] = field(default_factory=list)
+    evicted: list[Incomplete] = field(default_factory=list)
+
+
+@dataclass
+class _Group:
+    first_time: float
+    events: dict[tuple[str, str], list[LoggedEvent]] = field(default_factory=dict)
+    ids: set[str] = field(default_factory=set)
+
+    def all(self) -> list[LoggedEvent]:
+        return [e for events in self.events.values() for e in events]
 
 
 class JoinBuffer:
-    def __init__(self, timeout_s: float = 30.0, max_pending: int = 10_000, remember: int = 50_000) -> None:
+    def __init__(self, timeout_s: float = 30.0, max_pending: int = 10_000, remember: int = 50_000,
+                 plan: JoinPlan | None = None) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if max_pending < 1 or remember < 1:
@@ -49,7 +79,9 @@ class JoinBuffer:
         self.timeout_s = timeout_s
         self.max_pending = max_pending
         self.remember = remember
-        self._pending: OrderedDict[str, LoggedEvent] = OrderedDict()
+        self.plan = plan or JoinPlan.single()
+        self._need = self.plan.needed()
+        self._pending: OrderedDict[str, _Group] = OrderedDict()
         self._completed: OrderedDict[str, None] = OrderedDict()
 
     def __len__(self) -> int:
@@ -58,34 +90,55 @@ class JoinBuffer:
     def add(self, event: LoggedEvent) -> JoinOutcome:
         if event.kind not in ("request", "response"):
             raise ValueError(f"only request/response events are joined, got {event.kind!r}")
+        key = (event.model_id, event.kind)
+        if key not in self._need:
+            return JoinOutcome("skipped")
         rid = event.request_id
         if rid in self._completed:
             return JoinOutcome("duplicate")
-        waiting = self._pending.get(rid)
-        if waiting is not None:
-            if waiting.kind == event.kind:
-                return JoinOutcome("duplicate")
+        group = self._pending.get(rid)
+        if group is None:
+            group = self._pending[rid] = _Group(first_time=event.time)
+        events = group.events.setdefault(key, [])
+        if event.event_id in group.ids or len(events) >= self._need[key]:
+            return JoinOutcome("duplicate")
+        events.append(event)
+        group.ids.add(event.event_id)
+        if all(len(group.events.get(k, ())) >= n for k, n in self._need.items()):
             del self._pending[rid]
             self._mark_completed(rid)
-            pair = (waiting, event) if waiting.kind == "request" else (event, waiting)
-            return JoinOutcome("joined", Joined(*pair))
-        self._pending[rid] = event
+            return JoinOutcome("joined", self._join(group))
         evicted = []
         while len(self._pending) > self.max_pending:
-            _, oldest = self._pending.popitem(last=False)
-            evicted.append(oldest)
+            old_rid, oldest = self._pending.popitem(last=False)
+            self._mark_completed(old_rid)
+            evicted.append(self._incomplete(old_rid, oldest))
         return JoinOutcome("pending", evicted=evicted)
 
-    def expire(self, now: float) -> list[LoggedEvent]:
-        """Remove and return halves that have waited longer than ``timeout_s``."""
+    def _join(self, group: _Group) -> Joined:
+        plan = self.plan
+        entry_requests = group.events.get((plan.entry, "request"), [])
+        entry_responses = group.events.get((plan.entry, "response"), [])
+        answer_requests = group.events.get((plan.answer, "request"), [])
+        answer_responses = group.events.get((plan.answer, "response"), [])
+        first, _ = pick_chain_ends([e.raw for e in entry_requests], [e.raw for e in entry_responses])
+        _, last = pick_chain_ends([e.raw for e in answer_requests], [e.raw for e in answer_responses])
+        return Joined(entry_requests[first], answer_responses[last])
+
+    def _incomplete(self, rid: str, group: _Group) -> Incomplete:
+        has_request = bool(group.events.get((self.plan.entry, "request")))
+        return Incomplete(rid, group.all(), has_request)
+
+    def expire(self, now: float) -> list[Incomplete]:
+        """Remove and return groups that have waited longer than ``timeout_s``."""
         expired = []
         deadline = now - self.timeout_s
         for rid in list(self._pending):
-            event = self._pending[rid]
-            if event.time <= deadline:
+            group = self._pending[rid]
+            if group.first_time <= deadline:
                 del self._pending[rid]
-                self._mark_completed(rid)  # a late partner is then a duplicate, not a new half
-                expired.append(event)
+                self._mark_completed(rid)  # a late event is then a duplicate, not a new group
+                expired.append(self._incomplete(rid, group))
         return expired
 
     def _mark_completed(self, rid: str) -> None:
@@ -96,7 +149,7 @@ class JoinBuffer:
 
     # State that must survive a restart (the write-ahead log's checkpoint) ------------------
     def pending_events(self) -> list[LoggedEvent]:
-        return list(self._pending.values())
+        return [e for group in self._pending.values() for e in group.all()]
 
     def completed_ids(self) -> list[str]:
         return list(self._completed)
@@ -107,4 +160,10 @@ class JoinBuffer:
         for rid in completed:
             self._mark_completed(rid)
         for event in pending:
-            self._pending[event.request_id] = event
+            key = (event.model_id, event.kind)
+            if key not in self._need:
+                continue
+            group = self._pending.setdefault(event.request_id, _Group(first_time=event.time))
+            group.first_time = min(group.first_time, event.time)
+            group.events.setdefault(key, []).append(event)
+            group.ids.add(event.event_id)

@@ -7,6 +7,16 @@ computed at scrape time by a custom collector, so ``/metrics`` never shows a sta
 ``daic_sidecar_events_received_total``     accepted events, by ``type`` (request/response/feedback)
 ``daic_sidecar_events_joined_total``       predictions whose request and response were joined
 ``daic_sidecar_events_duplicate_total``    events ignored as already seen (idempotent by request id)
+``daic_sidecar_events_skipped_total``      events of intermediate graph nodes (and feedback logged by a
+                                           second node), acknowledged and not scored on purpose
+``daic_sidecar_predictions_incomplete_total`` predictions given up on, by ``gap``:
+                                           ``request_without_response`` (the model failed, or the
+                                           executor dropped the response event) or
+                                           ``response_without_request``; ``rate(...[1m])`` is the gap
+                                           per second over the last minute
+``daic_sidecar_feedback_total``            feedback messages, by ``link``: ``labels`` / ``reward``
+                                           (linked to a stored prediction by request id) or
+                                           ``unlinked`` (no stored prediction has that id)
 ``daic_sidecar_events_dropped_total``      events given up on, by ``reason``: ``backpressure`` (503),
                                            ``invalid`` (400), ``unanswered`` (request, no response in
                                            time), ``orphan_response``, ``overflow``, ``unreadable``,
@@ -51,6 +61,12 @@ class SidecarMetrics:
         self.received = Counter("daic_sidecar_events_received", "Accepted events", d + ["type"], registry=r)
         self.joined = Counter("daic_sidecar_events_joined", "Joined predictions", d, registry=r)
         self.duplicate = Counter("daic_sidecar_events_duplicate", "Events ignored as duplicates", d, registry=r)
+        self.skipped = Counter("daic_sidecar_events_skipped", "Events of intermediate graph nodes, not scored",
+                               d, registry=r)
+        self.gap = Counter("daic_sidecar_predictions_incomplete", "Predictions given up on, by the side missing",
+                           d + ["gap"], registry=r)
+        self.feedback_received = Counter("daic_sidecar_feedback", "Feedback messages, by how they were linked",
+                                         d + ["link"], registry=r)
         self.dropped = Counter("daic_sidecar_events_dropped", "Events given up on", d + ["reason"], registry=r)
         self.scored = Counter("daic_sidecar_inputs_scored", "Inputs scored", d + ["model_version"], registry=r)
         self.unscored = Counter("daic_sidecar_inputs_unscored", "Inputs recorded without oracle scores",
@@ -66,6 +82,11 @@ class SidecarMetrics:
         for kind in ("request", "response", "feedback"):
             self.received.labels(deployment, kind)
         self.joined.labels(deployment)
+        self.skipped.labels(deployment)
+        for gap in ("request_without_response", "response_without_request"):
+            self.gap.labels(deployment, gap)
+        for link in ("labels", "reward", "unlinked"):
+            self.feedback_received.labels(deployment, link)
         self.duplicate.labels(deployment)
         r.register(_EstimateCollector(deployment, estimates))
 

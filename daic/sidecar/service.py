@@ -115,7 +115,8 @@ class SidecarService:
         self.assessors = assessors
         self.clock = clock
         self.wal = WriteAheadLog(config.wal_dir)
-        self.join = JoinBuffer(config.join_timeout_s, config.max_pending, config.remember_ids)
+        self.plan = config.join_plan()
+        self.join = JoinBuffer(config.join_timeout_s, config.max_pending, config.remember_ids, self.plan)
         self.metrics = SidecarMetrics(config.deployment, self.estimates)
         self.estimators: dict[str, Any] = {}
         self.feedback: dict[str, _FeedbackStats] = {}
@@ -128,6 +129,7 @@ class SidecarService:
         self._recent: OrderedDict[str, tuple[str, np.ndarray, np.ndarray]] = OrderedDict()
         self._buffer: list[OperationalRecords] = []
         self._feedback_rows: list[dict[str, np.ndarray]] = []
+        self._reward_rows: list[dict[str, np.ndarray]] = []
         self._queue: asyncio.Queue = asyncio.Queue()
         self._queued = 0
         self._appended = 0
@@ -139,17 +141,33 @@ class SidecarService:
         self._feedback_waiting: list[LoggedEvent] = []
         self._score_due = 0.0
         self._tasks: list[asyncio.Task] = []
+        self._recovered: list[dict[str, Any]] = []
+        self._activity = asyncio.Event()
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
+        """:meth:`open` then :meth:`warm_up`."""
+        await self.open()
+        await self.warm_up()
+
+    async def open(self) -> None:
+        """Recover the write-ahead log and start taking events (written ahead, queued): fast, so
+        the ingest endpoint is up at once after a restart, before the reference is loaded."""
         recovery = await asyncio.to_thread(self.wal.recover)
         if recovery.checkpoint:
             self._restore(recovery.checkpoint)
         if recovery.torn_lines:
             logger.warning("write-ahead log: skipped %d torn line(s) (never acknowledged)", recovery.torn_lines)
+        self._recovered = recovery.entries
+        self.accepting = True
+
+    async def warm_up(self) -> None:
+        """Load the champion's reference, replay what the log held, start processing; then ready.
+        Events taken meanwhile wait in the queue behind the replay."""
         await self.check_champion()
         events = []
-        for entry in recovery.entries:
+        recovered, self._recovered = self._recovered, []
+        for entry in recovered:
             try:
                 events.append(LoggedEvent.from_wal(entry))
             except (KeyError, ValueError, TypeError):
@@ -160,10 +178,22 @@ class SidecarService:
             await self._process(events)
         self._tasks = [asyncio.create_task(coro, name=name) for name, coro in (
             ("scorer", self._scorer()), ("fsync", self._syncer()), ("maintenance", self._maintenance()))]
-        self.accepting = True
         self.ready = True
         if events or self._buffer:
             self.request_flush()
+
+    async def drain(self, quiet_s: float, max_s: float) -> None:
+        """Not ready, still taking events, until none came for ``quiet_s`` (at most ``max_s``): on
+        SIGTERM the executor in the same pod is stopping too and may still post its queue."""
+        self.ready = False
+        loop = asyncio.get_running_loop()
+        end = loop.time() + max_s
+        while (remaining := end - loop.time()) > 0:
+            self._activity.clear()
+            try:
+                await asyncio.wait_for(self._activity.wait(), min(quiet_s, remaining))
+            except asyncio.TimeoutError:
+                return
 
     async def stop(self, timeout_s: float = 30.0) -> None:
         """Stop accepting, process what was accepted, write it, checkpoint, close the log."""
@@ -200,6 +230,7 @@ class SidecarService:
         self._appended += 1
         self._queued += 1
         self._queue.put_nowait(event)
+        self._activity.set()
         self.metrics.received.labels(self.config.deployment, event.kind).inc()
         self.metrics.queue_depth.labels(self.config.deployment).set(self._queued)
 
@@ -282,8 +313,8 @@ class SidecarService:
         while True:
             await asyncio.sleep(min(0.5, self.config.flush_interval_s / 2))
             now = self.clock()
-            for half in self.join.expire(now):
-                self.metrics.drop("unanswered" if half.kind == "request" else "orphan_response")
+            for group in self.join.expire(now):
+                self._count_gap(group)
             self.metrics.pending_joins.labels(self.config.deployment).set(len(self.join))
             if self._appended and now - self._last_rotate >= self.config.flush_interval_s:
                 self.request_flush()
@@ -311,18 +342,32 @@ class SidecarService:
         await self._ingest(events)
         await self._score_pending()
 
+    def _count_gap(self, group, reason: str | None = None) -> None:
+        """A request id given up on: its events are dropped (``unanswered`` when the graph's input
+        came, ``orphan_response`` when only responses did, or ``reason``), and the prediction counts
+        once in the gap it shows: a request without a response, or a response without a request."""
+        self.metrics.drop(reason or ("unanswered" if group.has_request else "orphan_response"), len(group.events))
+        self.metrics.gap.labels(self.config.deployment, "request_without_response" if group.has_request
+                                else "response_without_request").inc()
+
     async def _ingest(self, events: list[LoggedEvent]) -> None:
-        """Join request/response halves; joined predictions and feedback wait for scoring."""
+        """Join the events of each prediction (daic.sidecar.join); joined predictions and feedback
+        wait for scoring. Events of intermediate graph nodes are counted as skipped."""
         dep = self.config.deployment
         for event in events:
             if event.kind == "feedback":
-                self._feedback_waiting.append(event)
+                if event.model_id and event.model_id != self.plan.feedback:
+                    self.metrics.skipped.labels(dep).inc()  # the same feedback, logged by another node
+                else:
+                    self._feedback_waiting.append(event)
                 continue
             outcome = self.join.add(event)
-            for _ in outcome.evicted:
-                self.metrics.drop("overflow")
+            for group in outcome.evicted:
+                self._count_gap(group, "overflow")
             if outcome.status == "duplicate":
                 self.metrics.duplicate.labels(dep).inc()
+            elif outcome.status == "skipped":
+                self.metrics.skipped.labels(dep).inc()
             elif outcome.status == "joined":
                 self._to_score.append(outcome.joined)
                 self.metrics.joined.labels(dep).inc()
@@ -429,43 +474,60 @@ class SidecarService:
         estimator.update(scores)
 
     def _apply_feedback(self, event: LoggedEvent) -> None:
+        """Link feedback to the prediction stored under its request id (the Seldon-Puid the client
+        sent with it); the predicted classes and the version come from that prediction. Labels of
+        a linked prediction count and recalibrate; reward-only feedback is recorded as a reward;
+        feedback naming no stored prediction is recorded and counted as unlinked, never silently."""
         try:
             truth = parse_feedback(event.body, event.request_id)
         except ValueError as exc:
             logger.warning("feedback %s rejected after acceptance: %s", event.event_id, exc)
             self.metrics.drop("unreadable")
             return
+        dep = self.config.deployment
         known = self._recent.get(truth.request_id)
-        predictions = truth.predictions if truth.predictions is not None else (known[1] if known else None)
-        version = truth.model_version or (known[0] if known else "unknown")
-        p_correct = known[2] if known is not None and len(known[2]) == truth.labels.size else None
-        n = truth.labels.size
-        if predictions is not None and len(predictions) == n:
-            correct = predictions == truth.labels
-            stats = self.feedback.setdefault(version, _FeedbackStats())
-            stats.n += n
-            stats.correct += int(correct.sum())
-            if p_correct is not None and np.all(np.isfinite(p_correct)):
-                rows = known[3]
-                if rows is None or len(stats.covariates) != len(stats.p_correct):
-                    stats.covariates = []  # one input without covariates: the intercept method for all
-                else:
-                    stats.covariates.extend(rows.tolist())
-                stats.p_correct.extend(float(p) for p in p_correct)
-                stats.is_correct.extend(bool(c) for c in correct)
-                del stats.p_correct[:-_FEEDBACK_KEPT], stats.is_correct[:-_FEEDBACK_KEPT]
-                del stats.covariates[:-_FEEDBACK_KEPT]
-                self._recalibrate(version, stats)
-        self._feedback_rows.append({
+        if known is None:
+            self.metrics.feedback_received.labels(dep, "unlinked").inc()
+            logger.warning("feedback %s names request id %r, which is not a prediction this sidecar stored "
+                           "(no Seldon-Puid header on the feedback call, or an old or unknown id)",
+                           event.event_id, truth.request_id)
+        version, stored_predictions, stored_p, stored_rows = known if known is not None else ("", None, None, None)
+        n = truth.labels.size if truth.labels is not None else (len(stored_predictions) if known else 1)
+        predictions = stored_predictions if stored_predictions is not None and len(stored_predictions) == n else None
+        p_correct = stored_p if stored_p is not None and len(stored_p) == n else None
+        common = {
             "ids": np.array([f"{truth.request_id}:{i}" for i in range(n)]),
             "request_ids": np.array([truth.request_id] * n),
             "times": np.full(n, event.time),
-            "labels": truth.labels,
-            "predictions": np.asarray(predictions if predictions is not None and len(predictions) == n
-                                      else np.full(n, -1), dtype=np.int64),
+            "predictions": np.asarray(predictions if predictions is not None else np.full(n, -1), dtype=np.int64),
             "p_correct": np.asarray(p_correct if p_correct is not None else np.full(n, np.nan), dtype=np.float32),
             "model_version": np.array([version] * n),
-        })
+            "reward": np.full(n, np.nan if truth.reward is None else truth.reward),
+        }
+        if truth.labels is None:
+            if known is not None:
+                self.metrics.feedback_received.labels(dep, "reward").inc()
+            self._reward_rows.append(common)
+            return
+        if known is not None:
+            self.metrics.feedback_received.labels(dep, "labels").inc()
+        self._feedback_rows.append({**common, "labels": truth.labels})
+        if predictions is None:
+            return
+        correct = predictions == truth.labels
+        stats = self.feedback.setdefault(version, _FeedbackStats())
+        stats.n += n
+        stats.correct += int(correct.sum())
+        if p_correct is not None and np.all(np.isfinite(p_correct)):
+            if stored_rows is None or len(stats.covariates) != len(stats.p_correct):
+                stats.covariates = []  # one input without covariates: the intercept method for all
+            else:
+                stats.covariates.extend(stored_rows.tolist())
+            stats.p_correct.extend(float(p) for p in p_correct)
+            stats.is_correct.extend(bool(c) for c in correct)
+            del stats.p_correct[:-_FEEDBACK_KEPT], stats.is_correct[:-_FEEDBACK_KEPT]
+            del stats.covariates[:-_FEEDBACK_KEPT]
+            self._recalibrate(version, stats)
 
     def _recalibrate(self, version: str, stats: _FeedbackStats) -> None:
         """Offline corrects online: labels recalibrate the version's estimator once enough of them
@@ -505,12 +567,14 @@ class SidecarService:
                 self._buffer = []
                 self._buffered_rows = 0
                 self.last_batch_key = key
-            if self._feedback_rows:
-                rows = self._feedback_rows
-                arrays = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
-                fkey = key_for_feedback(self.config.deployment, float(arrays["times"].min()), marker.segment)
-                await asyncio.to_thread(self.store.put_arrays, fkey, **arrays)
-                self._feedback_rows = []
+            for attr, prefix in (("_feedback_rows", "feedback"), ("_reward_rows", "reward")):
+                rows = getattr(self, attr)
+                if rows:
+                    arrays = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+                    fkey = key_for_feedback(self.config.deployment, float(arrays["times"].min()), marker.segment,
+                                            prefix)
+                    await asyncio.to_thread(self.store.put_arrays, fkey, **arrays)
+                    setattr(self, attr, [])
         except Exception as exc:  # noqa: BLE001 - keep everything, retry at the next marker
             self.metrics.store_failures.labels(self.config.deployment).inc()
             logger.error("writing operational records failed (kept, retried at the next flush): %s", exc)
@@ -588,10 +652,11 @@ class SidecarService:
         }
 
 
-def key_for_feedback(deployment: str, first_time: float, seq: int) -> str:
+def key_for_feedback(deployment: str, first_time: float, seq: int, prefix: str = "feedback") -> str:
+    """``operational/<deployment>/feedback-*.npz`` (labels) or ``reward-*.npz`` (reward-only)."""
     from daic.sidecar.records import batch_key
 
-    return batch_key(deployment, first_time, seq).replace("/batch-", "/feedback-", 1)
+    return batch_key(deployment, first_time, seq).replace("/batch-", f"/{prefix}-", 1)
 
 
 def _fsync_and_close(fd: int) -> None:
