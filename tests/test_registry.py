@@ -8,6 +8,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import re
 import threading
+import uuid
 
 import numpy as np
 import pytest
@@ -151,6 +152,59 @@ def test_concurrent_promotions_from_processes_have_exactly_one_winner(store):
     assert pointer.version == winners[0] and pointer.previous == "v0001" and pointer.generation == 2
 
 
+def _duel_worker(url: str, me: int, rounds: int, barrier, results) -> None:
+    registry = ModelRegistry(open_store(url), "mnist")
+    for round_ in range(rounds):
+        barrier.wait()
+        current = registry.champion()
+        barrier.wait()  # both decided against the same champion before either writes
+        others = [v for v in ("v0001", "v0002", "v0003") if v != current]
+        try:
+            registry.promote(others[me], expected_current=current)
+            results.put((round_, me, "won"))
+        except ChampionConflict:
+            results.put((round_, me, "conflict"))
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the test
+            results.put((round_, me, f"error: {exc!r}"))
+
+
+@pytest.mark.parametrize("backend", ["file", "s3"])
+def test_two_processes_promoting_40_times_one_wins_each_time(backend, tmp_path, request):
+    """Two processes promote against the same champion, 40 rounds, against a real SeaweedFS (or a
+    directory): in every round exactly one wins and the other is told of the conflict, and the
+    history holds one record per generation, each following the one before."""
+    if backend == "s3":
+        request.getfixturevalue("s3_env")
+        url = f"s3://daic-test/duel-{uuid.uuid4().hex}"
+        store = open_store(url, create_bucket=True)
+    else:
+        url = f"file://{tmp_path / 'store'}"
+        store = open_store(url)
+    reg = ModelRegistry(store, "mnist")
+    for seed in (1, 2, 3):
+        _register(reg, seed)
+    reg.promote("v0001", expected_current=None)
+    rounds = 40
+    ctx = mp.get_context("fork")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_duel_worker, args=(url, me, rounds, barrier, results)) for me in (0, 1)]
+    for p in procs:
+        p.start()
+    got = [results.get(timeout=120) for _ in range(2 * rounds)]
+    for p in procs:
+        p.join(30)
+    by_round: dict[int, list[str]] = {}
+    for round_, _me, outcome in got:
+        by_round.setdefault(round_, []).append(outcome)
+    bad = {r: o for r, o in by_round.items() if sorted(o) != ["conflict", "won"]}
+    assert not bad, f"rounds without exactly one winner: {bad}"
+    history = reg.champion_history()
+    assert [p.generation for p in history] == list(range(1, rounds + 2))
+    assert all(h.previous == prev.version for prev, h in zip(history, history[1:]))
+    pointer = reg.champion_pointer()
+    assert (pointer.generation, pointer.version, pointer.token) == (rounds + 1, history[-1].version, history[-1].token)
+
+
 def test_readers_never_see_a_partial_pointer_while_it_flips(store):
     reg = ModelRegistry(store, "mnist")
     for seed in (1, 2):
@@ -177,27 +231,48 @@ def test_readers_never_see_a_partial_pointer_while_it_flips(store):
 
 
 class _RacingStore(FileStore):
-    """A real file store where another writer overwrites the champion pointer right after ours
-    (the interleaving a lost update needs), to check that promote notices."""
+    """A real file store where another promoter's pointer lands between our read and our write
+    (the interleaving a lost update needs), to check that our write is refused and theirs kept."""
 
-    def put_bytes(self, key, data):
-        super().put_bytes(key, data)
+    def put_bytes(self, key, data, **condition):
         if key.endswith("/champion") and b"v0002" in data:
             import json
 
             other = json.loads(data)
             other.update(version="v0003", token="someone-else")
             super().put_bytes(key, json.dumps(other).encode())
+        return super().put_bytes(key, data, **condition)
 
 
-def test_a_lost_update_is_detected(tmp_path):
+def test_a_promotion_losing_a_race_writes_nothing(tmp_path):
     racing = _RacingStore(tmp_path / "store")
     reg = ModelRegistry(racing, "mnist")
     for seed in (1, 2, 3):
         _register(reg, seed)
     reg.promote("v0001")
-    with pytest.raises(ChampionConflict, match="overwritten concurrently.*'v0003'.*'v0002' was lost"):
-        reg.promote("v0002")
+    with pytest.raises(ChampionConflict, match="changed concurrently.*'v0003'.*'v0002' was not written"):
+        reg.promote("v0002")  # unconditional, and still it must not overwrite a concurrent promotion
+    pointer = reg.champion_pointer()
+    assert (pointer.version, pointer.token) == ("v0003", "someone-else")
+    assert [h.version for h in reg.champion_history()] == ["v0001"]  # no record of the lost promotion
+
+
+def test_a_missing_history_record_is_filled_by_the_next_promotion(store):
+    """A promoter that died after writing the pointer and before its history record: the next
+    promotion writes the missing record (the real one, from the pointer), and keeps the others."""
+    reg = ModelRegistry(store, "mnist")
+    for seed in (1, 2, 3):
+        _register(reg, seed)
+    reg.promote("v0001")
+    before = store.get_bytes("models/mnist/champion-history/000001.json")
+    second = reg.promote("v0002")
+    store.delete("models/mnist/champion-history/000002.json")  # as if the promoter died here
+    reg.promote("v0003", expected_current="v0002")
+    history = reg.champion_history()
+    assert [(h.version, h.previous, h.generation) for h in history] == [
+        ("v0001", None, 1), ("v0002", "v0001", 2), ("v0003", "v0002", 3)]
+    assert history[1].token == second.token
+    assert store.get_bytes("models/mnist/champion-history/000001.json") == before
 
 
 def test_lineage_tree_and_ancestry(store):

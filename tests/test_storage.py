@@ -1,14 +1,18 @@
 """One suite, both backends: a local directory and a real S3 server (SeaweedFS)."""
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 import uuid
 
 import numpy as np
 import pytest
 
-from daic.storage import KeyNotFound, StorageError, open_store
+from daic.storage import KeyNotFound, PreconditionFailed, StorageError, open_store
 from daic.storage.file_store import FileStore
+from daic.storage.seaweedfs import SeaweedS3
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -114,6 +118,54 @@ def test_concurrent_writers_never_expose_a_partial_object(store):
     assert bad == []
 
 
+def test_conditional_create_and_replace(store):
+    etag = store.put_bytes("cas/k", b"one", if_none_match=True)
+    with pytest.raises(PreconditionFailed) as info:
+        store.put_bytes("cas/k", b"two", if_none_match=True)  # exists: refused
+    assert store.url in str(info.value) and "cas/k" in str(info.value)
+    data, read_etag = store.get_with_etag("cas/k")
+    assert (data, read_etag) == (b"one", etag)
+    new_etag = store.put_bytes("cas/k", b"three", if_match=etag)
+    assert new_etag != etag and store.get_with_etag("cas/k") == (b"three", new_etag)
+    with pytest.raises(PreconditionFailed):
+        store.put_bytes("cas/k", b"four", if_match=etag)  # stale ETag: refused
+    with pytest.raises(PreconditionFailed):
+        store.put_bytes("cas/absent", b"five", if_match=etag)  # nothing to match
+    assert store.get_bytes("cas/k") == b"three" and not store.exists("cas/absent")
+    assert store.get_json_with_etag is not None
+    json_etag = store.put_json("cas/j.json", {"a": 1}, if_none_match=True)
+    assert store.get_json_with_etag("cas/j.json") == ({"a": 1}, json_etag)
+    assert store.list("cas/") == ["cas/j.json", "cas/k"]  # no lock or probe objects listed
+    with pytest.raises(ValueError, match="not both"):
+        store.put_bytes("cas/k", b"x", if_none_match=True, if_match=new_etag)
+
+
+def test_conditional_writes_have_exactly_one_winner(store):
+    """Writers racing on one key with the same precondition: exactly one write lands, every round."""
+    for round_ in range(5):
+        key = f"race/{round_}"
+        for condition in ({"if_none_match": True}, "if_match"):
+            if condition == "if_match":
+                condition = {"if_match": store.get_with_etag(key)[1]}
+            start, outcomes = threading.Barrier(6), []
+
+            def write(i: int, condition=condition, key=key) -> None:
+                start.wait()
+                try:
+                    store.put_bytes(key, f"writer-{i}-{sorted(condition)[0]}".encode(), **condition)
+                    outcomes.append(i)
+                except PreconditionFailed:
+                    pass
+
+            threads = [threading.Thread(target=write, args=(i,)) for i in range(6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert len(outcomes) == 1, (condition, outcomes)
+            assert store.get_bytes(key) == f"writer-{outcomes[0]}-{sorted(condition)[0]}".encode()
+
+
 def test_file_store_crash_mid_write_leaves_old_object(tmp_path, monkeypatch):
     store = FileStore(tmp_path)
     store.put_bytes("k", b"old")
@@ -181,3 +233,84 @@ def test_s3_settings_errors_name_the_variable(monkeypatch):
     monkeypatch.setenv("MINIO_SECRET_KEY", "b")
     with pytest.raises(StorageError, match="expected http://host:port"):
         open_store("s3://b/p")
+
+
+def test_s3_server_ignoring_conditional_writes_is_refused(s3_env, monkeypatch):
+    """A server that drops the If-None-Match header (as one without conditional-write support does:
+    simulated by stripping the header before it reaches the real SeaweedFS) is refused before any
+    conditional write, instead of racing silently."""
+    bucket = f"daic-nocas-{uuid.uuid4().hex[:8]}"  # conditional support is verified once per bucket
+    store = open_store(f"s3://{bucket}/p", create_bucket=True)
+    real = store.client._put_object
+
+    def ignoring(bucket_name, object_name, data, headers=None, query_params=None):
+        headers = {k: v for k, v in (headers or {}).items() if k.lower() not in ("if-none-match", "if-match")}
+        return real(bucket_name, object_name, data, headers=headers, query_params=query_params)
+
+    monkeypatch.setattr(store.client, "_put_object", ignoring)
+    with pytest.raises(StorageError, match=r"s3://daic-nocas-.* ignores S3 conditional writes"):
+        store.put_bytes("champion", b"x", if_none_match=True)
+    assert store.list("") == []  # neither the object nor the probe was left behind
+
+
+def test_store_timeouts_are_configurable_and_validated(monkeypatch):
+    from daic.storage.s3_store import StoreTimeouts
+
+    assert StoreTimeouts.from_env({}).deadline_s + StoreTimeouts.from_env({}).read_s <= 30
+    t = StoreTimeouts.from_env({"DAIC_STORE_DEADLINE": "3.5", "DAIC_STORE_READ_TIMEOUT": "1",
+                                "DAIC_STORE_CONNECT_TIMEOUT": "0.5", "DAIC_STORE_RETRIES": "0"})
+    assert (t.deadline_s, t.read_s, t.connect_s, t.retries) == (3.5, 1.0, 0.5, 0)
+    for name, bad in [("DAIC_STORE_DEADLINE", "soon"), ("DAIC_STORE_READ_TIMEOUT", "0"),
+                      ("DAIC_STORE_RETRIES", "1.5"), ("DAIC_STORE_CONNECT_TIMEOUT", "-1")]:
+        with pytest.raises(StorageError, match=name):
+            StoreTimeouts.from_env({name: bad})
+
+
+@pytest.fixture
+def private_s3(monkeypatch):
+    """A private SeaweedFS (others' tests must not be frozen), pointed at by the environment; the
+    test freezes it with SIGSTOP: it then accepts TCP connections (the kernel does) but never
+    answers, as a hung server does. SIGCONT before the fixture kills it."""
+    with SeaweedS3() as server:
+        for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MINIO_SECURE",
+                     "DAIC_STORE_DEADLINE", "DAIC_STORE_READ_TIMEOUT", "DAIC_STORE_CONNECT_TIMEOUT"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        open_store("s3://frozen/p", create_bucket=True).put_bytes("k", b"v")
+        try:
+            yield server
+        finally:
+            os.killpg(server._proc.pid, signal.SIGCONT)
+
+
+def _freeze(server) -> None:
+    os.killpg(server._proc.pid, signal.SIGSTOP)
+
+
+def test_s3_frozen_server_fails_within_30_s_by_default(private_s3):
+    """The slowest default case: a read (retried, as reads are) against a server that never answers."""
+    store = open_store("s3://frozen/p")
+    _freeze(private_s3)
+    start = time.monotonic()
+    with pytest.raises(StorageError, match=r"s3://frozen/p \(endpoint 127\.0\.0\.1:\d+\): timed out .*read 'k'"):
+        store.get_bytes("k")
+    assert time.monotonic() - start < 30
+
+
+def test_s3_frozen_server_every_operation_obeys_the_configured_deadline(private_s3, monkeypatch):
+    monkeypatch.setenv("DAIC_STORE_DEADLINE", "1.5")
+    stores = [open_store("s3://frozen/p") for _ in range(7)]  # one per call: no shared connection state
+    _freeze(private_s3)
+    calls = [("open", lambda s: open_store("s3://frozen/p")),
+             ("write", lambda s: s.put_bytes("k2", b"v")),
+             ("conditional write", lambda s: s.put_bytes("k3", b"v", if_none_match=True)),
+             ("read", lambda s: s.get_with_etag("k")),
+             ("stat", lambda s: s.exists("k")),
+             ("list", lambda s: s.list("")),
+             ("delete", lambda s: s.delete("k"))]
+    for (what, call), store in zip(calls, stores):
+        start = time.monotonic()
+        with pytest.raises(StorageError, match=r"s3://frozen/p .*timed out"):
+            call(store)
+        assert time.monotonic() - start < 1.5 + 2.0, what  # the deadline plus scheduling slack

@@ -15,25 +15,23 @@ Every version stores *both* networks: each training run trains (or fine-tunes) t
 its shadow together, so the disagreement oracle always compares a model with the shadow that
 saw the same data.
 
-Champion switch: the pointer is one object written with the store's atomic put, so readers see
-the old or the new pointer, never a mix. ``promote(version, expected_current=...)`` is a
-compare-and-set: it refuses when the champion is not the one the caller decided against. On a
-``file://`` store the read-compare-write runs under an OS file lock, so it is a true CAS across
-processes on the machine. On ``s3://`` the store offers no conditional put yet, so the check is
-read-compare-write plus a read-back of a unique token, which detects (raises on) an overwrite
-that lands between our write and the read-back but cannot exclude a race inside that window.
+Champion switch: the pointer is one object, so readers see the old or the new pointer, never a
+mix. ``promote(version, expected_current=...)`` is a compare-and-set on the store's conditional
+writes (daic.storage, S3's If-Match / If-None-Match): read the pointer and its ETag, compare with
+what the caller decided against, then write the new pointer only if the ETag is still the one read
+(create-if-absent for the first champion). Of two concurrent promotions exactly one write lands;
+the other gets ``ChampionConflict`` and nothing of it is written. This holds across processes and
+machines on both backends (file:// and any S3 server that honours conditional writes; the store
+refuses one that does not). The history record ``champion-history/<gen>.json`` is written after
+the pointer, create-if-absent, so it is never overwritten; a promoter that died in between leaves
+it to the next promotion, which writes the current pointer's record first. Version numbers are
+claimed the same way (``claim.json`` created if absent).
 """
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import os
 import subprocess
-import tempfile
-import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -48,7 +46,7 @@ from daic.models.card import (
     version_number,
 )
 from daic.models.lineage import ancestry, render_tree
-from daic.storage import KeyNotFound, ObjectStore, StorageError
+from daic.storage import KeyNotFound, ObjectStore, PreconditionFailed, StorageError
 
 MODEL_FILE = "model.pt"
 SHADOW_FILE = "shadow.pt"
@@ -83,30 +81,6 @@ def code_version() -> str:
         return f"{__version__}+g{sha}{'.dirty' if dirty else ''}"
     except (OSError, subprocess.SubprocessError):
         return __version__
-
-
-_THREAD_LOCKS: dict[str, threading.Lock] = {}
-_THREAD_LOCKS_GUARD = threading.Lock()
-
-
-@contextmanager
-def _promotion_lock(store: ObjectStore, name: str) -> Iterator[None]:
-    """Serialise promotions of one model: threads always, processes too on a file:// store."""
-    ident = hashlib.sha256(f"{store.url}\0{name}".encode()).hexdigest()[:24]
-    with _THREAD_LOCKS_GUARD:
-        tlock = _THREAD_LOCKS.setdefault(ident, threading.Lock())
-    with tlock:
-        if not store.url.startswith("file://"):
-            yield
-            return
-        lock_dir = Path(tempfile.gettempdir()) / "daic-locks"
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        with open(lock_dir / f"{ident}.lock", "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class ModelRegistry:
@@ -238,12 +212,11 @@ class ModelRegistry:
             used = self._numbers_in_use()
             version = version_id((used[-1] if used else 0) + 1)
             key = self._key(version, CLAIM_FILE)
-            if self.store.exists(key):
-                continue
-            token = uuid.uuid4().hex
-            self.store.put_json(key, {"token": token, "pid": os.getpid()})
-            if self.store.get_json(key).get("token") == token:
-                return version
+            try:
+                self.store.put_json(key, {"token": uuid.uuid4().hex, "pid": os.getpid()}, if_none_match=True)
+            except PreconditionFailed:
+                continue  # another registration claimed this number first
+            return version
         raise StorageError(f"{self.store.url}: could not allocate a version of {self.name!r} "
                            f"after {attempts} attempts (heavy concurrent registration?)")
 
@@ -285,35 +258,55 @@ class ModelRegistry:
         return card
 
     def promote(self, version: str, *, expected_current=_ANY) -> ChampionPointer:
-        """Make ``version`` the champion.
+        """Make ``version`` the champion (a compare-and-set; see the module docstring).
 
         ``expected_current``: the champion the caller based its decision on (None = "there is no
         champion yet"); when given and different from the actual one, raises ChampionConflict and
-        writes nothing. See the module docstring for how atomic this is per backend.
+        writes nothing. A promotion that loses a race with another one also raises ChampionConflict
+        and writes nothing, with or without ``expected_current``.
         """
         self.card(version)
-        with _promotion_lock(self.store, self.name):
-            current = self.champion_pointer()
-            current_version = current.version if current else None
-            if expected_current is not _ANY and expected_current != current_version:
-                raise ChampionConflict(
-                    f"model {self.name!r}: expected champion {expected_current!r} but it is "
-                    f"{current_version!r}; re-read and decide again"
-                )
-            pointer = ChampionPointer(
-                version=version, previous=current_version,
-                generation=(current.generation + 1) if current else 1, token=uuid.uuid4().hex,
+        key = self.prefix + CHAMPION
+        try:
+            raw, etag = self.store.get_json_with_etag(key)
+            current: Optional[ChampionPointer] = ChampionPointer.model_validate(raw)
+        except KeyNotFound:
+            current, etag = None, None
+        if current is not None:
+            self._record_history(current)  # in case its promoter died between pointer and history
+        current_version = current.version if current else None
+        if expected_current is not _ANY and expected_current != current_version:
+            raise ChampionConflict(
+                f"model {self.name!r}: expected champion {expected_current!r} but it is "
+                f"{current_version!r}; re-read and decide again"
             )
-            record = pointer.model_dump(mode="json")
-            self.store.put_json(f"{self.prefix}champion-history/{pointer.generation:06d}.json", record)
-            self.store.put_json(self.prefix + CHAMPION, record)
-            back = self.champion_pointer()
-            if back is None or back.token != pointer.token:
+        pointer = ChampionPointer(
+            version=version, previous=current_version,
+            generation=(current.generation + 1) if current else 1, token=uuid.uuid4().hex,
+        )
+        try:
+            if etag is None:
+                self.store.put_json(key, pointer.model_dump(mode="json"), if_none_match=True)
+            else:
+                self.store.put_json(key, pointer.model_dump(mode="json"), if_match=etag)
+        except PreconditionFailed:
+            now = self.champion_pointer()
+            if now is None or now.token != pointer.token:
                 raise ChampionConflict(
-                    f"model {self.name!r}: the champion pointer was overwritten concurrently "
-                    f"(now {back.version if back else None!r}); our promotion of {version!r} was lost"
-                )
-            return pointer
+                    f"model {self.name!r}: the champion changed concurrently (now "
+                    f"{now.version if now else None!r}, generation {now.generation if now else 0}); "
+                    f"the promotion of {version!r} was not written; re-read and decide again"
+                ) from None
+        self._record_history(pointer)
+        return pointer
+
+    def _record_history(self, pointer: ChampionPointer) -> None:
+        """Write the pointer's history record if it is not there yet (never overwrites one)."""
+        try:
+            self.store.put_json(f"{self.prefix}champion-history/{pointer.generation:06d}.json",
+                                pointer.model_dump(mode="json"), if_none_match=True)
+        except PreconditionFailed:
+            pass  # already recorded
 
     def champion_history(self) -> list[ChampionPointer]:
         keys = self.store.list(f"{self.prefix}champion-history/")

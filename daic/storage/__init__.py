@@ -4,6 +4,9 @@
 ``s3://bucket/prefix`` any S3 endpoint (MinIO, SeaweedFS, AWS) via the minio client
 
 ``open_store()`` with no argument reads ``DAIC_STORE``, else uses the embedded default.
+Both backends offer conditional writes (``put_bytes(..., if_none_match=True)`` /
+``put_bytes(..., if_match=etag)``, raising ``PreconditionFailed``); every s3:// call is bounded by
+timeouts and a total deadline (daic.storage.s3_store).
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .base import ObjectStore, check_key
-from .errors import KeyNotFound, StorageError
+from .errors import KeyNotFound, PreconditionFailed, StorageError
 
 DEFAULT_DIR = Path(".daic") / "store"
 
@@ -42,4 +45,4 @@ def open_store(url: str | None = None, *, create_bucket: bool = False) -> Object
     raise StorageError(f"{url}: unsupported store URL scheme {parsed.scheme!r}; use file:///path or s3://bucket/prefix")
 
 
-__all__ = ["ObjectStore", "StorageError", "KeyNotFound", "open_store", "default_url", "check_key"]
+__all__ = ["ObjectStore", "StorageError", "KeyNotFound", "PreconditionFailed", "open_store", "default_url", "check_key"]

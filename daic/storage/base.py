@@ -1,8 +1,15 @@
 """The object-store interface every part of daic writes through.
 
-Backends implement five byte-level operations; the typed helpers (JSON, numpy arrays) live here
+Backends implement six byte-level operations; the typed helpers (JSON, numpy arrays) live here
 once so both backends encode objects identically and a record written on a laptop reads back on a
 cluster. Keys are '/'-separated relative paths (``models/mnist/v0001/card.json``).
+
+Conditional writes (the compare-and-set the model registry's champion pointer needs) follow S3's
+conditional PUT (RFC 9110 preconditions as S3 implements them for PutObject):
+``put_bytes(key, data, if_none_match=True)`` creates the object only if it does not exist, and
+``put_bytes(key, data, if_match=etag)`` replaces it only if its current ETag is ``etag`` (as
+returned by ``get_with_etag`` or by an earlier put). Either raises ``PreconditionFailed`` and
+writes nothing when the condition does not hold. ETags are opaque strings without quotes.
 """
 from __future__ import annotations
 
@@ -35,12 +42,22 @@ class ObjectStore(ABC):
     url: str
 
     @abstractmethod
-    def put_bytes(self, key: str, data: bytes) -> None:
-        """Write ``data`` under ``key``; readers see the old object or the new one, never a part."""
+    def put_bytes(self, key: str, data: bytes, *, if_none_match: bool = False,
+                  if_match: str | None = None) -> str:
+        """Write ``data`` under ``key``; readers see the old object or the new one, never a part.
+
+        Returns the new object's ETag. ``if_none_match=True``: only if ``key`` does not exist;
+        ``if_match=etag``: only if the object's current ETag is ``etag``. Raises
+        ``PreconditionFailed`` (nothing written) when the condition does not hold.
+        """
 
     @abstractmethod
     def get_bytes(self, key: str) -> bytes:
         """Read ``key``; raises KeyNotFound when it does not exist."""
+
+    @abstractmethod
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        """Read ``key`` and the ETag of what was read (for a later ``put_bytes(if_match=...)``)."""
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -55,11 +72,18 @@ class ObjectStore(ABC):
 
     # Typed helpers -------------------------------------------------------------------------
 
-    def put_json(self, key: str, obj: Any) -> None:
-        self.put_bytes(key, json.dumps(obj, indent=2, sort_keys=True, default=_json_default).encode())
+    def put_json(self, key: str, obj: Any, *, if_none_match: bool = False, if_match: str | None = None) -> str:
+        data = json.dumps(obj, indent=2, sort_keys=True, default=_json_default).encode()
+        return self.put_bytes(key, data, if_none_match=if_none_match, if_match=if_match)
 
     def get_json(self, key: str) -> Any:
-        raw = self.get_bytes(key)
+        return self._decode_json(key, self.get_bytes(key))
+
+    def get_json_with_etag(self, key: str) -> tuple[Any, str]:
+        raw, etag = self.get_with_etag(key)
+        return self._decode_json(key, raw), etag
+
+    def _decode_json(self, key: str, raw: bytes) -> Any:
         try:
             return json.loads(raw)
         except json.JSONDecodeError as exc:
@@ -80,6 +104,13 @@ class ObjectStore(ABC):
                 return {name: npz[name] for name in npz.files}
         except (ValueError, OSError) as exc:
             raise StorageError(f"{self.url}: object {key!r} is not a numpy .npz archive: {exc}") from exc
+
+    @staticmethod
+    def _check_condition(if_none_match: bool, if_match: str | None) -> None:
+        if if_none_match and if_match is not None:
+            raise ValueError("put_bytes: give if_none_match or if_match, not both")
+        if if_match is not None and (not isinstance(if_match, str) or not if_match.strip('"')):
+            raise ValueError(f"put_bytes: if_match must be a non-empty ETag string, got {if_match!r}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"

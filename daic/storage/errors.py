@@ -10,3 +10,8 @@ class KeyNotFound(StorageError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class PreconditionFailed(StorageError):
+    """A conditional write was refused: the object exists (``if_none_match``) or is not the
+    version the caller read (``if_match``); nothing was written."""

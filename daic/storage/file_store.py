@@ -1,14 +1,24 @@
 """``file://`` backend: the embedded default, a directory tree on local disk."""
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .base import ObjectStore, check_key
-from .errors import KeyNotFound, StorageError
+from .errors import KeyNotFound, PreconditionFailed, StorageError
 
 _TMP_PREFIX = ".tmp-"
+_LOCK_NAME = _TMP_PREFIX + "lock"  # one per directory; hidden from list() like temporary files
+
+
+def etag_of(data: bytes) -> str:
+    """The ETag S3 gives a single-part object: the hex MD5 of its bytes."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 class FileStore(ObjectStore):
@@ -16,6 +26,11 @@ class FileStore(ObjectStore):
 
     Writes go to a temporary file in the target directory, are fsynced, then renamed over the
     target (``os.replace`` is atomic on POSIX), so a crash never leaves a half-written object.
+    Conditional writes: ``if_none_match`` publishes with ``os.link`` (fails atomically when the
+    name exists); ``if_match`` compares and replaces while holding an exclusive ``flock`` on the
+    directory's lock file, which every write and delete in that directory takes, so the
+    compare-and-replace is atomic against all other writers on the machine (processes included).
+    ETags are the MD5 of the content, as S3 computes them for single-part objects.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -29,7 +44,18 @@ class FileStore(ObjectStore):
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    @contextmanager
+    def _dir_lock(self, directory: Path) -> Iterator[None]:
+        with open(directory / _LOCK_NAME, "a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def put_bytes(self, key: str, data: bytes, *, if_none_match: bool = False,
+                  if_match: str | None = None) -> str:
+        self._check_condition(if_none_match, if_match)
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,12 +65,31 @@ class FileStore(ObjectStore):
                     fh.write(data)
                     fh.flush()
                     os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            except BaseException:
+                with self._dir_lock(path.parent):
+                    if if_none_match:
+                        try:
+                            os.link(tmp, path)  # atomic create-if-absent
+                        except FileExistsError:
+                            raise PreconditionFailed(
+                                f"{self.url}: {key!r} already exists (write with if_none_match refused)") from None
+                    else:
+                        if if_match is not None:
+                            self._compare(key, path, if_match)
+                        os.replace(tmp, path)
+            finally:
                 Path(tmp).unlink(missing_ok=True)
-                raise
         except OSError as exc:
             raise StorageError(f"{self.url}: cannot write {key!r}: {exc}") from exc
+        return etag_of(data)
+
+    def _compare(self, key: str, path: Path, if_match: str) -> None:
+        try:
+            current = etag_of(path.read_bytes())
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise PreconditionFailed(f"{self.url}: {key!r} does not exist (write with if_match refused)") from None
+        if current != if_match.strip('"'):
+            raise PreconditionFailed(
+                f"{self.url}: {key!r} changed (ETag {current}, expected {if_match.strip(chr(34))}); write refused")
 
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
@@ -54,6 +99,10 @@ class FileStore(ObjectStore):
             raise KeyNotFound(f"{self.url}: no object {key!r}") from None
         except OSError as exc:
             raise StorageError(f"{self.url}: cannot read {key!r}: {exc}") from exc
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        data = self.get_bytes(key)  # one read: the ETag is of exactly these bytes
+        return data, etag_of(data)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -75,7 +124,11 @@ class FileStore(ObjectStore):
         return sorted(keys)
 
     def delete(self, key: str) -> None:
+        path = self._path(key)
         try:
-            self._path(key).unlink(missing_ok=True)
+            if not path.parent.is_dir():
+                return
+            with self._dir_lock(path.parent):
+                path.unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError(f"{self.url}: cannot delete {key!r}: {exc}") from exc
