@@ -53,6 +53,7 @@ class SidecarConfig(BaseModel):
     fsync_interval_s: float = Field(0.05, gt=0)
     window: int = Field(1000, ge=1)
     reference_check_s: float = Field(10.0, gt=0)
+    canary_idle_s: float = Field(600.0, gt=0)  # a non-champion version without predictions this long stops serving
     feedback_memory: int = Field(20_000, ge=1)
     graph: dict[str, Any] | None = None
     drain_quiet_s: float = Field(2.0, ge=0)

@@ -27,17 +27,29 @@ computed at scrape time by a custom collector, so ``/metrics`` never shows a sta
 ``daic_sidecar_pending_joins``             halves waiting for their partner
 ``daic_sidecar_records_written_total``     inputs written to the object store
 ``daic_sidecar_store_failures_total``      failed batch writes (retried at the next flush)
-``daic_estimated_accuracy``                windowed label-free accuracy, by ``model_version``
+``daic_serving_info``                      1 per model version this sidecar serves, by ``model_version``
+                                           and ``role`` (``champion`` or ``canary``)
+``daic_estimated_accuracy``                windowed label-free accuracy
 ``daic_estimated_accuracy_lower/upper``    its band
+``daic_estimate_error_sd``                 the estimate's error scale (sampling and model error)
+``daic_estimate_timestamp_seconds``        Unix time of the newest input in the window: the reading's
+                                           own time (it does not move while no traffic comes)
+``daic_reference_accuracy``                the version's reference (validation) accuracy
 ``daic_drift_score``                       mean reference percentile of latent distances (0.5 = none)
 ``daic_drift_alarm``                       1 when the drift test alarms
+``daic_change_alarm``                      1 when the sequential change detector alarms
 ``daic_estimate_trusted``                  0 when the window is too small or too far from the reference
 ``daic_window_size``                       inputs in the window
-``daic_feedback_inputs_total``             inputs with ground truth, by ``model_version``
+``daic_feedback_inputs``                   inputs with ground truth
 ``daic_feedback_accuracy``                 accuracy on inputs with ground truth
 =========================================  =====================================================
 
-Every series carries ``deployment``.
+Every series carries ``deployment``. The estimate gauges (``daic_serving_info`` down) carry
+``model_version`` and ``role`` and exist only for the versions this sidecar serves now
+(daic.sidecar.serving): one series per serving version and replica, by construction. Pooling
+replicas weighs each by its window (``sum(acc * n) / sum(n)``; docs/operator.md, "Prometheus").
+Counters exist from start-up at 0 for every known label value (per model version from the time
+the version is first the champion or first scored), so ``increase()`` sees their first events.
 """
 from __future__ import annotations
 
@@ -88,18 +100,30 @@ class SidecarMetrics:
         for link in ("labels", "reward", "unlinked"):
             self.feedback_received.labels(deployment, link)
         self.duplicate.labels(deployment)
+        for metric in (self.replayed, self.records_written, self.store_failures, self.queue_depth,
+                       self.pending_joins):
+            metric.labels(deployment)
         r.register(_EstimateCollector(deployment, estimates))
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.dropped.labels(self.deployment, reason).inc(n)
+
+    def init_version(self, version: str) -> None:
+        """Export the per-version counters at 0 before the version's first input."""
+        self.scored.labels(self.deployment, version)
+        self.unscored.labels(self.deployment, version)
 
 
 _GAUGES = (
     ("daic_estimated_accuracy", "Windowed label-free accuracy estimate", "accuracy"),
     ("daic_estimated_accuracy_lower", "Lower end of the estimate's band", "lower"),
     ("daic_estimated_accuracy_upper", "Upper end of the estimate's band", "upper"),
+    ("daic_estimate_error_sd", "The estimate's error scale (sampling and model error)", "error_sd"),
+    ("daic_estimate_timestamp_seconds", "Unix time of the newest input in the estimate's window", "timestamp"),
+    ("daic_reference_accuracy", "The model version's reference (validation) accuracy", "reference_accuracy"),
     ("daic_drift_score", "Mean reference percentile of latent distances (0.5 = no drift)", "drift_score"),
     ("daic_drift_alarm", "1 when the window's drift test alarms", "drift_alarm"),
+    ("daic_change_alarm", "1 when the sequential change detector alarms", "change_alarm"),
     ("daic_estimate_trusted", "1 when the estimate is trusted", "trusted"),
     ("daic_window_size", "Inputs in the estimator's window", "n"),
     ("daic_feedback_inputs", "Inputs with ground truth", "feedback_n"),
@@ -107,23 +131,36 @@ _GAUGES = (
 )
 
 
+_LABELS = ["deployment", "model_version", "role"]
+
+
 class _EstimateCollector(Collector):
-    """Reads ``estimates()`` -> {model_version: {field: value}} at every scrape."""
+    """Reads ``estimates()`` -> {model_version: {field: value, "role": ...}} at every scrape: the
+    serving versions only, so a version that stops serving has no series from the next scrape on
+    (Prometheus marks its series stale)."""
 
     def __init__(self, deployment: str, estimates: Callable[[], dict[str, dict]]) -> None:
         self.deployment = deployment
         self.estimates = estimates
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
-        return [GaugeMetricFamily(name, doc, labels=["deployment", "model_version"]) for name, doc, _ in _GAUGES]
+        return [GaugeMetricFamily("daic_serving_info", _INFO_DOC, labels=_LABELS),
+                *(GaugeMetricFamily(name, doc, labels=_LABELS) for name, doc, _ in _GAUGES)]
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         current = self.estimates()
+        info = GaugeMetricFamily("daic_serving_info", _INFO_DOC, labels=_LABELS)
+        for version, fields in sorted(current.items()):
+            info.add_metric([self.deployment, version, str(fields.get("role", "champion"))], 1.0)
+        yield info
         for name, doc, key in _GAUGES:
-            family = GaugeMetricFamily(name, doc, labels=["deployment", "model_version"])
+            family = GaugeMetricFamily(name, doc, labels=_LABELS)
             for version, fields in sorted(current.items()):
                 value = fields.get(key)
                 if value is None or (isinstance(value, float) and math.isnan(value)):
                     continue
-                family.add_metric([self.deployment, version], float(value))
+                family.add_metric([self.deployment, version, str(fields.get("role", "champion"))], float(value))
             yield family
+
+
+_INFO_DOC = "1 for each model version this sidecar serves, with its role (champion or canary)"

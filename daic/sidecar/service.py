@@ -41,6 +41,7 @@ from daic.sidecar.feedback import parse_feedback
 from daic.sidecar.join import Joined, JoinBuffer
 from daic.sidecar.metrics import SidecarMetrics
 from daic.sidecar.records import OperationalRecords, write_batch
+from daic.sidecar.serving import ServingVersions
 from daic.sidecar.wal import WriteAheadLog
 from daic.storage import ObjectStore
 
@@ -126,6 +127,7 @@ class SidecarService:
         self.accepting = False
         self.last_batch_key: str | None = None
         self._serving_version: str | None = None
+        self.serving = ServingVersions(idle_s=config.canary_idle_s)  # the versions whose estimates are exported
         self._recent: OrderedDict[str, tuple[str, np.ndarray, np.ndarray]] = OrderedDict()
         self._buffer: list[OperationalRecords] = []
         self._feedback_rows: list[dict[str, np.ndarray]] = []
@@ -335,6 +337,16 @@ class SidecarService:
                 logger.warning("champion %s has no usable oracle reference: %s", champion, exc)
             logger.info("champion is now %s (was %s)", champion, self.champion)
             self.champion = champion
+            self.metrics.init_version(champion)
+        now = self.clock()
+        self._stop_serving((self.serving.set_champion(champion, now) if champion else []) + self.serving.expire(now))
+
+    def _stop_serving(self, versions: list[str]) -> None:
+        """Versions this sidecar no longer serves (daic.sidecar.serving): their windows go, and
+        with them their series in /metrics and their place in the checkpoint."""
+        for version in versions:
+            self.estimators.pop(version, None)
+            logger.info("model version %s no longer serves here; its estimate is dropped", version)
 
     # -- processing ---------------------------------------------------------------------------
     async def _process(self, events: list[LoggedEvent]) -> None:
@@ -460,6 +472,7 @@ class SidecarService:
         while len(self._recent) > self.config.feedback_memory:
             self._recent.popitem(last=False)
         self._serving_version = item.version
+        self.serving.seen(item.version, float(np.max(item.records.times)))
         if item.scored:
             self.metrics.scored.labels(dep, item.version).inc(n)
         else:
@@ -589,6 +602,7 @@ class SidecarService:
             "pending": [e.to_wal() for e in self.join.pending_events()],
             "completed": self.join.completed_ids(),
             "estimators": {v: est.to_state() for v, est in self.estimators.items()},
+            "serving": self.serving.to_state(),
             "feedback": {v: {"n": s.n, "correct": s.correct, "p_correct": s.p_correct, "is_correct": s.is_correct,
                              "covariates": s.covariates}
                          for v, s in self.feedback.items()},
@@ -604,40 +618,60 @@ class SidecarService:
         self.join.restore(pending, list(checkpoint.get("completed", [])))
         for version, state in checkpoint.get("estimators", {}).items():
             self.estimators[version] = self.assessors.estimator_from_state(state, version)
+        self.serving = ServingVersions.from_state(checkpoint.get("serving"), self.config.canary_idle_s,
+                                                  list(self.estimators), self.clock())
         for version, s in checkpoint.get("feedback", {}).items():
             self.feedback[version] = _FeedbackStats(int(s["n"]), int(s["correct"]), list(s["p_correct"]),
                                                     list(s["is_correct"]), list(s.get("covariates", [])))
 
     # -- reading ------------------------------------------------------------------------------
     def estimates(self) -> dict[str, dict[str, Any]]:
-        """{model_version: estimate fields + feedback}, for /metrics and /estimate."""
+        """{model_version: estimate fields + feedback} of the versions serving here now
+        (daic.sidecar.serving), for /metrics and /estimate. Besides the window's fields: ``role``
+        (champion or canary), ``timestamp`` (the time of the version's newest input, Unix seconds:
+        the same window gives the same timestamp) and ``reference_accuracy``."""
         out: dict[str, dict[str, Any]] = {}
-        for version, estimator in self.estimators.items():
+        loaded = set(self.assessors.loaded_versions())
+        for version in self.serving.serving():
+            estimator = self.estimators.get(version)
+            if estimator is None:
+                continue
             fields = estimator.estimate().to_dict()
+            fields["role"] = self.serving.role(version)
+            fields["timestamp"] = self.serving.newest[version]
+            fields["reference_accuracy"] = (float(self.assessors.get(version).reference_accuracy)
+                                            if version in loaded else None)
+            stats = self.feedback.get(version)
+            if stats is not None:
+                fields["feedback_n"] = stats.n
+                fields["feedback_accuracy"] = stats.correct / stats.n if stats.n else None
             out[version] = fields
-        for version, stats in self.feedback.items():
-            fields = out.setdefault(version, {})
-            fields["feedback_n"] = stats.n
-            fields["feedback_accuracy"] = stats.correct / stats.n if stats.n else None
         return out
 
     def status(self) -> dict[str, Any]:
-        """The ``GET /estimate`` body. Top level: the estimate of the version serving now (the
-        one that produced the latest scored prediction; before any, the champion), flat, as the
-        operator reads it; ``versions``: every version's; ``sidecar``: the event flow."""
+        """The ``GET /estimate`` body. Top level: the estimate of the version this sidecar serves
+        (the champion's when it serves here, else the one with the newest input: a canary
+        predictor's sidecar), flat, as the operator reads it; ``timestamp`` is the time of that
+        window's newest input (None before any); ``versions``: every serving version's;
+        ``sidecar``: the event flow."""
         versions = self.estimates()
-        primary = self._serving_version or self.champion
+        if self.champion in versions:
+            primary = self.champion
+        elif versions:
+            primary = max(versions, key=lambda v: versions[v]["timestamp"])
+        else:
+            primary = self.champion
         fields = dict(versions.get(primary, {})) if primary else {}
         fields.setdefault("accuracy", None)
         fields.setdefault("n", 0)
-        reference_accuracy = None
-        if primary and primary in self.assessors.loaded_versions():
+        fields.setdefault("timestamp", None)
+        reference_accuracy = fields.pop("reference_accuracy", None)
+        if reference_accuracy is None and primary and primary in self.assessors.loaded_versions():
             reference_accuracy = float(self.assessors.get(primary).reference_accuracy)
         return {
             **fields,
             "model_version": primary,
             "reference_accuracy": reference_accuracy,
-            "timestamp": self.clock(),
             "deployment": self.config.deployment,
             "champion": self.champion,
             "versions": versions,
