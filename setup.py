@@ -13,7 +13,8 @@ TORCH = "torch==2.13.0"  # a CPU file on disk here; GPU images install a CUDA bu
 EXTRAS = {
     "storage": ["minio==7.2.20"],
     "train": [TORCH, "ray[train]==2.60.0"],
-    "pipelines": ["kfp==2.17.0", "kfp-kubernetes==2.17.0"],  # kfp 2.17.3 needs an unavailable certifi
+    # kfp 2.17.3 needs an unavailable certifi; Pillow encodes the images the label-studio backend sends
+    "pipelines": ["kfp==2.17.0", "kfp-kubernetes==2.17.0", "pillow==13.0.0"],
     "operator": ["kopf==1.45.2", "kubernetes==30.1.0"],
     "oracle": ["prometheus-client==0.26.0", "cloudevents==2.2.0", "aiohttp==3.14.5", "orjson==3.11.4"],
     # seldon-core 1.18 pins protobuf<4, Flask<3, click<8.1: never together with kfp/kopf.

@@ -24,7 +24,7 @@ import numpy as np
 from daic.components import cycle_store
 from daic.storage import ObjectStore, open_store
 
-from .request import Answers, Backend, LabelRequest
+from .request import Answers, Backend, BackendUnavailable, LabelRequest
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class CollectConfig:
     deployment: str = "mnist"
     simulated_scenario: str = ""
     label_studio_url: str = ""
+    show_model_answer: bool = False  # blind labeling unless the cycle asks (anchoring biases the estimate)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -71,11 +72,11 @@ def make_backend(store: ObjectStore, config: CollectConfig) -> Backend:
     if config.backend == "web":
         from .web import WebBackend
 
-        return WebBackend(store)
+        return WebBackend(store, show_model_answer=config.show_model_answer)
     if config.backend == "label-studio":
         from .label_studio import LabelStudioBackend
 
-        return LabelStudioBackend(store, url=config.label_studio_url)
+        return LabelStudioBackend(store, url=config.label_studio_url, show_model_answer=config.show_model_answer)
     if config.backend == "feedback":
         from .feedback import FeedbackBackend
 
@@ -92,8 +93,12 @@ def wait_for_answers(backend: Backend, request: LabelRequest, timeout_s: float, 
     """Poll until all inputs are answered; at the deadline accept ``min_answered_share`` or raise."""
     wanted = {str(i) for i in request.ids}
     start = clock()
+    answers: Answers = {}
     while True:
-        answers = {i: a for i, a in backend.poll(request).items() if i in wanted}
+        try:
+            answers = {i: a for i, a in backend.poll(request).items() if i in wanted}
+        except BackendUnavailable as exc:  # keep the answers of the last good poll; try again later
+            log.warning("labels: %s unavailable (%s); trying again in %gs", backend.name, exc, poll_s)
         waited = clock() - start
         if len(answers) == len(wanted):
             return answers, waited

@@ -26,6 +26,11 @@ class LabelRequest:
                 raise ValueError(f"label request: {name} has {len(getattr(self, name))} rows, ids has {n}")
 
 
+class BackendUnavailable(RuntimeError):
+    """The labeling backend could not be reached (after its own retries): the waiting loop treats a poll
+    that raises this as "no news" and goes on until its deadline, instead of failing the step."""
+
+
 Answers = dict[str, "int | None"]
 """id -> class label, or None where the labeler looked and could not tell ("unsure")."""
 

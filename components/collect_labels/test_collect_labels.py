@@ -1,11 +1,8 @@
 """collect-labels alone, with each backend: simulated, web (the labeling page's store protocol),
-label-studio (against a small Label Studio stand-in over real HTTP, implementing the three
-endpoints the backend uses), feedback (objects as the sidecar writes them); and the waiting rules."""
+label-studio (test_label_studio.py), feedback (objects as the sidecar writes them); and the waiting rules."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -137,100 +134,6 @@ def test_feedback_backend_reads_the_sidecars_feedback_objects(sampled):
     result = run(store, "c1", CollectConfig(backend="feedback", timeout_s=1, poll_s=1))
     assert result.n_labeled == len(ids)
     assert all(v == truth[k] for k, v in cycle_store.read_labels(store, "c1").items())
-
-
-class _FakeLabelStudio(BaseHTTPRequestHandler):
-    """Projects, task import and JSON export, with token authentication, kept in memory."""
-
-    projects: dict[int, list[dict]] = {}
-
-    def _reply(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _authorised(self):
-        if self.headers.get("Authorization") != "Token secret-key":
-            self._reply(401, {"detail": "Authentication credentials were not provided."})
-            return False
-        return True
-
-    def do_POST(self):  # noqa: N802
-        if not self._authorised():
-            return
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if self.path == "/api/projects":
-            if "<Choices" not in body.get("label_config", ""):
-                return self._reply(400, {"label_config": "invalid"})
-            pid = len(self.projects) + 1
-            self.projects[pid] = []
-            return self._reply(201, {"id": pid, "title": body["title"]})
-        pid = int(self.path.split("/")[3])
-        for task in body:
-            assert task["data"]["image"].startswith("data:image/png;base64,")
-            self.projects[pid].append({"id": len(self.projects[pid]) + 1, "data": task["data"],
-                                       "annotations": []})
-        self._reply(201, {"task_count": len(body)})
-
-    def do_GET(self):  # noqa: N802
-        if not self._authorised():
-            return
-        pid = int(self.path.split("/")[3])
-        assert "exportType=JSON" in self.path
-        self._reply(200, self.projects[pid])
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def label_studio(monkeypatch):
-    _FakeLabelStudio.projects = {}
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeLabelStudio)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("LABEL_STUDIO_URL", f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "secret-key")
-    yield _FakeLabelStudio.projects
-    server.shutdown()
-    server.server_close()
-
-
-def test_label_studio_project_tasks_and_annotations(sampled, label_studio):
-    from daic.components.collect_labels.label_studio import LabelStudioBackend
-
-    store, truth = sampled
-    ids, inputs = cycle_store.read_sample_inputs(store, "c1")
-    request = LabelRequest(cycle="c1", ids=ids, inputs=inputs, predictions=np.zeros(len(ids), np.int64),
-                           confidences=np.full(len(ids), 0.5))
-    backend = LabelStudioBackend(store)
-    backend.submit(request)
-    backend.submit(request)  # a retried step does not create a second project
-    assert list(label_studio) == [1] and len(label_studio[1]) == len(ids)
-    assert backend.poll(request) == {}
-    for task in label_studio[1]:  # annotators at work: one cancelled, then a real answer
-        i = task["data"]["daic_id"]
-        choice = "unsure" if i == ids[1] else str(truth[i])
-        task["annotations"] = [{"was_cancelled": True, "result": [{"value": {"choices": ["0"]}}]},
-                               {"was_cancelled": False, "result": [{"value": {"choices": [choice]}}]}]
-    result = run(store, "c1", CollectConfig(backend="label-studio", timeout_s=1, poll_s=1))
-    assert (result.n_labeled, result.n_unsure) == (len(ids) - 1, 1)
-    assert all(v == truth[k] for k, v in cycle_store.read_labels(store, "c1").items())
-
-
-def test_label_studio_reports_refused_credentials(sampled, label_studio, monkeypatch):
-    from daic.components.collect_labels.label_studio import LabelStudioBackend
-
-    store, _ = sampled
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "wrong")
-    ids, inputs = cycle_store.read_sample_inputs(store, "c1")
-    request = LabelRequest(cycle="c1", ids=ids, inputs=inputs, predictions=np.zeros(len(ids), np.int64),
-                           confidences=np.full(len(ids), 0.5))
-    with pytest.raises(RuntimeError, match="POST /api/projects answered 401"):
-        LabelStudioBackend(store).submit(request)
 
 
 @pytest.mark.parametrize("field,value,match", [

@@ -1,7 +1,7 @@
 """``web``: the labeling web page (``daic label serve``, :mod:`daic.labeling`).
 
-The task and the answers live in the object store (``labels/<cycle>/task.json``, one answer per
-object under ``labels/<cycle>/answers/``), so the page and this step need no connection to each
+The task and the answers live in the object store (``cycles/<cycle>/labeling/task.json``, one answer
+per object under ``cycles/<cycle>/labeling/answers/``, keyed by the encoded input id), so the page and this step need no connection to each
 other: submitting writes the task, polling reads the answers.
 """
 from __future__ import annotations
@@ -15,8 +15,9 @@ from .request import Answers, LabelRequest
 class WebBackend:
     name = "web"
 
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, show_model_answer: bool = False) -> None:
         self.store = store
+        self.show_model_answer = show_model_answer
 
     def submit(self, request: LabelRequest) -> None:
         book = LabelBook(self.store, request.cycle)
@@ -31,7 +32,7 @@ class WebBackend:
         task = LabelingTask(cycle=request.cycle, ids=[str(i) for i in request.ids],
                             predictions=[int(p) for p in request.predictions],
                             confidences=[float(min(1.0, max(0.0, c))) for c in request.confidences],
-                            budget=len(request.ids))
+                            budget=len(request.ids), show_model_answer=self.show_model_answer)
         LabelBook.create(self.store, task, request.inputs)
 
     def poll(self, request: LabelRequest) -> Answers:

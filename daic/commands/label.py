@@ -1,12 +1,37 @@
-"""``daic label``: serve the labeling page, show progress, export answers as a training batch."""
+"""``daic label``: serve the labeling page, issue labelers' login links, show progress, export answers."""
 from __future__ import annotations
+
+import getpass
+import re
+from pathlib import Path
 
 import click
 
+from daic.labeling.auth import DEFAULT_FILE
 from daic.storage import KeyNotFound, StorageError, open_store
 
 _url_option = click.option("--store", "url", default=None, metavar="URL",
                            help="file:///path or s3://bucket/prefix (default: $DAIC_STORE or ./.daic/store)")
+_labelers_option = click.option("--labelers", "labelers_path", default=str(DEFAULT_FILE), show_default=True,
+                                type=click.Path(dir_okay=False), envvar="DAIC_LABELERS",
+                                help="labelers file (names and token hashes; a mounted Secret on a cluster)")
+
+
+def _default_labeler() -> str:
+    try:
+        name = re.sub(r"[^A-Za-z0-9._@-]", "-", getpass.getuser())[:64].lstrip("._@-")
+    except (KeyError, OSError):
+        name = ""
+    return name or "labeler"
+
+
+def _load_labelers(path: str):
+    from daic.labeling.auth import Labelers
+
+    try:
+        return Labelers.load(Path(path))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @click.group("label")
@@ -16,20 +41,70 @@ def command() -> None:
 
 @command.command("serve")
 @_url_option
+@_labelers_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8090, show_default=True, type=click.IntRange(1, 65535))
-def serve(url: str | None, host: str, port: int) -> None:
-    """Serve the labeling page (open http://HOST:PORT/)."""
+@click.option("--labeler", default=None, metavar="NAME",
+              help="issue a fresh login link for NAME at start (default: your user name)")
+@click.option("--login/--no-login", default=True, show_default=True,
+              help="issue and print a login link at start (--no-login: use links from `daic label token`)")
+@click.option("--public-url", default=None, metavar="URL",
+              help="the page's address as labelers reach it (login links, allowed Origin); default http://HOST:PORT")
+@click.option("--max-body-bytes", default=16 * 1024, show_default=True, type=click.IntRange(256, 1 << 20))
+@click.option("--store-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 600),
+              help="seconds a request waits for the object store before answering 503")
+def serve(url: str | None, labelers_path: str, host: str, port: int, labeler: str | None, login: bool,
+          public_url: str | None, max_body_bytes: int, store_timeout: float) -> None:
+    """Serve the labeling page; prints a login link (with a token) for one labeler."""
     from aiohttp import web
 
-    from daic.labeling.app import make_app
+    from daic.labeling.app import RUNNER_ARGS, LabelingConfig, make_app
+    from daic.labeling.auth import login_url
 
     try:
         store = open_store(url)
     except StorageError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"labeling page on http://{host}:{port}/ (answers go to {store.url})")
-    web.run_app(make_app(store), host=host, port=port, print=None)
+    labelers = _load_labelers(labelers_path)
+    base = (public_url or f"http://{host}:{port}").rstrip("/")
+    config = LabelingConfig(max_body_bytes=max_body_bytes, store_timeout_s=store_timeout,
+                            allowed_origins=(base,) if public_url else (),
+                            secure_cookie=base.startswith("https://"))
+    click.echo(f"labeling page on {base}/ (answers go to {store.url}; labelers in {labelers.path})")
+    if login:
+        name = labeler or _default_labeler()
+        try:
+            token = labelers.issue(name)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--labeler") from exc
+        click.echo(f"log in as {name}: {login_url(base, token)}")
+    elif not labelers.digests:
+        click.echo(f"no labeler can log in yet: run `daic label token NAME --labelers {labelers.path}`")
+    web.run_app(make_app(store, labelers, config), host=host, port=port, print=None,
+                handler_args=RUNNER_ARGS)
+
+
+@command.command("token")
+@click.argument("name")
+@_labelers_option
+@click.option("--url", "base_url", default="http://127.0.0.1:8090", show_default=True,
+              help="the labeling page's address, for the printed login link")
+@click.option("--revoke", is_flag=True, help="remove NAME's token instead (its login stops working)")
+def token(name: str, labelers_path: str, base_url: str, revoke: bool) -> None:
+    """Issue (or replace) NAME's token and print their login link; the page picks it up at once."""
+    from daic.labeling.auth import login_url
+
+    labelers = _load_labelers(labelers_path)
+    if revoke:
+        if not labelers.revoke(name):
+            raise click.ClickException(f"no labeler {name!r} in {labelers.path}")
+        click.echo(f"revoked {name}")
+        return
+    try:
+        secret = labelers.issue(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from exc
+    click.echo(login_url(base_url, secret))
 
 
 @command.command("progress")
@@ -41,7 +116,7 @@ def progress(cycle: str, url: str | None) -> None:
 
     try:
         answered, total = LabelBook(open_store(url), cycle).progress()
-    except (StorageError, KeyNotFound) as exc:
+    except (StorageError, KeyNotFound, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{cycle}: {answered} of {total} labeled")
 

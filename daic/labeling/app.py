@@ -1,95 +1,309 @@
 """The labeling web page's server (aiohttp): one page, a small JSON API, answers in the store.
 
 Run with ``daic label serve``; the page lives in ``static/`` (HTML, JS, CSS as files, not strings).
+
+Who may do what (answers become training labels, so a forged answer is data poisoning):
+
+* every page and API route except ``/healthz``, ``/login`` and ``/static`` needs a labeler's token
+  (:mod:`daic.labeling.auth`): the HttpOnly SameSite=Strict cookie the login page sets, or
+  ``Authorization: Bearer <token>``; the labeler's name stored with an answer comes from it;
+* state-changing requests (``POST``) accept only ``Content-Type: application/json`` (a cross-site
+  form or ``text/plain`` post cannot be made without a CORS preflight) and, when they carry an
+  ``Origin`` (browsers always do on POST), only this page's own origin or one listed in
+  ``allowed_origins``; a cookie-authenticated POST without ``Origin`` is refused;
+* bodies: at most ``max_body_bytes`` (413), identity encoding only, strict UTF-8 JSON parsed by
+  orjson (NaN/Infinity, bad UTF-8, nesting past orjson's limit: 400), then a closed schema (400 naming
+  the field); cycle names and ids are checked before they reach a key (400).
+
+Store I/O runs in a small thread pool with a deadline (``store_timeout_s``): a hung store gives 503
+to the requests that need it while the event loop, ``/healthz`` and other requests go on.
 """
 from __future__ import annotations
 
+import asyncio
+import html
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import numpy as np
+import orjson
 from aiohttp import web
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daic.storage import KeyNotFound, ObjectStore, StorageError
+from daic.storage.keys import id_to_key_part, key_part_to_id
 
-from .book import UNSURE, LabelBook
+from .auth import Labelers
+from .book import UNSURE, LabelBook, check_cycle
 
 STATIC = Path(__file__).parent / "static"
+# Passed to aiohttp's request handler (AppRunner(app, **RUNNER_ARGS), run_app(handler_args=...)): bodies
+# reach the page as sent, so a compressed one is refused with a JSON message instead of being inflated
+# (or failing inside aiohttp's parser with a bare 400).
+RUNNER_ARGS = {"auto_decompress": False}
+COOKIE = "daic_labeler"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LabelingConfig:
+    """Limits of the labeling page (defaults documented in docs/serving.md)."""
+
+    max_body_bytes: int = 16 * 1024
+    store_timeout_s: float = 10.0
+    io_threads: int = 8
+    allowed_origins: tuple[str, ...] = ()
+    secure_cookie: bool = False  # set when the page is served over https
+
+    def __post_init__(self) -> None:
+        if not 256 <= self.max_body_bytes <= 1 << 20:
+            raise ValueError(f"max_body_bytes must be in [256, 1 MiB], got {self.max_body_bytes}")
+        if not self.store_timeout_s > 0:
+            raise ValueError(f"store_timeout_s must be > 0, got {self.store_timeout_s}")
+        if self.io_threads < 1:
+            raise ValueError(f"io_threads must be >= 1, got {self.io_threads}")
+
+
 STORE_KEY = web.AppKey("store", ObjectStore)
+LABELERS_KEY = web.AppKey("labelers", Labelers)
+CONFIG_KEY = web.AppKey("config", LabelingConfig)
+POOL_KEY = web.AppKey("pool", ThreadPoolExecutor)
+LABELER = web.RequestKey("labeler", str)
 
 
-def _book(request: web.Request) -> LabelBook:
-    cycle = request.match_info["cycle"]
-    book = LabelBook(request.app[STORE_KEY], cycle)
+class LabelPost(BaseModel):
+    """Body of ``POST /api/<cycle>/labels``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    id: str = Field(min_length=1, max_length=512)
+    label: int | str
+
+
+class LoginPost(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    token: str = Field(min_length=1, max_length=256)
+
+
+def _error(cls: type[web.HTTPException], message: str, **headers: str) -> web.HTTPException:
+    return cls(text=json.dumps({"error": message}), content_type="application/json", headers=headers or None)
+
+
+def _too_large(limit: int, size: int) -> web.HTTPException:
+    return web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size, content_type="application/json",
+                                         text=json.dumps({"error": f"body of {size}+ bytes exceeds the limit "
+                                                                   f"of {limit} bytes"}))
+
+
+def _bad(message: str) -> web.HTTPException:
+    return _error(web.HTTPBadRequest, message)
+
+
+async def _io(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
+    """Run store I/O off the event loop, with a deadline; store failures become 503."""
+    app = request.app
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(app[POOL_KEY], fn, *args)
     try:
-        book.task
+        return await asyncio.wait_for(asyncio.shield(future), app[CONFIG_KEY].store_timeout_s)
+    except asyncio.TimeoutError:
+        raise _error(web.HTTPServiceUnavailable, f"the object store did not answer within "
+                     f"{app[CONFIG_KEY].store_timeout_s:g}s; try again", **{"Retry-After": "5"}) from None
     except KeyNotFound as exc:
-        raise web.HTTPNotFound(text=str(exc)) from exc
+        raise _error(web.HTTPNotFound, str(exc)) from None
+    except StorageError as exc:
+        raise _error(web.HTTPServiceUnavailable, f"object store error: {exc}") from None
+
+
+def _cycle(request: web.Request) -> str:
+    try:
+        return check_cycle(request.match_info["cycle"])
+    except ValueError as exc:
+        raise _bad(str(exc)) from None
+
+
+async def _book(request: web.Request) -> LabelBook:
+    book = LabelBook(request.app[STORE_KEY], _cycle(request))
+    await _io(request, lambda: book.task)  # loads and caches the task; 404 when there is none
     return book
 
 
-def _bad(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
+async def _json_body(request: web.Request, model: type[BaseModel]) -> Any:
+    """Read and validate a JSON body under the rules in the module docstring."""
+    ctype = request.headers.get("Content-Type", "")
+    media, _, params = ctype.partition(";")
+    if media.strip().lower() != "application/json":
+        raise _error(web.HTTPUnsupportedMediaType, f"Content-Type must be application/json, got {ctype[:80]!r}")
+    charset = params.strip().lower()
+    if charset and charset.replace(" ", "") not in ("charset=utf-8", "charset=\"utf-8\""):
+        raise _bad(f"only UTF-8 bodies are accepted, got {params.strip()[:40]!r}")
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise _bad(f"Content-Encoding {encoding[:40]!r} is not accepted; send the JSON uncompressed")
+    limit = request.app[CONFIG_KEY].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit, request.content_length)
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise _too_large(limit, len(raw))
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _bad(f"body must be strict UTF-8 JSON (no NaN/Infinity): {exc}") from None
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = str(first["loc"][0]) if first["loc"] else "body"
+        raise _bad(f"field {where!r}: {first['msg']}; expected {_shape(model)}") from None
+
+
+def _shape(model: type[BaseModel]) -> str:
+    if model is LabelPost:
+        return '{"id": "<input id>", "label": 0-9 or "unsure"}'
+    return '{"token": "<your token>"}'
+
+
+def _same_origin(request: web.Request, origin: str) -> bool:
+    own = f"{request.scheme}://{request.host}"
+    return origin == own or origin in request.app[CONFIG_KEY].allowed_origins
+
+
+@web.middleware
+async def guard(request: web.Request, handler):
+    """Authentication, origin check and security headers for every route (see the module docstring)."""
+    path = request.path
+    public = path in ("/healthz", "/login") or path.startswith("/static/")
+    bearer = request.headers.get("Authorization", "")
+    by_header = bearer[:7].lower() == "bearer "
+    token = bearer[7:].strip() if by_header else request.cookies.get(COOKIE)
+    if request.method not in ("GET", "HEAD"):
+        origin = request.headers.get("Origin")
+        if origin is not None and not _same_origin(request, origin):
+            raise _error(web.HTTPForbidden, f"requests from origin {origin[:100]!r} are not accepted")
+        if origin is None and not by_header and path != "/api/login":
+            raise _error(web.HTTPForbidden, "a browser request without Origin is not accepted")
+    if not public and path != "/api/login":
+        labelers = request.app[LABELERS_KEY]
+        labelers.refresh()
+        name = labelers.who(token)
+        if name is None:
+            if request.method == "GET" and not path.startswith("/api/"):
+                raise web.HTTPFound("/login")
+            raise _error(web.HTTPUnauthorized, "log in with the link you were given "
+                         "(or send Authorization: Bearer <token>)", **{"WWW-Authenticate": "Bearer"})
+        request[LABELER] = name
+    response = await handler(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("Content-Security-Policy",
+                                "default-src 'self'; img-src 'self'; frame-ancestors 'none'")
+    return response
+
+
+async def login_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "login.html")
+
+
+async def login(request: web.Request) -> web.Response:
+    body = await _json_body(request, LoginPost)
+    labelers = request.app[LABELERS_KEY]
+    labelers.refresh()
+    name = labelers.who(body.token)
+    if name is None:
+        raise _error(web.HTTPUnauthorized, "unknown or revoked token: ask for a new login link")
+    response = web.json_response({"labeler": name})
+    response.set_cookie(COOKIE, body.token, httponly=True, samesite="Strict", path="/",
+                        secure=request.app[CONFIG_KEY].secure_cookie, max_age=30 * 24 * 3600)
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    response = web.json_response({"labeler": None})
+    response.del_cookie(COOKIE, path="/")
+    return response
+
+
+def _cycles(store: ObjectStore) -> list[str]:
+    return sorted(k.split("/")[1] for k in store.list("cycles/") if k.endswith("/labeling/task.json"))
 
 
 async def index(request: web.Request) -> web.Response:
-    store = request.app[STORE_KEY]
-    cycles = sorted(k.split("/")[1] for k in store.list("cycles/") if k.endswith("/labeling/task.json"))
+    cycles = await _io(request, _cycles, request.app[STORE_KEY])
     if len(cycles) == 1:
         raise web.HTTPFound(f"/label/{cycles[0]}")
-    links = "".join(f'<li><a href="/label/{c}">{c}</a></li>' for c in cycles) or "<li>no labeling task yet</li>"
-    return web.Response(text=f"<!doctype html><title>daic labeling</title><h1>Labeling tasks</h1><ul>{links}</ul>",
-                        content_type="text/html")
+    links = "".join(f'<li><a href="/label/{html.escape(c)}">{html.escape(c)}</a></li>' for c in cycles)
+    return web.Response(text="<!doctype html><title>daic labeling</title><h1>Labeling tasks</h1>"
+                             f"<ul>{links or '<li>no labeling task yet</li>'}</ul>", content_type="text/html")
 
 
 async def page(request: web.Request) -> web.FileResponse:
-    _book(request)
+    await _book(request)
     return web.FileResponse(STATIC / "index.html")
 
 
-async def task(request: web.Request) -> web.Response:
-    book = _book(request)
+def _task_doc(book: LabelBook, labeler: str) -> dict:
     t, answers = book.task, book.answers()
-    items = [{"id": i, "prediction": p, "confidence": round(c, 4),
-              "answered": i in answers, "label": answers[i].label if i in answers else None}
-             for i, p, c in zip(t.ids, t.predictions, t.confidences)]
-    return web.json_response({"cycle": t.cycle, "classes": t.classes, "budget": t.budget or len(t.ids),
-                              "answered": len(answers), "total": len(t.ids), "items": items})
+    items = []
+    for k, i in enumerate(t.ids):
+        item = {"id": i, "key": id_to_key_part(i), "answered": i in answers,
+                "label": answers[i].label if i in answers else None}
+        if t.show_model_answer:  # blind by default (LabelingTask's docstring)
+            item.update(prediction=t.predictions[k], confidence=round(t.confidences[k], 4))
+        items.append(item)
+    return {"cycle": t.cycle, "classes": t.classes, "budget": t.budget or len(t.ids), "labeler": labeler,
+            "show_model_answer": t.show_model_answer, "answered": len(answers), "total": len(t.ids),
+            "items": items}
+
+
+async def task(request: web.Request) -> web.Response:
+    book = await _book(request)
+    return web.json_response(await _io(request, _task_doc, book, request[LABELER]))
+
+
+def _png(book: LabelBook, sample_id: str) -> bytes:
+    pixels = book.input_of(sample_id)
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8), mode="L").save(buf, format="PNG")
+    return buf.getvalue()
 
 
 async def input_png(request: web.Request) -> web.Response:
-    book = _book(request)
+    book = await _book(request)
     try:
-        pixels = book.input_of(request.match_info["id"])
+        sample_id = key_part_to_id(request.match_info["key"])
     except ValueError as exc:
-        raise web.HTTPNotFound(text=str(exc)) from exc
-    img = Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8), mode="L")
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return web.Response(body=buf.getvalue(), content_type="image/png",
-                        headers={"Cache-Control": "max-age=3600"})
+        raise _bad(f"input key: {exc}") from None
+    if sample_id not in set(book.task.ids):
+        raise _error(web.HTTPNotFound, f"id {sample_id!r} is not part of cycle {book.cycle!r}'s task")
+    body = await _io(request, _png, book, sample_id)
+    return web.Response(body=body, content_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
+def _record(book: LabelBook, sample_id: str, label, labeler: str) -> tuple[int, int]:
+    book.record(sample_id, label, labeler=labeler)
+    return book.progress()
 
 
 async def post_label(request: web.Request) -> web.Response:
-    book = _book(request)
+    cycle = _cycle(request)
+    body = await _json_body(request, LabelPost)
+    label = body.label
+    if isinstance(label, str) and label != UNSURE:
+        raise _bad(f"field 'label' must be a class index or 'unsure', got {label[:40]!r}")
+    book = LabelBook(request.app[STORE_KEY], cycle)
+    await _io(request, lambda: book.task)
+    if body.id not in set(book.task.ids):
+        raise _bad(f"field 'id': {body.id[:80]!r} is not part of cycle {cycle!r}'s task")
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise _bad("body must be JSON: {\"id\": \"...\", \"label\": 0-9 or \"unsure\"}") from None
-    if not isinstance(body, dict) or "id" not in body or "label" not in body:
-        raise _bad("body must be an object with fields 'id' and 'label'")
-    label = body["label"]
-    if label != UNSURE and (isinstance(label, bool) or not isinstance(label, int)):
-        raise _bad(f"field 'label' must be a class index or 'unsure', got {label!r}")
-    try:
-        book.record(str(body["id"]), label, labeler=str(body.get("labeler", "web")))
+        answered, total = await _io(request, _record, book, body.id, label, request[LABELER])
     except ValueError as exc:
-        raise _bad(str(exc)) from exc
-    except StorageError as exc:
-        raise web.HTTPServiceUnavailable(text=str(exc)) from exc
-    answered, total = book.progress()
+        raise _bad(f"field 'label': {exc}") from None
     return web.json_response({"answered": answered, "total": total})
 
 
@@ -97,15 +311,28 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-def make_app(store: ObjectStore) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+async def _close_pool(app: web.Application) -> None:
+    app[POOL_KEY].shutdown(wait=False, cancel_futures=True)
+
+
+def make_app(store: ObjectStore, labelers: Labelers, config: LabelingConfig | None = None) -> web.Application:
+    config = config or LabelingConfig()
+    # client_max_size also bounds what aiohttp itself would buffer (the handlers read at most the limit)
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[guard])
     app[STORE_KEY] = store
+    app[LABELERS_KEY] = labelers
+    app[CONFIG_KEY] = config
+    app[POOL_KEY] = ThreadPoolExecutor(config.io_threads, thread_name_prefix="labeling-io")
+    app.on_cleanup.append(_close_pool)
     app.add_routes([
         web.get("/", index),
         web.get("/healthz", healthz),
+        web.get("/login", login_page),
+        web.post("/api/login", login),
+        web.post("/api/logout", logout),
         web.get("/label/{cycle}", page),
         web.get("/api/{cycle}/task", task),
-        web.get("/api/{cycle}/inputs/{id}.png", input_png),
+        web.get("/api/{cycle}/inputs/{key}.png", input_png),
         web.post("/api/{cycle}/labels", post_label),
         web.static("/static", STATIC),
     ])

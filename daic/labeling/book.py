@@ -1,6 +1,12 @@
-"""The labeling task and its answers, on the object store (no HTTP here)."""
+"""The labeling task and its answers, on the object store (no HTTP here).
+
+Every answer is its own object, ``cycles/<cycle>/labeling/answers/<key part>.json``, where the key
+part is the input id through :func:`daic.storage.keys.id_to_key_part` (ids such as the sidecar's
+``<request id>:<row>`` are not key characters); the object holds the id itself.
+"""
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -8,20 +14,48 @@ import numpy as np
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from daic.storage import KeyNotFound, ObjectStore
+from daic.storage.keys import id_to_key_part
 
 UNSURE = "unsure"
+_CYCLE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+
+
+def check_cycle(cycle: object) -> str:
+    """A cycle name usable as one key part (letters, digits, ``._-``, not starting with ``.``); ValueError."""
+    if not isinstance(cycle, str) or not _CYCLE.fullmatch(cycle):
+        raise ValueError(f"invalid cycle name {str(cycle)[:80]!r}: use 1-128 letters, digits and ._- "
+                         "(not starting with '.')")
+    return cycle
 
 
 class LabelingTask(BaseModel):
-    """What humans are asked to label in one cycle."""
+    """What humans are asked to label in one cycle.
 
-    cycle: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    ``show_model_answer`` (default False): labeling is blind unless the cycle asks otherwise. A
+    labeler who sees "model says 8" is pulled towards 8 (anchoring), which biases the offline
+    accuracy estimate upwards exactly where the model is wrong.
+    """
+
+    cycle: str
     ids: list[str] = Field(min_length=1)
     predictions: list[int]
     confidences: list[float]
     classes: list[str] = Field(default_factory=lambda: [str(d) for d in range(10)])
     budget: int | None = None
+    show_model_answer: bool = False
     created: float = Field(default_factory=time.time)
+
+    @field_validator("cycle")
+    @classmethod
+    def _cycle_name(cls, v: str) -> str:
+        return check_cycle(v)
+
+    @field_validator("ids")
+    @classmethod
+    def _ids_are_keys(cls, v: list[str]) -> list[str]:
+        for i in v:
+            id_to_key_part(i)  # refused here, when the task is made, not when an answer arrives
+        return v
 
     @model_validator(mode="after")
     def _same_lengths(self) -> "LabelingTask":
@@ -42,6 +76,8 @@ class LabelingTask(BaseModel):
 
 
 class Answer(BaseModel):
+    """One labeler's answer to one input (None = unsure / skipped)."""
+
     id: str
     label: int | None  # None = unsure/skip
     labeler: str = "anonymous"
@@ -56,6 +92,9 @@ class LabelBook:
     cycle: str
     _task: LabelingTask | None = field(default=None, init=False, repr=False)
     _inputs: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_cycle(self.cycle)
 
     @property
     def prefix(self) -> str:
@@ -108,12 +147,20 @@ class LabelBook:
                 raise ValueError(f"label {label} out of range 0..{len(self.task.classes) - 1}")
             value = label
         answer = Answer(id=sample_id, label=value, labeler=labeler)
-        self.store.put_json(f"{self.prefix}answers/{sample_id}.json", answer.model_dump())
+        self.store.put_json(self.answer_key(sample_id), answer.model_dump())
         return answer
 
+    def answer_key(self, sample_id: str) -> str:
+        return f"{self.prefix}answers/{id_to_key_part(sample_id)}.json"
+
     def answers(self) -> dict[str, Answer]:
+        """id -> answer; if an id has two objects (a store written before ids were encoded), the later wins."""
         keys = self.store.list(self.prefix + "answers/")
-        return {a.id: a for a in (Answer.model_validate(self.store.get_json(k)) for k in keys)}
+        out: dict[str, Answer] = {}
+        for answer in (Answer.model_validate(self.store.get_json(k)) for k in keys):
+            if answer.id not in out or answer.time >= out[answer.id].time:
+                out[answer.id] = answer
+        return out
 
     def progress(self) -> tuple[int, int]:
         """(answered, total): unsure counts as answered — a person looked at it."""

@@ -55,7 +55,7 @@ def id_to_key_part(sample_id: str) -> str:
 
 def key_part_to_id(part: str) -> str:
     """The id :func:`id_to_key_part` encoded as ``part``; ValueError for anything it cannot have made."""
-    if not isinstance(part, str) or not _PART.match(part):
+    if not isinstance(part, str) or not _PART.fullmatch(part):
         raise ValueError(f"{part!r} is not an encoded id")
     raw = bytearray()
     k = 0

@@ -19,10 +19,13 @@ function render() {
   el("bar").value = task.answered;
   el("done").hidden = !done;
   const item = task.items[pos];
-  el("input").src = api(`inputs/${encodeURIComponent(item.id)}.png`);
+  el("input").src = api(`inputs/${item.key}.png`);
+  // Blind by default: the model's answer is in the task only when the cycle asks for it.
+  const model = task.show_model_answer
+    ? ` · model says ${task.classes[item.prediction]} (confidence ${(100 * item.confidence).toFixed(1)}%)`
+    : "";
   el("meta").textContent =
-    `#${pos + 1} · model says ${task.classes[item.prediction]} ` +
-    `(confidence ${(100 * item.confidence).toFixed(1)}%)` +
+    `#${pos + 1}${model}` +
     (item.answered ? ` · your label: ${item.label === null ? "unsure" : task.classes[item.label]}` : "");
   document.querySelectorAll(".classes button").forEach((b, i) => {
     b.classList.toggle("chosen", item.answered && item.label === i);
@@ -52,13 +55,14 @@ async function answer(label) {
   item.answered = true;
   item.label = label === "unsure" ? null : label;
   task.answered = progress.answered;
-  setStatus(`saved ${item.id}`, false);
+  setStatus(`saved ${item.id} as ${task.labeler}`, false);
   pos = nextUnanswered(pos);
   render();
 }
 
 async function load() {
   const res = await fetch(api("task"));
+  if (res.status === 401) { location.replace("/login"); return; }
   if (!res.ok) { setStatus(await res.text(), true); return; }
   task = await res.json();
   const box = el("classes");
