@@ -145,3 +145,33 @@ def test_state_round_trips_through_json():
     del state["window"]
     with pytest.raises(ValueError, match="window"):
         OnlineEstimator.from_state(state)
+
+
+def test_drift_tolerance_ignores_small_shifts_at_every_window_size_and_keeps_alpha_at_the_margin():
+    """Known truth: Beta-distributed percentiles with a chosen mean and the uniform's variance."""
+    rng = np.random.default_rng(11)
+
+    def beta(mean, size):
+        c = mean * (1 - mean) * 12 - 1  # a + b for variance 1/12
+        return rng.beta(mean * c, (1 - mean) * c, size=size)
+
+    # Slightly unlike the reference (mean 0.53): never alarms with a 0.05 margin, even at 5,000 inputs,
+    # while the plain test (no margin) alarms at large windows.
+    for n in (100, 1000, 5000):
+        assert not any(drift_test(beta(0.53, n), alpha=0.001, tolerance=0.05).alarm for _ in range(200))
+    assert all(drift_test(beta(0.53, 5000), alpha=0.01).alarm for _ in range(20))
+    # At the margin (mean 0.55) the false-alarm rate is alpha.
+    alarms = np.mean([drift_test(beta(0.55, 200), alpha=0.05, tolerance=0.05).alarm for _ in range(4000)])
+    assert abs(alarms - 0.05) < 3 * math.sqrt(0.05 * 0.95 / 4000)
+    # A real shift (mean 0.65) is detected from a few hundred inputs on.
+    assert all(drift_test(beta(0.65, 500), alpha=0.01, tolerance=0.05).alarm for _ in range(50))
+    with pytest.raises(ValueError, match="tolerance"):
+        drift_test(beta(0.5, 10), alpha=0.01, tolerance=0.5)
+    # The window applies its configured margin, and says nothing below min_trusted_count inputs.
+    est = OnlineEstimator(WindowConfig(max_count=5000, drift_tolerance=0.05))
+    est.update(_scores(np.full(5000, 0.9), drift=beta(0.53, 5000)))
+    assert not est.estimate().drift_alarm
+    small = OnlineEstimator(WindowConfig(max_count=20, drift_tolerance=0.05, min_trusted_count=50))
+    small.update(_scores(np.full(20, 0.9), drift=np.full(20, 0.99)))
+    e = small.estimate()
+    assert not e.drift_alarm and e.drift_p_value < 1e-6  # the p-value is still reported

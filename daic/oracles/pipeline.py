@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, replace
+from statistics import NormalDist
 
 import numpy as np
 
@@ -121,7 +122,10 @@ class AssessorConfig:
     it is refitted with them (``refit_with_labels``); the reference rows keep the rest.
     change: how the sequential change detector is calibrated on the clean calibration rows'
     expected errors (:mod:`daic.oracles.change`); None: no detector.
-    drift_tolerance: the window drift test's relevance margin (:func:`daic.oracles.drift.drift_test`)."""
+    drift_tolerance: the window drift test's relevance margin (:func:`daic.oracles.drift.drift_test`).
+    trust_from_error_model: a window is trusted where the error model (drift score x estimate)
+    expects the ``trusted_quantile`` of errors within ``trusted_error`` (for Gaussian errors: an
+    RMS error of at most trusted_error / z), instead of below one drift score for all estimates."""
 
     k: int = 10
     combiner: str = "logistic"
@@ -139,6 +143,8 @@ class AssessorConfig:
     replicates: int = 2
     change: ChangeConfig | None = ChangeConfig()
     drift_tolerance: float = 0.05
+    trust_from_error_model: bool = True
+    embedding_norm: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -427,7 +433,13 @@ class OnlineAssessor:
 
     # -- scoring ------------------------------------------------------------------------------
     def features(self, batch: OracleBatch) -> np.ndarray:
-        return signal_features(batch, self.knn, self.mahalanobis)
+        x = signal_features(batch, self.knn, self.mahalanobis)
+        if getattr(self.config, "embedding_norm", False):
+            # Feature norm of the penultimate activations (which the kNN distance, on
+            # L2-normalised embeddings, ignores): small norms flag inputs the network barely
+            # responds to (Sun et al. 2021, ReAct; Yu et al. 2023, FeatureNorm).
+            x = np.column_stack([x, np.log1p(np.linalg.norm(batch.embeddings, axis=1))])
+        return x
 
     def _drift(self, knn: np.ndarray) -> np.ndarray:
         cal = self._cal_distances
@@ -476,9 +488,14 @@ class OnlineAssessor:
         """A WindowConfig with this assessor's measured model error, error model and trust region."""
         if not self._fitted:
             raise NotFittedError("OnlineAssessor: call fit(reference) first")
+        cfg = self.config
+        trusted_model_error = None
+        if getattr(cfg, "trust_from_error_model", False) and self.error_model is not None:
+            trusted_model_error = cfg.trusted_error / NormalDist().inv_cdf(0.5 + cfg.trusted_quantile / 2)
         return replace(WindowConfig(model_error=self.model_error, max_drift_score=self.max_drift_score,
                                     error_model=self.error_model, change=getattr(self, "change", None),
-                                    drift_tolerance=self.config.drift_tolerance), **overrides)
+                                    drift_tolerance=cfg.drift_tolerance,
+                                    trusted_model_error=trusted_model_error), **overrides)
 
     def new_estimator(self, **overrides) -> OnlineEstimator:
         """An empty estimator using this assessor's window model, error and trust region."""

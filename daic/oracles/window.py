@@ -26,7 +26,7 @@ refitted from the oracle reference and passed in again (``OnlineAssessor.estimat
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from statistics import NormalDist
 
 import numpy as np
@@ -45,9 +45,14 @@ class WindowConfig:
     """max_count / max_age_s: window limits (None = no limit of that kind; at least one set).
     level: two-sided coverage of the band. model_error: standard deviation (accuracy units) of
     the estimate's bias under shift. drift_alpha: false-alarm rate of the drift test on windows
-    from the reference distribution. max_far_fraction: above this share of inputs beyond the
+    from the reference distribution (at the margin ``drift_tolerance``); windows of fewer than
+    ``min_trusted_count`` inputs never alarm. max_far_fraction: above this share of inputs beyond the
     fitted support the estimate is untrusted. max_drift_score: above this window drift score
-    the estimate is untrusted (1.0 disables the rule). min_trusted_count: below it, untrusted.
+    the estimate is untrusted (1.0 disables the rule). trusted_model_error: with an
+    ``error_model``, a label-free window is trusted where the error model's scale at its drift
+    score and estimate is at most this, in place of the ``max_drift_score`` rule (the region
+    then depends on where the estimate is, not on the drift score alone).
+    min_trusted_count: below it, untrusted.
     error_model: the estimate's error scale by drift score and estimate, as the assessor
     measured it on shifts it was not fitted on (:mod:`daic.oracles.error_model`); when set it
     replaces ``model_error`` for label-free estimates. None: ``model_error`` everywhere.
@@ -63,9 +68,10 @@ class WindowConfig:
     max_age_s: float | None = None
     level: float = 0.95
     model_error: float = 0.02
-    drift_alpha: float = 0.01
+    drift_alpha: float = 0.001
     max_far_fraction: float = 0.1
     max_drift_score: float = 1.0
+    trusted_model_error: float | None = None
     min_trusted_count: int = 50
     error_model: ErrorModel | None = None
     fuse_label_free: bool = False
@@ -99,6 +105,8 @@ class WindowConfig:
             raise ValueError(f"max_far_fraction must lie in [0, 1], got {self.max_far_fraction!r}")
         if not 0.0 <= self.max_drift_score <= 1.0:
             raise ValueError(f"max_drift_score must lie in [0, 1], got {self.max_drift_score!r}")
+        if self.trusted_model_error is not None and not 0.0 <= self.trusted_model_error <= 1.0:
+            raise ValueError(f"trusted_model_error must lie in [0, 1] or be None, got {self.trusted_model_error!r}")
         if self.min_trusted_count < 1:
             raise ValueError(f"min_trusted_count must be >= 1, got {self.min_trusted_count!r}")
 
@@ -247,18 +255,24 @@ class OnlineEstimator:
             self.advance(now)
         cfg, w, n = self.config, self._w, len(self)
         drift = drift_test(w.drift, cfg.drift_alpha, cfg.drift_tolerance)
+        if n < cfg.min_trusted_count and drift.alarm:
+            # Too few inputs for the normal approximation's tail and for any decision.
+            drift = replace(drift, alarm=False)
         change = {} if self.change is None else {"change_statistic": self.change.statistic,
                                                  "change_alarm": self.change.alarm}
         if n == 0:
             nan = math.nan
             return WindowEstimate(nan, nan, nan, nan, 1.0, False, False, 0, nan,
                                   self.recalibration is not None, **change)
+        in_region = drift.score <= cfg.max_drift_score
         if self.recalibration is None:
             p = w.p_correct
             acc = self._window_model_estimate()
             if acc is None:
                 acc = float(p.mean())
             model_err = cfg.model_error if cfg.error_model is None else cfg.error_model(drift.score, acc)
+            if cfg.error_model is not None and cfg.trusted_model_error is not None:
+                in_region = model_err <= cfg.trusted_model_error
         else:
             cov = self._covariates()
             p = self.recalibration.apply(w.p_correct, cov)
@@ -271,8 +285,7 @@ class OnlineEstimator:
         sd = math.sqrt(sampling_var + model_err**2)
         half = NormalDist().inv_cdf(0.5 + cfg.level / 2) * sd
         far_fraction = float(w.far.mean())
-        trusted = (n >= cfg.min_trusted_count and far_fraction <= cfg.max_far_fraction
-                   and drift.score <= cfg.max_drift_score)
+        trusted = n >= cfg.min_trusted_count and far_fraction <= cfg.max_far_fraction and in_region
         return WindowEstimate(
             accuracy=acc,
             lower=max(0.0, acc - half),
