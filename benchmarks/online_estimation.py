@@ -14,6 +14,14 @@ window of 2,000 test-split inputs is estimated by:
 Then: trigger recall and false triggers of ``daic.oracles.trigger.decide``, and the error left
 after recalibrating on the first 200 labelled inputs of each dropped stream.
 
+Issue 17 (``sequential_section``): the trigger delay of the window rule and of the sequential
+(CUSUM) rule on change-point streams (1,000 clean test inputs, then a scenario whose accuracy
+is >= 10 points lower; batches of 100; held-out assessors), the clean-traffic false-alarm rate
+of the change detector (1,000,000 inputs resampled from the test split and from the val split,
+and both splits in their own order), the drift alarm's false-alarm rate on clean windows of
+50-5,000 inputs and its detection rate on shifted scenarios, the trusted share and the band's
+coverage.
+
 Models: the registry's ``SmallCNN``/``ShadowNet`` trained here with plain PyTorch on the 55k
 train split (cached in .daic/bench-cache/online/); references are built by the registry's own
 ``daic.models.reference.build_references``.
@@ -282,6 +290,10 @@ def main(argv=None) -> None:
     parser.add_argument("--labels", type=int, default=200, help="labels per stream for recalibration")
     parser.add_argument("--trigger-drop", type=float, default=0.03,
                         help="policy: fire when the estimate is this far below the reference accuracy")
+    parser.add_argument("--skip-sequential", action="store_true",
+                        help="skip the issue-17 section (trigger delay, clean false alarms, drift alarm)")
+    parser.add_argument("--clean-inputs", type=int, default=1_000_000,
+                        help="resampled clean inputs per split for the change detector's false-alarm rate")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     t_start = time.time()
@@ -379,6 +391,194 @@ def main(argv=None) -> None:
     t_eval = time.time()
     report(rows, recal_rows, ref_acc, seen, args, policy, dict(data=t_data - t_start, fit=t_fit - t_data,
                                                         evaluate=t_eval - t_fit, total=t_eval - t_start))
+    if not args.skip_sequential:
+        t0 = time.time()
+        clean_test, _ = cached_outputs(models, "clean-test-full", _clean_split("test"))
+        clean_val = Outputs(ref.probs, ref.embeddings, ref.shadow_probs, ref.labels)
+        sequential_section(cases, outs, rows, assessors, held_out_key, seen, clean_test, clean_val, ref_acc,
+                           args.trigger_drop, clean_inputs=args.clean_inputs)
+        print(f"\ntime (issue 17 section): {time.time() - t0:.0f}s; whole run {time.time() - t_start:.0f}s")
+
+
+# --- issue 17: sequential trigger, clean false alarms, drift alarm, trust ----------------------
+
+BATCH = 100            # inputs per batch in the change-point streams
+PRE_CHANGE = 1000      # clean inputs before the change point
+DROP_FAST = 0.10       # a drop at least this large must trigger within FAST_DELAY inputs
+FAST_DELAY = 200
+SIDECAR_WINDOW = 1000  # the sidecar's default window (daic.sidecar.config)
+DRIFT_SIZES = (50, 100, 200, 500, 1000, 2000, 5000)
+
+
+def _clean_split(split: str):
+    def make():
+        from daic.data.mnist import load_split
+
+        data = load_split(split)
+        return data.images, data.labels, {}
+    return make
+
+
+def _stream_delays(assessor, pre_scores, post_scores, policy):
+    """Feed pre-change then post-change scores in batches; for each trigger method, the number
+    of post-change inputs seen when it first fires (None: never) and whether it fired before the
+    change; also the drift alarm's delay."""
+    from dataclasses import replace
+
+    from daic.oracles.trigger import decide
+
+    est = assessor.new_estimator(max_count=SIDECAR_WINDOW)
+    methods = {"window": replace(policy, trigger_on_change=False), "sequential": replace(policy, trigger_on_change=True)}
+    delay = {m: None for m in methods}
+    early = {m: False for m in methods}
+    drift_delay = None
+    n_pre, n_post = len(pre_scores), len(post_scores)
+    for start in range(0, n_pre + n_post, BATCH):
+        stop = min(start + BATCH, n_pre + n_post)
+        idx = np.arange(start, stop)
+        pre_idx, post_idx = idx[idx < n_pre], idx[idx >= n_pre] - n_pre
+        if len(pre_idx):
+            est.update(pre_scores.subset(pre_idx))
+        if len(post_idx):
+            est.update(post_scores.subset(post_idx))
+        e = est.estimate()
+        after = stop - n_pre
+        for m, pol in methods.items():
+            fired = decide(pol, e, armed=True).assess
+            if fired and after <= 0:
+                early[m] = True
+            if fired and after > 0 and delay[m] is None:
+                delay[m] = after
+        if after > 0 and drift_delay is None and e.drift_alarm:
+            drift_delay = after
+        if after > 0 and all(d is not None for d in delay.values()) and drift_delay is not None:
+            break
+    return delay, early, drift_delay
+
+
+def _clean_alarm_rate(detector_cusum, errors, n_inputs, rng, order=None):
+    """Alarm onsets of a fresh change detector per input over ``n_inputs`` clean inputs resampled
+    from ``errors`` (or ``errors`` in their own order, repeated, when ``order`` is 'split')."""
+    from daic.oracles.change import CusumDetector
+
+    det = CusumDetector(detector_cusum)
+    done = 0
+    while done < n_inputs:
+        size = min(100_000, n_inputs - done)
+        chunk = errors[:size] if order == "split" else rng.choice(errors, size=size)
+        for i in range(0, size, BATCH):
+            det.update(chunk[i:i + BATCH])
+        done += size
+    return det.alarms, done
+
+
+def sequential_section(cases, outs, rows, assessors, held_out_key, seen, clean_test, clean_val, ref_acc,
+                       trigger_drop, clean_inputs=1_000_000):
+    """Issue 17's figures: trigger delay, clean false alarms, drift alarm, trusted share, coverage."""
+    from daic.oracles.trigger import TriggerPolicy
+
+    rng = np.random.default_rng(17)
+    policy = TriggerPolicy(threshold=trigger_drop, mode="drop", reference_accuracy=ref_acc, min_evidence=200)
+    pre_idx = rng.choice(len(clean_test.labels), size=PRE_CHANGE, replace=False)
+    pre_out = clean_test.subset(pre_idx)
+    pre_scores = {}
+    stream_rows = []
+    for c, o, r in zip(cases, outs, rows):
+        drop = ref_acc - r["true"]
+        if drop < DROP_TRIGGER:
+            continue
+        key = held_out_key(c)
+        held = assessors[key]
+        if key not in pre_scores:
+            pre_scores[key] = held.score(pre_out.probs, pre_out.embeddings, pre_out.shadow_probs)
+        post = held.score(o.probs, o.embeddings, o.shadow_probs)
+        delay, early, drift_delay = _stream_delays(held, pre_scores[key], post, policy)
+        stream_rows.append(dict(name=c.name, drop=drop, delay=delay, early=early, drift_delay=drift_delay))
+
+    print(f"\nTrigger delay: {PRE_CHANGE} clean test inputs, then the scenario's {WINDOW} inputs, in batches of "
+          f"{BATCH}; window {SIDECAR_WINDOW}; held-out assessors; policy: drop > {100 * trigger_drop:.0f} pts "
+          f"(window rule as above), 'sequential' adds the CUSUM change alarm. Delay = post-change inputs seen when "
+          f"the trigger first fires.\n")
+    table = []
+    for label, lo in ((f"drop >= {100 * DROP_FAST:.0f} pts", DROP_FAST), (f"drop >= {100 * DROP_TRIGGER:.0f} pts", DROP_TRIGGER)):
+        sel = [s for s in stream_rows if s["drop"] >= lo]
+        for m in ("window", "sequential"):
+            d = np.array([s["delay"][m] if s["delay"][m] is not None else np.inf for s in sel], dtype=float)
+            fin = d[np.isfinite(d)]
+            table.append([label, m, str(len(sel)), f"{np.median(d):.0f}" if len(d) else "-",
+                          f"{fin.mean():.0f}" if len(fin) else "-", f"{d.max():.0f}" if len(d) else "-",
+                          f"{int((d <= FAST_DELAY).sum())}/{len(d)}", str(int((~np.isfinite(d)).sum())),
+                          str(sum(s["early"][m] for s in sel))])
+    print_table(["streams", "method", "n", "median delay", "mean delay", "worst", f"<= {FAST_DELAY}", "missed",
+                 "fired before change"], table)
+    fast = [s for s in stream_rows if s["drop"] >= DROP_FAST]
+    slow = sorted(fast, key=lambda s: -(s["delay"]["sequential"] or 10**9))[:5]
+    print("slowest sequential triggers (drop >= 10 pts): " + ", ".join(
+        f"{s['name']} ({s['delay']['sequential']} inputs, drop {100 * s['drop']:.0f})" for s in slow))
+    dd = np.array([s["drift_delay"] if s["drift_delay"] is not None else np.inf for s in fast], dtype=float)
+    print(f"drift alarm delay on the same streams (drop >= 10 pts): median {np.median(dd):.0f} inputs, "
+          f"{int((dd <= FAST_DELAY).sum())}/{len(dd)} within {FAST_DELAY}, never: {int((~np.isfinite(dd)).sum())}")
+
+    # Clean false alarms of the change detector (and of the whole sequential trigger).
+    print(f"\nClean-traffic false alarms of the change detector (seen assessor as deployed; CUSUM k = "
+          f"{seen.change.k:.4f}, h = {seen.change.h:.3f}, calibrated on the val calibration rows for "
+          f"{seen.change.rate:.0e} per input = 1e-5 / safety)\n")
+    fa_rows = []
+    for split, out in (("test", clean_test), ("val", clean_val)):
+        e = 1.0 - seen.score(out.probs, out.embeddings, out.shadow_probs).p_correct
+        alarms, n = _clean_alarm_rate(seen.change, e, clean_inputs, rng)
+        fa_rows.append([f"{split}, resampled i.i.d.", f"{n:,}", f"{100 * (1 - e.mean()):.2f}", str(alarms),
+                        f"{1e5 * alarms / n:.2f}"])
+        alarms, n = _clean_alarm_rate(seen.change, e, len(e), rng, order="split")
+        fa_rows.append([f"{split}, split order", f"{n:,}", f"{100 * (1 - e.mean()):.2f}", str(alarms),
+                        f"{1e5 * alarms / n:.2f}"])
+    print_table(["clean stream", "inputs", "mean P(correct) %", "alarms", "false alarms per 100,000"], fa_rows)
+    total_alarms = sum(int(r[3]) for r in fa_rows)
+    total_inputs = sum(int(r[1].replace(",", "")) for r in fa_rows)
+    print(f"clean false-alarm rate (change detector, all clean streams): {1e5 * total_alarms / total_inputs:.2f} "
+          f"per 100,000 inputs ({total_alarms} in {total_inputs:,}); goal <= 1")
+    from daic.oracles.change import CusumDetector
+    det, batch = CusumDetector(seen.change), np.full(BATCH, 0.01)
+    t0 = time.perf_counter()
+    for _ in range(2000):
+        det.update(batch)
+    print(f"cost of the change detector on the sidecar: {1e6 * (time.perf_counter() - t0) / (2000 * BATCH):.2f} "
+          f"us per input (batches of {BATCH}); calibration at fit: part of the assessor's fit")
+
+    # Drift alarm on clean windows of every size, and on shifted scenarios.
+    print("\nDrift alarm (seen assessor; tolerance "
+          f"{seen.config.drift_tolerance}, alpha {seen.window_config().drift_alpha}): false alarms on random "
+          "clean windows (200 per size and split)\n")
+    drift_rows, any_false = [], 0
+    for split, out in (("test", clean_test), ("val", clean_val)):
+        sc = seen.score(out.probs, out.embeddings, out.shadow_probs)
+        cells = [split]
+        for size in DRIFT_SIZES:
+            alarms = 0
+            for _ in range(200):
+                idx = rng.choice(len(out.labels), size=min(size, len(out.labels)), replace=False)
+                est = seen.new_estimator(max_count=size)
+                est.update(sc.subset(idx))
+                alarms += est.estimate().drift_alarm
+            any_false += alarms
+            cells.append(f"{alarms}/200")
+        cells.append(f"{sc.drift.mean():.3f}")
+        drift_rows.append(cells)
+    print_table(["split"] + [str(s) for s in DRIFT_SIZES] + ["mean percentile"], drift_rows)
+    print(f"drift alarm false-alarm rate on clean windows: {any_false}/{200 * len(DRIFT_SIZES) * 2} windows")
+    shifted = [r for r in rows if r["group"] in ("corruption", "partial", "mixture")]
+    hit = [r for r in shifted if r["alarm"]]
+    dropped = [r for r in shifted if ref_acc - r["true"] >= DROP_TRIGGER]
+    print(f"drift alarm on shifted scenarios ({WINDOW} inputs, held-out assessors): {len(hit)}/{len(shifted)}; "
+          f"with a drop >= {100 * DROP_TRIGGER:.0f} pts: {sum(r['alarm'] for r in dropped)}/{len(dropped)}; "
+          f"label shift / clean: {sum(r['alarm'] for r in rows if r['group'] in ('label-shift', 'clean'))}/"
+          f"{sum(1 for r in rows if r['group'] in ('label-shift', 'clean'))}")
+
+    # Trust and band.
+    trusted = np.mean([r["trusted"] for r in rows])
+    covered = np.mean([r["lower"] <= r["true"] <= r["upper"] for r in rows])
+    print(f"\ntrusted share (held-out): {100 * trusted:.0f}% of {len(rows)} scenarios; band coverage "
+          f"{100 * covered:.0f}%; held-out-type MAE {100 * np.mean([abs(r['held'] - r['true']) for r in rows]):.2f} pts")
 
 
 def _pts(x):
