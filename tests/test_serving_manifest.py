@@ -134,3 +134,27 @@ def test_cli_renders_and_rejects_bad_options():
     assert ports.exit_code == 2 and "ports must differ" in ports.output
     sidecar = runner.invoke(main, ["oracle", "serve", "--deployment", "a/b"])
     assert sidecar.exit_code == 2 and "--deployment" in sidecar.output and "without '/'" in sidecar.output
+
+
+def test_a_transformer_in_front_moves_the_logger_to_the_root_and_tells_the_sidecar():
+    import json
+
+    from daic.serving.graph import join_plan
+    from daic.serving.manifest import TransformerNode
+
+    params = DeploymentParams(transformer=TransformerNode(model_class="pkg.Filter", parameters={"k": "v"}))
+    (pred,) = render_seldon_deployment(params)["spec"]["predictors"]
+    graph = pred["graph"]
+    assert (graph["name"], graph["type"], graph["children"][0]["name"]) == ("filter", "TRANSFORMER", "classifier")
+    assert "logger" in graph and "logger" not in graph["children"][0]
+    assert graph["parameters"] == [{"name": "k", "type": "STRING", "value": "v"}]
+    transformer, model, sidecar = pred["componentSpecs"][0]["spec"]["containers"]
+    assert (transformer["name"], model["name"]) == ("filter", "classifier"), "containers bound to nodes by name"
+    assert transformer["command"][:4] == ["seldon-core-microservice", "pkg.Filter", "--service-type", "TRANSFORMER"]
+    ports = {p["containerPort"] for c in (transformer, model) for p in c["ports"]}
+    assert len(ports) == 4, "each microservice on its own ports"
+    plan = join_plan(json.loads(sidecar["command"][sidecar["command"].index("--graph") + 1]))
+    assert (plan.entry, plan.answer, plan.nodes["filter"].requests) == ("filter", "filter", 2)
+    kubernetes_validate.validate(_pod(pred), "1.30", strict=True)
+    with pytest.raises(ValidationError, match="other than 'classifier'"):
+        TransformerNode(name="classifier", model_class="x.Y")

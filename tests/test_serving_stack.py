@@ -24,17 +24,20 @@ import numpy as np
 from seldon_core.seldon_client import SeldonClient
 from seldon_core.utils import json_to_seldon_message
 
-endpoint, images_path, labels_path = sys.argv[1:4]
+endpoint, images_path, labels_path, puid = sys.argv[1:5]
 images, labels = np.load(images_path), np.load(labels_path)
 client = SeldonClient(gateway="istio", transport="rest", gateway_endpoint=endpoint, namespace="local",
                       deployment_name="mnist", client_return_type="proto")
-result = client.predict(data=images, payload_type="ndarray")
+# The client names its prediction with the Seldon-Puid header (the executor keeps a client's puid).
+result = client.predict(data=images, payload_type="ndarray", headers={"Seldon-Puid": puid})
 out = {"success": result.success, "msg": result.msg}
 if result.success:
     from seldon_core.utils import seldon_message_to_json
     response = seldon_message_to_json(result.response)
     out["response"] = response
     truth = json_to_seldon_message({"data": {"ndarray": labels.tolist()}})
+    # SeldonClient.feedback cannot send headers: the executor gives the call a fresh puid, so this
+    # feedback names no prediction (the sidecar records it as unlinked).
     fb = client.feedback(prediction_request=result.request, prediction_response=result.response,
                          prediction_truth=truth, reward=1.0)
     out["feedback_success"], out["feedback_msg"] = fb.success, fb.msg
@@ -62,7 +65,7 @@ def test_seldon_client_predicts_and_sends_feedback(stack):
     np.save(stack["base"] / "y.npy", labels)
     endpoint = stack["stack"].gateway_url.removeprefix("http://")
     out = subprocess.run([str(SERVING_PYTHON), "-c", SELDON_CLIENT_SCRIPT, endpoint,
-                          str(stack["base"] / "x.npy"), str(stack["base"] / "y.npy")],
+                          str(stack["base"] / "x.npy"), str(stack["base"] / "y.npy"), "stack-1"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -70,12 +73,20 @@ def test_seldon_client_predicts_and_sends_feedback(stack):
     probs = np.asarray(result["response"]["data"]["ndarray"])
     assert probs.shape == (3, 10)
     assert result["response"]["meta"]["tags"]["daic.model_version"] == stack["version"]
-    assert result["response"]["meta"]["puid"]
+    assert "puid" not in result["response"]["meta"], "the puid travels in the Seldon-Puid header only"
     assert result["feedback_success"], result["feedback_msg"]
+    # What docs/serving.md tells a client to send: the Seldon Feedback message, with the
+    # prediction's Seldon-Puid header.
+    truth = {"truth": {"data": {"ndarray": labels.tolist()}}}
+    linked = requests.post(stack["stack"].gateway_url + "/api/v1.0/feedback", json=truth,
+                           headers={"Seldon-Puid": "stack-1"}, timeout=30)
+    assert linked.status_code == 200 and linked.headers["Seldon-Puid"] == "stack-1", linked.text
     stack["stack"].flush()  # the gateway logs asynchronously: wait for delivery, then flush
     estimate = stack["stack"].estimate()
     feedback = estimate["versions"][stack["version"]]
-    assert feedback["feedback_n"] == 3
+    assert feedback["feedback_n"] == 3, "only the feedback with the header is linked"
+    metrics = requests.get(stack["stack"].sidecar_url + "/metrics", timeout=10).text
+    assert 'daic_sidecar_feedback_total{deployment="mnist",link="unlinked"} 1.0' in metrics
     assert feedback["feedback_accuracy"] == pytest.approx(float((probs.argmax(1) == labels).mean()))
 
 
@@ -120,3 +131,27 @@ def test_estimate_moves_under_corruption_and_records_read_back(stack):
     stats = running.gateway_stats()
     assert stats["events_sent"] == stats["events_queued"], stats
     assert not any(k.startswith(("events_rejected", "events_failed", "events_dropped")) for k in stats), stats
+
+
+def test_a_transformer_graph_loses_no_prediction(tmp_path):
+    """TRANSFORMER -> MODEL, both real seldon-core microservices, the logger on the root (as
+    daic.serving.manifest renders it): four events per prediction reach the sidecar, and every
+    prediction is one record of the client's input with the model's answer."""
+    store = registered_store(tmp_path / "store")
+    ports = [free_port() for _ in range(6)]
+    config = StackConfig(store_url=store.url, gateway_port=ports[0], model_port=ports[1], model_metrics_port=ports[2],
+                         sidecar_port=ports[3], transformer_port=ports[4], transformer_metrics_port=ports[5],
+                         state_dir=tmp_path / "state", log_dir=tmp_path / "logs", serving_python=SERVING_PYTHON,
+                         transformer_class="daic.serving.passthrough.Passthrough",
+                         sidecar_options={"flush_interval": 600})
+    images, _ = mnist_test_images(40, start=2000)
+    with LocalStack(config) as running:
+        _stream(running.gateway_url, images)
+        running.flush()
+        metrics = requests.get(running.sidecar_url + "/metrics", timeout=10).text
+        stats = running.gateway_stats()
+    assert stats["events_sent"] == stats["events_queued"] == 4 * 10, stats
+    assert 'daic_sidecar_events_joined_total{deployment="mnist"} 10.0' in metrics
+    records = read_operational(store, "mnist")
+    assert len(records) == 40
+    np.testing.assert_allclose(_by_content(records.inputs), _by_content(images.round(4)), atol=1e-6)

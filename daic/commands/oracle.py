@@ -31,6 +31,10 @@ def command() -> None:
 @click.option("--window", default=1000, show_default=True, type=int, help="inputs in the estimate's window")
 @click.option("--reference-check", "reference_check_s", default=10.0, show_default=True, type=float,
               help="seconds between checks of the champion pointer")
+@click.option("--drain-quiet", "drain_quiet_s", default=2.0, show_default=True, type=float,
+              help="on SIGTERM, keep taking events until none came for this long (seconds)")
+@click.option("--drain-max", "drain_max_s", default=20.0, show_default=True, type=float,
+              help="on SIGTERM, take events for at most this long (seconds)")
 @click.option("--graph", default=None, metavar="JSON",
               help="the predictor's Seldon inference graph as JSON (as daic.serving.manifest renders it); "
                    "default: one MODEL node named classifier")

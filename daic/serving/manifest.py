@@ -12,6 +12,7 @@ two-predictor variant used while a challenger takes a slice of the traffic befor
 """
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -28,6 +29,7 @@ SIDECAR_STATE_DIR = "/var/lib/daic-sidecar"
 #: The non-root user of the Seldon Python wrapper images.
 RUN_AS_USER = 8888
 
+GRAPH_MODEL_NODE = "classifier"
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -45,6 +47,27 @@ class Resources(BaseModel):
             "requests": {"cpu": self.cpu_request, "memory": self.memory_request},
             "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit},
         }
+
+
+class TransformerNode(BaseModel):
+    """A ``TRANSFORMER`` node in front of the model (an input filter): its own container running
+    ``model_class`` under ``seldon-core-microservice``; the graph's logger moves to it (the root),
+    so the sidecar sees the client's input and the final answer (daic.serving.graph)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = "filter"
+    model_class: str
+    image: str | None = None  # None: the model image
+    http_port: int = Field(MODEL_HTTP_PORT + 1, ge=1024, le=65535)
+    metrics_port: int = Field(MODEL_METRICS_PORT + 1, ge=1024, le=65535)
+    parameters: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        if not _DNS1123.match(value) or len(value) > 63 or value == GRAPH_MODEL_NODE:
+            raise ValueError(f"transformer name {value!r} must be a DNS-1123 label other than {GRAPH_MODEL_NODE!r}")
+        return value
 
 
 class DeploymentParams(BaseModel):
@@ -76,6 +99,7 @@ class DeploymentParams(BaseModel):
     sidecar_resources: Resources = Resources(
         cpu_request="250m", memory_request="384Mi", cpu_limit="1", memory_limit="768Mi"
     )
+    transformer: TransformerNode | None = None
 
     @field_validator("name", "predictor")
     @classmethod
@@ -170,7 +194,38 @@ def _model_container(p: DeploymentParams, graph_name: str) -> dict:
     return container
 
 
-def _sidecar_container(p: DeploymentParams, deployment_label: str) -> dict:
+def _transformer_container(p: DeploymentParams, node: TransformerNode) -> dict:
+    container = _model_container(p, node.name)
+    container["image"] = node.image or p.model_image
+    container["command"] = [
+        "seldon-core-microservice", node.model_class,
+        "--service-type", "TRANSFORMER",
+        "--http-port", str(node.http_port),
+        "--metrics-port", str(node.metrics_port),
+        "--grpc-workers", "0",
+        "--workers", str(p.gunicorn_workers),
+        "--threads", str(p.gunicorn_threads),
+    ]
+    container["ports"] = [
+        {"name": "filter-http", "containerPort": node.http_port, "protocol": "TCP"},
+        {"name": "filter-metrics", "containerPort": node.metrics_port, "protocol": "TCP"},
+    ]
+    container["readinessProbe"] = _http_probe("/health/status", node.http_port, 5, 5, 3)
+    container["livenessProbe"] = _http_probe("/health/ping", node.http_port, 30, 10, 3)
+    return container
+
+
+def graph_shape(graph: dict) -> dict:
+    """What the sidecar needs of a rendered graph to join what the executor logs for it
+    (daic.serving.graph): names, types, methods, loggers and children, nothing else."""
+    shape = {k: graph[k] for k in ("name", "type", "methods") if k in graph}
+    if graph.get("logger"):
+        shape["logger"] = {"mode": graph["logger"].get("mode", "all")}
+    shape["children"] = [graph_shape(c) for c in graph.get("children") or []]
+    return shape
+
+
+def _sidecar_container(p: DeploymentParams, deployment_label: str, graph: dict) -> dict:
     env, env_from = _store_env(p)
     container = {
         "name": "oracle-sidecar",
@@ -182,6 +237,8 @@ def _sidecar_container(p: DeploymentParams, deployment_label: str) -> dict:
             "--deployment", deployment_label,
             "--model-name", p.model_name,
             "--state-dir", SIDECAR_STATE_DIR,
+            # The graph it joins events for: which node's events are the client's input and answer.
+            "--graph", json.dumps(graph_shape(graph), separators=(",", ":")),
         ],
         "env": env,
         "ports": [{"name": "oracle-http", "containerPort": p.sidecar_port, "protocol": "TCP"}],
@@ -200,7 +257,10 @@ def _sidecar_container(p: DeploymentParams, deployment_label: str) -> dict:
 def _predictor(p: DeploymentParams, *, predictor: str, version: str, traffic: int,
                deployment_label: str) -> dict:
     q = p.model_copy(update={"model_version": version})
-    graph_name = "classifier"
+    graph = _graph(q, version)
+    containers = [_model_container(q, GRAPH_MODEL_NODE)]
+    if q.transformer is not None:
+        containers.insert(0, _transformer_container(q, q.transformer))
     return {
         "name": predictor,
         "replicas": q.replicas,
@@ -217,26 +277,45 @@ def _predictor(p: DeploymentParams, *, predictor: str, version: str, traffic: in
             "spec": {
                 "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "fsGroup": RUN_AS_USER},
                 "terminationGracePeriodSeconds": 30,
-                "containers": [_model_container(q, graph_name), _sidecar_container(q, deployment_label)],
+                "containers": [*containers, _sidecar_container(q, deployment_label, graph)],
                 "volumes": [
                     {"name": "tmp", "emptyDir": {}},
                     {"name": "sidecar-state", "emptyDir": {}},
                 ],
             },
         }],
-        "graph": {
-            "name": graph_name,
-            "type": "MODEL",
-            "endpoint": {"type": "REST"},
-            "children": [],
-            "parameters": [
-                {"name": "model_name", "type": "STRING", "value": q.model_name},
-                {"name": "model_version", "type": "STRING", "value": version},
-                {"name": "reload_interval_s", "type": "FLOAT", "value": str(q.reload_interval_s)},
-                {"name": "max_batch", "type": "INT", "value": str(q.max_batch)},
-            ],
-            "logger": {"mode": "all", "url": f"http://localhost:{q.sidecar_port}/"},
-        },
+        "graph": graph,
+    }
+
+
+def _graph(q: DeploymentParams, version: str) -> dict:
+    """The inference graph: the MODEL node, behind a TRANSFORMER when one is given. The logger
+    sits on the root only: the executor logs the client's input and the final answer there (and
+    the transformer's stage in between), all the sidecar needs (daic.serving.graph)."""
+    logger = {"mode": "all", "url": f"http://localhost:{q.sidecar_port}/"}
+    model = {
+        "name": GRAPH_MODEL_NODE,
+        "type": "MODEL",
+        "endpoint": {"type": "REST"},
+        "children": [],
+        "parameters": [
+            {"name": "model_name", "type": "STRING", "value": q.model_name},
+            {"name": "model_version", "type": "STRING", "value": version},
+            {"name": "reload_interval_s", "type": "FLOAT", "value": str(q.reload_interval_s)},
+            {"name": "max_batch", "type": "INT", "value": str(q.max_batch)},
+        ],
+    }
+    if q.transformer is None:
+        return {**model, "logger": logger}
+    t = q.transformer
+    model["endpoint"] = {"type": "REST", "httpPort": MODEL_HTTP_PORT}
+    return {
+        "name": t.name,
+        "type": "TRANSFORMER",
+        "endpoint": {"type": "REST", "httpPort": t.http_port},
+        "children": [model],
+        "parameters": [{"name": k, "type": "STRING", "value": v} for k, v in sorted(t.parameters.items())],
+        "logger": logger,
     }
 
 

@@ -103,8 +103,9 @@ async def forward(reader: asyncio.StreamReader, write_acks, url: str, workers: i
             queue.task_done()
 
     timeout = aiohttp.ClientTimeout(total=timeout_s)
-    async with aiohttp.ClientSession(timeout=timeout,
-                                     connector=aiohttp.TCPConnector(limit=workers * 2)) as session:
+    # No Content-Type of aiohttp's own: an event has the payload's, or none when the client sent none.
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=workers * 2),
+                                     skip_auto_headers=("Content-Type",)) as session:
         tasks = [asyncio.create_task(worker(session)) for _ in range(workers)]
         try:
             while (frame := await read_frame(reader)) is not None:
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m daic.serving.request_logger",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--url", required=True, help="where to post the events (the sidecar)")
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=30.0)
     args = parser.parse_args(argv)
     if args.workers < 1:

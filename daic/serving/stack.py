@@ -43,7 +43,7 @@ def default_serving_python() -> Path:
 
 
 #: "logger" is the gateway's request-logger child process (daic.serving.request_logger).
-PROCESSES: tuple[str, ...] = ("model", "sidecar", "gateway", "logger")
+PROCESSES: tuple[str, ...] = ("model", "sidecar", "gateway", "logger", "transformer")
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,17 @@ class StackConfig:
     sidecar_options: dict[str, Any] = field(default_factory=dict)
     #: CPU affinity per process (one of PROCESSES), e.g. {"sidecar": (1,)} (daic.serving.affinity).
     cpus: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: A TRANSFORMER node in front of the model (daic.serving.manifest.TransformerNode's
+    #: ``model_class``), its own seldon-core-microservice; the graph is rendered as on a cluster.
+    transformer_class: str | None = None
+    transformer_port: int = 9001
+    transformer_metrics_port: int = 6001
 
     def __post_init__(self) -> None:
         ports = {"gateway_port": self.gateway_port, "model_port": self.model_port,
                  "model_metrics_port": self.model_metrics_port, "sidecar_port": self.sidecar_port}
+        if self.transformer_class:
+            ports.update(transformer_port=self.transformer_port, transformer_metrics_port=self.transformer_metrics_port)
         for name, port in ports.items():
             if not 1 <= int(port) <= 65535:
                 raise ValueError(f"{name} must be in 1..65535, got {port}")
@@ -98,6 +105,18 @@ class StackConfig:
     @property
     def sidecar_url(self) -> str:
         return f"http://{self.host}:{self.sidecar_port}"
+
+    @property
+    def transformer_url(self) -> str:
+        return f"http://{self.host}:{self.transformer_port}"
+
+    def graph(self) -> dict[str, Any]:
+        """The predictor's graph as daic.serving.manifest renders it for a cluster (its shape)."""
+        from daic.serving.manifest import DeploymentParams, TransformerNode, graph_shape, render_seldon_deployment
+
+        transformer = None if not self.transformer_class else TransformerNode(model_class=self.transformer_class)
+        doc = render_seldon_deployment(DeploymentParams(transformer=transformer))
+        return graph_shape(doc["spec"]["predictors"][0]["graph"])
 
 
 class StackError(RuntimeError):
@@ -145,16 +164,29 @@ class LocalStack:
                "--state-dir", str(c.state_dir)]
         if c.store_url:
             cmd += ["--store", c.store_url]
+        cmd += ["--graph", json.dumps(c.graph())]
         for key, value in c.sidecar_options.items():
             cmd += [f"--{key.replace('_', '-')}", str(value)]
         return cmd
 
     def gateway_command(self) -> list[str]:
         c = self.config
-        return [sys.executable, "-m", "daic.serving.gateway", "--host", c.host, "--port", str(c.gateway_port),
-                "--model-url", c.model_url, "--deployment", c.deployment,
-                "--logger-url", f"{c.sidecar_url}/" if c.with_sidecar else "none",
-                "--logger-cpus", ",".join(map(str, c.cpus.get("logger", ())))]
+        graph = c.graph()
+        cmd = [sys.executable, "-m", "daic.serving.gateway", "--host", c.host, "--port", str(c.gateway_port),
+               "--model-url", c.model_url, "--deployment", c.deployment,
+               "--logger-url", f"{c.sidecar_url}/" if c.with_sidecar else "none",
+               "--logger-cpus", ",".join(map(str, c.cpus.get("logger", ()))), "--graph", json.dumps(graph)]
+        if c.transformer_class:
+            cmd += ["--node-url", f"{graph['name']}={c.transformer_url}"]
+        return cmd
+
+    def transformer_command(self) -> list[str]:
+        c = self.config
+        script = Path(c.serving_python).with_name("seldon-core-microservice")
+        return [str(script), str(c.transformer_class), "--service-type", "TRANSFORMER",
+                "--http-port", str(c.transformer_port), "--metrics-port", str(c.transformer_metrics_port),
+                "--grpc-workers", "0", "--workers", str(c.workers), "--threads", str(c.threads),
+                "--log-level", "WARNING"]
 
     def _model_env(self) -> dict[str, str]:
         c = self.config
@@ -182,11 +214,16 @@ class LocalStack:
             if c.with_sidecar:
                 self._spawn("sidecar", self.sidecar_command(), {})
             self._spawn("model", self.model_command(), self._model_env())
+            if c.transformer_class:
+                self._spawn("transformer", self.transformer_command(),
+                            {"PREDICTIVE_UNIT_ID": c.graph()["name"], "SELDON_DEPLOYMENT_ID": c.deployment})
             self._spawn("gateway", self.gateway_command(), {})
             deadline = time.monotonic() + c.startup_timeout_s
             if c.with_sidecar:
                 self._wait("sidecar", f"{c.sidecar_url}/health/ready", deadline)
             self._wait("model", f"{c.model_url}/health/status", deadline)
+            if c.transformer_class:
+                self._wait("transformer", f"{c.transformer_url}/health/status", deadline)
             self._wait("gateway", f"{c.gateway_url}/health/ready", deadline)
         except BaseException:
             self.stop()
@@ -231,7 +268,7 @@ class LocalStack:
     def stop(self, timeout_s: float = 40.0) -> dict[str, int | None]:
         """Gateway, then model, then sidecar: SIGTERM, wait, SIGKILL what is left of the group."""
         codes = {}
-        for name in ("gateway", "model", "sidecar"):
+        for name in ("gateway", "transformer", "model", "sidecar"):
             proc = self._procs.pop(name, None)
             if proc is None:
                 continue

@@ -196,7 +196,7 @@ def encode_cloudevent(kind: str, request_id: str, body: bytes, *, source: str, m
         headers["Content-Type"] = content_type
     headers.update(_static_headers(model_id, deployment, namespace, predictor, protocol))
     headers["Ce-Requestid"] = request_id
-    return headers, body
+    return dict(sorted(headers.items())), body  # Go's net/http writes header names sorted
 
 
 @functools.lru_cache(maxsize=64)
