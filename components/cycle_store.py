@@ -6,8 +6,10 @@ cluster and a local ``kfp.local`` run leave the same record and the report, the 
 person with ``daic store`` can read it afterwards:
 
 =============================  ===========================================================
-``cycles/<c>/sample.json``     design, parameters, window, pool size (sample-operational)
-``cycles/<c>/sample.npz``      the pool (ids, p_correct, predictions) and the draws
+``cycles/<c>/sample.json``     design, parameters, window, the pool's summary (size, oracle mean,
+                               P(correct) histogram) and what reading it cost (sample-operational)
+``cycles/<c>/sample.npz``      the draws and the drawn inputs (ids, p_correct, predictions): not
+                               the pool's N ids, which never leave the sampling step
 ``cycles/<c>/sample-inputs.npz``  the images of the sampled inputs (ids, inputs)
 ``cycles/<c>/labels.npz``      one label per sampled input (collect-labels)
 ``cycles/<c>/holdout.npz``     held-out labeled inputs, never trained on (images, labels, ids)
@@ -31,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from daic.sampling.pool import Pool
+from daic.sampling.pool import Pool, SampledPool
 from daic.sampling.sample import Sample
 from daic.storage import KeyNotFound, ObjectStore
 
@@ -64,9 +66,12 @@ def train_labels_key(cycle: str, n: int = 0) -> str:
 
 @dataclass(frozen=True)
 class SampleRecord:
-    """What sample-operational drew: the pool, the draws, which draws are held out, the design."""
+    """What sample-operational drew: the drawn inputs (a `SampledPool`: their ids, P(correct) and
+    predictions, and the pool's size), the draws (indices into those inputs), which draws are held
+    out, the design. Records written before the pool stayed in the sampling step hold a whole
+    `Pool` instead; both read the same way."""
 
-    pool: Pool
+    pool: Pool | SampledPool
     sample: Sample
     holdout: np.ndarray  # (n_draws,) bool: this draw is reserved for evaluating the challenger
     design: dict[str, Any]  # {"name": ..., "params": {...}} (see sample_operational.designs)
@@ -97,9 +102,11 @@ class SampleRecord:
 def write_sample(store: ObjectStore, cycle: str, record: SampleRecord, inputs: np.ndarray) -> None:
     s = record.sample
     arrays = {
-        "pool_ids": record.pool.ids,
-        "pool_p_correct": record.pool.p_correct,
-        "pool_predictions": record.pool.predictions,
+        "ids": record.pool.ids,
+        "p_correct": record.pool.p_correct,
+        "predictions": record.pool.predictions,
+        "pool_size": np.int64(record.pool.size),
+        "oracle_accuracy": np.float64(record.pool.oracle_accuracy),
         "indices": s.indices,
         "batch": s.batch,
         "holdout": record.holdout,
@@ -119,8 +126,12 @@ def read_sample(store: ObjectStore, cycle: str) -> SampleRecord:
         arrays = store.get_arrays(key(cycle, "sample.npz"))
     except KeyNotFound:
         raise KeyNotFound(f"cycle {cycle!r} has no sample in {store.url} (run sample-operational first)") from None
-    pool = Pool(ids=arrays["pool_ids"], p_correct=arrays["pool_p_correct"],
-                predictions=arrays["pool_predictions"])
+    if "pool_ids" in arrays:  # a record from before the pool stayed in the sampling step
+        pool = Pool(ids=arrays["pool_ids"], p_correct=arrays["pool_p_correct"],
+                    predictions=arrays["pool_predictions"])
+    else:
+        pool = SampledPool(ids=arrays["ids"], p_correct=arrays["p_correct"], predictions=arrays["predictions"],
+                           size=int(arrays["pool_size"]), oracle_accuracy=float(arrays["oracle_accuracy"]))
     sample = Sample(indices=arrays["indices"], batch=arrays["batch"],
                     selection_prob=arrays.get("selection_prob"), stratum=arrays.get("stratum"),
                     control=arrays.get("control"), control_mean=arrays.get("control_mean"))

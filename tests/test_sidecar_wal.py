@@ -76,7 +76,7 @@ def test_records_round_trip_filter_and_dedupe(tmp_path):
     k1 = write_batch(store, "mnist", a, seq=1)
     write_batch(store, "mnist", b, seq=2)
     write_batch(store, "mnist", a, seq=3)  # the same rows again (a replay after a crash)
-    assert k1.startswith("operational/mnist/batch-19700101T001640000000Z-00000001")
+    assert k1 == "operational/mnist/date=1970-01-01/hour=00/part-19700101T001640000000Z-00000001.parquet"
     everything = read_operational(store, "mnist")
     assert len(everything) == 7
     assert list(everything.ids) == [f"a:{i}" for i in range(4)] + [f"b:{i}" for i in range(3)]

@@ -12,6 +12,7 @@ from daic.components.collect_labels.logic import run as collect
 from daic.components.estimate_accuracy.decision import DropRule, decide_drop
 from daic.components.estimate_accuracy.logic import EstimateConfig, run
 from daic.components.sample_operational.logic import SampleConfig
+from daic.sidecar.records import read_operational
 from daic.components.sample_operational.logic import run as sample
 
 SPEC = json.dumps({"name": "sudden", "seed": 3, "batch_size": 50, "n_steps": 8, "drift_start": 4,
@@ -51,9 +52,9 @@ def labeled(operational_store):
     sample(store, SampleConfig(sampler="stratified", budget=120, cycle="c1", seed=4,
                                since=str(1_700_000_000 + 4 * 60)))  # the drifted half only
     collect(store, "c1", CollectConfig(backend="simulated", simulated_scenario=SPEC))
-    record = cycle_store.read_sample(store, "c1")
+    window = read_operational(store, "mnist", since=1_700_000_000 + 4 * 60)  # the pool, as logged
     truth = dict(zip(stream.ids, stream.labels))
-    true_accuracy = float(np.mean(record.pool.predictions == np.array([truth[i] for i in record.pool.ids])))
+    true_accuracy = float(np.mean(window.predictions == np.array([truth[i] for i in window.ids])))
     return store, true_accuracy
 
 

@@ -1,18 +1,29 @@
 """sample-operational: choose which logged operational inputs humans should label.
 
-Reads the deployment's operational records in a time window, builds the pool the sampling designs
-work on (ids, the pseudo-oracle's P(correct), the model's predictions), draws ``budget`` inputs
+Reads the deployment's operational records in a time window -- only the partitions inside it and
+only the columns the designs use (:mod:`daic.sampling.scan`; on Ray Data when a Ray address is
+given) -- into a compact pool (64-bit id keys, the pseudo-oracle's P(correct), the model's
+predictions), draws ``budget`` inputs
 with the chosen design in one batch, reserves part of the draws for evaluating a retrained model
 (:mod:`.holdout`), and records everything under ``cycles/<cycle>/`` (see
 :mod:`daic.components.cycle_store`). The pipeline draws one batch: adaptive designs
 (failure-seeking, active) then use the oracle as it is, without re-aiming between batches; their
 estimators stay unbiased (Hansen–Hurwitz / difference estimator with the recorded probabilities).
+Only the drawn inputs' ids and images are fetched, and only they, with the pool's summary, go to
+the later steps.
+
+Window: ``since <= time < until`` (the operator passes both: since its previous cycle, at most
+``sampling.windowHours``). An empty ``since`` is ``until`` -- or, when that is empty too, the end
+of the newest hour holding records -- minus ``window_hours`` (default 24), so no run reads the
+deployment's whole history unless asked to (``since=0``); an empty ``until`` alone is unbounded.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,12 +33,16 @@ import numpy as np
 from daic.components import cycle_store
 from daic.components.sample_operational.designs import describe, inclusion_probabilities, make_design
 from daic.components.sample_operational.holdout import split_holdout
-from daic.components.sample_operational.operational import parse_time, read_window
-from daic.sampling.pool import Pool
+from daic.components.sample_operational.operational import parse_time
+from daic.sampling.pool import Pool, SampledPool
 from daic.sampling.sample import Sample
+from daic.sampling.scan import MAX_PARALLEL, fetch_rows, scan_pool
+from daic.sidecar.records import newest_hour_end
 from daic.storage import ObjectStore, open_store
 
 log = logging.getLogger(__name__)
+
+DEFAULT_WINDOW_HOURS = 24.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,9 @@ class SampleConfig:
     since: str = ""
     until: str = ""
     cycle: str = ""
+    window_hours: float = DEFAULT_WINDOW_HOURS
+    max_parallel: int = MAX_PARALLEL
+    ray_address: str = ""  # empty: $DAIC_SAMPLING_RAY_ADDRESS, else read here
 
     def __post_init__(self) -> None:
         if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 4:
@@ -56,6 +74,26 @@ class SampleConfig:
         make_design(self.sampler, self.sampler_params)  # validates name and parameters
         parse_time(self.since, "since")
         parse_time(self.until, "until")
+        if isinstance(self.window_hours, bool) or not isinstance(self.window_hours, (int, float)) \
+                or not 0 < self.window_hours <= 24 * 366:
+            raise ValueError(f"window_hours must be in (0, 8784], got {self.window_hours!r}")
+        if isinstance(self.max_parallel, bool) or not isinstance(self.max_parallel, int) \
+                or not 1 <= self.max_parallel <= 256:
+            raise ValueError(f"max_parallel must be an integer in [1, 256], got {self.max_parallel!r}")
+
+    def window(self, store: ObjectStore) -> tuple[float, float | None]:
+        """(since, until) in Unix seconds (see the module docstring); an empty ``since`` costs
+        one listing of the deployment's keys when ``until`` is empty too."""
+        until = parse_time(self.until, "until")
+        since = parse_time(self.since, "since")
+        if since is None:
+            end = until if until is not None else newest_hour_end(store, self.deployment)
+            if end is None:
+                raise ValueError(f"no operational inputs under {store.url}/operational/{self.deployment}/")
+            since = end - self.window_hours * 3600.0
+        if until is not None and until <= since:
+            raise ValueError(f"until ({until}) must be after since ({since})")
+        return since, until
 
 
 @dataclass(frozen=True)
@@ -90,35 +128,40 @@ def run(store: ObjectStore | str, config: SampleConfig, dataset_path: str | None
     """Draw the sample, write the cycle's sample record; optionally a CSV of the draws for KFP."""
     store = open_store(store or None) if isinstance(store, str) else store
     cycle = config.cycle or cycle_store.new_cycle_id()
-    since, until = parse_time(config.since, "since"), parse_time(config.until, "until")
-    window = read_window(store, config.deployment, since, until)
-    pool = Pool(ids=window.ids, p_correct=window.p_correct, predictions=window.predictions)
+    since, until = config.window(store)
+    ray_address = config.ray_address or os.environ.get("DAIC_SAMPLING_RAY_ADDRESS", "")
+    scan = scan_pool(store, config.deployment, since, until, max_parallel=config.max_parallel,
+                     ray_address=ray_address or None)
+    pool = scan.pool
     sample, holdout, design, inclusion = draw(pool, config)
+    drawn, local = np.unique(sample.indices, return_inverse=True)
+    ids, inputs = fetch_rows(store, scan, drawn, max_parallel=config.max_parallel)
+    sampled = SampledPool(ids=ids, p_correct=pool.p_correct[drawn], predictions=pool.predictions[drawn],
+                          size=pool.size, oracle_accuracy=pool.oracle_accuracy)
     record = cycle_store.SampleRecord(
-        pool=pool, sample=sample, holdout=holdout, design=design,
+        pool=sampled, sample=dataclasses.replace(sample, indices=local.reshape(-1)), holdout=holdout,
+        design=design,
         meta={
             "deployment": config.deployment,
             "since": since, "until": until,
             "budget": config.budget, "n_draws": sample.n_draws,
-            "n_labels": int(sample.distinct.size), "holdout_share": config.holdout_share,
-            "seed": config.seed, "pool_size": pool.size,
-            "oracle_accuracy": pool.oracle_accuracy,
-            "created": time.time(),
+            "n_labels": int(drawn.size), "holdout_share": config.holdout_share,
+            "seed": config.seed, "created": time.time(),
+            **scan.summary(),
         },
     )
-    position = {i: k for k, i in enumerate(window.ids)}
-    inputs = window.inputs[[position[i] for i in record.sampled_ids]]
     cycle_store.write_sample(store, cycle, record, inputs)
     if dataset_path:
-        write_draws_csv(dataset_path, pool, sample, holdout, inclusion)
-    log.info("cycle %s: %d draws (%d inputs to label) from %d logged inputs with %s",
-             cycle, sample.n_draws, sample.distinct.size, pool.size, json.dumps(design))
+        write_draws_csv(dataset_path, record.pool, record.sample, holdout, inclusion)
+    log.info("cycle %s: %d draws (%d inputs to label) from %d logged inputs with %s; read %d parts in %.1f s",
+             cycle, sample.n_draws, drawn.size, pool.size, json.dumps(design), len(scan.parts),
+             scan.stats.seconds)
     return SampleResult(cycle=cycle, pool_size=pool.size, n_draws=sample.n_draws,
-                        n_labels=int(sample.distinct.size), n_holdout=int(holdout.sum()),
+                        n_labels=int(drawn.size), n_holdout=int(holdout.sum()),
                         oracle_accuracy=pool.oracle_accuracy)
 
 
-def write_draws_csv(path: str, pool: Pool, sample: Sample, holdout: np.ndarray,
+def write_draws_csv(path: str, pool: Pool | SampledPool, sample: Sample, holdout: np.ndarray,
                     inclusion: np.ndarray) -> None:
     """One row per draw: what the Kubeflow UI previews for the sample artifact."""
     with open(path, "w", newline="") as fh:

@@ -72,10 +72,10 @@ def test_run_writes_a_sample_record_each_design(operational_store, tmp_path, sam
 
 def test_same_seed_same_sample_other_seed_other_sample(operational_store):
     store, _ = operational_store
-    run(store, SampleConfig(budget=40, cycle="a", seed=7))
-    run(store, SampleConfig(budget=40, cycle="b", seed=7))
-    run(store, SampleConfig(budget=40, cycle="c", seed=8))
-    a, b, c = (cycle_store.read_sample(store, k).sample.indices for k in "abc")
+    for cycle, seed in (("a", 7), ("b", 7), ("c", 8)):
+        run(store, SampleConfig(budget=40, cycle=cycle, seed=seed, since=str(T0)))
+    records = [cycle_store.read_sample(store, k) for k in "abc"]
+    a, b, c = (r.pool.ids[r.sample.indices] for r in records)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 

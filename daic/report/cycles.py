@@ -78,7 +78,9 @@ def load_cycle(store: ObjectStore, cycle: str) -> CycleView:
         labels = store.get_arrays(f"cycles/{cycle}/labels.npz")
     except KeyNotFound:
         return view
-    pred_of = dict(zip(sample["pool_ids"].astype(str), sample["pool_predictions"].astype(int)))
+    # sample.npz holds the drawn inputs (ids, predictions); records before issue 22 the whole pool
+    ids, preds = (sample["ids"], sample["predictions"]) if "ids" in sample else (sample["pool_ids"], sample["pool_predictions"])
+    pred_of = dict(zip(ids.astype(str), preds.astype(int)))
     truth_of = {i: int(y) for i, y in zip(labels["ids"].astype(str), labels["labels"]) if y >= 0}
     rows = [(k, truth_of[i], pred_of[i]) for k, i in enumerate(inputs["ids"].astype(str))
             if i in truth_of and i in pred_of and truth_of[i] != pred_of[i]]

@@ -20,7 +20,8 @@ class Pool:
     """Operational inputs available for labeling.
 
     Attributes:
-        ids: (N,) unique input ids (request ids), as strings.
+        ids: (N,) unique input ids: strings (request ids), or integer keys (a large pool read by
+            `daic.sampling.scan` holds 64-bit keys of its ids, 8 B a row, not the strings).
         p_correct: (N,) the oracle's probability that the model's prediction is correct, in [0, 1].
             It drives stratification and sampling probabilities; it need not be calibrated (the
             estimators stay unbiased whatever it is, a good one only makes them more precise).
@@ -35,7 +36,8 @@ class Pool:
     aux: np.ndarray | None = field(default=None)
 
     def __post_init__(self) -> None:
-        ids = np.array(self.ids).astype(str)
+        ids = np.asarray(self.ids)
+        ids = ids.view() if ids.dtype.kind in "iu" else ids.astype(str)  # a view: read-only below, not the caller's
         p = np.array(self.p_correct, dtype=np.float64)
         pred = np.array(self.predictions)
         if ids.ndim != 1 or ids.size == 0:
@@ -53,7 +55,7 @@ class Pool:
             raise ValueError(f"predictions must have shape ({n},) like ids, got {pred.shape}")
         if not np.issubdtype(pred.dtype, np.integer):
             raise ValueError(f"predictions must be integer class ids, got dtype {pred.dtype}")
-        if np.unique(ids).size != n:
+        if not _unique(ids):
             raise ValueError("ids must be unique")
         aux = self.aux
         if aux is not None:
@@ -95,3 +97,49 @@ class Pool:
     def oracle_accuracy(self) -> float:
         """What the oracle alone claims the accuracy is (biased under shift; for reference only)."""
         return float(self.p_correct.mean())
+
+
+def _unique(ids: np.ndarray) -> bool:
+    """True when no id repeats; integer keys in increasing order (as a scan gives them) are
+    checked in one pass instead of a sort."""
+    if ids.dtype.kind in "iu" and ids.size > 1 and bool(np.all(ids[1:] > ids[:-1])):
+        return True
+    return np.unique(ids).size == ids.size
+
+
+@dataclass(frozen=True)
+class SampledPool:
+    """The drawn inputs of a pool, and the pool's size and oracle mean: all that the steps after
+    sampling need of a pool (``Design.estimate`` reads only ``size``; the draws carry their own
+    selection probabilities and strata), so the pool's N ids never travel past the sampling step.
+
+    Attributes:
+        ids: (k,) the distinct drawn inputs' ids (strings); a sample's ``indices`` point into them.
+        p_correct, predictions: (k,) the oracle's P(correct) and the model's class for each.
+        size: N, the number of inputs in the pool the sample was drawn from.
+        oracle_accuracy: the pool's mean p_correct (what the oracle alone claims).
+    """
+
+    ids: np.ndarray
+    p_correct: np.ndarray
+    predictions: np.ndarray
+    size: int
+    oracle_accuracy: float
+
+    def __post_init__(self) -> None:
+        ids = np.asarray(self.ids).astype(str)
+        k = ids.shape[0] if ids.ndim == 1 else -1
+        p = np.asarray(self.p_correct, dtype=np.float64)
+        pred = np.asarray(self.predictions)
+        if k < 0 or p.shape != (k,) or pred.shape != (k,):
+            raise ValueError(f"ids, p_correct and predictions must be 1-d of one length, got "
+                             f"{ids.shape}, {p.shape}, {pred.shape}")
+        if not isinstance(self.size, (int, np.integer)) or self.size < max(k, 1):
+            raise ValueError(f"size must be the pool size (>= the {k} drawn inputs), got {self.size!r}")
+        if np.unique(ids).size != k:
+            raise ValueError("ids must be unique")
+        object.__setattr__(self, "ids", ids)
+        object.__setattr__(self, "p_correct", p)
+        object.__setattr__(self, "predictions", pred.astype(np.int64))
+        object.__setattr__(self, "size", int(self.size))
+        object.__setattr__(self, "oracle_accuracy", float(self.oracle_accuracy))

@@ -1,33 +1,54 @@
 """Operational records: what the sidecar appends to the object store for sampling to pick later.
 
-One object per flushed batch, ``operational/<deployment>/batch-<UTC time>-<seq>.npz``, with one
-row per *input* (a request with a batch of 8 images gives 8 rows):
+One Parquet object per flushed batch and hour, in Hive-style time partitions::
 
-================  ==============  ===================================================
-``ids``           (N,) str        ``<request id>:<row>``: unique per input
-``request_ids``   (N,) str        the Seldon puid the input came with
-``times``         (N,) float64    Unix seconds when the sidecar accepted the prediction
-``inputs``        (N, 28, 28) f4  the images, in [0, 1]
-``predictions``   (N,) int64      argmax of ``probs``
-``probs``         (N, 10) f4      the served model's softmax
-``embeddings``    (N, D) f4       its penultimate activations
-``shadow_probs``  (N, 10) f4      the shadow model's softmax
-``p_correct``     (N,) f4         the pseudo-oracles' combined P(correct)
-``drift``         (N,) f4         reference percentile of the input's latent distance
-``model_version`` (N,) str        the version that served it
-================  ==============  ===================================================
+    operational/<deployment>/date=YYYY-MM-DD/hour=HH/part-<UTC time>-<seq>.parquet
 
-``<UTC time>`` is the time of the batch's first row (``20250101T120000123456Z``) and ``<seq>`` the
-sidecar's write-ahead-log segment, so keys sort by time and never collide. The sidecar writes at
-least once (a crash between a batch write and its checkpoint writes those rows again after the
-replay), so readers drop repeated ``ids`` (keeping the first).
+one row per *input* (a request with a batch of 8 images gives 8 rows):
+
+================  ========================  ===================================================
+``ids``           string                    ``<request id>:<row>``: unique per input
+``request_ids``   string                    the Seldon puid the input came with
+``times``         float64                   Unix seconds when the sidecar accepted the prediction
+``inputs``        fixed_size_list<f4>[784]  the image (28 x 28, row-major), in [0, 1]
+``predictions``   int64                     argmax of ``probs``
+``probs``         fixed_size_list<f4>[10]   the served model's softmax
+``embeddings``    fixed_size_list<f4>[D]    its penultimate activations
+``shadow_probs``  fixed_size_list<f4>[10]   the shadow model's softmax
+``p_correct``     float32                   the pseudo-oracles' combined P(correct)
+``drift``         float32                   reference percentile of the input's latent distance
+``model_version`` string (dictionary)       the version that served it
+================  ========================  ===================================================
+
+Every column is its own column chunk, so a reader that asks for ``ids, times, predictions,
+p_correct`` (what sampling needs, about 60 B a row) never fetches the images (about 3 KB a row
+before compression); those four columns come first in every row group, the image last. Row groups
+hold `ROW_GROUP_ROWS` rows, so fetching the image of one sampled
+input reads one small row group of the ``inputs`` column. Compression is zstd. DuckDB, pandas,
+Polars and Ray Data read these files as they are (docs/serving.md, "Operational records").
+
+``<UTC time>`` is the time of the part's first row (``20250101T120000123456Z``) and ``<seq>`` the
+sidecar's write-ahead-log segment, so keys sort by time and never collide. A batch whose rows
+straddle an hour boundary is written as one part per hour, so every row lies in its partition's
+hour and a reader can prune partitions exactly. The sidecar writes at least once (a crash between a
+batch write and its checkpoint writes those rows again after the replay), so readers drop repeated
+``ids`` (keeping the first).
+
+Earlier releases wrote ``operational/<deployment>/batch-<UTC time>-<seq>.npz`` (the same columns,
+numpy arrays); readers still read them, and `convert_npz_batches` (``daic oracle convert-records``)
+rewrites them as Parquet parts once.
 """
 from __future__ import annotations
 
+import io
+import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from daic.storage import ObjectStore
 
@@ -37,6 +58,11 @@ COLUMNS: tuple[str, ...] = ("ids", "request_ids", "times", "inputs", "prediction
 _DTYPES = {"ids": str, "request_ids": str, "times": np.float64, "inputs": np.float32,
            "predictions": np.int64, "probs": np.float32, "embeddings": np.float32,
            "shadow_probs": np.float32, "p_correct": np.float32, "drift": np.float32, "model_version": str}
+IMAGE_SHAPE = (28, 28)
+ROW_GROUP_ROWS = 128     # rows per Parquet row group: the unit a reader fetches one image with
+COMPRESSION = "zstd"
+HOUR = 3600.0
+_PART = re.compile(r"^date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/part-[0-9TZ]+-\d+(?:-\d+)?\.parquet$")
 
 
 def check_deployment(deployment: str) -> str:
@@ -45,9 +71,38 @@ def check_deployment(deployment: str) -> str:
     return deployment
 
 
+def _stamp(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+
+
 def batch_key(deployment: str, first_time: float, seq: int) -> str:
-    stamp = datetime.fromtimestamp(first_time, tz=timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    return f"{PREFIX}/{check_deployment(deployment)}/batch-{stamp}-{seq:08d}.npz"
+    """The key of an old-style ``.npz`` batch (still the naming of the sidecar's feedback objects)."""
+    return f"{PREFIX}/{check_deployment(deployment)}/batch-{_stamp(first_time)}-{seq:08d}.npz"
+
+
+def partition_prefix(deployment: str, t: float) -> str:
+    """``operational/<deployment>/date=YYYY-MM-DD/hour=HH/``: the partition holding time ``t``."""
+    when = datetime.fromtimestamp(t, tz=timezone.utc)
+    return f"{PREFIX}/{check_deployment(deployment)}/{when:date=%Y-%m-%d/hour=%H}/"
+
+
+def part_key(deployment: str, first_time: float, seq: int) -> str:
+    """Where a Parquet part whose first row was accepted at ``first_time`` goes."""
+    return f"{partition_prefix(deployment, first_time)}part-{_stamp(first_time)}-{seq:08d}.parquet"
+
+
+def partition_hour(deployment: str, key: str) -> float | None:
+    """Start (Unix seconds) of the hour partition ``key`` lies in; None for other keys."""
+    rest = key[len(f"{PREFIX}/{deployment}/"):] if key.startswith(f"{PREFIX}/{deployment}/") else ""
+    m = _PART.match(rest)
+    if not m:
+        return None
+    return datetime.strptime(f"{m.group(1)} {m.group(2)}", "%Y-%m-%d %H").replace(tzinfo=timezone.utc).timestamp()
+
+
+def is_npz_batch(deployment: str, key: str) -> bool:
+    rest = key[len(f"{PREFIX}/{deployment}/"):] if key.startswith(f"{PREFIX}/{deployment}/") else ""
+    return "/" not in rest and rest.startswith("batch-") and rest.endswith(".npz")
 
 
 @dataclass(frozen=True)
@@ -112,41 +167,196 @@ class OperationalRecords:
         return OperationalRecords(**{name: getattr(self, name)[index] for name in COLUMNS})
 
 
+def arrow_schema(embedding_dim: int, n_classes: int = 10) -> pa.Schema:
+    """The Parquet schema of a part (see the module docstring)."""
+    def vec(n: int) -> pa.DataType:
+        return pa.list_(pa.float32(), n)
+
+    # Columns in reading order: what sampling reads (ids, times, predictions, p_correct) lies
+    # together in each row group, so a reader fetches it in one range; the image comes last.
+    return pa.schema([
+        ("ids", pa.string()), ("times", pa.float64()), ("predictions", pa.int64()), ("p_correct", pa.float32()),
+        ("request_ids", pa.string()), ("model_version", pa.dictionary(pa.int32(), pa.string())),
+        ("drift", pa.float32()), ("probs", vec(n_classes)), ("shadow_probs", vec(n_classes)),
+        ("embeddings", vec(embedding_dim)), ("inputs", vec(IMAGE_SHAPE[0] * IMAGE_SHAPE[1])),
+    ], metadata={b"daic.inputs.shape": b"28,28", b"daic.format": b"operational-records/1"})
+
+
+def _vectors(arr: np.ndarray, width: int) -> pa.Array:
+    flat = np.ascontiguousarray(arr, dtype=np.float32).reshape(-1)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), width)
+
+
+def to_table(records: OperationalRecords) -> pa.Table:
+    """The records as an Arrow table in the Parquet schema."""
+    n_classes = records.probs.shape[1]
+    dim = records.embeddings.shape[1] if records.embeddings.ndim == 2 else 0
+    schema = arrow_schema(dim, n_classes)
+    columns = {
+        "ids": pa.array(records.ids, pa.string()), "times": pa.array(records.times, pa.float64()),
+        "predictions": pa.array(records.predictions, pa.int64()),
+        "p_correct": pa.array(records.p_correct, pa.float32()),
+        "request_ids": pa.array(records.request_ids, pa.string()),
+        "model_version": pa.array(records.model_version, pa.string()).dictionary_encode(),
+        "drift": pa.array(records.drift, pa.float32()), "probs": _vectors(records.probs, n_classes),
+        "shadow_probs": _vectors(records.shadow_probs, n_classes), "embeddings": _vectors(records.embeddings, dim),
+        "inputs": _vectors(records.inputs, IMAGE_SHAPE[0] * IMAGE_SHAPE[1]),
+    }
+    return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
+
+
+def _matrix(column: pa.ChunkedArray | pa.Array, *shape: int) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(len(column), *shape)
+
+
+def column_as_numpy(table: pa.Table, name: str) -> np.ndarray:
+    """One column of a part as the array `OperationalRecords` holds (images as (N, 28, 28))."""
+    column = table.column(name)
+    if name == "inputs":
+        return _matrix(column, *IMAGE_SHAPE)
+    if pa.types.is_fixed_size_list(column.type):
+        return _matrix(column, column.type.list_size)
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(pa.string())
+    return column.to_numpy(zero_copy_only=False)
+
+
+def from_table(table: pa.Table) -> OperationalRecords:
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"operational part lacks {', '.join(missing)}")
+    return OperationalRecords(**{c: column_as_numpy(table, c) for c in COLUMNS})
+
+
+def encode_part(records: OperationalRecords) -> bytes:
+    """One Parquet object (zstd, `ROW_GROUP_ROWS` rows per row group, statistics on)."""
+    buf = io.BytesIO()
+    pq.write_table(to_table(records), buf, compression=COMPRESSION, row_group_size=ROW_GROUP_ROWS,
+                   write_statistics=["times"])  # the one column readers prune row groups by
+    return buf.getvalue()
+
 
 def write_batch(store: ObjectStore, deployment: str, records: OperationalRecords, seq: int) -> str:
-    """Store one batch; returns its key. Empty batches are an error (nothing to write)."""
+    """Store one batch as Parquet, one part per hour its rows fall in; returns the first part's key.
+
+    Empty batches are an error (nothing to write). Writing the same rows again (a replay) is safe:
+    readers drop repeated ids.
+    """
     if not len(records):
         raise ValueError("refusing to write an empty operational batch")
-    key = batch_key(deployment, float(records.times.min()), seq)
-    store.put_arrays(key, **records.to_arrays())
-    return key
+    return _write_parts(store, check_deployment(deployment), records, seq)[0]
+
+
+def _write_parts(store: ObjectStore, deployment: str, records: OperationalRecords, seq: int) -> list[str]:
+    hours = np.floor(records.times / HOUR)
+    distinct = np.unique(hours)
+    keys = []
+    for hour in distinct:
+        part = records if distinct.size == 1 else records.select(hours == hour)
+        key = part_key(deployment, float(part.times.min()), seq)
+        store.put_bytes(key, encode_part(part))
+        keys.append(key)
+    return keys
+
+
+def list_parts(store: ObjectStore, deployment: str, since: float | None = None,
+               until: float | None = None, max_hour_listings: int = 168) -> list[str]:
+    """Keys of the Parquet parts whose hour partition overlaps [since, until), then the old
+    ``.npz`` batches that may hold rows in it; sorted, so every reader sees the same order.
+
+    A bounded window of at most ``max_hour_listings`` hours lists its hour prefixes one by one
+    (a LIST per hour, never the rest of the history); a longer or unbounded one lists the
+    deployment's whole prefix once and keeps the partitions inside the window.
+    """
+    check_deployment(deployment)
+    if since is not None and until is not None and until <= since:
+        raise ValueError(f"until ({until}) must be after since ({since})")
+    root = f"{PREFIX}/{deployment}/"
+    if since is not None and until is not None and (until - since) / HOUR <= max_hour_listings:
+        first, last = math.floor(since / HOUR), math.ceil(until / HOUR)
+        keys = []
+        for h in range(first, last):
+            keys.extend(store.list(partition_prefix(deployment, h * HOUR)))
+        keys.extend(store.list(root + "batch-"))
+    else:
+        keys = store.list(root)
+    parts, legacy = [], []
+    for key in keys:
+        hour = partition_hour(deployment, key)
+        if hour is not None:
+            if (since is None or hour + HOUR > since) and (until is None or hour < until):
+                parts.append(key)
+        elif is_npz_batch(deployment, key):
+            first_time = _npz_first_time(deployment, key)
+            if until is None or first_time is None or first_time < until:
+                legacy.append(key)
+    return sorted(parts) + sorted(legacy)
+
+
+def newest_hour_end(store: ObjectStore, deployment: str) -> float | None:
+    """End of the newest hour holding records of ``deployment`` (one listing of its prefix, no
+    object read); None when it has none. Old ``.npz`` batches count by their first row's hour."""
+    check_deployment(deployment)
+    newest = None
+    for key in store.list(f"{PREFIX}/{deployment}/"):
+        hour = partition_hour(deployment, key)
+        if hour is None and is_npz_batch(deployment, key):
+            first = _npz_first_time(deployment, key)
+            hour = None if first is None else math.floor(first / HOUR) * HOUR
+        if hour is not None and (newest is None or hour > newest):
+            newest = hour
+    return None if newest is None else newest + HOUR
+
+
+def _npz_first_time(deployment: str, key: str) -> float | None:
+    m = re.match(r"^batch-(\d{8}T\d{12}Z)-", key[len(f"{PREFIX}/{deployment}/"):])
+    if not m:
+        return None
+    return datetime.strptime(m.group(1), "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc).timestamp()
+
+
+def read_npz_batch(store: ObjectStore, key: str) -> OperationalRecords:
+    arrays = store.get_arrays(key)
+    missing = [c for c in COLUMNS if c not in arrays]
+    if missing:
+        raise ValueError(f"operational batch {key!r} lacks {', '.join(missing)}")
+    return OperationalRecords(**{c: arrays[c] for c in COLUMNS})
+
+
+def read_part(store: ObjectStore, key: str) -> OperationalRecords:
+    """Every column of one object (a Parquet part or an old ``.npz`` batch)."""
+    if key.endswith(".npz"):
+        return read_npz_batch(store, key)
+    try:
+        table = pq.read_table(io.BytesIO(store.get_bytes(key)))
+    except pa.ArrowInvalid as exc:
+        raise ValueError(f"operational part {key!r} is not a readable Parquet file: {exc}") from exc
+    try:
+        return from_table(table)
+    except ValueError as exc:
+        raise ValueError(f"operational part {key!r}: {exc}") from None
 
 
 def read_operational(store: ObjectStore, deployment: str, since: float | None = None,
                      until: float | None = None) -> OperationalRecords:
     """Every record of ``deployment`` with ``since <= time < until`` (None: unbounded), ordered by
-    time, repeated ids dropped. An empty result is returned as empty arrays, not an error."""
-    check_deployment(deployment)
-    if since is not None and until is not None and until <= since:
-        raise ValueError(f"until ({until}) must be after since ({since})")
-    prefix = f"{PREFIX}/{deployment}/"
+    time, repeated ids dropped; all columns, images included. An empty result is returned as
+    empty arrays, not an error. This reads whole objects: for sampling, which needs four columns
+    of a large window, use `daic.sampling.scan`.
+    """
     parts = []
-    for key in store.list(prefix):
-        name = key[len(prefix):]
-        if "/" in name or not name.startswith("batch-") or not name.endswith(".npz"):
-            continue
-        arrays = store.get_arrays(key)
-        missing = [c for c in COLUMNS if c not in arrays]
-        if missing:
-            raise ValueError(f"operational batch {key!r} lacks {', '.join(missing)}")
-        batch = OperationalRecords(**{c: arrays[c] for c in COLUMNS})
+    for key in list_parts(store, deployment, since, until):
+        batch = read_part(store, key)
         keep = np.ones(len(batch), bool)
         if since is not None:
             keep &= batch.times >= since
         if until is not None:
             keep &= batch.times < until
         if keep.any():
-            parts.append(batch.select(keep))
+            parts.append(batch if keep.all() else batch.select(keep))
     if not parts:
         return OperationalRecords.empty()
     records = OperationalRecords.concat(parts)
@@ -154,3 +364,25 @@ def read_operational(store: ObjectStore, deployment: str, since: float | None = 
     records = records.select(order)
     _, first = np.unique(records.ids, return_index=True)
     return records.select(np.sort(first))
+
+
+def convert_npz_batches(store: ObjectStore, deployment: str, delete: bool = True) -> list[tuple[str, list[str]]]:
+    """Rewrite every old ``.npz`` batch of ``deployment`` as Parquet parts (the same rows, the
+    sequence number taken from its key), then delete it unless ``delete`` is False.
+
+    Safe to re-run after a crash: a batch is deleted only after its parts are written, and rows
+    written twice are dropped by every reader. Returns ``[(npz key, [part keys])]``.
+    """
+    check_deployment(deployment)
+    done = []
+    for key in store.list(f"{PREFIX}/{deployment}/batch-"):
+        if not is_npz_batch(deployment, key):
+            continue
+        records = read_npz_batch(store, key)
+        m = re.search(r"-(\d+)\.npz$", key)
+        seq = int(m.group(1)) if m else 0
+        written = _write_parts(store, deployment, records, seq) if len(records) else []
+        if delete:
+            store.delete(key)
+        done.append((key, written))
+    return done

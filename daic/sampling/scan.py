@@ -1,0 +1,435 @@
+"""The pool of one cycle's window, read from the operational records by column, in bounded memory.
+
+Sampling needs four columns of every logged input in the window (``ids``, ``times``,
+``predictions``, ``p_correct``: about 60 B a row in the Parquet parts, against about 3 KB for the
+image) and the images of the few inputs it draws. `scan_pool` therefore
+
+1. lists only the hour partitions inside the window (`daic.sidecar.records.list_parts`);
+2. reads those four columns of each part, skipping row groups whose ``times`` statistics lie
+   outside the window, with at most ``max_parallel`` parts in flight (ranged GETs through Arrow's
+   own filesystems: ``S3FileSystem`` for ``s3://`` stores, the local one for ``file://``);
+3. turns every part into a compact block: a 64-bit key per input (SipHash-2-4 of its id, pandas'
+   ``hash_array``), ``p_correct``, the prediction and the part's number;
+4. drops repeated keys (the sidecar writes at least once) keeping the earliest part's row, and
+   orders the pool by key, so the same records give the same pool whatever order parts arrive in.
+
+The pool is then about 28 B a row (key, P(correct) and prediction in the `Pool`, the part number
+beside it) instead of three copies of every id string; an id string is looked up again only for
+the inputs drawn (`fetch_rows`), from the parts that hold them, with their images.
+
+Past one machine, `scan_pool(..., ray_address=...)` runs steps 2-3 on Ray Data
+(``read_parquet`` with the column projection and a ``times`` filter pushed down to the row groups,
+over the same pruned list of parts; the compaction runs as ``map_batches`` on the workers) and
+only the compact blocks travel to the driver, where step 4 runs unchanged. Both engines yield the
+same pool, so a seed gives the same sample (tests/test_sampling_scan.py).
+
+Two distinct ids share a key with probability about n^2 / 2^65 (60M inputs, a week at 100
+requests/s: 1e-4); one of the two inputs would then be missing from the pool.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from daic.sampling.pool import Pool
+from daic.sidecar import records as rec
+from daic.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+SCAN_COLUMNS: tuple[str, ...] = ("ids", "times", "predictions", "p_correct")
+MAX_PARALLEL = 8          # parts read at once (concurrent ranged GETs)
+_HASH_KEY = "daic-pool-ids-1"  # 16 bytes for SipHash; fixed so keys are stable across runs
+_HASH_KEY = (_HASH_KEY * 2)[:16]
+
+
+def id_keys(ids: np.ndarray | pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """(n,) uint64 key of each id string (SipHash-2-4 with a fixed key, via pandas)."""
+    if isinstance(ids, (pa.Array, pa.ChunkedArray)):
+        ids = ids.to_numpy(zero_copy_only=False)
+    ids = np.asarray(ids, dtype=object)
+    if ids.size == 0:
+        return np.zeros(0, np.uint64)
+    return pd.util.hash_array(ids, hash_key=_HASH_KEY, categorize=False)
+
+
+# -- where the bytes are ------------------------------------------------------------------------
+
+def arrow_filesystem(store: ObjectStore) -> tuple[pafs.FileSystem, str]:
+    """An Arrow filesystem reaching ``store``'s objects by ranged reads, and the path of its root.
+
+    ``file://`` -> ``LocalFileSystem`` and the directory; ``s3://`` -> ``S3FileSystem`` with the
+    store's endpoint, credentials and timeouts, and ``bucket/prefix``.
+    """
+    from daic.storage.file_store import FileStore
+
+    if isinstance(store, FileStore):
+        return pafs.LocalFileSystem(), str(store.root)
+    from daic.storage.s3_store import S3Store
+
+    if isinstance(store, S3Store):
+        s = store.settings
+        timeouts = getattr(s, "timeouts", None)
+        extra = {}
+        if timeouts is not None:
+            extra = {"connect_timeout": float(timeouts.connect_s), "request_timeout": float(timeouts.read_s)}
+        fs = pafs.S3FileSystem(access_key=s.access_key, secret_key=s.secret_key, region=s.region,
+                               endpoint_override=s.endpoint, scheme="https" if s.secure else "http",
+                               **extra)
+        return fs, f"{store.bucket}/{store.prefix}".rstrip("/")
+    raise ValueError(f"{store.url}: no Arrow filesystem for {type(store).__name__} (file:// and s3:// only)")
+
+
+class CountingFile(io.RawIOBase):
+    """A read-only file that counts the bytes and reads (ranged GETs on S3) it passes through."""
+
+    def __init__(self, raw: pa.NativeFile, tally: "ScanStats") -> None:
+        super().__init__()
+        self._raw = raw
+        self._tally = tally
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def size(self) -> int:
+        return self._raw.size()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(None if size is None or size < 0 else size)
+        self._tally.add(bytes_read=len(data), requests=1)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+@dataclass
+class ScanStats:
+    """What a scan cost (bytes and requests are what passed through the readers; None on Ray)."""
+
+    engine: str = "local"
+    parts_listed: int = 0
+    parts_read: int = 0
+    row_groups_read: int = 0
+    row_groups_skipped: int = 0
+    rows_read: int = 0
+    duplicates_dropped: int = 0
+    bytes_read: int | None = 0
+    requests: int | None = 0
+    seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, (getattr(self, name) or 0) + value)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+
+def open_part(raw: pa.NativeFile, stats: "ScanStats") -> pq.ParquetFile:
+    """A Parquet file whose reads are counted; its footer read exactly (the 8-byte tail, then the
+    footer) rather than by Arrow's speculative 64 KiB tail read, which would be most of what a
+    four-column scan of a small part reads."""
+    counted = CountingFile(raw, stats)
+    size = raw.size()
+    counted.seek(size - 8)
+    tail = counted.read(8)
+    if len(tail) != 8 or tail[4:] != b"PAR1":
+        raise ValueError("not a Parquet file (no PAR1 tail)")
+    length = int.from_bytes(tail[:4], "little")
+    counted.seek(size - 8 - length)
+    footer = counted.read(length)
+    meta = pq.read_metadata(pa.BufferReader(b"PAR1" + footer + tail))
+    return pq.ParquetFile(counted, metadata=meta)
+
+
+# -- compact blocks (the same function runs locally and on Ray workers) -------------------------
+
+def window_mask(times: np.ndarray, since: float | None, until: float | None) -> np.ndarray:
+    keep = np.ones(times.shape[0], bool)
+    if since is not None:
+        keep &= times >= since
+    if until is not None:
+        keep &= times < until
+    return keep
+
+
+def compact(table: pa.Table, since: float | None, until: float | None) -> dict[str, np.ndarray]:
+    """key, p_correct, prediction of the rows of ``table`` inside the window."""
+    times = table.column("times").to_numpy()
+    keep = window_mask(times, since, until)
+    ids = table.column("ids")
+    if not keep.all():
+        ids = ids.filter(pa.array(keep))
+    return {
+        "key": id_keys(ids),
+        "p_correct": table.column("p_correct").to_numpy()[keep].astype(np.float32),
+        "prediction": table.column("predictions").to_numpy()[keep].astype(np.int32),
+    }
+
+
+def _ray_time_filter(since: float | None, until: float | None):
+    from ray.data.expressions import col
+
+    expr = None
+    if since is not None:
+        expr = col("times") >= since
+    if until is not None:
+        upper = col("times") < until
+        expr = upper if expr is None else expr & upper
+    return expr
+
+
+def _overlapping_row_groups(meta: pq.FileMetaData, since: float | None, until: float | None,
+                            column: int) -> list[int]:
+    groups = []
+    for g in range(meta.num_row_groups):
+        stats = meta.row_group(g).column(column).statistics
+        if stats is not None and stats.has_min_max:
+            if (until is not None and stats.min >= until) or (since is not None and stats.max < since):
+                continue
+        groups.append(g)
+    return groups
+
+
+def _scan_part(store: ObjectStore, fs: pafs.FileSystem | None, root: str, key: str,
+               since: float | None, until: float | None, stats: ScanStats) -> dict[str, np.ndarray]:
+    if key.endswith(".npz"):  # an old batch: the whole object (rec.convert_npz_batches retires them)
+        raw = store.get_bytes(key)
+        stats.add(bytes_read=len(raw), requests=1, parts_read=1)
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+            table = pa.table({"ids": npz["ids"].astype(str), "times": npz["times"],
+                              "predictions": npz["predictions"], "p_correct": npz["p_correct"]})
+        stats.add(rows_read=table.num_rows)
+        return compact(table, since, until)
+    with fs.open_input_file(f"{root}/{key}") as raw:
+        try:
+            pf = open_part(raw, stats)
+        except (ValueError, pa.ArrowInvalid) as exc:
+            raise ValueError(f"operational part {key!r} is not a readable Parquet file: {exc}") from None
+        meta = pf.metadata
+        groups = _overlapping_row_groups(meta, since, until, pf.schema_arrow.get_field_index("times"))
+        stats.add(parts_read=1, row_groups_read=len(groups), row_groups_skipped=meta.num_row_groups - len(groups))
+        if not groups:
+            table = pa.table({c: pa.array([], pf.schema_arrow.field(c).type) for c in SCAN_COLUMNS})
+        else:
+            table = pf.read_row_groups(groups, columns=list(SCAN_COLUMNS))
+    stats.add(rows_read=table.num_rows)
+    return compact(table, since, until)
+
+
+# -- the pool ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PoolScan:
+    """A window's pool and where each input lives.
+
+    ``pool.ids`` are the inputs' 64-bit keys (sorted, unique); ``part_of[i]`` is the index in
+    ``parts`` (object keys) of the part holding input ``i``: the table to find it again.
+    """
+
+    pool: Pool
+    part_of: np.ndarray
+    parts: tuple[str, ...]
+    stats: ScanStats
+
+    def summary(self) -> dict:
+        """What later steps need of the pool besides the drawn inputs."""
+        p = self.pool.p_correct
+        hist = np.histogram(p, bins=20, range=(0.0, 1.0))[0]
+        return {"pool_size": self.pool.size, "oracle_accuracy": self.pool.oracle_accuracy,
+                "p_correct_histogram": hist.tolist(),
+                "predicted_classes": np.bincount(self.pool.predictions).tolist(),
+                "parts": len(self.parts), "scan": self.stats.to_dict()}
+
+
+def merge_blocks(blocks: list[dict[str, np.ndarray]], part_numbers: list[np.ndarray]) -> tuple[Pool, np.ndarray, int]:
+    """One pool from compact blocks: repeated keys dropped (the lowest part number kept), ordered
+    by key. Pure: the same blocks in any order give the same pool."""
+    if not blocks or not sum(b["key"].size for b in blocks):
+        raise ValueError("no operational inputs in the window")
+    key = np.concatenate([b["key"] for b in blocks])
+    part = np.concatenate(part_numbers).astype(np.int32)
+    order = np.lexsort((part, key))
+    sorted_key = key[order]
+    first = np.ones(sorted_key.size, bool)
+    first[1:] = sorted_key[1:] != sorted_key[:-1]
+    take = order[first]
+    unique_keys = sorted_key[first]
+    del order, first, sorted_key
+    p = np.concatenate([b["p_correct"] for b in blocks])[take]
+    pred = np.concatenate([b["prediction"] for b in blocks])[take]
+    pool = Pool(ids=unique_keys, p_correct=p, predictions=pred)
+    return pool, part[take], int(key.size - take.size)
+
+
+def scan_pool(store: ObjectStore, deployment: str, since: float | None = None, until: float | None = None,
+              *, max_parallel: int = MAX_PARALLEL, ray_address: str | None = None) -> PoolScan:
+    """The pool of ``deployment``'s inputs with ``since <= time < until`` (see module docstring).
+
+    ``ray_address``: None or "" reads here with ``max_parallel`` threads; an address (``auto``,
+    ``ray://...``, or ``local`` for a private local Ray) reads on Ray Data. Raises ValueError
+    naming the prefix and window when the window holds no input.
+    """
+    if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
+        raise ValueError(f"max_parallel must be a positive integer, got {max_parallel!r}")
+    start = time.perf_counter()
+    parts = rec.list_parts(store, deployment, since, until)
+    stats = ScanStats(engine="ray" if ray_address else "local", parts_listed=len(parts))
+    try:
+        if not parts:
+            raise ValueError("no parts")
+        if ray_address:
+            blocks, numbers = _scan_on_ray(store, parts, since, until, ray_address, stats)
+        else:
+            blocks, numbers = _scan_here(store, parts, since, until, max_parallel, stats)
+        pool, part_of, dup = merge_blocks(blocks, numbers)
+    except ValueError as exc:
+        if str(exc) not in ("no parts", "no operational inputs in the window"):
+            raise
+        raise ValueError(
+            f"no operational inputs under {store.url}/{rec.PREFIX}/{deployment}/ in the window "
+            f"[{since if since is not None else '-inf'}, {until if until is not None else '+inf'})"
+        ) from None
+    stats.duplicates_dropped = dup
+    stats.seconds = time.perf_counter() - start
+    return PoolScan(pool=pool, part_of=part_of, parts=tuple(parts), stats=stats)
+
+
+def _scan_here(store, parts, since, until, max_parallel, stats):
+    fs, root = (None, "") if all(k.endswith(".npz") for k in parts) else arrow_filesystem(store)
+    with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="scan") as pool:
+        blocks = list(pool.map(lambda k: _scan_part(store, fs, root, k, since, until, stats), parts))
+    numbers = [np.full(b["key"].size, n, np.int32) for n, b in enumerate(blocks)]
+    return blocks, numbers
+
+
+def _compact_ray_batch(batch: pa.Table, numbers: dict, since, until) -> pa.Table:
+    """Ray Data ``map_batches``: a block of projected rows -> its compact columns."""
+    block = compact(batch, since, until)
+    paths = batch.column("path").to_numpy(zero_copy_only=False)
+    keep = window_mask(batch.column("times").to_numpy(), since, until)
+    part = np.array([numbers[p] for p in paths[keep]], dtype=np.int32)
+    return pa.table({"key": block["key"], "p_correct": block["p_correct"],
+                     "prediction": block["prediction"], "part": part})
+
+
+def _scan_on_ray(store, parts, since, until, address, stats):
+    import ray
+    import ray.data
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not ray.is_initialized():
+        ray.init(address=None if address == "local" else address, include_dashboard=False,
+                 log_to_driver=False, logging_level=logging.WARNING)
+    npz = [k for k in parts if k.endswith(".npz")]
+    parquet = [k for k in parts if not k.endswith(".npz")]
+    blocks, numbers = [], []
+    if npz:  # old batches (few, and going away): read here, as the local engine does
+        index = {k: n for n, k in enumerate(parts)}
+        for k in npz:
+            b = _scan_part(store, None, "", k, since, until, stats)
+            blocks.append(b)
+            numbers.append(np.full(b["key"].size, index[k], np.int32))
+    stats.bytes_read = stats.requests = None  # Ray's readers do not report them
+    if parquet:
+        fs, root = arrow_filesystem(store)
+        paths = [f"{root}/{k}" for k in parquet]
+        number = {k: n for n, k in enumerate(parts)}
+        index = {f"{root}/{k}": number[k] for k in parquet}
+        # Projection and the window filter are pushed down by Ray Data's optimiser into the
+        # Parquet reads (row groups whose statistics miss the window are skipped).
+        ds = ray.data.read_parquet(paths, filesystem=fs, include_paths=True, partitioning=None)
+        ds = ds.select_columns([*SCAN_COLUMNS, "path"])
+        expr = _ray_time_filter(since, until)
+        if expr is not None:
+            ds = ds.filter(expr=expr)
+        ds = ds.map_batches(_compact_ray_batch, batch_format="pyarrow",
+                            fn_kwargs={"numbers": index, "since": since, "until": until})
+        for ref in ds.to_arrow_refs():
+            table = ray.get(ref)
+            stats.add(rows_read=table.num_rows)
+            blocks.append({"key": table.column("key").to_numpy(),
+                           "p_correct": table.column("p_correct").to_numpy(),
+                           "prediction": table.column("prediction").to_numpy()})
+            numbers.append(table.column("part").to_numpy())
+        stats.parts_read = len(parts)
+    return blocks, numbers
+
+
+# -- the drawn inputs --------------------------------------------------------------------------
+
+def fetch_rows(store: ObjectStore, scan: PoolScan, positions: np.ndarray,
+               max_parallel: int = MAX_PARALLEL) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, images) of the pool inputs at ``positions`` (in that order): only the parts that hold
+    them are opened, and of those only the ``ids`` column and the ``inputs`` row groups needed."""
+    positions = np.asarray(positions, dtype=np.int64)
+    keys = scan.pool.ids[positions]
+    parts = scan.part_of[positions]
+    ids = np.empty(positions.size, dtype=object)
+    images = np.empty((positions.size, *rec.IMAGE_SHAPE), np.float32)
+    fs, root = (None, "") if all(k.endswith(".npz") for k in scan.parts) else arrow_filesystem(store)
+
+    def one(part: int) -> None:
+        where = np.flatnonzero(parts == part)
+        key = scan.parts[part]
+        if key.endswith(".npz"):
+            arrays = store.get_arrays(key)
+            file_ids, file_images = arrays["ids"].astype(str), arrays["inputs"]
+            rows = _rows_of(id_keys(file_ids), keys[where], key)
+            ids[where] = file_ids[rows]
+            images[where] = file_images[rows]
+            return
+        with fs.open_input_file(f"{root}/{key}") as raw:
+            pf = open_part(raw, scan.stats)
+            file_ids = pf.read(columns=["ids"]).column("ids").to_numpy(zero_copy_only=False)
+            rows = _rows_of(id_keys(file_ids), keys[where], key)
+            ids[where] = file_ids[rows]
+            starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
+            groups = np.unique(np.searchsorted(starts, rows, side="right") - 1)
+            table = pf.read_row_groups(groups.tolist(), columns=["inputs"])
+            local = np.concatenate([np.arange(starts[g], starts[g + 1]) for g in groups])
+            picked = np.searchsorted(local, rows)
+            images[where] = rec.column_as_numpy(table.take(pa.array(picked)), "inputs")
+
+    with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="fetch") as pool:
+        list(pool.map(one, np.unique(parts).tolist()))
+    return ids.astype(str), images
+
+
+def _rows_of(file_keys: np.ndarray, wanted: np.ndarray, key: str) -> np.ndarray:
+    order = np.argsort(file_keys, kind="stable")
+    pos = np.searchsorted(file_keys, wanted, sorter=order)
+    pos = np.minimum(pos, file_keys.size - 1)
+    rows = order[pos]
+    if not np.array_equal(file_keys[rows], wanted):
+        raise ValueError(f"operational part {key!r} changed since the pool was read (an input is missing)")
+    return rows
