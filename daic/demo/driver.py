@@ -95,10 +95,16 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
     with ExitStack() as stack:
         local = stack.enter_context(LocalStack(stack_cfg))
         if cfg.labeler == "web":
+            from daic.labeling.auth import Labelers, login_url
+
+            labelers = run_dir / "labelers.json"
+            token = Labelers.load(labelers).issue("demo")  # the page needs a labeler's token
             stack.enter_context(background(
-                [sys.executable, "-m", "daic.cli", "label", "serve", "--store", store.url, "--port", str(cfg.label_port)],
+                [sys.executable, "-m", "daic.cli", "label", "serve", "--store", store.url, "--port", str(cfg.label_port),
+                 "--labelers", str(labelers), "--no-login"],
                 run_dir / "logs" / "labeling.log"))
-            echo(f"      labeling page: http://127.0.0.1:{cfg.label_port}/ (label there when a cycle asks)")
+            echo(f"      labeling page: {login_url(f'http://127.0.0.1:{cfg.label_port}', token)} "
+                 "(open it and label there when a cycle asks)")
         client = TrafficClient(stack_cfg.gateway_url)
         stack.callback(client.close)
         watch = ControllerWatch(run_dir / "controller" / "status.json")
