@@ -91,9 +91,23 @@ def record_key(name: str) -> str:
     return f"cycles/{name}/record.json"
 
 
+def sampling_window(window_hours: float, previous_start: datetime | None,
+                    now: datetime) -> tuple[datetime, datetime]:
+    """The logged inputs a cycle starting ``now`` samples: since the previous cycle started (its
+    window ended there), at most ``window_hours`` back; ``[since, until)``."""
+    since = now - timedelta(hours=window_hours)
+    if previous_start is not None and since < previous_start < now:
+        since = previous_start
+    return since, now
+
+
 def pipeline_params(spec: CycleSpec, ident: CycleIdentity, name: str, threshold: float | None,
-                    reading: EstimateReading) -> dict[str, Any]:
-    """The parameters every run gets (names reserved in spec.RESERVED_PARAMETERS), then the spec's own."""
+                    reading: EstimateReading,
+                    window: tuple[datetime, datetime] | None = None) -> dict[str, Any]:
+    """The parameters every run gets (names reserved in spec.RESERVED_PARAMETERS), then the spec's own.
+
+    ``window`` (see `sampling_window`) becomes ``since``/``until`` (ISO-8601); a spec's own
+    ``pipeline.parameters.since`` / ``until`` still win."""
     params: dict[str, Any] = {
         "cycle_id": name,
         "run_name": name,
@@ -117,6 +131,8 @@ def pipeline_params(spec: CycleSpec, ident: CycleIdentity, name: str, threshold:
         "predictor": spec.deployment.predictor,
         "promote_by": "operator",  # the operator promotes (canary, approval); the pipeline must not
     }
+    if window is not None:
+        params["since"], params["until"] = (t.isoformat() for t in window)
     params.update(spec.pipeline.parameters)
     return params
 
@@ -319,7 +335,9 @@ class _Pass:
         assert reading is not None
         number = st.cycle_count + 1
         name = run_name(self.ident, number)
-        params = pipeline_params(self.spec, self.ident, name, check.threshold, reading)
+        previous = max((h.started_at for h in st.history), default=None)
+        window = sampling_window(self.spec.sampling.window_hours, previous, self.now)
+        params = pipeline_params(self.spec, self.ident, name, check.threshold, reading, window)
         st.current = CurrentCycle(
             cycle=number, run_name=name, started_at=self.now, trigger_reason=check.reason,
             trigger_estimate=reading.accuracy, threshold=check.threshold, params=params,

@@ -157,6 +157,14 @@ class LabelingSpec(_Model):
     timeout_seconds: int = Field(default=86_400, ge=1)
 
 
+class SamplingSpec(_Model):
+    """Which logged inputs a cycle samples from: those since the previous cycle started, but never
+    more than the last ``windowHours`` hours (default 24: a day of traffic, 8.6M inputs at 100
+    requests/s), so no run reads the deployment's whole history."""
+
+    window_hours: float = Field(default=24.0, gt=0, le=8784)
+
+
 class PipelineSpec(_Model):
     """The compiled pipeline to run and where: a package path (relative paths resolve inside
     ``daic.pipelines/compiled``) or an uploaded pipeline's id, on ``host`` or the in-cluster KFP."""
@@ -210,6 +218,7 @@ class CycleSpec(_Model):
     estimate: EstimateSpec
     trigger: TriggerSpec
     labeling: LabelingSpec = Field(default_factory=LabelingSpec)
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
     pipeline: PipelineSpec = Field(default_factory=PipelineSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
