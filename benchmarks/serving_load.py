@@ -14,6 +14,12 @@ the object store. "accounted" holds when every request's two events were deliver
 dropped, and every joined prediction's inputs are in the store.
 
     .venv/bin/python benchmarks/serving_load.py --clients 8 --duration 20 --repeats 3 [--layout isolated]
+        [--transformer]
+
+``--transformer`` serves a two-node graph, as ``daic serve manifest`` renders one with an input
+filter: a ``TRANSFORMER`` (``daic.serving.passthrough.Passthrough``, its own seldon-core
+microservice) before the ``MODEL``, the logger on the root, so four events per prediction reach
+the sidecar; "accounted" then checks that every prediction was joined into one record.
 
 Needs both virtualenvs (``make venv venv-serving``). The model: ``--store`` with a champion, else
 a small SmallCNN/ShadowNet pair trained here for one pass over 3,000 images and registered in a
@@ -215,15 +221,22 @@ def _account(stack, store, deployment: str, run: Run, timeout_s: float = 120.0) 
     failed = stats.get("events_failed", 0)
     pending = _metric(metrics, "daic_sidecar_pending_joins")
     duplicates = _metric(metrics, "daic_sidecar_events_duplicate_total")
-    expected_events = 2 * run.ok + (run.requests - run.ok)  # failed requests log no response
+    skipped = _metric(metrics, "daic_sidecar_events_skipped_total")
+    incomplete = _metric(metrics, "daic_sidecar_predictions_incomplete_total")
+    # events the executor (here the gateway) logs per answered prediction: a request and a response
+    # per stage of the logged root (two stages with a transformer before the model)
+    per = 4 if stack.config.transformer_class else 2
+    expected_events = per * run.ok + (run.requests - run.ok)  # a failed first stage logs its request only
     accounted = (stats.get("events_queued", 0) + gateway_dropped == expected_events
                  and stats.get("events_sent", 0) == received
-                 and received == 2 * joined + pending + duplicates + sidecar_dropped - rejected
+                 and received == per * joined + pending + duplicates + skipped + sidecar_dropped - rejected
+                 and joined == run.ok and incomplete == run.requests - run.ok
                  and len(records) == joined)  # one input per request in this benchmark
     return {"requests_ok": run.ok, "events_expected": expected_events, "gateway_queued": stats.get("events_queued", 0),
             "gateway_sent": stats.get("events_sent", 0), "gateway_dropped": gateway_dropped,
             "gateway_rejected": rejected, "gateway_failed": failed, "sidecar_received": int(received),
             "sidecar_joined": int(joined), "sidecar_dropped": int(sidecar_dropped), "pending": int(pending),
+            "sidecar_skipped": int(skipped), "incomplete": int(incomplete),
             "records_in_store": len(records), "accounted": bool(accounted)}
 
 
@@ -250,11 +263,13 @@ def _one_run(args, store, config_name: str, repeat: int, bodies: list[bytes], wo
     from daic.serving.stack import LocalStack, StackConfig
 
     with_sidecar = config_name == "with sidecar"
-    ports = _free_ports(4)
+    ports = _free_ports(6)
     deployment = f"bench-{repeat}"
+    transformer = "daic.serving.passthrough.Passthrough" if args.transformer else None
     config = StackConfig(store_url=store.url, deployment=deployment, with_sidecar=with_sidecar,
                          gateway_port=ports[0], model_port=ports[1], model_metrics_port=ports[2],
-                         sidecar_port=ports[3], state_dir=workdir / f"state-{repeat}",
+                         sidecar_port=ports[3], transformer_class=transformer, transformer_port=ports[4],
+                         transformer_metrics_port=ports[5], state_dir=workdir / f"state-{repeat}",
                          log_dir=workdir / "logs", threads=args.threads, workers=args.workers,
                          sidecar_options={"flush_interval": 5}, cpus=args.cpus)
     run = Run(config_name, repeat)
@@ -290,6 +305,8 @@ def main() -> None:
     parser.add_argument("--layout", choices=("shared", "isolated"), default="shared",
                         help="shared: all processes on all cores; isolated: the sidecar on a core of its own, "
                              "everything else (load generator included) on the others")
+    parser.add_argument("--transformer", action="store_true",
+                        help="serve TRANSFORMER -> MODEL (a pass-through transformer, the logger on the root)")
     args = parser.parse_args()
     args.cpus = _layout_cpus(args.layout)
     if args.cpus:
@@ -320,7 +337,8 @@ def _report(console, Table, runs: list[Run], args) -> None:
     where = (f"sidecar on CPU {layout['sidecar']}, the rest on CPUs {layout['model']}" if layout
              else "all processes share all cores")
     loop = f"open loop at {args.rate:g} req/s" if args.rate else "closed loop"
-    table = Table(title=f"serving load: {args.clients} clients x {args.duration:.0f} s, {loop}, 1 image/request, "
+    graph = "TRANSFORMER -> MODEL graph" if args.transformer else "MODEL graph"
+    table = Table(title=f"serving load: {graph}, {args.clients} clients x {args.duration:.0f} s, {loop}, 1 image/request, "
                         f"{args.workers} worker(s) x {args.threads} threads; {where}; "
                         f"load avg {os.getloadavg()[0]:.1f}")
     for col in ("config", "run", "requests ok", "errors", "req/s", "p50 ms", "p99 ms", "events sent/expected",
