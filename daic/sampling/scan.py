@@ -387,10 +387,12 @@ def _scan_on_ray(store, parts, since, until, address, stats):
 
 # -- the drawn inputs --------------------------------------------------------------------------
 
-def fetch_rows(store: ObjectStore, scan: PoolScan, positions: np.ndarray,
-               max_parallel: int = MAX_PARALLEL) -> tuple[np.ndarray, np.ndarray]:
+def fetch_rows(store: ObjectStore, scan: PoolScan, positions: np.ndarray, max_parallel: int = MAX_PARALLEL,
+               stats: ScanStats | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(ids, images) of the pool inputs at ``positions`` (in that order): only the parts that hold
-    them are opened, and of those only the ``ids`` column and the ``inputs`` row groups needed."""
+    them are opened, and of those only the ``ids`` column and the ``inputs`` row groups needed.
+    What it read is added to ``stats`` when given."""
+    stats = ScanStats() if stats is None else stats
     positions = np.asarray(positions, dtype=np.int64)
     keys = scan.pool.ids[positions]
     parts = scan.part_of[positions]
@@ -401,21 +403,26 @@ def fetch_rows(store: ObjectStore, scan: PoolScan, positions: np.ndarray,
     def one(part: int) -> None:
         where = np.flatnonzero(parts == part)
         key = scan.parts[part]
+        stats.add(parts_read=1)
         if key.endswith(".npz"):
-            arrays = store.get_arrays(key)
+            raw = store.get_bytes(key)
+            stats.add(bytes_read=len(raw), requests=1)
+            with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+                arrays = {"ids": npz["ids"], "inputs": npz["inputs"]}
             file_ids, file_images = arrays["ids"].astype(str), arrays["inputs"]
             rows = _rows_of(id_keys(file_ids), keys[where], key)
             ids[where] = file_ids[rows]
             images[where] = file_images[rows]
             return
         with fs.open_input_file(f"{root}/{key}") as raw:
-            pf = open_part(raw, scan.stats)
+            pf = open_part(raw, stats)
             file_ids = pf.read(columns=["ids"]).column("ids").to_numpy(zero_copy_only=False)
             rows = _rows_of(id_keys(file_ids), keys[where], key)
             ids[where] = file_ids[rows]
             starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
             groups = np.unique(np.searchsorted(starts, rows, side="right") - 1)
             table = pf.read_row_groups(groups.tolist(), columns=["inputs"])
+            stats.add(row_groups_read=len(groups))
             local = np.concatenate([np.arange(starts[g], starts[g + 1]) for g in groups])
             picked = np.searchsorted(local, rows)
             images[where] = rec.column_as_numpy(table.take(pa.array(picked)), "inputs")
