@@ -12,12 +12,12 @@ QUIET_PIP := 2>&1 | { grep -v -e "is ignored: it is neither a file nor a directo
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: demo test venv venv-serving system-packages clean compile-pipelines
+.PHONY: demo test venv venv-serving system-packages clean compile-pipelines control-plane
 
 demo: venv venv-serving
 	$(VENV)/bin/daic demo $(DEMO_ARGS)
 
-test: venv venv-serving system-packages
+test: venv venv-serving system-packages control-plane
 	$(PY) -m pytest -q tests components
 
 venv: $(VENV)/.installed
@@ -48,6 +48,34 @@ system-packages:
 	  echo "installing Debian packages: $$missing"; \
 	  apt-get update -q && apt-get install -y -q $$missing; \
 	fi
+
+# A real Kubernetes control plane for the tests (tests/cluster, docs/cluster.md): kube-apiserver and
+# etcd built from their Go modules at the versions pinned in tests/cluster/{k8sbin,etcdbin}/go.mod,
+# into .cache/k8s/ under their version. Built once (the first build takes a while: docs/cluster.md
+# has its time and memory); Go's build cache makes a rebuild after a go.mod change quick.
+GO ?= go
+K8S_VERSION := $(shell awk '$$1=="require" && $$2=="k8s.io/kubernetes" {print $$3}' tests/cluster/k8sbin/go.mod)
+ETCD_VERSION := $(shell awk '$$1=="require" && $$2=="go.etcd.io/etcd/server/v3" {print $$3}' tests/cluster/etcdbin/go.mod)
+K8S_CACHE := .cache/k8s
+KUBE_APISERVER := $(K8S_CACHE)/kube-apiserver-$(K8S_VERSION)
+ETCD := $(K8S_CACHE)/etcd-$(ETCD_VERSION)
+K8S_PARTS := $(subst ., ,$(patsubst v%,%,$(K8S_VERSION)))
+# Without these the binary reports v0.0.0 (kubectl and clients read /version).
+K8S_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
+  -X k8s.io/component-base/version.gitMajor=$(word 1,$(K8S_PARTS)) \
+  -X k8s.io/component-base/version.gitMinor=$(word 2,$(K8S_PARTS))
+
+control-plane: $(KUBE_APISERVER) $(ETCD)
+
+$(KUBE_APISERVER): tests/cluster/k8sbin/go.mod tests/cluster/k8sbin/go.sum
+	@mkdir -p $(K8S_CACHE)
+	cd tests/cluster/k8sbin && $(GO) build -buildvcs=false -o $(CURDIR)/$@.tmp -ldflags "$(K8S_LDFLAGS)" k8s.io/kubernetes/cmd/kube-apiserver
+	mv $@.tmp $@
+
+$(ETCD): tests/cluster/etcdbin/go.mod tests/cluster/etcdbin/go.sum
+	@mkdir -p $(K8S_CACHE)
+	cd tests/cluster/etcdbin && $(GO) build -buildvcs=false -o $(CURDIR)/$@.tmp go.etcd.io/etcd/server/v3
+	mv $@.tmp $@
 
 # kustomize reads files only inside its tree: manifests/base keeps a copy (a test checks they match).
 compile-pipelines: venv
