@@ -192,12 +192,13 @@ def to_table(records: OperationalRecords) -> pa.Table:
     n_classes = records.probs.shape[1]
     dim = records.embeddings.shape[1] if records.embeddings.ndim == 2 else 0
     schema = arrow_schema(dim, n_classes)
+    # Strings go through lists: pyarrow converts a numpy '<U' array a thousand times slower.
     columns = {
-        "ids": pa.array(records.ids, pa.string()), "times": pa.array(records.times, pa.float64()),
+        "ids": pa.array(records.ids.tolist(), pa.string()), "times": pa.array(records.times, pa.float64()),
         "predictions": pa.array(records.predictions, pa.int64()),
         "p_correct": pa.array(records.p_correct, pa.float32()),
-        "request_ids": pa.array(records.request_ids, pa.string()),
-        "model_version": pa.array(records.model_version, pa.string()).dictionary_encode(),
+        "request_ids": pa.array(records.request_ids.tolist(), pa.string()),
+        "model_version": pa.array(records.model_version.tolist(), pa.string()).dictionary_encode(),
         "drift": pa.array(records.drift, pa.float32()), "probs": _vectors(records.probs, n_classes),
         "shadow_probs": _vectors(records.shadow_probs, n_classes), "embeddings": _vectors(records.embeddings, dim),
         "inputs": _vectors(records.inputs, IMAGE_SHAPE[0] * IMAGE_SHAPE[1]),
@@ -287,7 +288,8 @@ def list_parts(store: ObjectStore, deployment: str, since: float | None = None,
     for key in keys:
         hour = partition_hour(deployment, key)
         if hour is not None:
-            if (since is None or hour + HOUR > since) and (until is None or hour < until):
+            # a part starts at the time in its name: one starting at or after ``until`` is not opened
+            if (since is None or hour + HOUR > since) and (until is None or _part_first_time(key) < until):
                 parts.append(key)
         elif is_npz_batch(deployment, key):
             first_time = _npz_first_time(deployment, key)
@@ -309,6 +311,11 @@ def newest_hour_end(store: ObjectStore, deployment: str) -> float | None:
         if hour is not None and (newest is None or hour > newest):
             newest = hour
     return None if newest is None else newest + HOUR
+
+
+def _part_first_time(key: str) -> float:
+    stamp = key.rsplit("/part-", 1)[1].split("-", 1)[0]
+    return datetime.strptime(stamp, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc).timestamp()
 
 
 def _npz_first_time(deployment: str, key: str) -> float | None:
