@@ -4,7 +4,8 @@ Each object is checked by what it is: a kind whose CRD is part of the install ag
 schema; a kind of another operator (Seldon, KubeRay, Prometheus) by :mod:`operator_rules` plus
 the Kubernetes schema of every pod spec inside it; anything else against the Kubernetes schemas
 of each version in :data:`~daic.deploy.schemas.KUBERNETES_VERSIONS` (an unknown kind fails
-there, so nothing passes unchecked). Then daic's policy (security, secrets, RBAC) and the references
+there, so nothing passes unchecked). Then daic's policy (security, secrets, RBAC, who may connect to the
+sidecar and the operator: :mod:`daic.deploy.network`) and the references
 between objects (a ConfigMap, Secret or ServiceAccount a pod names must be installed too, or be
 one the user creates).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from daic.deploy.network import exposure_problems, policy_problems
 from daic.deploy.operator_rules import rules_for
 from daic.deploy.pods import pod_sites
 from daic.deploy.policy import rbac_problems, secret_problems, security_problems
@@ -58,6 +60,8 @@ def check_objects(objects: list[dict[str, Any]], *, versions: tuple[str, ...] = 
         problems += security_problems(obj)
         problems += secret_problems(obj)
         problems += rbac_problems(obj)
+        problems += policy_problems(obj)
+    problems += exposure_problems(objects)
     problems += reference_problems(objects, external or {})
     return _unique(problems)
 
