@@ -123,6 +123,7 @@ def assess_and_improve(
     sampled = _prepare(sample_operational(
         store_url=store_url, deployment=deployment, sampler=sampler, sampler_params=sampler_params,
         budget=budget, holdout_share=holdout_share, seed=seed, since=since, until=until, cycle=cycle_id,
+        ray_address=ray_address,
     ), "sample-operational", store_secret)
     cycle = sampled.outputs["cycle"]
 

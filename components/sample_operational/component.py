@@ -20,15 +20,18 @@ def sample_operational(
     until: str,
     cycle: str,
     sample: dsl.Output[dsl.Dataset],
+    ray_address: str = "",
 ) -> NamedTuple("Outputs", [("cycle", str), ("n_labels", int), ("pool_size", int)]):
-    """Draw operational inputs to label (ids + the design's probabilities) for a new cycle."""
+    """Draw operational inputs to label (ids + the design's probabilities) for a new cycle.
+
+    ``ray_address`` (the cluster training uses): read the window on Ray Data there; empty: here."""
     from collections import namedtuple
 
     from daic.components.sample_operational.logic import SampleConfig, run
 
     config = SampleConfig(deployment=deployment, sampler=sampler, sampler_params=sampler_params,
                           budget=budget, holdout_share=holdout_share, seed=seed, since=since,
-                          until=until, cycle=cycle)
+                          until=until, cycle=cycle, ray_address=ray_address)
     result = run(store_url, config, dataset_path=sample.path)
     sample.metadata.update({"cycle": result.cycle, "pool_size": result.pool_size,
                             "n_draws": result.n_draws, "n_labels": result.n_labels,
