@@ -157,3 +157,16 @@ def test_scan_and_fetch_on_s3(s3_env):
     ids, images = fetch_rows(store, scan, np.array([5, 200]))
     pos = {i: k for k, i in enumerate(full.ids)}
     np.testing.assert_array_equal(images, full.inputs[[pos[i] for i in ids]])
+
+
+def test_convert_records_command(store, tmp_path):
+    from click.testing import CliRunner
+
+    from daic.cli import main
+
+    url = f"file://{tmp_path / 'store'}"
+    out = CliRunner().invoke(main, ["oracle", "convert-records", "--store", url, "--deployment", "mnist"])
+    assert out.exit_code == 0, out.output
+    assert "1 batch(es) converted" in out.output and not store.list("operational/mnist/batch-")
+    bad = CliRunner().invoke(main, ["oracle", "convert-records", "--store", url, "--deployment", "a/b"])
+    assert bad.exit_code != 0 and "deployment must be a non-empty name" in bad.output

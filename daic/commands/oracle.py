@@ -101,3 +101,21 @@ def records(store_url: str | None, deployment: str, since: float | None, until: 
         click.echo(f"  {version}: {int(sel.sum())} inputs, mean P(correct) "
                    f"{float(np.nanmean(p)) if np.isfinite(p).any() else float('nan'):.3f}, "
                    f"mean drift {float(np.nanmean(recs.drift[sel])) if np.isfinite(recs.drift[sel]).any() else float('nan'):.3f}")
+
+
+@command.command("convert-records")
+@click.option("--store", "store_url", default=None, metavar="URL")
+@click.option("--deployment", default="mnist", show_default=True)
+@click.option("--keep", is_flag=True, help="keep the .npz batches after writing their Parquet parts")
+def convert_records(store_url: str | None, deployment: str, keep: bool) -> None:
+    """Rewrite DEPLOYMENT's old .npz batches as Parquet parts (safe to re-run)."""
+    from daic.sidecar.records import convert_npz_batches
+    from daic.storage import StorageError, open_store
+
+    try:
+        done = convert_npz_batches(open_store(store_url), deployment, delete=not keep)
+    except (StorageError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for key, parts in done:
+        click.echo(f"{key} -> {', '.join(parts) or '(empty)'}")
+    click.echo(f"{len(done)} batch(es) converted")
