@@ -8,7 +8,9 @@ from daic.training.precision import resolve_precision
 
 def test_defaults_are_valid_and_round_trip():
     config = TrainConfig()
-    assert config.num_workers == 2 and config.precision == "auto" and config.global_batch_size == 256
+    assert config.num_workers == 2 and config.precision == "auto"
+    assert config.batch_size is None and config.global_batch_size is None  # chosen per device
+    assert TrainConfig(batch_size=128).global_batch_size == 256
     assert TrainConfig.model_validate(config.model_dump(mode="json")) == config
 
 

@@ -1,5 +1,7 @@
-"""A real, short Ray Train run: 2 CPU workers, a few hundred images, 1 epoch, warm-started from a
-registered parent with a labeled batch of corrupted digits; the result is a registered child."""
+"""Real, short Ray Train runs: 2 CPU workers, a few hundred images, 1 epoch, warm-started from a
+registered parent with a labeled batch of corrupted digits; the result is a registered child. The
+local Ray is kept and reused by the next run in the process; one worker runs in-process (Ray
+Train's local mode) and its checkpoint still lands in the object store."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,6 +15,7 @@ from daic.models.networks import build
 from daic.models.reference import ReferenceConfig
 from daic.models.registry import ModelRegistry
 from daic.storage import open_store
+from daic.training.ray_runtime import LocalResources, kept_local, shutdown_local
 from daic.training.workflow import retrain
 
 SMALL_REFERENCE = ReferenceConfig(val_limit=64, shift_per_condition=2, corruptions=("fog",))
@@ -30,11 +33,21 @@ def test_two_worker_warm_start_run_registers_a_child(tmp_path):
     store.put_arrays("labels/c-1/batch-0.npz", images=corrupt(test.images[:64], "fog", 3, seed=1),
                      labels=test.labels[:64], ids=np.array([f"r{i}" for i in range(64)]))
 
-    outcome = retrain(store, "mnist", "champion", "labels/c-1/", num_workers=2, epochs=1, base_limit=256,
-                      batch_size=32, val_limit=128, operational_oversample=2, lineage={"cycle": "c-1"},
-                      reference_config=SMALL_REFERENCE, test_limit=256)
-
-    assert not ray.is_initialized()  # the private local Ray was shut down
+    shutdown_local()
+    try:
+        outcome = retrain(store, "mnist", "champion", "labels/c-1/", num_workers=2, epochs=1, base_limit=256,
+                          batch_size=32, val_limit=128, operational_oversample=2, lineage={"cycle": "c-1"},
+                          reference_config=SMALL_REFERENCE, test_limit=256)
+        # The private local Ray is kept for the next run, which pays no ray.init.
+        assert ray.is_initialized() and kept_local() == LocalResources(cpus=2, gpus=0)
+        assert outcome.run.ray_start_s > 0 and not outcome.run.ray_reused and outcome.run.mode == "local-ray"
+        again = retrain(store, "mnist", "champion", "labels/c-1/", num_workers=2, epochs=1, base_limit=64,
+                        batch_size=32, val_limit=16, reference_config=SMALL_REFERENCE, test_limit=64)
+        assert again.run.ray_reused and again.run.ray_start_s == 0.0
+        assert set(again.run.phases) == {"startup", "data", "epochs", "other", "teardown"}
+    finally:
+        shutdown_local()
+    assert not ray.is_initialized()
     card = outcome.card
     assert (card.version, card.parent) == ("v0002", "v0001")
     assert [(b.key, b.count) for b in card.data.labeled_batches] == [("labels/c-1/batch-0.npz", 64)]
@@ -52,3 +65,25 @@ def test_two_worker_warm_start_run_registers_a_child(tmp_path):
     assert not torch.equal(new_model.head.weight, old_model.head.weight)
     assert registry.champion() == "v0001"
     assert registry.ancestry("v0002") == ["v0002", "v0001"]
+
+
+def test_one_worker_runs_in_process_and_checkpoints_to_the_store(tmp_path):
+    """No Ray processes for one worker: Ray Train's local mode, the same worker function."""
+    ray = pytest.importorskip("ray")
+    store = open_store(f"file://{tmp_path / 'store'}")
+    shutdown_local()
+    outcome = retrain_from_scratch(store)
+    run = outcome.run
+    assert run.mode == "in-process" and run.ray_start_s == 0.0 and not ray.is_initialized()
+    assert run.phases["startup"] < 1.0  # no controller or worker process to wait for
+    assert run.checkpoint_path.startswith(f"{store.root}/checkpoints/mnist/")
+    assert any(k.endswith("model.pt") for k in store.list("checkpoints/mnist/"))
+    assert outcome.card.train_config["num_workers"] == 1 and len(outcome.card.history) == 2
+
+
+def retrain_from_scratch(store):
+    from daic.training.config import TrainConfig
+    from daic.training.workflow import train_and_register
+
+    config = TrainConfig(num_workers=1, epochs=2, base_limit=128, batch_size=32, val_limit=32)
+    return train_and_register(store, "mnist", config, reference_config=SMALL_REFERENCE, test_limit=64)

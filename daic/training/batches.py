@@ -3,7 +3,8 @@
 Two strategies (``TrainConfig.data_on_device``):
 
 * ``DeviceBatches``: the whole training set is copied to the device once (through pinned memory
-  on CUDA) and each batch is gathered there with one ``index_select``. MNIST's 55,000 images are
+  on CUDA), each epoch's index order is copied once, and each batch is gathered there with one
+  ``index_select`` of a slice of that order. MNIST's 55,000 images are
   172 MB in float32, nothing for a GPU, and this removes every per-step host-to-device copy --
   for a model this small those copies, not arithmetic, bound a GPU's throughput (DESIGN.md).
 * ``PinnedHostBatches``: the set stays in host memory; each batch is gathered into one of two
@@ -35,7 +36,20 @@ class DeviceBatches:
 
     def get(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         idx = torch.from_numpy(index).to(self.device, non_blocking=True)
+        return self.gather(idx)
+
+    def gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.x.index_select(0, idx), self.y.index_select(0, idx), self.w.index_select(0, idx)
+
+    def epoch(self, order: np.ndarray, bounds: list[tuple[int, int]]):
+        """Batches of one epoch: the whole index order goes to the device in one (pinned) copy and
+        each batch is a slice of it there -- no host-to-device traffic per step."""
+        idx = torch.from_numpy(np.ascontiguousarray(order, dtype=np.int64))
+        if self.device.type == "cuda":
+            idx = idx.pin_memory()
+        idx = idx.to(self.device, non_blocking=True)
+        for start, stop in bounds:
+            yield self.gather(idx[start:stop])
 
 
 class PinnedHostBatches:
@@ -54,8 +68,12 @@ class PinnedHostBatches:
             self._events: list[torch.cuda.Event | None] = [None, None]
             self._turn = 0
 
+    def epoch(self, order: np.ndarray, bounds: list[tuple[int, int]]):
+        for start, stop in bounds:
+            yield self.get(order[start:stop])
+
     def get(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        idx = torch.from_numpy(index)
+        idx = torch.from_numpy(np.ascontiguousarray(index))
         if not self.cuda:
             return self.x.index_select(0, idx), self.y.index_select(0, idx), self.w.index_select(0, idx)
         slot = self._turn

@@ -18,8 +18,12 @@ class TrainConfig(BaseModel):
     """What one training run does.
 
     ``batch_size`` is per worker (Ray Train's convention): the global batch is
-    ``batch_size * num_workers``. ``lr`` is the peak of the one-cycle schedule (Smith & Topin
-    2019), which reaches >= 99 % on MNIST in a few epochs without tuning.
+    ``batch_size * num_workers``; ``None`` lets each worker choose for its device (128 on a CPU,
+    up to 2048 on a GPU: ``daic.training.device_plan``). ``lr`` is the peak of the one-cycle
+    schedule (Smith & Topin 2019) at 128 examples per worker, which reaches >= 99 % on MNIST in a
+    few epochs without tuning; when the batch is chosen per device, ``lr_scaling="sqrt"`` scales
+    it to that batch (an explicit ``batch_size`` takes ``lr`` as given).
+    ``compile`` and ``data_on_device`` default to the device's rule as well.
 
     Operational (labeled) data is mixed into the base training split in two ways that can be
     combined: ``operational_oversample`` repeats every operational example that many times per
@@ -31,8 +35,9 @@ class TrainConfig(BaseModel):
 
     dataset: Literal["mnist", "fashion-mnist"] = "mnist"
     epochs: int = Field(4, ge=1, le=1000)
-    batch_size: int = Field(128, ge=1, le=65536)
+    batch_size: Optional[int] = Field(None, ge=1, le=65536)
     lr: float = Field(4e-3, gt=0, le=10)
+    lr_scaling: Literal["sqrt", "none"] = "sqrt"
     weight_decay: float = Field(0.0, ge=0, le=1)
     num_workers: int = Field(2, ge=1, le=1024)
     cpus_per_worker: int = Field(1, ge=1, le=256)
@@ -50,7 +55,9 @@ class TrainConfig(BaseModel):
     warm_start_from: Optional[str] = None
     # Keep the whole training set as one tensor on the device and index batches there: for a model
     # this small, per-batch host-to-device copies starve a GPU (DESIGN.md, H100 figures).
-    data_on_device: bool = True
+    data_on_device: Optional[bool] = None
+    # torch.compile both networks: auto = only where it pays (a GPU at batch >= 8192).
+    compile: Literal["auto", "on", "off"] = "auto"
     checkpoints_to_keep: int = Field(2, ge=1, le=100)
 
     @field_validator("labels_prefix")
@@ -80,5 +87,6 @@ class TrainConfig(BaseModel):
         return self
 
     @property
-    def global_batch_size(self) -> int:
-        return self.batch_size * self.num_workers
+    def global_batch_size(self) -> Optional[int]:
+        """``batch_size * num_workers``; None while the batch is chosen per device."""
+        return None if self.batch_size is None else self.batch_size * self.num_workers

@@ -24,8 +24,9 @@ from daic.models.networks import build
 from daic.models.weights import state_dict_from_bytes
 from daic.training.batches import DeviceBatches, PinnedHostBatches
 from daic.training.config import TrainConfig
-from daic.training.precision import autocast_dtype, bf16_supported, resolve_precision
-from daic.training.sharding import epoch_pool, shard_batches, steps_per_epoch
+from daic.training.device_plan import TrainPlan, choose, probe
+from daic.training.precision import autocast_dtype
+from daic.training.sharding import batch_bounds, epoch_pool, shard_order, steps_per_epoch
 
 MAIN, SHADOW = "model", "shadow"
 ARCH = {MAIN: "small_cnn", SHADOW: "shadow_net"}
@@ -46,8 +47,16 @@ class EvalSet:
 
 @dataclass(frozen=True)
 class FitResult:
-    nets: dict[str, nn.Module]  # unwrapped (no DDP), on the training device
+    nets: dict[str, nn.Module]  # unwrapped (no DDP, not compiled), on the training device
     precision: str  # what the worker actually trained in: fp32, bf16 or fp16
+    plan: TrainPlan  # batch size, learning rate, compile and data placement, with the reasons
+
+
+def plan_for(config: TrainConfig, device: torch.device, n_examples: int, world_size: int) -> TrainPlan:
+    """The config's requests resolved on this worker's device (``daic.training.device_plan``)."""
+    return choose(probe(device), precision=config.precision, batch_size=config.batch_size, lr=config.lr,
+                  lr_scaling=config.lr_scaling, compile=config.compile, data_on_device=config.data_on_device,
+                  n_examples=n_examples, world_size=world_size)
 
 
 def init_networks(config: TrainConfig, warm: WarmStart | None) -> dict[str, nn.Module]:
@@ -68,14 +77,15 @@ def sample_weights(n_base: int, n_operational: int, operational_weight: float) -
 class Fitter:
     """Optimizers, schedules and precision for a set of networks trained on the same batches."""
 
-    def __init__(self, nets: dict[str, nn.Module], config: TrainConfig, device: torch.device, total_steps: int):
+    def __init__(self, nets: dict[str, nn.Module], config: TrainConfig, device: torch.device, total_steps: int,
+                 plan: TrainPlan):
         self.nets = nets
         self.device = device
-        self.precision = resolve_precision(config.precision, device.type, bf16_supported(device))
+        self.precision = plan.precision
         self.dtype = autocast_dtype(self.precision)
-        self.optimizers = {k: torch.optim.Adam(n.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizers = {k: torch.optim.Adam(n.parameters(), lr=plan.lr, weight_decay=config.weight_decay)
                            for k, n in nets.items()}
-        self.schedulers = {k: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=config.lr, total_steps=total_steps)
+        self.schedulers = {k: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=plan.lr, total_steps=total_steps)
                            for k, o in self.optimizers.items()}
         # Loss scaling only for fp16 (its narrow exponent range underflows small gradients).
         self.scalers = {k: torch.amp.GradScaler(device.type, enabled=self.precision == "fp16") for k in nets}
@@ -122,37 +132,39 @@ def fit(
     from daic.models.inference import accuracy
 
     n_op = len(labels) - n_base
-    nets = {k: wrap(n.to(device)) for k, n in init_networks(config, warm).items()}
     pool = epoch_pool(n_base, n_op, config.operational_oversample)
-    total_steps = config.epochs * steps_per_epoch(len(pool), world_size, config.batch_size)
-    fitter = Fitter(nets, config, device, total_steps)
+    plan = plan_for(config, device, len(pool), world_size)
+    plain = {k: n.to(device) for k, n in init_networks(config, warm).items()}
+    # Compile the plain module, then wrap (DDP over a compiled module); checkpoints and evaluation
+    # use ``plain``, whose parameters are the ones trained.
+    nets = {k: wrap(torch.compile(n) if plan.compile else n) for k, n in plain.items()}
+    total_steps = config.epochs * steps_per_epoch(len(pool), world_size, plan.batch_size)
+    fitter = Fitter(nets, config, device, total_steps, plan)
     weights = sample_weights(n_base, n_op, config.operational_weight)
-    if config.data_on_device:
+    if plan.data_on_device:
         source = DeviceBatches(images, labels, weights, device)
     else:
-        source = PinnedHostBatches(images, labels, weights, device, config.batch_size)
+        source = PinnedHostBatches(images, labels, weights, device, plan.batch_size)
     # Dropout differs per worker (as independent data would), initial weights do not.
     torch.manual_seed(config.seed * 1009 + rank + 1)
     for epoch in range(config.epochs):
         for net in nets.values():
             net.train()
-        batches = shard_batches(pool, seed=config.seed, epoch=epoch, rank=rank, world_size=world_size,
-                                batch_size=config.batch_size)
+        order = shard_order(pool, seed=config.seed, epoch=epoch, rank=rank, world_size=world_size)
+        bounds = batch_bounds(len(order), plan.batch_size)
         totals = {k: torch.zeros(2, device=device) for k in nets}
-        seen = 0
+        seen = len(order)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        iterator = batches
+        iterator = source.epoch(order, bounds)
         if progress:
             from tqdm import tqdm
 
-            iterator = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
-        for index in iterator:
-            x, y, w = source.get(index)
+            iterator = tqdm(iterator, total=len(bounds), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
+        for x, y, w in iterator:
             for k, v in fitter.step(x, y, w).items():
                 totals[k] += v
-            seen += len(index)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
@@ -167,9 +179,8 @@ def fit(
             metrics[f"{prefix}train_loss"] = float(loss_sum) / seen
             metrics[f"{prefix}train_accuracy"] = float(correct) / seen
         if val is not None:
-            for k, net in nets.items():
-                plain = getattr(net, "module", net)
+            for k, net in plain.items():
                 prefix = "" if k == MAIN else f"{k}_"
-                metrics[f"{prefix}val_accuracy"] = accuracy(plain, val.images, val.labels, device=device)
-        on_epoch(metrics, nets)
-    return FitResult({k: getattr(n, "module", n) for k, n in nets.items()}, fitter.precision)
+                metrics[f"{prefix}val_accuracy"] = accuracy(net, val.images, val.labels, device=device)
+        on_epoch(metrics, plain)
+    return FitResult(plain, fitter.precision, plan)

@@ -1,7 +1,8 @@
 """Device and numeric precision for a training worker, chosen by what the hardware supports.
 
-On a GPU, mixed precision is on by default: bf16 autocast where the GPU supports bf16 (Ampere and
-later: no loss scaling needed, fp32's exponent range), else fp16 autocast with a gradient scaler
+On a GPU, mixed precision is on by default: bf16 autocast where the GPU runs bf16 natively (Ampere
+and later: no loss scaling needed, fp32's exponent range; T4 and V100 only emulate it, slowly),
+else fp16 autocast with a gradient scaler
 (Micikevicius et al., 2018, "Mixed Precision Training"). On a CPU the default is fp32: bf16
 autocast is allowed when asked for but is slower than fp32 on most CPUs without AMX.
 """
@@ -37,7 +38,9 @@ def resolve_precision(requested: str, device_type: str, bf16_supported: bool) ->
 
 def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
+        from daic.training.device_plan import native_bf16
+
+        return native_bf16(device)
     return True  # CPU autocast supports bf16 everywhere (speed varies)
 
 

@@ -27,20 +27,33 @@ def epoch_pool(n_base: int, n_operational: int, oversample: int) -> np.ndarray:
     return np.concatenate([base, operational])
 
 
-def shard_batches(
-    pool: np.ndarray, *, seed: int, epoch: int, rank: int, world_size: int, batch_size: int
-) -> list[np.ndarray]:
-    """This worker's batches for one epoch (the last one may be short)."""
+def shard_order(pool: np.ndarray, *, seed: int, epoch: int, rank: int, world_size: int) -> np.ndarray:
+    """This worker's examples for one epoch, in training order (cut into batches by the caller:
+    the order is copied to a GPU once per epoch and sliced there, not copied batch by batch)."""
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     order = pool[np.random.default_rng([seed, epoch]).permutation(len(pool))]
     padded_len = math.ceil(len(order) / world_size) * world_size
     if padded_len > len(order):
         order = np.concatenate([order, order[: padded_len - len(order)]])
-    mine = order[rank::world_size]
-    return [mine[i: i + batch_size] for i in range(0, len(mine), batch_size)]
+    return order[rank::world_size]
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each batch of an order of length ``n`` (the last one may be short)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
+def shard_batches(
+    pool: np.ndarray, *, seed: int, epoch: int, rank: int, world_size: int, batch_size: int
+) -> list[np.ndarray]:
+    """This worker's batches for one epoch (the last one may be short)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    mine = shard_order(pool, seed=seed, epoch=epoch, rank=rank, world_size=world_size)
+    return [mine[a:b] for a, b in batch_bounds(len(mine), batch_size)]
 
 
 def steps_per_epoch(pool_size: int, world_size: int, batch_size: int) -> int:

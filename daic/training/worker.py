@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +23,25 @@ def checkpoint_file(net_name: str) -> str:
     return f"{net_name}.pt"
 
 
+def write_checkpoint(folder: Path, nets: dict[str, torch.nn.Module], history: list[dict[str, float]]) -> None:
+    from daic.models.weights import state_dict_to_bytes
+
+    for name, net in nets.items():
+        Path(folder, checkpoint_file(name)).write_bytes(state_dict_to_bytes(getattr(net, "module", net)))
+    Path(folder, CHECKPOINT_HISTORY).write_text(json.dumps(history))
+
+
 def train_loop_per_worker(payload: dict[str, Any]) -> dict[str, Any]:
     import ray.train
     import ray.train.torch
 
     from daic.models.registry import ModelRegistry
-    from daic.models.weights import state_dict_to_bytes
     from daic.storage import open_store
     from daic.training.config import TrainConfig
     from daic.training.data import assemble
     from daic.training.loop import MAIN, SHADOW, EvalSet, WarmStart, fit
 
+    entered = time.time()
     config = TrainConfig.model_validate(payload["config"])
     torch.set_num_threads(config.cpus_per_worker)
     ctx = ray.train.get_context()
@@ -61,18 +70,28 @@ def train_loop_per_worker(payload: dict[str, Any]) -> dict[str, Any]:
             ray.train.report(metrics)
             return
         history.append(metrics)
+        if payload.get("checkpoint_dir"):
+            # In-process (Ray Train's local mode): the reported directory is the checkpoint itself,
+            # so it must outlive this call; the driver copies the last one to the object store.
+            folder = Path(payload["checkpoint_dir"], f"{int(metrics['epoch']):06d}")
+            folder.mkdir(parents=True, exist_ok=True)
+            write_checkpoint(folder, nets, history)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
+            return
         with tempfile.TemporaryDirectory() as folder:
-            for name, net in nets.items():
-                Path(folder, checkpoint_file(name)).write_bytes(state_dict_to_bytes(getattr(net, "module", net)))
-            Path(folder, CHECKPOINT_HISTORY).write_text(json.dumps(history))
+            write_checkpoint(Path(folder), nets, history)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
+    data_ready = time.time()
     result = fit(config, data.images, data.labels, n_base=data.n_base, device=device, rank=rank, world_size=world,
                  warm=warm, wrap=ray.train.torch.prepare_model, val=val, on_epoch=on_epoch)
     return {
         "precision": result.precision,
+        "plan": result.plan.as_record(),
         "device": str(device),
         "lineage": data.lineage.model_dump(mode="json"),
         "history": history,
         "threads": torch.get_num_threads(),
+        # wall-clock stamps (time.time) so the driver can split the fit into start-up, data, epochs, teardown
+        "stamps": {"entered": entered, "data_ready": data_ready, "fit_done": time.time()},
     }
