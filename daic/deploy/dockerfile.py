@@ -115,6 +115,89 @@ def installed_extras(instructions: list[Instruction]) -> set[str]:
     return extras
 
 
+@dataclass(frozen=True)
+class InstallSet:
+    """What a Dockerfile's ``pip install`` commands put into the image.
+
+    ``requirements``: what pip resolves with dependencies -- ``daic[extra,...]`` for the project
+    itself, and every pinned package named on the command line or in a ``-r`` file installed with
+    dependencies; ``alone``: what is installed with ``--no-deps`` (the package, not its
+    dependencies); ``locks``: the constraint files used."""
+
+    requirements: tuple[str, ...]
+    alone: tuple[str, ...]
+    locks: frozenset[str]
+
+    @property
+    def extras(self) -> set[str]:
+        out: set[str] = set()
+        for req in self.requirements:
+            m = re.fullmatch(r"daic\[([^\]]*)\]", req)
+            if m:
+                out |= {e.strip() for e in m.group(1).split(",") if e.strip()}
+        return out
+
+    def names(self) -> set[str]:
+        """Distribution names installed (normalised), the project as ``daic``."""
+        return {_normalise(re.split(r"[\[=<>!~ ;]", r, maxsplit=1)[0]) for r in (*self.requirements, *self.alone)}
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_lines(path: str | Path) -> list[str]:
+    """``name==version`` of each requirement in a requirements file (comments and options dropped)."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        out.append(line.split()[0])
+    return out
+
+
+def install_set(instructions: list[Instruction], root: str | Path) -> InstallSet:
+    """Render the install set of a Dockerfile: ``root`` is the build context (``-r`` files are read
+    from there, as ``COPY requirements/`` puts them in the image)."""
+    requirements: list[str] = []
+    alone: list[str] = []
+    locks: set[str] = set()
+    for _, args in pip_installs(instructions):
+        no_deps = "--no-deps" in args
+        lock = _constraint(args)
+        if lock:
+            locks.add(Path(lock).name)
+        named = []
+        for i, arg in enumerate(args):
+            if arg in ("-r", "--requirement") and i + 1 < len(args):
+                named += requirement_lines(Path(root) / args[i + 1])
+        for arg in _requirements(args):
+            m = re.fullmatch(r"\.\[([A-Za-z0-9_,\- ]+)\]", arg)
+            if m:
+                named.append(f"daic[{m.group(1).replace(' ', '')}]")
+            elif arg == ".":
+                named.append("daic")
+            elif not arg.startswith((".", "/")):
+                named.append(arg)
+        (alone if no_deps else requirements).extend(named)
+    return InstallSet(tuple(requirements), tuple(alone), frozenset(locks))
+
+
+def env(instructions: list[Instruction]) -> dict[str, str]:
+    """``ENV`` values of the instructions (``$VAR`` of an earlier ENV expanded; the last wins)."""
+    out: dict[str, str] = {}
+    for ins in instructions:
+        if ins.keyword != "ENV":
+            continue
+        for word in shlex.split(ins.args):
+            key, sep, value = word.partition("=")
+            if sep:
+                out[key] = re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: out.get(m.group(1), m.group(0)),
+                                  value)
+    return out
+
+
 def lint(path: str | Path, lock_dir: str | Path | None = None) -> list[Problem]:
     """Problems of the Dockerfile at ``path`` under the rules in this module's docstring.
 
