@@ -14,7 +14,8 @@ inputs are names in the object store, whose contents change between runs.
 
 On a cluster: every step reads the store settings from the Secret ``store_secret`` (keys ``url``,
 ``endpoint``, ``accesskey``, ``secretkey``; optional) and collect-labels the Label Studio settings
-from the Secret ``label-studio`` (keys ``url``, ``api-key``; optional); the train step gets its CPU,
+from the Secret ``label-studio`` (keys ``url``, ``api-key``, ``auth-scheme``: ``personal``, the
+default for Label Studio's personal access tokens, or ``legacy``; optional); the train step gets its CPU,
 memory and GPU requests, node selector and tolerations from parameters (kfp-kubernetes). kfp.local
 ignores all of these.
 """
@@ -33,7 +34,8 @@ GPU_RESOURCE = "nvidia.com/gpu"
 STORE_SECRET_KEYS = {"url": "DAIC_STORE", "endpoint": "MINIO_ENDPOINT", "accesskey": "MINIO_ACCESS_KEY",
                      "secretkey": "MINIO_SECRET_KEY"}
 LABEL_STUDIO_SECRET = "label-studio"
-LABEL_STUDIO_KEYS = {"url": "LABEL_STUDIO_URL", "api-key": "LABEL_STUDIO_API_KEY"}
+LABEL_STUDIO_KEYS = {"url": "LABEL_STUDIO_URL", "api-key": "LABEL_STUDIO_API_KEY",
+                     "auth-scheme": "LABEL_STUDIO_AUTH_SCHEME"}
 #: (cpu request, memory request) of the steps whose size does not depend on parameters.
 STEP_RESOURCES = {
     "sample-operational": ("500m", "1Gi"),
@@ -89,6 +91,7 @@ def assess_and_improve(
     min_answered_share: float = 1.0,
     simulated_scenario: str = "",
     label_studio_url: str = "",
+    show_model_answer: bool = False,  # blind labeling unless a cycle asks to show the model's answer
     # estimation and the drop rule
     level: float = 0.95,
     max_drop: float = 0.02,
@@ -99,7 +102,7 @@ def assess_and_improve(
     ray_workers: int = 1,
     cpus_per_worker: int = 1,
     gpus_per_worker: int = 0,
-    memory_per_worker: str = "2Gi",
+    memory_per_worker: str = "",
     epochs: int = 2,
     learning_rate: float = 1e-3,
     operational_oversample: int = 10,
@@ -111,6 +114,9 @@ def assess_and_improve(
     train_gpus: int = 0,
     train_node_selector: dict = {},
     train_tolerations: list = [],
+    train_batch_size: int = 0,
+    train_precision: str = "auto",
+    ray_cluster: str = "daic-ray",
     # evaluation and promotion
     clean_tolerance: float = 0.01,
     clean_limit: int = 0,
@@ -131,6 +137,7 @@ def assess_and_improve(
         store_url=store_url, cycle=cycle, labeler=labeling_backend, timeout_s=labeling_timeout_s,
         poll_s=labeling_poll_s, min_answered_share=min_answered_share, deployment=deployment,
         simulated_scenario=simulated_scenario, label_studio_url=label_studio_url,
+        show_model_answer=show_model_answer,
     ), "collect-labels", store_secret)
     kubernetes.use_secret_as_env(labels, secret_name=LABEL_STUDIO_SECRET, secret_key_to_env=LABEL_STUDIO_KEYS,
                                  optional=True)
@@ -150,7 +157,8 @@ def assess_and_improve(
             reference_shift_per_condition=reference_shift_per_condition, seed=seed,
             namespace=namespace, node_selector=train_node_selector, tolerations=train_tolerations,
             timeout_s=train_timeout_s, pod_cpu_request=train_cpu_request,
-            pod_memory_request=train_memory_request, pod_gpus=train_gpus,
+            pod_memory_request=train_memory_request, pod_gpus=train_gpus, batch_size=train_batch_size,
+            precision=train_precision, ray_cluster=ray_cluster,
         ), "train", store_secret)
         trained.set_cpu_request(train_cpu_request).set_memory_request(train_memory_request)
         trained.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(train_gpus)

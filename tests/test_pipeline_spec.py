@@ -127,7 +127,11 @@ def test_store_and_label_studio_secrets(spec):
                                                             "MINIO_SECRET_KEY"}
     studio = executors["exec-collect-labels"]["secretAsEnv"][1]
     assert studio["secretName"] == "label-studio"
-    assert {m["envVar"] for m in studio["keyToEnv"]} == {"LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"}
+    assert {m["envVar"] for m in studio["keyToEnv"]} == {"LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY",
+                                                         "LABEL_STUDIO_AUTH_SCHEME"}
+    assert studio["optional"] is True
+    # blind labeling unless a cycle asks for the model's answer
+    assert spec["pipeline"]["root"]["inputDefinitions"]["parameters"]["show_model_answer"]["defaultValue"] is False
 
 
 def test_metrics_and_model_artifacts(spec):

@@ -18,6 +18,7 @@ def collect_labels(
     deployment: str,
     simulated_scenario: str,
     label_studio_url: str,
+    show_model_answer: bool = False,
 ) -> NamedTuple("Outputs", [("n_labeled", int), ("n_train", int), ("n_holdout", int)]):
     """Hand the sample to a labeling backend (web, label-studio, feedback, simulated) and wait."""
     from collections import namedtuple
@@ -26,7 +27,8 @@ def collect_labels(
 
     config = CollectConfig(backend=labeler, timeout_s=timeout_s, poll_s=poll_s,
                            min_answered_share=min_answered_share, deployment=deployment,
-                           simulated_scenario=simulated_scenario, label_studio_url=label_studio_url)
+                           simulated_scenario=simulated_scenario, label_studio_url=label_studio_url,
+                           show_model_answer=show_model_answer)
     result = run(store_url, cycle, config)
     outputs = namedtuple("Outputs", ["n_labeled", "n_train", "n_holdout"])
     return outputs(result.n_labeled, result.n_train, result.n_holdout)
