@@ -335,9 +335,10 @@ def _scan_here(store, parts, since, until, max_parallel, stats):
 def _compact_ray_batch(batch: pa.Table, numbers: dict, since, until) -> pa.Table:
     """Ray Data ``map_batches``: a block of projected rows -> its compact columns."""
     block = compact(batch, since, until)
-    paths = batch.column("path").to_numpy(zero_copy_only=False)
     keep = window_mask(batch.column("times").to_numpy(), since, until)
-    part = np.array([numbers[p] for p in paths[keep]], dtype=np.int32)
+    paths = batch.column("path").combine_chunks().filter(pa.array(keep)).dictionary_encode()
+    number = np.array([numbers[p] for p in paths.dictionary.to_pylist()], dtype=np.int32)
+    part = number[paths.indices.to_numpy(zero_copy_only=False)] if len(paths) else np.zeros(0, np.int32)
     return pa.table({"key": block["key"], "p_correct": block["p_correct"],
                      "prediction": block["prediction"], "part": part})
 
