@@ -13,8 +13,8 @@ cycle reads with its window (the last hour, cycles hourly) and without (``since=
     nice -n 10 .venv/bin/python benchmarks/scale.py --sizes 10000,100000,1000000,10000000 \\
         --s3-sizes 10000,100000,1000000 --workdir /tmp/daic-scale
 
-``--keep`` keeps the generated records for a re-run (``--reuse``). Records take about 1.1 KB a row
-on disk (10M rows: ~11 GB; the same again in SeaweedFS for the s3 sizes).
+``--keep`` keeps the generated records for a re-run (``--reuse``). Records take about 730 B a row
+on disk (10M rows: ~7.3 GB; the s3 sizes again in SeaweedFS).
 """
 from __future__ import annotations
 
@@ -189,6 +189,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10000,100000,1000000,10000000")
     parser.add_argument("--s3-sizes", default="10000,100000,1000000")
+    parser.add_argument("--ray-sizes", default="", help="also on Ray Data (a private local Ray), file://")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: file,s3,window")
     parser.add_argument("--workdir", default="/tmp/daic-scale")
     parser.add_argument("--workers", type=int, default=2, help="processes writing the records")
     parser.add_argument("--reuse", action="store_true", help="records already written by a --keep run")
@@ -209,11 +211,18 @@ def main() -> None:
         print(f"wrote {max(sizes + s3_sizes):,} rows with the sidecar's writer in {gen:.0f} s: "
               f"{size / 1e9:.2f} GB, {size / max(sizes + s3_sizes):.0f} B a row")
 
-    file_rows = [run_step(url, T0, T0 + n / RATE, env, f"file-{n}") for n in sizes]
-    table("sampling step end to end, file:// (stratified, 200 draws; window = the first N rows)", file_rows)
+    skip = set(args.skip.split(","))
+    if "file" not in skip:
+        file_rows = [run_step(url, T0, T0 + n / RATE, env, f"file-{n}") for n in sizes]
+        table("sampling step end to end, file:// (stratified, 200 draws; window = the first N rows)", file_rows)
+
+    ray_sizes = sorted(int(s) for s in args.ray_sizes.split(",") if s)
+    if ray_sizes:
+        ray_rows = [run_step(url, T0, T0 + n / RATE, env, f"ray-{n}", ray_address="local") for n in ray_sizes]
+        table("the same on Ray Data (a private local Ray on this machine's CPUs; wall includes ray.init)", ray_rows)
 
     s3_rows = []
-    if s3_sizes:
+    if s3_sizes and "s3" not in skip:
         from daic.storage import open_store
         from daic.storage.seaweedfs import SeaweedS3
 
@@ -226,15 +235,16 @@ def main() -> None:
             s3_rows = [run_step(store.url, T0, T0 + n / RATE, s3_env, f"s3-{n}") for n in s3_sizes]
         table("sampling step end to end, s3:// (local SeaweedFS, same records)", s3_rows)
 
-    biggest = max(sizes)
-    end = T0 + biggest / RATE
-    hourly = run_step(url, end - 3600, end, env, "window-hour")
-    history = run_step(url, 0.0, None, env, "window-none")
-    print(f"\nobjects one cycle reads at {biggest:,} rows logged ({biggest / RATE / 3600:.1f} h at {RATE:.0f}/s), file://")
-    print(f"{'window':>28} {'rows':>10} {'parts listed':>12} {'parts read':>10} {'read MB':>8} {'wall s':>7}")
-    for name, r in (("last hour (hourly cycles)", hourly), ("none (since=0)", history)):
-        print(f"{name:>28} {r['rows']:>10,} {r['parts_listed']:>12} {r['parts_read']:>10} "
-              f"{(r['bytes_read'] or 0) / 1e6:>8.1f} {r['wall_s']:>7.2f}")
+    if "window" not in skip:
+        biggest = max(sizes)
+        end = T0 + biggest / RATE
+        hourly = run_step(url, end - 3600, end, env, "window-hour")
+        history = run_step(url, 0.0, None, env, "window-none")
+        print(f"\nobjects one cycle reads at {biggest:,} rows logged ({biggest / RATE / 3600:.1f} h at {RATE:.0f}/s), file://")
+        print(f"{'window':>28} {'rows':>10} {'parts listed':>12} {'parts read':>10} {'read MB':>8} {'wall s':>7}")
+        for name, r in (("last hour (hourly cycles)", hourly), ("none (since=0)", history)):
+            print(f"{name:>28} {r['rows']:>10,} {r['parts_listed']:>12} {r['parts_read']:>10} "
+                  f"{(r['bytes_read'] or 0) / 1e6:>8.1f} {r['wall_s']:>7.2f}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 
