@@ -95,7 +95,7 @@ def test_halves_in_either_order_and_duplicates_give_one_record_per_input(registr
             await _metric(client, "daic_sidecar_events_duplicate_total")
 
     flushed, joined, duplicates = _run(registry, tmp_path, scenario)
-    assert flushed["batch"].startswith(f"operational/{tmp_path.name}/batch-")
+    assert flushed["batch"].startswith(f"operational/{tmp_path.name}/") and flushed["batch"].endswith(".parquet")
     assert (joined, duplicates) == (6, 3)
     records = read_operational(registry["store"], tmp_path.name)
     assert sorted(records.ids.tolist()) == sorted(f"req-{i}:{r}" for i in range(6) for r in range(2))

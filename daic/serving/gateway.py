@@ -43,13 +43,14 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from daic.serving.affinity import check_cpus, pinned
 from daic.serving.request_logger import ACK_SIZE, FAILED, decode_acks, encode_frame
 from daic.sidecar.events import encode_cloudevent
 
 logger = logging.getLogger(__name__)
-MAX_BODY_BYTES = 64 * 1024 * 1024
 #: The executor's paths on a node (executor/api/client/client.go) by what the node does.
 _PATHS = {"MODEL": "/predict", "TRANSFORMER": "/transform-input", "OUTPUT_TRANSFORMER": "/transform-output"}
 _SUPPORTED = set(_PATHS) | {"UNKNOWN_TYPE", ""}
@@ -84,11 +85,15 @@ class GatewayConfig:
     log_workers: int = 10
     log_write_timeout_s: float = 2.0
     timeout_s: float = 30.0
+    max_body_bytes: int = 16 * 1024 * 1024
+    logger_restart_s: float = 0.5  # wait before starting a request logger that died (doubles, at most 10 s)
     logger_cpus: tuple[int, ...] = ()  # CPU affinity of the request-logger process (empty: inherit)
 
     def __post_init__(self) -> None:
         if self.log_queue < 1 or self.log_workers < 1:
             raise ValueError("log_queue and log_workers must be >= 1")
+        if self.max_body_bytes < 1024:
+            raise ValueError(f"max_body_bytes must be >= 1024, got {self.max_body_bytes}")
         if self.log_write_timeout_s < 0:
             raise ValueError("log_write_timeout_s must be >= 0")
         if self.logger_cpus:
@@ -148,6 +153,7 @@ class Gateway:
         self._room: asyncio.Event | None = None  # set while the log queue has room
         self._ack_reader: asyncio.Task | None = None
         self._waiting: set[asyncio.Task] = set()
+        self._stopping = False
         self._source = f"http://{config.host}:{config.port}/"
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -156,19 +162,43 @@ class Gateway:
         self._session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=256),
                                               skip_auto_headers=("Content-Type",))
         if self.config.logger_url:
-            self._logger = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "daic.serving.request_logger", "--url", self.config.logger_url,
-                "--workers", str(self.config.log_workers), "--timeout", str(self.config.timeout_s),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                preexec_fn=pinned(self.config.logger_cpus))
             self._settled = asyncio.Event()
             self._settled.set()
             self._room = asyncio.Event()
             self._room.set()
-            self._ack_reader = asyncio.create_task(self._read_acks())
+            await self._start_logger()
+            self._ack_reader = asyncio.create_task(self._supervise())
+
+    async def _start_logger(self) -> None:
+        self._logger = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "daic.serving.request_logger", "--url", self.config.logger_url,
+            "--workers", str(self.config.log_workers), "--timeout", str(self.config.timeout_s),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            preexec_fn=pinned(self.config.logger_cpus))
+        self._logger_down = False
+
+    async def _supervise(self) -> None:
+        """Read the request logger's acks; when it dies, count what it held as failed, report
+        not-ready, and start a new one (after a short wait that doubles while it keeps dying)."""
+        delay = self.config.logger_restart_s
+        while True:
+            started = asyncio.get_running_loop().time()
+            await self._read_acks()
+            if self._stopping:
+                return
+            self.stats["logger_restarts"] += 1
+            if asyncio.get_running_loop().time() - started > 60:
+                delay = self.config.logger_restart_s
+            await asyncio.sleep(delay)  # a back-off between restarts, not synchronisation
+            delay = min(delay * 2, 10.0)
+            try:
+                await self._start_logger()
+            except OSError as exc:
+                logger.error("cannot start the request logger: %s", exc)
 
     async def stop(self, app: web.Application | None = None) -> None:
         """Wait (bounded) until every logged event is acknowledged, then close."""
+        self._stopping = True
         if self._waiting:
             await asyncio.gather(*self._waiting, return_exceptions=True)
         if self._settled is not None:
@@ -222,7 +252,7 @@ class Gateway:
         self._write(headers, data)
 
     def _write(self, headers: dict[str, str], data: bytes) -> None:
-        if self._logger_down or self._logger.stdin.is_closing():
+        if self._logger_down or self._logger is None or self._logger.stdin.is_closing():
             self.stats["events_failed"] += 1
             return
         self._logger.stdin.write(encode_frame(headers, data))
@@ -247,6 +277,8 @@ class Gateway:
                          code, self._in_flight)
         self.stats["events_failed"] += self._in_flight
         self._settle(self._in_flight)
+        if not self._stopping:
+            logger.error("the request logger exited (code %s); starting a new one, not ready meanwhile", code)
 
     def _settle(self, n: int) -> None:
         self._in_flight -= n
@@ -319,10 +351,25 @@ class Gateway:
             headers["Content-Type"] = payload.content_type
         return web.Response(body=payload.body, status=status, headers=headers)
 
+    async def _read(self, request: web.Request) -> _Payload:
+        """The client's body, before anything is logged or forwarded: over ``max_body_bytes`` is
+        a 413 (aiohttp's), a body its ``Content-Encoding`` does not decode a 400."""
+        try:
+            body = await request.read()
+        except (HttpProcessingError, RequestPayloadError) as exc:
+            self.stats["responses_400"] += 1
+            raise web.HTTPBadRequest(text=json.dumps({"status": {"code": 400, "info": f"the body cannot be read: {exc}",
+                                                                 "reason": "BAD_REQUEST", "status": "FAILURE"}}),
+                                     content_type="application/json", headers={"Connection": "close"}) from None
+        except web.HTTPRequestEntityTooLarge:
+            self.stats["responses_413"] += 1
+            raise
+        return _Payload(body, request.headers.get("Content-Type"))
+
     async def predictions(self, request: web.Request) -> web.Response:
         self.stats["requests"] += 1
         puid = request.headers.get("Seldon-Puid") or str(uuid.uuid4())
-        msg = _Payload(await request.read(), request.headers.get("Content-Type"))
+        msg = await self._read(request)
         try:
             out = await self._predict(self.graph, msg, puid)
         except _NodeFailed as failed:
@@ -334,7 +381,7 @@ class Gateway:
     async def feedback(self, request: web.Request) -> web.Response:
         self.stats["feedback"] += 1
         puid = request.headers.get("Seldon-Puid") or str(uuid.uuid4())
-        msg = _Payload(await request.read(), request.headers.get("Content-Type"))
+        msg = await self._read(request)
         try:
             out = await self._feedback(self.graph, msg, puid)
         except _NodeFailed as failed:
@@ -343,6 +390,8 @@ class Gateway:
 
     async def ready(self, request: web.Request) -> web.Response:
         assert self._session is not None
+        if self.config.logger_url and self._logger_down:
+            return web.json_response({"ready": False, "error": "the request logger is down (restarting)"}, status=503)
         node = self.graph
         while node is not None:
             url = self.config.url_of(str(node["name"])) + "/health/status"
@@ -363,7 +412,7 @@ class Gateway:
         return web.json_response({**self.stats, "log_queue_depth": queued, "log_waiting": len(self._waiting)})
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=self.config.max_body_bytes)
         for prefix in ("", "/seldon/{namespace}/{deployment}", "/seldon/{deployment}"):
             app.router.add_post(prefix + "/api/v1.0/predictions", self.predictions)
             app.router.add_post(prefix + "/api/v1.0/feedback", self.feedback)
@@ -395,6 +444,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="where a graph node listens (default: --model-url)")
     parser.add_argument("--log-workers", type=int, default=10)
     parser.add_argument("--log-queue", type=int, default=10_000)
+    parser.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024,
+                        help="largest request or feedback body (413 above it, before anything is logged)")
     parser.add_argument("--logger-cpus", default="",
                         help="CPU affinity of the request-logger process, e.g. '1' or '2,3' (default: inherit)")
     args = parser.parse_args(argv)
@@ -409,6 +460,7 @@ def main(argv: list[str] | None = None) -> None:
                                host=args.host, port=args.port, deployment=args.deployment,
                                graph=graph, node_urls=node_urls,
                                log_workers=args.log_workers, log_queue=args.log_queue,
+                               max_body_bytes=args.max_body_bytes,
                                logger_cpus=_cpu_list(args.logger_cpus))
     except ValueError as exc:
         parser.error(str(exc))

@@ -14,7 +14,8 @@
 ``GET /health/live``        500 once processing has failed (restart me: the log replays)
 ``GET /health/ready``       503 until the champion's reference is loaded and the log replayed,
                             and again while draining after SIGTERM (events are still taken)
-``POST /admin/flush``       write buffered records now; returns the batch key
+``POST /admin/flush``       write buffered records now; returns the batch key (null: nothing to
+                            write), 503 with the reason when the store write failed
 ``POST /admin/reload``      check the champion pointer now (reload the oracle reference)
 ==========================  =================================================================
 """
@@ -30,17 +31,17 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from daic.sidecar.config import SidecarConfig
 from daic.sidecar.events import EventError, LoggedEvent, parse_cloudevent
 from daic.sidecar.feedback import parse_feedback
-from daic.sidecar.service import Backpressure, SidecarService
+from daic.sidecar.service import Backpressure, FlushFailed, SidecarService
 
 logger = logging.getLogger(__name__)
 SERVICE = web.AppKey("service", SidecarService)
-#: A request of 256 images is ~1.6 MB of JSON; aiohttp's default limit is 1 MiB.
-MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 def _json(data: Any, status: int = 200, headers: dict | None = None) -> web.Response:
@@ -71,9 +72,27 @@ def _accept(service: SidecarService, event: LoggedEvent) -> web.Response:
     return _json({"accepted": event.event_id, "kind": event.kind, "request_id": event.request_id})
 
 
+async def _read_body(request: web.Request) -> bytes | web.Response:
+    """The body, or the answer to give instead: 413 above ``max_body_bytes`` (nothing written),
+    400 for a body that cannot be decoded (a bad ``Content-Encoding``); both counted."""
+    service = request.app[SERVICE]
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        service.metrics.drop("too_large")
+        return _error(f"the body is larger than max_body_bytes ({service.config.max_body_bytes})", 413)
+    except (web.HTTPBadRequest, HttpProcessingError, RequestPayloadError, ValueError) as exc:  # bad encoding
+        service.reject_invalid()
+        response = _error(f"the body cannot be read: {exc}", 400)
+        response.force_close()  # the rest of the stream cannot be parsed: no keep-alive
+        return response
+
+
 async def post_event(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    body = await request.read()
+    body = await _read_body(request)
+    if isinstance(body, web.Response):
+        return body
     try:
         event = parse_cloudevent(request.headers, body, now=service.clock())
         if event.kind == "feedback":
@@ -89,7 +108,9 @@ async def post_feedback(request: web.Request) -> web.Response:
     header the client sends back on this call; without it the executor makes up a fresh puid, and
     so does this endpoint (the feedback is recorded and counted as unlinked)."""
     service = request.app[SERVICE]
-    raw = await request.read()
+    raw = await _read_body(request)
+    if isinstance(raw, web.Response):
+        return raw
     puid = request.headers.get("Seldon-Puid") or str(uuid.uuid4())
     try:
         body = orjson.loads(raw)
@@ -134,7 +155,10 @@ async def flush(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     if not service.accepting:
         return _error("not accepting (starting or stopping)", 503)
-    key = await service.request_flush()
+    try:
+        key = await service.request_flush()
+    except FlushFailed as exc:
+        return _error(f"flush failed: {exc}", 503)
     return _json({"batch": key})
 
 
@@ -147,7 +171,7 @@ async def reload(request: web.Request) -> web.Response:
 def build_app(service: SidecarService, manage_lifecycle: bool = True) -> web.Application:
     """The aiohttp application around ``service``; with ``manage_lifecycle`` the app starts
     and stops the service (recovery on startup, flush on shutdown)."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app = web.Application(client_max_size=service.config.max_body_bytes)
     app[SERVICE] = service
     app.router.add_post("/", post_event)
     app.router.add_post("/api/v1.0/feedback", post_feedback)

@@ -26,6 +26,12 @@ class SidecarConfig(BaseModel):
     by at most the delay). window: inputs in the online estimator's window. reference_check_s: how often to check the
     champion pointer for a new model (and its oracle reference).
 
+    max_body_bytes: the largest event or feedback body taken (HTTP 413 above it, before anything is
+    written; a request of 256 images is about 1.6 MB of JSON, its response about 0.5 MB).
+    max_queue_bytes / max_pending_bytes: bounds on the bodies held in memory, waiting to be scored
+    (503 above it, counted as ``backpressure``) or waiting for the rest of their prediction (the
+    oldest predictions are given up, ``overflow``); the checkpoint holds at most the latter.
+
     graph: the predictor's Seldon inference graph as rendered (``spec.predictors[].graph``); the
     sidecar joins what the executor logs for it (daic.serving.graph). None: daic's single-node
     graph, one MODEL node named ``classifier`` with a logger.
@@ -56,6 +62,9 @@ class SidecarConfig(BaseModel):
     canary_idle_s: float = Field(600.0, gt=0)  # a non-champion version without predictions this long stops serving
     feedback_memory: int = Field(20_000, ge=1)
     graph: dict[str, Any] | None = None
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_queue_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    max_pending_bytes: int = Field(128 * 1024 * 1024, ge=1024)
     drain_quiet_s: float = Field(2.0, ge=0)
     drain_max_s: float = Field(20.0, ge=0)
 

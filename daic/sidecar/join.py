@@ -71,7 +71,7 @@ class _Group:
 
 class JoinBuffer:
     def __init__(self, timeout_s: float = 30.0, max_pending: int = 10_000, remember: int = 50_000,
-                 plan: JoinPlan | None = None) -> None:
+                 plan: JoinPlan | None = None, max_pending_bytes: int | None = None) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if max_pending < 1 or remember < 1:
@@ -80,6 +80,8 @@ class JoinBuffer:
         self.max_pending = max_pending
         self.remember = remember
         self.plan = plan or JoinPlan.single()
+        self.max_pending_bytes = max_pending_bytes
+        self.pending_bytes = 0
         self._need = self.plan.needed()
         self._pending: OrderedDict[str, _Group] = OrderedDict()
         self._completed: OrderedDict[str, None] = OrderedDict()
@@ -104,16 +106,25 @@ class JoinBuffer:
             return JoinOutcome("duplicate")
         events.append(event)
         group.ids.add(event.event_id)
+        self.pending_bytes += len(event.raw)
         if all(len(group.events.get(k, ())) >= n for k, n in self._need.items()):
-            del self._pending[rid]
+            self._remove(rid)
             self._mark_completed(rid)
             return JoinOutcome("joined", self._join(group))
         evicted = []
-        while len(self._pending) > self.max_pending:
-            old_rid, oldest = self._pending.popitem(last=False)
+        while len(self._pending) > self.max_pending or (
+                self.max_pending_bytes is not None and self.pending_bytes > self.max_pending_bytes
+                and len(self._pending) > 1):
+            old_rid = next(iter(self._pending))
+            oldest = self._remove(old_rid)
             self._mark_completed(old_rid)
             evicted.append(self._incomplete(old_rid, oldest))
         return JoinOutcome("pending", evicted=evicted)
+
+    def _remove(self, rid: str) -> _Group:
+        group = self._pending.pop(rid)
+        self.pending_bytes -= sum(len(e.raw) for e in group.all())
+        return group
 
     def _join(self, group: _Group) -> Joined:
         plan = self.plan
@@ -136,7 +147,7 @@ class JoinBuffer:
         for rid in list(self._pending):
             group = self._pending[rid]
             if group.first_time <= deadline:
-                del self._pending[rid]
+                self._remove(rid)
                 self._mark_completed(rid)  # a late event is then a duplicate, not a new group
                 expired.append(self._incomplete(rid, group))
         return expired
@@ -157,6 +168,7 @@ class JoinBuffer:
     def restore(self, pending: list[LoggedEvent], completed: list[str]) -> None:
         self._pending.clear()
         self._completed.clear()
+        self.pending_bytes = 0
         for rid in completed:
             self._mark_completed(rid)
         for event in pending:
@@ -167,3 +179,4 @@ class JoinBuffer:
             group.first_time = min(group.first_time, event.time)
             group.events.setdefault(key, []).append(event)
             group.ids.add(event.event_id)
+            self.pending_bytes += len(event.raw)

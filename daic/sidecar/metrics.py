@@ -20,7 +20,10 @@ computed at scrape time by a custom collector, so ``/metrics`` never shows a sta
 ``daic_sidecar_events_dropped_total``      events given up on, by ``reason``: ``backpressure`` (503),
                                            ``invalid`` (400), ``unanswered`` (request, no response in
                                            time), ``orphan_response``, ``overflow``, ``unreadable``,
-                                           ``unwritable`` (the write-ahead log failed: 503)
+                                           ``unwritable`` (the write-ahead log failed: 503),
+                                           ``unknown_version`` (the response names a model version
+                                           that is not in the registry: refused, not scored),
+                                           ``too_large`` (a body over ``max_body_bytes``: 413)
 ``daic_sidecar_inputs_scored_total``       inputs scored by the pseudo-oracles, by ``model_version``
 ``daic_sidecar_inputs_unscored_total``     inputs recorded without scores (no oracle reference)
 ``daic_sidecar_queue_depth``               accepted events waiting to be scored
@@ -61,7 +64,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 DROP_REASONS = ("backpressure", "invalid", "unanswered", "orphan_response", "overflow", "unreadable",
-                "unwritable")
+                "unwritable", "unknown_version", "too_large")
 
 
 class SidecarMetrics:

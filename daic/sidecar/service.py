@@ -42,6 +42,7 @@ from daic.sidecar.join import Joined, JoinBuffer
 from daic.sidecar.metrics import SidecarMetrics
 from daic.sidecar.records import OperationalRecords, write_batch
 from daic.sidecar.serving import ServingVersions
+from daic.sidecar.versions import RegistryVersions
 from daic.sidecar.wal import WriteAheadLog
 from daic.storage import ObjectStore
 
@@ -62,6 +63,11 @@ def _covariate_rows(scores) -> np.ndarray | None:
         return RecalibrationCovariates.from_scores(scores).as_rows()
     except ValueError:
         return None
+
+
+class FlushFailed(Exception):
+    """A flush did not reach the store (kept and retried at the next one): ``/admin/flush``
+    answers 503 with the reason instead of the "nothing to write" of a successful empty flush."""
 
 
 class Backpressure(Exception):
@@ -93,6 +99,7 @@ class _ScoredBatch:
     items: list[_Scored]
     by_version: dict[str, Any]  # version -> PerInputScores
     unreadable: int
+    unknown: dict[str, int] = field(default_factory=dict)  # version not in the registry -> predictions
 
 
 @dataclass
@@ -117,7 +124,10 @@ class SidecarService:
         self.clock = clock
         self.wal = WriteAheadLog(config.wal_dir)
         self.plan = config.join_plan()
-        self.join = JoinBuffer(config.join_timeout_s, config.max_pending, config.remember_ids, self.plan)
+        self._events_per_prediction = sum(self.plan.needed().values())
+        self.registry_versions = RegistryVersions(store, config.model_name)
+        self.join = JoinBuffer(config.join_timeout_s, config.max_pending, config.remember_ids, self.plan,
+                               max_pending_bytes=config.max_pending_bytes)
         self.metrics = SidecarMetrics(config.deployment, self.estimates)
         self.estimators: dict[str, Any] = {}
         self.feedback: dict[str, _FeedbackStats] = {}
@@ -134,6 +144,7 @@ class SidecarService:
         self._reward_rows: list[dict[str, np.ndarray]] = []
         self._queue: asyncio.Queue = asyncio.Queue()
         self._queued = 0
+        self._queued_bytes = 0
         self._appended = 0
         self._buffered_rows = 0
         self._last_rotate = clock()
@@ -207,6 +218,8 @@ class SidecarService:
             except asyncio.TimeoutError:
                 logger.error("shutdown flush did not finish in %.0fs; the write-ahead log keeps the events",
                              timeout_s)
+            except FlushFailed as exc:
+                logger.error("shutdown flush failed (%s); the write-ahead log keeps the events", exc)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -220,10 +233,11 @@ class SidecarService:
         if not self.accepting:
             self.metrics.drop("backpressure")
             raise Backpressure("the sidecar is not accepting events (starting or stopping)")
-        if self._queued >= self.config.max_queue:
+        if self._queued >= self.config.max_queue or \
+                self._queued_bytes + len(event.raw) > self.config.max_queue_bytes:
             self.metrics.drop("backpressure")
-            raise Backpressure(f"{self._queued} events are waiting to be scored (max_queue "
-                               f"{self.config.max_queue}); retry later")
+            raise Backpressure(f"{self._queued} events ({self._queued_bytes} bytes) are waiting to be scored "
+                               f"(max_queue {self.config.max_queue}, max_queue_bytes {self.config.max_queue_bytes})")
         try:
             self.wal.append(event.to_wal())
         except OSError as exc:
@@ -231,6 +245,7 @@ class SidecarService:
             raise Backpressure(f"cannot write the write-ahead log in {self.wal.directory}: {exc}") from None
         self._appended += 1
         self._queued += 1
+        self._queued_bytes += len(event.raw)
         self._queue.put_nowait(event)
         self._activity.set()
         self.metrics.received.labels(self.config.deployment, event.kind).inc()
@@ -241,9 +256,12 @@ class SidecarService:
 
     def request_flush(self) -> asyncio.Future:
         """Rotate the log and queue a marker; the future resolves (to the batch key or None)
-        once everything accepted before it is in the store and checkpointed."""
+        once everything accepted before it is in the store and checkpointed, or raises
+        :class:`FlushFailed` when the store write failed."""
         segment = self.wal.rotate()
         done = asyncio.get_running_loop().create_future()
+        # Automatic flushes are not awaited: mark their outcome retrieved (the failure is logged).
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._queue.put_nowait(_FlushMarker(segment, done))
         self._markers_outstanding += 1
         self._appended = 0
@@ -279,6 +297,7 @@ class SidecarService:
                 item = self._queue.get_nowait()
             if batch:
                 self._queued -= len(batch)
+                self._queued_bytes -= sum(len(e.raw) for e in batch)
                 self.metrics.queue_depth.labels(self.config.deployment).set(self._queued)
                 was_idle = not (self._to_score or self._feedback_waiting)
                 await self._guarded(self._ingest(batch))
@@ -392,7 +411,12 @@ class SidecarService:
         if joined:
             batch = await asyncio.to_thread(self._score, joined)
             if batch.unreadable:
-                self.metrics.drop("unreadable", 2 * batch.unreadable)
+                self.metrics.drop("unreadable", self._events_per_prediction * batch.unreadable)
+            for version, count in batch.unknown.items():
+                logger.warning("%d prediction(s) tagged with model version %r, which is not in the registry of %s: "
+                               "refused (not scored, recorded or exported)", count, version[:80],
+                               self.config.model_name)
+                self.metrics.drop("unknown_version", self._events_per_prediction * count)
             for item in batch.items:
                 self._absorb(item)
             for version, scores in batch.by_version.items():
@@ -417,8 +441,13 @@ class SidecarService:
                 continue
             decoded.append((pair, images, outputs))
         by_version: dict[str, list] = {}
+        unknown: dict[str, int] = {}
         for item in decoded:
-            by_version.setdefault(item[2].version, []).append(item)
+            version = item[2].version
+            if not self.registry_versions.known(version):
+                unknown[version] = unknown.get(version, 0) + 1
+                continue
+            by_version.setdefault(version, []).append(item)
         results = []
         scored_by_version = {}
         for version, items in by_version.items():
@@ -441,7 +470,7 @@ class SidecarService:
                 results.append(_Scored(self._records(pair, images, outputs, p_correct, drift), version,
                                        scores is not None, None if covariates is None else covariates[rows]))
                 start += n
-        return _ScoredBatch(results, scored_by_version, unreadable)
+        return _ScoredBatch(results, scored_by_version, unreadable, unknown)
 
     @staticmethod
     def _records(pair: Joined, images: np.ndarray, outputs, p_correct: np.ndarray | None,
@@ -568,7 +597,8 @@ class SidecarService:
     # -- commit -------------------------------------------------------------------------------
     async def _commit(self, marker: _FlushMarker) -> None:
         if self.failed is not None:
-            marker.done.set_result(None)
+            marker.done.set_exception(FlushFailed(f"processing failed ({self.failed}); the write-ahead log keeps "
+                                                  "every event for the restart"))
             return
         key = None
         try:
@@ -591,7 +621,8 @@ class SidecarService:
         except Exception as exc:  # noqa: BLE001 - keep everything, retry at the next marker
             self.metrics.store_failures.labels(self.config.deployment).inc()
             logger.error("writing operational records failed (kept, retried at the next flush): %s", exc)
-            marker.done.set_result(None)
+            marker.done.set_exception(FlushFailed(f"writing to the store failed: {type(exc).__name__}: {exc}; "
+                                                  "the records are kept and retried at the next flush"))
             return
         checkpoint = self._checkpoint()
         await asyncio.to_thread(self.wal.commit, marker.segment, checkpoint)
