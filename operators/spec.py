@@ -35,6 +35,7 @@ RESERVED_PARAMETERS = frozenset({
     "threshold", "trigger_estimate", "budget", "sampler", "target_half_width", "labeling_backend",
     "labeling_timeout_s", "ray_workers", "cpus_per_worker", "gpus_per_worker", "memory_per_worker",
     "labels_prefix", "record_prefix", "predictor", "promote_by",
+    "train_batch_size", "train_precision", "ray_cluster", "train_node_selector", "train_tolerations",
 })
 
 
@@ -196,10 +197,38 @@ class PipelineSpec(_Model):
 class ResourcesSpec(_Model):
     """What the retraining step asks of Ray (passed to the pipeline, which sizes the RayJob)."""
 
-    ray_workers: int = Field(default=2, ge=1, le=64)
+    ray_workers: int = Field(default=1, ge=1, le=64)  # one unless the model is large (docs/training.md)
     cpus_per_worker: int = Field(default=2, ge=1, le=128)
     gpus_per_worker: int = Field(default=0, ge=0, le=8)
-    memory_per_worker: str = Field(default="4Gi", pattern=QUANTITY)
+    # None: by worker kind (8Gi on CPU, 16Gi with a GPU: daic.training.rayjob.worker_memory)
+    memory_per_worker: str | None = Field(default=None, pattern=QUANTITY)
+
+
+class TrainPrecision(str, enum.Enum):
+    auto = "auto"  # bf16 where the GPU runs it natively, else fp16 + loss scaling; fp32 on CPU
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class TolerationSpec(_Model):
+    key: str | None = None
+    operator: str = Field(default="Equal", pattern=r"^(Exists|Equal)$")
+    value: str | None = None
+    effect: str | None = Field(default=None, pattern=r"^(NoSchedule|PreferNoSchedule|NoExecute)$")
+
+
+class TrainingSpec(_Model):
+    """How the retraining step trains (docs/training.md): batch size per worker (0: chosen for the
+    device, 128 on CPU and up to 2048 on a GPU), precision, the long-lived RayCluster the RayJob is
+    submitted to (``""``: a fresh cluster per job), and where the training pods may run (node
+    selector and tolerations; none given: the usual GPU taints are tolerated by GPU workers)."""
+
+    batch_size: int = Field(default=0, ge=0, le=65536)
+    precision: TrainPrecision = TrainPrecision.auto
+    ray_cluster: str = Field(default="daic-ray", pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$", max_length=63)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[TolerationSpec] = Field(default_factory=list)
 
 
 class PromotionSpec(_Model):
@@ -221,6 +250,7 @@ class CycleSpec(_Model):
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
     pipeline: PipelineSpec = Field(default_factory=PipelineSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
     cooldown_seconds: int = Field(default=3600, ge=0)
     max_history: int = Field(default=20, ge=1, le=200)

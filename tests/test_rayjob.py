@@ -146,3 +146,108 @@ def test_the_entrypoint_is_a_valid_retrain_command_sized_to_the_pods():
         training_entrypoint("train", store_url="s3://d", model_name="m", num_pods=1, cpus_per_pod=2, gpus_per_pod=4)
     with pytest.raises(click.UsageError):
         retrain_command.make_context("retrain", ["--num-workers", "2"])  # --labels is required
+
+
+# --- from the AssessmentCycle to the rendered RayJob ------------------------------------------------
+
+CYCLE_SPEC = {
+    "deployment": {"name": "mnist"},
+    "estimate": {"source": "sidecar", "url": "http://oracle:8300/estimate"},
+    "trigger": {"threshold": 0.9},
+    "resources": {"gpusPerWorker": 1, "cpusPerWorker": 4},
+}
+# The pipeline's wiring of its parameters into the train component (pipelines/assess_and_improve.py),
+# read back from the compiled pipeline by test_compiled_pipeline_wires_the_training_settings.
+PIPELINE_TO_COMPONENT = {
+    "ray_workers": "ray_workers", "cpus_per_worker": "cpus_per_worker", "gpus_per_worker": "gpus_per_worker",
+    "memory_per_worker": "memory_per_worker", "train_batch_size": "batch_size", "train_precision": "precision",
+    "ray_cluster": "ray_cluster", "train_node_selector": "node_selector", "train_tolerations": "tolerations",
+}
+
+
+def _rendered_from_cycle(training: dict, **component) -> dict:
+    from datetime import datetime
+
+    from daic.components.train.logic import TrainConfig
+    from daic.components.train.registry_access import render_rayjob as render_for_step
+    from daic.operators.observations import EstimateReading
+    from daic.operators.reconcile import CycleIdentity, pipeline_params
+    from daic.operators.spec import parse_spec
+
+    spec = parse_spec({**CYCLE_SPEC, "training": training})
+    reading = EstimateReading(accuracy=0.8, n=500, observed_at=datetime.now())
+    params = pipeline_params(spec, CycleIdentity("mnist", "0123abcd"), "mnist-c1-0123abcd", 0.9, reading)
+    fields = {field: params[name] for name, field in PIPELINE_TO_COMPONENT.items()}
+    fields["workers"] = fields.pop("ray_workers")  # the component's input -> its logic's field
+    config = TrainConfig(backend="rayjob", namespace="daic", **{**fields, **component})
+    return render_for_step("s3://daic", "mnist-c1-0123abcd", "mnist", "v0001", "labels/", config)
+
+
+def test_crd_training_settings_reach_the_workers_of_a_fresh_cluster():
+    """training.tolerations / nodeSelector / batchSize / precision, from the custom resource through
+    the operator's pipeline parameters to the RayJob's worker pods and the driver's command line."""
+    doc = _rendered_from_cycle({
+        "batchSize": 4096, "precision": "fp16", "rayCluster": "",
+        "nodeSelector": {"cloud.google.com/gke-accelerator": "nvidia-l4"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "training", "effect": "NoSchedule"}],
+    })
+    (group,) = doc["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    worker = group["template"]["spec"]
+    assert worker["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert worker["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "training",
+                                      "effect": "NoSchedule"}]
+    assert group["replicas"] == 1  # one GPU worker by default
+    assert worker["containers"][0]["resources"]["limits"]["memory"] == "16Gi"  # a GPU worker's default
+    params = retrain_command.make_context("retrain", doc["spec"]["entrypoint"].split()[2:]).params
+    assert (params["batch_size"], params["precision"], params["use_gpu"]) == (4096, "fp16", True)
+    assert not security_problems(doc)
+
+
+def test_crd_defaults_submit_to_the_warm_cluster():
+    doc = _rendered_from_cycle({})
+    assert doc["spec"]["clusterSelector"] == {"ray.io/cluster": "daic-ray"}
+    assert "rayClusterSpec" not in doc["spec"]
+    argv = doc["spec"]["entrypoint"].split()
+    assert "--batch-size" not in argv and argv[argv.index("--precision") + 1] == "auto"
+
+
+def test_gpu_workers_without_tolerations_tolerate_the_usual_gpu_taints():
+    doc = _rendered_from_cycle({"rayCluster": ""})
+    (group,) = doc["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    assert {(t["key"], t["effect"]) for t in group["template"]["spec"]["tolerations"]} == {
+        ("nvidia.com/gpu", "NoSchedule"), ("sku", "NoSchedule")}
+
+
+@pytest.mark.parametrize("bad,needle", [
+    ({"precision": "int8"}, "spec.training.precision"),
+    ({"batchSize": -1}, "spec.training.batchSize"),
+    ({"rayCluster": "Daic_Ray"}, "spec.training.rayCluster"),
+    ({"tolerations": [{"operator": "Sometimes"}]}, "spec.training.tolerations.0.operator"),
+])
+def test_bad_training_settings_are_named(bad, needle):
+    from daic.operators.spec import InvalidSpec, parse_spec
+
+    with pytest.raises(InvalidSpec, match=needle.replace(".", r"\.")):
+        parse_spec({**CYCLE_SPEC, "training": bad})
+
+
+def test_compiled_pipeline_wires_the_training_settings():
+    from pathlib import Path
+
+    compiled = next(yaml.safe_load_all((Path(__file__).resolve().parents[1] / "pipelines" / "compiled" /
+                                        "assess_and_improve.yaml").read_text()))
+    (inputs,) = [c["dag"]["tasks"]["train"]["inputs"]["parameters"] for c in compiled["components"].values()
+                 if "train" in c.get("dag", {}).get("tasks", {})]
+    for pipeline_name, component_name in PIPELINE_TO_COMPONENT.items():
+        assert inputs[component_name]["componentInputParameter"] == f"pipelinechannel--{pipeline_name}"
+
+
+@pytest.mark.parametrize("n_examples,flops,max_workers,expected", [
+    (55_000, 24e6, 8, 1),  # MNIST: ~0.07 s an epoch on one GPU
+    (1_281_167, 8.2e9, 8, 8),  # ImageNet x ResNet-50 training FLOPs: ~525 s an epoch -> all 8
+    (10_000_000, 1e8, 4, 2),  # ~50 s an epoch -> two workers
+])
+def test_one_gpu_worker_unless_the_model_is_large(n_examples, flops, max_workers, expected):
+    from daic.training.rayjob import gpu_workers_for
+
+    assert gpu_workers_for(n_examples, flops, max_workers) == expected

@@ -43,6 +43,9 @@ def train(
     pod_cpu_request: str,
     pod_memory_request: str,
     pod_gpus: int,
+    batch_size: int,
+    precision: str,
+    ray_cluster: str,
     model: dsl.Output[dsl.Model],
 ) -> NamedTuple("Outputs", [("challenger_version", str)]):
     """Retrain from the champion with the cycle's labeled batches on Ray; returns the new version."""
@@ -59,7 +62,7 @@ def train(
                          reference_shift_per_condition=reference_shift_per_condition, seed=seed, namespace=namespace,
                          node_selector=node_selector, tolerations=tolerations, timeout_s=timeout_s,
                          pod_cpu_request=pod_cpu_request, pod_memory_request=pod_memory_request,
-                         pod_gpus=pod_gpus)
+                         pod_gpus=pod_gpus, batch_size=batch_size, precision=precision, ray_cluster=ray_cluster)
     result = run(store_url, cycle, config)
     with open(model.path, "w") as fh:
         json.dump(result.card, fh, indent=2, sort_keys=True, default=str)

@@ -8,7 +8,9 @@ Backends:
 * ``rayjob``: a KubeRay ``RayJob`` (``daic.training.rayjob.render_rayjob``, named by
   :func:`.rayjob.rayjob_name`), submitted through the Kubernetes API and waited for
   (:mod:`.rayjob`); its driver, ``daic retrain ... --result-key cycles/<c>/train-output.json``,
-  leaves the new version there.
+  leaves the new version there. By default the job runs on the long-lived autoscaling RayCluster
+  ``ray_cluster`` (``daic-ray``: warm head, GPU workers scaled from zero); ``ray_cluster=""``
+  brings a fresh cluster per job.
 
 Every backend runs the same training: a warm start from the champion (``daic.training.retrain``)
 on the base split (``base_limit`` > 0: its first images) plus the labeled batches, each labeled
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -33,6 +36,9 @@ from daic.storage import ObjectStore, open_store
 log = logging.getLogger(__name__)
 
 BACKENDS = ("local", "ray-address", "rayjob")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 LABELS_PREFIX = "labels/"
 
 
@@ -45,7 +51,7 @@ class TrainConfig:
     workers: int = 1
     cpus_per_worker: int = 1
     gpus_per_worker: int = 0
-    memory_per_worker: str = "2Gi"
+    memory_per_worker: str = ""  # "": by worker kind (daic.training.rayjob.worker_memory)
     epochs: int = 2
     learning_rate: float = 1e-3
     operational_oversample: int = 10
@@ -62,6 +68,11 @@ class TrainConfig:
     pod_cpu_request: str = ""
     pod_memory_request: str = ""
     pod_gpus: int = 0
+    # Per Ray Train worker; 0: chosen on the worker for its device (daic.training.device_plan).
+    batch_size: int = 0
+    precision: str = "auto"
+    # rayjob backend: the long-lived RayCluster the job is submitted to; "": a fresh cluster per job.
+    ray_cluster: str = "daic-ray"
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -73,7 +84,15 @@ class TrainConfig:
         if isinstance(self.gpus_per_worker, bool) or not isinstance(self.gpus_per_worker, int) \
                 or self.gpus_per_worker < 0:
             raise ValueError(f"gpus_per_worker must be an integer >= 0, got {self.gpus_per_worker!r}")
-        for name in ("base_limit", "reference_shift_per_condition", "seed"):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train_precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision == "fp16" and not self.gpus_per_worker:
+            raise ValueError("train_precision 'fp16' needs GPU workers (gpus_per_worker >= 1)")
+        if self.ray_cluster and not _DNS_LABEL.match(self.ray_cluster):
+            raise ValueError(f"ray_cluster must be a RayCluster name (DNS-1123 label) or empty, got {self.ray_cluster!r}")
+        if self.memory_per_worker and not _QUANTITY.match(str(self.memory_per_worker)):
+            raise ValueError(f"memory_per_worker must be a Kubernetes quantity such as 8Gi, got {self.memory_per_worker!r}")
+        for name in ("base_limit", "reference_shift_per_condition", "seed", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")

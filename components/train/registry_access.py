@@ -100,6 +100,9 @@ def training_fields(config) -> dict[str, Any]:
     }
     if config.base_limit:
         fields["base_limit"] = config.base_limit
+    if config.batch_size:
+        fields["batch_size"] = config.batch_size
+    fields["precision"] = config.precision
     return fields
 
 
@@ -130,7 +133,8 @@ def rayjob_entrypoint(store_url: str, cycle: str, name: str, parent: str, labels
         "retrain", store_url=store_url, model_name=name, num_pods=config.workers,
         cpus_per_pod=config.cpus_per_worker, gpus_per_pod=config.gpus_per_worker, parent=parent,
         labels_prefix=labels_prefix, epochs=config.epochs, lr=config.learning_rate, seed=config.seed,
-        result_key=result_key, notes={"cycle": cycle})
+        result_key=result_key, notes={"cycle": cycle}, batch_size=config.batch_size or None,
+        precision=config.precision)
     argv += ["--oversample", str(config.operational_oversample),
              "--shift-per-condition", str(config.reference_shift_per_condition)]
     if config.base_limit:
@@ -140,20 +144,24 @@ def rayjob_entrypoint(store_url: str, cycle: str, name: str, parent: str, labels
 
 def render_rayjob(store_url: str, cycle: str, name: str, parent: str, labels_prefix: str, config) -> dict:
     """The RayJob manifest for this retraining: ``daic.training.rayjob.render_rayjob`` on a spec
-    sized from the step's settings, running the tagged train image, named after the cycle."""
+    sized from the step's settings, running the tagged train image, named after the cycle; submitted
+    to the long-lived RayCluster ``config.ray_cluster`` (``daic-ray``) unless that is empty."""
     from daic.components.cycle_store import key
     from daic.components.images import image_for
     from daic.components.train.rayjob import rayjob_name
-    from daic.training.rayjob import RayJobSpec, render_rayjob as render
+    from daic.training.rayjob import RayJobSpec, render_rayjob as render, scheduling_for, worker_memory
 
+    node_selector, tolerations = scheduling_for(config.gpus_per_worker, dict(config.node_selector),
+                                                list(config.tolerations))
     spec = RayJobSpec(
         name=rayjob_name(cycle), namespace=config.namespace or None, image=image_for("train"),
         entrypoint=rayjob_entrypoint(store_url, cycle, name, parent, labels_prefix, config,
                                      key(cycle, TRAIN_OUTPUT)),
         num_workers=config.workers, cpus_per_worker=str(config.cpus_per_worker),
-        memory_per_worker=config.memory_per_worker, gpus_per_worker=config.gpus_per_worker,
-        node_selector=dict(config.node_selector), tolerations=list(config.tolerations),
-        active_deadline_seconds=config.timeout_s,
+        memory_per_worker=config.memory_per_worker or worker_memory(config.gpus_per_worker),
+        gpus_per_worker=config.gpus_per_worker,
+        node_selector=node_selector, tolerations=tolerations,
+        active_deadline_seconds=config.timeout_s, cluster_selector=config.ray_cluster or None,
         labels={"app.kubernetes.io/part-of": "daic", "app.kubernetes.io/component": "retrain"},
     )
     return render(spec)

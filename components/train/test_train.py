@@ -92,6 +92,11 @@ def test_not_a_rayjob_is_refused():
     ("operational_oversample", 0, "operational_oversample must be an integer >= 1"),
     ("base_limit", -1, "base_limit must be an integer >= 0"),
     ("reference_shift_per_condition", 1.5, "reference_shift_per_condition must be an integer >= 0"),
+    ("batch_size", -2, "batch_size must be an integer >= 0"),
+    ("precision", "int8", "train_precision must be one of auto, fp32, bf16, fp16"),
+    ("precision", "fp16", "train_precision 'fp16' needs GPU workers"),
+    ("ray_cluster", "Daic_Ray", "ray_cluster must be a RayCluster name"),
+    ("memory_per_worker", "lots", "memory_per_worker must be a Kubernetes quantity"),
 ])
 def test_config_rejects_bad_values(field, value, match):
     with pytest.raises(ValueError, match=match):
@@ -191,7 +196,8 @@ def test_cluster_path_creates_a_valid_rayjob_and_reads_the_drivers_result(cluste
     config = TrainConfig(backend="rayjob", namespace="daic", workers=2, cpus_per_worker=8, gpus_per_worker=2,
                          memory_per_worker="16Gi", epochs=3, learning_rate=2e-3, operational_oversample=5,
                          base_limit=1000, reference_shift_per_condition=20, seed=4,
-                         node_selector={"gpu": "h100"}, tolerations=[{"key": "gpu", "operator": "Exists"}])
+                         node_selector={"gpu": "h100"}, tolerations=[{"key": "gpu", "operator": "Exists"}],
+                         batch_size=2048, precision="bf16", ray_cluster="")
     result = run(store, cycle, config, api=kube.api())
 
     assert (result.version, result.parent) == ("v0002", "v0001")
@@ -212,9 +218,40 @@ def test_cluster_path_creates_a_valid_rayjob_and_reads_the_drivers_result(cluste
     assert (params["num_workers"], params["cpus_per_worker"], params["use_gpu"]) == (4, 4, True)
     assert params["store_url"] == store.url and params["result_key"] == f"cycles/{cycle}/train-output.json"
     assert params["notes"] == ("cycle=C-7.retry_1",)
+    assert (params["batch_size"], params["precision"]) == (2048, "bf16")
     record = store.get_json(f"cycles/{cycle}/train.json")
     assert record["version"] == "v0002" and record["rayjob"] == name
     assert record["status"]["jobStatus"] == "SUCCEEDED"
+
+
+def test_by_default_the_job_goes_to_the_warm_daic_ray_cluster(cluster_cycle):
+    """No cluster of its own: clusterSelector names the long-lived autoscaling RayCluster, and the
+    driver gets a batch size chosen per device ("auto") and the precision to resolve there."""
+    from daic.components.train.logic import run
+
+    store, cycle, kube = cluster_cycle
+    result = run(store, cycle, TrainConfig(backend="rayjob", namespace="daic", gpus_per_worker=1), api=kube.api())
+    assert result.version == "v0002"
+    (job,) = [o for (plural, ns, _), o in kube.objects.items() if plural == PLURAL]
+    assert job["spec"]["clusterSelector"] == {"ray.io/cluster": "daic-ray"}
+    assert "rayClusterSpec" not in job["spec"] and "shutdownAfterJobFinishes" not in job["spec"]
+    (params,) = kube.on_get.runs
+    assert (params["num_workers"], params["use_gpu"], params["batch_size"], params["precision"]) == (1, True, None,
+                                                                                                   "auto")
+
+
+def test_a_fresh_gpu_cluster_tolerates_gpu_taints_and_has_gpu_memory(cluster_cycle):
+    from daic.components.train.logic import run
+
+    store, cycle, kube = cluster_cycle
+    run(store, cycle, TrainConfig(backend="rayjob", namespace="daic", gpus_per_worker=1, ray_cluster=""),
+        api=kube.api())
+    (job,) = [o for (plural, ns, _), o in kube.objects.items() if plural == PLURAL]
+    (group,) = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    worker = group["template"]["spec"]
+    assert {t["key"] for t in worker["tolerations"]} == {"nvidia.com/gpu", "sku"}
+    assert worker["containers"][0]["resources"]["limits"]["memory"] == "16Gi"
+    assert group["replicas"] == 1
 
 
 def test_a_retried_step_reuses_the_job_and_its_result(cluster_cycle):

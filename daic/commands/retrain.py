@@ -30,7 +30,7 @@ def _notes(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--note", "notes", multiple=True, metavar="KEY=VALUE", help="recorded in the data lineage")
 @click.option("--promote", type=click.Choice(["if-none", "always", "never"]), default="never", show_default=True,
               help="make the new version champion (normally the pipeline's evaluate step decides)")
-@training_options({"epochs": 2, "batch_size": 128, "lr": 1e-3})
+@training_options({"epochs": 2, "batch_size": None, "lr": 1e-3})
 def command(parent: str, labels_prefix: str, oversample: int, operational_weight: float, notes: tuple[str, ...],
             promote: str, store_url: Optional[str], name: str, ray_address: Optional[str],
             shift_per_condition: int, result_key: Optional[str], as_json: bool, verbose: bool,

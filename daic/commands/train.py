@@ -19,8 +19,8 @@ def training_options(defaults: dict[str, Any]) -> Callable:
         click.option("--store", "store_url", default=None, metavar="URL", help=_STORE_HELP),
         click.option("--name", default="mnist", show_default=True, help="model name in the registry"),
         click.option("--epochs", type=int, default=defaults["epochs"], show_default=True),
-        click.option("--batch-size", type=int, default=defaults["batch_size"], show_default=True,
-                     help="per worker"),
+        click.option("--batch-size", type=int, default=defaults["batch_size"],
+                     help="per worker (default: chosen for the device, 128 on CPU, up to 2048 on a GPU)"),
         click.option("--lr", type=float, default=defaults["lr"], show_default=True,
                      help="peak learning rate of the one-cycle schedule"),
         click.option("--num-workers", type=int, default=2, show_default=True, help="Ray Train workers"),
@@ -110,7 +110,7 @@ def report(outcome, store, result_key: Optional[str], as_json: bool) -> None:
 
 
 @click.command("train")
-@training_options({"epochs": 4, "batch_size": 128, "lr": 4e-3})
+@training_options({"epochs": 4, "batch_size": None, "lr": 4e-3})
 @click.option("--promote", type=click.Choice(["if-none", "always", "never"]), default="if-none", show_default=True,
               help="make the new version champion (if-none: only when there is no champion yet)")
 def command(store_url: Optional[str], name: str, ray_address: Optional[str], shift_per_condition: int,
