@@ -105,7 +105,7 @@ def observe(spec: CycleSpec, status: CycleStatus, ports: Ports, now: datetime,
             state = RunState(name, RunPhase.unknown, error=f"{type(exc).__name__}: {exc}")
         runs.append(RunObservation(state, now))
     deployment = None
-    if status.phase is Phase.promoting:
+    if status.phase is Phase.promoting or status.pending_rollback is not None:
         try:
             deployment = ports.deployment.observe(now)
         except Exception as exc:  # noqa: BLE001

@@ -8,6 +8,13 @@ keep the action outcomes for the next pass. Create, resume and update (spec or a
 an approval) reconcile at once; a timer reconciles every ``interval`` seconds, which is how run
 states and estimates are observed. Passes for one object never overlap (a lock per object).
 On delete, an optional finalizer cancels a run still in flight.
+
+Nothing here waits without end (docs/operator.md, "Timeouts"): every Kubernetes call has a
+(connect, read) timeout, every KFP call too (operators/runners/kfp_runner.py), the object store
+its own deadline (daic.storage), the estimate source ``spec.estimate.timeoutSeconds``; kopf's own
+API requests and watch streams are bounded in ``configure``; and each handler has a kopf timeout,
+a retry limit and a backoff, so a failing handler is retried a few times, spaced out, and then left
+to the timer instead of hammering the API server.
 """
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ import kopf
 from daic.operators.actions import EmitEvent
 from daic.operators.driver import PassResult, Ports, RepeatFilter, run_pass
 from daic.operators.estimates import canary_source, estimate_source
-from daic.operators.kube import StatusWriter, connection_info, load_client_config
+from daic.operators.kube import API_TIMEOUT, StatusWriter, connection_info, load_client_config
 from daic.operators.reconcile import CycleIdentity
 from daic.operators.runners.kfp_runner import KfpRunner
 from daic.operators.seldon import SeldonTarget
@@ -46,6 +53,16 @@ def _env_bool(name: str, default: bool) -> bool:
     raise ValueError(f"{name}={raw!r}: use true or false")
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     """Operator-wide settings (environment variables in the Deployment)."""
@@ -54,21 +71,35 @@ class OperatorConfig:
     peering: bool = False            # DAIC_OPERATOR_PEERING: kopf peering (off: one replica, standalone)
     cancel_on_delete: bool = True    # DAIC_OPERATOR_CANCEL_ON_DELETE: finalizer cancels a run in flight
     store_url: str | None = None     # DAIC_STORE: where records and run results live
+    api_timeout: float = API_TIMEOUT[1]  # DAIC_OPERATOR_API_TIMEOUT: read timeout of each Kubernetes/KFP call
+    handler_timeout: float = 300.0   # DAIC_OPERATOR_HANDLER_TIMEOUT: kopf gives up on one handler run
+    handler_retries: int = 5         # DAIC_OPERATOR_HANDLER_RETRIES: attempts of a failing create/update/delete
+    handler_backoff: float = 30.0    # DAIC_OPERATOR_HANDLER_BACKOFF: seconds between those attempts
 
     def __post_init__(self) -> None:
-        if not self.interval > 0:
-            raise ValueError(f"DAIC_OPERATOR_INTERVAL must be > 0, got {self.interval}")
+        for name, value in (("DAIC_OPERATOR_INTERVAL", self.interval), ("DAIC_OPERATOR_API_TIMEOUT", self.api_timeout),
+                            ("DAIC_OPERATOR_HANDLER_TIMEOUT", self.handler_timeout),
+                            ("DAIC_OPERATOR_HANDLER_BACKOFF", self.handler_backoff)):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        if self.handler_retries < 1:
+            raise ValueError(f"DAIC_OPERATOR_HANDLER_RETRIES must be >= 1, got {self.handler_retries}")
+
+    @property
+    def request_timeout(self) -> tuple[float, float]:
+        """(connect, read) seconds for each Kubernetes and KFP request."""
+        return (min(API_TIMEOUT[0], self.api_timeout), self.api_timeout)
 
     @classmethod
     def from_env(cls) -> "OperatorConfig":
-        raw = os.environ.get("DAIC_OPERATOR_INTERVAL", "30")
-        try:
-            interval = float(raw)
-        except ValueError:
-            raise ValueError(f"DAIC_OPERATOR_INTERVAL={raw!r} is not a number of seconds") from None
-        return cls(interval=interval, peering=_env_bool("DAIC_OPERATOR_PEERING", False),
+        return cls(interval=_env_float("DAIC_OPERATOR_INTERVAL", cls.interval),
+                   peering=_env_bool("DAIC_OPERATOR_PEERING", False),
                    cancel_on_delete=_env_bool("DAIC_OPERATOR_CANCEL_ON_DELETE", True),
-                   store_url=os.environ.get("DAIC_STORE") or None)
+                   store_url=os.environ.get("DAIC_STORE") or None,
+                   api_timeout=_env_float("DAIC_OPERATOR_API_TIMEOUT", cls.api_timeout),
+                   handler_timeout=_env_float("DAIC_OPERATOR_HANDLER_TIMEOUT", cls.handler_timeout),
+                   handler_retries=int(_env_float("DAIC_OPERATOR_HANDLER_RETRIES", cls.handler_retries)),
+                   handler_backoff=_env_float("DAIC_OPERATOR_HANDLER_BACKOFF", cls.handler_backoff))
 
 
 class KopfEvents:
@@ -132,14 +163,15 @@ class Operator:
             if key not in self._runners:
                 self._runners[key] = KfpRunner(self.store(), host=p.host, experiment=p.experiment,
                                                package=p.package, pipeline_id=p.pipeline_id,
-                                               version_id=p.version_id)
+                                               version_id=p.version_id, timeout=self.config.request_timeout)
             return self._runners[key]
 
     def ports(self, spec: CycleSpec, namespace: str) -> Ports:
         ref = spec.deployment
         return Ports(estimate=estimate_source(spec.estimate), canary=canary_source(spec.estimate),
                      runner=self.runner(spec),
-                     deployment=SeldonTarget(self.api(), ref.namespace or namespace, ref.name, ref.predictor),
+                     deployment=SeldonTarget(self.api(), ref.namespace or namespace, ref.name, ref.predictor,
+                                             timeout=self.config.request_timeout),
                      records=self.store())
 
     def reconcile(self, namespace: str, name: str) -> PassResult | None:
@@ -149,7 +181,8 @@ class Operator:
         state = self._state(namespace, name)
         with state.lock:
             try:
-                obj = self.api().get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+                obj = self.api().get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                                              _request_timeout=self.config.request_timeout)
             except kubernetes.client.ApiException as exc:
                 if exc.status == 404:
                     return None
@@ -163,7 +196,8 @@ class Operator:
                 state.events = KopfEvents(obj)
                 state.filter = RepeatFilter(state.events)
             state.events.body = obj  # events refer to the object as read in this pass
-            writer = StatusWriter(self.api(), namespace, name, meta.get("resourceVersion"))
+            writer = StatusWriter(self.api(), namespace, name, meta.get("resourceVersion"),
+                                  timeout=self.config.request_timeout)
             try:
                 result = run_pass(ident, obj.get("spec"), obj.get("status"), meta.get("annotations") or {},
                                   lambda spec: self.ports(spec, namespace), state.filter, writer,
@@ -213,6 +247,13 @@ def build_registry(config: OperatorConfig, registry: kopf.OperatorRegistry | Non
         settings.posting.level = logging.WARNING   # our own events are explicit; kopf's only on warnings
         settings.scanning.disabled = True          # no CRD/namespace watching: fewer RBAC rights
         settings.watching.server_timeout = 300
+        # kopf's own requests: bounded (its default is 5 minutes per request and no connect limit);
+        # a watch stream silent past server_timeout + 60 s is dropped and re-opened.
+        connect, read = config.request_timeout
+        settings.networking.connect_timeout = connect
+        settings.networking.request_timeout = read
+        settings.watching.connect_timeout = connect
+        settings.watching.client_timeout = settings.watching.server_timeout + 60
         settings.execution.max_workers = 4
         # A delete that lands while a (sync, uncancellable) timer pass runs waits for that pass to
         # end before the finalizer goes; kopf re-checks every `cancellation_polling` seconds (60 by
@@ -226,12 +267,16 @@ def build_registry(config: OperatorConfig, registry: kopf.OperatorRegistry | Non
     def _pass(namespace: str, name: str, **_: Any) -> None:
         op.reconcile(namespace, name)
 
-    kopf.on.create(**res, registry=registry)(_pass)
-    kopf.on.resume(**res, registry=registry)(_pass)
-    kopf.on.update(**res, registry=registry)(_pass)
-    kopf.timer(**res, interval=config.interval, sharp=False, registry=registry)(_pass)
+    # A failing pass is retried `handler_retries` times, `handler_backoff` s apart, each run cut off
+    # after `handler_timeout` s; then kopf stops retrying that event and the timer carries on.
+    bounds = dict(timeout=config.handler_timeout, retries=config.handler_retries, backoff=config.handler_backoff)
+    kopf.on.create(**res, **bounds, registry=registry)(_pass)
+    kopf.on.resume(**res, **bounds, registry=registry)(_pass)
+    kopf.on.update(**res, **bounds, registry=registry)(_pass)
+    kopf.timer(**res, interval=config.interval, sharp=False, timeout=config.handler_timeout,
+               backoff=config.handler_backoff, registry=registry)(_pass)
 
-    @kopf.on.delete(**res, optional=not config.cancel_on_delete, registry=registry)
+    @kopf.on.delete(**res, optional=not config.cancel_on_delete, **bounds, registry=registry)
     def cancel_on_delete(namespace: str, name: str, spec: Any, status: Any, body: Any, **_: Any) -> None:
         cancelled = op.cancel_in_flight(namespace, name, spec, status)
         if cancelled:

@@ -14,6 +14,10 @@ from typing import Any
 from daic.operators.spec import GROUP, PLURAL, VERSION
 from daic.operators.status import CycleStatus
 
+# (connect, read) seconds for every call the ``kubernetes`` client makes for the operator: without
+# ``_request_timeout`` it waits for ever on an API server that accepted the connection and hangs.
+API_TIMEOUT: tuple[float, float] = (5.0, 30.0)
+
 
 def load_client_config() -> None:
     """In-cluster service account when running in a pod, else the kubeconfig.
@@ -71,10 +75,13 @@ def status_patch(status: CycleStatus, resource_version: str | None) -> dict[str,
 class StatusWriter:
     """Persists a CycleStatus on the AssessmentCycle's status subresource."""
 
-    def __init__(self, api: Any, namespace: str, name: str, resource_version: str | None):
+    def __init__(self, api: Any, namespace: str, name: str, resource_version: str | None,
+                 timeout: tuple[float, float] = API_TIMEOUT):
         """``api``: a ``kubernetes.client.CustomObjectsApi``."""
         self.api, self.namespace, self.name, self.resource_version = api, namespace, name, resource_version
+        self.timeout = timeout
 
     def __call__(self, status: CycleStatus) -> None:
         self.api.patch_namespaced_custom_object_status(
-            GROUP, VERSION, self.namespace, PLURAL, self.name, status_patch(status, self.resource_version))
+            GROUP, VERSION, self.namespace, PLURAL, self.name, status_patch(status, self.resource_version),
+            _request_timeout=self.timeout)

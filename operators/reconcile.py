@@ -11,6 +11,17 @@ Phases (status.Phase):
     any run failure / timeout ─► Failed ──cooldown──► Monitoring (until maxConsecutiveFailures)
     Monitoring ◄──► Degraded (estimate unavailable or stale, no reference accuracy, invalid spec)
 
+Every wait is bounded (docs/operator.md, "Timeouts"): a run by ``pipeline.timeoutSeconds``
+(RunTimedOut, the run cancelled), a promotion by ``promotion.timeoutSeconds`` (PromotionTimedOut:
+the champion-only split is restored and the cycle fails), an approval by
+``promotion.approvalTimeoutSeconds``. Actions whose effect the operator waits to see (StartRun,
+CancelRun, the rollback patch) are asked again with exponential backoff (``pipeline.
+retryBackoffSeconds`` doubling to ``pipeline.maxRetryBackoffSeconds``) at most
+``pipeline.maxAttempts`` times (``status.retries``); then the cycle fails (RunNotStarted) or the
+``Degraded`` condition says what was given up. A pipeline service that does not answer for
+``pipeline.unreachableAfterSeconds`` while a cycle needs it sets ``Degraded=True``
+(PipelineUnreachable) at once, long before the run timeout.
+
 Why pure: a Kubernetes operator is restarted, rescheduled and fed duplicate or late watch events.
 Keeping every decision in a function of its inputs makes each of those cases a table row in a test,
 and keeping all state in ``status`` lets a fresh process resume any phase. Every action is keyed
@@ -51,12 +62,16 @@ from daic.operators.status import (
     EstimateStatus,
     PendingRecord,
     Phase,
+    RetryState,
+    RollbackRequest,
     RunResult,
     Stage,
     utc,
 )
 
 RECORD_KIND = "AssessmentCycleRecord"
+# Reasons of the Degraded condition that stay until a new cycle starts or the spec changes.
+GAVE_UP = frozenset({"CancelGaveUp", "RollbackGaveUp"})
 _MAX_PASSES = 6  # chained transitions in one reconcile (e.g. Cooldown over -> Monitoring -> trigger)
 
 
@@ -194,6 +209,8 @@ class _Pass:
         self.approval: Approval | None = None
         self.canary: EstimateReading | None = None    # the canary's own estimate, read during the canary
         self.failures: list[str] = []
+        self.pipeline_error: str | None = None
+        self.cycle_started = False
         self.generation_changed = (status.observed_generation is not None
                                    and ident.generation != status.observed_generation)
         if status.phase_since is None:
@@ -209,6 +226,9 @@ class _Pass:
                 st.outbox = [p for p in st.outbox if p.key != done]
             elif not outcome.ok:
                 self.failures.append(f"{outcome.key}: {outcome.error}")
+                retry = self._retry(outcome.key)
+                if retry is not None:
+                    retry.last_error = outcome.error
 
         if isinstance(obs.estimate, EstimateError):
             st.estimate_error = obs.estimate.error
@@ -232,6 +252,15 @@ class _Pass:
 
         for run_obs in sorted(obs.runs, key=lambda r: utc(r.observed_at)):
             state, seen = run_obs.state, utc(run_obs.observed_at)
+            if state.phase is RunPhase.unknown:
+                if st.pipeline_unreachable_since is None:
+                    st.pipeline_unreachable_since = seen
+                if state.error:
+                    self.pipeline_error = state.error
+            else:
+                st.pipeline_unreachable_since = None
+                if state.phase is not RunPhase.not_found:
+                    self._forget_retry(StartRun(state.run_name, {}).key)
             if state.run_name in st.pending_cancel and (state.phase.terminal or state.phase is RunPhase.not_found):
                 st.pending_cancel = [n for n in st.pending_cancel if n != state.run_name]
             cur = st.current
@@ -280,8 +309,82 @@ class _Pass:
                 break
         for pending in self.status.outbox:
             self.actions.append(WriteRecord(pending.key, pending.record))
-        for name in self.status.pending_cancel:
-            self.actions.append(CancelRun(name))
+        self._cancels()
+        self._rollback()
+
+    # -- actions asked again until seen done: backoff and a limit ----------------------------------
+
+    def _retry(self, key: str) -> RetryState | None:
+        return next((r for r in self.status.retries if r.key == key), None)
+
+    def _forget_retry(self, key: str) -> None:
+        self.status.retries = [r for r in self.status.retries if r.key != key]
+
+    def _ask(self, key: str) -> str:
+        """Whether to ask for the action ``key`` now: "now", "wait" (backing off) or "exhausted"
+        (``pipeline.maxAttempts`` asked and the last one's backoff over without effect)."""
+        p = self.spec.pipeline
+        retry = self._retry(key)
+        if retry is not None and self.now < retry.next_at:
+            return "wait"
+        if retry is not None and retry.attempts >= p.max_attempts:
+            return "exhausted"
+        if retry is None:
+            retry = RetryState(key=key, attempts=0, next_at=self.now)
+            self.status.retries.append(retry)
+        retry.attempts += 1
+        # The second ask may come on the next pass (a crash may have lost the first), then the
+        # waits double: 0, b, 2b, 4b, ... capped at maxRetryBackoffSeconds.
+        backoff = (0 if retry.attempts == 1 else
+                   min(p.retry_backoff_seconds * 2 ** (retry.attempts - 2), p.max_retry_backoff_seconds))
+        retry.next_at = self.now + timedelta(seconds=backoff)
+        return "now"
+
+    def _gave_up(self, reason: str, message: str) -> None:
+        self._event("Warning", reason, message)
+        _set_condition(self.status, "Degraded", True, reason, message, self.now)
+
+    def _cancels(self) -> None:
+        st = self.status
+        for name in list(st.pending_cancel):
+            action = CancelRun(name)
+            verdict = self._ask(action.key)
+            if verdict == "now":
+                self.actions.append(action)
+            elif verdict == "exhausted":
+                retry = self._retry(action.key)
+                st.pending_cancel = [n for n in st.pending_cancel if n != name]
+                self._forget_retry(action.key)
+                self._gave_up("CancelGaveUp", f"run {name} was not seen stopped after {retry.attempts} cancel "
+                                              "requests; it may still be running: stop it in the pipeline service"
+                                              + (f" (last error: {retry.last_error})" if retry and retry.last_error else ""))
+        live = {CancelRun(n).key for n in st.pending_cancel}
+        st.retries = [r for r in st.retries if not r.key.startswith("cancel:") or r.key in live]
+
+    def _rollback(self) -> None:
+        st = self.status
+        rb = st.pending_rollback
+        if rb is None:
+            st.retries = [r for r in st.retries if not r.key.startswith("rollback:")]
+            return
+        want = PatchDeployment(rb.name, rb.namespace, rb.predictor, rb.champion_version, None, 0)
+        key = f"rollback:{want.key}"
+        dep = st.deployment
+        restored = (dep is not None and dep.observed_at >= rb.requested_at
+                    and (dep.champion_version, dep.canary_version) == (rb.champion_version, None))
+        if restored or st.phase is Phase.promoting:  # done, or a new promotion decides the split now
+            st.pending_rollback = None
+            self._forget_retry(key)
+            return
+        verdict = self._ask(key)
+        if verdict == "now":
+            self.actions.append(want)
+        elif verdict == "exhausted":
+            retry = self._retry(key)
+            st.pending_rollback = None
+            self._forget_retry(key)
+            self._gave_up("RollbackGaveUp", f"deployment {rb.name} did not return to {rb.champion_version} alone "
+                                            f"after {retry.attempts if retry else 0} patches; check it by hand")
 
     def _monitoring(self) -> bool:
         st, spec = self.status, self.spec
@@ -348,8 +451,12 @@ class _Pass:
             trigger_estimate=reading.accuracy, threshold=check.threshold, params=params,
             champion_version=reading.model_version)
         st.cycle_count, st.armed, st.breach_count = number, False, 0
+        self.cycle_started = True
         self._queue_record(self._record(st.current, None))
-        self.actions.append(StartRun(name, params))
+        start = StartRun(name, params)
+        self._forget_retry(start.key)
+        self._ask(start.key)  # the first attempt: counted, so a run that never appears is bounded
+        self.actions.append(start)
         self._transition(Phase.assessing, Stage.submitted, "CycleStarted",
                          f"cycle {number} ({check.message}): started run {name}", "Normal")
         return False
@@ -366,7 +473,16 @@ class _Pass:
         if run is None:
             return False
         if run.phase is RunPhase.not_found:
-            self.actions.append(StartRun(cur.run_name, dict(cur.params)))
+            start = StartRun(cur.run_name, dict(cur.params))
+            verdict = self._ask(start.key)
+            if verdict == "now":
+                self.actions.append(start)
+            elif verdict == "exhausted":
+                retry = self._retry(start.key)
+                self._forget_retry(start.key)
+                return self._fail("RunNotStarted", f"run {cur.run_name} did not appear after {retry.attempts} "
+                                                   "submissions" + (f" (last error: {retry.last_error})"
+                                                                    if retry.last_error else ""))
             return False
         if run.phase in (RunPhase.pending, RunPhase.running):
             stage = _stage(run.stage)
@@ -458,6 +574,30 @@ class _Pass:
             return self._transition(Phase.monitoring, None, "NoCycle", "no cycle in flight", "Warning")
         if not cur.challenger_version or not cur.champion_version:
             return self._fail("InvalidPromotion", "promotion without champion and challenger versions")
+        patches = len(of_type(self.actions, PatchDeployment))
+        if self._promotion_step():
+            return True
+        started = cur.promotion_requested_at or st.phase_since or self.now
+        if self.now - started <= timedelta(seconds=promo.timeout_seconds):
+            return False
+        # Timed out: drop this pass's patch towards the promotion and restore the champion alone.
+        kept = [a for a in self.actions if not isinstance(a, PatchDeployment)]
+        self.actions = kept + of_type(self.actions, PatchDeployment)[:patches]
+        ref = self.spec.deployment
+        st.pending_rollback = RollbackRequest(name=ref.name, namespace=ref.namespace or self.ident.namespace,
+                                              predictor=ref.predictor, champion_version=cur.champion_version,
+                                              requested_at=self.now)
+        waited = {Stage.canary: f"the {promo.canary_share}% canary of {cur.challenger_version}",
+                  Stage.promote: f"{cur.challenger_version} alone",
+                  Stage.rollback: f"{cur.champion_version} alone (rollback)"}.get(st.stage, "the new split")
+        reason = "RollbackTimedOut" if st.stage is Stage.rollback else "PromotionTimedOut"
+        return self._fail(reason, f"deployment {ref.name} did not serve {waited} within "
+                                  f"{promo.timeout_seconds} s (promotion.timeoutSeconds); restoring "
+                                  f"{cur.champion_version} alone")
+
+    def _promotion_step(self) -> bool:
+        st, cur, promo = self.status, self.status.current, self.spec.promotion
+        assert cur is not None and cur.challenger_version and cur.champion_version
         if st.stage is Stage.canary:
             if not self._deployment_is(cur.champion_version, cur.challenger_version, promo.canary_share):
                 return False
@@ -587,6 +727,28 @@ class _Pass:
     def _event(self, kind: str, reason: str, message: str) -> None:
         self.actions.append(EmitEvent(kind, reason, message))  # type: ignore[arg-type]
 
+    def _degraded_condition(self) -> None:
+        """``Degraded``: True while the phase is Degraded, while the pipeline service has not
+        answered for ``pipeline.unreachableAfterSeconds`` with a cycle needing it, and after an
+        action was given up (until the next cycle starts or the spec changes)."""
+        st, now = self.status, self.now
+        since = st.pipeline_unreachable_since
+        limit = timedelta(seconds=self.spec.pipeline.unreachable_after_seconds)
+        previous = next((c for c in st.conditions if c.type == "Degraded"), None)
+        if st.phase is Phase.degraded:
+            _set_condition(st, "Degraded", True, st.reason, st.message, now)
+        elif since is not None and now - since >= limit:
+            message = (f"the pipeline service has not answered since {since.isoformat()} "
+                       f"({(now - since).total_seconds():.0f} s)" + (f": {self.pipeline_error}" if self.pipeline_error else ""))
+            if previous is None or previous.reason != "PipelineUnreachable":
+                self._event("Warning", "PipelineUnreachable", message)
+            _set_condition(st, "Degraded", True, "PipelineUnreachable", message, now)
+        elif (previous is not None and previous.status == "True" and previous.reason in GAVE_UP
+              and not self.cycle_started and not self.generation_changed):
+            pass  # keep what was given up in view
+        else:
+            _set_condition(st, "Degraded", False, "AsExpected", "", now)
+
     def finish(self) -> None:
         st, now = self.status, self.now
         ready = st.phase not in (Phase.degraded, Phase.failed)
@@ -602,9 +764,21 @@ class _Pass:
         cur = st.current
         _set_condition(st, "CycleInFlight", cur is not None, st.phase.value,
                        f"cycle {cur.cycle}, run {cur.run_name}" if cur else "", now)
+        if cur is None and not st.pending_cancel:
+            st.pipeline_unreachable_since = None  # nothing to ask the pipeline service now
+        live = ({StartRun(cur.run_name, {}).key} if cur else set()) | {CancelRun(n).key for n in st.pending_cancel}
+        st.retries = [r for r in st.retries if not r.key.startswith(("start:", "cancel:")) or r.key in live]
+        self._degraded_condition()
+        degraded = next(c for c in st.conditions if c.type == "Degraded")
+        if ready and degraded.status == "True":
+            _set_condition(st, "Ready", False, degraded.reason, degraded.message, now)
         if self.failures:
             self._event("Warning", "ActionFailed", "; ".join(self.failures))
         st.observed_generation = self.ident.generation
+
+
+def of_type(actions: list[Action], cls: type) -> list[Action]:
+    return [a for a in actions if isinstance(a, cls)]
 
 
 def _set_condition(status: CycleStatus, kind: str, ok: bool, reason: str, message: str, now: datetime) -> None:

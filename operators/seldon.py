@@ -106,14 +106,18 @@ def desired_predictors(sdep: dict[str, Any], want: PatchDeployment) -> list[dict
 
 
 class SeldonTarget:
-    """The SeldonDeployment behind one AssessmentCycle, through the ``kubernetes`` client."""
+    """The SeldonDeployment behind one AssessmentCycle, through the ``kubernetes`` client; every
+    call bounded by ``timeout`` (connect, read seconds)."""
 
-    def __init__(self, api: Any, namespace: str, name: str, predictor: str):
+    def __init__(self, api: Any, namespace: str, name: str, predictor: str,
+                 timeout: tuple[float, float] = (5.0, 30.0)):
         """``api``: a ``kubernetes.client.CustomObjectsApi``."""
         self.api, self.namespace, self.name, self.predictor = api, namespace, name, predictor
+        self.timeout = timeout
 
     def _get(self) -> dict[str, Any]:
-        return self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
+        return self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name,
+                                                     _request_timeout=self.timeout)
 
     def observe(self, now: datetime) -> DeploymentReading:
         champion, canary, share = read_split(self._get(), self.predictor)
@@ -123,4 +127,5 @@ class SeldonTarget:
         sdep = self._get()
         body = {"metadata": {"resourceVersion": sdep["metadata"]["resourceVersion"]},
                 "spec": {"predictors": desired_predictors(sdep, want)}}
-        self.api.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name, body)
+        self.api.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name, body,
+                                                _request_timeout=self.timeout)

@@ -93,16 +93,24 @@ class EstimateSpec(_Model):
 
     ``canaryUrl`` / ``canaryQuery`` (optional) read the canary's own estimate during a canary (its
     sidecar logs apart from the champion's); a canary estimate below the threshold rolls back.
+
+    Prometheus (daic.operators.estimates.PrometheusEstimate): ``selector`` names the sidecars'
+    series by label matchers, and the source reads the serving version's estimate, window, time,
+    trust, error scale and version from them, pooling replicas by window (a ``query`` that is only
+    ``daic_estimated_accuracy{...}`` is read the same way); any other ``query`` is custom PromQL
+    and needs ``countQuery`` (and ``canaryCountQuery`` with ``canaryQuery``).
     """
 
     source: EstimateSource = EstimateSource.sidecar
     url: str | None = Field(default=None, pattern=r"^https?://")
     canary_url: str | None = Field(default=None, pattern=r"^https?://")
     prometheus_url: str | None = Field(default=None, pattern=r"^https?://")
+    selector: str | None = Field(default=None, pattern=r"^\{.*\}$")  # label matchers of the sidecars' series
     query: str | None = Field(default=None, min_length=1)
     count_query: str | None = Field(default=None, min_length=1)
     drift_query: str | None = Field(default=None, min_length=1)
     canary_query: str | None = Field(default=None, min_length=1)
+    canary_count_query: str | None = Field(default=None, min_length=1)
     stale_after_seconds: int = Field(default=600, ge=1)
     timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
@@ -110,14 +118,43 @@ class EstimateSpec(_Model):
     def _source_fields(self) -> "EstimateSpec":
         if self.source is EstimateSource.sidecar and not self.url:
             raise ValueError("estimate.url is required when estimate.source is 'sidecar'")
-        if self.source is EstimateSource.prometheus and not (self.prometheus_url and self.query):
-            raise ValueError("estimate.prometheusUrl and estimate.query are required when "
-                             "estimate.source is 'prometheus'")
+        if self.source is EstimateSource.prometheus and not (self.prometheus_url and (self.query or self.selector)):
+            raise ValueError("estimate.prometheusUrl and estimate.selector (or a custom estimate.query) are "
+                             "required when estimate.source is 'prometheus'")
         if self.source is EstimateSource.sidecar and self.canary_query:
             raise ValueError("estimate.canaryQuery applies to source 'prometheus'; use estimate.canaryUrl")
         if self.source is EstimateSource.prometheus and self.canary_url:
             raise ValueError("estimate.canaryUrl applies to source 'sidecar'; use estimate.canaryQuery")
+        if self.selector and self.query:
+            raise ValueError("estimate.selector and estimate.query exclude each other: the selector form reads "
+                             "every series itself")
+        selector = self.selector or selector_of(self.query)
+        if selector and "role" in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*[=!]", selector):
+            raise ValueError("estimate.selector may not match on role: the operator reads role=\"champion\" "
+                             "and, during a canary, role=\"canary\"")
+        custom = self.query is not None and selector_of(self.query) is None
+        if custom and not self.count_query:
+            raise ValueError("estimate.countQuery (the window size) is required with a custom estimate.query; "
+                             "or use estimate.selector")
+        if self.canary_query and not self.canary_count_query:
+            raise ValueError("estimate.canaryCountQuery is required with estimate.canaryQuery (the rollback "
+                             "guard needs the canary's window size)")
+        if self.canary_query and not custom and self.source is EstimateSource.prometheus:
+            raise ValueError("estimate.canaryQuery applies to a custom estimate.query; with a selector the "
+                             "canary is read from the same series in role \"canary\"")
         return self
+
+
+_BARE_SELECTOR = re.compile(r"^\s*daic_estimated_accuracy\s*(\{[^{}]*\})?\s*$")
+
+
+def selector_of(query: str | None) -> str | None:
+    """The label matchers of a query that is only ``daic_estimated_accuracy{...}``: such a query
+    is read as ``estimate.selector`` (replicas pooled, champion changes followed); else None."""
+    match = _BARE_SELECTOR.match(query or "")
+    if not match:
+        return None
+    return match.group(1) or "{}"
 
 
 class TriggerSpec(_Model):
@@ -177,6 +214,13 @@ class PipelineSpec(_Model):
     experiment: str = Field(default="daic", min_length=1, max_length=128)
     parameters: dict[str, Any] = Field(default_factory=dict)
     timeout_seconds: int = Field(default=172_800, ge=60)
+    # StartRun / CancelRun: attempts, first retry after ``retryBackoffSeconds``, doubling up to
+    # ``maxRetryBackoffSeconds``; then the cycle fails (start) or a condition says so (cancel).
+    max_attempts: int = Field(default=6, ge=1, le=100)
+    retry_backoff_seconds: int = Field(default=30, ge=1)
+    max_retry_backoff_seconds: int = Field(default=900, ge=1)
+    # The pipeline service unanswered this long with a cycle in flight: condition Degraded=True.
+    unreachable_after_seconds: int = Field(default=300, ge=1)
 
     @field_validator("parameters")
     @classmethod
@@ -240,6 +284,16 @@ class PromotionSpec(_Model):
     canary_seconds: int = Field(default=600, ge=0)
     min_improvement: float = Field(default=0.0, ge=0, le=1)
     approval_timeout_seconds: int = Field(default=604_800, ge=1)
+    # From the start of the promotion (canary or full) to the deployment serving the result: past
+    # it the champion is restored (the canary rolled back) and the cycle fails, PromotionTimedOut.
+    timeout_seconds: int = Field(default=3600, ge=60)
+
+    @model_validator(mode="after")
+    def _timeout_covers_canary(self) -> "PromotionSpec":
+        if self.timeout_seconds <= self.canary_seconds:
+            raise ValueError(f"promotion.timeoutSeconds ({self.timeout_seconds}) must exceed "
+                             f"promotion.canarySeconds ({self.canary_seconds})")
+        return self
 
 
 class CycleSpec(_Model):

@@ -160,6 +160,27 @@ class PendingRecord(_Model):
     record: dict[str, Any]
 
 
+class RetryState(_Model):
+    """An action the operator keeps asking for until it is seen done (``key`` as in actions.py):
+    how often it was asked, when it may be asked again (exponential backoff) and the last error."""
+
+    key: str
+    attempts: int = Field(default=0, ge=0)
+    next_at: datetime
+    last_error: str | None = None
+
+
+class RollbackRequest(_Model):
+    """The champion-only split to restore after a promotion that timed out (asked with backoff
+    until the deployment shows it, even after the cycle ended)."""
+
+    name: str
+    namespace: str | None = None
+    predictor: str
+    champion_version: str
+    requested_at: datetime
+
+
 class CycleStatus(_Model):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
@@ -181,6 +202,9 @@ class CycleStatus(_Model):
     history: list[CycleSummary] = Field(default_factory=list)
     outbox: list[PendingRecord] = Field(default_factory=list)
     pending_cancel: list[str] = Field(default_factory=list)
+    retries: list[RetryState] = Field(default_factory=list)
+    pending_rollback: RollbackRequest | None = None
+    pipeline_unreachable_since: datetime | None = None  # first unanswered run read of an unbroken streak
     conditions: list[Condition] = Field(default_factory=list)
     cooldown_until: datetime | None = None
     last_cycle_time: datetime | None = None

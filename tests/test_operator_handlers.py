@@ -141,7 +141,8 @@ def test_a_drop_runs_one_cycle_to_promotion_with_events_conditions_and_least_pri
     assert (entry["runName"], entry["decision"], entry["challengerVersion"]) == (name, "promoted", "v0002")
     assert entry["offlineLower"] == 0.76 and entry["labelsUsed"] == 150
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
-    assert conditions == {"Ready": "True", "SpecValid": "True", "EstimateAvailable": "True", "CycleInFlight": "False"}
+    assert conditions == {"Ready": "True", "SpecValid": "True", "EstimateAvailable": "True", "CycleInFlight": "False",
+                          "Degraded": "False"}
     sdep = cluster.kube.get("seldondeployments", "mnist")
     (predictor,) = sdep["spec"]["predictors"]
     assert {p["name"]: p["value"] for p in predictor["graph"]["parameters"]}["model_version"] == "v0002"

@@ -78,3 +78,49 @@ def test_the_entry_point_registers_every_handler_on_kopfs_default_registry():
     assert any("_pass" in i for i in ids) and any("cancel_on_delete" in i for i in ids)
     assert registry._spawning.get_all_handlers(), "the timer"
     assert registry._activities.get_all_handlers(), "startup, login and the probe"
+
+
+def _rules(path) -> set[tuple[str, str, str]]:
+    import yaml
+
+    role = next(d for d in yaml.safe_load_all(path.read_text()) if d and d["kind"] == "Role")
+    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"]}
+
+
+def _verbs_used(requests_seen) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) of requests to /apis/<group>/<version>/namespaces/<ns>/<plural>[/<name>]."""
+    used = set()
+    for method, path, _body in requests_seen:
+        parts = path.split("?")[0].strip("/").split("/")
+        group, plural, named = parts[1], parts[5], len(parts) > 6
+        verb = {"GET": "get" if named else "list", "POST": "create", "PATCH": "patch",
+                "DELETE": "delete", "PUT": "update"}[method]
+        used.add((group, plural, verb))
+    return used
+
+
+def test_the_pipeline_runners_role_grants_exactly_what_the_pipeline_steps_request():
+    """The train step's RayJob calls, made for real (kubernetes client, over HTTP) against the
+    components' Kubernetes API stand-in (daic.components.testing.fake_kube, in which the test
+    plays KubeRay), both the fresh and the already-created case; the deploy step makes no
+    Kubernetes call when the operator promotes (promote_by=operator, what the operator passes).
+    The Role in manifests/base must grant exactly these verbs: nothing on SeldonDeployments."""
+    from daic.components.testing.fake_kube import FakeKube
+    from daic.components.train.rayjob import PLURAL, submit_rayjob
+    from daic.operators.reconcile import pipeline_params
+    from fakes.world import IDENT, make_spec, reading
+
+    manifest = {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": "retrain-c1"},
+                "spec": {"entrypoint": "python -m daic.training.job"}}
+    done = {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}
+    seen = []
+    with FakeKube() as kube:
+        kube.on_get = lambda obj: obj.__setitem__("status", dict(done))
+        submit_rayjob(kube.api(), "daic", manifest, timeout_s=60, poll_s=0)
+        submit_rayjob(kube.api(), "daic", manifest, timeout_s=60, poll_s=0)  # exists: 409, then reads
+        seen += kube.requests
+    params = pipeline_params(make_spec(), IDENT, "demo-c1", 0.9, reading(0.8, 1))
+    assert params["promote_by"] == "operator"
+    granted = _rules(REPO / "manifests" / "base" / "pipeline-runner-rbac.yaml")
+    assert _verbs_used(seen) == granted == {("ray.io", PLURAL, "create"), ("ray.io", PLURAL, "get")}

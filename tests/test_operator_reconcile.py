@@ -168,7 +168,8 @@ EXPECTED = {
     ("Promoting/canary", "deployment-promoted"): (Phase.promoting, Stage.canary, [PatchDeployment], []),
     ("Promoting/canary", "run-failed"): (Phase.promoting, Stage.canary, [PatchDeployment], []),
     ("Promoting/canary-serving", "nothing"): (Phase.promoting, Stage.canary, [], [PatchDeployment]),
-    ("Promoting/canary-serving", "ten-days-later"): (Phase.promoting, Stage.promote, [PatchDeployment], []),
+    # promotion.timeoutSeconds (default 3600) is long past: the champion alone is restored, the cycle fails
+    ("Promoting/canary-serving", "ten-days-later"): (Phase.failed, None, [PatchDeployment, WriteRecord], []),
     ("Promoting/promote", "nothing"): (Phase.promoting, Stage.promote, [PatchDeployment], []),
     ("Promoting/promote", "deployment-promoted"): (Phase.cooldown, None, [WriteRecord, EmitEvent], []),
     ("Promoting/promote", "deployment-canary"): (Phase.promoting, Stage.promote, [PatchDeployment], []),

@@ -6,6 +6,12 @@ replicas racing could still both create one between the look-up and the create; 
 as a single replica with peering off, see docs/operator.md.) When a run has succeeded its result
 record is read from the object store at ``cycles/<run_name>/result.json``, where the pipeline's
 last step writes it (contract in docs/operator.md).
+
+Every request to the KFP API is bounded: ``kfp.Client`` sends none of its calls with a timeout and
+its generated REST client retries reads three times, so a KFP that accepts a connection and never
+answers would hold an operator worker thread for ever. ``bounded_kfp_client`` gives each request a
+(connect, read) timeout, retries only refused connections, once, and asks healthz once on creation
+(``kfp.Client`` tries five times, five seconds apart).
 """
 from __future__ import annotations
 
@@ -23,6 +29,40 @@ from daic.storage import KeyNotFound, ObjectStore
 log = logging.getLogger(__name__)
 
 IN_CLUSTER_HOST = "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
+KFP_TIMEOUT: tuple[float, float] = (5.0, 30.0)  # (connect, read) seconds per KFP API request
+
+
+def bounded_kfp_client(host: str, namespace: str | None, timeout: tuple[float, float] = KFP_TIMEOUT) -> Any:
+    """A ``kfp.Client`` whose every API request has ``timeout`` (see the module docstring)."""
+    import kfp
+    import urllib3
+
+    class BoundedKfpClient(kfp.Client):
+        def _load_config(self, *args: Any, **kwargs: Any) -> Any:
+            config = super()._load_config(*args, **kwargs)
+            config.retries = urllib3.Retry(total=1, connect=1, read=0, status=0, redirect=2)
+            return config
+
+        def get_kfp_healthz(self, sleep_duration: int = 5) -> Any:
+            _bound(self._healthz_api.api_client, timeout)
+            return self._healthz_api.healthz_service_get_healthz()
+
+    client = BoundedKfpClient(host=host, namespace=namespace)
+    _bound(client._run_api.api_client, timeout)
+    return client
+
+
+def _bound(api_client: Any, timeout: tuple[float, float]) -> None:
+    """Give every request of a generated (swagger) API client a default ``_request_timeout``."""
+    rest = api_client.rest_client
+    if getattr(rest, "_daic_bounded", False):
+        return
+    unbounded = rest.request
+
+    def request(*args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        return unbounded(*args, _request_timeout=_request_timeout or timeout, **kwargs)
+
+    rest.request, rest._daic_bounded = request, True
 
 _STATES = {
     "RUNTIME_STATE_UNSPECIFIED": RunPhase.pending,
@@ -51,8 +91,9 @@ def resolve_package(package: str) -> str:
 class KfpRunner:
     def __init__(self, store: ObjectStore, *, host: str | None = None, experiment: str = "daic",
                  package: str | None = "assess_and_improve.yaml", pipeline_id: str | None = None,
-                 version_id: str | None = None, namespace: str | None = None, client: Any = None):
-        self._client, self.store = client, store
+                 version_id: str | None = None, namespace: str | None = None, client: Any = None,
+                 timeout: tuple[float, float] = KFP_TIMEOUT):
+        self._client, self.store, self.timeout = client, store, timeout
         self.host = host or os.environ.get("KFP_HOST") or IN_CLUSTER_HOST
         self.experiment, self.namespace = experiment, namespace
         self.package, self.pipeline_id, self.version_id = package, pipeline_id, version_id
@@ -62,9 +103,7 @@ class KfpRunner:
     def client(self) -> Any:
         """Made on first use: ``kfp.Client()`` already calls the API (healthz), which may be down."""
         if self._client is None:
-            import kfp
-
-            self._client = kfp.Client(host=self.host, namespace=self.namespace)
+            self._client = bounded_kfp_client(self.host, self.namespace, self.timeout)
         return self._client
 
     def experiment_id(self) -> str:

@@ -93,12 +93,23 @@ class World:
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[EmitEvent] = field(default_factory=list)
     stages: tuple[str, ...] = ("sample", "label", "estimate", "train", "evaluate")
+    # Faults (all off by default): a pipeline service that does not answer (reads give UNKNOWN,
+    # submits and cancels raise), submissions accepted but never run, runs that never finish,
+    # and a deployment that stops taking patches after ``patches_taken`` of them.
+    pipeline_down: bool = False
+    submits_lost: bool = False
+    runs_stall: bool = False
+    patches_taken: int | None = None
+    patches: list[PatchDeployment] = field(default_factory=list)
 
     def observe(self, status: CycleStatus, t: float, outcomes: tuple = ()) -> Observations:
         names = ([status.current.run_name] if status.current else []) + list(status.pending_cancel)
         runs = []
         for name in names:
             run = self.runs.get(name)
+            if self.pipeline_down:
+                runs.append(RunObservation(RunState(name, RunPhase.unknown, error="ConnectionError: refused"), at(t)))
+                continue
             if run is None:
                 runs.append(run_obs(name, RunPhase.not_found, t))
                 continue
@@ -109,6 +120,11 @@ class World:
 
     def advance(self) -> None:
         """Every run still going moves one stage on; after the last stage it succeeds."""
+        if self.runs_stall:
+            for run in self.runs.values():
+                if run["phase"] is RunPhase.pending:
+                    run["phase"], run["stage"] = RunPhase.running, "train"
+            return
         for run in self.runs.values():
             if run["phase"] in (RunPhase.pending, RunPhase.running):
                 i = run["i"] = run["i"] + 1
@@ -120,16 +136,23 @@ class World:
     def execute(self, actions: tuple, t: float) -> tuple:
         outcomes = []
         for action in actions:
+            if self.pipeline_down and isinstance(action, (StartRun, CancelRun)):
+                (self.submissions if isinstance(action, StartRun) else self.cancels).append(action.run_name)
+                outcomes.append(ActionOutcome(action.key, False, at(t), "ConnectionError: refused"))
+                continue
             if isinstance(action, StartRun):
                 self.submissions.append(action.run_name)
-                self.runs.setdefault(action.run_name, {"phase": RunPhase.pending, "stage": None, "i": -1,
-                                                       "params": action.params})
+                if not self.submits_lost:
+                    self.runs.setdefault(action.run_name, {"phase": RunPhase.pending, "stage": None, "i": -1,
+                                                           "params": action.params})
             elif isinstance(action, CancelRun):
                 self.cancels.append(action.run_name)
                 if action.run_name in self.runs and not self.runs[action.run_name]["phase"].terminal:
                     self.runs[action.run_name]["phase"] = RunPhase.canceled
             elif isinstance(action, PatchDeployment):
-                self.deployment = (action.champion_version, action.canary_version, action.canary_share)
+                self.patches.append(action)
+                if self.patches_taken is None or len(self.patches) <= self.patches_taken:
+                    self.deployment = (action.champion_version, action.canary_version, action.canary_share)
             elif isinstance(action, WriteRecord):
                 self.records[action.object_key] = action.record
             elif isinstance(action, EmitEvent):
