@@ -263,12 +263,13 @@ def _one_run(args, store, config_name: str, repeat: int, bodies: list[bytes], wo
     from daic.serving.stack import LocalStack, StackConfig
 
     with_sidecar = config_name == "with sidecar"
-    ports = _free_ports(6)
+    ports = _free_ports(7)
     deployment = f"bench-{repeat}"
     transformer = "daic.serving.passthrough.Passthrough" if args.transformer else None
     config = StackConfig(store_url=store.url, deployment=deployment, with_sidecar=with_sidecar,
                          gateway_port=ports[0], model_port=ports[1], model_metrics_port=ports[2],
-                         sidecar_port=ports[3], transformer_class=transformer, transformer_port=ports[4],
+                         sidecar_port=ports[3], sidecar_ingest_port=ports[6], transformer_class=transformer,
+                         transformer_port=ports[4],
                          transformer_metrics_port=ports[5], state_dir=workdir / f"state-{repeat}",
                          log_dir=workdir / "logs", threads=args.threads, workers=args.workers,
                          sidecar_options={"flush_interval": 5}, cpus=args.cpus)

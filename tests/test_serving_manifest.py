@@ -37,7 +37,8 @@ def test_default_deployment_fields():
     assert pred["replicas"] == 2 and pred["traffic"] == 100
     graph = pred["graph"]
     assert graph["type"] == "MODEL" and graph["children"] == []
-    assert graph["logger"] == {"mode": "all", "url": "http://localhost:8400/"}
+    # the executor posts to the sidecar's loopback ingest port; 8400 serves estimate/metrics/health
+    assert graph["logger"] == {"mode": "all", "url": "http://localhost:8301/"}
     params_by_name = {p["name"]: p for p in graph["parameters"]}
     assert params_by_name["model_version"] == {"name": "model_version", "type": "STRING", "value": "v0003"}
     component = pred["componentSpecs"][0]
@@ -158,3 +159,19 @@ def test_a_transformer_in_front_moves_the_logger_to_the_root_and_tells_the_sidec
     kubernetes_validate.validate(_pod(pred), "1.30", strict=True)
     with pytest.raises(ValidationError, match="other than 'classifier'"):
         TransformerNode(name="classifier", model_class="x.Y")
+
+
+def test_feedback_from_outside_the_pod_needs_the_token_secret():
+    (pred,) = render_seldon_deployment(DeploymentParams())["spec"]["predictors"]
+    sidecar = pred["componentSpecs"][0]["spec"]["containers"][-1]
+    assert "--feedback-token-file" not in sidecar["command"], "off unless a Secret is named"
+    assert [p["containerPort"] for p in sidecar["ports"]] == [8300], "the ingest port is loopback, not declared"
+    (pred,) = render_seldon_deployment(DeploymentParams(feedback_token_secret="daic-feedback"))["spec"]["predictors"]
+    pod = pred["componentSpecs"][0]["spec"]
+    sidecar = pod["containers"][-1]
+    path = sidecar["command"][sidecar["command"].index("--feedback-token-file") + 1]
+    mount = next(m for m in sidecar["volumeMounts"] if m["name"] == "feedback-token")
+    assert path.startswith(mount["mountPath"] + "/") and mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == "feedback-token")
+    assert volume["secret"] == {"secretName": "daic-feedback", "items": [{"key": "token", "path": "token"}]}
+    kubernetes_validate.validate(_pod(pred), "1.30", strict=True)

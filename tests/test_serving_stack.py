@@ -50,9 +50,10 @@ def stack(tmp_path_factory):
     base = tmp_path_factory.mktemp("stack")
     store = registered_store(base / "store")
     version = "v0001"
-    ports = [free_port() for _ in range(4)]
+    ports = [free_port() for _ in range(5)]
     config = StackConfig(store_url=store.url, gateway_port=ports[0], model_port=ports[1],
-                         model_metrics_port=ports[2], sidecar_port=ports[3], state_dir=base / "state",
+                         model_metrics_port=ports[2], sidecar_port=ports[3], sidecar_ingest_port=ports[4],
+                         state_dir=base / "state",
                          log_dir=base / "logs", serving_python=SERVING_PYTHON,
                          sidecar_options={"window": 200, "flush_interval": 600})
     with LocalStack(config) as running:
@@ -138,9 +139,10 @@ def test_a_transformer_graph_loses_no_prediction(tmp_path):
     daic.serving.manifest renders it): four events per prediction reach the sidecar, and every
     prediction is one record of the client's input with the model's answer."""
     store = registered_store(tmp_path / "store")
-    ports = [free_port() for _ in range(6)]
+    ports = [free_port() for _ in range(7)]
     config = StackConfig(store_url=store.url, gateway_port=ports[0], model_port=ports[1], model_metrics_port=ports[2],
                          sidecar_port=ports[3], transformer_port=ports[4], transformer_metrics_port=ports[5],
+                         sidecar_ingest_port=ports[6],
                          state_dir=tmp_path / "state", log_dir=tmp_path / "logs", serving_python=SERVING_PYTHON,
                          transformer_class="daic.serving.passthrough.Passthrough",
                          sidecar_options={"flush_interval": 600})

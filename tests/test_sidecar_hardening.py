@@ -218,3 +218,54 @@ def test_a_failed_flush_answers_an_error_and_the_records_survive_it(world, tmp_p
     assert status == 503 and "store" in body["error"]
     assert ok == 200 and batch
     assert read_operational(world["store"], tmp_path.name).request_ids.tolist() == ["outage"]
+
+
+def test_the_service_port_serves_reads_and_token_feedback_only(world, tmp_path):
+    """Events, admin and feedback without a token are on the loopback ingest port only; the
+    Service port answers the estimate, metrics and health, and feedback with the bearer token."""
+    from daic.sidecar.app import build_public_app, read_token
+
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token-0123456789\n")
+    request, response = world["pair"](5)
+
+    async def main():
+        config = SidecarConfig(store_url=world["store"].url, state_dir=tmp_path / "state", deployment=tmp_path.name,
+                               flush_interval_s=600)
+        service = SidecarService(config, world["store"], world["pool"])
+        await service.start()
+        out = {}
+        try:
+            for name, token in (("with", read_token(token_file)), ("without", None)):
+                async with TestClient(TestServer(build_public_app(service, token))) as client:
+                    headers, data = _event("request", "outside", request)
+                    out[name] = {
+                        "event": (await client.post("/", data=data, headers=headers)).status,
+                        "flush": (await client.post("/admin/flush")).status,
+                        "reload": (await client.post("/admin/reload")).status,
+                        "estimate": (await client.get("/estimate")).status,
+                        "metrics": (await client.get("/metrics")).status,
+                        "ready": (await client.get("/health/ready")).status,
+                        "no token": (await client.post("/api/v1.0/feedback", json={"reward": 1},
+                                                       headers={"Seldon-Puid": "p"})).status,
+                        "wrong token": (await client.post("/api/v1.0/feedback", json={"reward": 1},
+                                                          headers={"Seldon-Puid": "p",
+                                                                   "Authorization": "Bearer nope"})).status,
+                        "token": (await client.post("/api/v1.0/feedback", json={"reward": 1},
+                                                    headers={"Seldon-Puid": "p",
+                                                             "Authorization": "Bearer s3cret-token-0123456789"})).status,
+                    }
+        finally:
+            await service.stop()
+        return out
+
+    out = asyncio.run(main())
+    for name in ("with", "without"):
+        assert out[name]["event"] in (404, 405) and out[name]["flush"] == 404 and out[name]["reload"] == 404
+        assert out[name]["estimate"] == out[name]["metrics"] == out[name]["ready"] == 200
+    assert (out["with"]["no token"], out["with"]["wrong token"], out["with"]["token"]) == (401, 401, 200)
+    assert out["without"]["token"] == 403, "no token configured: feedback from outside is off"
+    short = tmp_path / "short"
+    short.write_text("abc")
+    with pytest.raises(ValueError, match="at least 16"):
+        read_token(short)

@@ -47,7 +47,7 @@ def test_ingest_is_up_before_ready_and_through_the_drain(tmp_path):
         return request, json.dumps(build_response(probs, emb, shadow, model="mnist", version="v0001")).encode()
 
     port = free_port()
-    config = SidecarConfig(port=port, store_url=store.url, state_dir=tmp_path / "state", deployment="life",
+    config = SidecarConfig(ingest_port=port, port=free_port(), store_url=store.url, state_dir=tmp_path / "state", deployment="life",
                            flush_interval_s=600, drain_quiet_s=3.0, drain_max_s=30.0)
     pool = _SlowChampion(store, "mnist", window=100)
     url = f"http://127.0.0.1:{port}"

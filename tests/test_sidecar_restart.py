@@ -31,13 +31,14 @@ class Sidecar:
     explicit flushes, the crash and the restart decide what reaches the store."""
 
     def __init__(self, world, port):
-        self.world, self.port = world, port
-        self.url = f"http://127.0.0.1:{port}"
+        self.world, self.port, self.public_port = world, port, free_port()
+        self.url = f"http://127.0.0.1:{port}"  # the ingest port (events and admin, loopback)
         self.log = world["base"] / "sidecar.log"
         self.proc = None
 
     def start(self):
-        cmd = [sys.executable, "-m", "daic.cli", "oracle", "serve", "--port", str(self.port),
+        cmd = [sys.executable, "-m", "daic.cli", "oracle", "serve", "--ingest-port", str(self.port),
+               "--port", str(self.public_port),
                "--store", self.world["store"].url, "--state-dir", str(self.world["base"] / "state"),
                "--deployment", "restart", "--flush-interval", "3600", "--batch-rows", "100000"]
         with open(self.log, "ab") as fh:

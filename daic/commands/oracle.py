@@ -15,7 +15,12 @@ def command() -> None:
 
 @command.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8300, show_default=True, type=int)
+@click.option("--port", default=8300, show_default=True, type=int,
+              help="Service port: estimate, metrics, health (and feedback with the token)")
+@click.option("--ingest-port", default=8301, show_default=True, type=int,
+              help="events, feedback and admin, on 127.0.0.1 only (the request logger's URL)")
+@click.option("--feedback-token-file", default=None, type=click.Path(path_type=Path),
+              help="a file holding the bearer token that feedback on the Service port needs (a Secret)")
 @click.option("--store", "store_url", default=None, metavar="URL",
               help="file:///path or s3://bucket/prefix (default: $DAIC_STORE or ./.daic/store)")
 @click.option("--deployment", default="mnist", show_default=True,
@@ -57,9 +62,14 @@ def serve(log_level: str, graph: str | None, **options) -> None:
         config = SidecarConfig(**options)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise click.BadParameter(first["msg"], param_hint=f"--{str(first['loc'][0]).replace('_', '-')}") from None
-    from daic.sidecar.app import run
+        where = str(first["loc"][0]) if first["loc"] else "port"
+        raise click.BadParameter(first["msg"], param_hint=f"--{where.replace('_', '-')}") from None
+    from daic.sidecar.app import read_token, run
 
+    try:
+        read_token(config.feedback_token_file)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--feedback-token-file") from None
     run(config)
 
 

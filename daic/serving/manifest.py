@@ -25,6 +25,9 @@ MODEL_CLASS = "daic.serving.model.DaicModel"
 MODEL_HTTP_PORT = 9000
 MODEL_METRICS_PORT = 6000
 DEFAULT_SIDECAR_PORT = 8300
+#: Events, feedback and admin: the sidecar listens for them on 127.0.0.1 only (same pod as the executor).
+DEFAULT_SIDECAR_INGEST_PORT = 8301
+FEEDBACK_TOKEN_DIR = "/var/run/daic/feedback"
 SIDECAR_STATE_DIR = "/var/lib/daic-sidecar"
 #: The non-root user of the Seldon Python wrapper images.
 RUN_AS_USER = 8888
@@ -91,6 +94,10 @@ class DeploymentParams(BaseModel):
     replicas: int = Field(1, ge=1)
     traffic: int = Field(100, ge=0, le=100)
     sidecar_port: int = Field(DEFAULT_SIDECAR_PORT, ge=1024, le=65535)
+    sidecar_ingest_port: int = Field(DEFAULT_SIDECAR_INGEST_PORT, ge=1024, le=65535)
+    #: Secret (key ``token``) whose bearer token lets clients outside the pod post feedback to the
+    #: sidecar's Service port; None: feedback only through the deployment (the executor logs it).
+    feedback_token_secret: str | None = None
     reload_interval_s: float = Field(15.0, gt=0)
     max_batch: int = Field(256, ge=1)
     gunicorn_workers: int = Field(1, ge=1)
@@ -236,6 +243,7 @@ def _sidecar_container(p: DeploymentParams, deployment_label: str, graph: dict) 
             "--port", str(p.sidecar_port),
             "--deployment", deployment_label,
             "--model-name", p.model_name,
+            "--ingest-port", str(p.sidecar_ingest_port),
             "--state-dir", SIDECAR_STATE_DIR,
             # The graph it joins events for: which node's events are the client's input and answer.
             "--graph", json.dumps(graph_shape(graph), separators=(",", ":")),
@@ -251,6 +259,9 @@ def _sidecar_container(p: DeploymentParams, deployment_label: str, graph: dict) 
     }
     if env_from:
         container["envFrom"] = env_from
+    if p.feedback_token_secret:
+        container["command"] += ["--feedback-token-file", f"{FEEDBACK_TOKEN_DIR}/token"]
+        container["volumeMounts"].append({"name": "feedback-token", "mountPath": FEEDBACK_TOKEN_DIR, "readOnly": True})
     return container
 
 
@@ -281,6 +292,9 @@ def _predictor(p: DeploymentParams, *, predictor: str, version: str, traffic: in
                 "volumes": [
                     {"name": "tmp", "emptyDir": {}},
                     {"name": "sidecar-state", "emptyDir": {}},
+                    *([{"name": "feedback-token", "secret": {"secretName": q.feedback_token_secret,
+                                                             "items": [{"key": "token", "path": "token"}]}}]
+                      if q.feedback_token_secret else []),
                 ],
             },
         }],
@@ -292,7 +306,7 @@ def _graph(q: DeploymentParams, version: str) -> dict:
     """The inference graph: the MODEL node, behind a TRANSFORMER when one is given. The logger
     sits on the root only: the executor logs the client's input and the final answer there (and
     the transformer's stage in between), all the sidecar needs (daic.serving.graph)."""
-    logger = {"mode": "all", "url": f"http://localhost:{q.sidecar_port}/"}
+    logger = {"mode": "all", "url": f"http://localhost:{q.sidecar_ingest_port}/"}
     model = {
         "name": GRAPH_MODEL_NODE,
         "type": "MODEL",

@@ -59,6 +59,7 @@ class StackConfig:
     model_port: int = 9000
     model_metrics_port: int = 6000
     sidecar_port: int = 8300
+    sidecar_ingest_port: int = 8301  # events, feedback and admin (127.0.0.1)
     with_sidecar: bool = True
     state_dir: Path = Path(".daic/sidecar")
     log_dir: Path = Path(".daic/logs")
@@ -79,7 +80,8 @@ class StackConfig:
 
     def __post_init__(self) -> None:
         ports = {"gateway_port": self.gateway_port, "model_port": self.model_port,
-                 "model_metrics_port": self.model_metrics_port, "sidecar_port": self.sidecar_port}
+                 "model_metrics_port": self.model_metrics_port, "sidecar_port": self.sidecar_port,
+                 "sidecar_ingest_port": self.sidecar_ingest_port}
         if self.transformer_class:
             ports.update(transformer_port=self.transformer_port, transformer_metrics_port=self.transformer_metrics_port)
         for name, port in ports.items():
@@ -105,6 +107,11 @@ class StackConfig:
     @property
     def sidecar_url(self) -> str:
         return f"http://{self.host}:{self.sidecar_port}"
+
+    @property
+    def sidecar_ingest_url(self) -> str:
+        """Where the request logger posts and admin calls go (loopback only)."""
+        return f"http://127.0.0.1:{self.sidecar_ingest_port}"
 
     @property
     def transformer_url(self) -> str:
@@ -160,7 +167,8 @@ class LocalStack:
     def sidecar_command(self) -> list[str]:
         c = self.config
         cmd = [sys.executable, "-m", "daic.cli", "oracle", "serve", "--host", c.host,
-               "--port", str(c.sidecar_port), "--deployment", c.deployment, "--model-name", c.model_name,
+               "--port", str(c.sidecar_port), "--ingest-port", str(c.sidecar_ingest_port),
+               "--deployment", c.deployment, "--model-name", c.model_name,
                "--state-dir", str(c.state_dir)]
         if c.store_url:
             cmd += ["--store", c.store_url]
@@ -174,7 +182,7 @@ class LocalStack:
         graph = c.graph()
         cmd = [sys.executable, "-m", "daic.serving.gateway", "--host", c.host, "--port", str(c.gateway_port),
                "--model-url", c.model_url, "--deployment", c.deployment,
-               "--logger-url", f"{c.sidecar_url}/" if c.with_sidecar else "none",
+               "--logger-url", f"{c.sidecar_ingest_url}/" if c.with_sidecar else "none",
                "--logger-cpus", ",".join(map(str, c.cpus.get("logger", ()))), "--graph", json.dumps(graph)]
         if c.transformer_class:
             cmd += ["--node-url", f"{graph['name']}={c.transformer_url}"]
@@ -300,7 +308,7 @@ class LocalStack:
         if not self.config.with_sidecar:
             raise StackError("this stack runs without the sidecar: nothing to flush")
         self.wait_logged(timeout_s)
-        resp = requests.post(self.sidecar_url + "/admin/flush", timeout=timeout_s)
+        resp = requests.post(self.config.sidecar_ingest_url + "/admin/flush", timeout=timeout_s)
         resp.raise_for_status()
         return resp.json()["batch"]
 

@@ -1,6 +1,11 @@
 """The sidecar's HTTP surface (aiohttp).
 
 ==========================  =================================================================
+Two listeners (:func:`serve`): the *ingest* port (``ingest_port``, 8301) on 127.0.0.1 only
+serves every endpoint below; the *Service* port (``host``:``port``, 8300) serves the estimate,
+metrics and health, and feedback only with ``Authorization: Bearer <token>`` (a Secret), so
+nobody outside the pod can post events, feedback or admin calls.
+
 ``POST /``                  CloudEvents from Seldon's request logger (binary or structured);
                             200 once written ahead (or skipped on purpose: an intermediate
                             graph node's event), 400 naming what is wrong, 503 when the queue
@@ -22,6 +27,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import math
@@ -168,9 +174,59 @@ async def reload(request: web.Request) -> web.Response:
     return _json({"champion": service.champion})
 
 
+TOKEN = web.AppKey("feedback_token", str)
+
+
+async def post_feedback_from_outside(request: web.Request) -> web.Response:
+    """Feedback on the Service port: only with ``Authorization: Bearer <token>``, the token read
+    from ``feedback_token_file`` (a Secret mounted in the pod); without a configured token it is
+    refused (the executor in the pod posts to the loopback ingest port, which needs none)."""
+    token = request.app.get(TOKEN)
+    if not token:
+        return _error("feedback on this port is disabled; send it through the Seldon deployment (the executor "
+                      "logs it to the sidecar), or configure --feedback-token-file", 403)
+    given = request.headers.get("Authorization", "")
+    if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].strip().encode(), token.encode()):
+        return _json({"error": "feedback needs 'Authorization: Bearer <token>' (the daic feedback token)"},
+                     status=401, headers={"WWW-Authenticate": 'Bearer realm="daic-sidecar"'})
+    return await post_feedback(request)
+
+
+def build_public_app(service: SidecarService, token: str | None = None) -> web.Application:
+    """What the Service port serves to the cluster: the estimate, metrics and health, and
+    feedback with a bearer token. Events and admin are on the loopback ingest port only."""
+    app = web.Application(client_max_size=service.config.max_body_bytes)
+    app[SERVICE] = service
+    if token:
+        app[TOKEN] = token
+    app.router.add_get("/estimate", get_estimate)
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/health/live", live)
+    app.router.add_get("/health/ready", ready)
+    app.router.add_post("/api/v1.0/feedback", post_feedback_from_outside)
+    return app
+
+
+def read_token(path) -> str | None:
+    """The feedback token from a file (a mounted Secret); None without a path; an empty or
+    unreadable file is an error naming it."""
+    if path is None:
+        return None
+    from pathlib import Path
+
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"feedback token file {path}: {exc}") from None
+    if len(token) < 16:
+        raise ValueError(f"feedback token file {path}: the token must have at least 16 characters")
+    return token
+
+
 def build_app(service: SidecarService, manage_lifecycle: bool = True) -> web.Application:
-    """The aiohttp application around ``service``; with ``manage_lifecycle`` the app starts
-    and stops the service (recovery on startup, flush on shutdown)."""
+    """The loopback ingest application around ``service`` (every endpoint); with
+    ``manage_lifecycle`` the app starts and stops the service (recovery on startup, flush on
+    shutdown)."""
     app = web.Application(client_max_size=service.config.max_body_bytes)
     app[SERVICE] = service
     app.router.add_post("/", post_event)
@@ -217,13 +273,19 @@ async def serve(config: SidecarConfig, service: SidecarService | None = None,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    token = read_token(config.feedback_token_file)
     await service.open()
-    runner = web.AppRunner(build_app(service, manage_lifecycle=False), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
-    await site.start()
-    logger.info("daic sidecar for %s on %s:%d, store %s, state %s", config.deployment, config.host,
-                config.port, service.store.url, config.wal_dir)
+    runners = [web.AppRunner(build_app(service, manage_lifecycle=False), access_log=None, handle_signals=False),
+               web.AppRunner(build_public_app(service, token), access_log=None, handle_signals=False)]
+    for runner in runners:
+        await runner.setup()
+    # Events, feedback without a token and admin: loopback only (the executor is in the same pod;
+    # on the embedded default the gateway is on the same machine).
+    await web.TCPSite(runners[0], "127.0.0.1", config.ingest_port).start()
+    await web.TCPSite(runners[1], config.host, config.port).start()
+    logger.info("daic sidecar for %s: events on 127.0.0.1:%d, estimate/metrics/health on %s:%d%s; store %s, "
+                "state %s", config.deployment, config.ingest_port, config.host, config.port,
+                " (+ feedback with a token)" if token else "", service.store.url, config.wal_dir)
     warm = asyncio.create_task(service.warm_up())
     try:
         await stop.wait()
@@ -234,7 +296,8 @@ async def serve(config: SidecarConfig, service: SidecarService | None = None,
         await asyncio.gather(warm, return_exceptions=True)
         await service.stop()
     finally:
-        await runner.cleanup()
+        for runner in runners:
+            await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from daic.serving.graph import JoinPlan, join_plan
 from daic.sidecar.records import check_deployment
 
 
 class SidecarConfig(BaseModel):
-    """host/port: where to listen (the Seldon logger URL points here). store_url: object store
+    """host/port: the Service port (estimate, metrics, health; feedback with the bearer token read
+    from ``feedback_token_file``, if given). ingest_port: events, feedback and admin, on 127.0.0.1
+    only (the Seldon logger URL points here: ``http://localhost:<ingest_port>/``). store_url: object store
     (None: ``$DAIC_STORE`` or ./.daic/store). deployment: records go to
     ``operational/<deployment>/``. model_name: registry name whose champion pointer and oracle
     references the sidecar follows. state_dir: write-ahead log and checkpoint.
@@ -44,6 +46,8 @@ class SidecarConfig(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(8300, ge=0, le=65535)
+    ingest_port: int = Field(8301, ge=0, le=65535)
+    feedback_token_file: Path | None = None
     store_url: str | None = None
     deployment: str = "mnist"
     model_name: str = "mnist"
@@ -74,6 +78,12 @@ class SidecarConfig(BaseModel):
         if value is not None:
             join_plan(value)  # ValueError names what the sidecar could not join
         return value
+
+    @model_validator(mode="after")
+    def _ports(self) -> "SidecarConfig":
+        if self.port and self.port == self.ingest_port:
+            raise ValueError(f"port and ingest_port must differ, both are {self.port}")
+        return self
 
     def join_plan(self) -> JoinPlan:
         return JoinPlan.single() if self.graph is None else join_plan(self.graph)
