@@ -132,13 +132,13 @@ def test_lint_catches_each_rule(tmp_path):
         "USER daic\n"
     )
     messages = [p.message for p in lint(bad, LOCKS)]
-    expected = ["'latest' is not a pin", "name a tag or digest", "sets a credential",
+    expected = ["'latest' is not a pin", "names no tag", "sets a credential",
                 "ADD of a URL", "piped into a shell", "without -c", "no such lock file",
                 "pin it exactly", "give the user as a number", "no LABEL org.opencontainers.image.title"]
     for part in expected:
         assert any(part in m for m in messages), f"lint did not report {part!r}: {messages}"
     rootless = tmp_path / "Dockerfile.norun"
-    rootless.write_text("FROM python:3.11-slim-bookworm\nLABEL org.opencontainers.image.title=x "
+    rootless.write_text("FROM python:3.11.7-slim-bookworm\nLABEL org.opencontainers.image.title=x "
                         "org.opencontainers.image.version=1\n")
     assert [p.message for p in lint(rootless)] == ["the final stage sets no USER: the image would run as root"]
 
@@ -263,3 +263,45 @@ def test_train_image_finds_the_gpu_driver_on_gke_and_gpu_operator_clusters():
     assert "NVIDIA_VISIBLE_DEVICES" not in values  # the device plugin's to set
     path = values["PATH"].split(":")
     assert path[0] == "/opt/daic/bin" and "/usr/local/nvidia/bin" in path
+
+
+@pytest.mark.parametrize("image,pinned", [
+    ("ghcr.io/daic-dev/daic-train:0.1.0", True),
+    ("python:3.11.7-slim-bookworm", True),
+    ("docker.io/library/python@sha256:" + "a" * 64, True),
+    ("python:3.11-slim-bookworm@sha256:" + "0" * 64, True),
+    ("ghcr.io/daic-dev/daic-train", False),            # no tag: latest
+    ("python:latest", False),
+    ("python:3.11-slim-bookworm", False),              # a series: moves with every patch release
+    ("registry:5000/team/app:stable", False),
+    ("python@sha256:abc", False),
+])
+def test_an_unpinned_image_fails_the_manifest_and_the_dockerfile_checks(image, pinned, tmp_path):
+    from daic.deploy.policy import security_problems
+
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "daic"},
+           "spec": {"securityContext": {"runAsNonRoot": True},
+                    "containers": [{"name": "c", "image": image, "resources": {"requests": {"cpu": "1", "memory": "1Gi"}},
+                                    "securityContext": {"allowPrivilegeEscalation": False}}]}}
+    manifest = [p.message for p in security_problems(pod)]
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(f"FROM {image}\nUSER 8888:8888\nLABEL org.opencontainers.image.title=x "
+                          "org.opencontainers.image.version=1\n")
+    lint_messages = [p.message for p in lint(dockerfile)]
+    assert (manifest == []) is pinned, manifest
+    assert (lint_messages == []) is pinned, lint_messages
+
+
+@pytest.mark.parametrize("overlay", ["dev", "gpu"])
+def test_every_base_image_and_every_rendered_image_is_pinned(overlay):
+    from daic.deploy.pinning import pin_problem
+
+    for dockerfile in sorted(IMAGES_DIR.glob("*/Dockerfile")):
+        for line in dockerfile.read_text().splitlines():
+            if line.startswith("FROM "):
+                base = line.split()[1]
+                assert pin_problem(base) is None, f"{dockerfile}: {pin_problem(base)}"
+    for obj in render(overlay):
+        for site in container_sites(obj):
+            image = site.container.get("image", "")
+            assert pin_problem(image) is None, f"{obj['kind']}/{obj['metadata']['name']}: {pin_problem(image)}"

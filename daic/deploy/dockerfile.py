@@ -2,7 +2,8 @@
 
 No container engine runs here, so images are described and linted, not built. The rules:
 
-- every ``FROM`` names a tag or a digest, never ``latest`` (a stage name is fine);
+- every ``FROM`` is pinned: a digest or a full X.Y.Z release tag (:mod:`daic.deploy.pinning`; a
+  stage name is fine);
 - the final stage ends as a non-root user given by number (``USER 8888:8888``): Kubernetes can
   only verify ``runAsNonRoot`` for a numeric user;
 - every ``pip install`` is constrained by a lock file (``-c requirements/<name>.lock``) and pins
@@ -18,6 +19,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from daic.deploy.pinning import pin_problem
 from daic.deploy.policy import is_credential_name
 from daic.deploy.problems import Problem
 
@@ -220,12 +222,9 @@ def lint(path: str | Path, lock_dir: str | Path | None = None) -> list[Problem]:
             base = next((w for w in ins.args.split() if not w.startswith("--")), "")
             if base in names:
                 continue
-            image = base.split("@")[0]
-            tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else None
-            if "@sha256:" not in base and not tag:
-                bad(ins, f"FROM {base}: name a tag or digest")
-            elif tag == "latest":
-                bad(ins, f"FROM {base}: 'latest' is not a pin")
+            unpinned = pin_problem(base)
+            if unpinned:
+                bad(ins, f"FROM {unpinned}")
         if ins.keyword == "ADD" and re.search(r"https?://", ins.args):
             bad(ins, "ADD of a URL: download in a RUN step with a checksum, or COPY a vendored file")
         if ins.keyword == "RUN" and re.search(r"(curl|wget)[^|]*\|\s*(ba|z)?sh\b", ins.args):

@@ -9,7 +9,8 @@ Security (in the spirit of the Kubernetes "restricted" Pod Security Standard):
 - ``resources.requests`` for ``cpu`` and ``memory`` (the scheduler and the cluster autoscaler
   size nodes from requests, and a GPU worker group scales from zero only when Ray's pods declare
   what they need);
-- an image named with a tag or digest, never ``latest`` (an untagged image is ``latest``);
+- a pinned image: a digest, or a tag naming a full X.Y.Z release (:mod:`daic.deploy.pinning`; no
+  ``latest``, no untagged image, no moving series tag such as ``3.11-slim``);
 - extended resources such as ``nvidia.com/gpu`` set as limits, with requests (if given) equal
   to the limits, which is all Kubernetes accepts for them.
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from daic.deploy.pinning import pin_problem
 from daic.deploy.pods import container_sites
 from daic.deploy.problems import Problem, describe, join
 
@@ -71,11 +73,9 @@ def security_problems(obj: dict[str, Any]) -> list[Problem]:
                                f"container {name!r}: must be false"))
         if sc.get("privileged") is True:
             out.append(Problem(where, join(site.path, "securityContext.privileged"), f"container {name!r}: privileged"))
-        image = str(c.get("image", ""))
-        last = image.rsplit("/", 1)[-1]
-        if "@sha256:" not in image and (":" not in last or last.endswith(":latest")):
-            out.append(Problem(where, join(site.path, "image"), f"container {name!r}: image {image!r} names no "
-                                                                "tag (or 'latest'); pin a version"))
+        unpinned = pin_problem(str(c.get("image", "")))
+        if unpinned:
+            out.append(Problem(where, join(site.path, "image"), f"container {name!r}: image {unpinned}"))
         resources = c.get("resources") or {}
         requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
         missing = [r for r in ("cpu", "memory") if r not in requests]
