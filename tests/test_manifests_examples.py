@@ -141,6 +141,8 @@ def test_cluster_examples_fit_a_worker_group_of_the_gpu_install():
     must fit one pod of some worker group, and the group must be allowed enough pods."""
     from kubernetes.utils import parse_quantity
 
+    from daic.training.rayjob import worker_memory  # an unset memoryPerWorker: by worker kind
+
     cluster = next(o for o in render("overlays/gpu") if o["kind"] == "RayCluster")
     groups = [(g["groupName"], g["maxReplicas"], g["template"]["spec"]["containers"][0]["resources"]["limits"])
               for g in cluster["spec"]["workerGroupSpecs"]]
@@ -148,7 +150,8 @@ def test_cluster_examples_fit_a_worker_group_of_the_gpu_install():
         res = parse_spec(cycle["spec"]).resources
         fitting = [name for name, most, limits in groups
                    if parse_quantity(limits["cpu"]) >= res.cpus_per_worker
-                   and parse_quantity(limits["memory"]) >= parse_quantity(res.memory_per_worker)
+                   and parse_quantity(limits["memory"]) >= parse_quantity(
+                       res.memory_per_worker or worker_memory(res.gpus_per_worker))
                    and parse_quantity(limits.get("nvidia.com/gpu", 0)) >= res.gpus_per_worker
                    and most >= res.ray_workers]
         assert fitting, f"{cycle['metadata']['name']}: {res} fits no worker group of daic-ray ({groups})"

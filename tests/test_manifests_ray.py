@@ -100,3 +100,59 @@ def test_train_steps_rayjob_passes_every_check():
     assert not problems, "\n".join(map(str, problems))
     images = {s.container["image"] for s in container_sites(job)}
     assert images == {IMAGES["train"].ref}
+
+
+def _ray_pods(doc: dict) -> list[tuple[str, dict]]:
+    """(where, pod spec) of every pod template in a RayCluster or RayJob."""
+    spec = doc["spec"]
+    pods = []
+    if doc["kind"] == "RayJob":
+        pods.append(("submitter", spec["submitterPodTemplate"]["spec"]))
+        spec = spec.get("rayClusterSpec")
+        if spec is None:
+            return pods
+    pods.append(("head", spec["headGroupSpec"]["template"]["spec"]))
+    pods += [(f"group {g['groupName']}", g["template"]["spec"]) for g in spec["workerGroupSpecs"]]
+    return pods
+
+
+def _rendered(**fields) -> dict:
+    return render_rayjob(RayJobSpec(name="retrain-c-1", image=IMAGES["train"].ref,
+                                    entrypoint=["daic", "retrain", "--labels", "labels/"], **fields))
+
+
+def test_every_ray_container_has_a_read_only_root_and_scratch_space():
+    """readOnlyRootFilesystem on every Ray container (issue 15), with emptyDirs where Python, torch
+    and Ray write: /tmp (and /tmp/ray for Ray's sessions and logs) and $HOME."""
+    cluster = next(o for o in installed() if o["kind"] == "RayCluster")
+    docs = [cluster, _rendered(gpus_per_worker=1), _rendered(cluster_selector="daic-ray")]
+    for doc in docs:
+        for where, pod in _ray_pods(doc):
+            emptydirs = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
+            for container in pod["containers"]:
+                name = f"{doc['kind']} {where} {container['name']}"
+                assert container["securityContext"].get("readOnlyRootFilesystem") is True, name
+                mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+                assert mounts.get("/tmp") in emptydirs and mounts.get("/home/daic") in emptydirs, name
+                if where != "submitter":
+                    assert mounts.get("/tmp/ray") in emptydirs, name
+
+
+def test_gpu_workers_get_memory_for_cuda_and_the_object_store():
+    from daic.training.rayjob import GPU_WORKER_MEMORY, worker_memory
+
+    cluster = next(o for o in installed() if o["kind"] == "RayCluster")
+    (gpu,) = [g for g in cluster["spec"]["workerGroupSpecs"] if g["groupName"] == "gpu"]
+    limits = gpu["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["memory"] == GPU_WORKER_MEMORY == worker_memory(1)
+    shm = next(v for v in gpu["template"]["spec"]["volumes"] if v["name"] == "dshm")
+    assert int(shm["emptyDir"]["sizeLimit"].rstrip("Gi")) * 4 <= int(limits["memory"].rstrip("Gi"))
+    assert gpu["minReplicas"] == gpu["replicas"] == 0  # scales from zero
+
+
+def test_warm_cluster_job_brings_no_cluster_and_the_fresh_one_does():
+    warm, fresh = _rendered(cluster_selector="daic-ray"), _rendered()
+    assert warm["spec"]["clusterSelector"] == {"ray.io/cluster": "daic-ray"} and "rayClusterSpec" not in warm["spec"]
+    assert "clusterSelector" not in fresh["spec"] and fresh["spec"]["shutdownAfterJobFinishes"] is True
+    names = {o["metadata"]["name"] for o in installed() if o["kind"] == "RayCluster"}
+    assert warm["spec"]["clusterSelector"]["ray.io/cluster"] in names
