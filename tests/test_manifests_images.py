@@ -280,7 +280,8 @@ def test_an_unpinned_image_fails_the_manifest_and_the_dockerfile_checks(image, p
     from daic.deploy.policy import security_problems
 
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "daic"},
-           "spec": {"securityContext": {"runAsNonRoot": True},
+           "spec": {"securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "automountServiceAccountToken": False,
                     "containers": [{"name": "c", "image": image, "resources": {"requests": {"cpu": "1", "memory": "1Gi"}},
                                     "securityContext": {"allowPrivilegeEscalation": False}}]}}
     manifest = [p.message for p in security_problems(pod)]

@@ -124,3 +124,27 @@ def test_the_pipeline_runners_role_grants_exactly_what_the_pipeline_steps_reques
     assert params["promote_by"] == "operator"
     granted = _rules(REPO / "manifests" / "base" / "pipeline-runner-rbac.yaml")
     assert _verbs_used(seen) == granted == {("ray.io", PLURAL, "create"), ("ray.io", PLURAL, "get")}
+
+
+def test_pods_without_api_calls_mount_no_token_and_every_pod_runs_under_runtime_default_seccomp():
+    import copy
+
+    from daic.deploy.policy import pod_problems
+    from daic.serving.manifest import DeploymentParams, render_seldon_deployment
+
+    sdep = render_seldon_deployment(DeploymentParams())
+    assert pod_problems(sdep) == []
+    (component,) = sdep["spec"]["predictors"][0]["componentSpecs"]
+    assert component["spec"]["automountServiceAccountToken"] is False
+    assert component["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    bare = copy.deepcopy(sdep)
+    spec = bare["spec"]["predictors"][0]["componentSpecs"][0]["spec"]
+    del spec["automountServiceAccountToken"], spec["securityContext"]["seccompProfile"]
+    assert sorted(p.path.rsplit(".", 1)[-1] for p in pod_problems(bare)) == ["automountServiceAccountToken",
+                                                                          "seccompProfile"]
+    # The operator calls the API: it keeps its token, and only it among daic's own pods.
+    (dep,) = [o for o in _objects() if o["kind"] == "Deployment"]
+    assert "automountServiceAccountToken" not in dep["spec"]["template"]["spec"] and pod_problems(dep) == []
+    renamed = copy.deepcopy(dep)
+    renamed["metadata"]["name"] = renamed["spec"]["template"]["spec"]["serviceAccountName"] = "something-else"
+    assert [p.path for p in pod_problems(renamed)] == ["spec.template.spec.automountServiceAccountToken"]

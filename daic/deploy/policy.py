@@ -12,7 +12,10 @@ Security (in the spirit of the Kubernetes "restricted" Pod Security Standard):
 - a pinned image: a digest, or a tag naming a full X.Y.Z release (:mod:`daic.deploy.pinning`; no
   ``latest``, no untagged image, no moving series tag such as ``3.11-slim``);
 - extended resources such as ``nvidia.com/gpu`` set as limits, with requests (if given) equal
-  to the limits, which is all Kubernetes accepts for them.
+  to the limits, which is all Kubernetes accepts for them;
+- every pod under the ``RuntimeDefault`` seccomp profile (on the pod, or on each container);
+- ``automountServiceAccountToken: false`` on every pod that makes no Kubernetes API call: only
+  the pods in :data:`API_CLIENTS` keep a token (a stolen token is worth what its account may do).
 
 RBAC: no Role or ClusterRole grants ``*`` (every verb, resource or API group), and none reads
 Secrets: each grant names what it needs.
@@ -31,7 +34,7 @@ import re
 from typing import Any
 
 from daic.deploy.pinning import pin_problem
-from daic.deploy.pods import container_sites
+from daic.deploy.pods import container_sites, pod_sites
 from daic.deploy.problems import Problem, describe, join
 
 _EXTENDED_PREFIXES = ("nvidia.com/", "amd.com/", "gpu.intel.com/")
@@ -54,10 +57,43 @@ def is_credential_name(name: str) -> bool:
     return any(w.endswith(c) or (w.startswith(c) and c != "KEY") for w in upper for c in _CREDENTIAL_WORDS)
 
 
-def security_problems(obj: dict[str, Any]) -> list[Problem]:
-    """Containers that may run as root, escalate privileges or ask for no CPU/memory."""
+#: Pods that call the Kubernetes API and so need their ServiceAccount token: (kind, where the pod
+#: spec sits or the ServiceAccount it runs as) -> why.
+API_CLIENTS: dict[tuple[str, str], str] = {
+    ("Deployment", "daic-operator"): "the kopf operator watches and patches AssessmentCycles",
+    ("RayCluster", "spec.headGroupSpec.template.spec"): "KubeRay's autoscaler in the head pod scales workers",
+}
+
+
+def _calls_the_api(obj: dict[str, Any], path: str, spec: dict[str, Any]) -> bool:
+    kind = obj.get("kind", "")
+    return (kind, path) in API_CLIENTS or (kind, str(spec.get("serviceAccountName", ""))) in API_CLIENTS
+
+
+def pod_problems(obj: dict[str, Any]) -> list[Problem]:
+    """Pods without the RuntimeDefault seccomp profile, or mounting a token they do not use."""
     where = describe(obj)
     out: list[Problem] = []
+    for site in pod_sites(obj):
+        spec = site.spec
+        pod_profile = ((spec.get("securityContext") or {}).get("seccompProfile") or {}).get("type")
+        containers = [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
+        each = all((((c.get("securityContext") or {}).get("seccompProfile") or {}).get("type") == "RuntimeDefault")
+                   for c in containers)
+        if pod_profile != "RuntimeDefault" and not each:
+            out.append(Problem(where, join(site.path, "securityContext.seccompProfile"),
+                               "the pod runs without the RuntimeDefault seccomp profile"))
+        if spec.get("automountServiceAccountToken") is not False and not _calls_the_api(obj, site.path, spec):
+            out.append(Problem(where, join(site.path, "automountServiceAccountToken"),
+                               "must be false: the pod makes no Kubernetes API call (daic.deploy.policy.API_CLIENTS)"))
+    return out
+
+
+def security_problems(obj: dict[str, Any]) -> list[Problem]:
+    """Containers that may run as root, escalate privileges, ask for no CPU/memory or run an
+    unpinned image; pods without seccomp or with a token they do not need."""
+    where = describe(obj)
+    out: list[Problem] = pod_problems(obj)
     for site in container_sites(obj):
         c, pod_sc = site.container, site.pod.spec.get("securityContext") or {}
         sc = c.get("securityContext") or {}

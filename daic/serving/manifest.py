@@ -286,7 +286,10 @@ def _predictor(p: DeploymentParams, *, predictor: str, version: str, traffic: in
                 },
             },
             "spec": {
-                "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "fsGroup": RUN_AS_USER},
+                "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "fsGroup": RUN_AS_USER,
+                                    "seccompProfile": {"type": "RuntimeDefault"}},
+                # The model, the sidecar and Seldon's executor call no Kubernetes API: no token.
+                "automountServiceAccountToken": False,
                 "terminationGracePeriodSeconds": 30,
                 "containers": [*containers, _sidecar_container(q, deployment_label, graph)],
                 "volumes": [
