@@ -105,3 +105,19 @@ def test_records_round_trip_on_s3(s3_env):
     back = read_operational(store, "mnist", since=50.0)
     assert list(back.ids) == ["s3:0", "s3:1", "s3:2"]
     assert back.inputs.shape == (3, 28, 28) and back.embeddings.shape == (3, 16)
+
+
+def test_segments_and_checkpoint_are_private_to_the_sidecar(tmp_path):
+    """The WAL and its checkpoint hold the deployment's inputs and state: 0600, whatever the umask."""
+    old = os.umask(0o022)
+    try:
+        wal = WriteAheadLog(tmp_path)
+        wal.recover()
+        wal.append({"x": 1})
+        first = wal.rotate()
+        wal.commit(first, {"k": 1})
+    finally:
+        os.umask(old)
+    files = [p for p in tmp_path.iterdir() if p.is_file()]
+    assert any(p.name == "checkpoint.json" for p in files)
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: "0o600" for p in files}

@@ -134,7 +134,7 @@ class WriteAheadLog:
             raise ValueError(f"cannot commit segment {segment}: it is still open (current {self._segment})")
         body = dict(checkpoint, committed_segment=segment)
         tmp = self.directory / f".{CHECKPOINT}.tmp"
-        with open(tmp, "w") as fh:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:  # 0600, as the WAL
             json.dump(body, fh, separators=(",", ":"))
             fh.flush()
             os.fsync(fh.fileno())
