@@ -119,11 +119,13 @@ def test_prometheus_reader_queries_accuracy_window_and_alarm():
         r = PrometheusEstimate(prom.url, "acc", "n", "alarm").read(NOW)
         assert isinstance(r, EstimateReading) and (r.accuracy, r.n, r.drift_alarm) == (0.88, 640, True)
         assert r.observed_at == datetime.fromtimestamp(1_700_000_000.5, timezone.utc)
-        empty = PrometheusEstimate(prom.url, "absent").read(NOW)
+        empty = PrometheusEstimate(prom.url, "absent", "n").read(NOW)
         assert isinstance(empty, EstimateError) and "returned no sample" in empty.error
-        many = PrometheusEstimate(prom.url, "two").read(NOW)
+        many = PrometheusEstimate(prom.url, "two", "n").read(NOW)
         assert isinstance(many, EstimateError) and "returned 2 series" in many.error
-        wrong = PrometheusEstimate(prom.url, "n").read(NOW)
+        uncounted = PrometheusEstimate(prom.url, "acc").read(NOW)  # issue 23: no window size, no reading
+        assert isinstance(uncounted, EstimateError) and "needs estimate.countQuery" in uncounted.error
+        wrong = PrometheusEstimate(prom.url, "n", "n").read(NOW)
         assert isinstance(wrong, EstimateError) and "not an accuracy" in wrong.error
     finally:
         prom.close()

@@ -12,6 +12,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -121,7 +122,7 @@ def test_with_the_real_pipeline_labels_overrule_a_wrong_online_alarm(tmp_path):
 
     store_url = f"file://{tmp_path / 'store'}"
     write_operational(open_store(store_url), "mnist", Scenario(ScenarioSpec(**scenario)), predict)
-    wrong = [{"accuracy": 0.02, "n": 500, "model_version": "v0001", "timestamp": 1_700_000_000.0}]
+    wrong = [{"accuracy": 0.02, "n": 500, "model_version": "v0001", "timestamp": time.time()}]
     with FakeSidecar(wrong) as sidecar:
         cycle = tmp_path / "cycle.yaml"
         cycle.write_text(yaml.safe_dump({

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -54,9 +55,12 @@ class FakeSidecar:
         self.server.server_close()
 
 
-def drifted_stream(healthy: int, drifted: int, *, start: float = 1_700_000_000.0, step: float = 60.0,
+def drifted_stream(healthy: int, drifted: int, *, start: float | None = None, step: float = 60.0,
                    model_version: str = "v0001") -> list[dict[str, Any]]:
-    """``healthy`` windows at ~0.98, then ``drifted`` windows at ~0.80 with the drift alarm on."""
+    """``healthy`` windows at ~0.98, then ``drifted`` windows at ~0.80 with the drift alarm on;
+    window times from ``start`` (default: now, since the operator refuses readings older than
+    estimate.staleAfterSeconds) in steps of ``step`` seconds."""
+    start = time.time() if start is None else start
     out = []
     for i in range(healthy + drifted):
         bad = i >= healthy
