@@ -22,6 +22,10 @@ are written from the operators' own sources:
 - ServiceMonitor (``monitoring.coreos.com/v1``): prometheus-operator
   ``pkg/apis/monitoring/v1/servicemonitor_types.go`` (``selector`` and ``endpoints`` required;
   an endpoint names ``port`` or ``targetPort``; Prometheus duration syntax for intervals).
+- PrometheusRule (``monitoring.coreos.com/v1``): prometheus-operator
+  ``pkg/apis/monitoring/v1/prometheusrule_types.go`` (``spec.groups`` of uniquely named groups; a
+  rule has ``expr`` and exactly one of ``record``/``alert``; ``for`` is a duration). The PromQL
+  itself is checked by ``promtool`` (tests/test_manifests_monitoring.py).
 """
 from __future__ import annotations
 
@@ -297,6 +301,31 @@ def check_service_monitor(obj: dict[str, Any]) -> list[Problem]:
     return out
 
 
+def check_prometheus_rule(obj: dict[str, Any]) -> list[Problem]:
+    where = describe(obj)
+    spec = obj.get("spec")
+    groups = spec.get("groups") if isinstance(spec, dict) else None
+    if not isinstance(groups, list) or not groups:
+        return [Problem(where, "spec.groups", "required: at least one rule group")]
+    out: list[Problem] = []
+    seen: set[str] = set()
+    for i, group in enumerate(groups):
+        path = join("spec.groups", i)
+        name = group.get("name") if isinstance(group, dict) else None
+        if not name or name in seen:
+            out.append(Problem(where, join(path, "name"), f"{name!r}: required and unique"))
+        seen.add(str(name))
+        for j, rule in enumerate(group.get("rules") or [] if isinstance(group, dict) else []):
+            rpath = join(join(path, "rules"), j)
+            if not rule.get("expr"):
+                out.append(Problem(where, join(rpath, "expr"), "required"))
+            if bool(rule.get("record")) == bool(rule.get("alert")):
+                out.append(Problem(where, rpath, "exactly one of record and alert"))
+            if rule.get("for") is not None and not _PROM_DURATION.match(str(rule["for"])):
+                out.append(Problem(where, join(rpath, "for"), f"{rule['for']!r} is not a Prometheus duration"))
+    return out
+
+
 def _seconds(duration: str) -> float:
     units = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
     return sum(float(n) * units[u] for n, u in re.findall(r"([0-9]+)(ms|y|w|d|h|m|s)", str(duration)))
@@ -308,6 +337,7 @@ RULES: dict[tuple[str, str], Callable[[dict[str, Any]], list[Problem]]] = {
     (RAY_API, "RayCluster"): check_ray_cluster,
     (RAY_API, "RayJob"): check_ray_job,
     (MONITORING_API, "ServiceMonitor"): check_service_monitor,
+    (MONITORING_API, "PrometheusRule"): check_prometheus_rule,
 }
 
 
