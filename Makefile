@@ -53,8 +53,9 @@ $(VENV_LABELSTUDIO)/.installed: requirements/labelstudio.lock
 	touch $@
 
 # Debian packages the tests use: chromium (the labeling page is tested in a real browser; Playwright
-# drives it and never downloads a browser of its own) and Fashion-MNIST (the second dataset).
-SYSTEM_PACKAGES := chromium dataset-fashion-mnist
+# drives it and never downloads a browser of its own), Fashion-MNIST (the second dataset) and
+# prometheus (prometheus + promtool: the tests start their own on loopback and check the rules).
+SYSTEM_PACKAGES := chromium dataset-fashion-mnist prometheus
 system-packages:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
