@@ -25,7 +25,7 @@ from daic.components.sample_operational.logic import run as sample
 from daic.storage import open_store
 from fakes.waiting import wait_for
 from labeling_server import LabelStudio
-from test_labeling_browser import log_requests
+from test_labeling_browser import browser, log_requests  # noqa: F401 (browser: a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -98,16 +98,19 @@ def test_a_whole_labeling_round(label_studio, store, monkeypatch):
     assert all(t["data"]["image"].startswith("data:image/png;base64,") for t in tasks)
     # the interface gets a choice daic does not know (an administrator edits the labeling config)
     patched = browser.patch(f"{server.url}/api/projects/{project}/", timeout=30,
-                            json={"label_config": config.replace('<Choice value="unsure"/>',
-                                                                 '<Choice value="unsure"/><Choice value="seven"/>')})
-    assert patched.status_code == 200, patched.text
+                            json={"label_config": config.replace("</Choices>", '<Choice value="seven"/></Choices>')})
+    assert patched.status_code == 200 and '"seven"' in patched.json()["label_config"], patched.text
     special = {0: dict(cancelled=True), 1: dict(choice=None), 2: dict(choice="unsure"), 3: dict(choice="seven")}
-    for k, task in enumerate(tasks):
-        i = task["data"]["daic_id"]
-        _annotate(browser, server, task["id"], **special.get(k, {"choice": str(truth[i])}))
-    # a second opinion on task 4 that disagrees, on task 5 that agrees
-    _annotate(browser, server, tasks[4]["id"], str((truth[tasks[4]["data"]["daic_id"]] + 1) % 10))
-    _annotate(browser, server, tasks[5]["id"], str(truth[tasks[5]["data"]["daic_id"]]))
+    # tasks 4 and 5 get a second opinion (4: disagreeing, 5: agreeing); they are answered first, so the
+    # step, which returns once every task has an answer, cannot finish before both opinions are in
+    order = [4, 5] + [k for k in range(len(tasks)) if k not in (4, 5)]
+    for k in order:
+        i = tasks[k]["data"]["daic_id"]
+        _annotate(browser, server, tasks[k]["id"], **special.get(k, {"choice": str(truth[i])}))
+        if k == 4:
+            _annotate(browser, server, tasks[k]["id"], str((truth[i] + 1) % 10))
+        if k == 5:
+            _annotate(browser, server, tasks[k]["id"], str(truth[i]))
     step.join(timeout=300)
     assert not step.is_alive() and "r" in result
     n = len(tasks)
@@ -181,3 +184,47 @@ def test_a_deleted_project_comes_back_and_a_restart_is_waited_out(label_studio, 
             server.start(fresh=False)
     assert answers == {str(i): truth[str(i)] for i in request.ids}
     assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
+
+
+def test_the_labeler_sees_the_input_and_the_digit_keys_choose_their_digit(label_studio, store, browser):  # noqa: F811
+    """In Label Studio's own web app (Chromium): the image the labeler sees decodes to the input's
+    pixels, the model's answer is nowhere on the page, and pressing "3" chooses "3" (Label Studio
+    numbers choices 1..9, 0 by position unless the config names hotkeys)."""
+    server = label_studio
+    truth, request = _sampled(store, "c-ls-browser", budget=4)
+    LabelStudioBackend(store, client=_client(server)).submit(request)
+    project = _project(store, "c-ls-browser")
+    page = browser.new_page()
+    page.goto(f"{server.url}/user/login/")
+    page.fill("input[name=email]", server.EMAIL)
+    page.fill("input[name=password]", server.PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda url: "/user/login" not in url)
+    page.goto(f"{server.url}/projects/{project}/data?labeling=1")
+    # the image element Label Studio shows (it may turn the data URI into a blob: URL)
+    shown = ("() => [...document.querySelectorAll('img')].find(i => /^(data:image\\/png|blob:)/.test(i.src) "
+             "&& i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(f"() => Boolean(({shown})())", timeout=120_000)
+    grey = page.evaluate(f"""() => {{
+        const img = ({shown})();
+        const c = document.createElement("canvas"); c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const ctx = c.getContext("2d"); ctx.drawImage(img, 0, 0);
+        return Array.from(ctx.getImageData(0, 0, c.width, c.height).data.filter((_, k) => k % 4 == 0));
+    }}""")
+    expected = (np.clip(request.inputs, 0, 1) * 255).round().astype(np.int64).reshape(len(request.ids), -1)
+    assert len(grey) == 28 * 28
+    error = np.abs(expected - np.array(grey, np.int64)).max(axis=1)
+    k = int(error.argmin())
+    assert error[k] <= 1  # the pixels of one of the cycle's inputs, exactly
+    shown_id = str(request.ids[k])
+    (task,) = [t for t in _tasks(server.browser(), server, project) if t["data"]["daic_id"] == shown_id]
+    assert "model says" not in page.inner_text("body")
+    digit = str(truth[task["data"]["daic_id"]])
+    page.keyboard.press(digit)
+    page.click("button:has-text('Submit')")
+    wait_for(lambda: _tasks(server.browser(), server, project) and any(
+        t["id"] == task["id"] and t["annotations"] for t in _tasks(server.browser(), server, project)),
+        timeout=60, what="the submitted annotation")
+    (annotated,) = [t for t in _tasks(server.browser(), server, project) if t["id"] == task["id"]]
+    assert annotated["annotations"][0]["result"][0]["value"]["choices"] == [digit]
+    page.close()

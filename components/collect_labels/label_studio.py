@@ -70,7 +70,10 @@ class LabelStudioError(RuntimeError):
 
 
 def label_config(show_model_answer: bool = False) -> str:
-    choices = "".join(f'<Choice value="{c}"/>' for c in (*CLASSES, UNSURE))
+    """The labeling interface: the image and one choice per class plus "unsure". Hotkeys are explicit:
+    Label Studio numbers choices 1, 2, ..., 9, 0 by position, so pressing "3" would choose "2"."""
+    choices = "".join(f'<Choice value="{c}" hotkey="{c}"/>' for c in CLASSES) + f'<Choice value="{UNSURE}" hotkey="u"/>'
+
     info = '<Text name="info" value="model says $prediction"/>' if show_model_answer else ""
     return ('<View><Image name="image" value="$image" zoom="true"/>'
             f'<Choices name="label" toName="image" choice="single" showInline="true">{choices}</Choices>'
