@@ -81,6 +81,17 @@ def test_a_pipeline_cycle_is_labeled_in_the_browser(browser, tmp_path):
         n = len(ids)
         page.wait_for_selector(f"text=0 of {n} labeled")
         assert "model says" not in page.inner_text("#meta")  # blind by default
+        # the image the labeler sees is the first input's pixels
+        page.wait_for_function("() => document.getElementById('input').complete "
+                               "&& document.getElementById('input').naturalWidth > 0")
+        grey = page.evaluate("""() => {
+            const img = document.getElementById("input");
+            const c = document.createElement("canvas"); c.width = img.naturalWidth; c.height = img.naturalHeight;
+            const ctx = c.getContext("2d"); ctx.drawImage(img, 0, 0);
+            return Array.from(ctx.getImageData(0, 0, c.width, c.height).data.filter((_, k) => k % 4 == 0));
+        }""")
+        expected = (np.clip(book.input_of(ids[0]), 0, 1) * 255).astype(np.int64).ravel()
+        assert len(grey) == 28 * 28 and np.abs(np.array(grey) - expected).max() <= 1
         # the page shows inputs in task order; answer the truth by keyboard, one by button, one unsure
         for k, sample_id in enumerate(ids):
             if k == 1:
