@@ -65,6 +65,9 @@ class FakeKube:
         self.rejected: list[str] = []  # validation failures (422) - a test usually wants none
         self.experiments: dict[str, dict[str, Any]] = {}
         self.runs: dict[str, dict[str, Any]] = {}
+        # Injected faults, each answered once: (method, path part, body part or None, HTTP code).
+        self.faults: list[tuple[str, str, str | None, int]] = []
+        self.faults_hit: list[tuple[str, str, int]] = []
         self._rv = 100
         self._lock = threading.RLock()
         self._watchers: list[tuple[str, str | None, asyncio.Queue]] = []
@@ -264,9 +267,50 @@ class FakeKube:
 
     # -- HTTP -------------------------------------------------------------------------------------
 
+    def fail_next(self, code: int, method: str, path_part: str, body_part: str | None = None) -> None:
+        """Answer the next request matching (method, a part of its path?query, a part of its body)
+        with ``code`` instead of serving it: 409 Conflict, 410 Gone (for a watch: an ERROR event
+        in the stream, as the API server sends for an expired resourceVersion), 500, ..."""
+        with self._lock:
+            self.faults.append((method, path_part, body_part, code))
+
+    def expire_watches(self, plural: str) -> None:
+        """End the open watch streams of ``plural`` and answer the next watch with 410 Gone, as an
+        API server does whose etcd compacted the revision a client would resume from."""
+        self.fail_next(410, "WATCH", f"/{plural}?")
+        with self._lock:
+            for p, _ns, queue in list(self._watchers):
+                if p == plural:
+                    self._loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    async def _fault(self, request: web.Request) -> web.StreamResponse | None:
+        target = f"{request.path}?{request.query_string}"
+        watch = request.method == "GET" and request.query.get("watch") in ("true", "1")
+        verb = "WATCH" if watch else request.method  # "WATCH": a GET that opens a watch stream
+        body = (await request.read()).decode(errors="replace") if request.can_read_body else ""
+        with self._lock:
+            for i, (method, part, needle, code) in enumerate(self.faults):
+                if verb == method and part in target and (needle is None or needle in body):
+                    del self.faults[i]
+                    self.faults_hit.append((method, target, code))
+                    break
+            else:
+                return None
+        status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": code,
+                  "reason": {409: "Conflict", 410: "Expired"}.get(code, "InternalError"),
+                  "message": f"injected {code}"}
+        if code == 410 and watch:
+            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await resp.prepare(request)
+            await resp.write(json.dumps({"type": "ERROR", "object": status}).encode() + b"\n")
+            return resp
+        return web.json_response(status, status=code)
+
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         self.requests.append((request.method, path, request.query_string))
+        if self.faults and (faulted := await self._fault(request)) is not None:
+            return faulted
         try:
             if path.startswith("/apis/v2beta1/"):
                 return await self._kfp(request, path.removeprefix("/apis/v2beta1/"))
