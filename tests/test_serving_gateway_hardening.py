@@ -104,3 +104,30 @@ def test_a_killed_request_logger_is_restarted_and_later_events_are_delivered():
     assert len(received) >= 2 + 2 - stats.get("events_failed", 0)
     assert stats["events_sent"] + stats.get("events_failed", 0) == stats["events_queued"] == 4
     assert stats["events_sent"] >= 2
+
+
+def test_a_puid_that_cannot_be_logged_is_a_400_not_a_500():
+    async def main():
+        gateway, received, calls, servers = await _world()
+        try:
+            async with TestClient(TestServer(gateway.app())) as client:
+                statuses = []
+                for puid in (b"bad\xffbytes", b"tab\there"):  # raw bytes: aiohttp's client would re-encode
+                    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+                    body = b'{"data": {"ndarray": [[0]]}}'
+                    writer.write(b"POST /api/v1.0/predictions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                 b"Seldon-Puid: " + puid + b"\r\nContent-Length: " + str(len(body)).encode()
+                                 + b"\r\nConnection: close\r\n\r\n" + body)
+                    await writer.drain()
+                    statuses.append(int((await reader.readline()).split()[1]))
+                    writer.close()
+                ok = await client.post("/api/v1.0/predictions", data=b'{"data": {"ndarray": [[0]]}}',
+                                       headers={"Content-Type": "application/json", "Seldon-Puid": "é-%41"})
+                statuses.append((ok.status, ok.headers.get("Seldon-Puid")))
+            return statuses, calls
+        finally:
+            for server in servers:
+                await server.close()
+
+    statuses, calls = asyncio.run(main())
+    assert statuses[:2] == [400, 400] and statuses[2] == (200, "é-%41") and len(calls) == 1

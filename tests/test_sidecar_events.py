@@ -76,3 +76,17 @@ def test_structured_mode_parses_through_the_sdk_to_the_same_event():
     assert structured.body == binary.body and json.loads(structured.raw) == json.loads(binary.raw)
     assert (structured.kind, structured.event_id, structured.request_id, structured.model_id) == \
         (binary.kind, binary.event_id, binary.request_id, binary.model_id)
+
+
+@pytest.mark.parametrize("name, value", [("Ce-Requestid", "a\udcffb"), ("Ce-Requestid", "line\nbreak"),
+                                         ("Ce-Modelid", "tab\tnode"), ("Ce-Id", "\x00")])
+def test_attributes_that_cannot_be_logged_are_refused(name, value):
+    headers, body = encode_cloudevent("request", "r", BODY, source="s", model_id="m")
+    headers[name] = value
+    with pytest.raises(EventError, match=name):
+        parse_cloudevent(headers, body, now=0)
+
+
+def test_unicode_puids_are_kept():
+    headers, body = encode_cloudevent("request", "puid-é-%41", BODY, source="s", model_id="m")
+    assert parse_cloudevent(headers, body, now=0).request_id == "puid-é-%41"

@@ -269,3 +269,23 @@ def test_the_service_port_serves_reads_and_token_feedback_only(world, tmp_path):
     short.write_text("abc")
     with pytest.raises(ValueError, match="at least 16"):
         read_token(short)
+
+
+def test_header_bytes_that_are_not_utf8_are_a_400(world, tmp_path):
+    async def raw_post(client, path, headers: bytes, body: bytes) -> int:
+        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+        writer.write(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + headers
+                     + b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+        await writer.drain()
+        status = int((await reader.readline()).split()[1])
+        writer.close()
+        return status
+
+    async def scenario(client, service):
+        event = (b"Ce-Specversion: 1.0\r\nCe-Type: io.seldon.serving.inference.request\r\nCe-Source: s\r\n"
+                 b"Ce-Id: e1\r\nCe-Modelid: classifier\r\nCe-Requestid: bad\xffpuid\r\n")
+        return [await raw_post(client, b"/", event, b'{"data": {"ndarray": [[0.5]]}}'),
+                await raw_post(client, b"/api/v1.0/feedback", b"Seldon-Puid: bad\xffpuid\r\n", b'{"reward": 1}'),
+                service.wal.size_bytes()]
+
+    assert _run(world, tmp_path, scenario) == [400, 400, 0]

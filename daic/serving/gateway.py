@@ -353,7 +353,19 @@ class Gateway:
 
     async def _read(self, request: web.Request) -> _Payload:
         """The client's body, before anything is logged or forwarded: over ``max_body_bytes`` is
-        a 413 (aiohttp's), a body its ``Content-Encoding`` does not decode a 400."""
+        a 413 (aiohttp's), a body its ``Content-Encoding`` does not decode a 400, and so is a
+        ``Seldon-Puid`` that cannot be logged (not printable UTF-8)."""
+        puid = request.headers.get("Seldon-Puid", "")
+        try:
+            puid.encode("utf-8")
+            printable = puid.isprintable()
+        except UnicodeEncodeError:
+            printable = False
+        if not printable:
+            self.stats["responses_400"] += 1
+            raise web.HTTPBadRequest(text=json.dumps({"status": {"code": 400, "info": "the Seldon-Puid header must be "
+                                                                 "printable UTF-8 text", "reason": "BAD_REQUEST",
+                                                                 "status": "FAILURE"}}), content_type="application/json")
         try:
             body = await request.read()
         except (HttpProcessingError, RequestPayloadError) as exc:

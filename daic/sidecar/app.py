@@ -65,6 +65,15 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
+def _loggable(value: str) -> bool:
+    """Printable text that UTF-8 can encode (header bytes that were not UTF-8 arrive as surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return value.isprintable()
+
+
 def _error(message: str, status: int, **extra: Any) -> web.Response:
     return _json({"error": message, **extra}, status=status,
                  headers={"Retry-After": "1"} if status == 503 else None)
@@ -118,6 +127,9 @@ async def post_feedback(request: web.Request) -> web.Response:
     if isinstance(raw, web.Response):
         return raw
     puid = request.headers.get("Seldon-Puid") or str(uuid.uuid4())
+    if not _loggable(puid):
+        service.reject_invalid()
+        return _error("feedback: the Seldon-Puid header must be printable UTF-8 text", 400)
     try:
         body = orjson.loads(raw)
         truth = parse_feedback(body, puid)

@@ -96,6 +96,10 @@ def parse_cloudevent(headers: Mapping[str, str], body: bytes, *, now: float) -> 
     request_id = attributes.get("requestid")
     if not request_id:
         raise EventError("Ce-Requestid is missing: the sidecar joins request and response by it")
+    for name in ("id", "requestid", "modelid"):
+        value = str(attributes.get(name) or "")
+        if not value.isprintable() or _has_surrogates(value):
+            raise EventError(f"Ce-{name.capitalize()} must be printable UTF-8 text, got {value[:80]!r}")
     model_id = str(attributes.get("modelid") or "")
     if not model_id:
         raise EventError("Ce-Modelid is missing: the executor names the graph node that logged the event in it, "
@@ -109,6 +113,16 @@ def parse_cloudevent(headers: Mapping[str, str], body: bytes, *, now: float) -> 
         body=data,
         raw=raw,
     )
+
+
+def _has_surrogates(value: str) -> bool:
+    """Header bytes that were not UTF-8 reach us as lone surrogates (aiohttp decodes with
+    ``surrogateescape``); they cannot be written to the log or the store."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _check_readable(attributes: Mapping[str, Any]) -> None:

@@ -155,6 +155,7 @@ class SidecarService:
         self._score_due = 0.0
         self._tasks: list[asyncio.Task] = []
         self._recovered: list[dict[str, Any]] = []
+        self._unknown_nodes: set[str] = set()
         self._activity = asyncio.Event()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -393,6 +394,12 @@ class SidecarService:
                     self._feedback_waiting.append(event)
                 continue
             outcome = self.join.add(event)
+            if outcome.status == "skipped" and event.model_id not in self.plan.nodes \
+                    and event.model_id not in self._unknown_nodes and len(self._unknown_nodes) < 16:
+                self._unknown_nodes.add(event.model_id)
+                logger.warning("events from graph node %r, which the sidecar's graph does not have (nodes: %s): "
+                               "counted as skipped; is --graph the deployment's graph?", event.model_id[:80],
+                               ", ".join(self.plan.nodes))
             for group in outcome.evicted:
                 self._count_gap(group, "overflow")
             if outcome.status == "duplicate":
