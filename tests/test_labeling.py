@@ -216,13 +216,21 @@ def test_bad_bodies_get_a_4xx_with_a_message(store, name, body, headers, status,
         assert server.session().get(f"{server.url}/healthz", timeout=10).status_code == 200
 
 
-def test_a_chunked_body_past_the_cap_is_413(store):
-    make_task(store)
+def test_a_chunked_body_is_read_whole_and_past_the_cap_is_413(store):
+    """Chunked bodies (no Content-Length) arrive in pieces: the cap applies to the whole body, and a
+    valid JSON prefix followed by more data is not taken for the body."""
+    ids = make_task(store).task.ids
     with ServerThread(store, config=LabelingConfig(max_body_bytes=1024)) as server:
-        chunks = (b"x" * 512 for _ in range(8))  # no Content-Length: the cap applies while reading
-        resp = server.session().post(f"{server.url}/api/c1/labels", data=chunks,
-                                     headers={"Content-Type": "application/json"}, timeout=30)
-        assert resp.status_code == 413 and "limit" in resp.json()["error"]
+        valid = json.dumps({"id": ids[0], "label": 1}).encode()
+        for chunks, status in (([b"x" * 512] * 8, 413), ([valid] + [b" " * 300] * 8, 413),
+                               ([valid, b"garbage"], 400), ([valid[:10], valid[10:]], 200)):
+            def slowly(parts=chunks):
+                for part in parts:
+                    yield part
+            resp = server.session().post(f"{server.url}/api/c1/labels", data=slowly(),
+                                         headers={"Content-Type": "application/json"}, timeout=30)
+            assert resp.status_code == status, (chunks[:2], resp.text)
+            assert status == 200 or resp.json()["error"]
 
 
 @pytest.mark.parametrize("raw", ["%2E%2E", "%2E", ".hidden", "a%20b", "a%2Fb", "a%00b", "%E6%95%B0", "x" * 200,
@@ -278,3 +286,12 @@ def test_a_hung_store_does_not_freeze_the_page(seaweed, s3_env):
             os.killpg(pgid, signal.SIGCONT)
         ok = api.post(f"{server.url}/api/c1/labels", json={"id": ids[1], "label": 2}, timeout=60)
         assert ok.status_code == 200
+
+
+def test_an_unreadable_task_is_503_naming_it_not_a_500(store):
+    book = make_task(store)
+    store.put_json(book.prefix + "task.json", {"cycle": "c1", "ids": []})
+    with ServerThread(store) as server:
+        for method, path in (("get", "/api/c1/task"), ("post", "/api/c1/labels")):
+            resp = getattr(server.session(), method)(server.url + path, json={"id": "x", "label": 1}, timeout=10)
+            assert resp.status_code == 503 and "unreadable" in resp.json()["error"], resp.text

@@ -126,9 +126,16 @@ def _cycle(request: web.Request) -> str:
         raise _bad(str(exc)) from None
 
 
+def _load_task(book: LabelBook) -> None:
+    try:
+        book.task  # loads and caches the task; KeyNotFound (404) when there is none
+    except ValueError as exc:  # a task object that is not a valid LabelingTask
+        raise StorageError(f"the labeling task of cycle {book.cycle!r} is unreadable: {str(exc)[:300]}") from exc
+
+
 async def _book(request: web.Request) -> LabelBook:
     book = LabelBook(request.app[STORE_KEY], _cycle(request))
-    await _io(request, lambda: book.task)  # loads and caches the task; 404 when there is none
+    await _io(request, _load_task, book)
     return book
 
 
@@ -147,7 +154,12 @@ async def _json_body(request: web.Request, model: type[BaseModel]) -> Any:
     limit = request.app[CONFIG_KEY].max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit, request.content_length)
-    raw = await request.content.read(limit + 1)
+    raw = b""
+    while len(raw) <= limit:  # read() returns what has arrived so far: read to the end, or past the cap
+        chunk = await request.content.read(limit + 1 - len(raw))
+        if not chunk:
+            break
+        raw += chunk
     if len(raw) > limit:
         raise _too_large(limit, len(raw))
     try:
@@ -297,7 +309,7 @@ async def post_label(request: web.Request) -> web.Response:
     if isinstance(label, str) and label != UNSURE:
         raise _bad(f"field 'label' must be a class index or 'unsure', got {label[:40]!r}")
     book = LabelBook(request.app[STORE_KEY], cycle)
-    await _io(request, lambda: book.task)
+    await _io(request, _load_task, book)
     if body.id not in set(book.task.ids):
         raise _bad(f"field 'id': {body.id[:80]!r} is not part of cycle {cycle!r}'s task")
     try:
