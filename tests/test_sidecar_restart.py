@@ -95,6 +95,8 @@ def test_sigkill_after_acknowledgement_loses_nothing(world):
         for i in (23, 24):
             sidecar.post("request", f"r{i}", pairs[f"r{i}"][0])
         sidecar.post("request", "r05", pairs["r05"][0])  # a duplicate of a request joined before the crash
+        for rid in ("r00", "r11"):  # feedback for predictions from before the crash: checkpointed and replayed
+            sidecar.post("feedback", rid, json.dumps({"truth": {"data": {"ndarray": [0, 1]}}}).encode())
         requests.post(sidecar.url + "/admin/flush", timeout=60).raise_for_status()
         estimate = requests.get(sidecar.url + "/estimate", timeout=10).json()
 
@@ -109,3 +111,4 @@ def test_sigkill_after_acknowledgement_loses_nothing(world):
     raw_rows = sum(len(read_part(world["store"], k)) for k in list_parts(world["store"], "restart"))
     assert raw_rows == len(expected), "nothing was written twice"
     assert estimate["n"] == 30, "the restored estimator window holds every scored input"
+    assert estimate["versions"][world["version"]]["feedback_n"] == 4, "feedback still links after a restart"

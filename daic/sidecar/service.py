@@ -52,6 +52,9 @@ _DECODE_LIMIT = 1 << 20
 _MIN_FEEDBACK_TO_RECALIBRATE = 30
 #: Labelled inputs kept per version for recalibration (the most recent; bounds the checkpoint).
 _FEEDBACK_KEPT = 10_000
+#: Inputs of the recent predictions that feedback can link to (with ``feedback_memory``, which
+#: counts predictions: bounds memory and the checkpoint, which keeps them across restarts).
+_RECENT_ROWS = 50_000
 
 
 def _covariate_rows(scores) -> np.ndarray | None:
@@ -138,7 +141,8 @@ class SidecarService:
         self.last_batch_key: str | None = None
         self._serving_version: str | None = None
         self.serving = ServingVersions(idle_s=config.canary_idle_s)  # the versions whose estimates are exported
-        self._recent: OrderedDict[str, tuple[str, np.ndarray, np.ndarray]] = OrderedDict()
+        self._recent: OrderedDict[str, tuple[str, np.ndarray, np.ndarray, np.ndarray | None]] = OrderedDict()
+        self._recent_rows = 0
         self._buffer: list[OperationalRecords] = []
         self._feedback_rows: list[dict[str, np.ndarray]] = []
         self._reward_rows: list[dict[str, np.ndarray]] = []
@@ -504,15 +508,25 @@ class SidecarService:
         self._buffer.append(item.records)
         self._buffered_rows += n
         rid = str(item.records.request_ids[0])
-        self._recent[rid] = (item.version, item.records.predictions, item.records.p_correct, item.covariates)
-        while len(self._recent) > self.config.feedback_memory:
-            self._recent.popitem(last=False)
+        self._remember(rid, (item.version, item.records.predictions, item.records.p_correct, item.covariates))
         self._serving_version = item.version
         self.serving.seen(item.version, float(np.max(item.records.times)))
         if item.scored:
             self.metrics.scored.labels(dep, item.version).inc(n)
         else:
             self.metrics.unscored.labels(dep, item.version).inc(n)
+
+    def _remember(self, rid: str, entry: tuple) -> None:
+        """Keep a scored prediction for feedback to link to (bounded by predictions and inputs)."""
+        old = self._recent.pop(rid, None)
+        if old is not None:
+            self._recent_rows -= len(old[1])
+        self._recent[rid] = entry
+        self._recent_rows += len(entry[1])
+        while self._recent and (len(self._recent) > self.config.feedback_memory
+                                or self._recent_rows > _RECENT_ROWS):
+            _, dropped = self._recent.popitem(last=False)
+            self._recent_rows -= len(dropped[1])
 
     def _estimate(self, version: str, scores) -> None:
         estimator = self.estimators.get(version)
@@ -641,6 +655,11 @@ class SidecarService:
             "completed": self.join.completed_ids(),
             "estimators": {v: est.to_state() for v, est in self.estimators.items()},
             "serving": self.serving.to_state(),
+            # the predictions feedback can still link to (a restart must not unlink them)
+            "recent": [[rid, version, predictions.tolist(),
+                        [float(p) if np.isfinite(p) else None for p in p_correct],
+                        None if covariates is None else np.asarray(covariates).tolist()]
+                       for rid, (version, predictions, p_correct, covariates) in self._recent.items()],
             "feedback": {v: {"n": s.n, "correct": s.correct, "p_correct": s.p_correct, "is_correct": s.is_correct,
                              "covariates": s.covariates}
                          for v, s in self.feedback.items()},
@@ -661,6 +680,14 @@ class SidecarService:
         for version, s in checkpoint.get("feedback", {}).items():
             self.feedback[version] = _FeedbackStats(int(s["n"]), int(s["correct"]), list(s["p_correct"]),
                                                     list(s["is_correct"]), list(s.get("covariates", [])))
+        for entry in checkpoint.get("recent", []):
+            try:
+                rid, version, predictions, p_correct, covariates = entry
+                self._remember(str(rid), (str(version), np.asarray(predictions, dtype=np.int64),
+                                          np.asarray([np.nan if p is None else p for p in p_correct], dtype=np.float64),
+                                          None if covariates is None else np.asarray(covariates, dtype=np.float64)))
+            except (TypeError, ValueError):
+                continue
 
     # -- reading ------------------------------------------------------------------------------
     def estimates(self) -> dict[str, dict[str, Any]]:
