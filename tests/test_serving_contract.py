@@ -361,7 +361,7 @@ def test_the_gateway_frames_events_as_the_executor_does(world):
     async def calls(client):
         plain = await client.post("/api/v1.0/predictions", data=req, headers={"Content-Type": "application/json"})
         bare = await client.post("/api/v1.0/predictions", data=req, skip_auto_headers=["Content-Type"])
-        fb = await client.post("/api/v1.0/feedback", data=b'{"reward": 1}',
+        fb = await client.post("/seldon/seldon/mnist/api/v0.1/feedback", data=b'{"reward": 1}',
                                headers={"Content-Type": "application/json", "Seldon-Puid": "fb-1"})
         return [(r.status, await r.read(), r.headers.get("Seldon-Puid"), r.headers.get("Content-Type"))
                 for r in (plain, bare, fb)]

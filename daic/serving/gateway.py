@@ -426,8 +426,9 @@ class Gateway:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_body_bytes)
         for prefix in ("", "/seldon/{namespace}/{deployment}", "/seldon/{deployment}"):
-            app.router.add_post(prefix + "/api/v1.0/predictions", self.predictions)
-            app.router.add_post(prefix + "/api/v1.0/feedback", self.feedback)
+            for api in ("/api/v1.0", "/api/v0.1"):  # the executor serves both
+                app.router.add_post(prefix + api + "/predictions", self.predictions)
+                app.router.add_post(prefix + api + "/feedback", self.feedback)
         app.router.add_get("/health/ready", self.ready)
         app.router.add_get("/gateway/stats", self.get_stats)
         app.on_startup.append(self.start)
