@@ -90,7 +90,8 @@ def test_dockerfile_copies_only_what_exists_and_the_context_holds(key):
 
 def test_torch_and_ray_in_images_are_the_locked_versions():
     train = (IMAGES_DIR / "train" / "Dockerfile").read_text()
-    assert f'"torch=={lock_pin("main.lock", "torch")}+cu128"' in train
+    # the locked torch itself (its Linux wheel is the CUDA 13.0 build), not a variant from another index
+    assert f'"torch=={lock_pin("main.lock", "torch")}"' in train and "--extra-index-url" not in train
     assert f'"ray[default]=={lock_pin("main.lock", "ray")}"' in train
     serving = (IMAGES_DIR / "serving" / "Dockerfile").read_text()
     assert f'"torch=={lock_pin("serving.lock", "torch")}+cpu"' in serving
