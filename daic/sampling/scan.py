@@ -154,20 +154,28 @@ class ScanStats:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
 
+FOOTER_GUESS = 8 * 1024  # one ranged read of a part's tail usually holds its whole footer
+
+
 def open_part(raw: pa.NativeFile, stats: "ScanStats") -> pq.ParquetFile:
-    """A Parquet file whose reads are counted; its footer read exactly (the 8-byte tail, then the
-    footer) rather than by Arrow's speculative 64 KiB tail read, which would be most of what a
-    four-column scan of a small part reads."""
+    """A Parquet file whose reads are counted; its footer read with one ranged read of the last
+    8 KiB (a second one only for a larger footer), not Arrow's speculative 64 KiB, which would be
+    most of what a four-column scan of a part reads."""
     counted = CountingFile(raw, stats)
     size = raw.size()
-    counted.seek(size - 8)
-    tail = counted.read(8)
-    if len(tail) != 8 or tail[4:] != b"PAR1":
+    counted.seek(max(0, size - FOOTER_GUESS))
+    tail = counted.read(min(size, FOOTER_GUESS))
+    if len(tail) < 8 or tail[-4:] != b"PAR1":
         raise ValueError("not a Parquet file (no PAR1 tail)")
-    length = int.from_bytes(tail[:4], "little")
-    counted.seek(size - 8 - length)
-    footer = counted.read(length)
-    meta = pq.read_metadata(pa.BufferReader(b"PAR1" + footer + tail))
+    length = int.from_bytes(tail[-8:-4], "little")
+    if length + 8 > size:
+        raise ValueError(f"footer of {length} bytes does not fit in {size}")
+    if length + 8 > len(tail):
+        counted.seek(size - 8 - length)
+        footer = counted.read(length)
+    else:
+        footer = tail[len(tail) - 8 - length:len(tail) - 8]
+    meta = pq.read_metadata(pa.BufferReader(b"PAR1" + footer + tail[-8:]))
     return pq.ParquetFile(counted, metadata=meta)
 
 
