@@ -16,12 +16,16 @@ Every call is bounded (:class:`StoreTimeouts`, from the environment):
 ================================  ======  ==============================================
 ``DAIC_STORE_CONNECT_TIMEOUT``    5 s     TCP connect, per attempt
 ``DAIC_STORE_READ_TIMEOUT``       10 s    each wait for the server's bytes, per attempt
-``DAIC_STORE_DEADLINE``           20 s    the whole operation, retries and body included
+``DAIC_STORE_DEADLINE``           20 s    an operation without progress, retries included
 ``DAIC_STORE_RETRIES``            2       extra attempts (see below), inside the deadline
 ================================  ======  ==============================================
 
-When the deadline passes the call raises ``StorageError`` naming the URL and endpoint; so a frozen
-or unreachable server costs a caller at most about ``DAIC_STORE_DEADLINE`` plus one read timeout.
+The deadline starts with the operation and is renewed by every answered request, so an operation
+of many requests (a paged listing, a multipart upload) or a large body may take longer while the
+server answers, but one that gets no answer fails: when the deadline passes the call raises
+``StorageError`` naming the URL and endpoint, so a frozen or unreachable server costs a caller at
+most about ``DAIC_STORE_DEADLINE`` plus one read timeout (30 s by default). A body stalled midway
+fails at the read timeout.
 Retries (exponential backoff from 0.2 s) are made for failures that cannot have changed anything:
 connection refused or timed out, 502/503/504, and for reads (GET/HEAD) also read timeouts,
 dropped connections and 500. A PUT whose answer timed out is not re-sent (a conditional PUT
@@ -111,7 +115,8 @@ class BoundedHTTP(urllib3.PoolManager):
 
     ``with http.operation():`` starts a deadline for the calling thread; each attempt then gets
     ``connect``/``read`` timeouts cut to the time left, and retries (our own loop; urllib3's are off)
-    stop when it runs out. A request made outside ``operation()`` gets a deadline of its own.
+    stop when it runs out; an answered request renews it. A request made outside ``operation()``
+    gets a deadline of its own.
     """
 
     def __init__(self, timeouts: StoreTimeouts, **kw) -> None:
@@ -129,10 +134,6 @@ class BoundedHTTP(urllib3.PoolManager):
         finally:
             if outer is None:
                 self._local.deadline = None
-
-    def remaining(self) -> float:
-        deadline = getattr(self._local, "deadline", None)
-        return self.timeouts.deadline_s if deadline is None else deadline - time.monotonic()
 
     def urlopen(self, method, url, redirect=True, **kw):  # noqa: D102 - urllib3's signature
         t = self.timeouts
@@ -159,6 +160,8 @@ class BoundedHTTP(urllib3.PoolManager):
             else:
                 transient = resp.status in (502, 503, 504) or (resp.status == 500 and method in _IDEMPOTENT)
                 if not transient or attempt >= t.retries:
+                    if getattr(self._local, "deadline", None) is not None:
+                        self._local.deadline = time.monotonic() + t.deadline_s  # an answer: progress
                     return resp
                 resp.drain_conn()
                 resp.release_conn()
@@ -339,13 +342,8 @@ class S3Store(ObjectStore):
             with self.http.operation():
                 resp = self.client.get_object(self.bucket, name)
                 try:
-                    chunks = []
-                    for chunk in resp.stream(1 << 16):
-                        chunks.append(chunk)
-                        if self.http.remaining() <= 0:
-                            raise DeadlineExceeded(f"body not read within the {self.settings.timeouts.deadline_s:g} s "
-                                                   "deadline (DAIC_STORE_DEADLINE)")
-                    return b"".join(chunks), resp.headers.get("ETag", "").strip('"')
+                    # Each socket read waits at most the read timeout: a body stalled midway fails.
+                    return resp.read(), resp.headers.get("ETag", "").strip('"')
                 finally:
                     resp.close()
                     resp.release_conn()
