@@ -1,4 +1,5 @@
-"""Shared fixtures. The S3 server is real (SeaweedFS), started once per test session."""
+"""Shared fixtures. The S3 server (SeaweedFS) and the Kubernetes control plane are real, each started
+once per test session."""
 from __future__ import annotations
 
 import os
@@ -6,6 +7,9 @@ import os
 import pytest
 
 from daic.storage.seaweedfs import SeaweedS3
+
+# `kube`: a real kube-apiserver + etcd per session, or the cluster in $DAIC_TEST_KUBECONFIG (tests/cluster).
+from cluster.fixtures import kube  # noqa: F401,E402
 
 
 @pytest.fixture(scope="session")
