@@ -51,7 +51,7 @@ class ChangeConfig:
     ceiling, in units of h; simulated_inputs: length of the simulated clean stream; seed:
     its random generator."""
 
-    drop: float = 0.05
+    drop: float = 0.10
     false_alarm_rate: float = 1e-5
     safety: float = 10.0
     cap: float = 2.0

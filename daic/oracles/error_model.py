@@ -54,9 +54,12 @@ class ErrorModel:
 
     @classmethod
     def fit(cls, drift: np.ndarray, estimate: np.ndarray, error: np.ndarray, grid_step: float = 0.05,
-            neighbours: int | None = None) -> "ErrorModel":
+            neighbours: int | None = None, sampling_var: np.ndarray | None = None) -> "ErrorModel":
         """From held-out windows: their drift scores, estimates and errors (estimate - truth).
-        ``neighbours`` defaults to 4 % of the windows (at least 20)."""
+        ``neighbours`` defaults to 4 % of the windows (at least 20). With ``sampling_var`` (each
+        window's sampling variance of its accuracy), the model is of the error net of it: the
+        mean squared error minus the mean sampling variance among the neighbours, floored at 0
+        (a method-of-moments variance component)."""
         from sklearn.neighbors import KNeighborsRegressor
 
         d = np.asarray(drift, dtype=np.float64)
@@ -77,10 +80,16 @@ class ErrorModel:
         x = np.column_stack([d, p])
         scale = x.std(axis=0)
         scale[scale == 0] = 1.0
-        knn = KNeighborsRegressor(n_neighbors=k).fit(x / scale, err**2)
+        target = err**2
+        if sampling_var is not None:
+            v = np.asarray(sampling_var, dtype=np.float64)
+            if v.shape != err.shape or not np.all(np.isfinite(v)) or np.any(v < 0):
+                raise ValueError("sampling_var must be finite, >= 0 and shaped like error")
+            target = target - v
+        knn = KNeighborsRegressor(n_neighbors=k).fit(x / scale, target)
         axis = np.linspace(0.0, 1.0, int(round(1.0 / grid_step)) + 1)
         dd, pp = np.meshgrid(axis, axis, indexing="ij")
-        grid = np.sqrt(knn.predict(np.column_stack([dd.ravel(), pp.ravel()]) / scale)).reshape(dd.shape)
+        grid = np.sqrt(np.maximum(knn.predict(np.column_stack([dd.ravel(), pp.ravel()]) / scale), 0.0)).reshape(dd.shape)
         grid = np.maximum.accumulate(grid, axis=0)  # never more reliable farther from the reference
         return cls(tuple(axis), tuple(axis), tuple(map(tuple, grid)))
 

@@ -125,7 +125,10 @@ class AssessorConfig:
     drift_tolerance: the window drift test's relevance margin (:func:`daic.oracles.drift.drift_test`).
     trust_from_error_model: a window is trusted where the error model (drift score x estimate)
     expects the ``trusted_quantile`` of errors within ``trusted_error`` (for Gaussian errors: an
-    RMS error of at most trusted_error / z), instead of below one drift score for all estimates."""
+    RMS error of at most trusted_error / z), instead of below one drift score for all estimates.
+    error_net_of_sampling: the error model is fitted on the synthetic windows' squared errors
+    minus their own sampling variance (the band adds each operational window's sampling
+    variance itself; counting the synthetic windows' as model error counted it twice)."""
 
     k: int = 10
     combiner: str = "logistic"
@@ -142,9 +145,10 @@ class AssessorConfig:
     label_share: float = 0.8
     replicates: int = 2
     change: ChangeConfig | None = ChangeConfig()
-    drift_tolerance: float = 0.05
+    drift_tolerance: float = 0.10
     trust_from_error_model: bool = True
     embedding_norm: bool = False
+    error_net_of_sampling: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -283,9 +287,10 @@ class OnlineAssessor:
         errors pooled, which overstates the average's error: conservative.
         """
         cfg = self.config
-        held, feats, accs, pred_oof, models = [], [], [], [], []
+        held, feats, accs, pred_oof, models, svars = [], [], [], [], [], []
         for r in range(cfg.replicates):
-            h, f, a, p, m = self._replicate(cal, x, y, w, shifted, cfg.seed + r)
+            h, f, a, p, m, sv = self._replicate(cal, x, y, w, shifted, cfg.seed + r)
+            svars.append(sv)
             held.append(h)
             feats.append(f)
             accs.append(a)
@@ -300,7 +305,8 @@ class OnlineAssessor:
         self.max_drift_score = _trust_threshold(drift, errors, cfg.trusted_error, cfg.trusted_quantile)
         inside = drift <= self.max_drift_score
         self.model_error = float(math.sqrt(np.mean(errors[inside] ** 2))) if inside.any() else cfg.default_model_error
-        self.window_errors = {"drift": drift, "error": errors, "accuracy": accs}
+        self.window_errors = {"drift": drift, "error": errors, "accuracy": accs,
+                              "sampling_var": np.concatenate(svars)}
 
     def _replicate(self, cal: OracleReference, x: np.ndarray, y: np.ndarray, w: np.ndarray,
                    shifted: ShiftedReference, seed: int):
@@ -348,7 +354,7 @@ class OnlineAssessor:
             predicted=pred, shadow_predicted=spred,
         )
         all_conds = np.concatenate([np.full(n_clean, ""), conds])
-        feats, accs, win_fold = [], [], []
+        feats, accs, win_fold, svar = [], [], [], []
         per_fold = max(cfg.synthesis.n_windows // n_folds, 1)
         for k in range(n_folds):
             rows = np.flatnonzero((fold == k) & (all_conds == ""))
@@ -358,7 +364,8 @@ class OnlineAssessor:
                 r = np.flatnonzero(all_conds == c)
                 cond_pools[str(c)] = (cols.take(r), labels[r], y[r])
             f, a, _ = synthesize_windows(clean_pool, cond_pools, per_fold, cfg.synthesis,
-                                         self._reference_predicted, self._reference_shadow_predicted, rng)
+                                         self._reference_predicted, self._reference_shadow_predicted, rng,
+                                         sampling_variance=svar)
             feats.append(f)
             accs.append(a)
             win_fold.append(np.full(len(a), k))
@@ -373,7 +380,7 @@ class OnlineAssessor:
             model = WindowModel(self._reference_predicted, self._reference_shadow_predicted, seed).fit(feats, accs)
         else:
             pred_oof = feats[:, 0]
-        return held, feats, accs, pred_oof, model
+        return held, feats, accs, pred_oof, model, np.asarray(svar)
 
     def _weights(self, n_clean: int, conditions: np.ndarray) -> np.ndarray:
         """Clean rows share ``clean_share`` of the weight; each shift condition an equal part
@@ -480,7 +487,9 @@ class OnlineAssessor:
             return None
         cached = getattr(self, "_error_model", None)
         if cached is None or cached[0] is not errors:
-            model = ErrorModel.fit(errors["drift"], errors["accuracy"] + errors["error"], errors["error"])
+            net = getattr(self.config, "error_net_of_sampling", False) and "sampling_var" in errors
+            model = ErrorModel.fit(errors["drift"], errors["accuracy"] + errors["error"], errors["error"],
+                                   sampling_var=errors["sampling_var"] if net else None)
             self._error_model = (errors, model)
         return self._error_model[1]
 

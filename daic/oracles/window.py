@@ -271,8 +271,6 @@ class OnlineEstimator:
             if acc is None:
                 acc = float(p.mean())
             model_err = cfg.model_error if cfg.error_model is None else cfg.error_model(drift.score, acc)
-            if cfg.error_model is not None and cfg.trusted_model_error is not None:
-                in_region = model_err <= cfg.trusted_model_error
         else:
             cov = self._covariates()
             p = self.recalibration.apply(w.p_correct, cov)
@@ -283,6 +281,8 @@ class OnlineEstimator:
                 acc, model_err = self._fuse_label_free(acc, model_err, drift.score)
         sampling_var = float((p * (1 - p)).sum()) / n**2
         sd = math.sqrt(sampling_var + model_err**2)
+        if self.recalibration is None and cfg.error_model is not None and cfg.trusted_model_error is not None:
+            in_region = sd <= cfg.trusted_model_error
         half = NormalDist().inv_cdf(0.5 + cfg.level / 2) * sd
         far_fraction = float(w.far.mean())
         trusted = n >= cfg.min_trusted_count and far_fraction <= cfg.max_far_fraction and in_region

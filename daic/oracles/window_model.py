@@ -121,9 +121,12 @@ def synthesize_windows(
     reference_predicted: np.ndarray,
     reference_shadow_predicted: np.ndarray,
     rng: np.random.Generator,
+    sampling_variance: list | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw windows; each pool is (columns, labels, correct). Returns (features (W, F),
-    accuracy (W,), drift share of shifted inputs (W,))."""
+    accuracy (W,), drift share of shifted inputs (W,)). When ``sampling_variance`` is a list,
+    each window's sum p(1 - p) / n^2 over its P(correct) is appended to it: the part of the
+    window's error that comes from its finite size, not from the estimator."""
     names = sorted(conditions)
     if not names:
         raise ValueError("synthesize_windows needs at least one shift condition")
@@ -153,6 +156,9 @@ def synthesize_windows(
             parts.append(cols.take(idx))
             correct.append(ok[idx])
         window = WindowColumns.concat(parts)
+        if sampling_variance is not None:
+            p = window.p_correct
+            sampling_variance.append(float((p * (1 - p)).sum()) / len(p) ** 2)
         feats.append(window_features(window, reference_predicted, reference_shadow_predicted))
         accs.append(float(np.concatenate(correct).mean()))
         shifted.append(1.0 - n_clean / size)
