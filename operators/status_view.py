@@ -1,6 +1,7 @@
 """Render an AssessmentCycle resource (spec + status) for a person: ``daic status``."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from rich.console import Console
@@ -15,9 +16,33 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def age(stamp: str | None, now: datetime) -> str:
+    """How long before ``now`` the RFC 3339 time ``stamp`` was: ``42 s``, ``7 min``, ``3.5 h``, ``2.0 d``."""
+    if not stamp:
+        return "-"
+    try:
+        then = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return "?"
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=timezone.utc)
+    seconds = (now - then).total_seconds()
+    if seconds < 0:
+        return f"{-seconds:.0f} s in the future"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86_400:.1f} d"
+
+
 def render(doc: dict[str, Any], events: list[dict[str, Any]] | None = None,
-           console: Console | None = None) -> None:
+           console: Console | None = None, now: datetime | None = None) -> None:
+    """``now`` (default: the clock) dates the estimate: its age is the time since its newest input."""
     console = console or Console()
+    now = now or datetime.now(timezone.utc)
     meta, status = doc.get("metadata") or {}, doc.get("status") or {}
     spec = doc.get("spec") or {}
     stage = f" / {status['stage']}" if status.get("stage") else ""
@@ -32,7 +57,11 @@ def render(doc: dict[str, Any], events: list[dict[str, Any]] | None = None,
         console.print(f"  estimate {_fmt(est.get('accuracy'))}{band}  n={est.get('n')}  "
                       f"threshold {_fmt(status.get('effectiveThreshold'))}  "
                       f"drift alarm {est.get('driftAlarm')}  trusted {est.get('trusted')}  "
-                      f"model {est.get('modelVersion') or '-'}  at {est.get('observedAt')}")
+                      f"model {est.get('modelVersion') or '-'}")
+        console.print(f"  reading age {age(est.get('observedAt'), now)} (newest input {est.get('observedAt')}; "
+                      f"first read {age(est.get('receivedAt'), now)} ago)")
+        if status.get("estimateError"):
+            console.print(f"  latest read gave no new reading: {status['estimateError']}")
     elif status.get("estimateError"):
         console.print(f"  estimate unavailable: {status['estimateError']}")
     console.print(f"  cycles started {status.get('cycleCount', 0)}  armed {status.get('armed')}  "

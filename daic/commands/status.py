@@ -16,7 +16,35 @@ def _state_dir(cycle_path: str | None, state_dir: str | None) -> Path:
         name = read_cycle_file(Path(cycle_path)).name  # type: ignore[arg-type]
     except CycleFileError as exc:
         raise click.BadParameter(str(exc), param_hint="--cycle") from exc
-    return Path(".daic") / "controller" / name
+    candidates = state_dirs(Path(cycle_path), name)  # type: ignore[arg-type]
+    found = [d for d in candidates if _status_names(d, name)]
+    if not found:
+        raise click.ClickException(
+            f"no controller state for cycle {name!r}: looked in " + ", ".join(str(d) for d in candidates)
+            + "; has `daic controller` run for this cycle? (give its --state-dir if it was another)")
+    return max(found, key=lambda d: (d / "status.json").stat().st_mtime)
+
+
+def state_dirs(cycle_path: Path, name: str) -> list[Path]:
+    """Where ``daic controller --cycle FILE`` may have written the state of cycle ``name``: its
+    default ``.daic/controller/<name>`` (from the working directory, or beside the cycle file),
+    and ``controller/`` beside the cycle file, which is where ``daic demo`` puts it
+    (``<work-dir>/<run>/cycle.yaml`` and ``<work-dir>/<run>/controller/``)."""
+    here = cycle_path.resolve().parent
+    out: list[Path] = []
+    for d in (Path(".daic") / "controller" / name, here / ".daic" / "controller" / name, here / "controller"):
+        if all(d.resolve() != o.resolve() for o in out):
+            out.append(d)
+    return out
+
+
+def _status_names(root: Path, name: str) -> bool:
+    """``root/status.json`` exists and is the status of cycle ``name``."""
+    try:
+        doc = json.loads((root / "status.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and (doc.get("metadata") or {}).get("name") == name
 
 
 @click.command("status")
