@@ -60,14 +60,25 @@ def test_answers_persist_and_export_as_trainer_batch(store):
 
 
 def test_any_id_is_recorded_under_its_encoded_key(store):
-    """The store's key pattern has no ':'; ids with ':', '/', '..', NUL and unicode are answered."""
-    ids = sidecar_ids(2) + ["a/../../b", "..", "\x00", "数字:0", "plain"]
+    """The store's key pattern has no ':'; ids with ':', '/', '..', NUL, unicode, and ids too long to be
+    a key part (a client's own request id) are answered."""
+    ids = sidecar_ids(2) + ["a/../../b", "..", "\x00", "数字:0", "plain", "x" * 300 + ":0", "数" * 200 + ":1"]
     book = make_task(store, ids=ids)
     for k, i in enumerate(ids):
         book.record(i, k)
     assert {i: a.label for i, a in LabelBook(store, "c1").answers().items()} == {i: k for k, i in enumerate(ids)}
     assert sorted(store.list("cycles/c1/labeling/answers/")) == sorted(
         f"cycles/c1/labeling/answers/{id_to_key_part(i)}.json" for i in ids)
+    with ServerThread(store) as server:  # the page serves each input under its key, hashed or not
+        api = server.session()
+        items = api.get(f"{server.url}/api/c1/task", timeout=10).json()["items"]
+        assert [i["id"] for i in items] == ids
+        for item in items:
+            png = api.get(f"{server.url}/api/c1/inputs/{item['key']}.png", timeout=10)
+            assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+            ok = api.post(f"{server.url}/api/c1/labels", json={"id": item["id"], "label": 9}, timeout=10)
+            assert ok.status_code == 200
+    assert {a.label for a in LabelBook(store, "c1").answers().values()} == {9}
 
 
 @pytest.mark.parametrize("label,match", [(10, "out of range"), (-1, "out of range"), ("7", "class index"),
@@ -88,8 +99,8 @@ def test_task_validation():
     for cycle in ("..", ".", "a/b", "", "a b", "x" * 129):
         with pytest.raises(ValueError, match="invalid cycle name"):
             LabelingTask(cycle=cycle, ids=["a"], predictions=[1], confidences=[0.5])
-    with pytest.raises(ValueError, match="too long"):
-        LabelingTask(cycle="c", ids=["x" * 300], predictions=[1], confidences=[0.5])
+    with pytest.raises(ValueError, match="lone surrogate"):
+        LabelingTask(cycle="c", ids=["\ud800"], predictions=[1], confidences=[0.5])
 
 
 def test_http_api_roundtrip_and_errors(store):

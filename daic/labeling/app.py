@@ -36,7 +36,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daic.storage import KeyNotFound, ObjectStore, StorageError
-from daic.storage.keys import id_to_key_part, key_part_to_id
+from daic.storage.keys import id_to_key_part, is_hashed, key_part_to_id
 
 from .auth import Labelers
 from .book import UNSURE, LabelBook, check_cycle
@@ -287,12 +287,15 @@ def _png(book: LabelBook, sample_id: str) -> bytes:
 
 async def input_png(request: web.Request) -> web.Response:
     book = await _book(request)
-    try:
-        sample_id = key_part_to_id(request.match_info["key"])
-    except ValueError as exc:
-        raise _bad(f"input key: {exc}") from None
-    if sample_id not in set(book.task.ids):
-        raise _error(web.HTTPNotFound, f"id {sample_id!r} is not part of cycle {book.cycle!r}'s task")
+    key = request.match_info["key"]
+    if not is_hashed(key):
+        try:
+            key_part_to_id(key)
+        except ValueError as exc:
+            raise _bad(f"input key: {exc}") from None
+    sample_id = {id_to_key_part(i): i for i in book.task.ids}.get(key)  # hashed forms (long ids) too
+    if sample_id is None:
+        raise _error(web.HTTPNotFound, f"input {key[:80]!r} is not part of cycle {book.cycle!r}'s task")
     body = await _io(request, _png, book, sample_id)
     return web.Response(body=body, content_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 

@@ -12,26 +12,34 @@ first character, and written as ``=XX`` (two upper-case hex digits) otherwise. S
 
 * the result is one key part (no ``/``), never ``.``/``..`` nor a hidden file (no leading ``.``);
 * it is injective and :func:`key_part_to_id` inverts it exactly (property-tested in
-  tests/test_storage_keys.py on sidecar ids, unicode, ``/``, ``..``, NUL, lone surrogates refused);
+  tests/test_storage_keys.py on sidecar ids, unicode, ``/``, ``..``, NUL, long ids; lone surrogates
+  refused);
 * ids that are already plain (``r0``, ``s0-12``) encode to themselves, so older stores read back.
 
-Ids must be non-empty strings that encode to at most :data:`MAX_KEY_PART` characters (a file
-name's 255-byte limit, with room for a suffix such as ``.json``; a 36-character uuid with its row
-needs 40): longer ids are refused with a
-``ValueError`` naming the id, at the moment a task is created, not when an answer arrives.
+A key part is at most :data:`MAX_KEY_PART` characters (a file name's 255-byte limit, with room for
+a suffix such as ``.json``; a 36-character uuid with its row needs 40). An id whose encoding is
+longer (the sidecar accepts any printable request id a client sends) gets the *hashed form*
+``<first characters of its encoding>==<SHA-256 of its UTF-8 bytes, hex>``: ``==`` never occurs in
+the plain form (``=`` is always followed by two hex digits there), so the two forms cannot collide,
+and the hashed form is injective as far as SHA-256 is. It is not reversible from the key alone:
+:func:`key_part_to_id` says so, and the id is read from the object stored under it (every answer
+object holds its id). Ids must be non-empty strings of valid unicode (no lone surrogates).
 """
 from __future__ import annotations
 
+import hashlib
 import re
 
 MAX_KEY_PART = 240
+HASHED = "=="
 _PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _DOT = ord(".")
 _PART = re.compile(r"^(?:[A-Za-z0-9_-]|=[0-9A-F]{2})(?:[A-Za-z0-9._-]|=[0-9A-F]{2})*$")
 
 
 def id_to_key_part(sample_id: str) -> str:
-    """The key part that stands for ``sample_id`` (see the module docstring); ValueError if it cannot."""
+    """The key part that stands for ``sample_id`` (see the module docstring); ValueError for an empty
+    id, a non-string or a lone surrogate."""
     if not isinstance(sample_id, str):
         raise ValueError(f"an id must be a string, got {type(sample_id).__name__}")
     if not sample_id:
@@ -46,15 +54,26 @@ def id_to_key_part(sample_id: str) -> str:
             out.append(chr(byte))
         else:
             out.append(f"={byte:02X}")
-    part = "".join(out)
-    if len(part) > MAX_KEY_PART:
-        raise ValueError(f"id {sample_id[:40]!r}... is too long to store: it encodes to {len(part)} "
-                         f"characters, at most {MAX_KEY_PART} are allowed")
-    return part
+    if sum(len(o) for o in out) <= MAX_KEY_PART:
+        return "".join(out)
+    head, room = [], MAX_KEY_PART - len(HASHED) - 64
+    for piece in out:  # whole characters and escapes only
+        if room < len(piece):
+            break
+        head.append(piece)
+        room -= len(piece)
+    return "".join(head) + HASHED + hashlib.sha256(raw).hexdigest()
+
+
+def is_hashed(part: str) -> bool:
+    """Whether ``part`` is the hashed form of a long id (its id is in the object, not in the key)."""
+    return HASHED in part
 
 
 def key_part_to_id(part: str) -> str:
     """The id :func:`id_to_key_part` encoded as ``part``; ValueError for anything it cannot have made."""
+    if isinstance(part, str) and is_hashed(part):
+        raise ValueError(f"{part[:60]!r}... is the hashed form of a long id: read the id from its object")
     if not isinstance(part, str) or not _PART.fullmatch(part):
         raise ValueError(f"{part!r} is not an encoded id")
     raw = bytearray()
@@ -75,4 +94,4 @@ def key_part_to_id(part: str) -> str:
     return sample_id
 
 
-__all__ = ["MAX_KEY_PART", "id_to_key_part", "key_part_to_id"]
+__all__ = ["HASHED", "MAX_KEY_PART", "id_to_key_part", "is_hashed", "key_part_to_id"]
