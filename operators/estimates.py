@@ -249,7 +249,8 @@ def pool_replicas(replicas: list[dict[str, Any]], role: str, selector: str) -> E
                    " (is the sidecar scraped, and does it serve a version in that role?)"))
     versions = sorted({str(r["labels"].get("model_version")) for r in usable})
     if len(versions) > 1:
-        counts = ", ".join(f"{v} on {sum(str(r['labels'].get('model_version')) == v for r in usable)}" for v in versions)
+        found = [str(r["labels"].get("model_version")) for r in usable]
+        counts = ", ".join(f"{v} on {found.count(v)}" for v in versions)
         return (f"the {role} series of {selector} name {len(versions)} model versions ({counts} replica(s)): "
                 "a champion change is reaching the replicas; waiting until they agree")
     n = sum(r["n"] for r in usable)
@@ -261,7 +262,8 @@ def pool_replicas(replicas: list[dict[str, Any]], role: str, selector: str) -> E
 
     stamps = [r["timestamp"] for r in usable if r.get("timestamp") is not None and math.isfinite(r["timestamp"])]
     if not stamps:
-        return f"the {role} series of {selector} carry no daic_estimate_timestamp_seconds (a sidecar older than daic 0.3?)"
+        return (f"the {role} series of {selector} carry no daic_estimate_timestamp_seconds "
+                "(a sidecar from before issue 23?)")
     references = [r["reference_accuracy"] for r in usable if r.get("reference_accuracy") is not None]
     accuracy = min(1.0, max(0.0, pooled("accuracy") or 0.0))
     return EstimateReading(

@@ -166,7 +166,7 @@ def test_prometheus_rule_is_rendered_and_passes_promtool_check(tmp_path):
     (rule,) = _rule_objects()
     assert rule["metadata"]["name"] == "daic-oracle"
     monitor = next(o for o in render("gpu") if o["kind"] == "ServiceMonitor")
-    assert rule["metadata"]["labels"]["release"] == monitor["metadata"]["labels"]["release"], "one Prometheus picks both"
+    assert rule["metadata"]["labels"]["release"] == monitor["metadata"]["labels"]["release"], "one Prometheus, both"
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump(rule["spec"]))
     done = subprocess.run([_promtool(), "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
