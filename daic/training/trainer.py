@@ -106,12 +106,15 @@ def run_training(
     verbose: bool = False,
     keep_ray: bool = True,
     in_process: Optional[bool] = None,
+    train_loop=None,
+    net_names: tuple[str, ...] = ("model", "shadow"),
 ) -> TrainRun:
     """Train with Ray Train and return the final weights, per-epoch history and data lineage.
 
     Where it runs: :func:`execution_mode` (``in_process`` None: ``$DAIC_TRAIN_IN_PROCESS``, else
     the rule). A private local Ray is kept for the next run in this process unless ``keep_ray`` is
-    false (``daic.training.ray_runtime``)."""
+    false (``daic.training.ray_runtime``). ``train_loop`` replaces the classifier's per-worker
+    function (the input filter's, daic.filters.worker), whose checkpoints hold ``net_names``."""
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -144,7 +147,7 @@ def run_training(
             scaling = ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
                                     resources_per_worker=resources)
         trainer = TorchTrainer(
-            train_loop_per_worker, train_loop_config=payload, scaling_config=scaling,
+            train_loop or train_loop_per_worker, train_loop_config=payload, scaling_config=scaling,
             torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"), run_config=run_config,
         )
         start, wall_start = time.perf_counter(), time.time()
@@ -161,7 +164,7 @@ def run_training(
         raise TrainingFailed(f"Ray Train run {run_name!r} finished without a checkpoint")
     returned: dict[str, Any] = result.return_value or {}
     with result.checkpoint.as_directory() as folder:
-        weights = {name: Path(folder, checkpoint_file(name)).read_bytes() for name in ("model", "shadow")}
+        weights = {name: Path(folder, checkpoint_file(name)).read_bytes() for name in net_names}
         history = json.loads(Path(folder, CHECKPOINT_HISTORY).read_text())
     return TrainRun(
         weights=weights, history=history, lineage=DataLineage.model_validate(returned["lineage"]),

@@ -1,0 +1,18 @@
+"""The second remedy (Scanflow, Bravo-Rocca et al. 2021): an input filter in front of the champion.
+
+A small restoration network (:mod:`daic.filters.network`) maps corrupted inputs back towards the
+training distribution, so the unchanged champion classifies them again. It is trained on Ray Train
+by the same trainer as the classifier (:func:`daic.training.trainer.run_training` with the
+filter's own per-worker loop, :mod:`daic.filters.worker`), registered as a version of its own
+(``models/<classifier>-filter/``) with lineage to the classifier version it wraps
+(:mod:`daic.filters.registry`), and served as a Seldon ``TRANSFORMER`` node
+(:mod:`daic.serving.filter`).
+
+Objectives (:mod:`daic.filters.objective`):
+
+* on clean training images under generic corruption families (never the held-out ones): restore
+  the clean image (MSE) and keep the frozen classifier right on the restored image (cross-entropy
+  with the training labels: no new labels);
+* on the cycle's unlabeled operational pool: information maximisation on the frozen classifier's
+  outputs (SHOT, Liang et al. 2020): confident per input, diverse over the pool.
+"""

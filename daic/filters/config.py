@@ -1,0 +1,66 @@
+"""Typed configuration of a filter training run (travels to Ray workers as a dict, like TrainConfig)."""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from daic.data.corruptions import CORRUPTIONS
+
+#: Generic corruption families the filter is fitted on: noise, blur, resolution, intensity,
+#: occlusion, geometry. Kept OUT (for evaluation of unseen corruptions): impulse_noise,
+#: motion_blur, glass_blur, fog, zigzag, dotted_line, edges, rotate, scale.
+TRAIN_CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise", "shot_noise", "gaussian_blur", "pixelate", "brightness", "contrast",
+    "spatter", "stripe", "elastic", "translate", "shear",
+)
+HELD_OUT: tuple[str, ...] = tuple(c for c in CORRUPTIONS if c not in TRAIN_CORRUPTIONS)
+
+
+class FilterConfig(BaseModel):
+    """What one filter training run does. ``classifier_version`` is the champion the filter wraps
+    (frozen during training); ``warm_start_from`` a filter version to fine-tune (the cycle's
+    label-free adaptation of the generic filter to its operational pool at ``pool_key``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: Literal["mnist", "fashion-mnist"] = "mnist"
+    classifier: str = "mnist"
+    classifier_version: str
+    epochs: int = Field(3, ge=1, le=1000)
+    batch_size: int = Field(128, ge=2, le=65536)
+    lr: float = Field(2e-3, gt=0, le=1)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    num_workers: int = Field(1, ge=1, le=1024)
+    cpus_per_worker: int = Field(1, ge=1, le=256)
+    use_gpu: bool = False
+    checkpoints_to_keep: int = Field(2, ge=1, le=100)
+    #: clean training images used (the first N of the base split); None = all 55,000
+    base_limit: Optional[int] = Field(20_000, ge=1)
+    corruptions: tuple[str, ...] = TRAIN_CORRUPTIONS
+    #: share of training images left clean (the filter must keep them as they are)
+    clean_share: float = Field(0.25, ge=0, le=1)
+    #: object-store key of an .npz with ``images`` (N, 28, 28): the unlabeled operational pool
+    pool_key: Optional[str] = None
+    restore_weight: float = Field(1.0, ge=0)
+    task_weight: float = Field(1.0, ge=0)
+    pool_weight: float = Field(1.0, ge=0)
+    warm_start_from: Optional[str] = None
+    val_limit: int = Field(2_000, ge=1)
+    #: share of clean validation inputs the gate may send through the filter (its threshold)
+    gate_clean_rate: float = Field(0.01, gt=0, lt=1)
+
+    @field_validator("corruptions")
+    @classmethod
+    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [c for c in v if c not in CORRUPTIONS]
+        if bad:
+            raise ValueError(f"unknown corruptions {bad}; valid: {', '.join(CORRUPTIONS)}")
+        return v
+
+    @field_validator("pool_key")
+    @classmethod
+    def _relative(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and (not v or v.startswith("/") or ".." in v.split("/")):
+            raise ValueError(f"pool_key {v!r} must be a relative object-store key such as 'cycles/c-1/pool.npz'")
+        return v

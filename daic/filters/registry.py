@@ -1,0 +1,62 @@
+"""Filter versions in the model registry: ``models/<classifier>-filter/<version>/``.
+
+A filter is a registry model of its own (versions, cards, claims and the pointer machinery of
+daic.models.registry), with one network (``filter.pt``) and no oracle reference. Its card records
+the classifier version it wraps (``data.notes["wraps"] = "<classifier>/<version>"`` and
+``train_config.classifier_version``), its parent is the filter version it was fine-tuned from (the
+generic filter for a cycle's adapted one), and its metrics hold the gate's threshold and the
+accuracies measured at registration. The pointer ``champion`` of the filter model is the filter in
+service (none: no filter).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from daic.models.card import DataLineage, ModelCard
+from daic.models.registry import CARD_FILE, ModelRegistry, code_version
+from daic.filters.network import FILTER_ARCH, FilterNet
+
+FILTER_FILE = "filter.pt"
+
+
+def filter_model_name(classifier: str) -> str:
+    return f"{classifier}-filter"
+
+
+class FilterRegistry(ModelRegistry):
+    def __init__(self, store, classifier: str = "mnist") -> None:
+        super().__init__(store, filter_model_name(classifier))
+        self.classifier = classifier
+
+    def register_filter(self, *, net, data: DataLineage, wraps_version: str, parent: Optional[str] = None,
+                        metrics: Optional[dict[str, float]] = None, history: Optional[list] = None,
+                        train_config: Optional[dict] = None) -> ModelCard:
+        from daic.models.weights import state_dict_to_bytes
+
+        ModelRegistry(self.store, self.classifier).card(wraps_version)  # lineage never points into the void
+        if parent is not None:
+            self.card(parent)
+        version = self._claim_version()
+        self.store.put_bytes(self._key(version, FILTER_FILE), state_dict_to_bytes(net))
+        card = ModelCard(name=self.name, version=version, parent=parent, arch=FILTER_ARCH, shadow_arch="none",
+                         code_version=code_version(), data=data, metrics=metrics or {}, history=history or [],
+                         train_config={**(train_config or {}), "classifier": self.classifier,
+                                       "classifier_version": wraps_version})
+        self.store.put_json(self._key(version, CARD_FILE), card.model_dump(mode="json"))
+        return card
+
+    def wraps(self, version: str) -> str:
+        """The classifier version a filter version was trained for."""
+        return str(self.card(version).train_config["classifier_version"])
+
+    def state_dict(self, version: str) -> dict:
+        from daic.models.weights import state_dict_from_bytes
+
+        self.card(version)
+        key = self._key(version, FILTER_FILE)
+        return state_dict_from_bytes(self.store.get_bytes(key), source=key)
+
+    def load_filter(self, version: str) -> FilterNet:
+        net = FilterNet()
+        net.load_state_dict(self.state_dict(version))
+        return net.eval()
