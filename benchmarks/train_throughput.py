@@ -18,8 +18,9 @@ process (no Ray at all), the Ray rows go through ``TorchTrainer``. Reported per 
   Ray is kept for the next ones, ``daic.training.ray_runtime``),
 * fixed s: Ray's fixed cost of a run, Ray start + fit wall - the epochs' own time (worker processes,
   process group, data loading, checkpoints, teardown); the ``fits`` rows repeat one Ray Train x1
-  run ``--fits`` times in this process, so the fixed cost per fit on the embedded default shows
-  once the local Ray is warm,
+  run ``--fits`` times in this process, in-process (Ray Train's local mode, the embedded default
+  for one worker) and in Ray worker processes on one kept local Ray, so the fixed cost per fit
+  shows once warm,
 * fit wall: ``TorchTrainer.fit`` (worker processes, process group, data loading, all epochs,
   checkpoint uploads), or the whole loop for plain PyTorch,
 * steady-state samples/s and epoch time: the median over epochs after the first (the first
@@ -131,7 +132,7 @@ def run_plain_like_a_ray_worker(args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_ray(args, workers: int, cpus_per_worker: int) -> dict:
+def run_ray(args, workers: int, cpus_per_worker: int, in_process: bool | None = None) -> dict:
     from daic.storage import open_store
     from daic.training.config import TrainConfig
     from daic.training.trainer import run_training
@@ -140,7 +141,7 @@ def run_ray(args, workers: int, cpus_per_worker: int) -> dict:
                          cpus_per_worker=cpus_per_worker, use_gpu=args.use_gpu, precision=args.precision,
                          base_limit=args.base_limit, val_limit=1)
     with tempfile.TemporaryDirectory() as folder:
-        run = run_training(config, open_store(f"file://{folder}"), "bench")
+        run = run_training(config, open_store(f"file://{folder}"), "bench", in_process=in_process)
     return {"history": run.history, "ray_start_s": run.ray_start_s, "fit_wall_s": run.fit_wall_s,
             "precision": run.precision, "batch_size": run.plan.get("batch_size", args.batch_size)}
 
@@ -214,12 +215,15 @@ def main() -> None:
             if label not in best or rate > steady(best[label]["history"])[0]:
                 best[label] = result
     if "fits" not in skip:
-        # Successive fits in this process: the local Ray is started by the first and kept.
-        for i in range(args.fits):
-            label = f"Ray Train, 1 worker, fit {i + 1}/{args.fits} in one process"
-            result = run_ray(args, 1, args.threads)
-            print_row(row(label, result, flops, base_rate))
-            best[label] = result
+        # Successive fits in this process, as the embedded default runs them: one worker in-process
+        # (Ray Train's local mode), then one worker in Ray processes on the local Ray that the first
+        # of them starts and the next ones reuse.
+        for in_process, how in ((True, "in-process"), (False, "local Ray kept")):
+            for i in range(args.fits):
+                label = f"Ray Train, 1 worker, {how}, fit {i + 1}/{args.fits}"
+                result = run_ray(args, 1, args.threads, in_process=in_process)
+                print_row(row(label, result, flops, base_rate))
+                best[label] = result
 
     table = Table(title=title)
     for col in COLUMNS:
