@@ -193,7 +193,9 @@ def main() -> None:
     flops = training_flops_per_sample()
     plan = [
         ("plain", "plain PyTorch, 1 process", lambda: run_plain_like_a_ray_worker(args)),
-        ("ray1", "Ray Train, 1 worker", lambda: run_ray(args, 1, args.threads)),
+        # In a Ray worker process (not the one-worker in-process default), so plain vs Ray x1 is
+        # Ray Train's own overhead on the same hardware.
+        ("ray1", "Ray Train, 1 worker process", lambda: run_ray(args, 1, args.threads, in_process=False)),
         ("rayN", f"Ray Train, {workers} workers", lambda: run_ray(args, workers, args.threads)),
     ]
     device = "GPU" if args.use_gpu else "CPU"
