@@ -115,8 +115,27 @@ def wait_for_answers(backend: Backend, request: LabelRequest, timeout_s: float, 
         sleep(min(poll_s, max(0.0, timeout_s - waited)))
 
 
+def submit_until_accepted(backend: Backend, request: LabelRequest, timeout_s: float, poll_s: float,
+                          clock: Callable[[], float] = time.monotonic,
+                          sleep: Callable[[float], None] = time.sleep) -> None:
+    """Submit; while the backend is unavailable (after its own retries), try again every ``poll_s``
+    until ``timeout_s``: an outage at the start of the step costs time, not the step."""
+    start = clock()
+    while True:
+        try:
+            backend.submit(request)
+            return
+        except BackendUnavailable as exc:
+            if clock() - start >= timeout_s:
+                raise TimeoutError(f"labeling ({backend.name}) for cycle {request.cycle!r}: the backend stayed "
+                                   f"unavailable for {timeout_s:g}s: {exc}") from exc
+            log.warning("labels: %s unavailable while submitting (%s); trying again in %gs", backend.name, exc, poll_s)
+            sleep(min(poll_s, max(0.0, timeout_s - (clock() - start))))
+
+
 def run(store: ObjectStore | str, cycle: str, config: CollectConfig,
-        backend: Backend | None = None) -> CollectResult:
+        backend: Backend | None = None, clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep) -> CollectResult:
     store = open_store(store or None) if isinstance(store, str) else store
     record = cycle_store.read_sample(store, cycle)
     ids, inputs = cycle_store.read_sample_inputs(store, cycle)
@@ -126,9 +145,10 @@ def run(store: ObjectStore | str, cycle: str, config: CollectConfig,
                            predictions=record.pool.predictions[rows],
                            confidences=record.pool.p_correct[rows])
     backend = backend or make_backend(store, config)
-    backend.submit(request)
-    answers, waited = wait_for_answers(backend, request, config.timeout_s, config.poll_s,
-                                       config.min_answered_share)
+    start = clock()
+    submit_until_accepted(backend, request, config.timeout_s, config.poll_s, clock=clock, sleep=sleep)
+    answers, waited = wait_for_answers(backend, request, max(config.poll_s, config.timeout_s - (clock() - start)),
+                                       config.poll_s, config.min_answered_share, clock=clock, sleep=sleep)
     labels = np.array([cycle_store.UNLABELED if answers.get(i) is None else answers[i] for i in ids],
                       dtype=np.int64)
     if np.any((labels != cycle_store.UNLABELED) & ((labels < 0) | (labels > 9))):

@@ -217,3 +217,27 @@ def test_pillow_is_in_the_pipelines_image_install_set():
     assert any(getattr(e, "value", "").lower().startswith("pillow==") for e in pipelines.elts)
     dockerfile = (ROOT / "images" / "pipelines" / "Dockerfile").read_text()
     assert "pipelines]" in dockerfile
+
+
+def test_an_outage_when_the_step_starts_is_waited_out(sampled, server):
+    """Submitting during an outage (more failures than one call's retries) is tried again each poll."""
+    store, truth, request = sampled
+    backend = backend_for(store, server)
+    server.standin.fail("POST", "/api/projects/", *([503] * 8))  # the first submit's 6 tries and 2 more
+    now = [0.0]
+
+    def tick(seconds):  # a labeler answers while the step sleeps, once the project exists
+        now[0] += seconds
+        if server.standin.projects:
+            annotate_all(server.standin, next(iter(server.standin.projects)), truth)
+
+    result = run(store, "c1", CollectConfig(backend="label-studio", timeout_s=3600, poll_s=60), backend=backend,
+                 clock=lambda: now[0], sleep=tick)
+    assert result.n_labeled == len(request.ids) and list(server.standin.projects) == [1]
+    server.standin.fail("POST", "/api/projects/", *([503] * 100))
+    store.delete(cycle_store.key("c1", "label-studio.json"))
+    del server.standin.projects[1]
+    now[0] = 0.0
+    with pytest.raises(TimeoutError, match="stayed unavailable for 120s"):
+        run(store, "c1", CollectConfig(backend="label-studio", timeout_s=120, poll_s=60), backend=backend,
+            clock=lambda: now[0], sleep=tick)
