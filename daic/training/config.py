@@ -59,6 +59,17 @@ class TrainConfig(BaseModel):
     # torch.compile both networks: auto = only where it pays (a GPU at batch >= 8192).
     compile: Literal["auto", "on", "off"] = "auto"
     checkpoints_to_keep: int = Field(2, ge=1, le=100)
+    # Semi-supervised retraining on unlabelled operational inputs (daic.training.semi_supervised):
+    # an object-store .npz with ``images`` (N, 28, 28) and optionally ``p_correct`` (N,).
+    unlabeled_key: Optional[str] = None
+    # Pseudo-labels from the warm-start model where the score reaches this; None = none.
+    pseudo_label_threshold: Optional[float] = Field(None, gt=0, le=1)
+    pseudo_label_score: Literal["p_correct", "confidence"] = "p_correct"
+    # FixMatch-style consistency loss on the unlabelled inputs; 0 = off.
+    consistency_weight: float = Field(0.0, ge=0, le=100)
+    consistency_threshold: float = Field(0.95, gt=0, le=1)
+    # Re-estimate BatchNorm statistics after training (AdaBN) on the pool, or the pool + base images.
+    bn_adapt: Literal["off", "pool", "pool+base"] = "off"
 
     @field_validator("labels_prefix")
     @classmethod
@@ -69,6 +80,13 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"labels_prefix {v!r} must be a relative object-store prefix such as 'labels/cycle-1/'"
             )
+        return v
+
+    @field_validator("unlabeled_key")
+    @classmethod
+    def _key_is_relative(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and (not v or v.startswith("/") or ".." in v.split("/") or not v.endswith(".npz")):
+            raise ValueError(f"unlabeled_key {v!r} must be a relative object-store key of an .npz file")
         return v
 
     @field_validator("warm_start_from")
@@ -82,6 +100,10 @@ class TrainConfig(BaseModel):
     def _consistent(self) -> "TrainConfig":
         if self.precision == "fp16" and not self.use_gpu:
             raise ValueError("precision 'fp16' needs use_gpu=True (fp16 autocast is for CUDA)")
+        if self.unlabeled_key is None and (self.pseudo_label_threshold is not None or self.consistency_weight > 0
+                                           or self.bn_adapt != "off"):
+            raise ValueError("pseudo_label_threshold, consistency_weight and bn_adapt need unlabeled_key "
+                             "(the unlabelled operational inputs)")
         if self.base_limit == 0 and self.labels_prefix is None:
             raise ValueError("base_limit=0 with no labels_prefix leaves nothing to train on")
         return self

@@ -26,6 +26,8 @@ from daic.training.batches import DeviceBatches, PinnedHostBatches
 from daic.training.config import TrainConfig
 from daic.training.device_plan import TrainPlan, choose, probe
 from daic.training.precision import autocast_dtype
+from daic.training.semi_supervised import (UnlabeledPool, adapt_batchnorm, bn_adaptation_images, consistency_loss,
+                                           pseudo_labeled)
 from daic.training.sharding import batch_bounds, epoch_pool, shard_order, steps_per_epoch
 
 MAIN, SHADOW = "model", "shadow"
@@ -43,6 +45,16 @@ class WarmStart:
 class EvalSet:
     images: np.ndarray
     labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class ConsistencyBatch:
+    """One step's unlabelled batch for the consistency term, and its settings."""
+
+    images: torch.Tensor
+    weight: float
+    threshold: float
+    generator: torch.Generator
 
 
 @dataclass(frozen=True)
@@ -90,14 +102,20 @@ class Fitter:
         # Loss scaling only for fp16 (its narrow exponent range underflows small gradients).
         self.scalers = {k: torch.amp.GradScaler(device.type, enabled=self.precision == "fp16") for k in nets}
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One optimizer step per network; returns detached (weighted loss sum, correct count)."""
+    def step(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
+             unlabeled: Optional["ConsistencyBatch"] = None) -> dict[str, torch.Tensor]:
+        """One optimizer step per network; returns detached (weighted loss sum, correct count).
+        With ``unlabeled``, FixMatch's consistency term is added (``daic.training.semi_supervised``)."""
         out = {}
         for name, net in self.nets.items():
             with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
                 logits = net(x)
             per_example = F.cross_entropy(logits.float(), y, reduction="none")
             loss = (per_example * w).sum() / w.sum()
+            if unlabeled is not None:
+                extra, _kept = consistency_loss(net, unlabeled.images, unlabeled.threshold, unlabeled.generator,
+                                                self.dtype)
+                loss = loss + unlabeled.weight * extra
             opt = self.optimizers[name]
             opt.zero_grad(set_to_none=True)
             self.scalers[name].scale(loss).backward()
@@ -122,19 +140,31 @@ def fit(
     val: EvalSet | None = None,
     on_epoch: Callable[[dict[str, float], dict[str, nn.Module]], None] = lambda metrics, nets: None,
     progress: bool = False,
+    unlabeled: UnlabeledPool | None = None,
 ) -> FitResult:
     """Train for ``config.epochs`` epochs; ``on_epoch(metrics, nets)`` after each one.
 
     ``images``/``labels`` hold base examples first (``n_base``), then operational ones.
     Metrics (every worker): epoch, train loss/accuracy on this worker's shard, epoch time and
     samples/s (global = this worker's count x world size); with ``val`` also val accuracy.
+    ``unlabeled``: the operational pool for the config's semi-supervised options (pseudo-labels join
+    the base examples; consistency adds a term to every step; AdaBN runs after the last epoch).
     """
     from daic.models.inference import accuracy
 
+    plain = {k: n.to(device) for k, n in init_networks(config, warm).items()}
+    n_pseudo = 0
+    if unlabeled is not None and config.pseudo_label_threshold is not None:
+        # Pseudo-labels from the warm-start model, before any step: ordinary examples after the base.
+        px, py = pseudo_labeled(plain[MAIN], unlabeled, config.pseudo_label_threshold, config.pseudo_label_score,
+                                device)
+        n_pseudo = len(py)
+        images = np.concatenate([images[:n_base], px, images[n_base:]]).astype(np.float32, copy=False)
+        labels = np.concatenate([labels[:n_base], py, labels[n_base:]])
+        n_base += n_pseudo
     n_op = len(labels) - n_base
     pool = epoch_pool(n_base, n_op, config.operational_oversample)
     plan = plan_for(config, device, len(pool), world_size)
-    plain = {k: n.to(device) for k, n in init_networks(config, warm).items()}
     # Compile the plain module, then wrap (DDP over a compiled module); checkpoints and evaluation
     # use ``plain``, whose parameters are the ones trained.
     nets = {k: wrap(torch.compile(n) if plan.compile else n) for k, n in plain.items()}
@@ -147,6 +177,11 @@ def fit(
         source = PinnedHostBatches(images, labels, weights, device, plan.batch_size)
     # Dropout differs per worker (as independent data would), initial weights do not.
     torch.manual_seed(config.seed * 1009 + rank + 1)
+    use_consistency = unlabeled is not None and config.consistency_weight > 0
+    if use_consistency:
+        u_images = torch.as_tensor(unlabeled.images, device=device)
+        u_gen = torch.Generator(device=device)
+        u_gen.manual_seed(config.seed * 7919 + rank + 1)
     for epoch in range(config.epochs):
         for net in nets.values():
             net.train()
@@ -163,7 +198,12 @@ def fit(
 
             iterator = tqdm(iterator, total=len(bounds), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
         for x, y, w in iterator:
-            for k, v in fitter.step(x, y, w).items():
+            batch = None
+            if use_consistency:
+                rows = torch.randint(0, len(u_images), (len(y),), generator=u_gen, device=device)
+                batch = ConsistencyBatch(u_images[rows], config.consistency_weight, config.consistency_threshold,
+                                         u_gen)
+            for k, v in fitter.step(x, y, w, batch).items():
                 totals[k] += v
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -178,6 +218,12 @@ def fit(
             prefix = "" if k == MAIN else f"{k}_"
             metrics[f"{prefix}train_loss"] = float(loss_sum) / seen
             metrics[f"{prefix}train_accuracy"] = float(correct) / seen
+        if unlabeled is not None and config.bn_adapt != "off" and epoch == config.epochs - 1:
+            adapt_images = bn_adaptation_images(unlabeled, images[:n_base - n_pseudo], config.bn_adapt, config.seed)
+            for net in plain.values():
+                adapt_batchnorm(net, adapt_images, device, seed=config.seed)
+        if n_pseudo or use_consistency:
+            metrics["pseudo_labels"] = float(n_pseudo)
         if val is not None:
             for k, net in plain.items():
                 prefix = "" if k == MAIN else f"{k}_"

@@ -49,6 +49,11 @@ def train_loop_per_worker(payload: dict[str, Any]) -> dict[str, Any]:
     device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
     store = open_store(payload["store_url"])
     data = assemble(config, store, notes=payload.get("notes"))
+    unlabeled = None
+    if config.unlabeled_key:
+        from daic.training.semi_supervised import load_unlabeled
+
+        unlabeled = load_unlabeled(store, config.unlabeled_key)
 
     warm = None
     if config.warm_start_from:
@@ -84,7 +89,7 @@ def train_loop_per_worker(payload: dict[str, Any]) -> dict[str, Any]:
 
     data_ready = time.time()
     result = fit(config, data.images, data.labels, n_base=data.n_base, device=device, rank=rank, world_size=world,
-                 warm=warm, wrap=ray.train.torch.prepare_model, val=val, on_epoch=on_epoch)
+                 warm=warm, wrap=ray.train.torch.prepare_model, val=val, on_epoch=on_epoch, unlabeled=unlabeled)
     return {
         "precision": result.precision,
         "plan": result.plan.as_record(),

@@ -68,6 +68,10 @@ def train_and_register(
         registry.card(config.warm_start_from)
     if config.labels_prefix is not None:
         load_labeled_batches(store, config.labels_prefix)
+    if config.unlabeled_key is not None:
+        from daic.training.semi_supervised import load_unlabeled
+
+        load_unlabeled(store, config.unlabeled_key)
     champion_before = registry.champion_pointer()
     run = run_training(config, store, name, ray_address=ray_address, notes=notes, verbose=verbose)
     model = network_from_bytes("small_cnn", run.weights["model"], source="trained model")
