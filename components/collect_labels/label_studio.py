@@ -198,7 +198,10 @@ class LabelStudioClient:
                 "or set LABEL_STUDIO_AUTH_SCHEME=legacy for a legacy token")
         if response.status_code >= 300:
             raise BackendUnavailable(f"Label Studio {self.url}: token refresh answered {response.status_code}")
-        self._access = response.json()["access"]
+        access = body_of(response).get("access")
+        if not isinstance(access, str):
+            raise LabelStudioError(f"Label Studio {self.url}: /api/token/refresh/ answered without an access token")
+        self._access = access
         self._access_expires = _jwt_expiry(self._access)
         self.refreshes += 1
 
@@ -251,6 +254,20 @@ class LabelStudioClient:
         raise BackendUnavailable(f"Label Studio {method} {self.url}{path} failed {self.attempts} times; last: {last}")
 
 
+def body_of(response: requests.Response, expect: type | tuple[type, ...] = dict) -> Any:
+    """The JSON body of a Label Studio answer, of the expected type, or a LabelStudioError saying what came
+    instead (an HTML login page from a proxy, a truncated body)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, expect):
+        kinds = " or ".join(t.__name__ for t in (expect if isinstance(expect, tuple) else (expect,)))
+        raise LabelStudioError(f"Label Studio {response.request.method} {response.url} answered "
+                               f"{response.status_code} with no JSON {kinds}: {response.text[:200]!r}")
+    return body
+
+
 # The backend --------------------------------------------------------------------------------------
 
 class LabelStudioBackend:
@@ -297,7 +314,7 @@ class LabelStudioBackend:
     def _leftovers(self, cycle: str) -> list[dict]:
         """Projects with this cycle's title that no record points to (a crash between create and record)."""
         response = self.client.call("GET", "/api/projects/", params={"title": self._title(cycle), "page_size": 100})
-        body = response.json()
+        body = body_of(response, (dict, list))
         projects = body.get("results", []) if isinstance(body, dict) else body
         return [p for p in projects if p.get("title") == self._title(cycle)]
 
@@ -319,11 +336,13 @@ class LabelStudioBackend:
         self._create(request)
 
     def _create(self, request: LabelRequest) -> None:
-        project = self.client.call("POST", "/api/projects/", json={
+        project = body_of(self.client.call("POST", "/api/projects/", json={
             "title": self._title(request.cycle), "label_config": label_config(self.show_model_answer),
             "description": "daic: label the sampled operational inputs (choose 'unsure' when you cannot tell)",
-            "show_skip_button": True}).json()
-        pid = int(project["id"])
+            "show_skip_button": True}))
+        if not isinstance(project.get("id"), int):
+            raise LabelStudioError(f"Label Studio created a project without an id: {str(project)[:200]}")
+        pid = project["id"]
         doc = {"url": self.url, "project": pid, "tasks": len(request.ids), "state": "creating"}
         self.store.put_json(self._record_key(request.cycle), doc)
         tasks = []
@@ -334,7 +353,7 @@ class LabelStudioBackend:
             tasks.append({"data": data})
         try:
             self.client.call("POST", f"/api/projects/{pid}/import", json=tasks)
-            count = int(self.client.call("GET", f"/api/projects/{pid}/").json().get("task_number", len(tasks)))
+            count = int(body_of(self.client.call("GET", f"/api/projects/{pid}/")).get("task_number", len(tasks)))
             if count != len(tasks):
                 raise LabelStudioError(f"Label Studio project {pid} holds {count} tasks after importing {len(tasks)}")
         except BaseException:
@@ -357,7 +376,7 @@ class LabelStudioBackend:
                 if page == 1 and not self._project_exists(project):
                     return None
                 return tasks
-            batch = response.json()
+            batch = body_of(response, list)
             tasks.extend(batch)
             if len(batch) < PAGE_SIZE:
                 return tasks

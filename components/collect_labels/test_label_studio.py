@@ -241,3 +241,17 @@ def test_an_outage_when_the_step_starts_is_waited_out(sampled, server):
     with pytest.raises(TimeoutError, match="stayed unavailable for 120s"):
         run(store, "c1", CollectConfig(backend="label-studio", timeout_s=120, poll_s=60), backend=backend,
             clock=lambda: now[0], sleep=tick)
+
+
+def test_a_body_that_is_not_json_is_named_not_a_traceback(sampled, server):
+    store, _, request = sampled
+    backend = backend_for(store, server)
+    backend.submit(request)
+    server.standin.fail("GET", "/api/projects/1/tasks/", "html")
+    with pytest.raises(LabelStudioError, match="with no JSON list: '<!doctype html>"):
+        backend.poll(request)
+    server.standin.fail("POST", "/api/token/refresh/", "html")
+    server.standin.expire_access_tokens()
+    backend.client._access = None
+    with pytest.raises(LabelStudioError, match="no JSON dict"):
+        backend.poll(request)

@@ -37,7 +37,7 @@ class StandIn:
         self.exports = 0
         self.refreshes = 0
         self.requests: list[tuple[str, str]] = []
-        self.faults: list[tuple[str, str, int | str]] = []  # (method, path prefix, status or "drop"), used once
+        self.faults: list[tuple[str, str, int | str]] = []  # (method, path prefix, status, "drop" or "html"), once
 
     # test controls
     def fail(self, method: str, prefix: str, *outcomes: int | str) -> None:
@@ -89,6 +89,14 @@ class _Handler(BaseHTTPRequestHandler):
         if outcome == "drop":
             self.close_connection = True
             self.connection.close()
+            return True
+        if outcome == "html":  # what a proxy's login page looks like to an API client
+            data = b"<!doctype html><title>Sign in</title>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
             return True
         self._reply(int(outcome), {"detail": "injected fault"})
         return True
