@@ -23,6 +23,34 @@ def checkpoint_file(net_name: str) -> str:
     return f"{net_name}.pt"
 
 
+def in_process(payload: dict[str, Any]) -> bool:
+    """Running in the driver (Ray Train's local mode, ``execution_mode`` "in-process")."""
+    return bool(payload.get("checkpoint_dir"))
+
+
+def worker_device(use_gpu: bool, payload: dict[str, Any]) -> torch.device:
+    """Ray's device for a Ray worker; in-process, the driver's own (no Ray, so no Ray GPU ids)."""
+    if not use_gpu:
+        return torch.device("cpu")
+    if in_process(payload):
+        from daic.training.precision import select_device
+
+        return select_device(True)
+    import ray.train.torch
+
+    return ray.train.torch.get_device()
+
+
+def worker_wrap(payload: dict[str, Any]):
+    """DDP through Ray Train's ``prepare_model`` for Ray workers; nothing in-process (one worker,
+    no process group; ``fit`` moves the networks to the device itself)."""
+    if in_process(payload):
+        return lambda net: net
+    import ray.train.torch
+
+    return ray.train.torch.prepare_model
+
+
 def write_checkpoint(folder: Path, nets: dict[str, torch.nn.Module], history: list[dict[str, float]]) -> None:
     from daic.models.weights import state_dict_to_bytes
 
@@ -46,7 +74,7 @@ def train_loop_per_worker(payload: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(config.cpus_per_worker)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
+    device = worker_device(config.use_gpu, payload)
     store = open_store(payload["store_url"])
     data = assemble(config, store, notes=payload.get("notes"))
     unlabeled = None
@@ -89,7 +117,7 @@ def train_loop_per_worker(payload: dict[str, Any]) -> dict[str, Any]:
 
     data_ready = time.time()
     result = fit(config, data.images, data.labels, n_base=data.n_base, device=device, rank=rank, world_size=world,
-                 warm=warm, wrap=ray.train.torch.prepare_model, val=val, on_epoch=on_epoch, unlabeled=unlabeled)
+                 warm=warm, wrap=worker_wrap(payload), val=val, on_epoch=on_epoch, unlabeled=unlabeled)
     return {
         "precision": result.precision,
         "plan": result.plan.as_record(),
