@@ -111,7 +111,11 @@ def test_prometheus_queries_in_examples_name_exported_metrics():
 
 
 def _check_rendered(doc: dict) -> list:
-    return check_objects([{**doc, "metadata": {**doc["metadata"], "namespace": "daic"}}],
+    """Check a run-time SeldonDeployment beside the NetworkPolicies the install puts in its namespace
+    (it is deployed into an installed namespace, never alone)."""
+    policies = [obj for obj in render("base") if obj["kind"] == "NetworkPolicy"]
+    assert policies, "manifests/base installs no NetworkPolicy"
+    return check_objects([{**obj, "metadata": {**obj["metadata"], "namespace": "daic"}} for obj in (doc, *policies)],
                          external={**USER_CREATED, "ConfigMap": {"daic-storage"}})
 
 
