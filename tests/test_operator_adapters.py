@@ -1,7 +1,8 @@
 """The operator's adapters with their real clients: the sidecar and Prometheus estimate readers
 (requests, over HTTP), the local runner (real worker processes), the kfp.Client runner and the
-SeldonDeployment switch (kfp and kubernetes clients against tests/fakes/kube.py, a fake of the
-Kubernetes and KFP HTTP APIs: no API server or KFP backend can run here), the local champion switch.
+SeldonDeployment switch (the kubernetes client against a real kube-apiserver, tests/cluster), the kfp
+client against tests/fakes/kfp.py (a fake of KFP's REST API: no KFP backend can run here), the local
+champion switch.
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ from daic.operators.seldon import SeldonLayoutError, SeldonTarget, desired_predi
 from daic.operators.status import CycleStatus, CurrentCycle, Phase
 from daic.serving.manifest import DeploymentParams, render_seldon_deployment
 from daic.storage import open_store
-from fakes.kube import FakeKube, merge_patch
+from fakes.kfp import FakeKfp
+from daic.components.testing.fake_kube import merge_patch
 from fakes.sidecar import FakeSidecar
 from fakes.waiting import wait_for
 
@@ -226,23 +228,23 @@ def pipeline_package(tmp_path_factory):
 
 def test_kfp_runner_submits_once_maps_states_and_reads_the_result(tmp_path, pipeline_package):
     store = open_store(f"file://{tmp_path / 'store'}")
-    with FakeKube() as kube:
-        runner = KfpRunner(store, host=kube.url, experiment="daic-test", package=pipeline_package)
+    with FakeKfp() as kfp:
+        runner = KfpRunner(store, host=kfp.url, experiment="daic-test", package=pipeline_package)
         assert isinstance(runner, PipelineRunner)
         assert runner.get("demo-c1-abc").phase is RunPhase.not_found
         runner.submit("demo-c1-abc", {"cycle_id": "demo-c1-abc"})
         runner.submit("demo-c1-abc", {"cycle_id": "demo-c1-abc"})
-        (run,) = kube.runs.values()
+        (run,) = kfp.runs.values()
         assert run["display_name"] == "demo-c1-abc"
         assert run["runtime_config"]["parameters"] == {"cycle_id": "demo-c1-abc"}
         assert runner.get("demo-c1-abc").phase is RunPhase.pending
-        kube.set_run(run["run_id"], "RUNNING", tasks=[
+        kfp.set_run(run["run_id"], "RUNNING", tasks=[
             {"display_name": "root", "state": "RUNNING", "create_time": "2025-01-01T00:00:00Z"},
             {"display_name": "sample-operational", "state": "SUCCEEDED", "create_time": "2025-01-01T00:00:01Z"},
             {"display_name": "train", "state": "RUNNING", "create_time": "2025-01-01T00:00:05Z"}])
         state = runner.get("demo-c1-abc")
         assert (state.phase, state.stage) == (RunPhase.running, "train")
-        kube.set_run(run["run_id"], "SUCCEEDED")
+        kfp.set_run(run["run_id"], "SUCCEEDED")
         missing = runner.get("demo-c1-abc")
         assert missing.phase is RunPhase.failed and "wrote no result at" in missing.error
         store.put_json("cycles/demo-c1-abc/result.json", {"drop_confirmed": False})
@@ -253,7 +255,7 @@ def test_kfp_runner_submits_once_maps_states_and_reads_the_result(tmp_path, pipe
         assert runner.get("demo-c2-abc").phase is RunPhase.canceled
         runner.cancel("demo-c1-abc")   # finished: nothing to do
         assert runner.get("demo-c1-abc").phase is RunPhase.succeeded
-        kube.set_run(run["run_id"], "FAILED", error="pod OOMKilled")
+        kfp.set_run(run["run_id"], "FAILED", error="pod OOMKilled")
         failed = runner.get("demo-c1-abc")
         assert failed.phase is RunPhase.failed and failed.error == "pod OOMKilled"
 
@@ -267,38 +269,33 @@ def test_kfp_runner_finds_the_default_package_and_names_a_missing_one():
         resolve_package("no-such-pipeline.yaml")
 
 
-# -- the SeldonDeployment switch, with the kubernetes client against the fake API -------------------
+# -- the SeldonDeployment switch, with the kubernetes client against a real API server -------------
 
 
-def _custom_objects(url: str):
-    import kubernetes
+def test_seldon_target_canary_promotion_and_rollback_produce_valid_deployments(kube):
+    ns = kube.namespace("seldon")
+    api = kube.custom()
+    sdep = render_seldon_deployment(DeploymentParams(name="mnist", namespace=ns, model_version="v1"))
+    api.create_namespaced_custom_object("machinelearning.seldon.io", "v1", ns, "seldondeployments", sdep)
 
-    config = kubernetes.client.Configuration()
-    config.host = url
-    return kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(config))
+    def live() -> dict:
+        return api.get_namespaced_custom_object("machinelearning.seldon.io", "v1", ns, "seldondeployments", "mnist")
 
-
-def test_seldon_target_canary_promotion_and_rollback_produce_valid_deployments():
-    sdep = render_seldon_deployment(DeploymentParams(name="mnist", namespace="default", model_version="v1"))
-    with FakeKube() as kube:
-        kube.create(sdep)
-        target = SeldonTarget(_custom_objects(kube.url), "default", "mnist", "default")
-        assert target.observe(NOW).champion_version == "v1"
-        target.apply(PatchDeployment("mnist", "default", "default", "v1", "v2", 20))
-        live = kube.get("seldondeployments", "mnist")
-        assert read_split(live, "default") == ("v1", "v2", 20)
-        assert not check_seldon_deployment(live), check_seldon_deployment(live)
-        canary = next(p for p in live["spec"]["predictors"] if p["name"] == "canary")
-        sidecar = next(c for c in canary["componentSpecs"][0]["spec"]["containers"] if c["name"] == "oracle-sidecar")
-        assert sidecar["command"][sidecar["command"].index("--deployment") + 1] == "mnist-canary"
-        assert canary["labels"]["daic.dev/model-version"] == "v2"
-        target.apply(PatchDeployment("mnist", "default", "default", "v2", None, 0))
-        live = kube.get("seldondeployments", "mnist")
-        assert [p["name"] for p in live["spec"]["predictors"]] == ["default"]
-        assert read_split(live, "default") == ("v2", None, 0) and live["spec"]["predictors"][0]["traffic"] == 100
-        assert not check_seldon_deployment(live)
-        obs = target.observe(NOW)
-        assert (obs.champion_version, obs.canary_version, obs.canary_share) == ("v2", None, 0)
+    target = SeldonTarget(api, ns, "mnist", "default")
+    assert target.observe(NOW).champion_version == "v1"
+    target.apply(PatchDeployment("mnist", ns, "default", "v1", "v2", 20))
+    assert read_split(live(), "default") == ("v1", "v2", 20)
+    assert not check_seldon_deployment(live()), check_seldon_deployment(live())
+    canary = next(p for p in live()["spec"]["predictors"] if p["name"] == "canary")
+    sidecar = next(c for c in canary["componentSpecs"][0]["spec"]["containers"] if c["name"] == "oracle-sidecar")
+    assert sidecar["command"][sidecar["command"].index("--deployment") + 1] == "mnist-canary"
+    assert canary["labels"]["daic.dev/model-version"] == "v2"
+    target.apply(PatchDeployment("mnist", ns, "default", "v2", None, 0))
+    assert [p["name"] for p in live()["spec"]["predictors"]] == ["default"]
+    assert read_split(live(), "default") == ("v2", None, 0) and live()["spec"]["predictors"][0]["traffic"] == 100
+    assert not check_seldon_deployment(live())
+    obs = target.observe(NOW)
+    assert (obs.champion_version, obs.canary_version, obs.canary_share) == ("v2", None, 0)
 
 
 def test_seldon_layout_errors_name_the_predictor():

@@ -24,7 +24,7 @@ from daic.operators.observations import (
 from daic.operators.reconcile import CycleIdentity, reconcile, reconcile_resource, record_key, run_name
 from daic.operators.status import IN_FLIGHT, CycleStatus, Decision, Phase, Stage
 from fakes.crd_schema import crd_schema, validate
-from fakes.kube import merge_patch
+from daic.components.testing.fake_kube import merge_patch
 from fakes.world import GOOD_RESULT, IDENT, World, at, deep_merge, make_spec, reading, run_obs, step
 
 SCHEMA = crd_schema()

@@ -1,15 +1,15 @@
 """``daic pipeline submit``: the real ``kfp.Client`` against the project's fake Kubeflow Pipelines
-REST API over HTTP (tests/fakes/kube.py, KFP v2beta1 experiments and runs)."""
+REST API over HTTP (tests/fakes/kfp.py, KFP v2beta1 experiments and runs)."""
 from __future__ import annotations
 
 from click.testing import CliRunner
-from fakes.kube import FakeKube
+from fakes.kfp import FakeKfp
 
 from daic.cli import main
 
 
 def test_submit_creates_a_run_with_the_compiled_spec_and_parameters():
-    with FakeKube() as api:
+    with FakeKfp() as api:
         out = CliRunner().invoke(main, ["pipeline", "submit", "--host", api.url, "-p", "budget=321",
                                         "-p", "cycle_id=c-submit-1", "-p", "labeling_backend=web"])
         assert out.exit_code == 0, out.output

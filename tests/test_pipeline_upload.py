@@ -1,6 +1,6 @@
 """``daic pipeline upload``: the real ``kfp.Client`` against the project's fake Kubeflow API over HTTP.
 
-tests/fakes/kube.py serves KFP experiments and runs; the pipeline-upload endpoints this command
+tests/fakes/kfp.py serves KFP experiments and runs; the pipeline-upload endpoints this command
 needs are added here by :class:`PipelinesKube` (a subclass, so the shared fake stays as it is):
 ``GET pipelines`` (display_name filter), ``POST pipelines/upload`` (multipart, creates the
 pipeline and a first version named after it, as KFP does), ``POST pipelines/upload_version``
@@ -17,7 +17,7 @@ import pytest
 import yaml
 from aiohttp import web
 from click.testing import CliRunner
-from fakes.kube import FakeKube, _filter_name, _now
+from fakes.kfp import FakeKfp, _filter_name, _now
 
 from daic import __version__
 from daic.cli import main
@@ -30,7 +30,7 @@ def _stored(text: str) -> dict:
     return docs[0] if len(docs) == 1 else {"pipeline_spec": docs[0], "platform_spec": docs[1]}
 
 
-class PipelinesKube(FakeKube):
+class PipelinesKube(FakeKfp):
     def __init__(self) -> None:
         super().__init__()
         self.pipelines: dict[str, dict] = {}

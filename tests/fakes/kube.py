@@ -1,12 +1,15 @@
-"""A small fake of the Kubernetes API and the Kubeflow Pipelines REST API, over real HTTP.
+"""A small fake of the Kubernetes API over real HTTP, kept for one purpose: injecting faults on cue.
 
-No API server can run on the test machines, so this aiohttp server speaks just enough of both for
-the operator's real clients: kopf (discovery, list + watch streams, merge patches of objects and
-their ``/status`` subresource, Events) and the ``kubernetes`` and ``kfp`` clients (SeldonDeployment
-get/patch, experiments and runs of KFP v2beta1). Writes to AssessmentCycles are defaulted and
-validated against the real CRD schema in manifests/crd (and, stricter than Kubernetes, unknown
-fields are refused rather than pruned), so a status the operator writes that the CRD would lose
-fails the test. Every request is recorded for the least-privilege RBAC test.
+The operator's behaviour against Kubernetes is tested against a real kube-apiserver and etcd
+(tests/cluster, tests/test_cluster_*.py: handlers, RBAC, status subresource, Events, finalizers,
+410 Gone after etcd compaction, kill -9). What a real server cannot do on cue is answer one
+particular request with a fault: a 409 Conflict on the N-th status write, a 410 Gone on the watch
+at the moment a test chooses (``fail_next``, ``expire_watches``); tests/test_operator_api_faults.py
+uses this fake for that. It speaks just enough of the API for kopf and the ``kubernetes`` client
+(discovery, list + watch streams, merge and JSON patches, the ``/status`` subresource, Events,
+SeldonDeployments); AssessmentCycle writes are defaulted and validated against the CRD schema.
+It also serves the fake Kubeflow Pipelines API it inherits from :class:`fakes.kfp.FakeKfp` on the
+same port, and records every request.
 
 The server runs in a background thread with its own event loop; the test-facing methods are
 thread-safe.
@@ -16,9 +19,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import threading
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -29,6 +30,7 @@ from aiohttp import web
 
 from daic.components.testing.fake_kube import merge_patch
 from fakes.crd_schema import apply_defaults, validate
+from fakes.kfp import FakeKfp, _filter_name, _now, _public  # noqa: F401 - re-exported
 
 # plural -> (group, version, kind, has status subresource)
 RESOURCES = {
@@ -44,8 +46,6 @@ DISCOVERY_ONLY = {
 }
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 
@@ -56,56 +56,23 @@ def _status(code: int, reason: str, message: str) -> web.Response:
     return web.json_response(body, status=code)
 
 
-class FakeKube:
+class FakeKube(FakeKfp):
     def __init__(self, crd_schema: dict[str, Any] | None = None):
+        super().__init__()
         self.crd_schema = crd_schema
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.log: list[tuple[int, str, str, dict[str, Any]]] = []  # (rv, plural, type, object)
-        self.requests: list[tuple[str, str, str]] = []  # (method, path, query string)
         self.rejected: list[str] = []  # validation failures (422) - a test usually wants none
-        self.experiments: dict[str, dict[str, Any]] = {}
-        self.runs: dict[str, dict[str, Any]] = {}
         # Injected faults, each answered once: (method, path part, body part or None, HTTP code).
         self.faults: list[tuple[str, str, str | None, int]] = []
         self.faults_hit: list[tuple[str, str, int]] = []
         self._rv = 100
-        self._lock = threading.RLock()
         self._watchers: list[tuple[str, str | None, asyncio.Queue]] = []
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    # -- lifecycle ------------------------------------------------------------------------------
-
-    def __enter__(self) -> "FakeKube":
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    async def _start(self) -> None:
-        app = web.Application(client_max_size=16 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def _stop(self) -> None:
         for _, _, queue in list(self._watchers):
             queue.put_nowait(None)
-        assert self._runner is not None
-        await self._runner.cleanup()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        await super()._stop()
 
     def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
         path.write_text(json.dumps({
@@ -146,16 +113,6 @@ class FakeKube:
     def events(self, namespace: str = "default") -> list[dict[str, Any]]:
         with self._lock:
             return [copy.deepcopy(o) for (p, ns, _), o in self.objects.items() if p == "events" and ns == namespace]
-
-    def set_run(self, run_id: str, state: str, tasks: list[dict[str, Any]] | None = None,
-                error: str | None = None) -> None:
-        with self._lock:
-            run = self.runs[run_id]
-            run["state"] = state
-            if tasks is not None:
-                run["run_details"] = {"task_details": tasks}
-            if error:
-                run["error"] = {"code": 2, "message": error}
 
     # -- internals: objects -------------------------------------------------------------------
 
@@ -443,73 +400,3 @@ class FakeKube:
                 if entry in self._watchers:
                     self._watchers.remove(entry)
         return resp
-
-    # -- KFP v2beta1 ------------------------------------------------------------------------------
-
-    async def _kfp(self, request: web.Request, tail: str) -> web.StreamResponse:
-        method, query = request.method, request.query
-        if tail == "healthz":
-            return web.json_response({"multi_user": False})
-        if tail == "experiments" and method == "GET":
-            wanted = _filter_name(query.get("filter"))
-            with self._lock:
-                exps = [e for e in self.experiments.values() if wanted is None or e["display_name"] == wanted]
-            return web.json_response({"experiments": exps, "total_size": len(exps)})
-        if tail == "experiments" and method == "POST":
-            body = await request.json()
-            exp = {"experiment_id": uuid.uuid4().hex, "display_name": body["display_name"],
-                   "created_at": _now(), "storage_state": "AVAILABLE"}
-            with self._lock:
-                self.experiments[exp["experiment_id"]] = exp
-            return web.json_response(exp)
-        if tail.startswith("experiments/") and method == "GET":
-            exp = self.experiments.get(tail.split("/", 1)[1])
-            return web.json_response(exp) if exp else web.json_response({"message": "not found"}, status=404)
-        if tail == "runs" and method == "POST":
-            body = await request.json()
-            if not body.get("experiment_id") or not body.get("display_name"):
-                return web.json_response({"message": "experiment_id and display_name are required"}, status=400)
-            if not body.get("pipeline_spec") and not body.get("pipeline_version_reference"):
-                return web.json_response({"message": "a run needs a pipeline_spec or a pipeline version"},
-                                         status=400)
-            run = {"run_id": uuid.uuid4().hex, "display_name": body["display_name"],
-                   "experiment_id": body["experiment_id"], "state": "PENDING", "created_at": _now(),
-                   "runtime_config": body.get("runtime_config") or {}, "storage_state": "AVAILABLE",
-                   "pipeline_spec": body.get("pipeline_spec")}
-            with self._lock:
-                self.runs[run["run_id"]] = run
-            return web.json_response(_public(run))
-        if tail == "runs" and method == "GET":
-            wanted = _filter_name(query.get("filter"))
-            exp = query.get("experiment_id")
-            with self._lock:
-                runs = [_public(r) for r in sorted(self.runs.values(), key=lambda r: r["created_at"])
-                        if (wanted is None or r["display_name"] == wanted) and (not exp or r["experiment_id"] == exp)]
-            return web.json_response({"runs": runs, "total_size": len(runs)})
-        if tail.startswith("runs/"):
-            run_id, _, verb = tail.split("/", 1)[1].partition(":")
-            with self._lock:
-                run = self.runs.get(run_id)
-                if run is None:
-                    return web.json_response({"message": f"run {run_id} not found"}, status=404)
-                if method == "POST" and verb == "terminate":
-                    if run["state"] not in ("SUCCEEDED", "FAILED", "CANCELED"):
-                        run["state"] = "CANCELED"
-                    return web.json_response({})
-                if method == "GET" and not verb:
-                    return web.json_response(_public(run))
-        return web.json_response({"message": f"no KFP route {method} {tail}"}, status=404)
-
-
-def _public(run: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in run.items() if k != "pipeline_spec"}
-
-
-def _filter_name(raw: str | None) -> str | None:
-    if not raw:
-        return None
-    flt = json.loads(raw)
-    for pred in flt.get("predicates", []):
-        if pred.get("key") == "display_name" and pred.get("operation") in ("EQUALS", 1):
-            return pred.get("string_value", pred.get("stringValue"))
-    raise ValueError(f"the fake KFP only filters by display_name EQUALS, got {raw}")
