@@ -73,6 +73,16 @@ class TrainConfig:
     precision: str = "auto"
     # rayjob backend: the long-lived RayCluster the job is submitted to; "": a fresh cluster per job.
     ray_cluster: str = "daic-ray"
+    # Semi-supervised retraining (daic.training.semi_supervised) on up to unlabeled_limit unsampled
+    # inputs of the cycle's window (0: none, and the options below must stay off).
+    unlabeled_limit: int = 0
+    pseudo_label_threshold: float = 0.0  # 0: no pseudo-labels
+    consistency_weight: float = 0.0  # 0: no consistency term
+    bn_adapt: str = "off"  # off | pool | pool+base
+
+    @property
+    def semi_supervised(self) -> bool:
+        return self.pseudo_label_threshold > 0 or self.consistency_weight > 0 or self.bn_adapt != "off"
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -92,7 +102,16 @@ class TrainConfig:
             raise ValueError(f"ray_cluster must be a RayCluster name (DNS-1123 label) or empty, got {self.ray_cluster!r}")
         if self.memory_per_worker and not _QUANTITY.match(str(self.memory_per_worker)):
             raise ValueError(f"memory_per_worker must be a Kubernetes quantity such as 8Gi, got {self.memory_per_worker!r}")
-        for name in ("base_limit", "reference_shift_per_condition", "seed", "batch_size"):
+        if not 0 <= self.pseudo_label_threshold <= 1:
+            raise ValueError(f"pseudo_label_threshold must be in [0, 1] (0: off), got {self.pseudo_label_threshold!r}")
+        if not 0 <= self.consistency_weight <= 100:
+            raise ValueError(f"consistency_weight must be in [0, 100] (0: off), got {self.consistency_weight!r}")
+        if self.bn_adapt not in ("off", "pool", "pool+base"):
+            raise ValueError(f"bn_adapt must be off, pool or pool+base, got {self.bn_adapt!r}")
+        if self.semi_supervised and not self.unlabeled_limit:
+            raise ValueError("pseudo_label_threshold, consistency_weight and bn_adapt need unlabeled_limit >= 1 "
+                             "(how many unlabelled inputs of the window to use)")
+        for name in ("base_limit", "reference_shift_per_condition", "seed", "batch_size", "unlabeled_limit"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
@@ -128,23 +147,33 @@ def run(store: ObjectStore | str, cycle: str, config: TrainConfig, api=None) -> 
                          "run collect-labels first")
     parent = registry_access.champion_version(store, config.model_name, config.champion_version or None)
     started = time.time()
+    unlabeled_key, n_unlabeled = "", 0
+    if config.semi_supervised:
+        from daic.components.train.unlabeled import write_unlabeled_pool
+
+        unlabeled_key, n_unlabeled = write_unlabeled_pool(store, cycle, config.unlabeled_limit, config.seed)
+        if not n_unlabeled:
+            log.warning("cycle %s: no unsampled inputs in the window; retraining without the unlabelled pool", cycle)
+            unlabeled_key = ""
     if config.backend == "rayjob":
         from daic.components.deploy.logic import cluster_namespace, custom_objects_api
         from daic.components.train.rayjob import submit_rayjob
 
-        manifest = registry_access.render_rayjob(store.url, cycle, config.model_name, parent, LABELS_PREFIX, config)
+        manifest = registry_access.render_rayjob(store.url, cycle, config.model_name, parent, LABELS_PREFIX, config,
+                                                 unlabeled_key)
         namespace = cluster_namespace(config.namespace)
         status = submit_rayjob(api or custom_objects_api(), namespace, manifest, config.timeout_s, config.poll_s)
         version = _rayjob_version(store, cycle, manifest["metadata"]["name"], parent)
         extra: dict[str, Any] = {"rayjob": manifest["metadata"]["name"], "status": status}
     else:
         address = (config.ray_address or os.environ.get("RAY_ADDRESS")) if config.backend == "ray-address" else None
-        version = registry_access.retrain(store, config.model_name, parent, LABELS_PREFIX, config, address, cycle)
+        version = registry_access.retrain(store, config.model_name, parent, LABELS_PREFIX, config, address, cycle,
+                                          unlabeled_key)
         extra = {"ray_address": address}
     card = registry_access.card(store, config.model_name, version)
     store.put_json(cycle_store.key(cycle, "train.json"), {
         "cycle": cycle, "version": version, "parent": parent, "config": asdict(config),
-        "seconds": time.time() - started, **extra,
+        "seconds": time.time() - started, "unlabeled_key": unlabeled_key, "unlabeled_count": n_unlabeled, **extra,
     })
     log.info("cycle %s: trained %s %s from %s", cycle, config.model_name, version, parent)
     return TrainResult(version=version, parent=parent, card=card)

@@ -106,8 +106,17 @@ def training_fields(config) -> dict[str, Any]:
     return fields
 
 
+def semi_supervised_fields(config, unlabeled_key: str) -> dict[str, Any]:
+    """The component's semi-supervised settings as TrainConfig fields (none without a pool)."""
+    if not unlabeled_key:
+        return {}
+    return {"unlabeled_key": unlabeled_key,
+            "pseudo_label_threshold": config.pseudo_label_threshold or None,
+            "consistency_weight": config.consistency_weight, "bn_adapt": config.bn_adapt}
+
+
 def retrain(store: ObjectStore, name: str, parent: str, labels_prefix: str, config, ray_address: str | None,
-            cycle: str) -> str:
+            cycle: str, unlabeled_key: str = "") -> str:
     """Warm-start ``parent`` with every labeled batch under ``labels_prefix`` on Ray and register the
     result (not promoted: evaluate decides); returns the new version."""
     from daic.models.reference import ReferenceConfig
@@ -115,12 +124,13 @@ def retrain(store: ObjectStore, name: str, parent: str, labels_prefix: str, conf
 
     reference = ReferenceConfig(shift_per_condition=config.reference_shift_per_condition)
     outcome = train_from(store, name, parent, labels_prefix, promote="never", ray_address=ray_address,
-                         lineage={"cycle": cycle}, reference_config=reference, **training_fields(config))
+                         lineage={"cycle": cycle}, reference_config=reference, **training_fields(config),
+                         **semi_supervised_fields(config, unlabeled_key))
     return outcome.version
 
 
 def rayjob_entrypoint(store_url: str, cycle: str, name: str, parent: str, labels_prefix: str, config,
-                      result_key: str) -> list[str]:
+                      result_key: str, unlabeled_key: str = "") -> list[str]:
     """argv of the RayJob's driver: ``daic retrain ... --result-key KEY`` with the step's settings.
 
     ``daic.training.rayjob.training_entrypoint`` covers the sizes, epochs, learning rate and seed;
@@ -139,10 +149,17 @@ def rayjob_entrypoint(store_url: str, cycle: str, name: str, parent: str, labels
              "--shift-per-condition", str(config.reference_shift_per_condition)]
     if config.base_limit:
         argv += ["--base-limit", str(config.base_limit)]
+    semi = semi_supervised_fields(config, unlabeled_key)
+    if semi:
+        argv += ["--unlabeled", unlabeled_key, "--consistency-weight", str(semi["consistency_weight"]),
+                 "--bn-adapt", semi["bn_adapt"]]
+        if semi["pseudo_label_threshold"] is not None:
+            argv += ["--pseudo-label-threshold", str(semi["pseudo_label_threshold"])]
     return argv
 
 
-def render_rayjob(store_url: str, cycle: str, name: str, parent: str, labels_prefix: str, config) -> dict:
+def render_rayjob(store_url: str, cycle: str, name: str, parent: str, labels_prefix: str, config,
+                  unlabeled_key: str = "") -> dict:
     """The RayJob manifest for this retraining: ``daic.training.rayjob.render_rayjob`` on a spec
     sized from the step's settings, running the tagged train image, named after the cycle; submitted
     to the long-lived RayCluster ``config.ray_cluster`` (``daic-ray``) unless that is empty."""
@@ -156,7 +173,7 @@ def render_rayjob(store_url: str, cycle: str, name: str, parent: str, labels_pre
     spec = RayJobSpec(
         name=rayjob_name(cycle), namespace=config.namespace or None, image=image_for("train"),
         entrypoint=rayjob_entrypoint(store_url, cycle, name, parent, labels_prefix, config,
-                                     key(cycle, TRAIN_OUTPUT)),
+                                     key(cycle, TRAIN_OUTPUT), unlabeled_key),
         num_workers=config.workers, cpus_per_worker=str(config.cpus_per_worker),
         memory_per_worker=config.memory_per_worker or worker_memory(config.gpus_per_worker),
         gpus_per_worker=config.gpus_per_worker,

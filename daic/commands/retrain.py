@@ -27,11 +27,22 @@ def _notes(values: tuple[str, ...]) -> dict[str, str]:
               help="repeat each labeled example this many times per epoch")
 @click.option("--operational-weight", type=float, default=1.0, show_default=True,
               help="loss weight of labeled examples relative to base ones")
+@click.option("--unlabeled", "unlabeled_key", default=None, metavar="KEY",
+              help="object-store .npz of unlabelled operational inputs (images, p_correct) for the "
+                   "semi-supervised options below")
+@click.option("--pseudo-label-threshold", type=float, default=None,
+              help="add the parent's pseudo-labels where the input's P(correct) reaches this")
+@click.option("--consistency-weight", type=float, default=0.0, show_default=True,
+              help="weight of the FixMatch-style consistency loss on the unlabelled inputs (0: off)")
+@click.option("--bn-adapt", type=click.Choice(["off", "pool", "pool+base"]), default="off", show_default=True,
+              help="re-estimate batch-norm statistics after training (AdaBN) on these inputs")
 @click.option("--note", "notes", multiple=True, metavar="KEY=VALUE", help="recorded in the data lineage")
 @click.option("--promote", type=click.Choice(["if-none", "always", "never"]), default="never", show_default=True,
               help="make the new version champion (normally the pipeline's evaluate step decides)")
 @training_options({"epochs": 2, "batch_size": None, "lr": 1e-3})
-def command(parent: str, labels_prefix: str, oversample: int, operational_weight: float, notes: tuple[str, ...],
+def command(parent: str, labels_prefix: str, oversample: int, operational_weight: float,
+            unlabeled_key: Optional[str], pseudo_label_threshold: Optional[float], consistency_weight: float,
+            bn_adapt: str, notes: tuple[str, ...],
             promote: str, store_url: Optional[str], name: str, ray_address: Optional[str],
             shift_per_condition: int, result_key: Optional[str], as_json: bool, verbose: bool,
             **options: Any) -> None:
@@ -55,7 +66,9 @@ def command(parent: str, labels_prefix: str, oversample: int, operational_weight
         raise click.ClickException(str(exc)) from exc
     try:
         config = TrainConfig(**config_fields(options), labels_prefix=labels_prefix, warm_start_from=version,
-                             operational_oversample=oversample, operational_weight=operational_weight)
+                             operational_oversample=oversample, operational_weight=operational_weight,
+                             unlabeled_key=unlabeled_key, pseudo_label_threshold=pseudo_label_threshold,
+                             consistency_weight=consistency_weight, bn_adapt=bn_adapt)
         reference = ReferenceConfig(dataset=config.dataset, shift_per_condition=shift_per_condition)
     except (ValidationError, ValueError) as exc:
         raise validation_error(exc) from exc
