@@ -10,7 +10,10 @@ service (none: no filter).
 """
 from __future__ import annotations
 
-from typing import Optional
+from datetime import datetime, timezone
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from daic.models.card import DataLineage, ModelCard
 from daic.models.registry import CARD_FILE, ModelRegistry, code_version
@@ -60,3 +63,38 @@ class FilterRegistry(ModelRegistry):
         net = FilterNet()
         net.load_state_dict(self.state_dict(version))
         return net.eval()
+
+
+SERVICE_FILE = "service.json"
+FOLLOW = "service"  # the transformer's filter_version that follows the service record
+
+
+class FilterService(BaseModel):
+    """``models/<classifier>-filter/service.json``: which filter version is in service in front of
+    the champion and how it is gated (``version`` None: removed, the transformer passes inputs
+    through). Written by the cycle's remedy step (and its removal when traffic is clean again),
+    read by the serving transformer every ``reload_interval_s``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Optional[str] = None
+    gate: Literal["gated", "always", "off"] = "gated"
+    reason: str = ""
+    cycle: Optional[str] = None
+    decided_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+def read_service(store, classifier: str) -> FilterService:
+    from daic.storage import KeyNotFound
+
+    try:
+        return FilterService.model_validate(store.get_json(f"models/{filter_model_name(classifier)}/{SERVICE_FILE}"))
+    except KeyNotFound:
+        return FilterService(reason="no filter has been put in service")
+
+
+def write_service(store, classifier: str, service: FilterService) -> FilterService:
+    if service.version is not None:
+        FilterRegistry(store, classifier).card(service.version)  # only a complete version goes in service
+    store.put_json(f"models/{filter_model_name(classifier)}/{SERVICE_FILE}", service.model_dump(mode="json"))
+    return service

@@ -75,6 +75,8 @@ class StackConfig:
     #: A TRANSFORMER node in front of the model (daic.serving.manifest.TransformerNode's
     #: ``model_class``), its own seldon-core-microservice; the graph is rendered as on a cluster.
     transformer_class: str | None = None
+    #: Its graph parameters (PREDICTIVE_UNIT_PARAMETERS, as Seldon passes them), e.g. the filter's.
+    transformer_parameters: dict[str, str] = field(default_factory=dict)
     transformer_port: int = 9001
     transformer_metrics_port: int = 6001
 
@@ -196,6 +198,15 @@ class LocalStack:
                 "--grpc-workers", "0", "--workers", str(c.workers), "--threads", str(c.threads),
                 "--log-level", "WARNING"]
 
+    def _transformer_env(self) -> dict[str, str]:
+        c = self.config
+        params = [{"name": k, "type": "STRING", "value": str(v)} for k, v in sorted(c.transformer_parameters.items())]
+        env = {"PREDICTIVE_UNIT_ID": c.graph()["name"], "SELDON_DEPLOYMENT_ID": c.deployment,
+               "PREDICTIVE_UNIT_PARAMETERS": json.dumps(params)}
+        if c.store_url:
+            env["DAIC_STORE"] = c.store_url
+        return env
+
     def _model_env(self) -> dict[str, str]:
         c = self.config
         params = [
@@ -223,8 +234,7 @@ class LocalStack:
                 self._spawn("sidecar", self.sidecar_command(), {})
             self._spawn("model", self.model_command(), self._model_env())
             if c.transformer_class:
-                self._spawn("transformer", self.transformer_command(),
-                            {"PREDICTIVE_UNIT_ID": c.graph()["name"], "SELDON_DEPLOYMENT_ID": c.deployment})
+                self._spawn("transformer", self.transformer_command(), self._transformer_env())
             self._spawn("gateway", self.gateway_command(), {})
             deadline = time.monotonic() + c.startup_timeout_s
             if c.with_sidecar:
