@@ -8,8 +8,9 @@ person with ``daic store`` can read it afterwards:
 =============================  ===========================================================
 ``cycles/<c>/sample.json``     design, parameters, window, the pool's summary (size, oracle mean,
                                P(correct) histogram) and what reading it cost (sample-operational)
-``cycles/<c>/sample.npz``      the draws and the drawn inputs (ids, p_correct, predictions): not
-                               the pool's N ids, which never leave the sampling step
+``cycles/<c>/sample.npz``      the draws (with their inclusion probabilities) and the drawn
+                               inputs (ids, p_correct, predictions): not the pool's N ids,
+                               which never leave the sampling step
 ``cycles/<c>/sample-inputs.npz``  the images of the sampled inputs (ids, inputs)
 ``cycles/<c>/labels.npz``      one label per sampled input (collect-labels)
 ``cycles/<c>/holdout.npz``     held-out labeled inputs, never trained on (images, labels, ids)
@@ -99,7 +100,9 @@ class SampleRecord:
         return np.setdiff1d(train, self.holdout_ids)
 
 
-def write_sample(store: ObjectStore, cycle: str, record: SampleRecord, inputs: np.ndarray) -> None:
+def write_sample(store: ObjectStore, cycle: str, record: SampleRecord, inputs: np.ndarray,
+                 inclusion: np.ndarray | None = None) -> None:
+    """``inclusion``: per draw, its first-order inclusion probability (stored as ``inclusion_prob``)."""
     s = record.sample
     arrays = {
         "ids": record.pool.ids,
@@ -114,6 +117,8 @@ def write_sample(store: ObjectStore, cycle: str, record: SampleRecord, inputs: n
     for name in ("selection_prob", "stratum", "control", "control_mean"):
         if getattr(s, name) is not None:
             arrays[name] = getattr(s, name)
+    if inclusion is not None:
+        arrays["inclusion_prob"] = np.asarray(inclusion, dtype=np.float64)
     store.put_arrays(key(cycle, "sample.npz"), **arrays)
     store.put_arrays(key(cycle, "sample-inputs.npz"), ids=record.sampled_ids,
                      inputs=np.asarray(inputs, dtype=np.float32))

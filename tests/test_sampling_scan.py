@@ -129,6 +129,11 @@ def test_ray_data_gives_the_same_pool_and_sample_as_the_local_read(store):
     """With a Ray address the projection and window filter run on Ray Data (2 local CPUs) and
     only compact blocks come back; the pool, and so a seed's sample, are the local read's."""
     ray = pytest.importorskip("ray")
+    from daic.training.ray_runtime import shutdown_local
+
+    shutdown_local()  # a Ray kept by an earlier training test in this process
+    if ray.is_initialized():
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         since, until = T0 - 900, T0 + 2 * 3600

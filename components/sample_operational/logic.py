@@ -150,7 +150,7 @@ def run(store: ObjectStore | str, config: SampleConfig, dataset_path: str | None
             **scan.summary(),
         },
     )
-    cycle_store.write_sample(store, cycle, record, inputs)
+    cycle_store.write_sample(store, cycle, record, inputs, inclusion)
     if dataset_path:
         write_draws_csv(dataset_path, record.pool, record.sample, holdout, inclusion)
     log.info("cycle %s: %d draws (%d inputs to label) from %d logged inputs with %s; read %d parts in %.1f s",

@@ -68,6 +68,8 @@ def test_run_writes_a_sample_record_each_design(operational_store, tmp_path, sam
     assert np.all((probs > 0) & (probs <= 1))
     if sampler == "srs":
         np.testing.assert_allclose(probs, 60 / 400)
+    # the record handed on carries the same probabilities, one per draw
+    np.testing.assert_allclose(store.get_arrays("cycles/c1/sample.npz")["inclusion_prob"], probs, rtol=1e-5)
 
 
 def test_same_seed_same_sample_other_seed_other_sample(operational_store):
