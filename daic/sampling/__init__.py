@@ -5,7 +5,8 @@ its estimator turns the labels into an accuracy estimate with a confidence inter
 labels as possible while finding many mispredictions (what retraining needs).
 
 Modules (one job each):
-    pool            `Pool`: ids, the oracle's per-input p_correct, predictions
+    pool            `Pool`: ids, the oracle's per-input p_correct, predictions; `SampledPool`
+    scan            a window's pool read from the Parquet records by column (locally or on Ray Data)
     sample          `Sample`, `Estimate` and the `Design` protocol (draw / estimate / max_draws)
     srs             simple random sampling, Clopper–Pearson interval (the baseline)
     stratified      strata on the oracle score, Neyman allocation, Korn–Graubard interval
