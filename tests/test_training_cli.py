@@ -41,3 +41,16 @@ def test_retrain_needs_a_parent_and_labels(tmp_path):
     out = _run("retrain", "--store", url, "--from", "v0001", "--labels", "labels/c-1/", "--note", "cycle")
     assert out.exit_code == 2 and "KEY=VALUE" in out.output
     assert ModelRegistry(store, "mnist").versions() == ["v0001"]
+
+
+def test_more_gpu_workers_than_gpus_is_a_usage_error_naming_both(tmp_path, monkeypatch):
+    """The GPU count is the hardware boundary (no GPU here): replaced by a fixed count of 1."""
+    from daic.training import ray_runtime
+
+    monkeypatch.setattr(ray_runtime, "gpus_present", lambda: 1)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    url = f"file://{tmp_path}"
+    out = _run("train", "--store", url, "--use-gpu", "--num-workers", "2", "--base-limit", "8")
+    assert out.exit_code == 1 and "Traceback" not in out.output
+    assert "2 GPU workers asked for but this machine has 1 GPU(s)" in out.output
+    assert open_store(url).list("models/") == []
