@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from daic.models.registry import ModelRegistry
-from daic.operators.estimates import PrometheusEstimate, canary_source, estimate_source
+from daic.operators.estimates import PrometheusEstimate, SidecarEstimate, canary_source, estimate_source
 from daic.operators.observations import DeploymentReading, EstimateError, EstimateReading, Observations, RunPhase
 from daic.operators.reconcile import CycleIdentity, reconcile
 from daic.operators.spec import EstimateSpec, parse_spec
@@ -180,6 +180,9 @@ def test_a_quiet_deployment_gives_no_new_evidence_and_old_readings_are_refused(w
     r2 = source.read(_now())
     assert isinstance(r1, EstimateReading) and isinstance(r2, EstimateReading), (r1, r2)
     assert (r1.observed_at, r1.n) == (r2.observed_at, r2.n) == (_stamp(truth["timestamp"]), 60)
+    # The sidecar's own endpoint (the other source) stamps its window the same way, not the call.
+    rest = SidecarEstimate(sc.url + "/estimate")
+    assert rest.read(_now()).observed_at == rest.read(_now()).observed_at == r1.observed_at
 
     # The trigger counts that window once: two reads of it are one breach, not two.
     spec = parse_spec({"deployment": {"name": "quiet"}, "estimate": {"url": "http://x/estimate"},
