@@ -131,7 +131,7 @@ class PrometheusEstimate:
     any replica's; the reading's time is the newest input of any replica
     (``daic_estimate_timestamp_seconds``), so with no new traffic the reading does not change.
     Replicas naming different model versions (a champion change reaching them one by one) are
-    refused until they agree.
+    refused until they agree; a selector matching several deployments is refused.
 
     **Custom** (any other ``query``): PromQL of your own for the accuracy, with ``countQuery`` for
     the window size (required) and ``driftQuery`` (> 0: alarm); each must return one sample.
@@ -247,6 +247,11 @@ def pool_replicas(replicas: list[dict[str, Any]], role: str, selector: str) -> E
         return (f"no {role} estimate for {selector}: {len(replicas)} replica(s) found"
                 + (", none with inputs in its window" if replicas else
                    " (is the sidecar scraped, and does it serve a version in that role?)"))
+    targets = sorted({(str(r["labels"].get("namespace", "")), str(r["labels"].get("deployment", ""))) for r in usable})
+    if len(targets) > 1:
+        named = ", ".join("/".join(x for x in t if x) for t in targets)
+        return (f"{selector} matches the sidecars of {len(targets)} deployments ({named}); the estimate of one "
+                "deployment pools only its replicas: narrow the selector (deployment=..., namespace=...)")
     versions = sorted({str(r["labels"].get("model_version")) for r in usable})
     if len(versions) > 1:
         found = [str(r["labels"].get("model_version")) for r in usable]

@@ -80,6 +80,9 @@ def test_replicas_are_pooled_by_window():
 def test_several_versions_or_nothing_give_no_reading_with_the_reason():
     split = pool_replicas([_replica("v1"), _replica("v2", n=200)], "champion", '{deployment="m"}')
     assert isinstance(split, str) and "v1 on 1, v2 on 1" in split and "waiting until they agree" in split
+    two = pool_replicas([_replica(), {**_replica(n=200), "labels": {"deployment": "other", "model_version": "v1"}}],
+                        "champion", "{}")
+    assert isinstance(two, str) and "matches the sidecars of 2 deployments" in two
     none = pool_replicas([], "canary", '{deployment="m"}')
     assert isinstance(none, str) and "no canary estimate" in none
     untimed = pool_replicas([_replica(timestamp=None)], "champion", "{}")
