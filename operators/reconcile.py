@@ -157,6 +157,64 @@ def pipeline_params(spec: CycleSpec, ident: CycleIdentity, name: str, threshold:
     return params
 
 
+@dataclass(frozen=True)
+class RemedyDecision:
+    """What the cycle does about a drop (issue 21): ``filter`` is ``deploy`` (put the input filter in
+    front of the champion), ``keep``, ``remove`` or ``none``; ``retrain`` whether a challenger is
+    trained; ``compare_to`` what the challenger must beat (the champion, or the champion behind the
+    filter once the filter serves)."""
+
+    filter: str
+    retrain: bool
+    compare_to: str
+    reason: str
+
+
+def decide_remedy(remedy: str, *, drop_confirmed: bool, traffic_clean: bool, filter_in_service: bool,
+                  champion_accuracy: float | None, filter_accuracy: float | None,
+                  min_improvement: float = 0.0) -> RemedyDecision:
+    """The remedy rows (pure; tests/test_filter_remedy.py is the table). ``champion_accuracy`` and
+    ``filter_accuracy`` are the labeled sample's offline estimates of the champion alone and behind
+    the filter; the filter goes in by the challenger's rule (gain > 0 and >= ``min_improvement``).
+
+    1. traffic clean again: remove a filter in service, train nothing;
+    2. drop not confirmed: keep what serves, train nothing;
+    3. ``retrain``: no filter (one left from an earlier spec is removed), train a challenger;
+    4. ``filter`` / ``both``: the filter goes in when it beats the champion, else none (a serving one is
+       removed); ``both`` also trains, and the challenger is then compared with the wrapped champion.
+    """
+    remedy = getattr(remedy, "value", remedy)
+    if remedy not in ("retrain", "filter", "both"):
+        raise ValueError(f"remedy must be retrain, filter or both, got {remedy!r}")
+    if traffic_clean:
+        if filter_in_service:
+            return RemedyDecision("remove", False, "champion", "traffic is clean again: the filter is removed")
+        return RemedyDecision("none", False, "champion", "traffic is clean: nothing to remedy")
+    if not drop_confirmed:
+        return RemedyDecision("keep" if filter_in_service else "none", False, "champion",
+                              "the labeled sample does not confirm the drop")
+    if remedy == "retrain":
+        return RemedyDecision("remove" if filter_in_service else "none", True, "champion",
+                              "remedy retrain: a challenger is trained, no filter")
+    beats = (champion_accuracy is not None and filter_accuracy is not None
+             and filter_accuracy - champion_accuracy > 0 and filter_accuracy - champion_accuracy >= min_improvement)
+    if beats:
+        gain = filter_accuracy - champion_accuracy
+        why = (f"champion+filter {filter_accuracy:.4f} beats champion {champion_accuracy:.4f} (gain {gain:+.4f}) "
+               "on the labeled sample")
+        if remedy == "filter":
+            return RemedyDecision("deploy", False, "champion", f"remedy filter: {why}")
+        return RemedyDecision("deploy", True, "wrapped-champion", f"remedy both: {why}; a challenger is trained "
+                                                                  "and must beat the wrapped champion")
+    if filter_accuracy is None or champion_accuracy is None:
+        why = "no offline estimate of the champion behind the filter"
+    else:
+        why = (f"champion+filter {filter_accuracy:.4f} does not beat champion {champion_accuracy:.4f} by "
+               f"> 0 and >= {min_improvement:.4f}")
+    return RemedyDecision("remove" if filter_in_service else "none", remedy == "both", "champion",
+                          f"remedy {remedy}: {why}" + ("; a challenger is trained" if remedy == "both" else ""))
+
+
 def reconcile(spec: CycleSpec, status: CycleStatus, obs: Observations, now: datetime,
               ident: CycleIdentity) -> Reconciled:
     """One reconcile pass. Does not mutate its arguments."""

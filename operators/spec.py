@@ -79,6 +79,14 @@ class PromotionMode(str, enum.Enum):
     manual = "manual"
 
 
+class Remedy(str, enum.Enum):
+    """What a confirmed drop gets (issue 21; Scanflow's two remedies): a retrained challenger, an
+    input filter in front of the champion (no labels, in service at once), or both."""
+    retrain = "retrain"
+    filter = "filter"
+    both = "both"
+
+
 class DeploymentRef(_Model):
     """The SeldonDeployment whose accuracy the cycle watches and whose traffic it switches."""
 
@@ -310,6 +318,7 @@ class CycleSpec(_Model):
     max_history: int = Field(default=20, ge=1, le=200)
     max_consecutive_failures: int = Field(default=3, ge=1, le=100)
     suspend: bool = False
+    remedy: Remedy = Remedy.both  # operators.reconcile.decide_remedy
 
 
 class InvalidSpec(ValueError):
