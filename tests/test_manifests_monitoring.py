@@ -225,3 +225,13 @@ def test_every_rule_metric_and_label_exists_in_the_sidecar():
             used |= set(re.findall(r"([a-z_]+)\s*=~?\s*\"", expr))
             missing = used - available - scrape_labels - {"__name__"} if names else set()
             assert not missing, f"{expr!r} uses labels {missing} the sidecar's series do not carry"
+
+
+def test_sidecar_exposition_passes_promtool_check_metrics():
+    metrics = SidecarMetrics("mnist", estimates=lambda: {"v0001": _EveryField(), "v0002": _EveryField()})
+    metrics.init_version("v0001")
+    text = generate_latest(metrics.registry).decode()
+    assert 'daic_serving_info{deployment="mnist",model_version="v0002",role="champion"} 1.0' in text
+    assert 'daic_sidecar_inputs_scored_total{deployment="mnist",model_version="v0001"} 0.0' in text
+    done = subprocess.run([_promtool(), "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
