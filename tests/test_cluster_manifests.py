@@ -102,3 +102,17 @@ def test_the_rayjob_the_train_step_renders_is_accepted_by_kuberays_crd(kube, tmp
                       entrypoint=["daic", "retrain", "--from", "champion"], num_workers=2,
                       gpus_per_worker=gpus)
     _apply_twice(kube, ["-f", str(_write(tmp_path, "rayjob.yaml", [render_rayjob(spec)]))])
+
+
+@pytest.mark.parametrize("settings", [{"backend": "rayjob", "gpus_per_worker": 1, "ray_cluster": ""}, {}],
+                         ids=["own-gpu-cluster", "on-daic-ray"])
+def test_the_rayjob_the_train_step_submits_is_accepted(kube, tmp_path, settings):
+    """components/train builds the RayJob from the step's settings: with its own (GPU) cluster, or
+    submitted to the long-lived RayCluster daic-ray (clusterSelector)."""
+    from daic.components.train import registry_access
+    from daic.components.train.logic import TrainConfig
+
+    ns = kube.namespace("rayjob")
+    job = registry_access.render_rayjob("s3://daic", "demo-c1-0123abcd", "mnist", "v0001",
+                                        "labels/demo-c1-0123abcd/", TrainConfig(namespace=ns, **settings))
+    _apply_twice(kube, ["-f", str(_write(tmp_path, "rayjob.yaml", [job]))])
