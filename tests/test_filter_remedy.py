@@ -62,3 +62,60 @@ def test_spec_remedy_default_values_and_crd_in_sync():
     crd = yaml.safe_load((ROOT / "manifests/crd/assessmentcycles.daic.dev.yaml").read_text())
     prop = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["remedy"]
     assert prop["enum"] == [r.value for r in Remedy] and prop["default"] == "both"
+
+
+def test_filter_remedy_step_adapts_decides_by_the_rule_serves_and_removes(tmp_path):
+    """One real (tiny) label-free adaptation on Ray Train's local mode; the decision must be the pure
+    rule's for the estimates the step measured, and the service record must follow it."""
+    pytest.importorskip("ray")
+    import numpy as np
+    import torch
+
+    from daic.data.corruptions import corrupt
+    from daic.data.mnist import load_split
+    from daic.filters.network import FilterNet
+    from daic.filters.registry import FilterRegistry, read_service
+    from daic.filters.remedy import filter_remedy, remove_when_clean
+    from daic.models.card import DataLineage
+    from daic.models.networks import build
+    from daic.models.reference import ReferenceConfig
+    from daic.models.registry import ModelRegistry
+    from daic.storage import open_store
+
+    store = open_store(f"file://{tmp_path}")
+    torch.manual_seed(0)
+    ModelRegistry(store, "mnist").register(model=build("small_cnn"), shadow=build("shadow_net"),
+                                           data=DataLineage(dataset="mnist", base_count=0),
+                                           reference_config=ReferenceConfig(val_limit=64, shift_per_condition=2,
+                                                                            corruptions=("fog",)))
+    generic = FilterRegistry(store, "mnist").register_filter(
+        net=FilterNet(), data=DataLineage(dataset="mnist", base_count=0), wraps_version="v0001",
+        metrics={"gate_threshold": 0.0})
+    test = load_split("test")
+    drifted = corrupt(test.images[:96], "fog", 4, seed=2)
+    store.put_arrays("cycles/c-1/pool.npz", images=drifted)
+    store.put_arrays("labels/c-1/batch-0.npz", images=drifted[:48], labels=test.labels[:48],
+                     ids=np.array([f"r{i}" for i in range(48)]))
+    kw = dict(classifier="mnist", champion_version="v0001", generic_version=generic.version,
+              pool_key="cycles/c-1/pool.npz", labels_prefix="labels/c-1/", cycle="c-1",
+              adapt={"base_limit": 64, "batch_size": 32, "val_limit": 64})
+    record = filter_remedy(store, remedy="both", **kw)
+    assert store.get_json("cycles/c-1/filter.json") == record and record["labels"] == 48
+    expected = decide_remedy("both", drop_confirmed=True, traffic_clean=False, filter_in_service=False,
+                             champion_accuracy=record["champion_accuracy"], filter_accuracy=record["filter_accuracy"])
+    assert (record["decision"], record["retrain"], record["reason"]) == (expected.filter, expected.retrain,
+                                                                        expected.reason)
+    assert record["retrain"] is True and record["filter_version"] == "v0002"
+    serving = read_service(store, "mnist")
+    assert serving.version == ("v0002" if record["decision"] == "deploy" else None)
+    # remedy retrain: no filter is fitted, none serves.
+    only = filter_remedy(store, remedy="retrain", **{**kw, "cycle": "c-2"})
+    assert "filter_version" not in only and only["decision"] in ("none", "remove")
+    assert read_service(store, "mnist").version is None
+    # End of the lifecycle: a serving filter is removed once traffic is clean again, and only then.
+    from daic.filters.registry import FilterService, write_service
+    write_service(store, "mnist", FilterService(version="v0002", cycle="c-3"))
+    assert remove_when_clean(store, classifier="mnist", traffic_clean=False) is None
+    assert remove_when_clean(store, classifier="mnist", traffic_clean=True).version is None
+    assert read_service(store, "mnist").version is None
+    assert remove_when_clean(store, classifier="mnist", traffic_clean=True) is None

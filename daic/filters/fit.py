@@ -54,8 +54,8 @@ def fit_filter(
     classifier = freeze(classifier.to(device))
     clean = torch.from_numpy(np.array(data.clean))
     noisy = torch.from_numpy(np.array(data.corrupted))
-    labels = torch.from_numpy(np.ascontiguousarray(data.labels))
-    pool = torch.from_numpy(np.ascontiguousarray(data.pool))
+    labels = torch.from_numpy(np.array(data.labels))
+    pool = torch.from_numpy(np.array(data.pool))
     index = epoch_pool(len(clean), 0, 1)
     steps = config.epochs * len(batch_bounds(len(shard_order(index, seed=config.seed, epoch=0, rank=rank,
                                                                           world_size=world_size)),

@@ -2,7 +2,7 @@
 
 ``FilterNet(x) = clip(x + r(x), 0, 1)``: the network predicts a correction, so the identity (the
 right answer for a clean input) is the easy function to learn and an untrained filter is nearly a
-pass-through. 28x28 -> 14x14 -> 28x28 with one skip connection; about 25 k parameters and
+pass-through. 28x28 -> 14x14 -> 28x28 with one skip connection; about 35 k parameters and
 ~10 MFLOP per image, so a single request costs well under a millisecond of CPU.
 """
 from __future__ import annotations

@@ -1,0 +1,87 @@
+"""The filter remedy of one cycle (issue 21), as the cycle's step calls it: adapt, estimate, decide, serve.
+
+1. adapt the generic filter to the cycle's unlabeled pool (label-free, warm start; daic.filters.workflow);
+2. on the cycle's labeled sample, estimate the champion alone and behind the adapted filter in each
+   gate mode; the mode adopted is the better one on the sample among those whose clean validation
+   accuracy (the card's) is at most ``max_clean_loss`` below the champion's;
+3. decide with the operator's pure rule (daic.operators.reconcile.decide_remedy);
+4. write the service record (filter in, kept or removed) and the decision with its reason to
+   ``cycles/<cycle>/filter.json``.
+
+:func:`remove_when_clean` is the end of the lifecycle: a filter in service is removed once traffic
+is clean again (the estimate back above the threshold, no drift alarm).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from daic.filters.config import FilterConfig
+from daic.filters.registry import FilterService, read_service, write_service
+
+
+def _record(store, cycle: str, record: dict[str, Any]) -> dict[str, Any]:
+    store.put_json(f"cycles/{cycle}/filter.json", record)
+    return record
+
+
+def filter_remedy(store, *, classifier: str, champion_version: str, generic_version: str, pool_key: str,
+                  labels_prefix: str, cycle: str, remedy: str = "both", drop_confirmed: bool = True,
+                  min_improvement: float = 0.0, max_clean_loss: float = 0.003,
+                  adapt: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    from daic.filters.apply import wrapped_predictions
+    from daic.filters.registry import FilterRegistry
+    from daic.filters.workflow import train_filter
+    from daic.models.inference import predict
+    from daic.models.registry import ModelRegistry
+    from daic.operators.reconcile import decide_remedy
+    from daic.training.data import load_labeled_batches
+
+    in_service = read_service(store, classifier).version is not None
+    labeled = load_labeled_batches(store, labels_prefix)
+    images, labels = np.asarray(labeled.images, np.float32), np.asarray(labeled.labels)
+    model, _ = ModelRegistry(store, classifier).load_networks(champion_version)
+    champion_acc = float((predict(model, images).predictions == labels).mean())
+    record: dict[str, Any] = {"cycle": cycle, "remedy": str(getattr(remedy, "value", remedy)),
+                              "champion_version": champion_version, "labels": int(len(labels)),
+                              "champion_accuracy": champion_acc}
+    filter_acc, gate, version = None, "gated", None
+    if remedy != "retrain" and drop_confirmed:
+        config = FilterConfig(classifier=classifier, classifier_version=champion_version, pool_key=pool_key,
+                              warm_start_from=generic_version, **{"epochs": 1, "base_limit": 4000, **(adapt or {})})
+        outcome = train_filter(store, config, notes={"cycle": cycle})
+        version, m = outcome.version, outcome.card.metrics
+        net = FilterRegistry(store, classifier).load_filter(version)
+        by_mode = {}
+        for mode in ("gated", "always"):
+            if m["val_accuracy_alone"] - m[f"val_accuracy_{mode}"] <= max_clean_loss:
+                by_mode[mode] = float((wrapped_predictions(model, net, images, mode, outcome.threshold)[0]
+                                       == labels).mean())
+        record["filter_version"], record["filter_accuracy_by_mode"] = version, by_mode
+        if by_mode:
+            gate = max(by_mode, key=by_mode.get)
+            filter_acc = by_mode[gate]
+    decision = decide_remedy(remedy, drop_confirmed=drop_confirmed, traffic_clean=False,
+                             filter_in_service=in_service, champion_accuracy=champion_acc,
+                             filter_accuracy=filter_acc, min_improvement=min_improvement)
+    record.update({"filter_accuracy": filter_acc, "gate": gate, "decision": decision.filter,
+                   "retrain": decision.retrain, "compare_to": decision.compare_to, "reason": decision.reason})
+    if decision.filter == "deploy":
+        write_service(store, classifier, FilterService(version=version, gate=gate, reason=decision.reason, cycle=cycle))
+    elif decision.filter == "remove":
+        write_service(store, classifier, FilterService(version=None, reason=decision.reason, cycle=cycle))
+    return _record(store, cycle, record)
+
+
+def remove_when_clean(store, *, classifier: str, traffic_clean: bool, remedy: str = "both",
+                      cycle: Optional[str] = None) -> Optional[FilterService]:
+    """Remove the filter in service when traffic is clean again; the new record, or None if nothing changed."""
+    from daic.operators.reconcile import decide_remedy
+
+    serving = read_service(store, classifier).version is not None
+    d = decide_remedy(remedy, drop_confirmed=False, traffic_clean=traffic_clean, filter_in_service=serving,
+                      champion_accuracy=None, filter_accuracy=None)
+    if d.filter != "remove":
+        return None
+    return write_service(store, classifier, FilterService(version=None, reason=d.reason, cycle=cycle))
