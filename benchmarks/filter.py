@@ -1,0 +1,282 @@
+"""The second remedy (issue 21): an input filter in front of the champion, vs retraining, vs both.
+
+Usage (the recorded run is in docs/benchmarks.md):
+    nice -n 10 python benchmarks/filter.py [--seeds 0 1 2] [--scenarios mixture impulse_noise motion_blur fog]
+        [--store file:///abs/path] [--labels 200] [--adapt-base 8000] [--retrain-base 20000] [--quick]
+
+Per scenario and seed, on one champion (SmallCNN, trained once and cached in ``--store``):
+
+* drifted traffic: ``test[5000:10000]`` with ``--share`` of the inputs corrupted (the demo's
+  mixture at its severities, or one corruption type at severity 4 that the filter never saw:
+  daic.filters.config.HELD_OUT); the cycle's unlabeled pool: ``test[0:2000]``, drifted the same
+  way with another noise seed; its first ``--labels`` inputs are the labeled sample a retrain gets;
+* **before**: the champion alone; **filter**: the champion behind the filter (gated and
+  always-on; the adopted mode is the better one on drifted traffic among those that cost <= 0.3
+  points of clean accuracy), 0 labels -- the generic filter (trained once, before any drift) and
+  the filter adapted without labels to the pool at the trigger; **retrain**: daic.training.workflow.retrain
+  on the labeled sample (warm start, 2 epochs, on ``--retrain-base`` base images); **both**: the
+  retrained challenger behind the adapted filter;
+* regained = (accuracy - before) / (clean accuracy - before); clean change on ``test[5000:10000]``
+  uncorrupted; time to service = trigger -> the adapted filter registered and named in the
+  service record (the transformer picks it up within its ``reload_interval_s``);
+* latency added per request (one image) by the transformer's work (decode, filter, gate, encode:
+  ``InputFilter.transform``), p50/p99 over 2,000 requests, one torch thread, and with ``--stack``
+  end to end through the local stack (filter transformer vs no transformer).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+EVAL = slice(5000, 10000)
+POOL = slice(0, 2000)
+SEVERITY = 4
+MIXTURE = "mixture"
+GOALS = {"filter_regain": 0.40, "both_regain": 0.90, "clean_loss_pts": 0.3, "p99_ms": 5.0}
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--store", default=None, help="object store URL (default: .daic/bench-cache/filter)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--scenarios", nargs="+", default=[MIXTURE, "impulse_noise", "motion_blur", "fog"])
+    p.add_argument("--share", type=float, default=0.8, help="share of drifted inputs (the demo's)")
+    p.add_argument("--labels", type=int, default=200, help="labels a retrain gets (the demo's budget)")
+    p.add_argument("--generic-epochs", type=int, default=3)
+    p.add_argument("--generic-base", type=int, default=20000)
+    p.add_argument("--adapt-epochs", type=int, default=1)
+    p.add_argument("--adapt-base", type=int, default=8000)
+    p.add_argument("--retrain-base", type=int, default=20000)
+    p.add_argument("--retrain-epochs", type=int, default=2)
+    p.add_argument("--no-retrain", action="store_true")
+    p.add_argument("--stack", action="store_true", help="also measure end-to-end latency through the local stack")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
+    return p.parse_args()
+
+
+def drift(images: np.ndarray, scenario: str, share: float, seed: int) -> np.ndarray:
+    """``share`` of the inputs corrupted: the demo's mixture spread evenly, or one type at SEVERITY."""
+    from daic.data.corruptions import corrupt
+    from daic.demo.config import DEFAULT_MIXTURE
+
+    rng = np.random.default_rng([seed, 21])
+    out = np.array(images, dtype=np.float32, copy=True)
+    hit = np.flatnonzero(rng.random(len(out)) < share)
+    parts = list(DEFAULT_MIXTURE) if scenario == MIXTURE else [(scenario, SEVERITY)]
+    for i, (name, sev) in enumerate(parts):
+        idx = hit[i::len(parts)]
+        if len(idx):
+            out[idx] = corrupt(out[idx], name, int(sev), seed=seed * 17 + i)
+    return out
+
+
+def champion(store, args) -> str:
+    from daic.models.registry import ModelRegistry
+    from daic.training.config import TrainConfig
+    from daic.training.workflow import train_and_register
+
+    registry = ModelRegistry(store, "mnist")
+    if registry.champion_pointer() is not None:
+        return registry.champion()
+    config = TrainConfig(num_workers=1, epochs=1 if args.quick else 3, base_limit=2000 if args.quick else None)
+    return train_and_register(store, "mnist", config, promote="always").version
+
+
+def generic_filter(store, version: str, args):
+    from daic.filters.config import FilterConfig
+    from daic.filters.registry import FilterRegistry
+    from daic.filters.workflow import train_filter
+
+    registry = FilterRegistry(store, "mnist")
+    for card in registry.cards():
+        if card.data.notes.get("purpose") == "generic" and card.train_config.get("classifier_version") == version \
+                and card.train_config.get("base_limit") == args.generic_base and card.train_config.get("epochs") == args.generic_epochs:
+            return card
+    config = FilterConfig(classifier_version=version, epochs=args.generic_epochs, base_limit=args.generic_base)
+    return train_filter(store, config, notes={"purpose": "generic"}).card
+
+
+def accuracy_behind(classifier, net, images, labels, mode, threshold) -> float:
+    from daic.filters.apply import wrapped_predictions
+
+    return float((wrapped_predictions(classifier, net, images, mode, threshold)[0] == labels).mean())
+
+
+def latency(net, threshold: float, n: int) -> dict[str, float]:
+    """Per-request ms of the transformer's work at one image: decode+filter+gate+encode, minus a
+    decode+encode pass-through (what a transformer costs without the filter)."""
+    import torch
+
+    from daic.serving.filter import InputFilter, ServedFilter
+
+    torch.set_num_threads(1)
+    from daic.data.mnist import load_split
+
+    images = load_split("test").images[:n].astype(np.float64).round(4)
+    on, off = InputFilter(), InputFilter()
+    on._served = ServedFilter("bench", net, "gated", threshold)
+    off._served = ServedFilter(None, None, "off", 0.0)
+    times = {"filter": [], "pass": []}
+    for i in range(n):
+        req = {"data": {"ndarray": images[i:i + 1].tolist()}}
+        for key, server in (("pass", off), ("filter", on)):
+            t = time.perf_counter()
+            server.transform(req)
+            times[key].append((time.perf_counter() - t) * 1000)
+    f, p = np.asarray(times["filter"]), np.asarray(times["pass"])
+    return {"p50": float(np.percentile(f, 50) - np.percentile(p, 50)),
+            "p99": float(np.percentile(f, 99) - np.percentile(p, 99)),
+            "filter_p50": float(np.percentile(f, 50)), "filter_p99": float(np.percentile(f, 99))}
+
+
+def stack_latency(store, n: int) -> dict[str, float]:
+    """End to end through the local stack: filter transformer in front vs the model alone."""
+    import requests
+
+    from daic.data.mnist import load_split
+    from daic.serving.filter import FILTER_CLASS
+    from daic.serving.stack import LocalStack, StackConfig
+
+    images = load_split("test").images[:n]
+    base = Path(".daic/bench-cache/filter/stack")
+    out = {}
+    for label, cls in (("model", None), ("filter", FILTER_CLASS)):
+        config = StackConfig(store_url=store.url, gateway_port=18403, model_port=19400, model_metrics_port=16400,
+                             sidecar_port=18400, sidecar_ingest_port=18401, transformer_port=19401,
+                             transformer_metrics_port=16401, state_dir=base / label / "state",
+                             log_dir=base / label / "logs", transformer_class=cls,
+                             transformer_parameters={"model_name": "mnist"} if cls else {})
+        times = []
+        with LocalStack(config) as running, requests.Session() as s:
+            url = running.gateway_url + "/api/v1.0/predictions"
+            for i in range(n):
+                body = {"data": {"ndarray": np.round(images[i:i + 1].astype(np.float64), 4).tolist()}}
+                t = time.perf_counter()
+                r = s.post(url, json=body, timeout=30)
+                times.append((time.perf_counter() - t) * 1000)
+                assert r.status_code == 200, r.text
+        times = np.asarray(times[20:])  # first requests warm the workers
+        out[label] = (float(np.percentile(times, 50)), float(np.percentile(times, 99)))
+    return {"p50": out["filter"][0] - out["model"][0], "p99": out["filter"][1] - out["model"][1],
+            "model_p50": out["model"][0], "model_p99": out["model"][1],
+            "with_filter_p50": out["filter"][0], "with_filter_p99": out["filter"][1]}
+
+
+def main() -> None:
+    args = _parse()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if args.quick:
+        args.generic_base, args.adapt_base, args.retrain_base, args.generic_epochs = 2000, 1000, 1000, 1
+    from rich.console import Console
+    from rich.table import Table
+
+    from daic.data.mnist import load_split
+    from daic.filters.config import FilterConfig
+    from daic.filters.registry import FilterRegistry, FilterService, write_service
+    from daic.filters.workflow import train_filter
+    from daic.models.inference import predict
+    from daic.models.registry import ModelRegistry
+    from daic.storage import open_store
+    from daic.training.workflow import retrain
+
+    console = Console(width=250)
+    url = args.store or f"file://{Path('.daic/bench-cache/filter' + ('-quick' if args.quick else '')).resolve()}"
+    store = open_store(url)
+    t0 = time.perf_counter()
+    version = champion(store, args)
+    classifier, _ = ModelRegistry(store, "mnist").load_networks(version)
+    generic = generic_filter(store, version, args)
+    filters = FilterRegistry(store, "mnist")
+    generic_net = filters.load_filter(generic.version)
+    console.print(f"champion {version}; generic filter {generic.version} (clean val: alone "
+                  f"{generic.metrics['val_accuracy_alone']:.4f}, gated {generic.metrics['val_accuracy_gated']:.4f}, "
+                  f"always {generic.metrics['val_accuracy_always']:.4f}); setup {time.perf_counter() - t0:.0f} s")
+    test = load_split("test")
+    clean_x, y = np.asarray(test.images[EVAL], np.float32), np.asarray(test.labels[EVAL])
+    pool_clean, pool_y = np.asarray(test.images[POOL], np.float32), np.asarray(test.labels[POOL])
+    if args.quick:
+        clean_x, y = clean_x[:500], y[:500]
+    clean_alone = float((predict(classifier, clean_x).predictions == y).mean())
+    rows = []
+    for scenario in args.scenarios:
+        for seed in args.seeds:
+            x = drift(clean_x, scenario, args.share, seed)
+            pool = drift(pool_clean, scenario, args.share, seed + 1000)
+            cycle = f"bench-{scenario}-{seed}"
+            store.put_arrays(f"cycles/{cycle}/pool.npz", images=pool)
+            before = float((predict(classifier, x).predictions == y).mean())
+            r = {"scenario": scenario, "seed": seed, "clean": clean_alone, "before": before}
+            g_thr = float(generic.metrics["gate_threshold"])
+            for mode in ("gated", "always"):
+                r[f"generic_{mode}"] = accuracy_behind(classifier, generic_net, x, y, mode, g_thr)
+            trigger = time.perf_counter()
+            adapted = train_filter(store, FilterConfig(classifier_version=version, warm_start_from=generic.version,
+                                                       pool_key=f"cycles/{cycle}/pool.npz", epochs=args.adapt_epochs,
+                                                       base_limit=args.adapt_base, seed=seed),
+                                   notes={"cycle": cycle})
+            net, thr = filters.load_filter(adapted.version), adapted.threshold
+            modes = {m: (accuracy_behind(classifier, net, x, y, m, thr),
+                         accuracy_behind(classifier, net, clean_x, y, m, thr)) for m in ("gated", "always")}
+            allowed = [m for m in modes if (clean_alone - modes[m][1]) * 100 <= GOALS["clean_loss_pts"]] or ["gated"]
+            adopt = max(allowed, key=lambda m: modes[m][0])
+            write_service(store, "mnist", FilterService(version=adapted.version, gate=adopt, cycle=cycle,
+                                                        reason="benchmark"))
+            r["to_service_s"] = time.perf_counter() - trigger
+            r.update({f"filter_{m}": modes[m][0] for m in modes})
+            r.update({f"clean_{m}": modes[m][1] for m in modes})
+            r["adopted"], r["filter"], r["filter_clean"] = adopt, modes[adopt][0], modes[adopt][1]
+            if not args.no_retrain:
+                labels_prefix = f"labels/{cycle}/"
+                store.put_arrays(f"{labels_prefix}batch-0.npz", images=pool[:args.labels], labels=pool_y[:args.labels],
+                                 ids=np.array([f"{cycle}-{i}" for i in range(args.labels)]))
+                out = retrain(store, "mnist", version, labels_prefix, num_workers=1, epochs=args.retrain_epochs,
+                              base_limit=args.retrain_base, test_limit=1000, lineage={"cycle": cycle})
+                challenger, _ = ModelRegistry(store, "mnist").load_networks(out.version)
+                r["retrain"] = float((predict(challenger, x).predictions == y).mean())
+                r["both"] = accuracy_behind(challenger, net, x, y, adopt, thr)
+                r["retrain_clean"] = float((predict(challenger, clean_x).predictions == y).mean())
+            rows.append(r)
+            console.print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
+    write_service(store, "mnist", FilterService(version=None, reason="benchmark done"))
+
+    def regain(acc, r):
+        drop = r["clean"] - r["before"]
+        return (acc - r["before"]) / drop if drop > 0 else float("nan")
+
+    table = Table(title=f"input filter vs retraining (share {args.share}, {args.labels} labels for retraining)")
+    for col in ("scenario", "seeds", "clean", "before", "generic filter (gated/always)", "adapted filter [mode]",
+                "regained", "retrain", "both", "regained (both)", "clean change (filter)", "labels f/r",
+                "trigger->service s"):
+        table.add_column(col)
+    for scenario in args.scenarios:
+        rs = [r for r in rows if r["scenario"] == scenario]
+        m = lambda k: float(np.mean([r[k] for r in rs]))  # noqa: E731
+        modes = sorted({r["adopted"] for r in rs})
+        reg = [regain(r["filter"], r) for r in rs]
+        table.add_row(
+            scenario, str(len(rs)), f"{100 * m('clean'):.2f}", f"{100 * m('before'):.2f}",
+            f"{100 * m('generic_gated'):.2f}/{100 * m('generic_always'):.2f}",
+            f"{100 * m('filter'):.2f} [{','.join(modes)}]", f"{100 * np.mean(reg):.0f}% (min {100 * min(reg):.0f}%)",
+            "-" if args.no_retrain else f"{100 * m('retrain'):.2f}", "-" if args.no_retrain else f"{100 * m('both'):.2f}",
+            "-" if args.no_retrain else f"{100 * np.mean([regain(r['both'], r) for r in rs]):.0f}%",
+            f"{100 * (m('filter_clean') - m('clean')):+.2f} pts", f"0/{args.labels}",
+            f"{m('to_service_s'):.1f} (max {max(r['to_service_s'] for r in rs):.1f})")
+    console.print(table)
+    lat = latency(generic_net, float(generic.metrics["gate_threshold"]), 300 if args.quick else 2000)
+    console.print(f"latency added per request by the filter transformer's work (1 image, 1 torch thread): "
+                  f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms (its whole work: p50 {lat['filter_p50']:.2f}, "
+                  f"p99 {lat['filter_p99']:.2f} ms); goal p99 <= {GOALS['p99_ms']} ms")
+    if args.stack:
+        s = stack_latency(store, 120 if args.quick else 1000)
+        console.print(f"end to end through the local stack (1 image per request): model alone p50 {s['model_p50']:.2f} / "
+                      f"p99 {s['model_p99']:.2f} ms; filter in front p50 {s['with_filter_p50']:.2f} / p99 "
+                      f"{s['with_filter_p99']:.2f} ms; added p50 {s['p50']:.2f}, p99 {s['p99']:.2f} ms")
+    console.print(f"load average {os.getloadavg()}; wall {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
