@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from daic.serving.manifest import DeploymentParams, render_canary_deployment, render_seldon_deployment
+from daic.serving.manifest import DeploymentParams, render_canary_deployment, render_seldon_deployment, to_yaml
 from daic.training.rayjob import RayJobSpec, render_rayjob
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,8 +78,10 @@ def test_the_kustomizations_cover_the_install_and_the_examples():
 
 
 def _write(tmp_path: Path, name: str, objects: list[dict]) -> Path:
+    """As JSON (what the kubernetes client sends); the SeldonDeployment test uses ``to_yaml``,
+    what ``daic serve`` prints for ``kubectl apply``."""
     path = tmp_path / name
-    path.write_text(yaml.safe_dump_all(objects))
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
     return path
 
 
@@ -87,9 +89,10 @@ def test_the_seldon_deployments_daic_renders_apply(kube, tmp_path):
     """The SeldonDeployment ``daic serve`` renders, and its canary form (two predictors)."""
     ns = kube.namespace("sdep")
     params = DeploymentParams(name="mnist", namespace=ns, model_version="v0001")
-    _apply_twice(kube, ["-f", str(_write(tmp_path, "sdep.yaml", [render_seldon_deployment(params)]))])
-    canary = render_canary_deployment(params, "v0002", 20)
-    _apply_twice(kube, ["-f", str(_write(tmp_path, "canary.yaml", [canary]))])
+    (tmp_path / "sdep.yaml").write_text(to_yaml(render_seldon_deployment(params)))
+    _apply_twice(kube, ["-f", str(tmp_path / "sdep.yaml")])
+    (tmp_path / "canary.yaml").write_text(to_yaml(render_canary_deployment(params, "v0002", 20)))
+    _apply_twice(kube, ["-f", str(tmp_path / "canary.yaml")])
     live = kube.custom().get_namespaced_custom_object("machinelearning.seldon.io", "v1", ns,
                                                       "seldondeployments", "mnist")
     assert [(p["name"], p["traffic"]) for p in live["spec"]["predictors"]] == [("default", 80), ("canary", 20)]
@@ -101,7 +104,7 @@ def test_the_rayjob_the_train_step_renders_is_accepted_by_kuberays_crd(kube, tmp
     spec = RayJobSpec(name="retrain-c-1", namespace=ns, image="registry.example.com/daic-train:0.1.0",
                       entrypoint=["daic", "retrain", "--from", "champion"], num_workers=2,
                       gpus_per_worker=gpus)
-    _apply_twice(kube, ["-f", str(_write(tmp_path, "rayjob.yaml", [render_rayjob(spec)]))])
+    _apply_twice(kube, ["-f", str(_write(tmp_path, "rayjob.json", [render_rayjob(spec)]))])
 
 
 @pytest.mark.parametrize("settings", [{"backend": "rayjob", "gpus_per_worker": 1, "ray_cluster": ""}, {}],
@@ -115,4 +118,4 @@ def test_the_rayjob_the_train_step_submits_is_accepted(kube, tmp_path, settings)
     ns = kube.namespace("rayjob")
     job = registry_access.render_rayjob("s3://daic", "demo-c1-0123abcd", "mnist", "v0001",
                                         "labels/demo-c1-0123abcd/", TrainConfig(namespace=ns, **settings))
-    _apply_twice(kube, ["-f", str(_write(tmp_path, "rayjob.yaml", [job]))])
+    _apply_twice(kube, ["-f", str(_write(tmp_path, "rayjob.json", [job]))])

@@ -61,6 +61,20 @@ def _split(sdep: dict) -> list[tuple[str, str, int]]:
     return out
 
 
+def _pruned(written, stored, path: str) -> list[str]:
+    """Paths of values a merge patch wrote (nulls delete) that the stored object lacks."""
+    if isinstance(written, dict):
+        if not isinstance(stored, dict):
+            return [path]
+        return [p for k, v in written.items() if v is not None
+                for p in ([f"{path}.{k}"] if k not in stored else _pruned(v, stored[k], f"{path}.{k}"))]
+    if isinstance(written, list):
+        if not isinstance(stored, list) or len(stored) != len(written):
+            return [path]
+        return [p for i, (w, s) in enumerate(zip(written, stored)) for p in _pruned(w, s, f"{path}[{i}]")]
+    return []
+
+
 def _role_rules() -> set[tuple[str, str, str]]:
     role = yaml.safe_load((REPO / "manifests" / "operator" / "role.yaml").read_text())
     return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
@@ -119,6 +133,9 @@ def test_a_drop_runs_one_cycle_to_promotion_under_the_operators_own_rbac(kube, w
         refused = [(request_key(e), e["responseStatus"].get("code")) for e in made
                    if e.get("responseStatus", {}).get("code") == 403]
         assert not refused, f"requests RBAC refused the operator: {refused}"
+        pruned = [p for e in made if request_key(e) == (GROUP, f"{PLURAL}/status", "patch")
+                  for p in _pruned(e["requestObject"].get("status"), e["responseObject"].get("status"), "status")]
+        assert not pruned, f"the server dropped status fields the operator wrote (not in the CRD): {sorted(set(pruned))}"
         used = {request_key(e) for e in made if e.get("objectRef")}  # not discovery (/api, /apis, /version)
         assert used == _role_rules(), ("the Role must grant exactly what is used: unused grants "
                                        f"{sorted(_role_rules() - used)}, used but not granted {sorted(used - _role_rules())}")

@@ -7,13 +7,13 @@ etcd) is reached through ``control_plane``, which is None for a user's cluster.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from .control_plane import ControlPlane, audit_events, kubeconfig
 
@@ -68,11 +68,13 @@ class Kube:
         return proc
 
     def apply_objects(self, objects: list[dict[str, Any]], namespace: str | None = None) -> None:
-        """Server-side apply as the admin, with strict field validation."""
+        """Server-side apply as the admin, with strict field validation. Sent as JSON: YAML written
+        by PyYAML leaves keys such as ``n`` and ``y`` unquoted, which kubectl's YAML 1.1 reader
+        turns into booleans (a CRD property ``n`` became ``"false"``)."""
         args = ["apply", "--server-side", "--validate=strict", "--force-conflicts", "-f", "-"]
         if namespace:
             args = ["-n", namespace, *args]
-        self.kubectl(*args, input=yaml.safe_dump_all(objects))
+        self.kubectl(*args, input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
 
     def has_crd(self, name: str) -> bool:
         return self.kubectl("get", f"crd/{name}", "--ignore-not-found", "-o", "name").stdout.strip() != ""

@@ -34,10 +34,14 @@ STOP_TIMEOUT_S = 20.0
 SERVICE_CIDR = "10.96.0.0/16"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
+# Every request's metadata; for the operator's status writes also the body sent and the object stored,
+# so a test can see whether the server pruned a field the operator wrote (it does so silently).
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
+  - level: RequestResponse
+    resources: [{group: daic.dev, resources: [assessmentcycles/status]}]
   - level: Metadata
 """
 
