@@ -173,3 +173,21 @@ def test_trigger_fires_on_the_change_alarm_and_waits_for_it_to_clear():
                                     trigger_on_change=False), e).assess
     # Disarmed: an estimate above threshold + hysteresis does not re-arm while the alarm is on.
     assert not decide(policy, e, armed=False).armed
+
+
+def test_a_floor_on_the_clean_mean_shifts_k_and_h_together():
+    rng = np.random.default_rng(8)
+    e = _clean_errors(rng, 5000)
+    plain = CusumDetector.calibrate(e, ChangeConfig(seed=1))
+    floored = CusumDetector.calibrate(e, ChangeConfig(seed=1), at_least=e.mean() + 0.05)
+    assert floored.mean0 == pytest.approx(e.mean() + 0.05) and floored.k == pytest.approx(plain.k + 0.05)
+    assert floored.h == pytest.approx(plain.h, rel=0.05)  # the same scores, shifted: the same walk
+    assert CusumDetector.calibrate(e, ChangeConfig(seed=1), at_least=0.0) == plain  # below the mean: no effect
+    # Traffic 5 points worse than the calibration rows alarms with the plain detector, not the floored one.
+    worse = np.clip(e + 0.05, 0, 1)
+    det_plain, det_floor = CusumDetector(plain), CusumDetector(floored)
+    for _ in range(20):
+        x = rng.choice(worse, 1000)
+        det_plain.update(x)
+        det_floor.update(x)
+    assert det_plain.alarms > 0 and det_floor.alarms == 0

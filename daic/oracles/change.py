@@ -189,14 +189,21 @@ class CusumDetector:
         self.alarms = int(alarms)     # alarm onsets seen
 
     @staticmethod
-    def calibrate(clean_scores: np.ndarray, config: ChangeConfig | None = None) -> Cusum:
-        """The CUSUM for rises of ``config.drop`` in the mean of scores like ``clean_scores``."""
+    def calibrate(clean_scores: np.ndarray, config: ChangeConfig | None = None,
+                  at_least: float | None = None) -> Cusum:
+        """The CUSUM for rises of ``config.drop`` in the mean of scores like ``clean_scores``.
+
+        ``at_least``: a floor for the clean mean (e.g. the reference's error rate, when the
+        scores of the calibration rows are known to be optimistic); the scores are shifted up to
+        it before the simulation, so k and h both describe clean traffic at that mean."""
         cfg = config or ChangeConfig()
         e = np.asarray(clean_scores, dtype=np.float64)
         if e.ndim != 1 or e.size < 20:
             raise ValueError(f"clean_scores must be 1-d with at least 20 values, got shape {e.shape}")
         if not np.all(np.isfinite(e)):
             raise ValueError("clean_scores must be finite")
+        if at_least is not None and at_least > e.mean():
+            e = e + (float(at_least) - e.mean())
         mean0 = float(e.mean())
         k = mean0 + cfg.drop / 2
         rng = np.random.default_rng(cfg.seed)
