@@ -13,7 +13,7 @@ QUIET_PIP := 2>&1 | { grep -v -e "is ignored: it is neither a file nor a directo
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: demo test venv venv-serving venv-labelstudio system-packages clean compile-pipelines control-plane
+.PHONY: demo test venv venv-serving venv-labelstudio system-packages clean compile-pipelines control-plane kuberay-operator
 
 demo: venv venv-serving
 	$(VENV)/bin/daic demo $(DEMO_ARGS)
@@ -93,6 +93,17 @@ $(KUBE_APISERVER): tests/cluster/k8sbin/go.mod tests/cluster/k8sbin/go.sum
 $(ETCD): tests/cluster/etcdbin/go.mod tests/cluster/etcdbin/go.sum
 	@mkdir -p $(K8S_CACHE)
 	cd tests/cluster/etcdbin && $(GO) build -buildvcs=false -o $(CURDIR)/$@.tmp go.etcd.io/etcd/server/v3
+	mv $@.tmp $@
+
+# Optional, not built by make test (a cold build takes about 15 minutes): KubeRay's operator from its
+# Go module, for tests/test_cluster_kuberay.py (skipped without it).
+KUBERAY_VERSION := $(shell awk '$$1=="require" && $$2=="github.com/ray-project/kuberay/ray-operator" {print $$3}' tests/cluster/kuberaybin/go.mod)
+RAY_OPERATOR := $(K8S_CACHE)/ray-operator-$(KUBERAY_VERSION)
+kuberay-operator: $(RAY_OPERATOR)
+
+$(RAY_OPERATOR): tests/cluster/kuberaybin/go.mod tests/cluster/kuberaybin/go.sum
+	@mkdir -p $(K8S_CACHE)
+	cd tests/cluster/kuberaybin && $(GO) build -buildvcs=false -o $(CURDIR)/$@.tmp github.com/ray-project/kuberay/ray-operator
 	mv $@.tmp $@
 
 # kustomize reads files only inside its tree: manifests/base keeps a copy (a test checks they match).

@@ -41,3 +41,11 @@ class Binaries:
 
     def missing(self) -> list[Path]:
         return [p for p in (self.kube_apiserver, self.etcd) if not os.access(p, os.X_OK)]
+
+
+KUBERAY_VERSION = required_version(HERE / "kuberaybin" / "go.mod", "github.com/ray-project/kuberay/ray-operator")
+
+
+def ray_operator() -> Path:
+    """KubeRay's operator, built by ``make kuberay-operator`` (optional: make test does not build it)."""
+    return Path(os.environ.get("DAIC_K8S_CACHE", CACHE)) / f"ray-operator-{KUBERAY_VERSION}"
