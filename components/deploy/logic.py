@@ -149,12 +149,30 @@ def promote_seldon(api, version: str, config: DeployConfig,
     return previous, steps
 
 
+def calibration_labels(store: ObjectStore, cycle: str, version: str, config: DeployConfig) -> int:
+    """The cycle's labelled held-out inputs, run through the new champion, stored for the sidecar to
+    calibrate its first window with (:mod:`daic.models.first_window`); 0 when the cycle has none."""
+    from daic.models import first_window
+    from daic.models.registry import ModelRegistry
+
+    if not store.exists(cycle_store.key(cycle, "holdout.npz")):
+        return 0
+    held = cycle_store.read_holdout(store, cycle)
+    if not len(held["labels"]):
+        return 0
+    model, shadow = ModelRegistry(store, config.model_name).load_networks(version)
+    return first_window.write(store, config.model_name, version, model, shadow, held["images"], held["labels"],
+                              held["ids"])
+
+
 def run(store: ObjectStore | str, cycle: str, version: str, config: DeployConfig, api=None,
         sleep: Callable[[float], None] = time.sleep) -> DeployResult:
     store = open_store(store or None) if isinstance(store, str) else store
     if not version:
         raise ValueError("challenger_version is empty: nothing to deploy")
     judged_against = evaluated_champion(store, cycle, version)
+    # Before the champion moves, so the sidecar finds them when it fits the new version's assessor.
+    n_first_window = calibration_labels(store, cycle, version, config)
     if config.target == "seldon":
         # Check before touching the cluster; the pointer's own compare-and-set closes the race after.
         registry_access.check_champion(store, config.model_name, judged_against)
@@ -164,6 +182,7 @@ def run(store: ObjectStore | str, cycle: str, version: str, config: DeployConfig
     else:
         previous = judged_against or registry_access.current_champion(store, config.model_name)
         steps = promote_local(store, version, config, judged_against)
+    steps.insert(0, {"step": "first-window labels", "count": n_first_window})
     result = DeployResult(champion_version=version, previous_version=previous, steps=steps)
     store.put_json(cycle_store.key(cycle, "deploy.json"),
                    {"cycle": cycle, "config": asdict(config), **asdict(result), "created": time.time()})

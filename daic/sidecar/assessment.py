@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from daic.models import first_window
 from daic.oracles.pipeline import OnlineAssessor
 from daic.oracles.window import OnlineEstimator
 from daic.serving.loading import load_oracle_reference, resolve_version
@@ -89,6 +90,8 @@ class AssessorPool:
             if assessor is None:
                 reference, shifted = load_oracle_reference(self.store, self.model_name, version)
                 assessor = self._fit_or_load(version, reference, shifted)
+                # Labelled held-out inputs of the cycle that promoted it (daic.models.first_window).
+                assessor = first_window.calibrate(assessor, self.store, self.model_name, version)
                 self._assessors[version] = assessor
                 while len(self._assessors) > self.keep:
                     self._assessors.popitem(last=False)
