@@ -25,6 +25,16 @@ class Summary:
     lines: list[str]
 
 
+def regained_fraction(before: float, after: float | None, cycles: list[CycleView]) -> tuple[float, float] | None:
+    """((after - before) / (clean - before), clean): the share of the drop a promotion won back, with
+    clean = the replaced champion's clean test accuracy that evaluate recorded; None without one."""
+    clean = next((c.evaluation["champion_clean"] for c in cycles
+                  if isinstance(c.evaluation.get("champion_clean"), (int, float))), None)
+    if after is None or clean is None or clean <= before:
+        return None
+    return (after - before) / (clean - before), float(clean)
+
+
 def summarise(timeline: Timeline, cycles: list[CycleView]) -> Summary:
     pts = [p for p in timeline.points if p.true_accuracy is not None]
     lines = []
@@ -38,6 +48,11 @@ def summarise(timeline: Timeline, cycles: list[CycleView]) -> Summary:
             if after:
                 line += f", after promotion: {100 * sum(after) / len(after):.1f}%"
             lines.append(line)
+            regained = regained_fraction(sum(before) / len(before), sum(after) / len(after) if after else None,
+                                         cycles)
+            if regained is not None:
+                lines.append(f"regained {regained[0]:.2f} of the drop (to the champion's clean accuracy "
+                             f"{100 * regained[1]:.1f}%)")
     if trigger is not None:
         p = next((q for q in timeline.points if q.step == trigger.step), None)
         if p is not None and p.estimate is not None:
