@@ -122,9 +122,13 @@ def observe(spec: CycleSpec, status: CycleStatus, ports: Ports, now: datetime,
 
 def execute(actions: Sequence[Action], ports: Ports | None, events: EventSink,
             now: datetime) -> tuple[ActionOutcome, ...]:
-    """Run each action once; a failure is reported (and retried by a later pass), never raised."""
+    """Run each action once; a failure is reported (and retried by a later pass), never raised.
+
+    Events go first: the status that decided them is already persisted, and every other action is
+    retried by a later pass if the process dies here, but an event is emitted once. Emitted after a
+    StartRun, a kill -9 between the two lost the cycle's ``CycleStarted`` while its run went on."""
     outcomes = []
-    for action in actions:
+    for action in sorted(actions, key=lambda a: not isinstance(a, EmitEvent)):
         try:
             if isinstance(action, EmitEvent):
                 events.emit(action)
