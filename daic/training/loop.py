@@ -26,8 +26,8 @@ from daic.training.batches import DeviceBatches, PinnedHostBatches
 from daic.training.config import TrainConfig
 from daic.training.device_plan import TrainPlan, choose, probe
 from daic.training.precision import autocast_dtype
-from daic.training.semi_supervised import (UnlabeledPool, adapt_batchnorm, bn_adaptation_images, consistency_loss,
-                                           pseudo_labeled)
+from daic.training.semi_supervised import (UnlabeledPool, adapt_batchnorm, bn_adaptation_images,
+                                           consistency_targets, masked_consistency, pseudo_labeled)
 from daic.training.sharding import batch_bounds, epoch_pool, shard_order, steps_per_epoch
 
 MAIN, SHADOW = "model", "shadow"
@@ -108,14 +108,19 @@ class Fitter:
         With ``unlabeled``, FixMatch's consistency term is added (``daic.training.semi_supervised``)."""
         out = {}
         for name, net in self.nets.items():
+            inputs = x
+            if unlabeled is not None:
+                strong, target, mask = consistency_targets(net, unlabeled.images, unlabeled.threshold,
+                                                           unlabeled.generator, self.dtype)
+                inputs = torch.cat([x.unsqueeze(1) if x.dim() == 3 else x, strong])
             with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
-                logits = net(x)
+                logits = net(inputs)
+            if unlabeled is not None:
+                logits, strong_logits = logits[:len(y)], logits[len(y):]
             per_example = F.cross_entropy(logits.float(), y, reduction="none")
             loss = (per_example * w).sum() / w.sum()
             if unlabeled is not None:
-                extra, _kept = consistency_loss(net, unlabeled.images, unlabeled.threshold, unlabeled.generator,
-                                                self.dtype)
-                loss = loss + unlabeled.weight * extra
+                loss = loss + unlabeled.weight * masked_consistency(strong_logits, target, mask)
             opt = self.optimizers[name]
             opt.zero_grad(set_to_none=True)
             self.scalers[name].scale(loss).backward()

@@ -155,20 +155,32 @@ def strong_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out.masked_fill(mask, 0.0).clamp(0.0, 1.0)
 
 
-def consistency_loss(net: nn.Module, xu: torch.Tensor, threshold: float, gen: torch.Generator,
-                     autocast_dtype: Optional[torch.dtype] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """FixMatch's unlabelled loss: (masked cross-entropy of the strong view against the weak view's
-    confident predictions, averaged over the whole batch; the share of the batch kept)."""
-    device_type = xu.device.type
-    with torch.no_grad(), torch.autocast(device_type, dtype=autocast_dtype or torch.float32,
+def consistency_targets(net: nn.Module, xu: torch.Tensor, threshold: float, gen: torch.Generator,
+                        autocast_dtype: Optional[torch.dtype] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(strong views, targets, mask): the weak view's predictions (no gradient) as targets, kept
+    where their confidence reaches ``threshold``, for strongly augmented copies of ``xu``. The
+    caller puts the strong views through the network in the same forward pass as the labelled
+    batch (as FixMatch does; one forward per step also keeps DistributedDataParallel's one
+    backward per forward)."""
+    with torch.no_grad(), torch.autocast(xu.device.type, dtype=autocast_dtype or torch.float32,
                                          enabled=autocast_dtype is not None):
         probs = torch.softmax(net(weak_augment(xu, gen)).float(), dim=1)
     confidence, target = probs.max(dim=1)
-    mask = (confidence >= threshold).float()
-    with torch.autocast(device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-        logits = net(strong_augment(xu, gen))
-    loss = (F.cross_entropy(logits.float(), target, reduction="none") * mask).mean()
-    return loss, mask.mean().detach()
+    return strong_augment(xu, gen), target, (confidence >= threshold).float()
+
+
+def masked_consistency(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked cross-entropy averaged over the whole unlabelled batch (FixMatch's unlabelled loss)."""
+    return (F.cross_entropy(logits.float(), target, reduction="none") * mask).mean()
+
+
+def consistency_loss(net: nn.Module, xu: torch.Tensor, threshold: float, gen: torch.Generator,
+                     autocast_dtype: Optional[torch.dtype] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the unlabelled loss, the share of the batch kept) for ``xu`` alone."""
+    strong, target, mask = consistency_targets(net, xu, threshold, gen, autocast_dtype)
+    with torch.autocast(xu.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        logits = net(strong)
+    return masked_consistency(logits, target, mask), mask.mean().detach()
 
 
 # --- batch-norm statistics -------------------------------------------------------------------
