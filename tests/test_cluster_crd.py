@@ -7,7 +7,6 @@ so the operator reads the same spec the user sees with ``kubectl get -o yaml``.
 """
 from __future__ import annotations
 
-import copy
 import uuid
 from pathlib import Path
 
@@ -15,10 +14,10 @@ import pytest
 import yaml
 
 from daic.operators.spec import GROUP, KIND, PLURAL, VERSION, parse_spec
+from fakes.crd_schema import minimal_spec, spec_with
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = [p for p in sorted((REPO / "manifests" / "examples").glob("assessmentcycle-*.yaml"))]
-MINIMAL = {"deployment": {"name": "mnist"}, "estimate": {"url": "http://s/estimate"}, "trigger": {"threshold": 0.9}}
 
 
 @pytest.fixture(scope="module")
@@ -26,21 +25,6 @@ def ns(kube):
     return kube.namespace("crd")
 
 
-def _with(change: dict) -> dict:
-    """MINIMAL with ``change`` merged one level deep; a None value removes the key."""
-    spec = copy.deepcopy(MINIMAL)
-    for key, value in change.items():
-        if value is None:
-            spec.pop(key, None)
-        elif isinstance(value, dict) and isinstance(spec.get(key), dict):
-            for k, v in value.items():
-                if v is None:
-                    spec[key].pop(k, None)
-                else:
-                    spec[key][k] = v
-        else:
-            spec[key] = value
-    return spec
 
 
 def _create(kube, ns: str, spec: dict, field_validation: str | None = "Strict", name: str | None = None):
@@ -60,7 +44,7 @@ def _refusal(kube, ns: str, spec: dict) -> tuple[int, str]:
     return err.value.status, json.loads(err.value.body)["message"]
 
 
-# (case, change to MINIMAL, what the server's message must contain)
+# (case, change to the minimal spec, what the server's message must contain)
 INVALID = [
     ("negative threshold", {"trigger": {"threshold": -0.1}}, ["spec.trigger.threshold", "greater than 0"]),
     ("threshold above 1", {"trigger": {"threshold": 1.5}}, ["spec.trigger.threshold", "less than 1"]),
@@ -86,7 +70,7 @@ INVALID = [
 
 @pytest.mark.parametrize("case,change,fragments", INVALID, ids=[c[0] for c in INVALID])
 def test_the_server_refuses_invalid_specs_with_a_message_naming_the_field(kube, ns, case, change, fragments):
-    status, message = _refusal(kube, ns, _with(change))
+    status, message = _refusal(kube, ns, spec_with(change))
     assert status == 422, (status, message)
     for fragment in fragments:
         assert fragment in message, message
@@ -97,7 +81,7 @@ def test_an_unknown_field_is_refused_under_strict_validation_and_pruned_without(
 
     import kubernetes
 
-    spec = _with({"trigger": {"threshhold": 0.5}})
+    spec = spec_with({"trigger": {"threshhold": 0.5}})
     with pytest.raises(kubernetes.client.ApiException) as err:
         _create(kube, ns, spec)
     assert 'unknown field "spec.trigger.threshhold"' in json.loads(err.value.body)["message"]
@@ -105,7 +89,7 @@ def test_an_unknown_field_is_refused_under_strict_validation_and_pruned_without(
     assert "threshhold" not in created["spec"]["trigger"]
 
 
-@pytest.mark.parametrize("spec", [MINIMAL, {**MINIMAL, "labeling": {}, "pipeline": {}, "resources": {}, "promotion": {}}]
+@pytest.mark.parametrize("spec", [minimal_spec(), {**minimal_spec(), "labeling": {}, "pipeline": {}, "resources": {}, "promotion": {}}]
                          + [yaml.safe_load(p.read_text())["spec"] for p in EXAMPLES],
                          ids=["minimal", "empty-sections"] + [p.name for p in EXAMPLES])
 def test_the_servers_defaults_equal_the_models(kube, ns, spec):

@@ -16,26 +16,13 @@ import pytest
 import yaml
 
 from cluster.client import History, request_key
+from cluster.fixtures import package, world  # noqa: F401 - fixtures
 from cluster.world import REPO, SELDON, World
 from daic.operators.reconcile import record_key
 from daic.operators.spec import GROUP, PLURAL, VERSION
-from fakes.compiled_pipeline import compile_to
-from fakes.kfp import FakeKfp
-from fakes.sidecar import FakeSidecar, drifted_stream
 from fakes.waiting import RESULT, wait_for
 
 TIMEOUT = 60.0
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory):
-    return compile_to(tmp_path_factory.mktemp("pkg") / "assess-and-improve.yaml")
-
-
-@pytest.fixture
-def world(kube, tmp_path, package):
-    with FakeKfp() as kfp, FakeSidecar(drifted_stream(2, 10_000, model_version="v0001")) as sidecar:
-        yield World(kube, tmp_path, kfp, sidecar, package)
 
 
 def _phases(versions: list[dict]) -> list[str]:

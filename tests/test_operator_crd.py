@@ -28,7 +28,8 @@ from daic.operators.spec import (
     parse_spec,
 )
 from daic.operators.status import CycleStatus
-from fakes.crd_schema import CRD_PATH, REPO, apply_defaults, crd_schema, load_crd, validate
+from fakes.crd_schema import (
+    CRD_PATH, REPO, apply_defaults, crd_schema, load_crd, minimal_spec, spec_with, validate)
 
 CRD = load_crd()
 SCHEMA = crd_schema(CRD)
@@ -40,7 +41,6 @@ def resource(spec: dict) -> dict:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": {"name": "x"}, "spec": spec}
 
 
-MINIMAL = {"deployment": {"name": "mnist"}, "estimate": {"url": "http://s/estimate"}, "trigger": {"threshold": 0.9}}
 
 
 # -- the CRD object itself -------------------------------------------------------------------------
@@ -71,7 +71,7 @@ def test_crd_passes_the_api_servers_rules_for_crds_and_status_allows_kopf():
     kopf = SCHEMA["properties"]["status"]["properties"]["kopf"]
     assert kopf.get("x-kubernetes-preserve-unknown-fields") is True
     status = {"kopf": {"progress": {"h": {"started": "2025-01-01T00:00:00Z", "retries": 1}}}, "phase": "Monitoring"}
-    assert validate({**resource(MINIMAL), "status": status}) == []
+    assert validate({**resource(minimal_spec()), "status": status}) == []
 
 
 # -- examples and bad resources ---------------------------------------------------------------------
@@ -109,25 +109,11 @@ BAD = [
 ]
 
 
-def _with(change: dict) -> dict:
-    spec = copy.deepcopy(MINIMAL)
-    for key, value in change.items():
-        if value is None:
-            spec.pop(key, None)
-        elif isinstance(value, dict) and isinstance(spec.get(key), dict):
-            for k, v in value.items():
-                if v is None:
-                    spec[key].pop(k, None)
-                else:
-                    spec[key][k] = v
-        else:
-            spec[key] = value
-    return spec
 
 
 @pytest.mark.parametrize("name,change,field", BAD, ids=[b[0] for b in BAD])
 def test_bad_resources_are_rejected_by_the_crd_and_the_models(name, change, field):
-    spec = _with(change)
+    spec = spec_with(change)
     problems = validate(resource(spec), SCHEMA)
     assert problems, f"the CRD schema accepts: {name}"
     assert any(f"spec.{field}".split(".")[-1] in p for p in problems), problems
@@ -144,7 +130,7 @@ def test_model_only_rules_are_rejected_with_clear_messages():
     ]
     for change, message in cases:
         with pytest.raises(InvalidSpec, match=message):
-            parse_spec(_with(change))
+            parse_spec(spec_with(change))
     with pytest.raises(InvalidSpec, match="spec must be a mapping"):
         parse_spec(["not", "a", "mapping"])
 
@@ -289,7 +275,7 @@ def test_samplers_and_pipeline_parameters_match_the_pipeline():
     from daic.pipelines.local_run import pipeline_parameters
 
     assert {s.value for s in Sampler} == set(DESIGNS)
-    spec = parse_spec({**MINIMAL, "pipeline": {"parameters": {"epochs": 1}}})
+    spec = parse_spec({**minimal_spec(), "pipeline": {"parameters": {"epochs": 1}}})
     reading = EstimateReading(accuracy=0.8, n=500, observed_at=__import__("datetime").datetime.now())
     params = pipeline_params(spec, CycleIdentity("x", "0123abcd"), "x-c1-0123abcd", 0.9, reading)
     declared = pipeline_parameters()

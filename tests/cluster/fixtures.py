@@ -59,3 +59,24 @@ def kube(request, tmp_path_factory):
                 reporter = request.config.pluginmanager.get_plugin("terminalreporter")
                 if reporter is not None:
                     reporter.write_line(f"test control plane logs (kept): {', '.join(map(str, plane.logs()))}")
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    """The compiled assess-and-improve pipeline the operator submits (to the fake KFP)."""
+    from fakes.compiled_pipeline import compile_to
+
+    return compile_to(tmp_path_factory.mktemp("pkg") / "assess-and-improve.yaml")
+
+
+@pytest.fixture
+def world(kube, tmp_path, package):
+    """The operator's surroundings: the real API server, KFP and the sidecar faked at their HTTP
+    boundary (neither can run here), a drifted estimate from model v0001."""
+    from fakes.kfp import FakeKfp
+    from fakes.sidecar import FakeSidecar, drifted_stream
+
+    from .world import World
+
+    with FakeKfp() as kfp, FakeSidecar(drifted_stream(2, 10_000, model_version="v0001")) as sidecar:
+        yield World(kube, tmp_path, kfp, sidecar, package)

@@ -79,3 +79,30 @@ def validate(obj: Any, schema: dict[str, Any] | None = None) -> list[str]:
                 for err in sorted(validator.iter_errors(full), key=lambda e: list(e.absolute_path))]
     problems += [f"{p}: unknown field (Kubernetes would prune it)" for p in unknown_fields(full, schema)]
     return problems
+
+
+_MINIMAL_SPEC = {"deployment": {"name": "mnist"}, "estimate": {"url": "http://s/estimate"},
+                 "trigger": {"threshold": 0.9}}
+
+
+def minimal_spec() -> dict:
+    """The smallest valid AssessmentCycle spec, a fresh copy each call: defaulting and validation
+    work in place, so one shared dict would carry one test's defaults into the next."""
+    return copy.deepcopy(_MINIMAL_SPEC)
+
+
+def spec_with(change: dict) -> dict:
+    """The minimal spec with ``change`` merged one level deep; a None value removes the key."""
+    spec = minimal_spec()
+    for key, value in change.items():
+        if value is None:
+            spec.pop(key, None)
+        elif isinstance(value, dict) and isinstance(spec.get(key), dict):
+            for k, v in value.items():
+                if v is None:
+                    spec[key].pop(k, None)
+                else:
+                    spec[key][k] = v
+        else:
+            spec[key] = value
+    return spec
