@@ -124,6 +124,14 @@ def test_bad_untrusted_margin_is_named(bad):
         TriggerPolicy(threshold=0.03, mode="drop", reference_accuracy=0.99, untrusted_margin_sd=bad)
 
 
+def test_an_untrusted_window_rearms_without_an_alarm_but_not_with_one():
+    """Arming starts nothing, so trust is not asked for: an untrusted clean window (a weak model's)
+    re-arms; the same window with a drift alarm does not."""
+    assert decide(POLICY, _est(0.98, trusted=False), armed=False).armed
+    assert not decide(POLICY, _est(0.98, trusted=False, alarm=True), armed=False).armed
+    assert not decide(POLICY, _est(0.965, trusted=False), armed=False).armed  # below 0.96 + 0.01
+
+
 def test_change_alarm_fires_unless_disabled_and_blocks_rearming():
     est = WindowEstimate(0.985, 0.98, 0.99, 0.5, 0.5, False, True, 500, 0.0, change_statistic=1.4, change_alarm=True)
     d = decide(POLICY, est)

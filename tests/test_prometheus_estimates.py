@@ -268,10 +268,6 @@ def test_counters_exist_at_zero_before_their_first_event(world, prometheus):
     assert increase >= 30.0 - 1e-9, increase
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 17 (online estimate calibration): on clean MNIST test digits the window is untrusted and the "
-    "sequential change alarm is on (measured: estimate 0.847 vs reference 0.835, trusted False, drift alarm "
-    "False, change alarm True), so the trigger cannot re-arm; remove this mark once the alarm clears"))
 def test_the_trigger_rearms_after_a_cycle_on_clean_traffic(world, prometheus):
     """After a cycle the trigger is disarmed; clean traffic (MNIST test digits, the champion's own
     distribution) read through Prometheus must re-arm it: estimate back above the threshold plus

@@ -23,8 +23,10 @@ policy fires ("assess now") when, with enough evidence in the window,
   the window average needs a good part of its window.
 
 Hysteresis keeps one drop from firing at every window: after firing, the policy is disarmed
-until the estimate climbs back above threshold + hysteresis, trusted, without drift or change
-alarm (e.g. after a retrained model is deployed). The armed flag is the only state; the caller keeps it and passes it back in.
+until the estimate climbs back above threshold + hysteresis without drift or change alarm (e.g.
+after a retrained model is deployed). Trust is not asked for: arming starts nothing (firing keeps
+its own rules), while a disarmed policy never fires again, so a model whose clean windows the
+error model leaves untrusted (a weak one) would otherwise be unwatched for good after one cycle. The armed flag is the only state; the caller keeps it and passes it back in.
 """
 from __future__ import annotations
 
@@ -112,7 +114,7 @@ def decide(policy: TriggerPolicy, estimate: WindowEstimate, armed: bool = True) 
     drift = policy.trigger_on_drift_alarm and estimate.drift_alarm
     change = policy.trigger_on_change and estimate.change_alarm
     if not armed:
-        recovered = (estimate.accuracy >= limit + policy.hysteresis and estimate.trusted
+        recovered = (estimate.accuracy >= limit + policy.hysteresis
                      and not estimate.drift_alarm and not change)
         if recovered:
             return TriggerDecision(False, True, f"re-armed: estimate {estimate.accuracy:.4f} >= {limit + policy.hysteresis:.4f}")
