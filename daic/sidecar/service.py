@@ -355,6 +355,9 @@ class SidecarService:
         self._last_champion_check = self.clock()
         champion = await asyncio.to_thread(self.assessors.champion)
         if champion and champion != self.champion:
+            # The pointer names it, so it is in the registry: its first predictions must not wait for
+            # the next listing (a version registered within refresh_s of the last one was refused).
+            self.registry_versions.add(champion)
             try:
                 await asyncio.to_thread(self.assessors.get, champion)
             except Exception as exc:  # noqa: BLE001 - scored as unscored until a reference exists

@@ -27,6 +27,12 @@ class RegistryVersions:
         self._listed_at = -float("inf")
         self._lock = threading.Lock()
 
+    def add(self, version: str) -> None:
+        """A version seen in the registry by other means (the champion pointer names it): known
+        at once, whenever the list was last read."""
+        with self._lock:
+            self._known.add(version)
+
     def known(self, version: str) -> bool:
         """Whether ``version`` is a complete version of the model in the registry (I/O: call it
         off the event loop)."""
