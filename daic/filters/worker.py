@@ -1,13 +1,11 @@
 """What each Ray Train worker runs for a filter: load the frozen classifier and the data, call
-:func:`daic.filters.fit.fit_filter` with Ray's device and DDP wrapper, report each epoch with a
-checkpoint from rank 0. The checkpoint layout is the classifier's (daic.training.worker's
-``write_checkpoint``), with one network, ``filter``.
+:func:`daic.filters.fit.fit_filter` with the classifier worker's device, DDP wrapper and epoch
+reporter (daic.training.worker: the same in a Ray worker and in-process). The checkpoint layout is
+the classifier's (daic.training.worker's ``write_checkpoint``), with one network, ``filter``.
 """
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +15,6 @@ FILTER_NET = "filter"
 
 def filter_train_loop_per_worker(payload: dict[str, Any]) -> dict[str, Any]:
     import ray.train
-    import ray.train.torch
 
     from daic.filters.config import FilterConfig
     from daic.filters.data import assemble
@@ -26,14 +23,14 @@ def filter_train_loop_per_worker(payload: dict[str, Any]) -> dict[str, Any]:
     from daic.models.card import DataLineage
     from daic.models.registry import ModelRegistry
     from daic.storage import open_store
-    from daic.training.worker import write_checkpoint
+    from daic.training.worker import epoch_reporter, worker_device, worker_wrap
 
     entered = time.time()
     config = FilterConfig.model_validate(payload["config"])
     torch.set_num_threads(config.cpus_per_worker)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
+    device = worker_device(config.use_gpu, payload)
     store = open_store(payload["store_url"])
     data = assemble(config, store)
     classifier, _ = ModelRegistry(store, config.classifier).load_networks(config.classifier_version)
@@ -41,25 +38,14 @@ def filter_train_loop_per_worker(payload: dict[str, Any]) -> dict[str, Any]:
     if config.warm_start_from:
         warm = FilterRegistry(store, config.classifier).state_dict(config.warm_start_from)
     history: list[dict[str, float]] = []
+    report = epoch_reporter(payload, rank, history)
 
     def on_epoch(metrics: dict[str, float], net: torch.nn.Module) -> None:
-        if rank != 0:
-            ray.train.report(metrics)
-            return
-        history.append(metrics)
-        if payload.get("checkpoint_dir"):  # in-process: the reported folder must outlive the call
-            folder = Path(payload["checkpoint_dir"], f"{int(metrics['epoch']):06d}")
-            folder.mkdir(parents=True, exist_ok=True)
-            write_checkpoint(folder, {FILTER_NET: net}, history)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            write_checkpoint(Path(folder), {FILTER_NET: net}, history)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        report(metrics, {FILTER_NET: net})
 
     data_ready = time.time()
     fit_filter(config, data, classifier, device=device, rank=rank, world_size=world, warm=warm,
-               wrap=ray.train.torch.prepare_model, on_epoch=on_epoch)
+               wrap=worker_wrap(payload), on_epoch=on_epoch)
     notes = dict(payload.get("notes") or {})
     notes.update({"wraps": f"{config.classifier}/{config.classifier_version}",
                   "corruptions": ",".join(config.corruptions), "pool": config.pool_key or "",

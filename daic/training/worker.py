@@ -51,6 +51,31 @@ def worker_wrap(payload: dict[str, Any]):
     return ray.train.torch.prepare_model
 
 
+def epoch_reporter(payload: dict[str, Any], rank: int, history: list[dict[str, float]]):
+    """The per-epoch callback of a worker's fit: every rank reports its metrics to Ray Train; rank 0
+    also appends them to ``history`` and reports a checkpoint of ``nets`` (name -> network)."""
+    import ray.train
+
+    def on_epoch(metrics: dict[str, float], nets: dict[str, torch.nn.Module]) -> None:
+        if rank != 0:
+            ray.train.report(metrics)
+            return
+        history.append(metrics)
+        if in_process(payload):
+            # In-process (Ray Train's local mode): the reported directory is the checkpoint itself,
+            # so it must outlive this call; the driver copies the last one to the object store.
+            folder = Path(payload["checkpoint_dir"], f"{int(metrics['epoch']):06d}")
+            folder.mkdir(parents=True, exist_ok=True)
+            write_checkpoint(folder, nets, history)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            write_checkpoint(Path(folder), nets, history)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+    return on_epoch
+
+
 def write_checkpoint(folder: Path, nets: dict[str, torch.nn.Module], history: list[dict[str, float]]) -> None:
     from daic.models.weights import state_dict_to_bytes
 
@@ -61,7 +86,6 @@ def write_checkpoint(folder: Path, nets: dict[str, torch.nn.Module], history: li
 
 def train_loop_per_worker(payload: dict[str, Any]) -> dict[str, Any]:
     import ray.train
-    import ray.train.torch
 
     from daic.models.registry import ModelRegistry
     from daic.storage import open_store
@@ -97,24 +121,7 @@ def train_loop_per_worker(payload: dict[str, Any]) -> dict[str, Any]:
         val = EvalSet(split.images[:n], split.labels[:n])
 
     history: list[dict[str, float]] = []
-
-    def on_epoch(metrics: dict[str, float], nets: dict[str, torch.nn.Module]) -> None:
-        if rank != 0:
-            ray.train.report(metrics)
-            return
-        history.append(metrics)
-        if payload.get("checkpoint_dir"):
-            # In-process (Ray Train's local mode): the reported directory is the checkpoint itself,
-            # so it must outlive this call; the driver copies the last one to the object store.
-            folder = Path(payload["checkpoint_dir"], f"{int(metrics['epoch']):06d}")
-            folder.mkdir(parents=True, exist_ok=True)
-            write_checkpoint(folder, nets, history)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            write_checkpoint(Path(folder), nets, history)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-
+    on_epoch = epoch_reporter(payload, rank, history)
     data_ready = time.time()
     result = fit(config, data.images, data.labels, n_base=data.n_base, device=device, rank=rank, world_size=world,
                  warm=warm, wrap=worker_wrap(payload), val=val, on_epoch=on_epoch, unlabeled=unlabeled)
