@@ -67,6 +67,18 @@ def die_with_parent() -> None:
         pass
 
 
+def terminate(proc: subprocess.Popen, timeout_s: float) -> int:
+    """SIGTERM, then SIGKILL after ``timeout_s``; the exit status (already exited: as it is)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout_s)
+    return proc.returncode
+
+
 def _tail(path: Path, lines: int = 25) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -95,13 +107,7 @@ class _Process:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_TIMEOUT_S)
+        terminate(self.proc, STOP_TIMEOUT_S)
         self.proc = None
 
 

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .control_plane import die_with_parent, free_port
+from .control_plane import die_with_parent, free_port, terminate
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -78,14 +78,7 @@ class OperatorProcess:
     def stop(self) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_TIMEOUT_S)
-        return self.proc.returncode
+        return terminate(self.proc, STOP_TIMEOUT_S)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
