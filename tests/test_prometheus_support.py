@@ -25,7 +25,7 @@ import yaml
 from daic.serving.protocol import build_response
 from daic.serving.stack import terminate
 from daic.sidecar.events import encode_cloudevent
-from test_serving_support import free_port, seldon_request, wait_until
+from test_serving_support import free_port, seldon_request, wait_http_ready, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 RULE = ROOT / "manifests" / "monitoring" / "prometheusrule.yaml"
@@ -61,15 +61,7 @@ class Prometheus:
                "--log.level=warn"]
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-
-        def ready():
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                return requests.get(self.url + "/-/ready", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(ready, 60, "Prometheus to become ready")
+        wait_http_ready(self.proc, self.url + "/-/ready", self.log, 60, "Prometheus to become ready")
         return self
 
     def stop(self) -> None:
@@ -122,15 +114,7 @@ class Sidecar:
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-        def ready():
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                return requests.get(self.url + "/health/ready", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(ready, 120, f"sidecar {self.name} to become ready")
+        wait_http_ready(self.proc, self.url + "/health/ready", self.log, 120, f"sidecar {self.name} to become ready")
         return self
 
     def stop(self) -> int | None:

@@ -137,3 +137,17 @@ def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.1):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
         time.sleep(interval_s)
+
+
+def wait_http_ready(proc, url: str, log: Path, timeout_s: float, what: str) -> None:
+    """Wait until ``url`` answers 200, failing at once with the log's tail if ``proc`` exits."""
+    import requests
+
+    def ready():
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            return requests.get(url, timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_until(ready, timeout_s, what)

@@ -15,7 +15,8 @@ from daic.serving.protocol import build_response
 from daic.serving.stack import terminate
 from daic.sidecar.events import encode_cloudevent
 from daic.sidecar.records import list_parts, read_operational, read_part
-from test_serving_support import free_port, mnist_test_images, registered_store, seldon_request, wait_until
+from test_serving_support import (
+    free_port, mnist_test_images, registered_store, seldon_request, wait_http_ready)
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +44,7 @@ class Sidecar:
                "--deployment", "restart", "--flush-interval", "3600", "--batch-rows", "100000"]
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-
-        def ready():
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                return requests.get(self.url + "/health/ready", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(ready, 90, "the sidecar to become ready")
+        wait_http_ready(self.proc, self.url + "/health/ready", self.log, 90, "the sidecar to become ready")
 
     def post(self, kind, rid, body):
         headers, data = encode_cloudevent(kind, rid, body, source="http://executor", model_id="classifier")
