@@ -8,8 +8,7 @@ import pytest
 
 from daic.storage.seaweedfs import SeaweedS3
 
-# `kube`: a real kube-apiserver + etcd per session, or the cluster in $DAIC_TEST_KUBECONFIG (tests/cluster).
-from cluster.fixtures import kube  # noqa: F401,E402
+# `kube` (the real control plane) is defined in the repository's root conftest.py, for components/ too.
 
 
 @pytest.fixture(scope="session")

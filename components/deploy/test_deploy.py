@@ -1,7 +1,8 @@
-"""deploy alone. The cluster path runs the real ``kubernetes`` client against a tiny Kubernetes API
-stand-in over HTTP (:mod:`daic.components.testing.fake_kube`), with the SeldonDeployment that
-``daic.serving.manifest`` renders; the local path moves the real registry's champion pointer, as a
-compare-and-set against the champion evaluate judged the challenger against."""
+"""deploy alone. The cluster path runs the real ``kubernetes`` client against the test control plane
+(a real kube-apiserver and etcd, the session fixture ``kube``; Seldon's CRD is its stand-in there,
+see tests/cluster), with the SeldonDeployment that ``daic.serving.manifest`` renders, one namespace
+per test; the local path moves the real registry's champion pointer, as a compare-and-set against the
+champion evaluate judged the challenger against."""
 from __future__ import annotations
 
 import json
@@ -11,40 +12,57 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from daic.components.deploy.logic import DeployConfig, promote_seldon
-from daic.components.testing.fake_kube import FakeKube
-from daic.operators.seldon import PLURAL, read_split
+from daic.operators.seldon import GROUP, PLURAL, VERSION, read_split
 from daic.serving.manifest import DeploymentParams, render_seldon_deployment
 
 
+class Cluster:
+    """A namespace on the real API server holding the rendered SeldonDeployment ``mnist`` at v0001."""
+
+    def __init__(self, kube):
+        self.namespace = kube.namespace("deploy")
+        self._custom = kube.custom()
+        sdep = render_seldon_deployment(DeploymentParams(name="mnist", namespace=self.namespace,
+                                                         model_version="v0001"))
+        self._custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, sdep)
+        self.created = self.sdep()["metadata"]
+
+    def api(self):
+        return self._custom
+
+    def sdep(self, name: str = "mnist") -> dict:
+        return self._custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+
+    def changes(self) -> int:
+        """How many times the object's spec changed since it was created (the server's generation)."""
+        return self.sdep()["metadata"]["generation"] - self.created["generation"]
+
+
 @pytest.fixture
-def cluster():
-    with FakeKube() as kube:
-        sdep = render_seldon_deployment(DeploymentParams(name="mnist", namespace="daic", model_version="v0001"))
-        kube.put(PLURAL, "daic", sdep)
-        yield kube
+def cluster(kube):
+    return Cluster(kube)
 
 
-def _split(kube):
-    return read_split(kube.objects[(PLURAL, "daic", "mnist")], "default")
+def _split(cluster):
+    return read_split(cluster.sdep(), "default")
 
 
 def test_canary_then_full_promotion(cluster):
     seen_during_wait = []
-    config = DeployConfig(target="seldon", namespace="daic", canary_share=20, canary_seconds=300)
+    config = DeployConfig(target="seldon", namespace=cluster.namespace, canary_share=20, canary_seconds=300)
     previous, steps = promote_seldon(cluster.api(), "v0002", config,
                                      sleep=lambda s: seen_during_wait.append((s, _split(cluster))))
     assert previous == "v0001"
     assert seen_during_wait == [(300, ("v0001", "v0002", 20))]  # the canary served while we waited
     assert _split(cluster) == ("v0002", None, 0)
     assert [s["step"] for s in steps] == ["canary", "promote"]
-    patches = [r for r in cluster.requests if r[0] == "PATCH"]
-    assert len(patches) == 2
-    predictors = cluster.objects[(PLURAL, "daic", "mnist")]["spec"]["predictors"]
+    assert cluster.changes() == 2
+    predictors = cluster.sdep()["spec"]["predictors"]
     assert [p["name"] for p in predictors] == ["default"] and predictors[0]["traffic"] == 100
 
 
 def test_no_canary_when_share_is_zero(cluster):
-    previous, steps = promote_seldon(cluster.api(), "v0002", DeployConfig(target="seldon", namespace="daic",
+    previous, steps = promote_seldon(cluster.api(), "v0002", DeployConfig(target="seldon", namespace=cluster.namespace,
                                                                           canary_share=0), sleep=pytest.fail)
     assert [s["step"] for s in steps] == ["promote"] and _split(cluster) == ("v0002", None, 0)
 
@@ -53,7 +71,7 @@ def test_missing_deployment_is_an_api_error(cluster):
     from kubernetes.client.exceptions import ApiException
 
     with pytest.raises(ApiException) as info:
-        promote_seldon(cluster.api(), "v0002", DeployConfig(target="seldon", namespace="daic", deployment="other"))
+        promote_seldon(cluster.api(), "v0002", DeployConfig(target="seldon", namespace=cluster.namespace, deployment="other"))
     assert info.value.status == 404
 
 
@@ -142,8 +160,8 @@ def test_seldon_promotion_checks_the_champion_before_touching_the_cluster(regist
     _evaluated(store, "c1", "v0002", "v0001")
     set_champion(store, "mnist", "v0003")
     with pytest.raises(ChampionConflict, match="evaluated against"):
-        run(store, "c1", "v0002", DeployConfig(target="seldon", namespace="daic"), api=cluster.api())
-    assert not [r for r in cluster.requests if r[0] == "PATCH"]
+        run(store, "c1", "v0002", DeployConfig(target="seldon", namespace=cluster.namespace), api=cluster.api())
+    assert cluster.sdep()["metadata"]["resourceVersion"] == cluster.created["resourceVersion"]
 
 
 def test_seldon_promotion_moves_the_registry_pointer_too(registry_store, cluster):
@@ -152,7 +170,7 @@ def test_seldon_promotion_moves_the_registry_pointer_too(registry_store, cluster
 
     store = registry_store
     _evaluated(store, "c1", "v0002", "v0001")
-    result = run(store, "c1", "v0002", DeployConfig(target="seldon", namespace="daic", canary_share=0),
+    result = run(store, "c1", "v0002", DeployConfig(target="seldon", namespace=cluster.namespace, canary_share=0),
                  api=cluster.api())
     assert _split(cluster) == ("v0002", None, 0) and champion(store, "mnist") == "v0002"
     assert result.previous_version == "v0001"
