@@ -29,7 +29,9 @@ def _record(store, cycle: str, record: dict[str, Any]) -> dict[str, Any]:
 def filter_remedy(store, *, classifier: str, champion_version: str, generic_version: str, pool_key: str,
                   labels_prefix: str, cycle: str, remedy: str = "both", drop_confirmed: bool = True,
                   min_improvement: float = 0.0, max_clean_loss: float = 0.003,
-                  adapt: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+                  adapt: Optional[dict[str, Any]] = None, serve: bool = True) -> dict[str, Any]:
+    """``serve`` False: decide and record, but leave the service record to the caller (the operator
+    rolls a filter out as a canary, like a challenger; daic.operators.reconcile)."""
     from daic.filters.apply import wrapped_predictions
     from daic.filters.registry import FilterRegistry
     from daic.filters.workflow import train_filter
@@ -67,7 +69,9 @@ def filter_remedy(store, *, classifier: str, champion_version: str, generic_vers
                              filter_accuracy=filter_acc, min_improvement=min_improvement)
     record.update({"filter_accuracy": filter_acc, "gate": gate, "decision": decision.filter,
                    "retrain": decision.retrain, "compare_to": decision.compare_to, "reason": decision.reason})
-    if decision.filter == "deploy":
+    if not serve:
+        pass
+    elif decision.filter == "deploy":
         write_service(store, classifier, FilterService(version=version, gate=gate, reason=decision.reason, cycle=cycle))
     elif decision.filter == "remove":
         write_service(store, classifier, FilterService(version=None, reason=decision.reason, cycle=cycle))
