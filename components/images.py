@@ -69,6 +69,7 @@ COMPONENT_IMAGES: dict[str, str] = {
     "estimate-accuracy": "pipelines",
     "train": "train",
     "evaluate": "train",
+    "fit-filter": "train",  # the input filter's label-free adaptation (torch, ray[train]); issue 21
     "deploy": "pipelines",
 }
 
