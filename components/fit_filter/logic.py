@@ -1,0 +1,172 @@
+"""fit-filter: the cycle's second remedy (issue 21; Scanflow, Bravo-Rocca et al. 2021).
+
+1. **Pool** (no labels): up to ``pool_limit`` inputs of the cycle's window, drawn uniformly with
+   the cycle's seed, the held-out draws excluded (they stay unseen for the comparison below), read
+   with :func:`daic.sampling.scan.scan_pool` / ``fetch_rows`` (only the columns and rows needed)
+   and written to ``cycles/<c>/filter_pool.npz``.
+2. **Adapt and decide**: :func:`daic.filters.remedy.filter_remedy` fine-tunes the generic filter
+   of the champion on that pool with the label-free objective (SHOT's information maximisation on
+   the frozen champion's outputs, plus the generic restoration and task terms on clean training
+   images), estimates the champion alone and behind the adapted filter on the cycle's labeled
+   training sample (``labels/<c>/``) in each gate mode, adopts the better mode among those that
+   cost at most ``max_clean_loss`` clean accuracy, and applies the operator's pure rule
+   (:func:`daic.operators.reconcile.decide_remedy`). ``serve`` False (the operator promotes):
+   nothing goes in service here, the operator rolls the filter out as a canary like a challenger.
+3. **Held-out**: the champion and the champion behind the adopted
+   filter on the cycle's labeled held-out draws, the inputs evaluate judges the challenger on, so
+   the operator can hold a challenger to the wrapped champion on the same inputs.
+
+The generic filter (``generic_version`` empty): the newest filter version with no parent that
+wraps the champion (trained before any drift, e.g. by ``make demo``'s setup); none: the filter is
+trained from its initial identity on the pool and the base images (slower, weaker).
+
+Writes ``cycles/<c>/filter.json`` (daic.filters.remedy's record plus the held-out figures) and
+adds ``filter_*`` fields to ``cycles/<c>/result.json``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from daic.components import cycle_store
+from daic.components.estimate_accuracy.logic import write_result
+from daic.components.train import registry_access
+from daic.storage import ObjectStore, open_store
+
+log = logging.getLogger(__name__)
+
+POOL = "filter_pool.npz"
+RECORD = "filter.json"
+REMEDIES = ("retrain", "filter", "both")
+
+
+@dataclass(frozen=True)
+class FitFilterConfig:
+    model_name: str = "mnist"
+    champion_version: str = ""
+    generic_version: str = ""
+    remedy: str = "both"
+    pool_limit: int = 2000
+    epochs: int = 1
+    base_limit: int = 4000
+    min_improvement: float = 0.0
+    max_clean_loss: float = 0.003
+    seed: int = 0
+    serve: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # other daic.filters.config.FilterConfig fields
+
+    def __post_init__(self) -> None:
+        if self.remedy not in REMEDIES:
+            raise ValueError(f"remedy must be one of {', '.join(REMEDIES)}, got {self.remedy!r}")
+        for name in ("pool_limit", "epochs", "base_limit"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not 0 <= self.max_clean_loss <= 1:
+            raise ValueError(f"max_clean_loss must be in [0, 1], got {self.max_clean_loss!r}")
+        if not 0 <= self.min_improvement <= 1:
+            raise ValueError(f"min_improvement must be in [0, 1], got {self.min_improvement!r}")
+
+
+def generic_filter(store: ObjectStore, model_name: str, champion_version: str) -> Optional[str]:
+    """The newest generic filter of ``champion_version``: no parent and not fitted for a cycle
+    (None: there is none)."""
+    from daic.filters.registry import FilterRegistry
+
+    registry = FilterRegistry(store, model_name)
+    for version in reversed(registry.versions()):
+        card = registry.card(version)
+        if (card.parent is None and "cycle" not in card.data.notes
+                and str(card.train_config.get("classifier_version")) == champion_version):
+            return version
+    return None
+
+
+def write_pool(store: ObjectStore, cycle: str, limit: int, seed: int = 0) -> tuple[str, int]:
+    """(key, count): up to ``limit`` unlabeled inputs of the cycle's window, held-out draws excluded."""
+    from daic.sampling.scan import fetch_rows, id_keys, scan_pool
+
+    record = cycle_store.read_sample(store, cycle)
+    meta = record.meta
+    scan = scan_pool(store, meta["deployment"], meta["since"], meta.get("until"))
+    ids = scan.pool.ids
+    held = record.holdout_ids.astype(str)
+    taken = np.isin(ids, id_keys(held)) if ids.dtype.kind in "iu" else np.isin(ids.astype(str), held)
+    free = np.flatnonzero(~taken)
+    if free.size == 0:
+        raise ValueError(f"cycle {cycle}: the window holds no input outside the held-out draws to adapt the filter on")
+    rng = np.random.default_rng([seed, 0xF117E5])
+    chosen = np.sort(rng.choice(free, size=min(limit, free.size), replace=False))
+    _, images = fetch_rows(store, scan, chosen)
+    key = cycle_store.key(cycle, POOL)
+    store.put_arrays(key, images=images.astype(np.float32))
+    return key, int(chosen.size)
+
+
+def holdout_accuracies(store: ObjectStore, cycle: str, model_name: str, champion_version: str,
+                       filter_version: str, gate: str) -> dict[str, Any]:
+    """The champion and the champion behind the filter (both predicting here) on the labeled held-out draws."""
+    from daic.filters.apply import wrapped_predictions
+    from daic.filters.registry import FilterRegistry
+
+    labels = cycle_store.read_labels(store, cycle)
+    held = cycle_store.read_holdout(store, cycle)
+    ids = held["ids"].astype(str)
+    keep = np.array([i in labels for i in ids], dtype=bool)
+    if keep.sum() < 2:
+        return {"holdout_labels": int(keep.sum())}
+    y = np.array([labels[i] for i in ids[keep]])
+    registry = FilterRegistry(store, model_name)
+    net = registry.load_filter(filter_version)
+    threshold = float(registry.card(filter_version).metrics["gate_threshold"])
+    model = registry_access.load_model(store, model_name, champion_version)
+    images = np.asarray(held["images"][keep], np.float32)
+    wrapped, _ = wrapped_predictions(model, net, images, gate, threshold)
+    champion = registry_access.predict(model, images)
+    return {"holdout_labels": int(keep.sum()),
+            "champion_holdout_accuracy": float(np.mean(champion == y)),
+            "filter_holdout_accuracy": float(np.mean(wrapped == y))}
+
+
+def run(store: ObjectStore | str, cycle: str, config: FitFilterConfig) -> dict[str, Any]:
+    """Adapt, estimate, decide; the record written to ``cycles/<c>/filter.json``."""
+    from daic.filters.remedy import filter_remedy
+
+    store = open_store(store or None) if isinstance(store, str) else store
+    started = time.time()
+    champion = registry_access.champion_version(store, config.model_name, config.champion_version or None)
+    labels_prefix = cycle_store.train_labels_key(cycle).rsplit("/", 1)[0] + "/"
+    if not store.list(labels_prefix):
+        raise ValueError(f"cycle {cycle!r} has no labeled batch under {labels_prefix}: run collect-labels first")
+    generic = config.generic_version or None
+    if config.remedy == "retrain":
+        pool_key, n_pool = "", 0
+    else:
+        generic = generic or generic_filter(store, config.model_name, champion)
+        pool_key, n_pool = write_pool(store, cycle, config.pool_limit, config.seed)
+    adapt = {"epochs": config.epochs, "base_limit": config.base_limit, "seed": config.seed, **config.extra}
+    record = filter_remedy(store, classifier=config.model_name, champion_version=champion, generic_version=generic,
+                           pool_key=pool_key or None, labels_prefix=labels_prefix, cycle=cycle,
+                           remedy=config.remedy, drop_confirmed=True, min_improvement=config.min_improvement,
+                           max_clean_loss=config.max_clean_loss, adapt=adapt, serve=config.serve)
+    record.update({"generic_version": generic, "pool_key": pool_key, "pool_count": n_pool,
+                   "served_by": "pipeline" if config.serve else "operator"})
+    if record.get("filter_version"):
+        record.update(holdout_accuracies(store, cycle, config.model_name, champion, record["filter_version"],
+                                         record["gate"]))
+    record["seconds"] = time.time() - started
+    store.put_json(cycle_store.key(cycle, RECORD), record)
+    write_result(store, cycle, {
+        "filter_decision": record["decision"], "filter_reason": record["reason"],
+        "filter_version": record.get("filter_version") if record["decision"] == "deploy" else None,
+        "filter_gate": record["gate"], "filter_accuracy": record.get("filter_accuracy"),
+        "filter_champion_accuracy": record["champion_accuracy"],
+        "filter_holdout_accuracy": record.get("filter_holdout_accuracy"),
+        "champion_holdout_accuracy": record.get("champion_holdout_accuracy"),
+    })
+    log.info("cycle %s: filter %s (%s)", cycle, record["decision"], record["reason"])
+    return record
