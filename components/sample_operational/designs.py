@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from daic.sampling.active import ActiveModelAssisted
+from daic.sampling.dual import TeachAndMeasure
 from daic.sampling.failure_seeking import FailureSeeking
 from daic.sampling.pool import Pool
 from daic.sampling.sample import Design, Sample
@@ -22,6 +23,7 @@ DESIGNS: dict[str, type] = {
     "stratified": StratifiedNeyman,
     "failure-seeking": FailureSeeking,
     "active": ActiveModelAssisted,
+    "dual": TeachAndMeasure,  # teach and measure: estimation + failure-seeking draws, mixture weights
 }
 
 

@@ -12,6 +12,7 @@ Modules (one job each):
     stratified      strata on the oracle score, Neyman allocation, Korn–Graubard interval
     failure_seeking DeepEST-like adaptive failure-proportional sampling, Hansen–Hurwitz estimator
     active          active, model-assisted sampling with a difference (PPI-style) estimator
+    dual            teach and measure: a mixture of active and failure-seeking draws, mixture weights
     pps             with-replacement PPS machinery and the skew-corrected interval they share
     calibration     recalibrating the oracle from the labels seen so far
     intervals       Clopper–Pearson, Wilson, and the Wilson label count of SRS
