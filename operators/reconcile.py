@@ -150,6 +150,7 @@ def pipeline_params(spec: CycleSpec, ident: CycleIdentity, name: str, threshold:
         "record_prefix": f"cycles/{name}/",
         "predictor": spec.deployment.predictor,
         "promote_by": "operator",  # the operator promotes (canary, approval); the pipeline must not
+        "remedy": spec.remedy.value,  # which remedy steps run (fit-filter, train); the operator decides
     }
     if window is not None:
         params["since"], params["until"] = (t.isoformat() for t in window)

@@ -36,6 +36,7 @@ RESERVED_PARAMETERS = frozenset({
     "labeling_timeout_s", "ray_workers", "cpus_per_worker", "gpus_per_worker", "memory_per_worker",
     "labels_prefix", "record_prefix", "predictor", "promote_by",
     "train_batch_size", "train_precision", "ray_cluster", "train_node_selector", "train_tolerations",
+    "remedy",
 })
 
 

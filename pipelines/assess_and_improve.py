@@ -1,8 +1,10 @@
 """The "assess-and-improve" pipeline: one DAIC cycle, from a doubt to a better model.
 
     sample-operational ─► collect-labels ─► estimate-accuracy
-        └─ if the drop is confirmed: train ─► evaluate
-                └─ if the challenger is better (and the pipeline promotes): deploy
+        └─ if the drop is confirmed:
+             ├─ remedy filter|both: fit-filter (adapt the input filter without labels, judge it on the labels)
+             └─ remedy retrain|both: train ─► evaluate
+                    └─ if the challenger is better (and the pipeline promotes): deploy
 
 It runs unchanged on Kubeflow Pipelines (compiled YAML in ``compiled/``) and locally with
 ``kfp.local`` (``daic pipeline run``). Every parameter has a default that works locally (the
@@ -26,6 +28,7 @@ from daic.components.collect_labels.component import collect_labels
 from daic.components.deploy.component import deploy
 from daic.components.estimate_accuracy.component import estimate_accuracy
 from daic.components.evaluate.component import evaluate
+from daic.components.fit_filter.component import fit_filter
 from daic.components.sample_operational.component import sample_operational
 from daic.components.train.component import train
 
@@ -42,6 +45,7 @@ STEP_RESOURCES = {
     "collect-labels": ("250m", "512Mi"),
     "estimate-accuracy": ("250m", "512Mi"),
     "evaluate": ("1", "2Gi"),
+    "fit-filter": ("1", "2Gi"),
     "deploy": ("100m", "256Mi"),
 }
 
@@ -125,6 +129,13 @@ def assess_and_improve(
     canary_share: int = 10,
     canary_seconds: int = 0,
     reload_urls: str = "",
+    # the second remedy (issue 21): the operator passes spec.remedy; a run started by hand retrains only
+    remedy: str = "retrain",
+    filter_generic_version: str = "",
+    filter_pool_limit: int = 2000,
+    filter_epochs: int = 1,
+    filter_base_limit: int = 4000,
+    filter_max_clean_loss: float = 0.003,
 ) -> None:
     sampled = _prepare(sample_operational(
         store_url=store_url, deployment=deployment, sampler=sampler, sampler_params=sampler_params,
@@ -148,34 +159,42 @@ def assess_and_improve(
     ), "estimate-accuracy", store_secret).after(labels)
 
     with dsl.If(estimate.outputs["Output"] == True, name="drop-confirmed"):  # noqa: E712
-        trained = _prepare(train(
-            store_url=store_url, cycle=cycle, model_name=model_name, champion_version=champion_version,
-            train_backend=train_backend, ray_address=ray_address, ray_workers=ray_workers,
-            cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
-            memory_per_worker=memory_per_worker, epochs=epochs, learning_rate=learning_rate,
-            operational_oversample=operational_oversample, base_limit=train_base_limit,
-            reference_shift_per_condition=reference_shift_per_condition, seed=seed,
-            namespace=namespace, node_selector=train_node_selector, tolerations=train_tolerations,
-            timeout_s=train_timeout_s, pod_cpu_request=train_cpu_request,
-            pod_memory_request=train_memory_request, pod_gpus=train_gpus, batch_size=train_batch_size,
-            precision=train_precision, ray_cluster=ray_cluster,
-        ), "train", store_secret)
-        trained.set_cpu_request(train_cpu_request).set_memory_request(train_memory_request)
-        trained.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(train_gpus)
-        kubernetes.add_node_selector_json(trained, train_node_selector)
-        kubernetes.add_toleration_json(trained, train_tolerations)
+        with dsl.If(remedy != "retrain", name="filter-remedy"):
+            _prepare(fit_filter(
+                store_url=store_url, cycle=cycle, model_name=model_name, champion_version=champion_version,
+                generic_version=filter_generic_version, remedy=remedy, pool_limit=filter_pool_limit,
+                epochs=filter_epochs, base_limit=filter_base_limit, min_improvement=0.0,
+                max_clean_loss=filter_max_clean_loss, seed=seed, promote_by=promote_by,
+            ), "fit-filter", store_secret)
+        with dsl.If(remedy != "filter", name="retrain-remedy"):
+            trained = _prepare(train(
+                store_url=store_url, cycle=cycle, model_name=model_name, champion_version=champion_version,
+                train_backend=train_backend, ray_address=ray_address, ray_workers=ray_workers,
+                cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                memory_per_worker=memory_per_worker, epochs=epochs, learning_rate=learning_rate,
+                operational_oversample=operational_oversample, base_limit=train_base_limit,
+                reference_shift_per_condition=reference_shift_per_condition, seed=seed,
+                namespace=namespace, node_selector=train_node_selector, tolerations=train_tolerations,
+                timeout_s=train_timeout_s, pod_cpu_request=train_cpu_request,
+                pod_memory_request=train_memory_request, pod_gpus=train_gpus, batch_size=train_batch_size,
+                precision=train_precision, ray_cluster=ray_cluster,
+            ), "train", store_secret)
+            trained.set_cpu_request(train_cpu_request).set_memory_request(train_memory_request)
+            trained.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(train_gpus)
+            kubernetes.add_node_selector_json(trained, train_node_selector)
+            kubernetes.add_toleration_json(trained, train_tolerations)
 
-        judged = _prepare(evaluate(
-            store_url=store_url, cycle=cycle, model_name=model_name, champion_version=champion_version,
-            challenger_version=trained.outputs["challenger_version"], level=level,
-            clean_tolerance=clean_tolerance, clean_limit=clean_limit,
-        ), "evaluate", store_secret)
+            judged = _prepare(evaluate(
+                store_url=store_url, cycle=cycle, model_name=model_name, champion_version=champion_version,
+                challenger_version=trained.outputs["challenger_version"], level=level,
+                clean_tolerance=clean_tolerance, clean_limit=clean_limit,
+            ), "evaluate", store_secret)
 
-        with dsl.If(judged.outputs["Output"] == True, name="challenger-better"):  # noqa: E712
-            with dsl.If(promote_by == "pipeline", name="pipeline-promotes"):
-                _prepare(deploy(
-                    store_url=store_url, cycle=cycle, model_name=model_name,
-                    challenger_version=trained.outputs["challenger_version"], target=deploy_target,
-                    deployment=deployment, namespace=namespace, predictor=predictor,
-                    canary_share=canary_share, canary_seconds=canary_seconds, reload_urls=reload_urls,
-                ), "deploy", store_secret)
+            with dsl.If(judged.outputs["Output"] == True, name="challenger-better"):  # noqa: E712
+                with dsl.If(promote_by == "pipeline", name="pipeline-promotes"):
+                    _prepare(deploy(
+                        store_url=store_url, cycle=cycle, model_name=model_name,
+                        challenger_version=trained.outputs["challenger_version"], target=deploy_target,
+                        deployment=deployment, namespace=namespace, predictor=predictor,
+                        canary_share=canary_share, canary_seconds=canary_seconds, reload_urls=reload_urls,
+                    ), "deploy", store_secret)

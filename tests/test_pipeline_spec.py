@@ -70,15 +70,24 @@ def test_dag_edges_and_conditions(spec):
     assert drop["taskInfo"]["name"] == "drop-confirmed"
     assert drop["triggerPolicy"]["condition"] == \
         "inputs.parameter_values['pipelinechannel--estimate-accuracy-Output'] == true"
-    inside = _tasks(spec, "comp-condition-1")
-    assert set(inside) == {"train", "evaluate", "condition-2"}
+    remedies = _tasks(spec, "comp-condition-1")
+    assert set(remedies) == {"condition-2", "condition-3"}
+    assert remedies["condition-2"]["taskInfo"]["name"] == "filter-remedy"
+    assert remedies["condition-2"]["triggerPolicy"]["condition"] == \
+        "inputs.parameter_values['pipelinechannel--remedy'] != 'retrain'"
+    assert set(_tasks(spec, "comp-condition-2")) == {"fit-filter"}
+    assert remedies["condition-3"]["taskInfo"]["name"] == "retrain-remedy"
+    assert remedies["condition-3"]["triggerPolicy"]["condition"] == \
+        "inputs.parameter_values['pipelinechannel--remedy'] != 'filter'"
+    inside = _tasks(spec, "comp-condition-3")
+    assert set(inside) == {"train", "evaluate", "condition-4"}
     assert inside["evaluate"]["dependentTasks"] == ["train"]
-    better = inside["condition-2"]
+    better = inside["condition-4"]
     assert better["taskInfo"]["name"] == "challenger-better"
     assert better["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
-    promotes = _tasks(spec, "comp-condition-2")["condition-3"]
+    promotes = _tasks(spec, "comp-condition-4")["condition-5"]
     assert promotes["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--promote_by'] == 'pipeline'"
-    assert set(_tasks(spec, "comp-condition-3")) == {"deploy"}
+    assert set(_tasks(spec, "comp-condition-5")) == {"deploy"}
 
 
 def test_caching_is_off_everywhere(spec):
