@@ -22,7 +22,8 @@ UI shows):
 projects left behind) and a retried step deletes a half-made one before starting again; a project
 deleted in the UI is recreated (and its tasks imported again) by the next poll. Polling reads
 ``GET /api/projects/<id>/tasks/`` page by page: nothing is created on the server (the export API
-would write a file per poll).
+would write a file per poll). Labels asked for in rounds submit every input so far each round: the
+project exists, so only the inputs it lacks are imported (answers given so far stay).
 
 **Reading answers** (:func:`task_answer`): a submitted choice 0-9 is a label; "unsure", a skip
 (``was_cancelled``) and an empty submit are answers without a label ("unsure"); a choice that is not
@@ -322,6 +323,7 @@ class LabelStudioBackend:
         record = self._record(request.cycle)
         if record is not None and record.get("state", "ready") == "ready":
             if self._project_exists(int(record["project"])):
+                self._add_missing(int(record["project"]), request)  # a further round: new inputs only
                 return  # a retried step keeps the project and the answers given so far
             log.warning("Label Studio project %s of cycle %s was deleted; creating it again",
                         record["project"], request.cycle)
@@ -345,12 +347,7 @@ class LabelStudioBackend:
         pid = project["id"]
         doc = {"url": self.url, "project": pid, "tasks": len(request.ids), "state": "creating"}
         self.store.put_json(self._record_key(request.cycle), doc)
-        tasks = []
-        for i, img, p in zip(request.ids, request.inputs, request.predictions):
-            data = {"image": png_data_uri(img), "daic_id": str(i)}
-            if self.show_model_answer:
-                data["prediction"] = int(p)
-            tasks.append({"data": data})
+        tasks = self._task_data(request, range(len(request.ids)))
         try:
             self.client.call("POST", f"/api/projects/{pid}/import", json=tasks)
             count = int(body_of(self.client.call("GET", f"/api/projects/{pid}/")).get("task_number", len(tasks)))
@@ -364,6 +361,29 @@ class LabelStudioBackend:
                 log.warning("could not delete the half-made Label Studio project %s: %s", pid, cleanup)
             raise
         self.store.put_json(self._record_key(request.cycle), {**doc, "state": "ready"})
+
+    def _task_data(self, request: LabelRequest, rows) -> list[dict]:
+        tasks = []
+        for k in rows:
+            data = {"image": png_data_uri(request.inputs[k]), "daic_id": str(request.ids[k])}
+            if self.show_model_answer:
+                data["prediction"] = int(request.predictions[k])
+            tasks.append({"data": data})
+        return tasks
+
+    def _add_missing(self, project: int, request: LabelRequest) -> None:
+        """Import the request's inputs the project lacks (labels asked for in rounds: each round submits
+        every input so far); the record's task count follows."""
+        if len(request.ids) <= int((self._record(request.cycle) or {}).get("tasks", 0)):
+            return
+        tasks = self._tasks(project) or []
+        have = {str((t.get("data") or {}).get("daic_id")) for t in tasks}
+        rows = [k for k, i in enumerate(request.ids) if str(i) not in have]
+        if rows:
+            self.client.call("POST", f"/api/projects/{project}/import", json=self._task_data(request, rows))
+            log.info("Label Studio project %s: %d more tasks for cycle %s", project, len(rows), request.cycle)
+        record = self._record(request.cycle) or {}
+        self.store.put_json(self._record_key(request.cycle), {**record, "tasks": len(request.ids)})
 
     def _tasks(self, project: int) -> list[dict] | None:
         """Every task of the project, page by page; None when the project no longer exists."""

@@ -36,6 +36,15 @@ BACKENDS: dict[str, str] = {
 }
 
 
+WEIGHTINGS: dict[str, str] = {
+    "uniform": "every labeled input weighs the same (the trainer's operational_weight)",
+    "inclusion": "inverse inclusion probability (self-normalised, clipped to [0.1, 10]): the labeled inputs "
+                 "stand for the window's traffic, not for the design's over-sampled regions",
+    "mispredicted": "inputs the model got wrong weigh 2x those it got right (normalised to mean 1): "
+                    "emphasis on what the labels teach",
+}
+
+
 @dataclass(frozen=True)
 class CollectConfig:
     backend: str = "web"
@@ -46,8 +55,11 @@ class CollectConfig:
     simulated_scenario: str = ""
     label_studio_url: str = ""
     show_model_answer: bool = False  # blind labeling unless the cycle asks (anchoring biases the estimate)
+    train_weighting: str = "uniform"  # how the trainer weighs each labeled input (:data:`WEIGHTINGS`)
 
     def __post_init__(self) -> None:
+        if self.train_weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown train_weighting {self.train_weighting!r}; valid: {', '.join(WEIGHTINGS)}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown labeler {self.backend!r}; valid: {', '.join(BACKENDS)}")
         if not self.timeout_s > 0:
@@ -138,25 +150,35 @@ def run(store: ObjectStore | str, cycle: str, config: CollectConfig,
         sleep: Callable[[float], None] = time.sleep) -> CollectResult:
     store = open_store(store or None) if isinstance(store, str) else store
     record = cycle_store.read_sample(store, cycle)
-    ids, inputs = cycle_store.read_sample_inputs(store, cycle)
-    position = {i: k for k, i in enumerate(record.pool.ids)}
-    rows = np.array([position[i] for i in ids])
-    request = LabelRequest(cycle=cycle, ids=ids, inputs=inputs,
-                           predictions=record.pool.predictions[rows],
-                           confidences=record.pool.p_correct[rows])
     backend = backend or make_backend(store, config)
-    start = clock()
-    submit_until_accepted(backend, request, config.timeout_s, config.poll_s, clock=clock, sleep=sleep)
-    answers, waited = wait_for_answers(backend, request, max(config.poll_s, config.timeout_s - (clock() - start)),
-                                       config.poll_s, config.min_answered_share, clock=clock, sleep=sleep)
+    if record.meta.get("rounds"):  # labels in rounds: this step drives them (.rounds)
+        from .rounds import run_rounds
+
+        record, ids, inputs, answers, waited = run_rounds(
+            store, cycle, record, backend, config.timeout_s, config.poll_s, config.min_answered_share,
+            clock=clock, sleep=sleep)
+    else:
+        ids, inputs = cycle_store.read_sample_inputs(store, cycle)
+        position = {i: k for k, i in enumerate(record.pool.ids)}
+        rows = np.array([position[i] for i in ids])
+        request = LabelRequest(cycle=cycle, ids=ids, inputs=inputs,
+                               predictions=record.pool.predictions[rows],
+                               confidences=record.pool.p_correct[rows])
+        start = clock()
+        submit_until_accepted(backend, request, config.timeout_s, config.poll_s, clock=clock, sleep=sleep)
+        answers, waited = wait_for_answers(backend, request,
+                                           max(config.poll_s, config.timeout_s - (clock() - start)),
+                                           config.poll_s, config.min_answered_share, clock=clock, sleep=sleep)
     labels = np.array([cycle_store.UNLABELED if answers.get(i) is None else answers[i] for i in ids],
                       dtype=np.int64)
     if np.any((labels != cycle_store.UNLABELED) & ((labels < 0) | (labels > 9))):
         raise ValueError(f"labeler {backend.name} returned labels outside 0..9")
     cycle_store.write_labels(store, cycle, ids, labels, backend.name)
     labeled = labels != cycle_store.UNLABELED
-    n_train = _write_part(store, cycle_store.train_labels_key(cycle), ids, inputs, labels,
-                          labeled & np.isin(ids, record.train_ids))
+    train_mask = labeled & np.isin(ids, record.train_ids)
+    weights = train_weights(store, cycle, record, ids, labels, config.train_weighting)
+    n_train = _write_part(store, cycle_store.train_labels_key(cycle), ids, inputs, labels, train_mask,
+                          weights=weights[train_mask] if train_mask.any() else None)
     n_holdout = _write_part(store, cycle_store.key(cycle, "holdout.npz"), ids, inputs, labels,
                             labeled & np.isin(ids, record.holdout_ids))
     n_unsure = sum(1 for i in ids if i in answers and answers[i] is None)
@@ -167,7 +189,48 @@ def run(store: ObjectStore | str, cycle: str, config: CollectConfig,
 
 
 def _write_part(store: ObjectStore, key: str, ids: np.ndarray, inputs: np.ndarray, labels: np.ndarray,
-                mask: np.ndarray) -> int:
+                mask: np.ndarray, weights: np.ndarray | None = None) -> int:
     if mask.any():
-        store.put_arrays(key, images=inputs[mask].astype(np.float32), labels=labels[mask], ids=ids[mask])
+        extra = {} if weights is None else {"weights": np.asarray(weights, np.float32)}
+        store.put_arrays(key, images=inputs[mask].astype(np.float32), labels=labels[mask], ids=ids[mask], **extra)
     return int(mask.sum())
+
+
+def train_weights(store: ObjectStore, cycle: str, record: cycle_store.SampleRecord, ids: np.ndarray,
+                  labels: np.ndarray, weighting: str) -> np.ndarray:
+    """Per sampled input (aligned with ``ids``), its weight in training under ``weighting``
+    (:data:`WEIGHTINGS`); normalised to mean 1 over the labeled inputs, so the trainer's
+    ``operational_weight`` keeps its meaning. Handed on as ``weights`` in ``labels/<c>/batch-0.npz``.
+
+    ``inclusion``: the Horvitz–Thompson weight 1 / pi_i (Horvitz & Thompson 1952), pi_i the
+    first-order inclusion probability the sampling step stored per draw (the smallest of an
+    input's draws: its largest weight), self-normalised (Hajek) and clipped to [0.1, 10] so a
+    rare heavy input cannot dominate a few hundred labels: importance weighting of the training
+    loss toward the operational distribution (Shimodaira 2000). ``mispredicted``: 2 where the
+    label differs from the model's prediction, 1 elsewhere (the failure-seeking share of a design
+    already over-samples these; this emphasis is for designs that do not).
+    """
+    n = len(ids)
+    labeled = labels != cycle_store.UNLABELED
+    w = np.ones(n, np.float64)
+    if weighting == "inclusion":
+        arrays = store.get_arrays(cycle_store.key(cycle, "sample.npz"))
+        if "inclusion_prob" not in arrays:
+            raise ValueError(f"cycle {cycle!r}: the sample record has no inclusion probabilities "
+                             "(drawn before they were recorded); use train_weighting='uniform'")
+        pi = np.asarray(arrays["inclusion_prob"], np.float64)
+        drawn = record.pool.ids[record.sample.indices]
+        smallest: dict[str, float] = {}
+        for i, p in zip(drawn, pi):
+            smallest[i] = min(p, smallest.get(i, np.inf))
+        w = np.array([1.0 / max(smallest[str(i)], 1e-12) for i in ids])
+    elif weighting == "mispredicted":
+        position = {i: k for k, i in enumerate(record.pool.ids)}
+        predicted = record.pool.predictions[[position[str(i)] for i in ids]]
+        w = np.where(labeled & (labels != predicted), 2.0, 1.0)
+    if labeled.any():
+        w = w / w[labeled].mean()
+        if weighting == "inclusion":
+            w = np.clip(w, 0.1, 10.0)
+            w = w / w[labeled].mean()
+    return w

@@ -37,3 +37,23 @@ def split_holdout(sample: Sample, share: float, rng: np.random.Generator) -> np.
         k = min(members.size, max(MIN_PER_STRATUM, int(round(share * members.size))))
         mask[rng.choice(members, size=k, replace=False)] = True
     return mask
+
+
+def split_round(sample: Sample, share: float, rng: np.random.Generator) -> np.ndarray:
+    """Held-out mask for the draws of a later round (labels asked for in rounds): within each
+    stratum (or among all draws) a random subset of ``share`` of them, the count rounded at random
+    (floor, plus one with probability equal to the fraction), so every draw is held out with
+    probability ``share`` however small the round. The first round, split with
+    :func:`split_holdout`, already gave each stratum its two held-out draws."""
+    if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0.0 < share < 1.0:
+        raise ValueError(f"holdout_share must be in (0, 1), got {share!r}")
+    mask = np.zeros(sample.n_draws, bool)
+    groups = [np.arange(sample.n_draws)] if sample.stratum is None else [
+        np.flatnonzero(sample.stratum == h) for h in np.unique(sample.stratum)
+    ]
+    for members in groups:
+        exact = share * members.size
+        k = int(np.floor(exact)) + int(rng.random() < exact - np.floor(exact))
+        if k:
+            mask[rng.choice(members, size=k, replace=False)] = True
+    return mask

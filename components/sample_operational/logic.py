@@ -36,9 +36,9 @@ from daic.components.sample_operational.holdout import split_holdout
 from daic.components.sample_operational.operational import parse_time
 from daic.sampling.pool import Pool, SampledPool
 from daic.sampling.sample import Sample
-from daic.sampling.scan import MAX_PARALLEL, fetch_rows, scan_pool
+from daic.sampling.scan import MAX_PARALLEL, PoolScan, ScanStats, fetch_rows, scan_pool
 from daic.sidecar.records import newest_hour_end
-from daic.storage import ObjectStore, open_store
+from daic.storage import KeyNotFound, ObjectStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,26 @@ class SampleConfig:
     window_hours: float = DEFAULT_WINDOW_HOURS
     max_parallel: int = MAX_PARALLEL
     ray_address: str = ""  # empty: $DAIC_SAMPLING_RAY_ADDRESS, else read here
+    # Rounds (:mod:`daic.components.collect_labels.rounds`): 0 draws the whole budget at once;
+    # n > 0 draws n now and leaves the pool for the collect-labels step to draw further rounds.
+    round_size: int = 0
+    target_half_width: float = 0.0  # > 0: the rounds stop once the interval is this narrow
+    level: float = 0.95
+    min_draws: int = 100  # no stop on the target before this many draws (as daic.sampling.sequential)
 
     def __post_init__(self) -> None:
+        if isinstance(self.round_size, bool) or not isinstance(self.round_size, int) or self.round_size < 0:
+            raise ValueError(f"round_size must be an integer >= 0 (0: one round), got {self.round_size!r}")
+        if 0 < self.round_size < 4:
+            raise ValueError(f"round_size must be 0 or >= 4 (a first round needs a held-out part), "
+                             f"got {self.round_size}")
+        if not isinstance(self.target_half_width, (int, float)) or not 0.0 <= self.target_half_width < 0.5:
+            raise ValueError(f"target_half_width must be in [0, 0.5) (0: spend the budget), "
+                             f"got {self.target_half_width!r}")
+        if not isinstance(self.level, (int, float)) or not 0.0 < self.level < 1.0:
+            raise ValueError(f"level must be in (0, 1), got {self.level!r}")
+        if isinstance(self.min_draws, bool) or not isinstance(self.min_draws, int) or self.min_draws < 0:
+            raise ValueError(f"min_draws must be an integer >= 0, got {self.min_draws!r}")
         if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 4:
             raise ValueError(f"budget must be an integer >= 4, got {self.budget!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -96,6 +114,18 @@ class SampleConfig:
         return since, until
 
 
+    @property
+    def rounds(self) -> bool:
+        """Labels are asked for in rounds (the first drawn here, the rest by collect-labels)."""
+        return 0 < self.round_size < self.budget
+
+    def rounds_plan(self) -> dict[str, Any]:
+        """What the collect-labels step needs to draw the later rounds (``sample.json``'s ``rounds``)."""
+        return {"round_size": self.round_size, "budget": self.budget, "target_half_width": self.target_half_width,
+                "level": self.level, "min_draws": self.min_draws, "holdout_share": self.holdout_share,
+                "seed": self.seed}
+
+
 @dataclass(frozen=True)
 class SampleResult:
     cycle: str
@@ -119,7 +149,8 @@ def draw(pool: Pool, config: SampleConfig) -> tuple[Sample, np.ndarray, dict[str
         log.warning("budget %d exceeds the %d inputs in the window; drawing all of them", budget, limit)
         budget = limit
     rng = np.random.default_rng([config.seed, 0x5A3B1E])
-    sample = design.draw(pool, Sample.empty(), np.zeros(0, bool), budget, rng)
+    first = min(budget, config.round_size) if config.rounds else budget
+    sample = design.draw(pool, Sample.empty(), np.zeros(0, bool), first, rng)
     holdout = split_holdout(sample, config.holdout_share, rng)
     return sample, holdout, describe(design), inclusion_probabilities(design, pool, sample)
 
@@ -148,8 +179,11 @@ def run(store: ObjectStore | str, config: SampleConfig, dataset_path: str | None
             "n_labels": int(drawn.size), "holdout_share": config.holdout_share,
             "seed": config.seed, "created": time.time(),
             **scan.summary(),
+            **({"rounds": config.rounds_plan()} if config.rounds else {}),
         },
     )
+    if config.rounds:
+        write_pool(store, cycle, scan)
     cycle_store.write_sample(store, cycle, record, inputs, inclusion)
     if dataset_path:
         write_draws_csv(dataset_path, record.pool, record.sample, holdout, inclusion)
@@ -176,3 +210,26 @@ def write_draws_csv(path: str, pool: Pool | SampledPool, sample: Sample, holdout
                 f"{inclusion[d]:.6g}", int(holdout[d]), int(pool.predictions[i]),
                 f"{pool.p_correct[i]:.6g}",
             ])
+
+
+def pool_key(cycle: str) -> str:
+    return cycle_store.key(cycle, "pool.npz")
+
+
+def write_pool(store: ObjectStore, cycle: str, scan: PoolScan) -> None:
+    """The window's compact pool (id keys, P(correct), predictions, and where each input lives) for
+    the later rounds: about 28 B an input, written only when labels are asked for in rounds."""
+    store.put_arrays(pool_key(cycle), keys=scan.pool.ids, p_correct=scan.pool.p_correct,
+                     predictions=scan.pool.predictions, part_of=scan.part_of, parts=np.array(scan.parts, dtype=str))
+
+
+def read_pool(store: ObjectStore, cycle: str) -> PoolScan:
+    """The pool :func:`write_pool` stored, as a `PoolScan` that `fetch_rows` can read inputs from."""
+    try:
+        arrays = store.get_arrays(pool_key(cycle))
+    except KeyNotFound:
+        raise KeyNotFound(f"cycle {cycle!r} has no stored pool in {store.url}: its sample was not drawn in "
+                          "rounds (round_size > 0)") from None
+    pool = Pool(ids=arrays["keys"], p_correct=arrays["p_correct"], predictions=arrays["predictions"])
+    return PoolScan(pool=pool, part_of=arrays["part_of"], parts=tuple(arrays["parts"].astype(str).tolist()),
+                    stats=ScanStats())

@@ -58,6 +58,30 @@ async function answer(label) {
   setStatus(`saved ${item.id} as ${task.labeler}`, false);
   pos = nextUnanswered(pos);
   render();
+  if (task.answered >= task.total) waitForMore();
+}
+
+// Labels asked for in rounds: the task grows when the next round is drawn. While everything
+// shown is answered, look for new inputs every few seconds and offer the first unanswered one.
+let waiting = null;
+function waitForMore() {
+  if (waiting) return;
+  waiting = setInterval(async () => {
+    const res = await fetch(api("task"));
+    if (!res.ok) return;
+    const fresh = await res.json();
+    if (fresh.total <= task.items.length) return;
+    task.items = fresh.items;
+    task.total = fresh.total;
+    task.answered = fresh.answered;
+    task.budget = fresh.budget;
+    clearInterval(waiting);
+    waiting = null;
+    pos = task.items.findIndex((it) => !it.answered);
+    if (pos < 0) pos = 0;
+    setStatus(`a new round: ${fresh.total - fresh.answered} more to label`, false);
+    render();
+  }, 3000);
 }
 
 async function load() {
@@ -77,6 +101,7 @@ async function load() {
   pos = task.items.findIndex((it) => !it.answered);
   if (pos < 0) pos = 0;
   render();
+  if (task.answered >= task.total) waitForMore();
 }
 
 el("prev").addEventListener("click", () => { pos = Math.max(0, pos - 1); render(); });
