@@ -88,6 +88,7 @@ def assess_and_improve(
     target_half_width: float = 0.0,
     holdout_share: float = 0.3,
     seed: int = 0,
+    label_round_size: int = 0,  # > 0: labels in rounds of this many draws (docs/pipeline.md, "Rounds")
     # labeling
     labeling_backend: str = "simulated",
     labeling_timeout_s: int = 3600,
@@ -96,6 +97,7 @@ def assess_and_improve(
     simulated_scenario: str = "",
     label_studio_url: str = "",
     show_model_answer: bool = False,  # blind labeling unless a cycle asks to show the model's answer
+    train_weighting: str = "uniform",  # uniform, inclusion or mispredicted (collect-labels' WEIGHTINGS)
     # estimation and the drop rule
     level: float = 0.95,
     max_drop: float = 0.02,
@@ -140,7 +142,7 @@ def assess_and_improve(
     sampled = _prepare(sample_operational(
         store_url=store_url, deployment=deployment, sampler=sampler, sampler_params=sampler_params,
         budget=budget, holdout_share=holdout_share, seed=seed, since=since, until=until, cycle=cycle_id,
-        ray_address=ray_address,
+        ray_address=ray_address, round_size=label_round_size, target_half_width=target_half_width, level=level,
     ), "sample-operational", store_secret)
     cycle = sampled.outputs["cycle"]
 
@@ -148,7 +150,7 @@ def assess_and_improve(
         store_url=store_url, cycle=cycle, labeler=labeling_backend, timeout_s=labeling_timeout_s,
         poll_s=labeling_poll_s, min_answered_share=min_answered_share, deployment=deployment,
         simulated_scenario=simulated_scenario, label_studio_url=label_studio_url,
-        show_model_answer=show_model_answer,
+        show_model_answer=show_model_answer, train_weighting=train_weighting,
     ), "collect-labels", store_secret)
     kubernetes.use_secret_as_env(labels, secret_name=LABEL_STUDIO_SECRET, secret_key_to_env=LABEL_STUDIO_KEYS,
                                  optional=True)

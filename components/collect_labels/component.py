@@ -19,8 +19,11 @@ def collect_labels(
     simulated_scenario: str,
     label_studio_url: str,
     show_model_answer: bool = False,
+    train_weighting: str = "uniform",
 ) -> NamedTuple("Outputs", [("n_labeled", int), ("n_train", int), ("n_holdout", int)]):
-    """Hand the sample to a labeling backend (web, label-studio, feedback, simulated) and wait."""
+    """Hand the sample to a labeling backend (web, label-studio, feedback, simulated) and wait; a
+    sample drawn in rounds is labeled round by round here. ``train_weighting``: how the trainer
+    weighs each labeled input (uniform, inclusion, mispredicted)."""
     from collections import namedtuple
 
     from daic.components.collect_labels.logic import CollectConfig, run
@@ -28,7 +31,7 @@ def collect_labels(
     config = CollectConfig(backend=labeler, timeout_s=timeout_s, poll_s=poll_s,
                            min_answered_share=min_answered_share, deployment=deployment,
                            simulated_scenario=simulated_scenario, label_studio_url=label_studio_url,
-                           show_model_answer=show_model_answer)
+                           show_model_answer=show_model_answer, train_weighting=train_weighting)
     result = run(store_url, cycle, config)
     outputs = namedtuple("Outputs", ["n_labeled", "n_train", "n_holdout"])
     return outputs(result.n_labeled, result.n_train, result.n_holdout)
