@@ -34,7 +34,11 @@ class CancelRun:
 @dataclass(frozen=True)
 class PatchDeployment:
     """Make the deployment serve ``champion_version`` with ``canary_version`` taking
-    ``canary_share`` percent of traffic (no canary when ``canary_version`` is None)."""
+    ``canary_share`` percent of traffic (no canary when ``canary_version`` is None).
+
+    ``filter_version`` / ``canary_filter_version``: the input filter (a TRANSFORMER node, issue 21)
+    in front of the main / canary predictor's model, None for none; a filter's canary is the same
+    champion version behind the new filter. ``*_gate``: how the filter is gated per input."""
 
     name: str
     namespace: str | None
@@ -42,16 +46,25 @@ class PatchDeployment:
     champion_version: str
     canary_version: str | None = None
     canary_share: int = 0
+    filter_version: str | None = None
+    filter_gate: str = "gated"
+    canary_filter_version: str | None = None
+    canary_filter_gate: str = "gated"
 
     def __post_init__(self) -> None:
         if not 0 <= self.canary_share <= 100:
             raise ValueError(f"canary_share must be within 0..100, got {self.canary_share}")
         if self.canary_version is None and self.canary_share:
             raise ValueError("canary_share must be 0 without a canary_version")
+        if self.canary_version is None and self.canary_filter_version:
+            raise ValueError("canary_filter_version needs a canary_version")
 
     @property
     def key(self) -> str:
-        return f"deploy:{self.name}:{self.champion_version}:{self.canary_version}:{self.canary_share}"
+        key = f"deploy:{self.name}:{self.champion_version}:{self.canary_version}:{self.canary_share}"
+        if self.filter_version or self.canary_filter_version:
+            key += f":filter={self.filter_version}/{self.filter_gate}:{self.canary_filter_version}/{self.canary_filter_gate}"
+        return key
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,18 @@ class DeploymentReading:
     canary_version: str | None
     canary_share: int
     observed_at: datetime
+    filter_version: str | None = None
+    canary_filter_version: str | None = None
+
+
+@dataclass(frozen=True)
+class FilterRecord:
+    """The fit-filter step's record of the run ``run_name`` (``cycles/<run>/filter.json``), read while
+    the run goes on so the filter can go in while retraining runs."""
+
+    run_name: str
+    record: dict[str, Any]
+    observed_at: datetime
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,7 @@ class Observations:
     runs: tuple[RunObservation, ...] = ()
     deployment: DeploymentReading | None = None
     approval: Approval | None = None
+    filter_record: FilterRecord | None = None
     outcomes: tuple[ActionOutcome, ...] = field(default_factory=tuple)
 
 

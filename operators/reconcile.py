@@ -11,6 +11,15 @@ Phases (status.Phase):
     any run failure / timeout ─► Failed ──cooldown──► Monitoring (until maxConsecutiveFailures)
     Monitoring ◄──► Degraded (estimate unavailable or stale, no reference accuracy, invalid spec)
 
+The second remedy (issue 21; docs/operator.md, "The filter remedy"): while the run goes on, the
+fit-filter step's record (``cycles/<run>/filter.json``) is read and `decide_remedy` decides on it;
+a filter that beats the champion on the labeled sample goes in like a challenger (canary of the
+same champion behind the filter, then the whole predictor; a canary below the threshold rolls
+back), with no approval (it changes no model and comes out with one patch). The challenger is then
+held to the wrapped champion; promoting it takes the filter out (the filter was adapted to the
+replaced champion's outputs); so does traffic that is clean again (``trigger.consecutive`` clean
+readings: no drift or change alarm, estimate above the threshold) while no cycle is in flight.
+
 Every wait is bounded (docs/operator.md, "Timeouts"): a run by ``pipeline.timeoutSeconds``
 (RunTimedOut, the run cancelled), a promotion by ``promotion.timeoutSeconds`` (PromotionTimedOut:
 the champion-only split is restored and the cycle fails), an approval by
@@ -45,6 +54,7 @@ from daic.operators.observations import (
     Approval,
     EstimateError,
     EstimateReading,
+    FilterRecord,
     Observations,
     RunPhase,
     RunState,
@@ -60,11 +70,14 @@ from daic.operators.status import (
     Decision,
     DeploymentStatus,
     EstimateStatus,
+    FilterRollout,
     PendingRecord,
+    RemedyStatus,
     Phase,
     RetryState,
     RollbackRequest,
     RunResult,
+    ServedFilter,
     Stage,
     utc,
 )
@@ -267,6 +280,8 @@ class _Pass:
         self.run: RunState | None = None              # a new state of the current run
         self.approval: Approval | None = None
         self.canary: EstimateReading | None = None    # the canary's own estimate, read during the canary
+        self.filter_canary: EstimateReading | None = None  # the same, during a filter's canary
+        self.filter_busy: bool | None = None               # this pass's verdict of _filter_step
         self.failures: list[str] = []
         self.pipeline_error: str | None = None
         self.cycle_started = False
@@ -336,7 +351,9 @@ class _Pass:
         if dep is not None and (st.deployment is None or utc(dep.observed_at) > st.deployment.observed_at):
             st.deployment = DeploymentStatus(champion_version=dep.champion_version,
                                              canary_version=dep.canary_version,
-                                             canary_share=dep.canary_share, observed_at=utc(dep.observed_at))
+                                             canary_share=dep.canary_share, observed_at=utc(dep.observed_at),
+                                             filter_version=dep.filter_version,
+                                             canary_filter_version=dep.canary_filter_version)
 
         canary = obs.canary_estimate
         cur = st.current
@@ -344,6 +361,16 @@ class _Pass:
                 and utc(canary.observed_at) >= cur.canary_started_at):
             cur.canary_estimate, cur.canary_n = canary.accuracy, canary.n
             self.canary = canary
+        rem = cur.remedy if cur is not None else None
+        if (isinstance(canary, EstimateReading) and rem is not None and rem.rollout is FilterRollout.canary
+                and rem.canary_started_at is not None and utc(canary.observed_at) >= rem.canary_started_at):
+            rem.canary_estimate, rem.canary_n = canary.accuracy, canary.n
+            self.filter_canary = canary
+
+        record = obs.filter_record
+        if (isinstance(record, FilterRecord) and cur is not None and record.run_name == cur.run_name
+                and cur.remedy is None):
+            self._take_remedy(record.record, from_result=False)
 
         if obs.approval is not None and st.current is not None and obs.approval.cycle == st.current.cycle:
             self.approval = obs.approval
@@ -361,6 +388,7 @@ class _Pass:
             Phase.cooldown: self._cooldown,
             Phase.failed: self._failed,
         }
+        self._filter_when_clean()
         for _ in range(_MAX_PASSES):
             before = (self.status.phase, self.status.stage)
             again = handlers[self.status.phase]()
@@ -426,7 +454,9 @@ class _Pass:
         if rb is None:
             st.retries = [r for r in st.retries if not r.key.startswith("rollback:")]
             return
-        want = PatchDeployment(rb.name, rb.namespace, rb.predictor, rb.champion_version, None, 0)
+        served = self._serving()
+        want = PatchDeployment(rb.name, rb.namespace, rb.predictor, rb.champion_version, None, 0,
+                               *(served or (None, "gated")))
         key = f"rollback:{want.key}"
         dep = st.deployment
         restored = (dep is not None and dep.observed_at >= rb.requested_at
@@ -528,6 +558,7 @@ class _Pass:
             self._cancel(cur.run_name)
             return self._fail("RunTimedOut", f"run {cur.run_name} did not finish within "
                                              f"{self.spec.pipeline.timeout_seconds} s; cancelled")
+        self._filter_step()
         run = self.run
         if run is None:
             return False
@@ -570,6 +601,10 @@ class _Pass:
                               describe_errors(exc).replace("spec.", "result."))
         cur.champion_version = result.champion_version or cur.champion_version
         cur.challenger_version = result.challenger_version
+        if cur.remedy is None:
+            self._take_remedy(cur.result, from_result=True, drop_confirmed=result.drop_confirmed)
+        if self._filter_step():
+            return False  # the filter's rollout decides the split first; the challenger waits for it
         interval = (f"offline estimate {result.offline_accuracy:.4f} "
                     f"[{result.offline_lower:.4f}, {result.offline_upper:.4f}] from {result.labels_used} labels")
         if not result.drop_confirmed:
@@ -584,18 +619,27 @@ class _Pass:
                                 f"{interval}; the evaluation refused challenger {result.challenger_version}"
                                 + (f": {result.promotion_reason}" if result.promotion_reason else ""))
         champion_acc = result.champion_accuracy if result.champion_accuracy is not None else result.offline_accuracy
+        against = "champion"
+        rem = cur.remedy
+        if (rem is not None and rem.compare_to == "wrapped-champion" and rem.outcome == "deployed"
+                and self.status.filter is not None):
+            # What serves is the champion behind the filter: the challenger must beat that, on the
+            # held-out draws it was judged on when the step measured them there.
+            wrapped = rem.filter_holdout_accuracy if rem.filter_holdout_accuracy is not None else rem.filter_accuracy
+            if wrapped is not None:
+                champion_acc, against = wrapped, f"champion+filter {rem.filter_version}"
         gain = result.challenger_accuracy - champion_acc
         need = self.spec.promotion.min_improvement
         if gain <= 0 or gain < need:
             return self._finish(Decision.challenger_not_better,
                                 f"{interval}; challenger {result.challenger_version} "
-                                f"{result.challenger_accuracy:.4f} vs champion {champion_acc:.4f} "
+                                f"{result.challenger_accuracy:.4f} vs {against} {champion_acc:.4f} "
                                 f"(gain {gain:+.4f}, needs > 0 and >= {need:.4f})")
         if not cur.champion_version:
             return self._fail("UnknownChampion", "cannot switch traffic: the champion version is unknown "
                                                  "(neither the estimate nor the run result names it)")
         summary = (f"{interval}; challenger {result.challenger_version} {result.challenger_accuracy:.4f} "
-                   f"beats champion {cur.champion_version} {champion_acc:.4f}")
+                   f"beats {against} {cur.champion_version} {champion_acc:.4f}")
         if self.spec.promotion.mode is PromotionMode.manual:
             cur.approval_requested_at = self.now
             return self._transition(
@@ -658,7 +702,8 @@ class _Pass:
         st, cur, promo = self.status, self.status.current, self.spec.promotion
         assert cur is not None and cur.challenger_version and cur.champion_version
         if st.stage is Stage.canary:
-            if not self._deployment_is(cur.champion_version, cur.challenger_version, promo.canary_share):
+            if not self._deployment_is(cur.champion_version, cur.challenger_version, promo.canary_share,
+                                       self._serving()):
                 return False
             if cur.canary_started_at is None:
                 cur.canary_started_at = self.now
@@ -676,24 +721,196 @@ class _Pass:
                                         f"{cur.challenger_version}", "Normal")
             return False
         if st.stage is Stage.rollback:
-            if self._deployment_is(cur.champion_version, None, 0):
+            if self._deployment_is(cur.champion_version, None, 0, self._serving()):
                 return self._finish(Decision.rolled_back, f"canary of {cur.challenger_version} rolled back; "
                                                           f"{cur.champion_version} serves all traffic")
             return False
         if self._deployment_is(cur.challenger_version, None, 0):
+            served = st.filter
+            if served is not None:
+                # The filter was adapted to the replaced champion (its label-free objective and its
+                # gate were fitted on that model's outputs): it comes out with the promotion.
+                st.filter = None
+                if cur.remedy is not None:
+                    cur.remedy.outcome = "removed-at-promotion"
+                self._event("Normal", "FilterRemoved",
+                            f"filter {served.version} removed: challenger {cur.challenger_version} replaced "
+                            f"{cur.champion_version}, the champion the filter was adapted to")
             return self._finish(Decision.promoted, f"{cur.challenger_version} replaced {cur.champion_version}")
         return False
 
-    def _deployment_is(self, champion: str, canary: str | None, share: int) -> bool:
-        """True when the last reading shows this split; otherwise asks for it (an idempotent patch)."""
+    def _deployment_is(self, champion: str, canary: str | None, share: int,
+                       filter: tuple[str, str] | None = None, canary_filter: tuple[str, str] | None = None) -> bool:
+        """True when the last reading shows this split (and these filters: (version, gate) in front
+        of the main / canary model, None for none); otherwise asks for it (an idempotent patch)."""
         dep = self.status.deployment
-        if dep is not None and (dep.champion_version, dep.canary_version, dep.canary_share) == (
-                champion, canary, share if canary else 0):
+        fv, fg = filter or (None, "gated")
+        cfv, cfg = canary_filter or (None, "gated")
+        if dep is not None and (dep.champion_version, dep.canary_version, dep.canary_share, dep.filter_version,
+                                dep.canary_filter_version) == (champion, canary, share if canary else 0, fv,
+                                                               cfv if canary else None):
             return True
         ref = self.spec.deployment
         self.actions.append(PatchDeployment(ref.name, ref.namespace or self.ident.namespace, ref.predictor,
-                                            champion, canary, share if canary else 0))
+                                            champion, canary, share if canary else 0, fv, fg,
+                                            cfv if canary else None, cfg))
         return False
+
+    def _serving(self) -> tuple[str, str] | None:
+        f = self.status.filter
+        return (f.version, f.gate) if f is not None else None
+
+    # -- the filter remedy (issue 21) ---------------------------------------------------------------
+
+    def _take_remedy(self, fields: dict[str, Any] | None, *, from_result: bool, drop_confirmed: bool = True) -> None:
+        """Decide the filter remedy with `decide_remedy` on the fit-filter step's figures (its
+        record, or the run result's ``filter_*`` fields) and start the rollout it asks for."""
+        cur, fields = self.status.current, dict(fields or {})
+        assert cur is not None
+        champion_key = "filter_champion_accuracy" if from_result else "champion_accuracy"
+        gate_key = "filter_gate" if from_result else "gate"
+        champion_acc, filter_acc = _num(fields.get(champion_key)), _num(fields.get("filter_accuracy"))
+        version = fields.get("filter_version") or None
+        d = decide_remedy(self.spec.remedy, drop_confirmed=drop_confirmed, traffic_clean=False,
+                          filter_in_service=self.status.filter is not None, champion_accuracy=champion_acc,
+                          filter_accuracy=filter_acc, min_improvement=self.spec.promotion.min_improvement)
+        if d.filter == "deploy" and not isinstance(version, str):
+            d = RemedyDecision("none", d.retrain, "champion", "the fit-filter step named no filter version")
+        rem = RemedyStatus(decision=d.filter, retrain=d.retrain, compare_to=d.compare_to, reason=d.reason,
+                           decided_at=self.now, filter_version=version if isinstance(version, str) else None,
+                           gate=str(fields.get(gate_key) or "gated"), champion_accuracy=champion_acc,
+                           filter_accuracy=filter_acc,
+                           filter_holdout_accuracy=_num(fields.get("filter_holdout_accuracy")))
+        if d.filter == "deploy":
+            rem.rollout = FilterRollout.canary if self.spec.promotion.canary_share > 0 else FilterRollout.promote
+            rem.requested_at = self.now
+        elif d.filter == "remove":
+            rem.rollout, rem.requested_at = FilterRollout.removing, self.now
+        else:
+            rem.rollout, rem.outcome = FilterRollout.done, "kept" if d.filter == "keep" else "none"
+        cur.remedy = rem
+        self._event("Normal", "RemedyDecided", f"cycle {cur.cycle}: filter {d.filter}"
+                                               f"{' ' + rem.filter_version if d.filter == 'deploy' else ''}, "
+                                               f"retrain {'yes' if d.retrain else 'no'}: {d.reason}")
+
+    def _filter_champion(self) -> str | None:
+        st, cur = self.status, self.status.current
+        dep = st.deployment.champion_version if st.deployment is not None else None
+        est = st.estimate.model_version if st.estimate is not None else None
+        return (cur.champion_version if cur is not None else None) or dep or est
+
+    def _filter_step(self) -> bool:
+        """Advance the cycle's filter rollout (once per pass); True while it still waits for the deployment."""
+        if self.filter_busy is None:
+            self.filter_busy = self._filter_rollout()
+        return self.filter_busy
+
+    def _filter_rollout(self) -> bool:
+        st, cur, promo = self.status, self.status.current, self.spec.promotion
+        rem = cur.remedy if cur is not None else None
+        if rem is None or rem.rollout in (None, FilterRollout.done):
+            return False
+        assert cur is not None
+        champion = self._filter_champion()
+        if champion is None:
+            rem.rollout, rem.outcome = FilterRollout.done, "no-champion"
+            self._event("Warning", "FilterNotDeployed", "the champion version is unknown: the filter cannot be "
+                                                        "put in front of it")
+            return False
+        new = (rem.filter_version, rem.gate or "gated") if rem.filter_version else None
+        started = rem.requested_at or self.now
+        limit = timedelta(seconds=promo.timeout_seconds)
+        if rem.rollout in (FilterRollout.canary, FilterRollout.promote) and self.now - started > limit:
+            rem.rollout, rem.outcome = FilterRollout.rollback, "timed-out"
+            self._event("Warning", "FilterTimedOut", f"filter {rem.filter_version} was not served within "
+                                                     f"{promo.timeout_seconds} s (promotion.timeoutSeconds); "
+                                                     "restoring the previous split")
+        if rem.rollout is FilterRollout.canary:
+            if not self._deployment_is(champion, champion, promo.canary_share, self._serving(), new):
+                return True
+            if rem.canary_started_at is None:
+                rem.canary_started_at = self.now
+                self._event("Normal", "FilterCanaryServing", f"{champion} behind filter {rem.filter_version} "
+                                                             f"serves {promo.canary_share}% of traffic")
+            threshold, canary = st.effective_threshold, self.filter_canary
+            if (canary is not None and threshold is not None and canary.n >= self.spec.trigger.min_window
+                    and canary.accuracy < threshold):
+                rem.rollout, rem.outcome = FilterRollout.rollback, "rolled-back"
+                self._event("Warning", "FilterCanaryRollback", f"filter canary estimate {canary.accuracy:.4f} "
+                                                               f"(n={canary.n}) < {threshold:.4f}; rolling back")
+            elif self.now - rem.canary_started_at >= timedelta(seconds=promo.canary_seconds):
+                rem.rollout = FilterRollout.promote
+                self._event("Normal", "FilterCanaryPassed", f"filter canary held for {promo.canary_seconds} s; "
+                                                            f"putting filter {rem.filter_version} in front of "
+                                                            f"{champion}")
+            else:
+                return True
+        if rem.rollout is FilterRollout.promote:
+            if not self._deployment_is(champion, None, 0, new):
+                return True
+            assert rem.filter_version is not None
+            st.filter = ServedFilter(version=rem.filter_version, gate=rem.gate or "gated", wraps=champion,
+                                     cycle=cur.cycle, since=self.now, reason=rem.reason)
+            rem.rollout, rem.outcome = FilterRollout.done, "deployed"
+            self._event("Normal", "FilterDeployed", f"filter {rem.filter_version} ({st.filter.gate}) serves in "
+                                                    f"front of {champion}: {rem.reason}")
+            return False
+        if rem.rollout is FilterRollout.rollback:
+            if not self._deployment_is(champion, None, 0, self._serving()):
+                if self.now - started <= 2 * limit:
+                    return True
+                self._gave_up("FilterRollbackGaveUp", f"deployment did not return to {champion} without filter "
+                                                      f"{rem.filter_version}; check it by hand")
+            rem.rollout, rem.outcome = FilterRollout.done, rem.outcome or "rolled-back"
+            self._event("Normal", "FilterRolledBack", f"filter {rem.filter_version} is not served ({rem.outcome})")
+            return False
+        if rem.rollout is FilterRollout.removing:
+            if not self._deployment_is(champion, None, 0, None):
+                if self.now - started <= limit:
+                    return True
+                self._gave_up("FilterRemovalGaveUp", f"filter {st.filter.version if st.filter else '?'} was not "
+                                                     "seen removed; check the deployment by hand")
+                rem.rollout, rem.outcome = FilterRollout.done, "removal-gave-up"
+                return False
+            removed = st.filter.version if st.filter else None
+            st.filter = None
+            rem.rollout, rem.outcome = FilterRollout.done, "removed"
+            self._event("Normal", "FilterRemoved", f"filter {removed} removed: {rem.reason}")
+        return False
+
+    def _filter_when_clean(self) -> None:
+        """Between cycles: take a serving filter out once traffic is clean again (``trigger.consecutive``
+        fresh readings with no drift or change alarm, trusted, and not below the threshold)."""
+        st, f = self.status, self.status.filter
+        if f is None or st.current is not None:
+            return
+        if f.removing_since is None:
+            reading, check = self.fresh, self.check
+            if reading is None or check is None:
+                return
+            clean = (check.eligible and not check.breach and reading.trusted and not reading.drift_alarm
+                     and not reading.change_alarm)
+            f.clean_count = f.clean_count + 1 if clean else 0
+            if f.clean_count < self.spec.trigger.consecutive:
+                return
+            d = decide_remedy(self.spec.remedy, drop_confirmed=False, traffic_clean=True, filter_in_service=True,
+                              champion_accuracy=None, filter_accuracy=None)
+            if d.filter != "remove":
+                return
+            f.removing_since, f.reason = self.now, d.reason
+            self._event("Normal", "FilterRemoving", f"{d.reason} ({f.clean_count} clean readings, estimate "
+                                                    f"{reading.accuracy:.4f}); removing filter {f.version}")
+        champion = self._filter_champion()
+        if champion is None:
+            return
+        if self._deployment_is(champion, None, 0, None):
+            st.filter = None
+            self._event("Normal", "FilterRemoved", f"filter {f.version} removed: {f.reason}")
+        elif self.now - f.removing_since > timedelta(seconds=self.spec.promotion.timeout_seconds):
+            f.removing_since, f.clean_count = None, 0
+            self._gave_up("FilterRemovalGaveUp", f"filter {f.version} was not seen removed within "
+                                                 f"{self.spec.promotion.timeout_seconds} s; asked again after "
+                                                 "the next clean readings")
 
     def _cooldown(self) -> bool:
         until = self.status.cooldown_until
@@ -726,6 +943,16 @@ class _Pass:
         st, cur = self.status, self.status.current
         assert cur is not None
         cur.decision = decision.value
+        rem = cur.remedy
+        if rem is not None and rem.rollout not in (None, FilterRollout.done):
+            # The cycle ends (a failure, a timeout) with the filter's rollout unfinished: restore
+            # the champion with the filter that served before (a canary or a half-made patch goes).
+            rem.rollout, rem.outcome = FilterRollout.done, "abandoned"
+            if cur.champion_version and self.status.pending_rollback is None:
+                ref = self.spec.deployment
+                self.status.pending_rollback = RollbackRequest(
+                    name=ref.name, namespace=ref.namespace or self.ident.namespace, predictor=ref.predictor,
+                    champion_version=cur.champion_version, requested_at=self.now)
         result = cur.result or {}
         summary = CycleSummary(
             cycle=cur.cycle, run_name=cur.run_name, started_at=cur.started_at, finished_at=self.now,
@@ -734,7 +961,10 @@ class _Pass:
             offline_lower=_num(result.get("offline_lower")), offline_upper=_num(result.get("offline_upper")),
             labels_used=_int(result.get("labels_used")), decision=decision, message=message,
             champion_version=cur.champion_version, challenger_version=cur.challenger_version,
-            record_key=record_key(cur.run_name))
+            record_key=record_key(cur.run_name),
+            remedy=cur.remedy.decision if cur.remedy else None, remedy_reason=cur.remedy.reason if cur.remedy else None,
+            filter_outcome=cur.remedy.outcome if cur.remedy else None,
+            filter_version=cur.remedy.filter_version if cur.remedy else None)
         history = [h for h in st.history if h.cycle != cur.cycle] + [summary]
         st.history = history[-self.spec.max_history:]
         self._queue_record(self._record(cur, summary))
@@ -821,6 +1051,12 @@ class _Pass:
         else:
             _set_condition(st, "EstimateAvailable", True, "Fresh", "", now)
         cur = st.current
+        served = st.filter
+        _set_condition(st, "FilterServing", served is not None,
+                       "FilterInService" if served else "NoFilter",
+                       (f"filter {served.version} ({served.gate}) in front of {served.wraps}"
+                        + (f" since cycle {served.cycle}" if served.cycle else "") + f": {served.reason}")
+                       if served else "", now)
         _set_condition(st, "CycleInFlight", cur is not None, st.phase.value,
                        f"cycle {cur.cycle}, run {cur.run_name}" if cur else "", now)
         if cur is None and not st.pending_cancel:

@@ -98,6 +98,52 @@ class RunResult(_Model):
     promotion_reason: str | None = None
 
 
+class FilterRollout(str, enum.Enum):
+    """Where the cycle's input filter stands (issue 21): it goes in like a challenger (canary, then
+    the whole predictor; a failing canary rolls back), and ``removing`` takes a serving one out."""
+
+    canary = "canary"
+    promote = "promote"
+    rollback = "rollback"
+    removing = "removing"
+    done = "done"
+
+
+class RemedyStatus(_Model):
+    """The remedy decision of the cycle in flight (``daic.operators.reconcile.decide_remedy`` on the
+    fit-filter step's figures) and the filter's rollout."""
+
+    decision: Literal["deploy", "keep", "remove", "none"]
+    retrain: bool
+    compare_to: str
+    reason: str
+    decided_at: datetime
+    filter_version: str | None = None
+    gate: str | None = None
+    champion_accuracy: float | None = None
+    filter_accuracy: float | None = None
+    filter_holdout_accuracy: float | None = None
+    rollout: FilterRollout | None = None
+    requested_at: datetime | None = None
+    canary_started_at: datetime | None = None
+    canary_estimate: float | None = None
+    canary_n: int | None = None
+    outcome: str | None = None  # deployed, rolled-back, timed-out, removed, kept, none
+
+
+class ServedFilter(_Model):
+    """The input filter in front of the champion now (None: no filter)."""
+
+    version: str
+    gate: str = "gated"
+    wraps: str | None = None          # the champion version it was adapted to
+    cycle: int | None = None          # the cycle that put it in
+    since: datetime
+    reason: str = ""
+    clean_count: int = Field(default=0, ge=0)  # consecutive clean readings (no drift, estimate above threshold)
+    removing_since: datetime | None = None     # a removal was asked (traffic clean again)
+
+
 class CurrentCycle(_Model):
     cycle: int = Field(ge=1)
     run_name: str
@@ -118,6 +164,7 @@ class CurrentCycle(_Model):
     canary_n: int | None = None
     promotion_requested_at: datetime | None = None
     decision: str | None = None
+    remedy: RemedyStatus | None = None
 
 
 class CycleSummary(_Model):
@@ -138,6 +185,10 @@ class CycleSummary(_Model):
     champion_version: str | None = None
     challenger_version: str | None = None
     record_key: str
+    remedy: str | None = None          # the filter decision: deploy, keep, remove, none
+    remedy_reason: str | None = None
+    filter_outcome: str | None = None
+    filter_version: str | None = None
 
 
 class DeploymentStatus(_Model):
@@ -145,6 +196,8 @@ class DeploymentStatus(_Model):
     canary_version: str | None = None
     canary_share: int = Field(default=0, ge=0, le=100)
     observed_at: datetime
+    filter_version: str | None = None
+    canary_filter_version: str | None = None
 
 
 class Condition(_Model):
@@ -204,6 +257,7 @@ class CycleStatus(_Model):
     pending_cancel: list[str] = Field(default_factory=list)
     retries: list[RetryState] = Field(default_factory=list)
     pending_rollback: RollbackRequest | None = None
+    filter: ServedFilter | None = None
     pipeline_unreachable_since: datetime | None = None  # first unanswered run read of an unbroken streak
     conditions: list[Condition] = Field(default_factory=list)
     cooldown_until: datetime | None = None
