@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from daic.oracles.ann import EXACT_BELOW, KNNIndex
 from daic.oracles.threads import single_thread
 
 from daic.oracles.base import NotFittedError, SignalOracle
@@ -64,47 +65,62 @@ class DistanceOracle(SignalOracle):
 
 
 class KNNDistanceOracle(DistanceOracle):
-    """Distance to the k-th nearest neighbour among L2-normalised reference embeddings."""
+    """Distance to the k-th nearest neighbour among L2-normalised reference embeddings.
+
+    Exact below ``exact_below`` bank rows, an IVF index above (:mod:`daic.oracles.ann`): query
+    cost O(sqrt(n)) instead of O(n). The leave-one-out distances of the bank are computed once
+    per fit (they serve both the isotonic calibration and the sorted reference distances)."""
 
     name = "knn_distance"
 
-    def __init__(self, k: int = 10) -> None:
+    def __init__(self, k: int = 10, exact_below: int = EXACT_BELOW) -> None:
         super().__init__()
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
+        if isinstance(exact_below, bool) or not isinstance(exact_below, (int, np.integer)) or exact_below < 1:
+            raise ValueError(f"exact_below must be a positive integer, got {exact_below!r}")
         self.k = int(k)
-        self._index = None
+        self.exact_below = int(exact_below)
+        self._index: KNNIndex | None = None
+        self._loo: np.ndarray | None = None
 
     def _fit_signal(self, reference: OracleReference) -> None:
-        from sklearn.neighbors import NearestNeighbors
-
         if len(reference) <= self.k:
             raise ValueError(f"k={self.k} needs more than {self.k} reference inputs, got {len(reference)}")
-        # Brute force: exact, and for a few thousand 64-256-d points faster than any tree.
-        self._index = NearestNeighbors(n_neighbors=self.k, algorithm="brute").fit(
-            l2_normalise(reference.embeddings))
+        points = l2_normalise(reference.embeddings)
+        # Brute force below the threshold: exact, and for a few thousand 64-256-d points faster
+        # than any tree or index.
+        self._index = KNNIndex(points, self.k, exact_below=self.exact_below)
+        with single_thread():
+            self._loo = self._index.query_self(points)[:, -1]
 
-    def _distances(self, emb: np.ndarray | None) -> np.ndarray:
+    @property
+    def index_kind(self) -> str:
+        """``"exact"`` or ``"ivf"`` (see :mod:`daic.oracles.ann`)."""
         if self._index is None:
             raise NotFittedError(f"{self.name}: call fit(reference) first")
-        if emb is not None and emb.shape[1] != self._index.n_features_in_:
+        return self._index.kind
+
+    def _distances(self, emb: np.ndarray) -> np.ndarray:
+        if self._index is None:
+            raise NotFittedError(f"{self.name}: call fit(reference) first")
+        if emb.shape[1] != self._index.dim:
             raise ValueError(
-                f"embeddings have {emb.shape[1]} dimensions, the reference has "
-                f"{self._index.n_features_in_}"
+                f"embeddings have {emb.shape[1]} dimensions, the reference has {self._index.dim}"
             )
         # One thread: per-batch queries are small, and the sidecar shares its cores.
         with single_thread():
-            if emb is None:  # the indexed points themselves, each left out of its own neighbours
-                dist, _ = self._index.kneighbors()
-            else:
-                dist, _ = self._index.kneighbors(l2_normalise(emb))
+            dist = self._index.query(l2_normalise(emb), threads=1)
         return dist[:, -1]
 
     def signal(self, batch: OracleBatch) -> np.ndarray:
         return self._distances(batch.require_embeddings(self.name))
 
     def reference_signal(self, reference: OracleReference) -> np.ndarray:
-        return self._distances(None)
+        """The indexed points themselves, each left out of its own neighbours (computed at fit)."""
+        if self._loo is None:
+            raise NotFittedError(f"{self.name}: call fit(reference) first")
+        return self._loo
 
 
 class MahalanobisOracle(DistanceOracle):

@@ -2,20 +2,25 @@
 
 Every served response names the model version that produced it; that version's oracle
 reference (``models/<name>/<version>/oracle_reference.npz``, and its shifted reference when the
-registry has one) is what its predictions are scored against. Assessors are fitted once per
-version, on first use or when the champion pointer moves, and cached (a few versions at most
-are live at once: champion, canary, the one being retired).
+registry has one) is what its predictions are scored against.
 
-Fitting takes about a minute of CPU (cross-fitted combiner and window model), which a restart or
-a champion change would otherwise pay again before the sidecar is ready. So a fitted assessor is
-also pickled to ``cache_dir`` (the sidecar's own state directory), keyed by a fingerprint of the
-reference arrays and of the ``daic.oracles`` source: a changed reference or new code refits, a
-missing or unreadable file refits, and only files this sidecar wrote are ever loaded.
+Off the serving path (issue 22): an assessor is fitted once per version when the version is
+registered and stored with it (:mod:`daic.models.assessor_store`); the pool loads that. Only a
+version without a usable stored assessor is fitted here, and then in a background thread. Loads
+and fits run on one worker thread, never under a lock scoring takes: the ready assessors are an
+immutable mapping whose reference is swapped in one assignment (copy on write), so
+:meth:`AssessorPool.for_scoring` never waits. Until a version's own assessor is ready its
+predictions are scored with a stand-in, the assessor last used for scoring (the old champion's
+across a champion change), and its estimator is rebuilt with its own assessor's window model and
+error terms once that is ready (:meth:`AssessorPool.estimator_for`), keeping the window's inputs.
+
+A fit made here is also pickled to ``cache_dir`` (the sidecar's own state directory), keyed by a
+fingerprint of the reference arrays and of the ``daic.oracles`` source: a changed reference or
+new code refits, a missing or unreadable file refits, and only files this sidecar wrote are loaded.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import logging
 import os
@@ -23,11 +28,13 @@ import pickle
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from daic.models import first_window
+from daic.models import assessor_store, first_window
 from daic.oracles.pipeline import OnlineAssessor
 from daic.oracles.window import OnlineEstimator
 from daic.serving.loading import load_oracle_reference, resolve_version
@@ -36,16 +43,10 @@ from daic.storage import ObjectStore
 logger = logging.getLogger(__name__)
 
 
-@functools.cache
 def _code_fingerprint() -> str:
     """Hash of the daic.oracles sources: a pickled assessor is only reused by the same code.
     Taken once per process: it stands for the code that was loaded, not for later edits."""
-    import daic.oracles
-
-    digest = hashlib.sha256()
-    for path in sorted(Path(daic.oracles.__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()[:16]
+    return assessor_store.code_fingerprint()
 
 
 def reference_fingerprint(*references) -> str:
@@ -68,40 +69,100 @@ def reference_fingerprint(*references) -> str:
 
 
 class AssessorPool:
+    """Ready assessors per version, loaded or fitted in the background (see the module docstring).
+
+    ``fit``: how a version without a stored assessor is fitted, ``fit(reference, shifted)`` ->
+    OnlineAssessor (default: :func:`daic.models.assessor_store.fit`; tests gate it on an Event)."""
+
     def __init__(self, store: ObjectStore, model_name: str, window: int, keep: int = 4,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, fit: Callable | None = None) -> None:
         self.store = store
         self.model_name = model_name
         self.window = window
         self.keep = keep
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.fits = 0  # assessors fitted (not loaded from the cache) by this pool
-        self._assessors: OrderedDict[str, OnlineAssessor] = OrderedDict()
-        self._lock = threading.Lock()
+        self._fit = fit or assessor_store.fit
+        self.fits = 0  # assessors fitted here (not loaded from the registry or the cache)
+        self.loads = 0  # assessors loaded from the registry (fitted when the version was registered)
+        # version -> assessor, oldest first; replaced whole, never mutated (readers take no lock)
+        self._ready: "OrderedDict[str, OnlineAssessor]" = OrderedDict()
+        self._pending: dict[str, Future] = {}
+        self._standin: str | None = None  # the version last scored with its own assessor
+        self._lock = threading.Lock()  # guards _pending and the swap of _ready; never held across I/O or a fit
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="assessor-fit")
 
     def champion(self) -> str | None:
         """The registry's champion version, None while there is none."""
         return resolve_version(self.store, self.model_name, missing_ok=True)
 
-    def get(self, version: str) -> OnlineAssessor:
-        """The assessor fitted on ``version``'s oracle reference (fits it on first use)."""
+    # -- preparing ------------------------------------------------------------------------------
+    def prepare(self, version: str) -> Future:
+        """Start loading (or, without a stored assessor, fitting) ``version``'s assessor in the
+        background; returns a future of it. Returns at once."""
         with self._lock:
-            assessor = self._assessors.get(version)
-            if assessor is None:
+            if version in self._ready:
+                done: Future = Future()
+                done.set_result(self._ready[version])
+                return done
+            future = self._pending.get(version)
+            if future is None:
+                future = self._pending[version] = self._worker.submit(self._prepare, version)
+            return future
+
+    def _prepare(self, version: str) -> OnlineAssessor:
+        try:
+            assessor = assessor_store.load(self.store, self.model_name, version)
+            if assessor is not None:
+                self.loads += 1
+            else:
                 reference, shifted = load_oracle_reference(self.store, self.model_name, version)
                 assessor = self._fit_or_load(version, reference, shifted)
-                # Labelled held-out inputs of the cycle that promoted it (daic.models.first_window).
-                assessor = first_window.calibrate(assessor, self.store, self.model_name, version)
-                self._assessors[version] = assessor
-                while len(self._assessors) > self.keep:
-                    self._assessors.popitem(last=False)
-            self._assessors.move_to_end(version)
+            # Labelled held-out inputs of the cycle that promoted it (daic.models.first_window).
+            assessor = first_window.calibrate(assessor, self.store, self.model_name, version)
+        except BaseException:
+            with self._lock:
+                self._pending.pop(version, None)  # a later call tries again
+            raise
+        with self._lock:
+            ready = OrderedDict(self._ready)
+            ready[version] = assessor
+            while len(ready) > self.keep:
+                ready.popitem(last=False)
+            self._ready = ready  # the swap: one assignment
+            self._pending.pop(version, None)
+        return assessor
+
+    def get(self, version: str, timeout: float | None = None) -> OnlineAssessor:
+        """``version``'s own assessor, waiting for its load or fit (never on the scoring path:
+        warm-up, an explicit reload, tests and benchmarks)."""
+        assessor = self._ready.get(version)
+        if assessor is not None:
             return assessor
+        return self.prepare(version).result(timeout)
+
+    def ready(self, version: str) -> OnlineAssessor | None:
+        """``version``'s assessor if it is ready, else None (never waits)."""
+        return self._ready.get(version)
+
+    def for_scoring(self, version: str) -> tuple[OnlineAssessor | None, bool]:
+        """(assessor, own) to score ``version``'s predictions with, at once: its own when ready;
+        else (its load or fit started in the background) the stand-in, the assessor last used
+        for its own version's scoring, with own=False; (None, False) when there is none yet."""
+        ready = self._ready  # one read of the current mapping
+        assessor = ready.get(version)
+        if assessor is not None:
+            self._standin = version
+            return assessor, True
+        self.prepare(version)
+        standin = ready.get(self._standin) if self._standin is not None else None
+        if standin is None and ready:
+            standin = next(reversed(ready.values()))
+        return standin, False
 
     def _fit_or_load(self, version: str, reference, shifted) -> OnlineAssessor:
         if self.cache_dir is None:
             self.fits += 1
-            return OnlineAssessor().fit(reference, shifted)
+            return self._fit(reference, shifted)
         path = self.cache_dir / f"{version}-{reference_fingerprint(reference, shifted)}-{_code_fingerprint()}.pkl"
         if path.exists():
             try:
@@ -113,7 +174,7 @@ class AssessorPool:
             except Exception as exc:  # noqa: BLE001 - any unreadable cache file means: refit
                 logger.warning("cannot read the cached assessor %s (%s); refitting", path, exc)
         self.fits += 1
-        assessor = OnlineAssessor().fit(reference, shifted)
+        assessor = self._fit(reference, shifted)
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             for old in self.cache_dir.glob(f"{version}-*.pkl"):
@@ -127,15 +188,39 @@ class AssessorPool:
         return assessor
 
     def loaded_versions(self) -> list[str]:
-        with self._lock:
-            return list(self._assessors)
+        return list(self._ready)
 
+    # -- estimators -------------------------------------------------------------------------------
     def new_estimator(self, version: str) -> OnlineEstimator:
         """A window with the version's window model, measured model error and trust region.
         Once feedback recalibrates it, the label-free estimate is still weighed in by inverse
         variance (``fuse_label_free``): 1.92 points of error after 200 labels against 2.00 for
         the recalibration alone in benchmarks/online_estimation.py (docs/benchmarks/online.md)."""
         return self.get(version).new_estimator(max_count=self.window, fuse_label_free=True)
+
+    def estimator_for(self, version: str, current: OnlineEstimator | None) -> OnlineEstimator:
+        """The estimator ``version``'s scores go into, without waiting: ``current`` when it was
+        built with the version's own assessor; a new one (or ``current`` rebuilt, its window
+        kept) with the own assessor once ready; else one with the stand-in's terms, marked
+        ``stand_in`` so it is rebuilt later."""
+        own = self.ready(version)
+        if own is not None:
+            if current is None:
+                return own.new_estimator(max_count=self.window, fuse_label_free=True)
+            if not getattr(current, "stand_in", False):
+                return current
+            fresh = own.new_estimator(max_count=self.window, fuse_label_free=True).to_state()
+            state = current.to_state()
+            state["config"], state["change"] = fresh["config"], fresh["change"]
+            return own.estimator_from_state(state)
+        if current is not None:
+            return current
+        standin, _ = self.for_scoring(version)
+        if standin is None:
+            raise LookupError(f"no assessor ready for {version} and none to stand in")
+        estimator = standin.new_estimator(max_count=self.window, fuse_label_free=True)
+        estimator.stand_in = True
+        return estimator
 
     def estimator_from_state(self, state: dict, version: str) -> OnlineEstimator:
         """Resume a persisted window; the window model is refitted (deterministically) with the

@@ -346,12 +346,15 @@ class SidecarService:
                 self.request_flush()
             if now - self._last_champion_check >= self.config.reference_check_s:
                 try:
-                    await self.check_champion()
+                    await self.check_champion(wait=False)
                 except Exception as exc:  # noqa: BLE001 - keep scoring with what is loaded
                     logger.warning("champion check failed: %s", exc)
 
-    async def check_champion(self) -> None:
-        """Follow the registry's champion: fit its oracle reference before its traffic arrives."""
+    async def check_champion(self, wait: bool = True) -> None:
+        """Follow the registry's champion: load its assessor before its traffic arrives. With
+        ``wait=False`` (the periodic check) the load runs in the background and scoring goes on
+        with what is loaded; the first champion is always waited for (the sidecar is not ready
+        before)."""
         self._last_champion_check = self.clock()
         champion = await asyncio.to_thread(self.assessors.champion)
         if champion and champion != self.champion:
@@ -359,7 +362,10 @@ class SidecarService:
             # the next listing (a version registered within refresh_s of the last one was refused).
             self.registry_versions.add(champion)
             try:
-                await asyncio.to_thread(self.assessors.get, champion)
+                if wait or self.champion is None:
+                    await asyncio.to_thread(self.assessors.get, champion)
+                else:
+                    self.assessors.prepare(champion)
             except Exception as exc:  # noqa: BLE001 - scored as unscored until a reference exists
                 logger.warning("champion %s has no usable oracle reference: %s", champion, exc)
             logger.info("champion is now %s (was %s)", champion, self.champion)
@@ -470,7 +476,12 @@ class SidecarService:
             emb = np.concatenate([it[2].embeddings for it in items])
             shadow = np.concatenate([it[2].shadow_probs for it in items])
             try:
-                scores = self.assessors.get(version).score(probs, emb, shadow)
+                # Never waits on a load or fit: a version not ready yet is scored with a stand-in
+                # (daic.sidecar.assessment) while its own assessor loads in the background.
+                assessor, _own = self.assessors.for_scoring(version)
+                if assessor is None:
+                    raise LookupError("its assessor is still loading and there is none to stand in")
+                scores = assessor.score(probs, emb, shadow)
             except Exception as exc:  # noqa: BLE001 - record the inputs anyway, unscored
                 logger.warning("model version %s: cannot score (%s); recording unscored", version, exc)
                 scores = None
@@ -532,9 +543,8 @@ class SidecarService:
             self._recent_rows -= len(dropped[1])
 
     def _estimate(self, version: str, scores) -> None:
-        estimator = self.estimators.get(version)
-        if estimator is None:
-            estimator = self.estimators[version] = self.assessors.new_estimator(version)
+        # Built with the version's own assessor once ready (a stand-in's until then; the window is kept).
+        estimator = self.estimators[version] = self.assessors.estimator_for(version, self.estimators.get(version))
         # A count-limited window: arrival order is the order (no timestamps, so clock steps
         # between the two halves of a join can never reorder it).
         estimator.update(scores)
