@@ -12,7 +12,8 @@ TORCH = "torch==2.13.0"  # a CPU file on disk here; GPU images install a CUDA bu
 
 EXTRAS = {
     "storage": ["minio==7.2.20"],
-    "train": [TORCH, "ray[train]==2.60.0"],
+    # faiss-cpu: the assessor's kNN index past 10k reference rows (daic.oracles.ann), fitted at registration.
+    "train": [TORCH, "ray[train]==2.60.0", "faiss-cpu==1.15.1"],
     # kfp 2.17.3 needs an unavailable certifi; Pillow encodes the images the label-studio backend sends
     # pandas and pyarrow: the sample step's columnar scan of the operational records
     # (daic.sampling.scan imports both at module level; tests/test_manifests_images.py).
@@ -20,7 +21,7 @@ EXTRAS = {
     "operator": ["kopf==1.45.2", "kubernetes==30.1.0"],
     # pyarrow: the sidecar writes and reads operational records as Parquet (daic.sidecar.records).
     "oracle": ["prometheus-client==0.26.0", "cloudevents==2.2.0", "aiohttp==3.14.5", "orjson==3.11.4",
-               "pyarrow==26.0.1"],
+               "pyarrow==26.0.1", "faiss-cpu==1.15.1"],
     # seldon-core 1.18 pins protobuf<4, Flask<3, click<8.1: never together with kfp/kopf.
     "serving": [
         "seldon-core==1.18.2",
