@@ -233,8 +233,12 @@ class ModelRegistry:
         reference_config=None,
         arch: str = "small_cnn",
         shadow_arch: str = "shadow_net",
+        fit_assessor: bool = False,
     ) -> ModelCard:
-        """Store a new version (weights, oracle references, then the card) and return its card."""
+        """Store a new version (weights, oracle references, then the card) and return its card.
+        ``fit_assessor``: also fit the sidecar's assessor on the references and store it with the
+        version (daic.models.assessor_store), so no sidecar fits it; a failed fit is logged and
+        the sidecar fits it instead."""
         from daic.models.reference import ReferenceConfig, build_references
         from daic.models.weights import state_dict_to_bytes
 
@@ -248,6 +252,16 @@ class ModelRegistry:
         self.store.put_arrays(self._key(version, REFERENCE_FILE), **clean.to_arrays())
         if shifted is not None:
             self.store.put_arrays(self._key(version, SHIFTED_FILE), **shifted.to_arrays())
+        if fit_assessor:
+            from daic.models.assessor_store import fit_references_and_store
+
+            try:
+                fit_references_and_store(self.store, self.name, version, clean, shifted)
+            except Exception as exc:  # noqa: BLE001 - optional: the sidecar fits it in the background
+                import logging
+
+                logging.getLogger(__name__).warning("%s %s: assessor not fitted at registration (%s: %s)",
+                                                    self.name, version, type(exc).__name__, exc)
         card = ModelCard(
             name=self.name, version=version, parent=parent, arch=arch, shadow_arch=shadow_arch,
             code_version=code_version(), data=data,

@@ -22,7 +22,7 @@ from daic.training.trainer import TrainRun, run_training
 Promote = Literal["if-none", "always", "never"]
 
 # Fine-tuning defaults for a retrain (an initial run uses TrainConfig's defaults).
-RETRAIN_DEFAULTS = {"epochs": 2, "lr": 1e-3, "operational_oversample": 10}
+RETRAIN_DEFAULTS = {"epochs": 2, "lr": 1e-3, "operational_oversample": 10, "augment": "augmix"}
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,7 @@ def train_and_register(
         train_config={**config.model_dump(mode="json"), "resolved_precision": run.precision, "device": run.device,
                       "checkpoint_path": run.checkpoint_path},
         reference_config=reference_config or ReferenceConfig(dataset=config.dataset),
+        fit_assessor=True,  # the sidecar loads it instead of fitting (issue 22)
     )
     promoted = False
     if promote == "always" or (promote == "if-none" and champion_before is None):
