@@ -20,6 +20,7 @@ from daic.operators.observations import (
     Approval,
     DeploymentReading,
     EstimateError,
+    FilterRecord,
     Observations,
     RunObservation,
     RunPhase,
@@ -29,7 +30,7 @@ from daic.operators.observations import (
 from daic.operators.reconcile import CycleIdentity, reconcile_resource
 from daic.operators.runners import PipelineRunner
 from daic.operators.spec import CycleSpec, InvalidSpec, parse_spec
-from daic.operators.status import CycleStatus, Phase
+from daic.operators.status import CycleStatus, FilterRollout, Phase
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,11 @@ def observe(spec: CycleSpec, status: CycleStatus, ports: Ports, now: datetime,
     except Exception as exc:  # noqa: BLE001 - an adapter bug must not stop the loop
         estimate = EstimateError(f"{type(exc).__name__}: {exc}", now)
     cur = status.current
+    rollout = cur.remedy.rollout if cur is not None and cur.remedy is not None else None
+    filter_moving = (rollout not in (None, FilterRollout.done)
+                     or (status.filter is not None and status.filter.removing_since is not None))
     canary = None
-    if ports.canary is not None and status.phase is Phase.promoting:
+    if ports.canary is not None and (status.phase is Phase.promoting or rollout is FilterRollout.canary):
         try:
             canary = ports.canary.read(now)
         except Exception as exc:  # noqa: BLE001
@@ -105,7 +109,7 @@ def observe(spec: CycleSpec, status: CycleStatus, ports: Ports, now: datetime,
             state = RunState(name, RunPhase.unknown, error=f"{type(exc).__name__}: {exc}")
         runs.append(RunObservation(state, now))
     deployment = None
-    if status.phase is Phase.promoting or status.pending_rollback is not None:
+    if status.phase is Phase.promoting or status.pending_rollback is not None or filter_moving:
         try:
             deployment = ports.deployment.observe(now)
         except Exception as exc:  # noqa: BLE001
@@ -116,8 +120,25 @@ def observe(spec: CycleSpec, status: CycleStatus, ports: Ports, now: datetime,
             approval = approval_from_annotations(annotations, cur.cycle, now)
         except ValueError as exc:
             events.emit(EmitEvent("Warning", "InvalidAnnotation", str(exc)))
+    filter_record = None
+    if cur is not None and cur.remedy is None and hasattr(ports.records, "get_json"):
+        filter_record = read_filter_record(ports.records, cur.run_name, now)
     return Observations(estimate=estimate, canary_estimate=canary, runs=tuple(runs), deployment=deployment,
-                        approval=approval, outcomes=tuple(outcomes))
+                        approval=approval, outcomes=tuple(outcomes), filter_record=filter_record)
+
+
+def read_filter_record(store: Any, run_name: str, now: datetime) -> FilterRecord | None:
+    """The fit-filter step's record of the run (``cycles/<run>/filter.json``), None until it is
+    written (or when it cannot be read now: the next pass asks again)."""
+    key = f"cycles/{run_name}/filter.json"
+    try:
+        if hasattr(store, "exists") and not store.exists(key):
+            return None
+        record = store.get_json(key)
+    except Exception as exc:  # noqa: BLE001 - a missing or unreadable record is "not yet"
+        log.debug("no filter record %s: %s", key, exc)
+        return None
+    return FilterRecord(run_name, record, now) if isinstance(record, dict) else None
 
 
 def execute(actions: Sequence[Action], ports: Ports | None, events: EventSink,

@@ -25,7 +25,7 @@ import yaml
 from daic.operators.actions import EmitEvent
 from daic.operators.driver import PassResult, Ports, RepeatFilter, run_pass
 from daic.operators.estimates import canary_source, estimate_source
-from daic.operators.local_deployment import ChampionHook, LocalDeployment
+from daic.operators.local_deployment import ChampionHook, FilterHook, LocalDeployment, registry_filter_hook
 from daic.operators.reconcile import CycleIdentity
 from daic.operators.runners.local import DEFAULT_CALLABLE, LocalRunner, write_json_atomic
 from daic.operators.spec import GROUP, KIND, VERSION, CycleSpec
@@ -88,7 +88,10 @@ class FileEvents:
 class LocalController:
     def __init__(self, cycle_path: str | Path, state_dir: str | Path | None = None, store_url: str | None = None,
                  pipeline_callable: str = DEFAULT_CALLABLE, champion_hook: ChampionHook | None = None,
-                 echo: Callable[[str], None] | None = None, clock: Callable[[], datetime] | None = None):
+                 echo: Callable[[str], None] | None = None, clock: Callable[[], datetime] | None = None,
+                 filter_hook: FilterHook | None = None):
+        """``filter_hook``: how a filter goes in or out; default: the store's filter service record,
+        which the local gateway's TRANSFORMER node follows (daic.serving.filter)."""
         self.cycle_path = Path(cycle_path)
         first = read_cycle_file(self.cycle_path)
         self.state_dir = Path(state_dir) if state_dir else Path(".daic") / "controller" / first.name
@@ -99,6 +102,7 @@ class LocalController:
         self.runner = LocalRunner(self.state_dir, pipeline_callable,
                                   env={"DAIC_STORE": store_url} if store_url else None)
         self.champion_hook = champion_hook
+        self.filter_hook = filter_hook or registry_filter_hook(store_url)
         self.events = RepeatFilter(FileEvents(self.state_dir / "events.jsonl", echo))
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self._outcomes: tuple = ()
@@ -137,7 +141,7 @@ class LocalController:
             canary=canary_source(spec.estimate),
             runner=self.runner,
             deployment=LocalDeployment(self.state_dir / "deployment.json", spec.deployment.model_name,
-                                       self.champion_hook),
+                                       self.champion_hook, on_filter=self.filter_hook),
             records=self._store,
         )
 

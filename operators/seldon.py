@@ -8,6 +8,10 @@ with its sidecar logging under ``<deployment>-canary`` so its estimate never mix
 champion's. Pure functions build the new predictor list; ``SeldonTarget`` does one read-modify-write
 with the object's resourceVersion (a concurrent edit makes the patch fail with 409 and the next
 reconcile pass tries again).
+
+The input filter (issue 21) is a ``TRANSFORMER`` node in front of a predictor's ``MODEL`` node,
+pinned to a filter version (graph parameter ``filter_version``), added or removed per predictor
+by :func:`daic.serving.manifest.set_filter`: a filter's canary is the champion behind the filter.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from typing import Any
 
 from daic.operators.actions import PatchDeployment
 from daic.operators.observations import DeploymentReading
+from daic.serving.manifest import filter_of, set_filter
 
 GROUP, VERSION, PLURAL = "machinelearning.seldon.io", "v1", "seldondeployments"
 CANARY = "canary"
@@ -39,15 +44,22 @@ def _find(preds: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
     return next((p for p in preds if p.get("name") == name), None)
 
 
+def _model_node(predictor: dict[str, Any]) -> dict[str, Any]:
+    graph = predictor.get("graph") or {}
+    return (graph.get("children") or [{}])[0] if graph.get("type") == "TRANSFORMER" else graph
+
+
 def model_version(predictor: dict[str, Any]) -> str | None:
-    for param in (predictor.get("graph") or {}).get("parameters") or []:
+    for param in _model_node(predictor).get("parameters") or []:
         if param.get("name") == VERSION_PARAM:
             return str(param.get("value"))
     return None
 
 
 def _set_version(predictor: dict[str, Any], version: str) -> None:
-    params = predictor.setdefault("graph", {}).setdefault("parameters", [])
+    graph = predictor.setdefault("graph", {})
+    node = (graph.get("children") or [{}])[0] if graph.get("type") == "TRANSFORMER" else graph
+    params = node.setdefault("parameters", [])
     for param in params:
         if param.get("name") == VERSION_PARAM:
             param["value"] = version
@@ -68,6 +80,20 @@ def read_split(sdep: dict[str, Any], predictor: str) -> tuple[str | None, str | 
     if canary is None:
         return model_version(main), None, 0
     return model_version(main), model_version(canary), int(canary.get("traffic") or 0)
+
+
+def read_filters(sdep: dict[str, Any], predictor: str) -> tuple[str | None, str | None]:
+    """(filter version in front of the main predictor's model, the canary's), None for none."""
+    preds = _predictors(sdep)
+    main, canary = _find(preds, predictor), _find(preds, CANARY)
+    return (filter_of(main)[0] if main else None), (filter_of(canary)[0] if canary else None)
+
+
+def _with_filter(predictor: dict[str, Any], version: str | None, gate: str) -> dict[str, Any]:
+    """The predictor with that filter (unchanged, so no pod restarts, when it has it already)."""
+    if filter_of(predictor) == ((version, gate) if version else (None, None)):
+        return predictor
+    return set_filter(predictor, version, gate)
 
 
 def _canary_sidecar_label(predictor: dict[str, Any]) -> None:
@@ -93,11 +119,13 @@ def desired_predictors(sdep: dict[str, Any], want: PatchDeployment) -> list[dict
     new_main = copy.deepcopy(main)
     _set_version(new_main, want.champion_version)
     new_main["traffic"] = 100 - (want.canary_share if want.canary_version else 0)
+    new_main = _with_filter(new_main, want.filter_version, want.filter_gate)
     result = [new_main]
     if want.canary_version:
         canary = copy.deepcopy(main)
         canary["name"] = CANARY
         _set_version(canary, want.canary_version)
+        canary = _with_filter(canary, want.canary_filter_version, want.canary_filter_gate)
         canary["traffic"] = want.canary_share
         _canary_sidecar_label(canary)
         result.append(canary)
@@ -120,8 +148,10 @@ class SeldonTarget:
                                                      _request_timeout=self.timeout)
 
     def observe(self, now: datetime) -> DeploymentReading:
-        champion, canary, share = read_split(self._get(), self.predictor)
-        return DeploymentReading(champion, canary, share, now)
+        sdep = self._get()
+        champion, canary, share = read_split(sdep, self.predictor)
+        main_filter, canary_filter = read_filters(sdep, self.predictor)
+        return DeploymentReading(champion, canary, share, now, main_filter, canary_filter)
 
     def apply(self, want: PatchDeployment) -> None:
         sdep = self._get()

@@ -336,6 +336,94 @@ def _graph(q: DeploymentParams, version: str) -> dict:
     }
 
 
+#: The input filter's Seldon class (daic.serving.filter.FILTER_CLASS; named here so the operator,
+#: which has no torch, can render the node).
+FILTER_MODEL_CLASS = "daic.serving.filter.InputFilter"
+FILTER_NODE = "filter"
+SIDECAR_CONTAINER = "oracle-sidecar"
+
+
+def _containers(predictor: dict) -> list[dict]:
+    specs = predictor.get("componentSpecs") or []
+    if not specs:
+        raise ValueError(f"predictor {predictor.get('name')!r} has no componentSpecs to hold a filter container")
+    return specs[0].setdefault("spec", {}).setdefault("containers", [])
+
+
+def filter_of(predictor: dict) -> tuple[str | None, str | None]:
+    """(filter version, gate) of a predictor's graph: its root TRANSFORMER's ``filter_version`` and
+    ``gate`` parameters; (None, None) when the graph has no filter in front of the model."""
+    graph = predictor.get("graph") or {}
+    if graph.get("type") != "TRANSFORMER":
+        return None, None
+    params = {p.get("name"): p.get("value") for p in graph.get("parameters") or []}
+    return (str(params["filter_version"]) if params.get("filter_version") else None,
+            str(params["gate"]) if params.get("gate") else None)
+
+
+def set_filter(predictor: dict, version: str | None, gate: str = "gated", *, reload_interval_s: float = 15.0,
+               node_name: str = FILTER_NODE, http_port: int = MODEL_HTTP_PORT + 1,
+               metrics_port: int = MODEL_METRICS_PORT + 1) -> dict:
+    """A copy of a live predictor with the input filter ``version`` (gate ``gate``) as a TRANSFORMER
+    node in front of its MODEL node, or with none (``version`` None). The filter's container is the
+    model container's (image, store settings, resources, security) running ``FILTER_MODEL_CLASS``
+    as a TRANSFORMER; the logger moves to the root and the sidecar's ``--graph`` follows
+    (daic.serving.graph), as :func:`render_seldon_deployment` renders it. A pinned version (not the
+    registry's service record) so a canary and the main predictor can differ."""
+    import copy
+
+    pred = copy.deepcopy(predictor)
+    graph = pred.get("graph") or {}
+    wrapped = graph.get("type") == "TRANSFORMER"
+    model = (graph.get("children") or [{}])[0] if wrapped else graph
+    if model.get("type") != "MODEL":
+        raise ValueError(f"predictor {pred.get('name')!r}: expected a MODEL node (optionally behind one "
+                         f"TRANSFORMER), got {graph.get('type')!r}")
+    logger = graph.get("logger")
+    containers = _containers(pred)
+    containers[:] = [c for c in containers if c.get("name") != (graph.get("name") if wrapped else node_name)]
+    model = {k: v for k, v in model.items() if k != "logger"}
+    if version is None:
+        model.pop("endpoint", None)
+        model["endpoint"] = {"type": "REST"}
+        new_graph = {**model, **({"logger": logger} if logger else {})}
+    else:
+        _check_version(version)
+        model_params = {p.get("name"): p.get("value") for p in model.get("parameters") or []}
+        params = {"filter_version": version, "gate": gate, "model_name": str(model_params.get("model_name", "mnist")),
+                  "reload_interval_s": str(reload_interval_s)}
+        model["endpoint"] = {"type": "REST", "httpPort": MODEL_HTTP_PORT}
+        new_graph = {"name": node_name, "type": "TRANSFORMER", "endpoint": {"type": "REST", "httpPort": http_port},
+                     "children": [model],
+                     "parameters": [{"name": k, "type": "STRING", "value": v} for k, v in sorted(params.items())],
+                     **({"logger": logger} if logger else {})}
+        source = next((c for c in containers if c.get("name") == model.get("name")), None)
+        if source is None:
+            raise ValueError(f"predictor {pred.get('name')!r} has no container named {model.get('name')!r}")
+        container = copy.deepcopy(source)
+        command = list(container.get("command") or [])
+        if len(command) >= 2 and command[0] == "seldon-core-microservice":
+            command[1] = FILTER_MODEL_CLASS
+        for flag, value in (("--service-type", "TRANSFORMER"), ("--http-port", str(http_port)),
+                            ("--metrics-port", str(metrics_port))):
+            if flag in command and command.index(flag) + 1 < len(command):
+                command[command.index(flag) + 1] = value
+        container.update(name=node_name, command=command, ports=[
+            {"name": "filter-http", "containerPort": http_port, "protocol": "TCP"},
+            {"name": "filter-metrics", "containerPort": metrics_port, "protocol": "TCP"}],
+            readinessProbe=_http_probe("/health/status", http_port, 5, 5, 3),
+            livenessProbe=_http_probe("/health/ping", http_port, 30, 10, 3))
+        containers.insert(0, container)
+    pred["graph"] = new_graph
+    for container in containers:
+        argv = container.get("command")
+        if container.get("name") == SIDECAR_CONTAINER and isinstance(argv, list) and "--graph" in argv:
+            i = argv.index("--graph")
+            if i + 1 < len(argv):
+                argv[i + 1] = json.dumps(graph_shape(new_graph), separators=(",", ":"))
+    return pred
+
+
 def _document(p: DeploymentParams, predictors: list[dict]) -> dict:
     metadata: dict[str, Any] = {
         "name": p.name,
