@@ -118,6 +118,7 @@ def run_training(
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from daic.training.progress import Watcher, progress_key
     from daic.training.ray_runtime import RaySession, gpus_present, local_resources, ray_session
     from daic.training.worker import train_loop_per_worker
 
@@ -134,6 +135,9 @@ def run_training(
         local = local_resources(config.num_workers, config.cpus_per_worker, config.use_gpu,
                                 gpus_present() if config.use_gpu else 0)
     payload = _payload(config, store, model_name, notes)
+    payload["progress_key"] = progress_key(model_name, run_name, notes)
+    if store.exists(payload["progress_key"]):  # a retried cycle step: not the last attempt's epochs
+        store.delete(payload["progress_key"])
     run_config = RunConfig(name=run_name, storage_path=storage_path, storage_filesystem=filesystem,
                            checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoints_to_keep))
     with contextlib.ExitStack() as stack:
@@ -152,7 +156,8 @@ def run_training(
         )
         start, wall_start = time.perf_counter(), time.time()
         try:
-            result = trainer.fit()
+            with Watcher(store, payload["progress_key"]):  # one line per epoch while fit runs
+                result = trainer.fit()
         except Exception as exc:  # Ray Train V2 raises a worker's error from fit (local mode: as is)
             raise TrainingFailed(f"Ray Train run {run_name!r} failed: {exc}") from exc
         fit_wall, wall_end = time.perf_counter() - start, time.time()

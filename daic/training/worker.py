@@ -56,11 +56,19 @@ def epoch_reporter(payload: dict[str, Any], rank: int, history: list[dict[str, f
     also appends them to ``history`` and reports a checkpoint of ``nets`` (name -> network)."""
     import ray.train
 
+    progress = {"store": None}
+
     def on_epoch(metrics: dict[str, float], nets: dict[str, torch.nn.Module]) -> None:
         if rank != 0:
             ray.train.report(metrics)
             return
         history.append(metrics)
+        if payload.get("progress_key"):  # the driver shows it while fit runs (daic.training.progress)
+            from daic.storage import open_store
+
+            progress["store"] = progress["store"] or open_store(payload["store_url"])
+            progress["store"].put_json(payload["progress_key"],
+                                       {"epochs": payload["config"].get("epochs"), "history": history})
         if in_process(payload):
             # In-process (Ray Train's local mode): the reported directory is the checkpoint itself,
             # so it must outlive this call; the driver copies the last one to the object store.
