@@ -68,6 +68,13 @@ def validation_error(exc: Exception) -> click.UsageError:
     return click.UsageError(str(exc))
 
 
+def progress_lines(as_json: bool):
+    """One line per epoch while the run trains (to stderr with --json, so stdout stays JSON)."""
+    from daic.training.progress import describe, listen
+
+    return listen(lambda metrics: click.echo(f"  {describe(metrics)}", err=as_json))
+
+
 def outcome_record(outcome) -> dict[str, Any]:
     card = outcome.card
     return {"name": card.name, "version": card.version, "parent": card.parent, "promoted": outcome.promoted,
@@ -131,8 +138,9 @@ def command(store_url: Optional[str], name: str, ray_address: Optional[str], shi
         raise validation_error(exc) from exc
     try:
         store = open_store(store_url)
-        outcome = train_and_register(store, name, config, promote=promote, ray_address=ray_address,
-                                     reference_config=reference, verbose=verbose)
+        with progress_lines(as_json):
+            outcome = train_and_register(store, name, config, promote=promote, ray_address=ray_address,
+                                         reference_config=reference, verbose=verbose)
     except (StorageError, ValueError, TrainingFailed) as exc:
         raise click.ClickException(str(exc)) from exc
     report(outcome, store, result_key, as_json)
