@@ -16,6 +16,7 @@ from daic.report.build import Summary, build_report, summarise
 from daic.report.cycles import load_cycle
 from daic.report.timeline import Timeline, TimelinePoint
 from daic.storage import open_store
+from daic.training.progress import Watcher, describe, listen, progress_key
 
 from .config import DemoConfig
 from .controller_watch import ControllerWatch
@@ -77,7 +78,9 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
     run_dir = cfg.run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     echo(f"[1/5] model — store {store.url}")
-    ensure_initial_model(store, cfg.model_name, cfg.epochs, echo)
+    show_epoch = lambda m: echo(f"      training {describe(m)}")  # noqa: E731 - every epoch, as it ends
+    with listen(show_epoch):
+        ensure_initial_model(store, cfg.model_name, cfg.epochs, echo)
 
     spec = scenario_spec(cfg)
     scenario = Scenario(spec)
@@ -94,6 +97,8 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
     completed = False
     with ExitStack() as stack:
         local = stack.enter_context(LocalStack(stack_cfg))
+        stack.enter_context(listen(show_epoch))
+        retraining: dict[str, Watcher] = {}  # a cycle's retraining runs in the pipeline's process
         if cfg.labeler == "web":
             from daic.labeling.auth import Labelers, login_url
 
@@ -125,6 +130,10 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
             timeline.events.extend(new_events)
             for e in new_events:
                 echo(f"      step {k}: {e.kind} {e.cycle or ''} {e.detail}".rstrip())
+                if e.kind == "trigger" and e.cycle:
+                    retraining[e.cycle] = Watcher(store, progress_key(cfg.model_name, "", {"cycle": e.cycle}))
+            for progress in retraining.values():
+                progress.poll()  # its epochs so far, each shown once
             online = f"{100 * est['accuracy']:.1f}%" if est.get("accuracy") is not None else "—"
             echo(f"step {k:3d}  {served.model_version or '?':6s} truth {100 * served.accuracy:5.1f}%  "
                  f"online {online:>6s}{'' if est.get('trusted', True) else ' (untrusted)'}  "
