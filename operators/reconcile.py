@@ -789,6 +789,7 @@ class _Pass:
         else:
             rem.rollout, rem.outcome = FilterRollout.done, "kept" if d.filter == "keep" else "none"
         cur.remedy = rem
+        self.filter_busy = None  # a new rollout: _filter_step must look again this pass
         self._event("Normal", "RemedyDecided", f"cycle {cur.cycle}: filter {d.filter}"
                                                f"{' ' + rem.filter_version if d.filter == 'deploy' else ''}, "
                                                f"retrain {'yes' if d.retrain else 'no'}: {d.reason}")
