@@ -41,6 +41,7 @@ class DemoConfig(BaseModel):
     epochs: int = Field(3, ge=1)
     retrain_epochs: int = Field(2, ge=1)
     budget: int = Field(200, ge=20)
+    label_round_size: int = Field(50, ge=0)  # labels asked for in rounds of this many (0: all at once)
     threshold: float = Field(0.93, gt=0, lt=1)
     min_window: int = Field(300, ge=50)
     cycle_timeout_s: float = Field(900, gt=0)

@@ -20,6 +20,7 @@ def cycle_resource(cfg: DemoConfig, scenario: ScenarioSpec, sidecar_url: str, st
         "since": str(since),  # sample only this run's traffic
         "epochs": cfg.retrain_epochs,
         "clean_limit": 2000,  # evaluate's clean check on 2,000 test images keeps the cycle short
+        "label_round_size": cfg.label_round_size,  # rounds: the design adapts between them (docs/pipeline.md)
         "deploy_target": "local",
     }
     if cfg.labeler == "simulated":
