@@ -72,6 +72,7 @@ def test_held_out_corruptions_are_not_trained_on_and_the_mixture_is_deterministi
 
 
 def test_untrained_filter_is_the_identity():
+    # FilterNet() is the plain U-Net (a config switches the canonical form and the search on).
     x = torch.from_numpy(np.array(load_split("val").images[:8]))
     assert torch.allclose(FilterNet()(x), x)
 

@@ -20,6 +20,21 @@ def apply_filter(net: torch.nn.Module, images: np.ndarray, batch_size: int = 102
     return np.concatenate(out)
 
 
+def predictions_by_mode(classifier, net, images: np.ndarray, threshold: float,
+                        modes: tuple[str, ...] = ("gated", "always")) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{mode: (predicted classes, filtered mask)}`` with the filter run once for all modes (it
+    is the costly part when it searches alignments)."""
+    from daic.models.inference import predict
+
+    images = np.asarray(images, dtype=np.float32)
+    filtered = apply_filter(net, images) if any(m != "off" for m in modes) else images
+    out = {}
+    for mode in modes:
+        inputs, mask = select(images, filtered, mode, threshold)
+        out[mode] = (predict(classifier, inputs).predictions, mask)
+    return out
+
+
 def wrapped_predictions(classifier, net, images: np.ndarray, mode: str, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """(predicted classes, filtered mask) of ``classifier`` behind ``net`` in gate ``mode``."""
     from daic.models.inference import predict

@@ -49,6 +49,23 @@ class FilterConfig(BaseModel):
     val_limit: int = Field(2_000, ge=1)
     #: share of clean validation inputs the gate may send through the filter (its threshold)
     gate_clean_rate: float = Field(0.01, gt=0, lt=1)
+    #: the parameter-free canonical form (contrast stretch, centre-of-mass re-centring;
+    #: daic.filters.network) around the U-Net
+    canonical: bool = True
+    #: rotations (degrees) the test-time alignment search tries besides the identity (empty: none)
+    align_angles: tuple[float, ...] = (-45.0, -30.0, -15.0, 15.0, 30.0, 45.0)
+    #: entropy (nats) a rotation must beat the identity by to be chosen
+    align_margin: float = Field(0.2, ge=0, le=10)
+    #: wall-clock budget of the fit in seconds (None: all ``epochs``): a cycle's adaptation stops
+    #: when it is spent so the filter is in service in time (the learning rate anneals to it)
+    max_seconds: Optional[float] = Field(None, gt=0)
+
+    @field_validator("align_angles")
+    @classmethod
+    def _angles(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(a == 0 or not -90 <= a <= 90 for a in v):
+            raise ValueError(f"align_angles must be non-zero degrees in [-90, 90], got {list(v)}")
+        return v
 
     @field_validator("corruptions")
     @classmethod

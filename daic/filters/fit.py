@@ -3,7 +3,12 @@ daic.training.loop is for the classifier; the Ray worker calls it with Ray's dev
 
 Each step takes a batch of corrupted training images (restoration + task loss, see
 :mod:`daic.filters.objective`) and, when there is an operational pool, a batch of pool inputs
-(information maximisation). The classifier is frozen (eval mode, no gradients to its weights):
+(information maximisation). The filter's forward here is its restoration and canonical form
+(:mod:`daic.filters.network`; the alignment search has no parameters and needs no fit). The
+canonical centre is measured on the clean training images. With ``max_seconds`` the run stops
+when the budget is spent, its learning rate annealed (cosine) over the larger of the step and the
+time fractions, so a cycle's adaptation is done in time whatever the machine; several workers
+stop together (the flag is all-reduced). The classifier is frozen (eval mode, no gradients to its weights):
 gradients flow through it into the filter only. Sharding and batch order are the classifier's
 (daic.training.sharding), so N workers see disjoint shards.
 """
@@ -19,7 +24,7 @@ from torch import nn
 
 from daic.filters.config import FilterConfig
 from daic.filters.data import FilterData
-from daic.filters.network import build_filter
+from daic.filters.network import build_filter, centre_of_mass
 from daic.filters.objective import information_maximisation, restoration_loss, task_loss
 from daic.training.sharding import batch_bounds, epoch_pool, shard_order
 
@@ -49,6 +54,8 @@ def fit_filter(
     plain = build_filter()
     if warm is not None:
         plain.load_state_dict(warm)
+    plain.configure(canonical=config.canonical, align_angles=config.align_angles, align_margin=config.align_margin,
+                    centre=_training_centre(data.clean))
     plain = plain.to(device)
     net = wrap(plain)
     classifier = freeze(classifier.to(device))
@@ -61,13 +68,18 @@ def fit_filter(
                                                                           world_size=world_size)),
                                               config.batch_size))
     opt = torch.optim.Adam(plain.parameters(), lr=config.lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=max(1, steps))
+    budget = config.max_seconds
+    sched = None if budget else torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=max(1, steps))
     pool_rng = np.random.default_rng([config.seed, rank, 7])
+    began, step, stopped = time.perf_counter(), 0, False
     for epoch in range(config.epochs):
+        if stopped:
+            break
         net.train()
         order = shard_order(index, seed=config.seed, epoch=epoch, rank=rank, world_size=world_size)
         bounds = batch_bounds(len(order), config.batch_size)
         totals = np.zeros(4)
+        seen, right = 0, 0
         start = time.perf_counter()
         iterator = bounds
         if progress:
@@ -75,11 +87,20 @@ def fit_filter(
 
             iterator = tqdm(bounds, desc=f"filter epoch {epoch + 1}/{config.epochs}", leave=False)
         for a, b in iterator:
+            if budget:
+                frac = max(step / max(1, steps), (time.perf_counter() - began) / budget)
+                if _stop_together(frac >= 1.0, device, world_size):
+                    stopped = True
+                    break
+                for group in opt.param_groups:
+                    group["lr"] = budget_lr(config.lr, frac, warm_start=warm is not None)
+            step += 1
             idx = torch.from_numpy(order[a:b])
             x, target, y = noisy[idx].to(device), clean[idx].to(device), labels[idx].to(device)
             restored = net(x)
             l_restore = restoration_loss(restored, target)
-            l_task = task_loss(classifier(restored), y)
+            logits = classifier(restored)
+            l_task = task_loss(logits, y)
             loss = config.restore_weight * l_restore + config.task_weight * l_task
             l_pool = torch.zeros((), device=device)
             if len(pool) and config.pool_weight > 0:
@@ -89,12 +110,51 @@ def fit_filter(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            if sched is not None:
+                sched.step()
             totals += (b - a) * np.array([float(v.detach()) for v in (loss, l_restore, l_task, l_pool)])
-        seen = max(1, len(order))
+            seen += b - a
+            right += int((logits.detach().argmax(dim=1) == y).sum())
+        if seen == 0:  # the budget ran out at an epoch's start: the previous epoch is the last reported
+            break
         seconds = time.perf_counter() - start
         metrics = {"epoch": epoch + 1, "epoch_time_s": seconds, "samples_per_s": seen * world_size / seconds,
                    "world_size": world_size, "train_loss": totals[0] / seen, "restore_loss": totals[1] / seen,
-                   "task_loss": totals[2] / seen, "pool_loss": totals[3] / seen}
+                   "task_loss": totals[2] / seen, "pool_loss": totals[3] / seen, "steps": step,
+                   # the frozen classifier's accuracy on the filtered corrupted training inputs
+                   "train_accuracy": right / seen,
+                   "budget_stopped": float(stopped)}
         on_epoch(metrics, plain)
     return plain
+
+
+def budget_lr(lr: float, progress: float, *, warm_start: bool) -> float:
+    """Cosine annealing over ``progress`` in [0, 1] (a 10 % linear warm-up unless warm-started)."""
+    progress = min(max(progress, 0.0), 1.0)
+    scale = 0.5 * (1.0 + np.cos(np.pi * progress))
+    if not warm_start and progress < 0.1:
+        scale *= max(progress / 0.1, 0.01)
+    return float(lr * scale)
+
+
+def _stop_together(stop: bool, device: torch.device, world_size: int) -> bool:
+    if world_size <= 1:
+        return stop
+    import torch.distributed as dist
+
+    flag = torch.tensor([1.0 if stop else 0.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item() > 0)
+
+
+def _training_centre(clean: np.ndarray) -> tuple[float, float]:
+    """Mean ink centre of mass of (up to 5,000) clean training images: where the canonical form
+    re-centres inputs to."""
+    if len(clean) == 0:
+        from daic.filters.network import DEFAULT_CENTRE
+
+        return DEFAULT_CENTRE
+    x = torch.from_numpy(np.array(clean[:5000], dtype=np.float32)).unsqueeze(1)
+    r, c = centre_of_mass(x)
+    keep = torch.isfinite(r) & torch.isfinite(c)
+    return float(r[keep].mean()), float(c[keep].mean())

@@ -59,9 +59,15 @@ class FilterRegistry(ModelRegistry):
         key = self._key(version, FILTER_FILE)
         return state_dict_from_bytes(self.store.get_bytes(key), source=key)
 
-    def load_filter(self, version: str) -> FilterNet:
+    def load_filter(self, version: str, classifier=None) -> FilterNet:
+        """The filter, in eval mode; one whose state asks for the alignment search gets the
+        classifier version it wraps as its aligner (``classifier``: that network, already loaded)."""
         net = FilterNet()
         net.load_state_dict(self.state_dict(version))
+        if net.searches:
+            if classifier is None:
+                classifier, _ = ModelRegistry(self.store, self.classifier).load_networks(self.wraps(version))
+            net.attach_aligner(classifier)
         return net.eval()
 
 

@@ -32,7 +32,7 @@ def filter_remedy(store, *, classifier: str, champion_version: str, generic_vers
                   adapt: Optional[dict[str, Any]] = None, serve: bool = True) -> dict[str, Any]:
     """``serve`` False: decide and record, but leave the service record to the caller (the operator
     rolls a filter out as a canary, like a challenger; daic.operators.reconcile)."""
-    from daic.filters.apply import wrapped_predictions
+    from daic.filters.apply import predictions_by_mode
     from daic.filters.registry import FilterRegistry
     from daic.filters.workflow import train_filter
     from daic.models.inference import predict
@@ -54,12 +54,11 @@ def filter_remedy(store, *, classifier: str, champion_version: str, generic_vers
                               warm_start_from=generic_version, **{"epochs": 1, "base_limit": 4000, **(adapt or {})})
         outcome = train_filter(store, config, notes={"cycle": cycle})
         version, m = outcome.version, outcome.card.metrics
-        net = FilterRegistry(store, classifier).load_filter(version)
-        by_mode = {}
-        for mode in ("gated", "always"):
-            if m["val_accuracy_alone"] - m[f"val_accuracy_{mode}"] <= max_clean_loss:
-                by_mode[mode] = float((wrapped_predictions(model, net, images, mode, outcome.threshold)[0]
-                                       == labels).mean())
+        net = FilterRegistry(store, classifier).load_filter(version, classifier=model)
+        allowed = tuple(mode for mode in ("gated", "always")
+                        if m["val_accuracy_alone"] - m[f"val_accuracy_{mode}"] <= max_clean_loss)
+        by_mode = {mode: float((p == labels).mean())
+                   for mode, (p, _) in predictions_by_mode(model, net, images, outcome.threshold, allowed).items()}
         record["filter_version"], record["filter_accuracy_by_mode"] = version, by_mode
         if by_mode:
             gate = max(by_mode, key=by_mode.get)

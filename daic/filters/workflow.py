@@ -3,6 +3,7 @@ gate on clean validation images and register it: what ``benchmarks/filter.py`` a
 filter remedy call."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -33,18 +34,21 @@ class FilterOutcome:
 def clean_gate_metrics(classifier, net, config: FilterConfig) -> dict[str, float]:
     """Gate threshold from clean val scores, and clean val accuracy alone / gated / always-on."""
     from daic.data.mnist import load_split
-    from daic.filters.apply import apply_filter, wrapped_predictions
-    from daic.filters.gate import calibrate_threshold, residual_score
+    from daic.filters.apply import apply_filter
+    from daic.filters.gate import calibrate_threshold, residual_score, select
     from daic.models.inference import predict
 
     val = load_split("val", dataset=config.dataset)
     n = min(config.val_limit, len(val))
     images, labels = np.asarray(val.images[:n], np.float32), np.asarray(val.labels[:n])
-    threshold = calibrate_threshold(residual_score(images, apply_filter(net, images)), config.gate_clean_rate)
+    started = time.perf_counter()
+    filtered = apply_filter(net, images)  # once: the gate's scores and both modes' inputs
+    threshold = calibrate_threshold(residual_score(images, filtered), config.gate_clean_rate)
     alone = float((predict(classifier, images).predictions == labels).mean())
-    gated, mask = wrapped_predictions(classifier, net, images, "gated", threshold)
-    always, _ = wrapped_predictions(classifier, net, images, "always", threshold)
-    return {"gate_threshold": threshold, "val_accuracy_alone": alone,
+    gated_inputs, mask = select(images, filtered, "gated", threshold)
+    gated = predict(classifier, gated_inputs).predictions
+    always = predict(classifier, filtered).predictions
+    return {"gate_threshold": threshold, "val_accuracy_alone": alone, "calibrate_s": time.perf_counter() - started,
             "val_accuracy_gated": float((gated == labels).mean()),
             "val_accuracy_always": float((always == labels).mean()), "val_gated_share": float(mask.mean())}
 
@@ -65,14 +69,20 @@ def train_filter(store: ObjectStore, config: FilterConfig, *, notes: Optional[di
         from daic.filters.data import load_pool
 
         load_pool(store, config.pool_key)
+    started = time.perf_counter()
     run = run_training(config, store, filter_model_name(config.classifier), ray_address=ray_address, notes=notes,
                        in_process=in_process, train_loop=filter_train_loop_per_worker, net_names=(FILTER_NET,))
     net = FilterNet()
     net.load_state_dict(state_dict_from_bytes(run.weights[FILTER_NET], source="trained filter"))
     net.eval()
     classifier, _ = ModelRegistry(store, config.classifier).load_networks(config.classifier_version)
-    metrics = {**clean_gate_metrics(classifier, net, config), "train_wall_s": run.fit_wall_s,
-               "ray_start_s": run.ray_start_s, "epochs": float(config.epochs)}
+    if net.searches:
+        aligner, _ = ModelRegistry(store, config.classifier).load_networks(config.classifier_version)
+        net.attach_aligner(aligner)
+    run_s = time.perf_counter() - started
+    metrics = {**clean_gate_metrics(classifier, net, config), "train_wall_s": run.fit_wall_s, "run_s": run_s,
+               "ray_start_s": run.ray_start_s, "epochs": float(config.epochs),
+               "steps": float(run.history[-1].get("steps", 0)) if run.history else 0.0}
     card = registry.register_filter(net=net, data=run.lineage, wraps_version=config.classifier_version,
                                     parent=config.warm_start_from, metrics=metrics, history=run.history,
                                     train_config={**config.model_dump(mode="json"), "device": run.device,
