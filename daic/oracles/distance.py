@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from daic.oracles.ann import EXACT_BELOW, KNNIndex
+from daic.oracles import ann
+from daic.oracles.ann import KNNIndex
 from daic.oracles.threads import single_thread
 
 from daic.oracles.base import NotFittedError, SignalOracle
@@ -73,14 +74,15 @@ class KNNDistanceOracle(DistanceOracle):
 
     name = "knn_distance"
 
-    def __init__(self, k: int = 10, exact_below: int = EXACT_BELOW) -> None:
+    def __init__(self, k: int = 10, exact_below: int | None = None) -> None:
         super().__init__()
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        if isinstance(exact_below, bool) or not isinstance(exact_below, (int, np.integer)) or exact_below < 1:
+        if exact_below is not None and (isinstance(exact_below, bool) or not isinstance(exact_below, (int, np.integer))
+                                        or exact_below < 1):
             raise ValueError(f"exact_below must be a positive integer, got {exact_below!r}")
         self.k = int(k)
-        self.exact_below = int(exact_below)
+        self.exact_below = None if exact_below is None else int(exact_below)  # None: ann.EXACT_BELOW at fit
         self._index: KNNIndex | None = None
         self._loo: np.ndarray | None = None
 
@@ -90,7 +92,8 @@ class KNNDistanceOracle(DistanceOracle):
         points = l2_normalise(reference.embeddings)
         # Brute force below the threshold: exact, and for a few thousand 64-256-d points faster
         # than any tree or index.
-        self._index = KNNIndex(points, self.k, exact_below=self.exact_below)
+        exact_below = ann.EXACT_BELOW if self.exact_below is None else self.exact_below
+        self._index = KNNIndex(points, self.k, exact_below=exact_below)
         with single_thread():
             self._loo = self._index.query_self(points)[:, -1]
 
