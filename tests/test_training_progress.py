@@ -29,6 +29,20 @@ def test_watcher_publishes_each_epoch_once_including_the_last(tmp_path):
     assert describe(got[0]) == "epoch 1/3: loss 0.2500, train acc 90.00%, 12,345 samples/s, 2.0 s"
 
 
+def test_other_loops_metrics_and_unreadable_progress_never_fail_a_run(tmp_path):
+    """The input filter's loop reports other fields (no train_accuracy): described without them."""
+    store = open_store(f"file://{tmp_path}")
+    store.put_json("k.json", {"epochs": 2, "history": [{"epoch": 1, "train_loss": -1.5, "epoch_time_s": 4.0,
+                                                         "samples_per_s": 95.0, "restore_loss": 0.03}]})
+    got = []
+    with listen(got.append):
+        Watcher(store, "k.json").poll()
+        store.put_bytes("bad.json", b"{not json")
+        Watcher(store, "bad.json").poll()
+    assert len(got) == 1 and describe(got[0]) == "epoch 1/2: loss -1.5000, 95 samples/s, 4.0 s"
+    assert describe({}) == "epoch ?/?:"
+
+
 def test_a_failing_listener_never_stops_training(tmp_path):
     store = open_store(f"file://{tmp_path}")
     store.put_json("k.json", {"epochs": 1, "history": [EPOCH]})

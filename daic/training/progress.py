@@ -47,17 +47,27 @@ def progress_key(model_name: str, run_name: str, notes: dict[str, str] | None) -
 
 
 def describe(metrics: dict[str, Any]) -> str:
-    """``epoch 2/3: loss 0.1234, train acc 96.10%, val acc 98.20%, 12,345 samples/s, 4.5 s``."""
-    parts = [f"epoch {int(metrics['epoch'])}/{int(metrics.get('epochs', 0)) or '?'}:",
-             f"loss {metrics['train_loss']:.4f},", f"train acc {100 * metrics['train_accuracy']:.2f}%,"]
-    if "val_accuracy" in metrics:
-        parts.append(f"val acc {100 * metrics['val_accuracy']:.2f}%,")
-    parts.append(f"{metrics['samples_per_s']:,.0f} samples/s, {metrics['epoch_time_s']:.1f} s")
-    return " ".join(parts)
+    """``epoch 2/3: loss 0.1234, train acc 96.10%, val acc 98.20%, 12,345 samples/s, 4.5 s``; a
+    field the run does not report (another network's loop, e.g. the input filter's) is left out."""
+    epoch, total = metrics.get("epoch"), metrics.get("epochs")
+    parts = [f"epoch {int(epoch) if epoch is not None else '?'}/{int(total) if total else '?'}:"]
+    for name, label, scale, fmt in (("train_loss", "loss", 1, ".4f"), ("train_accuracy", "train acc", 100, ".2f"),
+                                    ("val_accuracy", "val acc", 100, ".2f")):
+        if isinstance(metrics.get(name), (int, float)):
+            parts.append(f"{label} {scale * metrics[name]:{fmt}}{'%' if scale == 100 else ''},")
+    if isinstance(metrics.get("samples_per_s"), (int, float)):
+        parts.append(f"{metrics['samples_per_s']:,.0f} samples/s,")
+    if isinstance(metrics.get("epoch_time_s"), (int, float)):
+        parts.append(f"{metrics['epoch_time_s']:.1f} s")
+    return " ".join(parts).rstrip(",")
 
 
 def publish(metrics: dict[str, Any]) -> None:
-    log.info("training %s", describe(metrics))
+    """Log the epoch and hand it to the listeners; never raises (progress must not fail a run)."""
+    try:
+        log.info("training %s", describe(metrics))
+    except Exception:  # noqa: BLE001
+        log.exception("training progress: could not describe %r", metrics)
     with _lock:
         listeners = list(_listeners)
     for listener in listeners:
@@ -86,14 +96,15 @@ class Watcher:
         self.poll()  # the last epoch, if the run ended between two polls
 
     def poll(self) -> None:
+        """Publish the epochs written since the last poll; never raises (best effort)."""
         try:
             if not self.store.exists(self.key):
                 return
             doc = self.store.get_json(self.key)
+            history = [m for m in doc.get("history", []) if isinstance(m, dict)]
         except Exception as exc:  # noqa: BLE001 - progress is best effort; training goes on
             log.debug("training progress %s unreadable: %s", self.key, exc)
             return
-        history = doc.get("history", [])
         for metrics in history[self.seen:]:
             publish({**metrics, "epochs": doc.get("epochs", 0)})
         self.seen = max(self.seen, len(history))
