@@ -619,7 +619,7 @@ class _Pass:
                                 f"{interval}; the evaluation refused challenger {result.challenger_version}"
                                 + (f": {result.promotion_reason}" if result.promotion_reason else ""))
         champion_acc = result.champion_accuracy if result.champion_accuracy is not None else result.offline_accuracy
-        against = "champion"
+        against = f"champion {cur.champion_version}" if cur.champion_version else "champion"
         rem = cur.remedy
         if (rem is not None and rem.compare_to == "wrapped-champion" and rem.outcome == "deployed"
                 and self.status.filter is not None):
@@ -627,7 +627,7 @@ class _Pass:
             # held-out draws it was judged on when the step measured them there.
             wrapped = rem.filter_holdout_accuracy if rem.filter_holdout_accuracy is not None else rem.filter_accuracy
             if wrapped is not None:
-                champion_acc, against = wrapped, f"champion+filter {rem.filter_version}"
+                champion_acc, against = wrapped, f"{against}+filter {rem.filter_version}"
         gain = result.challenger_accuracy - champion_acc
         need = self.spec.promotion.min_improvement
         if gain <= 0 or gain < need:
@@ -639,7 +639,7 @@ class _Pass:
             return self._fail("UnknownChampion", "cannot switch traffic: the champion version is unknown "
                                                  "(neither the estimate nor the run result names it)")
         summary = (f"{interval}; challenger {result.challenger_version} {result.challenger_accuracy:.4f} "
-                   f"beats {against} {cur.champion_version} {champion_acc:.4f}")
+                   f"beats {against} {champion_acc:.4f}")
         if self.spec.promotion.mode is PromotionMode.manual:
             cur.approval_requested_at = self.now
             return self._transition(

@@ -89,7 +89,7 @@ def test_the_filter_goes_in_as_a_canary_while_the_run_trains_then_the_challenger
     # A challenger better than the champion (0.82) but not than champion+filter on held-out (0.90).
     play(80, runs=(run_obs(play.run, RunPhase.succeeded, 80, None, {**GOOD_RESULT, "challenger_accuracy": 0.88}),))
     (entry,) = play.status.history
-    assert entry.decision is Decision.challenger_not_better and "vs champion+filter v0003 0.9000" in entry.message
+    assert entry.decision is Decision.challenger_not_better and "vs champion v1+filter v0003 0.9000" in entry.message
     assert (entry.remedy, entry.filter_outcome, entry.filter_version) == ("deploy", "deployed", "v0003")
     assert play.status.filter.version == "v0003", "the filter keeps serving"
 
