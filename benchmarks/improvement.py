@@ -48,11 +48,13 @@ STEP_SECONDS = 60.0
 DEMO_SCENARIO = "mixture"
 HELD_OUT = ("fog/5", "glass_blur/4", "dotted_line/4")
 METHODS = {
-    "labels": {},
-    "+pseudo": {"pseudo": True},
-    "+consistency": {"consistency": True},
-    "+bn": {"bn": True},
-    "all": {"pseudo": True, "consistency": True, "bn": True},
+    "labels": {"augment": "off"},
+    "+pseudo": {"augment": "off", "pseudo": True},
+    "+consistency": {"augment": "off", "consistency": True},
+    "+bn": {"augment": "off", "bn": True},
+    "all": {"augment": "off", "pseudo": True, "consistency": True, "bn": True},
+    "augmix": {"augment": "augmix"},
+    "chain": {"augment": "chain"},
 }
 
 
@@ -67,6 +69,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--methods", default="labels,all", help=f"comma list of {', '.join(METHODS)}")
     p.add_argument("--epochs", type=int, default=2, help="retraining epochs (the pipeline's default: 2)")
+    p.add_argument("--lr", type=float, default=None, help="retraining learning rate (default: the train step's)")
+    p.add_argument("--oversample", type=int, default=None, help="labelled-example repeats (default: the step's)")
+    p.add_argument("--augment-share", type=float, default=0.5, help="distorted share of base examples (augmix, chain)")
     p.add_argument("--base-limit", type=int, default=0, help="base images in retraining (0: all 55,000)")
     p.add_argument("--unlabeled-limit", type=int, default=3000, help="unsampled window inputs for the methods")
     p.add_argument("--pseudo-threshold", type=float, default=0.9)
@@ -156,9 +161,10 @@ def sidecar_predictor(store, version: str):
 
 def method_fields(method: str, args: argparse.Namespace) -> dict:
     m = METHODS[method]
-    if not m:
-        return {}
-    return {"unlabeled_limit": args.unlabeled_limit,
+    fields = {"augment": m["augment"], "augment_share": args.augment_share}
+    if not any(m.get(k) for k in ("pseudo", "consistency", "bn")):
+        return fields
+    return {**fields, "unlabeled_limit": args.unlabeled_limit,
             "pseudo_label_threshold": args.pseudo_threshold if m.get("pseudo") else 0.0,
             "consistency_weight": args.consistency_weight if m.get("consistency") else 0.0,
             "bn_adapt": args.bn_adapt if m.get("bn") else "off"}
@@ -182,6 +188,8 @@ def one_cycle(store, spec, since: float, budget: int, seed: int, method: str, ar
     est = estimate.run(store, cycle, estimate.EstimateConfig())
     trained = train.run(store, cycle, train.TrainConfig(
         epochs=args.epochs, base_limit=args.base_limit, seed=seed, reference_shift_per_condition=0,
+        **({"learning_rate": args.lr} if args.lr else {}),
+        **({"operational_oversample": args.oversample} if args.oversample else {}),
         **method_fields(method, args)))
     judged = evaluate.run(store, cycle, trained.version, evaluate.EvaluateConfig(clean_limit=args.clean_limit))
     info = store.get_json(f"cycles/{cycle}/train.json")

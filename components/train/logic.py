@@ -79,6 +79,10 @@ class TrainConfig:
     pseudo_label_threshold: float = 0.0  # 0: no pseudo-labels
     consistency_weight: float = 0.0  # 0: no consistency term
     bn_adapt: str = "off"  # off | pool | pool+base
+    # Corruption-robust retraining (daic.training.augment): base examples distorted by a fixed
+    # family of generic operations, labelled examples given a weak view; "off" | "chain" | "augmix".
+    augment: str = "augmix"
+    augment_share: float = 0.5  # share of each batch's base examples distorted
 
     @property
     def semi_supervised(self) -> bool:
@@ -108,6 +112,10 @@ class TrainConfig:
             raise ValueError(f"consistency_weight must be in [0, 100] (0: off), got {self.consistency_weight!r}")
         if self.bn_adapt not in ("off", "pool", "pool+base"):
             raise ValueError(f"bn_adapt must be off, pool or pool+base, got {self.bn_adapt!r}")
+        if self.augment not in ("off", "chain", "augmix"):
+            raise ValueError(f"augment must be off, chain or augmix, got {self.augment!r}")
+        if not 0 <= self.augment_share <= 1:
+            raise ValueError(f"augment_share must be in [0, 1], got {self.augment_share!r}")
         if self.semi_supervised and not self.unlabeled_limit:
             raise ValueError("pseudo_label_threshold, consistency_weight and bn_adapt need unlabeled_limit >= 1 "
                              "(how many unlabelled inputs of the window to use)")

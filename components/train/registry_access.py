@@ -97,6 +97,7 @@ def training_fields(config) -> dict[str, Any]:
         "num_workers": ray_train_workers(config.workers, gpus),
         "cpus_per_worker": max(1, config.cpus_per_worker // max(1, gpus)), "use_gpu": gpus > 0,
         "operational_oversample": config.operational_oversample,
+        "augment": config.augment, "augment_share": config.augment_share,
     }
     if config.base_limit:
         fields["base_limit"] = config.base_limit
@@ -146,7 +147,8 @@ def rayjob_entrypoint(store_url: str, cycle: str, name: str, parent: str, labels
         result_key=result_key, notes={"cycle": cycle}, batch_size=config.batch_size or None,
         precision=config.precision)
     argv += ["--oversample", str(config.operational_oversample),
-             "--shift-per-condition", str(config.reference_shift_per_condition)]
+             "--shift-per-condition", str(config.reference_shift_per_condition),
+             "--augment", config.augment, "--augment-share", str(config.augment_share)]
     if config.base_limit:
         argv += ["--base-limit", str(config.base_limit)]
     semi = semi_supervised_fields(config, unlabeled_key)

@@ -70,6 +70,20 @@ class TrainConfig(BaseModel):
     consistency_threshold: float = Field(0.95, gt=0, le=1)
     # Re-estimate BatchNorm statistics after training (AdaBN) on the pool, or the pool + base images.
     bn_adapt: Literal["off", "pool", "pool+base"] = "off"
+    # Corruption-robust training (daic.training.augment): a share of each batch's base examples
+    # distorted by a fixed family of generic operations (AugMix-style mixing or one unmixed chain);
+    # labelled operational examples get a weak view (small shift and rotation).
+    augment: Literal["off", "chain", "augmix"] = "off"
+    augment_share: float = Field(0.5, ge=0, le=1)
+    # Self-training rounds with the challenger as teacher (daic.training.semi_supervised): after
+    # training, pool inputs the challenger labels confidently (mean confidence over a plain and two
+    # weakly shifted views >= self_training_threshold) and consistently (the same class in every
+    # view) join the training set, repeated self_training_repeat times per epoch, and the challenger
+    # trains self_training_epochs more epochs on it.
+    self_training_rounds: int = Field(0, ge=0, le=5)
+    self_training_threshold: float = Field(0.9, gt=0, le=1)
+    self_training_epochs: int = Field(1, ge=1, le=100)
+    self_training_repeat: int = Field(3, ge=1, le=100)
 
     @field_validator("labels_prefix")
     @classmethod
@@ -101,8 +115,9 @@ class TrainConfig(BaseModel):
         if self.precision == "fp16" and not self.use_gpu:
             raise ValueError("precision 'fp16' needs use_gpu=True (fp16 autocast is for CUDA)")
         if self.unlabeled_key is None and (self.pseudo_label_threshold is not None or self.consistency_weight > 0
-                                           or self.bn_adapt != "off"):
-            raise ValueError("pseudo_label_threshold, consistency_weight and bn_adapt need unlabeled_key "
+                                           or self.bn_adapt != "off" or self.self_training_rounds > 0):
+            raise ValueError("pseudo_label_threshold, consistency_weight, bn_adapt and self_training_rounds need "
+                             "unlabeled_key "
                              "(the unlabelled operational inputs)")
         if self.base_limit == 0 and self.labels_prefix is None:
             raise ValueError("base_limit=0 with no labels_prefix leaves nothing to train on")

@@ -22,11 +22,12 @@ from torch.nn import functional as F
 
 from daic.models.networks import build
 from daic.models.weights import state_dict_from_bytes
+from daic.training.augment import augment_batch
 from daic.training.batches import DeviceBatches, PinnedHostBatches
 from daic.training.config import TrainConfig
 from daic.training.device_plan import TrainPlan, choose, probe
 from daic.training.precision import autocast_dtype
-from daic.training.semi_supervised import (UnlabeledPool, adapt_batchnorm, bn_adaptation_images,
+from daic.training.semi_supervised import (UnlabeledPool, adapt_batchnorm, agreed_pseudo_labels, bn_adaptation_images,
                                            consistency_targets, masked_consistency, pseudo_labeled)
 from daic.training.sharding import batch_bounds, epoch_pool, shard_order, steps_per_epoch
 
@@ -187,6 +188,9 @@ def fit(
         u_images = torch.as_tensor(unlabeled.images, device=device)
         u_gen = torch.Generator(device=device)
         u_gen.manual_seed(config.seed * 7919 + rank + 1)
+    if config.augment != "off":
+        a_gen = torch.Generator(device=device)
+        a_gen.manual_seed(config.seed * 6271 + rank + 1)
     for epoch in range(config.epochs):
         for net in nets.values():
             net.train()
@@ -202,7 +206,10 @@ def fit(
             from tqdm import tqdm
 
             iterator = tqdm(iterator, total=len(bounds), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
-        for x, y, w in iterator:
+        operational = torch.from_numpy(order >= n_base).to(device) if config.augment != "off" else None
+        for (lo, hi), (x, y, w) in zip(bounds, iterator):
+            if operational is not None:
+                x = augment_batch(x, operational[lo:hi], config.augment, config.augment_share, a_gen)
             batch = None
             if use_consistency:
                 rows = torch.randint(0, len(u_images), (len(y),), generator=u_gen, device=device)
@@ -234,4 +241,37 @@ def fit(
                 prefix = "" if k == MAIN else f"{k}_"
                 metrics[f"{prefix}val_accuracy"] = accuracy(net, val.images, val.labels, device=device)
         on_epoch(metrics, plain)
+    if unlabeled is not None and config.self_training_rounds > 0:
+        return self_train(config, images[:n_base - n_pseudo], labels[:n_base - n_pseudo], images[n_base:],
+                          labels[n_base:], plain, unlabeled, device=device, rank=rank, world_size=world_size,
+                          wrap=wrap, val=val, on_epoch=on_epoch, progress=progress)
     return FitResult(plain, fitter.precision, plan)
+
+
+def self_train(config: TrainConfig, base_x: np.ndarray, base_y: np.ndarray, op_x: np.ndarray, op_y: np.ndarray,
+               teacher: dict[str, nn.Module], unlabeled: UnlabeledPool, **kwargs) -> FitResult:
+    """One self-training round: the trained challenger (``teacher``) pseudo-labels the pool where it
+    is confident and agrees with itself under weak shifts (:func:`agreed_pseudo_labels`); those join
+    the base examples ``self_training_repeat`` times and training continues from the teacher's
+    weights for ``self_training_epochs`` epochs (a fresh one-cycle schedule). Every worker computes
+    the same pseudo-labels (same weights, same seed). Further rounds recurse."""
+    from daic.models.weights import state_dict_to_bytes
+
+    keep, py = agreed_pseudo_labels(teacher[MAIN], unlabeled.images, config.self_training_threshold,
+                                    kwargs["device"], seed=config.seed + config.self_training_rounds)
+    px = np.repeat(unlabeled.images[keep], config.self_training_repeat, axis=0)
+    py = np.repeat(py, config.self_training_repeat)
+    images = np.concatenate([base_x, px, op_x]).astype(np.float32, copy=False)
+    labels = np.concatenate([base_y, py, op_y])
+    nxt = config.model_copy(update={"self_training_rounds": config.self_training_rounds - 1,
+                                    "epochs": config.self_training_epochs, "pseudo_label_threshold": None,
+                                    "consistency_weight": 0.0})
+    warm = WarmStart({k: state_dict_to_bytes(n) for k, n in teacher.items()})
+    on_epoch = kwargs.pop("on_epoch")
+
+    def report(metrics: dict[str, float], nets: dict[str, nn.Module]) -> None:
+        on_epoch({**metrics, "epoch": config.epochs + metrics["epoch"], "self_training_labels": float(len(keep))},
+                 nets)
+
+    return fit(nxt, images, labels, n_base=len(base_y) + len(py), warm=warm, on_epoch=report,
+               unlabeled=unlabeled, **kwargs)

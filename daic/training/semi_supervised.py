@@ -108,6 +108,35 @@ def pseudo_labeled(net: nn.Module, pool: UnlabeledPool, threshold: float, score:
     return pool.images[keep], labels
 
 
+@torch.no_grad()
+def agreed_pseudo_labels(net: nn.Module, images: np.ndarray, threshold: float, device: torch.device,
+                         views: int = 2, seed: int = 0, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, labels) of the inputs ``net`` labels confidently *and* consistently: the softmax
+    averaged over the plain input and ``views`` weakly shifted copies (:func:`weak_augment`) reaches
+    ``threshold``, and every view's argmax is the same class (agreement under augmentation, as
+    the teacher's filter in self-training, Xie et al. 2020; Sohn et al. 2020)."""
+    was_training = net.training
+    net.eval()
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    keep, labels = [], []
+    for start in range(0, len(images), batch_size):
+        x = torch.as_tensor(images[start:start + batch_size], device=device)
+        probs = [torch.softmax(net(x).float(), 1)]
+        probs += [torch.softmax(net(weak_augment(x, gen)).float(), 1) for _ in range(views)]
+        stacked = torch.stack(probs)  # (views + 1, n, classes)
+        mean = stacked.mean(0)
+        confidence, label = mean.max(1)
+        agree = (stacked.argmax(2) == label.unsqueeze(0)).all(0)
+        ok = torch.nonzero((confidence >= threshold) & agree).flatten()
+        keep.append((ok + start).cpu().numpy())
+        labels.append(label[ok].cpu().numpy())
+    net.train(was_training)
+    if not keep:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(keep).astype(np.int64), np.concatenate(labels).astype(np.int64)
+
+
 # --- augmentation ----------------------------------------------------------------------------
 
 def _affine(x: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
