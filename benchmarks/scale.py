@@ -185,12 +185,204 @@ def table(title: str, rows: list[dict]) -> None:
               f"bytes read {slope(n, [max(r['bytes_read'] or 1, 1) for r in rows]):.2f}")
 
 
+# -- the assessor (issue 22 item 5) ---------------------------------------------------------------
+
+def synthetic_reference(n: int, seed: int = 0, shift: float = 0.0, d: int = EMBED_DIM, latent: int = 16,
+                        classes: int = 10):
+    """An oracle reference of ``n`` rows: low-rank ReLU embeddings (class clusters in a 16-d subspace
+    of 128-d, as a CNN's penultimate layer), 10 % hard inputs (wider, less confident, often wrong),
+    a noisier shadow; ``shift`` widens the clusters and adds hard inputs. Fixed seeds."""
+    from daic.oracles.reference import OracleReference
+
+    base = np.random.default_rng(1234)
+    w = (base.standard_normal((latent, d)) / np.sqrt(latent)).astype(np.float32)
+    centres = base.standard_normal((classes, latent)).astype(np.float32) * 2.0
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n)
+    hard = rng.random(n) < 0.1 + shift
+    z = centres[labels] + rng.standard_normal((n, latent), dtype=np.float32) * (1 + 1.5 * hard[:, None] + shift)
+    emb = np.maximum(z @ w + 0.05 * rng.standard_normal((n, d), dtype=np.float32), 0)
+    logits = rng.standard_normal((n, classes)) * (1 + 2 * hard[:, None])
+    logits[np.arange(n), labels] += 5 - 4 * hard
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    noisy = logits + rng.standard_normal((n, classes))
+    shadow = np.exp(noisy - noisy.max(1, keepdims=True))
+    shadow /= shadow.sum(1, keepdims=True)
+    return OracleReference(probs=probs, embeddings=emb, labels=labels, shadow_probs=shadow)
+
+
+def _per_input_ms(fn, queries, batch: int) -> float:
+    """CPU time of this thread per input (ms): on a machine shared with other work, wall time
+    measures the contention as much as the code."""
+    from daic.oracles.threads import single_thread
+
+    with single_thread():
+        start = time.thread_time()
+        for i in range(0, len(queries[0]), batch):
+            fn(*(q[i:i + batch] for q in queries))
+        return (time.thread_time() - start) / len(queries[0]) * 1e3
+
+
+def knn_crossover(banks: list[int], batch: int) -> list[dict]:
+    """Per-input kNN query cost, exact vs IVF, one thread, at bank sizes ``banks``: where the
+    index starts to pay (daic.oracles.ann.EXACT_BELOW)."""
+    from daic.oracles.ann import KNNIndex
+    from daic.oracles.distance import l2_normalise
+
+    q = l2_normalise(synthetic_reference(2000, seed=9).embeddings)
+    rows = []
+    for n in banks:
+        bank = l2_normalise(synthetic_reference(n).embeddings)
+        exact, ivf = KNNIndex(bank, 10, exact_below=10**12), KNNIndex(bank, 10, exact_below=1)
+        rows.append({"bank": n, "exact_ms": _per_input_ms(exact.query, (q,), batch),
+                     "ivf_ms": _per_input_ms(ivf.query, (q,), batch)})
+    return rows
+
+
+def assessor_point(n: int, mode: str, batch: int) -> dict:
+    """Fit an OnlineAssessor on an n-row clean reference (bank n/2) with the exact search or the
+    index, then score 3,000 inputs in batches of ``batch`` (what the sidecar scores together)."""
+    import daic.oracles.ann as ann
+    from daic.oracles.pipeline import OnlineAssessor
+
+    ann.EXACT_BELOW = 10**12 if mode == "exact" else 1
+    reference = synthetic_reference(n)
+    start, cpu = time.perf_counter(), time.process_time()
+    assessor = OnlineAssessor().fit(reference)
+    fit_s, fit_cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    q = synthetic_reference(3000, seed=11, shift=0.3)
+    ms = _per_input_ms(assessor.score, (q.probs, q.embeddings, q.shadow_probs), batch)
+    scores = assessor.score(q.probs, q.embeddings, q.shadow_probs)
+    return {"n": n, "mode": mode, "fit_s": fit_s, "fit_cpu_s": fit_cpu_s, "score_ms": ms, "kind": assessor.knn.index_kind,
+            "drift": scores.drift, "p_correct": scores.p_correct, "assessor": assessor}
+
+
+def swap_gap(n: int, batch: int, workdir: Path) -> dict:
+    """A champion change under load: a thread scores batches of the old and the new version
+    without pause while the pool fits the new version's assessor (no stored one: the worst case)
+    on an n-row reference. Returns the largest gap between two scoring calls during the fit, the
+    fit's time (what scoring waited under the old pool's lock), and the calls made meanwhile."""
+    import threading
+
+    from daic.models.card import DataLineage, ModelCard
+    from daic.sidecar.assessment import AssessorPool
+    from daic.storage import open_store
+
+    shutil.rmtree(workdir, ignore_errors=True)
+    store = open_store(f"file://{workdir}")
+    for i, version in enumerate(("v0001", "v0002")):
+        reference = synthetic_reference(n, seed=i)
+        store.put_arrays(f"models/scale/{version}/oracle_reference.npz", **reference.to_arrays())
+        store.put_json(f"models/scale/{version}/card.json", ModelCard(
+            name="scale", version=version, code_version="bench",
+            data=DataLineage(dataset="mnist", base_count=n)).model_dump(mode="json"))
+    pool = AssessorPool(store, "scale", window=500)
+    pool.get("v0001")
+    q = synthetic_reference(4000, seed=11)
+    stop = threading.Event()
+    stamps: list[float] = []
+
+    def traffic():
+        i = 0
+        while not stop.is_set():
+            rows = slice((i * batch) % 3000, (i * batch) % 3000 + batch)
+            for version in ("v0001", "v0002"):
+                assessor, _own = pool.for_scoring(version)
+                assessor.score(q.probs[rows], q.embeddings[rows], q.shadow_probs[rows])
+            stamps.append(time.perf_counter())
+            i += 1
+
+    scorer = threading.Thread(target=traffic, name="scorer")
+    scorer.start()
+    while len(stamps) < 5:
+        time.sleep(0.01)
+    start = time.perf_counter()
+    pool.prepare("v0002").result()
+    fit_s = time.perf_counter() - start
+    stop.set()
+    scorer.join()
+    during = [t for t in stamps if start <= t <= start + fit_s]
+    edges = [max(t for t in stamps if t < start)] + during + [min([t for t in stamps if t > start + fit_s] or [start + fit_s])]
+    shutil.rmtree(workdir, ignore_errors=True)
+    return {"fit_s": fit_s, "max_gap_ms": 1e3 * float(np.max(np.diff(edges))), "calls": len(during),
+            "median_call_ms": 1e3 * float(np.median(np.diff(stamps)))}
+
+
+def assessor_section(sizes: list[int], exact_max: int, banks: list[int], batch: int, swap_n: int,
+                     workdir: Path) -> None:
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    from daic.oracles import ann
+
+    print(f"\nkNN query, ms of CPU per input, one thread, batches of {batch} (bank = the distance oracles' half "
+          "of the reference)")
+    print(f"{'bank rows':>10} {'exact ms':>9} {'IVF ms':>8} {'exact/IVF':>9}")
+    for r in knn_crossover(banks, batch):
+        print(f"{r['bank']:>10,} {r['exact_ms']:>9.4f} {r['ivf_ms']:>8.4f} {r['exact_ms'] / r['ivf_ms']:>9.1f}")
+    print(f"(the sidecar uses the exact search below daic.oracles.ann.EXACT_BELOW = {ann.EXACT_BELOW:,} bank rows)")
+
+    points = []
+    for n in sizes:
+        for mode in ("exact", "ivf"):
+            if mode == "exact" and n > exact_max:
+                continue
+            r = assessor_point(n, mode, batch)
+            points.append(r)
+            print(f"  fitted {n:,} rows {mode}: fit {r['fit_s']:.1f} s wall, {r['fit_cpu_s']:.1f} s CPU; "
+                  f"scoring {r['score_ms']:.4f} ms CPU per input", flush=True)
+    print(f"\nthe assessor: fit (wall s) on a clean n-row reference (no shifted reference), scoring (ms of CPU per "
+          f"input, batches of {batch}, one thread)")
+    print(f"{'rows':>8} {'fit exact s':>11} {'fit IVF s':>9} {'score exact ms':>14} {'score IVF ms':>12} "
+          f"{'|d drift| mean':>14} {'d window drift':>14} {'|d P(correct)| mean':>19}")
+    by = {(p["n"], p["mode"]): p for p in points}
+    for n in sizes:
+        e, i = by.get((n, "exact")), by[(n, "ivf")]
+        diff = ("", "", "") if e is None else (
+            f"{np.abs(i['drift'] - e['drift']).mean():.4f}", f"{abs(i['drift'].mean() - e['drift'].mean()):.4f}",
+            f"{np.abs(i['p_correct'] - e['p_correct']).mean():.4f}")
+        print(f"{n:>8,} {e['fit_s'] if e else float('nan'):>11.1f} {i['fit_s']:>9.1f} "
+              f"{e['score_ms'] if e else float('nan'):>14.4f} {i['score_ms']:>12.4f} {diff[0]:>14} {diff[1]:>14} {diff[2]:>19}")
+    for mode in ("exact", "ivf"):
+        pts = [p for p in points if p["mode"] == mode]
+        if len(pts) >= 2:
+            n = [p["n"] for p in pts]
+            print(f"log-log slopes, {mode} over {n[0]:,}..{n[-1]:,} rows: fit {slope(n, [p['fit_s'] for p in pts]):.2f}, "
+                  f"scoring {slope(n, [p['score_ms'] for p in pts]):.2f}")
+    ex = [p for p in points if p["mode"] == "exact"]
+    if len(ex) >= 2 and max(sizes) > exact_max:
+        n = [p["n"] for p in ex]
+        for key, unit in (("fit_s", "s"), ("score_ms", "ms per input")):
+            b = slope(n, [p[key] for p in ex])
+            proj = ex[-1][key] * (max(sizes) / n[-1]) ** b
+            print(f"exact at {max(sizes):,} rows, projected from the slope {b:.2f}: {key.split('_')[0]} {proj:.1f} {unit}")
+
+    if swap_n:
+        g = swap_gap(swap_n, batch, workdir / "swap-store")
+        print(f"\nchampion change under load ({swap_n:,}-row references, the new one fitted in the sidecar's "
+              f"background thread, the worst case: nothing stored): fit {g['fit_s']:.1f} s; meanwhile "
+              f"{g['calls']} scoring rounds (old + new version, {batch} inputs each), median round "
+              f"{g['median_call_ms']:.1f} ms, largest gap between rounds {g['max_gap_ms']:.1f} ms "
+              f"(the old pool held its lock across the fit: a {g['fit_s']:.1f} s pause)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10000,100000,1000000,10000000")
     parser.add_argument("--s3-sizes", default="10000,100000,1000000")
     parser.add_argument("--ray-sizes", default="", help="also on Ray Data (a private local Ray), file://")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: file,s3,window")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: file,s3,window "
+                        "(all three: no records are written)")
+    parser.add_argument("--assessor-sizes", default="", help="reference rows for the assessor section, "
+                        "e.g. 5000,20000,100000,500000")
+    parser.add_argument("--assessor-exact-max", type=int, default=100_000,
+                        help="largest reference fitted with the exact search (larger: projected)")
+    parser.add_argument("--knn-banks", default="1000,2500,5000,10000,20000,50000")
+    parser.add_argument("--swap-rows", type=int, default=100_000, help="reference rows of the champion change "
+                        "under load (0: skip)")
+    parser.add_argument("--score-batch", type=int, default=256, help="inputs scored together (the sidecar's "
+                        "score_batch)")
     parser.add_argument("--workdir", default="/tmp/daic-scale")
     parser.add_argument("--workers", type=int, default=2, help="processes writing the records")
     parser.add_argument("--reuse", action="store_true", help="records already written by a --keep run")
@@ -203,7 +395,9 @@ def main() -> None:
     url = f"file://{file_root}"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("DAIC_SAMPLING_RAY_ADDRESS", None)
-    if not args.reuse:
+    skip = set(args.skip.split(","))
+    records = not {"file", "s3", "window"} <= skip or bool(args.ray_sizes)
+    if not args.reuse and records:
         shutil.rmtree(work, ignore_errors=True)
         file_root.mkdir(parents=True)
         gen = generate_file(url, max(sizes + s3_sizes), args.workers)
@@ -211,7 +405,6 @@ def main() -> None:
         print(f"wrote {max(sizes + s3_sizes):,} rows with the sidecar's writer in {gen:.0f} s: "
               f"{size / 1e9:.2f} GB, {size / max(sizes + s3_sizes):.0f} B a row")
 
-    skip = set(args.skip.split(","))
     if "file" not in skip:
         file_rows = [run_step(url, T0, T0 + n / RATE, env, f"file-{n}") for n in sizes]
         table("sampling step end to end, file:// (stratified, 200 draws; window = the first N rows)", file_rows)
@@ -245,6 +438,10 @@ def main() -> None:
         for name, r in (("last hour (hourly cycles)", hourly), ("none (since=0)", history)):
             print(f"{name:>28} {r['rows']:>10,} {r['parts_listed']:>12} {r['parts_read']:>10} "
                   f"{(r['bytes_read'] or 0) / 1e6:>8.1f} {r['wall_s']:>7.2f}")
+    assessor_sizes = sorted(int(s) for s in args.assessor_sizes.split(",") if s)
+    if assessor_sizes:
+        assessor_section(assessor_sizes, args.assessor_exact_max, [int(b) for b in args.knn_banks.split(",") if b],
+                         args.score_batch, args.swap_rows, work)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -155,7 +155,8 @@ class MahalanobisOracle(DistanceOracle):
                 f"embeddings have {emb.shape[1]} dimensions, the reference has {self._means.shape[1]}"
             )
         p = self._precision
-        xp = emb @ p
-        sq = (xp * emb).sum(axis=1)[:, None] - 2 * xp @ self._means.T
-        sq += ((self._means @ p) * self._means).sum(axis=1)[None, :]
+        with single_thread():  # small products: BLAS threads only contend with the sidecar's others
+            xp = emb @ p
+            sq = (xp * emb).sum(axis=1)[:, None] - 2 * xp @ self._means.T
+            sq += ((self._means @ p) * self._means).sum(axis=1)[None, :]
         return np.sqrt(np.maximum(sq.min(axis=1), 0.0))
