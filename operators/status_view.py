@@ -38,6 +38,15 @@ def age(stamp: str | None, now: datetime) -> str:
     return f"{seconds / 86_400:.1f} d"
 
 
+def _remedy_cell(h: dict[str, Any]) -> str:
+    """A finished cycle's filter decision, its outcome and its reason (the cycle record has the rest)."""
+    if not h.get("remedy"):
+        return "-"
+    version = f" {h['filterVersion']}" if h.get("filterVersion") and h["remedy"] == "deploy" else ""
+    outcome = f" -> {h['filterOutcome']}" if h.get("filterOutcome") else ""
+    return f"{h['remedy']}{version}{outcome}: {h.get('remedyReason') or ''}"
+
+
 def render(doc: dict[str, Any], events: list[dict[str, Any]] | None = None,
            console: Console | None = None, now: datetime | None = None) -> None:
     """``now`` (default: the clock) dates the estimate: its age is the time since its newest input."""
@@ -70,18 +79,32 @@ def render(doc: dict[str, Any], events: list[dict[str, Any]] | None = None,
     if cur:
         console.print(f"  in flight: cycle {cur['cycle']} run {cur['runName']} ({cur.get('runState') or 'submitted'})"
                       f" since {cur['startedAt']}; trigger {cur['triggerReason']} at {_fmt(cur['triggerEstimate'])}")
+        rem = cur.get("remedy")
+        if rem:
+            rollout = rem.get("rollout")
+            console.print(f"  remedy: filter {rem['decision']}{' ' + rem['filterVersion'] if rem.get('filterVersion') else ''}"
+                          f" ({rem.get('outcome') or rollout or '-'}), retrain {'yes' if rem.get('retrain') else 'no'}: "
+                          f"{rem['reason']}")
+    served = status.get("filter")
+    if served:
+        console.print(f"  filter in service: {served['version']} ({served.get('gate', 'gated')}) in front of "
+                      f"{served.get('wraps') or '-'} since {served['since']}"
+                      + (f" (cycle {served['cycle']})" if served.get("cycle") else "")
+                      + ("; removing: traffic is clean again" if served.get("removingSince") else ""))
+    else:
+        console.print("  filter in service: none")
     history = status.get("history") or []
     if history:
         table = Table(title="history (latest last)")
         for col in ("cycle", "run", "trigger", "offline [interval]", "labels", "decision", "champion", "challenger",
-                    "finished"):
+                    "filter remedy", "finished"):
             table.add_column(col)
         for h in history:
             interval = (f"{_fmt(h.get('offlineAccuracy'))} [{_fmt(h.get('offlineLower'))}, "
                         f"{_fmt(h.get('offlineUpper'))}]" if h.get("offlineAccuracy") is not None else "-")
             table.add_row(str(h["cycle"]), h["runName"], f"{h['triggerReason']} {_fmt(h['triggerEstimate'])}",
                           interval, _fmt(h.get("labelsUsed")), h["decision"], _fmt(h.get("championVersion")),
-                          _fmt(h.get("challengerVersion")), h["finishedAt"])
+                          _fmt(h.get("challengerVersion")), _remedy_cell(h), h["finishedAt"])
         console.print(table)
     conditions = status.get("conditions") or []
     if conditions:

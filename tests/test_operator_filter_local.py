@@ -95,6 +95,15 @@ def test_the_filter_goes_in_while_the_run_trains_and_a_promotion_takes_it_out(tm
     assert reasons.index("FilterDeployed") < reasons.index("CyclePromoted")
     record = open_store(url).get_json(f"cycles/{entry.run_name}/record.json")
     assert record["cycle"]["remedy"]["decision"] == "deploy" and "beats champion" in record["cycle"]["remedy"]["reason"]
+    # `daic status` shows the decision, its outcome and its reason in the history.
+    from click.testing import CliRunner
+
+    from daic.cli import main
+
+    shown = CliRunner(env={"COLUMNS": "400"}).invoke(main, ["status", "--state-dir", str(state), "--events", "0"])
+    assert shown.exit_code == 0, shown.output
+    assert "filter remedy" in shown.output and "deploy v0001 -> removed-at-promotion: remedy both:" in shown.output
+    assert "filter in service: none" in shown.output
 
 
 def test_a_kept_filter_comes_out_when_traffic_is_clean_again(tmp_path):
