@@ -73,3 +73,80 @@ def test_controller_watch_turns_status_changes_into_events_once(tmp_path):
     events = watch.poll(9)
     assert [e.kind for e in events] == ["promotion"] and watch.finished[0]["decision"] == "promoted"
     assert watch.poll(10) == [] and len(watch.finished) == 1
+
+
+def test_the_demo_cycle_asks_for_both_remedies_with_quick_filter_settings():
+    from daic.pipelines.local_run import pipeline_parameters
+
+    cfg = DemoConfig(run="demo-test", **DemoConfig.quick_defaults())
+    assert cfg.remedy == "both"
+    resource = cycle_resource(cfg, scenario_spec(cfg), "http://127.0.0.1:8300", "file:///tmp/s", 0.0,
+                              generic_filter="v0002")
+    parsed = parse_spec(resource["spec"])
+    assert parsed.remedy.value == "both"
+    params = parsed.pipeline.parameters
+    assert (params["filter_generic_version"], params["filter_base_limit"], params["filter_pool_limit"]) == \
+        ("v0002", 1000, 600)
+    assert set(params) <= set(pipeline_parameters()), "every parameter is one the pipeline declares"
+    retrain = cycle_resource(DemoConfig(run="demo-r", remedy="retrain"), scenario_spec(cfg), "http://x", "file:///s", 0.0)
+    assert parse_spec(retrain["spec"]).remedy.value == "retrain"
+    assert "filter_generic_version" not in retrain["spec"]["pipeline"]["parameters"]
+    with pytest.raises(ValidationError, match="remedy"):
+        DemoConfig(remedy="pray")
+
+
+def test_controller_watch_marks_the_remedy_decision_and_the_filter_going_in_and_out(tmp_path):
+    from daic.operators.status import FilterRollout, RemedyStatus, ServedFilter
+
+    path = tmp_path / "status.json"
+    watch = ControllerWatch(path)
+    now = datetime.now(timezone.utc)
+    remedy = RemedyStatus(decision="deploy", retrain=True, compare_to="wrapped-champion",
+                          reason="remedy both: champion+filter 0.80 beats champion 0.64", decided_at=now,
+                          filter_version="v0002", rollout=FilterRollout.promote)
+    current = CurrentCycle(cycle=1, run_name="c-1", started_at=now, trigger_reason="x", trigger_estimate=0.7,
+                           remedy=remedy)
+    _write(path, CycleStatus(phase=Phase.improving, stage=Stage.training, current=current))
+    events = watch.poll(3)
+    assert [e.kind for e in events] == ["trigger", "retrain", "remedy"]
+    assert events[-1].detail.startswith("filter deploy: remedy both: champion+filter 0.80")
+    deployed = current.model_copy(update={"remedy": remedy.model_copy(update={"outcome": "deployed",
+                                                                              "rollout": FilterRollout.done})})
+    served = ServedFilter(version="v0002", since=now)
+    _write(path, CycleStatus(phase=Phase.improving, stage=Stage.training, current=deployed, filter=served))
+    assert [e.kind for e in watch.poll(4)] == ["filter-in"]
+    summary = CycleSummary(cycle=1, run_name="c-1", started_at=now, finished_at=now, trigger_reason="x",
+                           trigger_estimate=0.7, decision=Decision.promoted, record_key="cycles/c-1/record.json",
+                           remedy="deploy", remedy_reason=remedy.reason, filter_outcome="removed-at-promotion",
+                           filter_version="v0002")
+    _write(path, CycleStatus(phase=Phase.cooldown, history=[summary]))
+    assert sorted(e.kind for e in watch.poll(9)) == ["filter-out", "promotion"]
+    assert watch.poll(10) == []
+
+    # A filter taken out later (traffic clean again) is one more filter-out, once.
+    fresh = ControllerWatch(tmp_path / "s2.json")
+    _write(fresh.status_path, CycleStatus(filter=served))
+    fresh.poll(1)
+    _write(fresh.status_path, CycleStatus())
+    assert [e.kind for e in fresh.poll(2)] == ["filter-out"] and fresh.poll(3) == []
+
+
+def test_the_report_marks_the_remedy_and_the_summary_shows_the_filtered_accuracy(tmp_path):
+    from daic.report.build import summarise
+    from daic.report.plots import accuracy_over_time
+    from daic.report.timeline import Timeline, TimelineEvent, TimelinePoint
+
+    points = [TimelinePoint(step=k, true_accuracy=0.98 if k < 3 else (0.64 if k < 6 else (0.80 if k < 9 else 0.95)),
+                            estimate=0.9) for k in range(12)]
+    events = [TimelineEvent(step=3, kind="trigger", cycle="c-1"),
+              TimelineEvent(step=5, kind="remedy", cycle="c-1", detail="filter deploy: remedy both: beats"),
+              TimelineEvent(step=5, kind="filter-in", cycle="c-1"),
+              TimelineEvent(step=8, kind="promotion", cycle="c-1"),
+              TimelineEvent(step=8, kind="filter-out", cycle="c-1")]
+    timeline = Timeline(run="r", points=points, events=events)
+    lines = summarise(timeline, []).lines
+    assert "with the input filter (0 new labels), steps 6-8: 80.0%" in lines
+    assert "remedy at step 5: filter deploy: remedy both: beats" in lines
+    assert any(line.endswith("after promotion: 95.0%") for line in lines)
+    name = accuracy_over_time(timeline, [], tmp_path)
+    assert (tmp_path / name).stat().st_size > 10_000

@@ -43,6 +43,13 @@ class DemoConfig(BaseModel):
     budget: int = Field(200, ge=20)
     label_round_size: int = Field(50, ge=0)  # labels asked for in rounds of this many (0: all at once)
     threshold: float = Field(0.93, gt=0, lt=1)
+    # the second remedy (issue 21): an input filter in front of the champion while retraining runs
+    remedy: Literal["retrain", "filter", "both"] = "both"
+    filter_generic_epochs: int = Field(1, ge=1)      # the generic filter, trained once before any drift
+    filter_generic_base: int = Field(8000, ge=100)
+    filter_adapt_epochs: int = Field(1, ge=1)        # the cycle's label-free adaptation (quick on purpose)
+    filter_adapt_base: int = Field(2000, ge=100)
+    filter_pool_limit: int = Field(1000, ge=50)
     min_window: int = Field(300, ge=50)
     cycle_timeout_s: float = Field(900, gt=0)
     # ports
@@ -51,6 +58,8 @@ class DemoConfig(BaseModel):
     metrics_port: int = 6000
     sidecar_port: int = 8300
     label_port: int = 8090
+    transformer_port: int = 9001
+    transformer_metrics_port: int = 6001
 
     @model_validator(mode="after")
     def _check(self) -> "DemoConfig":
@@ -68,7 +77,8 @@ class DemoConfig(BaseModel):
     def quick_defaults(cls) -> dict:
         """Smaller and faster: fewer epochs and labels (the cycle still runs end to end)."""
         return {"epochs": 1, "retrain_epochs": 1, "budget": 120, "clean_steps": 4, "recovery_steps": 6,
-                "min_window": 200, "step_interval_s": 0.2}
+                "min_window": 200, "step_interval_s": 0.2, "filter_generic_base": 4000, "filter_adapt_base": 1000,
+                "filter_pool_limit": 600}
 
     @property
     def run_dir(self) -> Path:

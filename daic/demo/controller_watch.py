@@ -15,6 +15,7 @@ class ControllerWatch:
     finished: list[dict] = field(default_factory=list)
     phase: str = "starting"
     stage: str | None = None
+    serving: str | None = None  # the filter in service at the last poll
 
     def read(self) -> dict:
         try:
@@ -42,16 +43,45 @@ class ControllerWatch:
                 once("assessment", run)
             if self.stage in ("training", "evaluating"):
                 once("retrain", run)
+            remedy = current.get("remedy") or {}
+            if remedy.get("decision"):
+                once("remedy", run, f"filter {remedy['decision']}: {remedy.get('reason', '')}")
+            if remedy.get("outcome") == "deployed":
+                once("filter-in", run, f"filter {remedy.get('filterVersion')} in front of the champion")
         for summary in status.get("history") or []:
             run = summary["runName"]
             once("trigger", run, summary.get("triggerReason", ""))
             if summary.get("offlineAccuracy") is not None:
                 once("assessment", run)
+            if summary.get("remedy"):
+                once("remedy", run, f"filter {summary['remedy']}: {summary.get('remedyReason', '')}")
+            if summary.get("filterOutcome") in ("deployed", "removed-at-promotion"):
+                once("filter-in", run, f"filter {summary.get('filterVersion')} in front of the champion")
+            if summary.get("filterOutcome") == "removed-at-promotion":
+                once("filter-out", run, f"filter {summary.get('filterVersion')} removed: the promoted model "
+                                        "replaced the champion it was adapted to")
             kind = "promotion" if summary.get("decision") == "promoted" else "refusal"
             if (kind, run) not in self.seen:
                 self.finished.append(summary)
             once(kind, run, f"{summary.get('decision')}: {summary.get('message', '')}")
+        served = status.get("filter")
+        if served:
+            self.serving = served.get("version")
+        elif self.serving and status:
+            key = ("filter-out", f"filter {self.serving}")
+            if key not in self.seen and ("filter-out", self._cycle_of(status, self.serving)) not in self.seen:
+                self.seen.add(key)
+                events.append(TimelineEvent(step=step, kind="filter-out", detail=f"filter {self.serving} removed"))
+            self.serving = None
         return events
+
+    @staticmethod
+    def _cycle_of(status: dict, version: str) -> str | None:
+        """The run whose history entry put ``version`` in (its filter-out event may be out already)."""
+        for summary in status.get("history") or []:
+            if summary.get("filterVersion") == version:
+                return summary["runName"]
+        return None
 
     @property
     def describe(self) -> str:

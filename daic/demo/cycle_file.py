@@ -13,8 +13,9 @@ from .config import DemoConfig
 
 
 def cycle_resource(cfg: DemoConfig, scenario: ScenarioSpec, sidecar_url: str, store_url: str,
-                   since: float) -> dict:
-    """An AssessmentCycle watching the local sidecar; one cycle, promoted automatically."""
+                   since: float, generic_filter: str | None = None) -> dict:
+    """An AssessmentCycle watching the local sidecar; one cycle, promoted automatically; with remedy
+    ``both`` the input filter goes in while retraining runs (quick adaptation settings)."""
     parameters = {
         "store_url": store_url,
         "since": str(since),  # sample only this run's traffic
@@ -22,7 +23,12 @@ def cycle_resource(cfg: DemoConfig, scenario: ScenarioSpec, sidecar_url: str, st
         "clean_limit": 2000,  # evaluate's clean check on 2,000 test images keeps the cycle short
         "label_round_size": cfg.label_round_size,  # rounds: the design adapts between them (docs/pipeline.md)
         "deploy_target": "local",
+        "filter_epochs": cfg.filter_adapt_epochs,
+        "filter_base_limit": cfg.filter_adapt_base,
+        "filter_pool_limit": cfg.filter_pool_limit,
     }
+    if generic_filter:
+        parameters["filter_generic_version"] = generic_filter
     if cfg.labeler == "simulated":
         parameters["simulated_scenario"] = json.dumps(dataclasses.asdict(scenario))
     return {
@@ -41,6 +47,7 @@ def cycle_resource(cfg: DemoConfig, scenario: ScenarioSpec, sidecar_url: str, st
             "resources": {"rayWorkers": 2, "cpusPerWorker": 1, "gpusPerWorker": 0, "memoryPerWorker": "2Gi"},
             "promotion": {"mode": "auto", "canaryShare": 0, "canarySeconds": 0},
             "cooldownSeconds": 3600,
+            "remedy": cfg.remedy,
         },
     }
 

@@ -1,4 +1,8 @@
-"""Runs the demo: model → serving → traffic → controller → pipeline → promotion → report."""
+"""Runs the demo: model → serving → traffic → controller → pipeline → promotion → report.
+
+With ``remedy`` ``both`` (the default) the serving graph has the input filter's TRANSFORMER node
+in front of the model (pass-through until a filter is in service), and the cycle puts the adapted
+filter in while retraining runs, then promotes the retrained model (which takes the filter out)."""
 from __future__ import annotations
 
 import os
@@ -21,7 +25,7 @@ from daic.training.progress import Watcher, describe, listen, progress_key
 from .config import DemoConfig
 from .controller_watch import ControllerWatch
 from .cycle_file import cycle_resource, write_cycle_file
-from .model import ensure_initial_model
+from .model import ensure_generic_filter, ensure_initial_model
 from .traffic import TrafficClient, read_estimate
 
 DRIFT_STEPS = 60  # distinct drifted batches; streaming cycles over them while the cycle runs
@@ -72,6 +76,7 @@ def background(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> 
 
 
 def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult:
+    from daic.serving.manifest import FILTER_MODEL_CLASS
     from daic.serving.stack import LocalStack, StackConfig
 
     store = open_store(cfg.store_url)
@@ -80,7 +85,11 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
     echo(f"[1/5] model — store {store.url}")
     show_epoch = lambda m: echo(f"      training {describe(m)}")  # noqa: E731 - every epoch, as it ends
     with listen(show_epoch):
-        ensure_initial_model(store, cfg.model_name, cfg.epochs, echo)
+        champion = ensure_initial_model(store, cfg.model_name, cfg.epochs, echo)
+    generic = None
+    if cfg.remedy != "retrain":
+        generic = ensure_generic_filter(store, cfg.model_name, champion, cfg.filter_generic_epochs,
+                                        cfg.filter_generic_base, echo)
 
     spec = scenario_spec(cfg)
     scenario = Scenario(spec)
@@ -91,9 +100,17 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
                             state_dir=run_dir / "sidecar", log_dir=run_dir / "logs", reload_interval_s=2.0,
                             # the sidecar fits its oracles on the champion's reference at start-up
                             # (about a minute of CPU; several on a busy machine)
-                            startup_timeout_s=900.0)
-    echo(f"[2/5] serving — Seldon microservice :{cfg.model_port}, sidecar :{cfg.sidecar_port}, "
-         f"gateway :{cfg.gateway_port} (logs in {stack_cfg.log_dir})")
+                            startup_timeout_s=900.0,
+                            # the input filter's TRANSFORMER node: pass-through until the operator puts
+                            # a filter in service (it follows the store's filter service record)
+                            **({} if cfg.remedy == "retrain" else dict(
+                                transformer_class=FILTER_MODEL_CLASS,
+                                transformer_parameters={"model_name": cfg.model_name, "reload_interval_s": "2.0"},
+                                transformer_port=cfg.transformer_port,
+                                transformer_metrics_port=cfg.transformer_metrics_port)))
+    echo(f"[2/5] serving — Seldon microservice :{cfg.model_port}"
+         + (f" behind the input filter TRANSFORMER :{cfg.transformer_port}" if cfg.remedy != "retrain" else "")
+         + f", sidecar :{cfg.sidecar_port}, gateway :{cfg.gateway_port} (logs in {stack_cfg.log_dir})")
     completed = False
     with ExitStack() as stack:
         local = stack.enter_context(LocalStack(stack_cfg))
@@ -135,7 +152,8 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
             for progress in retraining.values():
                 progress.poll()  # its epochs so far, each shown once
             online = f"{100 * est['accuracy']:.1f}%" if est.get("accuracy") is not None else "—"
-            echo(f"step {k:3d}  {served.model_version or '?':6s} truth {100 * served.accuracy:5.1f}%  "
+            serving = (served.model_version or "?") + (f"+f{served.filter_version}" if served.filter_version else "")
+            echo(f"step {k:3d}  {serving:12s} truth {100 * served.accuracy:5.1f}%  "
                  f"online {online:>6s}{'' if est.get('trusted', True) else ' (untrusted)'}  "
                  f"controller {watch.describe if controller else 'not started'}")
             if k % 5 == 0:
@@ -143,10 +161,11 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
 
             if drift_started is None and k + 1 >= cfg.clean_steps:
                 drift_started = time.time()
-                resource = cycle_resource(cfg, spec, local.config.sidecar_url, store.url, since=drift_started)
+                resource = cycle_resource(cfg, spec, local.config.sidecar_url, store.url, since=drift_started,
+                                          generic_filter=generic)
                 path = write_cycle_file(run_dir / "cycle.yaml", resource)
                 echo(f"[4/5] controller — AssessmentCycle {path} (threshold {cfg.threshold:.2f}, "
-                     f"{cfg.labeler} labels, budget {cfg.budget})")
+                     f"{cfg.labeler} labels, budget {cfg.budget}, remedy {cfg.remedy})")
                 controller = stack.enter_context(background(
                     [sys.executable, "-m", "daic.cli", "controller", "--cycle", str(path),
                      "--state-dir", str(run_dir / "controller"), "--store", store.url, "--interval", "2",

@@ -7,6 +7,34 @@ from daic.models.registry import ModelRegistry
 from daic.storage import ObjectStore
 
 
+def ensure_generic_filter(store: ObjectStore, name: str, champion: str, epochs: int, base_limit: int,
+                          echo: Callable[[str], None]) -> str:
+    """The champion's generic input filter (issue 21: trained on clean images under generic
+    corruption families, no labels beyond the training set's, before any drift), trained once and
+    reused; the cycle adapts it to its operational pool. Any filter left in service by an earlier
+    run is taken out, so each run shows the filter going in."""
+    from daic.filters.registry import FilterRegistry, FilterService, read_service, write_service
+
+    if read_service(store, name).version is not None:
+        write_service(store, name, FilterService(version=None, reason="daic demo: a new run starts without a filter"))
+    registry = FilterRegistry(store, name)
+    for card in reversed(registry.cards()):
+        tc = card.train_config
+        if (card.parent is None and "cycle" not in card.data.notes and tc.get("classifier_version") == champion
+                and tc.get("epochs") == epochs and tc.get("base_limit") == base_limit and not tc.get("pool_key")):
+            echo(f"reusing generic input filter {card.name} {card.version} (wraps {name} {champion})")
+            return card.version
+    from daic.filters.config import FilterConfig
+    from daic.filters.workflow import train_filter
+
+    echo(f"training the generic input filter ({epochs} epoch on {base_limit} images, Ray Train)...")
+    outcome = train_filter(store, FilterConfig(classifier=name, classifier_version=champion, epochs=epochs,
+                                               base_limit=base_limit),
+                           notes={"purpose": "daic demo generic filter"})
+    echo(f"registered {outcome.card.name} {outcome.version} (training {outcome.run.fit_wall_s:.1f}s)")
+    return outcome.version
+
+
 def ensure_initial_model(store: ObjectStore, name: str, epochs: int, echo: Callable[[str], None]) -> str:
     """Make an initial model (no parent) trained with ``epochs`` the champion; train it if none exists.
 

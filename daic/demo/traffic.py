@@ -20,6 +20,7 @@ class Served:
     accuracy: float
     model_version: str | None
     n: int
+    filter_version: str | None = None  # the input filter in front of the model (meta tag daic.filter)
 
 
 class TrafficClient:
@@ -40,7 +41,8 @@ class TrafficClient:
         predictions = probs.argmax(axis=1)
         tags = (body.get("meta") or {}).get("tags") or {}
         return Served(accuracy=float(np.mean(predictions == batch.labels)),
-                      model_version=tags.get("daic.model_version"), n=len(predictions))
+                      model_version=tags.get("daic.model_version"), n=len(predictions),
+                      filter_version=tags.get("daic.filter") or None)
 
     def close(self) -> None:
         self.session.close()

@@ -53,6 +53,18 @@ def summarise(timeline: Timeline, cycles: list[CycleView]) -> Summary:
             if regained is not None:
                 lines.append(f"regained {regained[0]:.2f} of the drop (to the champion's clean accuracy "
                              f"{100 * regained[1]:.1f}%)")
+    filter_in = next((e for e in timeline.events if e.kind == "filter-in"), None)
+    if pts and filter_in is not None:
+        # The filter serves from filter-in until it comes out (at a promotion, or traffic clean again).
+        ends = [e.step for e in timeline.events if e.kind in ("filter-out", "promotion") and e.step > filter_in.step]
+        end = min(ends) if ends else None
+        served = [p.true_accuracy for p in pts if p.step > filter_in.step and (end is None or p.step <= end)]
+        if served:
+            lines.append(f"with the input filter (0 new labels), steps {filter_in.step + 1}-"
+                         f"{end if end is not None else pts[-1].step}: {100 * sum(served) / len(served):.1f}%")
+    for e in timeline.events:
+        if e.kind == "remedy":
+            lines.append(f"remedy at step {e.step}: {e.detail}")
     if trigger is not None:
         p = next((q for q in timeline.points if q.step == trigger.step), None)
         if p is not None and p.estimate is not None:

@@ -18,6 +18,8 @@ class CycleView:
     train: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
     deploy: dict[str, Any] = field(default_factory=dict)
+    filter: dict[str, Any] = field(default_factory=dict)  # the fit-filter step's record (filter.json)
+    record: dict[str, Any] = field(default_factory=dict)  # the operator's cycle record (record.json)
     mispredicted_inputs: np.ndarray | None = None  # (k, 28, 28)
     mispredicted_truth: np.ndarray | None = None
     mispredicted_pred: np.ndarray | None = None
@@ -29,6 +31,24 @@ class CycleView:
     @property
     def srs_labels(self) -> int | None:
         return _first(self.estimate, "srs_labels_needed")
+
+    @property
+    def remedy(self) -> str | None:
+        """'filter deploy v0003 (champion+filter 0.86 vs 0.70 on 200 labels): <reason>' or None."""
+        f = self.filter
+        operator = (self.record.get("cycle") or {}).get("remedy") or {}
+        if operator.get("decision"):  # the operator's decision wins over the step's own
+            outcome = f" -> {operator['outcome']}" if operator.get("outcome") else ""
+            f = {**f, "decision": f"{operator['decision']}", "reason": f"{operator.get('reason', '')}{outcome}",
+                 "filter_version": operator.get("filterVersion") or f.get("filter_version")}
+        if not f.get("decision"):
+            return None
+        figures = ""
+        if isinstance(f.get("filter_accuracy"), (int, float)) and isinstance(f.get("champion_accuracy"), (int, float)):
+            figures = (f" (champion+filter {f['filter_accuracy']:.3f} vs champion {f['champion_accuracy']:.3f} "
+                       f"on {f.get('labels', '?')} labels)")
+        version = f" {f['filter_version']}" if f.get("filter_version") and f["decision"] == "deploy" else ""
+        return f"filter {f['decision']}{version}{figures}: {f.get('reason', '')}"
 
     @property
     def decision(self) -> str | None:
@@ -71,7 +91,9 @@ def load_cycle(store: ObjectStore, cycle: str) -> CycleView:
     view = CycleView(cycle=cycle, estimate=estimate,
                      train=_json(store, f"cycles/{cycle}/train.json"),
                      evaluation=_json(store, f"cycles/{cycle}/evaluation.json"),
-                     deploy=_json(store, f"cycles/{cycle}/deploy.json"))
+                     deploy=_json(store, f"cycles/{cycle}/deploy.json"),
+                     filter=_json(store, f"cycles/{cycle}/filter.json"),
+                     record=_json(store, f"cycles/{cycle}/record.json"))
     try:
         sample = store.get_arrays(f"cycles/{cycle}/sample.npz")
         inputs = store.get_arrays(f"cycles/{cycle}/sample-inputs.npz")

@@ -14,7 +14,8 @@ from .timeline import Timeline  # noqa: E402
 
 _EVENT_STYLE = {"trigger": ("tab:red", "--"), "retrain": ("tab:purple", ":"),
                 "promotion": ("tab:green", "-"), "refusal": ("tab:gray", "-."),
-                "assessment": ("tab:orange", ":"), "recalibration": ("tab:cyan", ":")}
+                "assessment": ("tab:orange", ":"), "recalibration": ("tab:cyan", ":"),
+                "filter-in": ("tab:olive", "-"), "filter-out": ("tab:olive", "--")}
 
 
 def accuracy_over_time(timeline: Timeline, cycles: list[CycleView], out: Path) -> str:
@@ -41,6 +42,14 @@ def accuracy_over_time(timeline: Timeline, cycles: list[CycleView], out: Path) -
                     capsize=4, label="offline estimate ± 95% CI")
     seen = set()
     for e in timeline.events:
+        if e.kind == "remedy":  # a mark at the top, with the decision (its reason is in the table)
+            decision = e.detail.split(":", 1)[0]
+            ax.scatter([e.step], [0.985], marker="v", s=60, color="tab:olive", zorder=5,
+                       label="remedy decision" if "remedy" not in seen else None)
+            ax.annotate(decision, (e.step, 0.985), xytext=(3, -12), textcoords="offset points", fontsize=7,
+                        color="tab:olive")
+            seen.add("remedy")
+            continue
         color, ls = _EVENT_STYLE.get(e.kind, ("gray", ":"))
         ax.axvline(e.step, color=color, ls=ls, lw=1, label=e.kind if e.kind not in seen else None)
         seen.add(e.kind)

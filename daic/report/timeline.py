@@ -12,7 +12,10 @@ from pydantic import BaseModel, Field
 
 from daic.storage import KeyNotFound, ObjectStore
 
-EventKind = Literal["trigger", "assessment", "retrain", "promotion", "refusal", "recalibration"]
+#: ``remedy``: the operator's filter decision (issue 21; detail: the decision and its reason);
+#: ``filter-in`` / ``filter-out``: the input filter put in front of the champion / taken out.
+EventKind = Literal["trigger", "assessment", "retrain", "promotion", "refusal", "recalibration", "remedy",
+                    "filter-in", "filter-out"]
 
 
 class TimelinePoint(BaseModel):
