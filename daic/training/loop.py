@@ -147,6 +147,7 @@ def fit(
     on_epoch: Callable[[dict[str, float], dict[str, nn.Module]], None] = lambda metrics, nets: None,
     progress: bool = False,
     unlabeled: UnlabeledPool | None = None,
+    operational_weights: np.ndarray | None = None,
 ) -> FitResult:
     """Train for ``config.epochs`` epochs; ``on_epoch(metrics, nets)`` after each one.
 
@@ -155,6 +156,8 @@ def fit(
     samples/s (global = this worker's count x world size); with ``val`` also val accuracy.
     ``unlabeled``: the operational pool for the config's semi-supervised options (pseudo-labels join
     the base examples; consistency adds a term to every step; AdaBN runs after the last epoch).
+    ``operational_weights``: (n_operational,) per labeled input, multiplying ``operational_weight``
+    in the loss (collect-labels' ``train_weighting``; :mod:`daic.training.data`).
     """
     from daic.models.inference import accuracy
 
@@ -177,6 +180,10 @@ def fit(
     total_steps = config.epochs * steps_per_epoch(len(pool), world_size, plan.batch_size)
     fitter = Fitter(nets, config, device, total_steps, plan)
     weights = sample_weights(n_base, n_op, config.operational_weight)
+    if operational_weights is not None:  # per labeled input, as collect-labels' train_weighting set them
+        if np.shape(operational_weights) != (n_op,):
+            raise ValueError(f"operational_weights must have shape ({n_op},), got {np.shape(operational_weights)}")
+        weights[n_base:] *= np.asarray(operational_weights, np.float32)
     if plan.data_on_device:
         source = DeviceBatches(images, labels, weights, device)
     else:
@@ -244,7 +251,8 @@ def fit(
     if unlabeled is not None and config.self_training_rounds > 0:
         return self_train(config, images[:n_base - n_pseudo], labels[:n_base - n_pseudo], images[n_base:],
                           labels[n_base:], plain, unlabeled, device=device, rank=rank, world_size=world_size,
-                          wrap=wrap, val=val, on_epoch=on_epoch, progress=progress)
+                          wrap=wrap, val=val, on_epoch=on_epoch, progress=progress,
+                          operational_weights=operational_weights)
     return FitResult(plain, fitter.precision, plan)
 
 

@@ -132,7 +132,8 @@ def train_loop_per_worker(payload: dict[str, Any]) -> dict[str, Any]:
     on_epoch = epoch_reporter(payload, rank, history)
     data_ready = time.time()
     result = fit(config, data.images, data.labels, n_base=data.n_base, device=device, rank=rank, world_size=world,
-                 warm=warm, wrap=worker_wrap(payload), val=val, on_epoch=on_epoch, unlabeled=unlabeled)
+                 warm=warm, wrap=worker_wrap(payload), val=val, on_epoch=on_epoch, unlabeled=unlabeled,
+                 operational_weights=data.operational_weights)
     return {
         "precision": result.precision,
         "plan": result.plan.as_record(),
