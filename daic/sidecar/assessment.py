@@ -119,9 +119,11 @@ class AssessorPool:
                 assessor = self._fit_or_load(version, reference, shifted)
             # Labelled held-out inputs of the cycle that promoted it (daic.models.first_window).
             assessor = first_window.calibrate(assessor, self.store, self.model_name, version)
-        except BaseException:
+        except BaseException as exc:
             with self._lock:
                 self._pending.pop(version, None)  # a later call tries again
+            logger.warning("model version %s: no assessor (%s: %s); its predictions are scored with a stand-in "
+                           "or recorded unscored", version, type(exc).__name__, exc)
             raise
         with self._lock:
             ready = OrderedDict(self._ready)
