@@ -14,7 +14,8 @@ def test_watcher_publishes_each_epoch_once_including_the_last(tmp_path):
     store = open_store(f"file://{tmp_path}")
     key = progress_key("mnist", "run-1", None)
     assert key == "checkpoints/mnist/run-1/progress.json"
-    assert progress_key("mnist", "run-1", {"cycle": "c-7"}) == "cycles/c-7/train-progress.json"
+    assert progress_key("mnist", "run-1", {"cycle": "c-7"}) == "cycles/c-7/train-progress/mnist.json"
+    assert progress_key("mnist-filter", "run-2", {"cycle": "c-7"}) == "cycles/c-7/train-progress/mnist-filter.json"
     got = []
     with listen(got.append):
         watcher = Watcher(store, key, interval_s=3600)  # the test polls by hand
@@ -69,4 +70,4 @@ def test_a_real_run_reports_every_epoch_while_it_trains(tmp_path):
         run = run_training(config, store, "mnist", notes={"cycle": "c-1"}, in_process=True)
     assert [int(m["epoch"]) for m in got] == [1, 2] == [int(h["epoch"]) for h in run.history]
     assert all(m["samples_per_s"] > 0 and m["epochs"] == 2 and "train_loss" in m for m in got)
-    assert [h["epoch"] for h in store.get_json("cycles/c-1/train-progress.json")["history"]] == [1, 2]
+    assert [h["epoch"] for h in store.get_json("cycles/c-1/train-progress/mnist.json")["history"]] == [1, 2]

@@ -7,8 +7,8 @@ driver from every place a worker runs (in process, local Ray worker processes, a
 whatever Ray does with the workers' stdout. During ``TorchTrainer.fit`` the driver
 (:func:`daic.training.trainer.run_training`) polls that key once a second and hands each new epoch
 to the listeners registered with :func:`listen` (the CLI and the demo print a line), and logs it.
-A cycle's retraining writes ``cycles/<cycle>/train-progress.json``, which the demo reads from the
-pipeline's process.
+A cycle's retraining writes ``cycles/<cycle>/train-progress/<model>.json``, which the demo reads
+from the pipeline's process.
 """
 from __future__ import annotations
 
@@ -39,10 +39,11 @@ def listen(listener: Listener) -> Iterator[None]:
 
 
 def progress_key(model_name: str, run_name: str, notes: dict[str, str] | None) -> str:
-    """Where a run's progress goes: its cycle's record when it retrains for one, else beside its checkpoints."""
+    """Where a run's progress goes: its cycle's record when it trains for one (one key per model: a
+    cycle retrains the classifier and may fit an input filter), else beside its checkpoints."""
     cycle = (notes or {}).get("cycle")
     if cycle:
-        return f"cycles/{cycle}/train-progress.json"
+        return f"cycles/{cycle}/train-progress/{model_name}.json"
     return f"checkpoints/{model_name}/{run_name}/progress.json"
 
 
