@@ -540,6 +540,8 @@ class _Pass:
             trigger_estimate=reading.accuracy, threshold=check.threshold, params=params,
             champion_version=reading.model_version)
         st.cycle_count, st.armed, st.breach_count = number, False, 0
+        if st.filter is not None:  # the cycle decides about the filter now; a removal in progress waits for it
+            st.filter.removing_since, st.filter.clean_count = None, 0
         self.cycle_started = True
         self._queue_record(self._record(st.current, None))
         start = StartRun(name, params)
