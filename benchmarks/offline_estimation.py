@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from daic.sampling.active import ActiveModelAssisted
 from daic.sampling.calibration import fit_recalibration
+from daic.sampling.dual import TeachAndMeasure
 from daic.sampling.failure_seeking import FailureSeeking
 from daic.sampling.intervals import wilson_required_n
 from daic.sampling.pool import Pool
@@ -75,7 +76,7 @@ class Case:
 
 
 DESIGN_CLASSES = {"srs": SRS, "stratified": StratifiedNeyman, "failure-seeking": FailureSeeking,
-                  "active": ActiveModelAssisted}
+                  "active": ActiveModelAssisted, "dual": TeachAndMeasure}
 
 
 def designs(overrides: dict[str, dict] | None = None) -> dict[str, Design]:
