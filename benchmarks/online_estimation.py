@@ -120,13 +120,19 @@ class Outputs:
     embeddings: np.ndarray
     shadow_probs: np.ndarray
     labels: np.ndarray
+    self_agreement: np.ndarray | None = None  # daic.oracles.self_agreement, where computed
 
     @property
     def correct(self) -> np.ndarray:
         return self.probs.argmax(1) == self.labels
 
     def subset(self, idx) -> "Outputs":
-        return Outputs(self.probs[idx], self.embeddings[idx], self.shadow_probs[idx], self.labels[idx])
+        return Outputs(self.probs[idx], self.embeddings[idx], self.shadow_probs[idx], self.labels[idx],
+                       None if self.self_agreement is None else self.self_agreement[idx])
+
+    def scores(self, assessor):
+        """The assessor's per-input scores, as the sidecar computes them."""
+        return assessor.score(self.probs, self.embeddings, self.shadow_probs, self.self_agreement)
 
 
 class Models:
@@ -141,13 +147,38 @@ class Models:
         return Outputs(probs, emb, shadow, np.asarray(labels, dtype=np.int64))
 
 
+SELF_AGREEMENT = False  # main() sets it from --self-agreement
+
+
+def cached_self_agreement(models: Models, name: str, out: Outputs, images_of, cache: Path = CACHE) -> Outputs:
+    """``out`` with the model's self-agreement under test-time transforms
+    (``daic.oracles.self_agreement``), computed from ``images_of()`` once and cached by name."""
+    from daic.oracles.self_agreement import VIEWS, self_agreement, view_probs
+
+    views_key = hashlib.sha256(repr(VIEWS).encode()).hexdigest()[:8]
+    path = cache / f"outputs-{models.key}" / f"sa-{views_key}-{name}.npz"
+    if path.exists():
+        sa = np.load(path)["self_agreement"]
+    else:
+        sa = self_agreement(out.probs, view_probs(models.model, images_of()))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(tmp, self_agreement=sa)
+        tmp.replace(path)
+    return Outputs(out.probs, out.embeddings, out.shadow_probs, out.labels, sa)
+
+
 def cached_outputs(models: Models, name: str, make, cache: Path = CACHE) -> tuple[Outputs, dict]:
-    """Outputs for the inputs ``make()`` returns ((images, labels, meta)), cached by name."""
+    """Outputs for the inputs ``make()`` returns ((images, labels, meta)), cached by name (with
+    their self-agreement when SELF_AGREEMENT)."""
     path = cache / f"outputs-{models.key}" / f"{name}.npz"
     if path.exists():
         z = np.load(path, allow_pickle=False)
         meta = json.loads(str(z["meta"]))
-        return Outputs(z["probs"], z["embeddings"], z["shadow_probs"], z["labels"]), meta
+        out = Outputs(z["probs"], z["embeddings"], z["shadow_probs"], z["labels"])
+        if SELF_AGREEMENT:
+            out = cached_self_agreement(models, name, out, lambda: make()[0], cache)
+        return out, meta
     images, labels, meta = make()
     out = models.outputs(images, labels)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,6 +186,8 @@ def cached_outputs(models: Models, name: str, make, cache: Path = CACHE) -> tupl
     np.savez(tmp, probs=out.probs, embeddings=out.embeddings, shadow_probs=out.shadow_probs,
              labels=out.labels, meta=json.dumps(meta))
     tmp.replace(path)
+    if SELF_AGREEMENT:
+        out = cached_self_agreement(models, name, out, lambda: images, cache)
     return out, meta
 
 
@@ -170,8 +203,9 @@ def references(models: Models, cache: Path = CACHE):
     from daic.oracles.pipeline import ShiftedReference
     from daic.oracles.reference import OracleReference
 
-    config = ReferenceConfig()
-    path = cache / f"outputs-{models.key}" / f"references-{config.shift_per_condition}-{config.seed}.npz"
+    config = ReferenceConfig(self_agreement=SELF_AGREEMENT)
+    sa = "-sa" if SELF_AGREEMENT else ""
+    path = cache / f"outputs-{models.key}" / f"references-{config.shift_per_condition}-{config.seed}{sa}.npz"
     if path.exists():
         z = dict(np.load(path, allow_pickle=False))
         ref = OracleReference.from_arrays({k[4:]: v for k, v in z.items() if k.startswith("ref_")})
@@ -254,7 +288,7 @@ DROP_QUIET = 0.01     # a true drop of at most this must not
 
 
 def window_estimate(assessor, out: Outputs):
-    scores = assessor.score(out.probs, out.embeddings, out.shadow_probs)
+    scores = out.scores(assessor)
     est = assessor.new_estimator(max_count=len(out.labels))
     est.update(scores)
     return est.estimate(), scores
@@ -294,7 +328,12 @@ def main(argv=None) -> None:
                         help="skip the issue-17 section (trigger delay, clean false alarms, drift alarm)")
     parser.add_argument("--clean-inputs", type=int, default=1_000_000,
                         help="resampled clean inputs per split for the change detector's false-alarm rate")
+    parser.add_argument("--self-agreement", action="store_true",
+                        help="fit and score with the model's self-agreement under test-time transforms "
+                             "(daic.oracles.self_agreement; computed for every reference and scenario input, cached)")
     args = parser.parse_args(argv)
+    global SELF_AGREEMENT
+    SELF_AGREEMENT = args.self_agreement
     torch.set_num_threads(args.threads)
     t_start = time.time()
 
@@ -340,11 +379,18 @@ def main(argv=None) -> None:
         held = assessors[held_out_key(c)]
         e_held, s_held = window_estimate(held, o)
         e_seen, _ = window_estimate(seen, o)
+        # The same window without the band model: trust from the drift score, band from the
+        # error model (drift score x estimate), as before issue 17's band model.
+        e_drift = held.new_estimator(max_count=len(o.labels))
+        e_drift.band_model = None
+        e_drift.update(s_held)
+        e_drift = e_drift.estimate()
         b = OracleBatch(o.probs)
         row = dict(name=c.name, group=c.group, true=true, held=e_held.accuracy, trusted=e_held.trusted,
                    seen=e_seen.accuracy, seen_trusted=e_seen.trusted, atc=atc.estimate(b), doc=doc.estimate(b),
                    conf=float(o.probs.max(1).mean()), drift=e_held.drift_score, alarm=e_held.drift_alarm,
-                   lower=e_held.lower, upper=e_held.upper,
+                   lower=e_held.lower, upper=e_held.upper, band_model=held.band_model is not None,
+                   trusted_drift=e_drift.trusted, lower_drift=e_drift.lower, upper_drift=e_drift.upper,
                    trigger=decide(policy, e_held).assess, trigger_seen=decide(policy, e_seen).assess,
                    trigger_window=decide(window_policy, e_held).assess,
                    trigger_seen_window=decide(window_policy, e_seen).assess)
@@ -383,10 +429,12 @@ def main(argv=None) -> None:
                     rr["covariate_fused_stream"] = (len(rest) * rr["covariate_fused"]
                                                     + o.correct[lab].sum()) / len(o.labels)
             # Refit the combiner on the reference plus the labelled inputs; estimate the rest.
-            refit = held.refit_with_labels(o.probs[lab], o.embeddings[lab], o.shadow_probs[lab], o.labels[lab])
+            lab_out = o.subset(lab)
+            refit = held.refit_with_labels(lab_out.probs, lab_out.embeddings, lab_out.shadow_probs, lab_out.labels,
+                                           lab_out.self_agreement)
             rest_out = o.subset(rest)
             est = refit.new_estimator(max_count=len(rest))
-            est.update(refit.score(rest_out.probs, rest_out.embeddings, rest_out.shadow_probs))
+            est.update(rest_out.scores(refit))
             rr["refit"] = est.estimate().accuracy
             # The whole stream (labelled inputs counted by their known outcome) vs its truth.
             rr["refit_stream"] = (len(rest) * rr["refit"] + o.correct[lab].sum()) / len(o.labels)
@@ -398,9 +446,11 @@ def main(argv=None) -> None:
     if not args.skip_sequential:
         t0 = time.time()
         clean_test, _ = cached_outputs(models, "clean-test-full", _clean_split("test"))
-        clean_val = Outputs(ref.probs, ref.embeddings, ref.shadow_probs, ref.labels)
+        clean_val = Outputs(ref.probs, ref.embeddings, ref.shadow_probs, ref.labels,
+                            shifted.reference_self_agreement if SELF_AGREEMENT else None)
         sequential_section(cases, outs, rows, assessors, held_out_key, seen, clean_test, clean_val, ref_acc,
                            args.trigger_drop, clean_inputs=args.clean_inputs)
+        cost_section(models, seen, clean_test)
         print(f"\ntime (issue 17 section): {time.time() - t0:.0f}s; whole run {time.time() - t_start:.0f}s")
 
 
@@ -494,8 +544,8 @@ def sequential_section(cases, outs, rows, assessors, held_out_key, seen, clean_t
         key = held_out_key(c)
         held = assessors[key]
         if key not in pre_scores:
-            pre_scores[key] = held.score(pre_out.probs, pre_out.embeddings, pre_out.shadow_probs)
-        post = held.score(o.probs, o.embeddings, o.shadow_probs)
+            pre_scores[key] = pre_out.scores(held)
+        post = o.scores(held)
         delay, early, drift_delay = _stream_delays(held, pre_scores[key], post, policy)
         stream_rows.append(dict(name=c.name, drop=drop, delay=delay, early=early, drift_delay=drift_delay))
 
@@ -534,7 +584,7 @@ def sequential_section(cases, outs, rows, assessors, held_out_key, seen, clean_t
           f"{seen.change.rate:.0e} per input = 1e-5 / safety)\n")
     fa_rows = []
     for split, out in (("test", clean_test), ("val", clean_val)):
-        e = 1.0 - seen.score(out.probs, out.embeddings, out.shadow_probs).p_correct
+        e = 1.0 - out.scores(seen).p_correct
         alarms, n = _clean_alarm_rate(seen.change, e, clean_inputs, rng)
         fa_rows.append([f"{split}, resampled i.i.d.", f"{n:,}", f"{100 * (1 - e.mean()):.2f}", str(alarms),
                         f"{1e5 * alarms / n:.2f}"])
@@ -560,7 +610,7 @@ def sequential_section(cases, outs, rows, assessors, held_out_key, seen, clean_t
           "clean windows (200 per size and split)\n")
     drift_rows, any_false = [], 0
     for split, out in (("test", clean_test), ("val", clean_val)):
-        sc = seen.score(out.probs, out.embeddings, out.shadow_probs)
+        sc = out.scores(seen)
         cells = [split]
         for size in DRIFT_SIZES:
             alarms = 0
@@ -583,11 +633,66 @@ def sequential_section(cases, outs, rows, assessors, held_out_key, seen, clean_t
           f"label shift / clean: {sum(r['alarm'] for r in rows if r['group'] in ('label-shift', 'clean'))}/"
           f"{sum(1 for r in rows if r['group'] in ('label-shift', 'clean'))}")
 
-    # Trust and band.
+    # Trust and band: the band model (conformalized quantile regression on the window's features)
+    # against the drift-score trust rule with the drift x estimate error model.
+    print("\nTrust and band (held-out assessors, one window of each scenario)\n")
+    band_rows = []
+    for label, t_key, lo, hi in (("band model (CQR on window features)", "trusted", "lower", "upper"),
+                                 ("drift-score rule + error model", "trusted_drift", "lower_drift", "upper_drift")):
+        tr = np.array([r[t_key] for r in rows])
+        cov = np.array([r[lo] <= r["true"] <= r[hi] for r in rows])
+        err = np.array([abs(r["held"] - r["true"]) for r in rows]) * 100
+        width = np.array([r[hi] - r[lo] for r in rows]) * 100
+        band_rows.append([label, f"{100 * tr.mean():.0f}% ({tr.sum()}/{len(tr)})", f"{100 * cov.mean():.0f}%",
+                          f"{100 * cov[tr].mean():.0f}%" if tr.any() else "-",
+                          f"{err[tr].mean():.2f}" if tr.any() else "-", f"{err[tr].max():.1f}" if tr.any() else "-",
+                          f"{np.median(width):.1f}", f"{np.median(width[tr]):.1f}" if tr.any() else "-"])
+    print_table(["rule", "trusted share", "band coverage", "coverage (trusted)", "MAE trusted", "worst trusted",
+                 "median band width", "median width (trusted)"], band_rows)
     trusted = np.mean([r["trusted"] for r in rows])
     covered = np.mean([r["lower"] <= r["true"] <= r["upper"] for r in rows])
-    print(f"\ntrusted share (held-out): {100 * trusted:.0f}% of {len(rows)} scenarios; band coverage "
-          f"{100 * covered:.0f}%; held-out-type MAE {100 * np.mean([abs(r['held'] - r['true']) for r in rows]):.2f} pts")
+    print(f"\ntrusted share (held-out, as deployed: {'band model' if rows[0]['band_model'] else 'drift rule'}): "
+          f"{100 * trusted:.0f}% of {len(rows)} scenarios; band coverage "
+          f"{100 * covered:.0f}%; held-out-type MAE {100 * np.mean([abs(r['held'] - r['true']) for r in rows]):.2f} pts"
+          f"{' (with self-agreement)' if SELF_AGREEMENT else ' (without self-agreement)'}")
+
+
+def cost_section(models, seen, clean_test, batch: int = 100, repeats: int = 20) -> None:
+    """CPU cost per input, at batches of ``batch``, of what the scoring side computes per
+    prediction: the self-agreement views (K forward passes of the champion) and the assessor's
+    score (all oracles and the combiner)."""
+    import torch
+
+    from daic.data.mnist import load_split
+    from daic.oracles.self_agreement import VIEWS, self_agreement, view_probs
+
+    images = np.ascontiguousarray(load_split("test").images[:batch])
+    out = clean_test.subset(np.arange(batch))
+    timings = {}
+    view_probs(models.model, images)  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        self_agreement(out.probs, view_probs(models.model, images))
+    sa_cost = (time.perf_counter() - t0) / (repeats * batch)
+    if SELF_AGREEMENT:
+        timings[f"self-agreement ({len(VIEWS)} views of the champion)"] = sa_cost
+    out.scores(seen)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        out.scores(seen)
+    timings["assessor score (oracles, combiner)"] = (time.perf_counter() - t0) / (repeats * batch)
+    est = seen.new_estimator(max_count=SIDECAR_WINDOW)
+    sc = out.scores(seen)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        est.update(sc)
+        est.estimate()
+    timings[f"window update + estimate (window {SIDECAR_WINDOW}, per batch)"] = (time.perf_counter() - t0) / (repeats * batch)
+    print(f"\nCost per input on the scoring side (CPU, {torch.get_num_threads()} torch threads, batches of {batch}): "
+          + "; ".join(f"{k} {1e3 * v:.3f} ms" for k, v in timings.items())
+          + f"; total {1e3 * sum(timings.values()):.3f} ms per input"
+          + ("" if SELF_AGREEMENT else f" (self-agreement, not used in this run, would add {1e3 * sa_cost:.3f} ms: "
+             f"{len(VIEWS)} views of the champion)"))
 
 
 def _pts(x):

@@ -33,6 +33,9 @@ class ReferenceConfig:
     shift_per_condition: int = 100
     corruptions: Optional[tuple[str, ...]] = None  # None = every corruption in daic.data
     seed: int = 77
+    # The model's agreement with itself under test-time transforms on both references
+    # (daic.oracles.self_agreement); the assessor then uses it and needs it for every input.
+    self_agreement: bool = False
 
     def __post_init__(self) -> None:
         if self.val_limit is not None and self.val_limit < 4:
@@ -53,6 +56,16 @@ def shifted_reference(
     per_condition: int, corruptions: tuple[str, ...], seed: int,
 ) -> ShiftedReference:
     """Outputs on every (corruption, severity) applied to a seeded draw of calibration rows."""
+    shifted_images, shifted_labels, conditions = shifted_inputs(
+        images, labels, per_condition=per_condition, corruptions=corruptions, seed=seed)
+    ref = oracle_reference(model, shadow, shifted_images, shifted_labels)
+    return ShiftedReference(ref, np.array(conditions))
+
+
+def shifted_inputs(images: np.ndarray, labels: np.ndarray, *, per_condition: int, corruptions: tuple[str, ...],
+                   seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(images, labels, conditions) of the shifted reference: every (corruption, severity)
+    applied to a seeded draw of calibration rows."""
     from daic.data.corruptions import SEVERITIES, corrupt
 
     _bank, calibration = split_reference(len(images))
@@ -65,9 +78,7 @@ def shifted_reference(
             batches.append(corrupt(np.asarray(images[rows]), name, severity, seed=int(rng.integers(2**31))))
             batch_labels.append(np.asarray(labels[rows]))
             conditions += [f"{name}/{severity}"] * take
-    shifted_images = np.concatenate(batches)
-    ref = oracle_reference(model, shadow, shifted_images, np.concatenate(batch_labels))
-    return ShiftedReference(ref, np.array(conditions))
+    return np.concatenate(batches), np.concatenate(batch_labels), conditions
 
 
 def build_references(
@@ -88,6 +99,14 @@ def build_references(
     unknown = sorted(set(names) - set(CORRUPTIONS))
     if unknown:
         raise ValueError(f"unknown corruptions {unknown}; valid: {', '.join(CORRUPTIONS)}")
-    shifted = shifted_reference(model, shadow, images, labels, per_condition=config.shift_per_condition,
-                                corruptions=tuple(names), seed=config.seed)
-    return clean, shifted
+    if not config.self_agreement:
+        return clean, shifted_reference(model, shadow, images, labels, per_condition=config.shift_per_condition,
+                                        corruptions=tuple(names), seed=config.seed)
+    from daic.oracles.self_agreement import self_agreement, view_probs
+
+    s_images, s_labels, conditions = shifted_inputs(images, labels, per_condition=config.shift_per_condition,
+                                                    corruptions=tuple(names), seed=config.seed)
+    ref = oracle_reference(model, shadow, s_images, s_labels)
+    return clean, ShiftedReference(ref, np.array(conditions),
+                                   self_agreement(ref.probs, view_probs(model, s_images)),
+                                   self_agreement(clean.probs, view_probs(model, images)))

@@ -30,6 +30,9 @@ FEATURES: tuple[str, ...] = (
     "knn_distance",
     "log_mahalanobis",
 )
+# Appended after FEATURES when the assessor's references carry the model's self-agreement under
+# test-time transforms (daic.oracles.self_agreement).
+SELF_AGREEMENT_FEATURE = "logit_self_agreement"
 COMBINER_METHODS: tuple[str, ...] = ("logistic", "boosting")
 _CLIP = 1e-6
 
@@ -38,10 +41,13 @@ def _clipped_logit(p: np.ndarray) -> np.ndarray:
     return logit(np.clip(p, _CLIP, 1 - _CLIP))
 
 
-def signal_features(batch: OracleBatch, knn: KNNDistanceOracle, mahalanobis: MahalanobisOracle) -> np.ndarray:
-    """The (N, len(FEATURES)) matrix of raw signals, columns in FEATURES order."""
+def signal_features(batch: OracleBatch, knn: KNNDistanceOracle, mahalanobis: MahalanobisOracle,
+                    self_agreement: bool = False) -> np.ndarray:
+    """The (N, len(FEATURES)) matrix of raw signals, columns in FEATURES order; with
+    ``self_agreement``, one more column (SELF_AGREEMENT_FEATURE) from the batch's self_agreement."""
     probs = batch.probs
     shadow = batch.require_shadow("combiner")
+    extra = [_clipped_logit(batch.require_self_agreement("combiner"))] if self_agreement else []
     return np.column_stack([
         _clipped_logit(max_softmax(probs)),
         margin(probs),
@@ -51,6 +57,7 @@ def signal_features(batch: OracleBatch, knn: KNNDistanceOracle, mahalanobis: Mah
         _clipped_logit(shadow.max(axis=1)),
         knn.signal(batch),
         np.log1p(mahalanobis.signal(batch)),
+        *extra,
     ])
 
 

@@ -37,6 +37,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from daic.oracles.band_model import BandModel, band_features
 from daic.oracles.base import NotFittedError
 from daic.oracles.change import ChangeConfig, Cusum, CusumDetector
 from daic.oracles.batch import OracleBatch
@@ -67,16 +68,38 @@ class ShiftedReference:
 
     conditions: (N,) str naming each row's shift as ``"<corruption>/<severity>"``; the part
     before "/" is the corruption *type* held out as a group when measuring model error.
+    self_agreement (N,) and reference_self_agreement (one per row of the *clean* oracle
+    reference), both or neither: the model's agreement with itself under test-time transforms
+    (:mod:`daic.oracles.self_agreement`) on these rows and on the clean reference's rows. With
+    them the assessor uses that signal, and then needs it for every input it scores.
     """
 
     reference: OracleReference
     conditions: np.ndarray
+    self_agreement: np.ndarray | None = None
+    reference_self_agreement: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         cond = np.asarray(self.conditions).astype(str)
         if cond.shape != (len(self.reference),):
             raise ValueError(f"conditions must have shape ({len(self.reference)},), got {cond.shape}")
         object.__setattr__(self, "conditions", cond)
+        if (self.self_agreement is None) != (self.reference_self_agreement is None):
+            raise ValueError("give both self_agreement and reference_self_agreement, or neither")
+        for name, n in (("self_agreement", len(self.reference)), ("reference_self_agreement", None)):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            a = np.asarray(value, dtype=np.float64)
+            if a.ndim != 1 or (n is not None and a.shape != (n,)):
+                raise ValueError(f"{name} must have shape ({n if n is not None else 'N'},), got {a.shape}")
+            if not np.all(np.isfinite(a)) or np.any((a < 0) | (a > 1)):
+                raise ValueError(f"{name} must lie in [0, 1]")
+            object.__setattr__(self, name, a)
+
+    @property
+    def has_self_agreement(self) -> bool:
+        return self.self_agreement is not None
 
     @property
     def types(self) -> np.ndarray:
@@ -93,16 +116,29 @@ class ShiftedReference:
         """Drop every row that involves one of ``types``, alone or in a composition."""
         excluded = set(types)
         keep = np.array([not excluded.intersection(c) for c in self.components], dtype=bool)
-        return ShiftedReference(self.reference.subset(keep), self.conditions[keep])
+        return ShiftedReference(self.reference.subset(keep), self.conditions[keep],
+                                None if self.self_agreement is None else self.self_agreement[keep],
+                                self.reference_self_agreement)
+
+    def with_self_agreement(self, self_agreement, reference_self_agreement) -> "ShiftedReference":
+        """A copy carrying the self-agreement of its rows and of the clean reference's rows."""
+        return ShiftedReference(self.reference, self.conditions, self_agreement, reference_self_agreement)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {**self.reference.to_arrays(), "conditions": self.conditions}
+        arrays = {**self.reference.to_arrays(), "conditions": self.conditions}
+        if self.self_agreement is not None:
+            arrays["self_agreement"] = self.self_agreement
+            arrays["reference_self_agreement"] = self.reference_self_agreement
+        return arrays
 
     @classmethod
     def from_arrays(cls, arrays) -> "ShiftedReference":
         if "conditions" not in arrays:
             raise ValueError("shifted reference is missing array: conditions")
-        return cls(OracleReference.from_arrays(arrays), np.asarray(arrays["conditions"]))
+        base = {k: v for k, v in arrays.items() if k not in ("self_agreement", "reference_self_agreement")}
+        return cls(OracleReference.from_arrays(base), np.asarray(arrays["conditions"]),
+                   arrays["self_agreement"] if "self_agreement" in arrays else None,
+                   arrays["reference_self_agreement"] if "reference_self_agreement" in arrays else None)
 
 
 @dataclass(frozen=True)
@@ -131,7 +167,14 @@ class AssessorConfig:
     overstates the error on the benchmark's scenarios (99 % inside).
     error_net_of_sampling: the error model is fitted on the synthetic windows' squared errors
     minus their own sampling variance (the band adds each operational window's sampling
-    variance itself; counting the synthetic windows' as model error counted it twice)."""
+    variance itself; counting the synthetic windows' as model error counted it twice).
+    self_agreement: use the model's agreement with itself under test-time transforms as a
+    combiner signal when the shifted reference carries it (:mod:`daic.oracles.self_agreement`);
+    the assessor then needs it for every scored input.
+    band_model: size the band and decide trust with a conformalized quantile regression of the
+    window estimate's absolute error on the window's features (:mod:`daic.oracles.band_model`),
+    fitted on the held-out synthetic windows; ``level`` is the band's coverage, the trust rule
+    keeps the ``trusted_quantile`` of errors within ``trusted_error``."""
 
     k: int = 10
     combiner: str = "logistic"
@@ -151,6 +194,9 @@ class AssessorConfig:
     drift_tolerance: float = 0.10
     trust_from_error_model: bool = False
     error_net_of_sampling: bool = True
+    self_agreement: bool = True
+    band_model: bool = True
+    level: float = 0.95
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -219,10 +265,16 @@ class OnlineAssessor:
             raise ValueError("the calibration half of the reference has no errors and no shifted "
                              "reference was given: nothing to learn what an error looks like from")
         self.reference_accuracy = reference.accuracy
+        self.uses_self_agreement = bool(cfg.self_agreement) and shifted is not None and shifted.has_self_agreement
+        if self.uses_self_agreement and len(shifted.reference_self_agreement) != len(reference):
+            raise ValueError(f"the shifted reference's reference_self_agreement has {len(shifted.reference_self_agreement)} "
+                             f"rows, the reference {len(reference)}")
+        sa_cal = shifted.reference_self_agreement[cal_rows] if self.uses_self_agreement else None
         self.knn = KNNDistanceOracle(cfg.k).fit(bank)
         self.mahalanobis = MahalanobisOracle().fit(bank)
         # Drift percentiles against held-out (calibration) distances: exactly exchangeable.
-        self._cal_distances = np.sort(self.knn.signal(OracleBatch.of(cal)))
+        cal_batch = OracleBatch(cal.probs, cal.embeddings, cal.shadow_probs, sa_cal)
+        self._cal_distances = np.sort(self.knn.signal(cal_batch))
         self.components = {
             "max_softmax": ConfidenceOracle("max_softmax").fit(reference),
             "margin": ConfidenceOracle("margin").fit(reference),
@@ -232,12 +284,13 @@ class OnlineAssessor:
         n_classes = reference.n_classes
         self._reference_predicted = np.bincount(reference.predictions, minlength=n_classes) / len(reference)
         self._reference_shadow_predicted = np.bincount(reference.shadow_probs.argmax(1), minlength=n_classes) / len(reference)
-        x_cal = self.features(OracleBatch.of(cal))
+        x_cal = self.features(cal_batch)
         self.model_error = cfg.default_model_error
         self.max_drift_score = cfg.default_max_drift_score
         self.held_out_errors: dict[str, float] = {}
         self.window_errors: dict[str, np.ndarray] = {}
         self.window_model = None
+        self.band_model: BandModel | None = None
         self.cv_skipped: str | None = None  # why no held-out measurement was made, if so
         knn_col = FEATURES.index("knn_distance")
         if shifted is None:
@@ -264,7 +317,8 @@ class OnlineAssessor:
         sref = shifted.reference
         if sref.n_classes != cal.n_classes:
             raise ValueError(f"shifted reference has {sref.n_classes} classes, the reference {cal.n_classes}")
-        x = np.vstack([x_cal, self.features(OracleBatch.of(sref))])
+        sa = shifted.self_agreement if self.uses_self_agreement else None
+        x = np.vstack([x_cal, self.features(OracleBatch(sref.probs, sref.embeddings, sref.shadow_probs, sa))])
         y = np.concatenate([cal.correct, sref.correct])
         w = self._weights(len(cal), shifted.conditions)
         self.combiner = Combiner(cfg.combiner, cfg.regularisation, cfg.seed).fit(x, y, w)
@@ -279,6 +333,7 @@ class OnlineAssessor:
         except ValueError as exc:  # a fold without errors (tiny references in tests)
             self.cv_skipped = f"cross-fitting impossible: {exc}"
             self.window_model = None
+            self.band_model = None
             self.held_out_errors = {}
 
     def _cross_fit(self, cal: OracleReference, x: np.ndarray, y: np.ndarray, w: np.ndarray,
@@ -293,9 +348,12 @@ class OnlineAssessor:
         errors pooled, which overstates the average's error: conservative.
         """
         cfg = self.config
-        held, feats, accs, pred_oof, models, svars = [], [], [], [], [], []
+        held, feats, accs, pred_oof, models, svars, bands = [], [], [], [], [], [], []
         for r in range(cfg.replicates):
-            h, f, a, p, m, sv = self._replicate(cal, x, y, w, shifted, cfg.seed + r)
+            h, f, a, p, m, sv, wf = self._replicate(cal, x, y, w, shifted, cfg.seed + r)
+            if cfg.band_model and m is not None:
+                bands.append(BandModel(cfg.level, min(cfg.trusted_quantile, 0.999), cfg.seed + r).fit(
+                    band_features(f, p, np.sqrt(sv)), np.abs(p - a), wf))
             svars.append(sv)
             held.append(h)
             feats.append(f)
@@ -306,6 +364,7 @@ class OnlineAssessor:
         feats, accs, pred_oof = np.vstack(feats), np.concatenate(accs), np.concatenate(pred_oof)
         if cfg.window_model:
             self.window_model = WindowModel.average(models)
+        self.band_model = BandModel.average(bands) if bands else None
         errors = pred_oof - accs
         drift = feats[:, 1]
         self.max_drift_score = _trust_threshold(drift, errors, cfg.trusted_error, cfg.trusted_quantile)
@@ -386,7 +445,7 @@ class OnlineAssessor:
             model = WindowModel(self._reference_predicted, self._reference_shadow_predicted, seed).fit(feats, accs)
         else:
             pred_oof = feats[:, 0]
-        return held, feats, accs, pred_oof, model, np.asarray(svar)
+        return held, feats, accs, pred_oof, model, np.asarray(svar), win_fold
 
     def _weights(self, n_clean: int, conditions: np.ndarray) -> np.ndarray:
         """Clean rows share ``clean_share`` of the weight; each shift condition an equal part
@@ -400,7 +459,7 @@ class OnlineAssessor:
 
     # -- offline corrects online ------------------------------------------------------------------
     def refit_with_labels(self, probs: np.ndarray, embeddings: np.ndarray, shadow_probs: np.ndarray,
-                          labels: np.ndarray) -> "OnlineAssessor":
+                          labels: np.ndarray, self_agreement: np.ndarray | None = None) -> "OnlineAssessor":
         """A copy whose combiner is refitted on its reference rows plus labelled operational inputs.
 
         A cycle's labels show how this stream's errors look; a few hundred of them are too few
@@ -417,7 +476,7 @@ class OnlineAssessor:
         """
         if not self._fitted:
             raise NotFittedError("OnlineAssessor: call fit(reference) before refit_with_labels")
-        batch = OracleBatch(probs, embeddings, shadow_probs)
+        batch = self._batch(probs, embeddings, shadow_probs, self_agreement)
         labels = np.asarray(labels)
         n = len(batch.probs)
         if labels.shape != (n,) or (n and not np.issubdtype(labels.dtype, np.integer)):
@@ -439,6 +498,7 @@ class OnlineAssessor:
         refit = copy.copy(self)
         refit.combiner = combiner
         refit.window_model = None
+        refit.band_model = None
         p = combiner.predict(x_new)
         refit.model_error = float(np.sqrt(np.mean((y_new - p) ** 2) / n))
         refit.labels_used = self.labels_used + n
@@ -446,7 +506,18 @@ class OnlineAssessor:
 
     # -- scoring ------------------------------------------------------------------------------
     def features(self, batch: OracleBatch) -> np.ndarray:
-        return signal_features(batch, self.knn, self.mahalanobis)
+        return signal_features(batch, self.knn, self.mahalanobis,
+                               self_agreement=getattr(self, "uses_self_agreement", False))
+
+    def _batch(self, probs, embeddings, shadow_probs, self_agreement) -> OracleBatch:
+        if getattr(self, "uses_self_agreement", False):
+            if self_agreement is None:
+                raise ValueError("this assessor was fitted with self-agreement (the shifted reference carries it): "
+                                 "pass self_agreement, the model's agreement with itself under test-time transforms "
+                                 "(daic.oracles.self_agreement)")
+        else:
+            self_agreement = None  # not a signal of this assessor
+        return OracleBatch(probs, embeddings, shadow_probs, self_agreement)
 
     def _drift(self, knn: np.ndarray) -> np.ndarray:
         cal = self._cal_distances
@@ -454,11 +525,13 @@ class OnlineAssessor:
         ties = np.searchsorted(cal, knn, side="right") - below
         return (below + 0.5 * ties + 0.5) / (len(cal) + 1)
 
-    def score(self, probs: np.ndarray, embeddings: np.ndarray, shadow_probs: np.ndarray) -> PerInputScores:
-        """Per-input scores for one batch of the model's (and shadow's) outputs."""
+    def score(self, probs: np.ndarray, embeddings: np.ndarray, shadow_probs: np.ndarray,
+              self_agreement: np.ndarray | None = None) -> PerInputScores:
+        """Per-input scores for one batch of the model's (and shadow's) outputs; ``self_agreement``
+        (N,) is required when the assessor uses it (``uses_self_agreement``), ignored otherwise."""
         if not self._fitted:
             raise NotFittedError("OnlineAssessor: call fit(reference) before score")
-        batch = OracleBatch(probs, embeddings, shadow_probs)
+        batch = self._batch(probs, embeddings, shadow_probs, self_agreement)
         if batch.probs.shape[1] != len(self._reference_predicted):
             raise ValueError(f"probs have {batch.probs.shape[1]} classes, the reference "
                              f"{len(self._reference_predicted)}")
@@ -467,6 +540,8 @@ class OnlineAssessor:
         components = {name: oracle.score(batch) for name, oracle in self.components.items()}
         components["knn_distance"] = knn
         components["mahalanobis"] = np.expm1(x[:, FEATURES.index("log_mahalanobis")])
+        if batch.self_agreement is not None:
+            components["self_agreement"] = batch.self_agreement
         return PerInputScores(
             p_correct=self.combiner.predict(x),
             drift=self._drift(knn),
@@ -503,13 +578,16 @@ class OnlineAssessor:
             trusted_model_error = cfg.trusted_error / NormalDist().inv_cdf(0.5 + cfg.trusted_quantile / 2)
         return replace(WindowConfig(model_error=self.model_error, max_drift_score=self.max_drift_score,
                                     error_model=self.error_model, change=getattr(self, "change", None),
-                                    drift_tolerance=cfg.drift_tolerance,
+                                    drift_tolerance=cfg.drift_tolerance, level=getattr(cfg, "level", 0.95),
+                                    trusted_error=cfg.trusted_error,
                                     trusted_model_error=trusted_model_error), **overrides)
 
     def new_estimator(self, **overrides) -> OnlineEstimator:
-        """An empty estimator using this assessor's window model, error and trust region."""
-        return OnlineEstimator(self.window_config(**overrides), window_model=self.window_model)
+        """An empty estimator using this assessor's window model, band model, error and trust region."""
+        return OnlineEstimator(self.window_config(**overrides), window_model=self.window_model,
+                               band_model=getattr(self, "band_model", None))
 
     def estimator_from_state(self, state: dict) -> OnlineEstimator:
-        """Resume a persisted estimator with this assessor's window model."""
-        return OnlineEstimator.from_state(state, window_model=self.window_model)
+        """Resume a persisted estimator with this assessor's window model and band model."""
+        return OnlineEstimator.from_state(state, window_model=self.window_model,
+                                          band_model=getattr(self, "band_model", None))

@@ -62,7 +62,9 @@ class WindowConfig:
     drift_tolerance: the drift test alarms only when the window's mean percentile is
     significantly above 0.5 + drift_tolerance (:func:`daic.oracles.drift.drift_test`).
     change: the calibrated sequential change detector run on every input's expected error
-    (:mod:`daic.oracles.change`); None: none."""
+    (:mod:`daic.oracles.change`); None: none.
+    trusted_error: with a band model (``OnlineEstimator(band_model=...)``), a label-free window
+    is trusted where the band model's trust quantile of its error is at most this."""
 
     max_count: int | None = 1000
     max_age_s: float | None = None
@@ -77,6 +79,7 @@ class WindowConfig:
     fuse_label_free: bool = False
     drift_tolerance: float = 0.0
     change: Cusum | None = None
+    trusted_error: float = 0.05
 
     def __post_init__(self) -> None:
         if isinstance(self.change, dict):  # from a JSON state
@@ -107,6 +110,8 @@ class WindowConfig:
             raise ValueError(f"max_drift_score must lie in [0, 1], got {self.max_drift_score!r}")
         if self.trusted_model_error is not None and not 0.0 <= self.trusted_model_error <= 1.0:
             raise ValueError(f"trusted_model_error must lie in [0, 1] or be None, got {self.trusted_model_error!r}")
+        if not 0.0 < self.trusted_error <= 1.0:
+            raise ValueError(f"trusted_error must lie in (0, 1], got {self.trusted_error!r}")
         if self.min_trusted_count < 1:
             raise ValueError(f"min_trusted_count must be >= 1, got {self.min_trusted_count!r}")
 
@@ -164,10 +169,11 @@ class OnlineEstimator:
     """Sliding-window accuracy estimate from :class:`PerInputScores` (see the module docstring)."""
 
     def __init__(self, config: WindowConfig | None = None,
-                 recalibration: Recalibration | None = None, window_model=None) -> None:
+                 recalibration: Recalibration | None = None, window_model=None, band_model=None) -> None:
         self.config = config or WindowConfig()
         self.recalibration = recalibration
         self.window_model = window_model  # a daic.oracles.window_model.WindowModel, or None
+        self.band_model = band_model      # a daic.oracles.band_model.BandModel, or None
         self.change = None if self.config.change is None else CusumDetector(self.config.change)
         self._w = _Window()
 
@@ -265,12 +271,19 @@ class OnlineEstimator:
             return WindowEstimate(nan, nan, nan, nan, 1.0, False, False, 0, nan,
                                   self.recalibration is not None, **change)
         in_region = drift.score <= cfg.max_drift_score
+        band = None
         if self.recalibration is None:
             p = w.p_correct
-            acc = self._window_model_estimate()
+            acc, feats = self._window_model_estimate()
             if acc is None:
                 acc = float(p.mean())
             model_err = cfg.model_error if cfg.error_model is None else cfg.error_model(drift.score, acc)
+            if feats is not None and self.band_model is not None:
+                from daic.oracles.band_model import band_features
+
+                s_sd = math.sqrt(float((p * (1 - p)).sum())) / n
+                half_b, trust_q = self.band_model.predict(band_features(feats[None], acc, s_sd))
+                band = (float(half_b[0]), float(trust_q[0]), s_sd)
         else:
             cov = self._covariates()
             p = self.recalibration.apply(w.p_correct, cov)
@@ -283,7 +296,14 @@ class OnlineEstimator:
         sd = math.sqrt(sampling_var + model_err**2)
         if self.recalibration is None and cfg.error_model is not None and cfg.trusted_model_error is not None:
             in_region = sd <= cfg.trusted_model_error
-        half = NormalDist().inv_cdf(0.5 + cfg.level / 2) * sd
+        z = NormalDist().inv_cdf(0.5 + cfg.level / 2)
+        half = z * sd
+        if band is not None:
+            # Conformalized quantile band (daic.oracles.band_model); never narrower than this
+            # window's own sampling error. error_sd keeps its meaning: the band's half / z.
+            half = max(band[0], z * band[2])
+            sd = half / z
+            in_region = band[1] <= cfg.trusted_error
         far_fraction = float(w.far.mean())
         trusted = n >= cfg.min_trusted_count and far_fraction <= cfg.max_far_fraction and in_region
         return WindowEstimate(
@@ -311,7 +331,7 @@ class OnlineEstimator:
         the label-free error is large and the labels dominate; near it, the label-free
         estimate tightens the labels' noisy correction."""
         cfg = self.config
-        free = self._window_model_estimate()
+        free = self._window_model_estimate()[0]
         if free is None:
             free = float(self._w.p_correct.mean())
         free_err = cfg.model_error if cfg.error_model is None else cfg.error_model(drift_score, free)
@@ -320,12 +340,12 @@ class OnlineEstimator:
         w_lab, w_free = 1.0 / err**2, 1.0 / free_err**2
         return (w_lab * acc + w_free * free) / (w_lab + w_free), 1.0 / math.sqrt(w_lab + w_free)
 
-    def _window_model_estimate(self) -> float | None:
-        """The window model's estimate, or None without a model or with inputs whose
-        predicted classes are unknown."""
+    def _window_model_estimate(self):
+        """(the window model's estimate, its feature vector), (None, None) without a model or with
+        inputs whose predicted classes are unknown."""
         w = self._w
         if self.window_model is None or np.any(w.predicted < 0) or np.any(w.shadow_predicted < 0):
-            return None
+            return None, None
         from daic.oracles.window_model import WindowColumns
 
         cols = WindowColumns(
@@ -333,7 +353,8 @@ class OnlineEstimator:
             agreement=(w.predicted == w.shadow_predicted).astype(np.float64),
             confidence=w.confidence, predicted=w.predicted, shadow_predicted=w.shadow_predicted,
         )
-        return self.window_model.predict(cols)
+        feats = self.window_model.features(cols)
+        return float(self.window_model.predict_features(feats[None])[0]), feats
 
     # -- state --------------------------------------------------------------------------------
     def to_state(self) -> dict:
@@ -354,13 +375,13 @@ class OnlineEstimator:
         }
 
     @classmethod
-    def from_state(cls, state: dict, window_model=None) -> "OnlineEstimator":
+    def from_state(cls, state: dict, window_model=None, band_model=None) -> "OnlineEstimator":
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported estimator state (version {state.get('version') if isinstance(state, dict) else None!r}, expected {STATE_VERSION})")
         try:
             config = WindowConfig(**state["config"])
             rec = state["recalibration"]
-            est = cls(config, None if rec is None else Recalibration.from_dict(rec), window_model)
+            est = cls(config, None if rec is None else Recalibration.from_dict(rec), window_model, band_model)
             if est.change is not None and state.get("change") is not None:  # older states: a fresh detector
                 est.change = CusumDetector.from_state(state["change"])
             win = state["window"]

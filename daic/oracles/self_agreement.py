@@ -1,0 +1,116 @@
+"""Self-agreement under mild test-time transforms: does the prediction survive a nudge?
+
+An input the network classifies correctly usually keeps its class when it is shifted by a
+pixel, turned a few degrees or given a little noise; an input near a decision boundary, or
+off the data the network learnt, often flips. Agreement of a model with itself over
+transformed copies is a label-free error signal that needs neither a reference of the shift nor
+a second network (test-time augmentation as a confidence / failure signal: Ayhan & Berens,
+2018, "Test-time data augmentation for estimation of heteroscedastic aleatoric uncertainty";
+as a correctness predictor under shift, e.g. Deng, Gould & Zheng, 2022, "What does rotation
+prediction tell us about classifier accuracy under varying testing environments?"; for
+prediction-consistency under transforms as an accuracy estimate, cf. the "agreement on the
+line" literature, Baek et al., 2022).
+
+The views are fixed and deterministic (no random draw at serving time), so the signal of an
+input is a function of the input alone and reference rows, benchmark rows and operational
+inputs are scored the same way:
+
+* shifts of one pixel right and one pixel down (zero padding: MNIST's background is black);
+* rotations of +10 and -10 degrees about the centre (bilinear);
+
+``view_probs(model, images)`` returns the model's softmax on each view, ``(N, K, C)``;
+:func:`self_agreement` reduces it, with the model's own prediction on the untransformed input,
+to the per-input mean probability the views give that prediction (1: every view is sure of
+the same class). The sidecar computes it from the request's images with the champion's weights
+(:mod:`daic.sidecar.self_agreement`); the registry computes it for the references.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+VIEWS: tuple[tuple[str, float], ...] = (
+    ("shift_x", 1.0),
+    ("shift_y", 1.0),
+    ("rotate", 10.0),
+    ("rotate", -10.0),
+)
+
+
+def _apply(x, kind: str, amount: float):
+    """One view of a (N, 1, H, W) float tensor."""
+    import torch
+    from torch.nn import functional as F
+
+    if kind == "shift_x":
+        s = int(amount)
+        out = torch.zeros_like(x)
+        if s >= 0:
+            out[..., :, s:] = x[..., :, : x.shape[-1] - s]
+        else:
+            out[..., :, :s] = x[..., :, -s:]
+        return out
+    if kind == "shift_y":
+        s = int(amount)
+        out = torch.zeros_like(x)
+        if s >= 0:
+            out[..., s:, :] = x[..., : x.shape[-2] - s, :]
+        else:
+            out[..., :s, :] = x[..., -s:, :]
+        return out
+    if kind == "rotate":
+        a = math.radians(amount)
+        theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]],
+                             dtype=x.dtype).expand(x.shape[0], 2, 3)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if kind == "noise":
+        g = torch.Generator().manual_seed(17)
+        noise = torch.randn(x.shape[-2:], generator=g, dtype=x.dtype) * amount
+        return (x + noise).clamp(0.0, 1.0)
+    raise ValueError(f"unknown view {kind!r}; valid: shift_x, shift_y, rotate, noise")
+
+
+def view_probs(model, images: np.ndarray, views=VIEWS, batch_size: int = 1024) -> np.ndarray:
+    """The model's softmax on every view of every image: float32 (N, K, C).
+
+    ``images``: float32 (N, 28, 28) (or (N, 1, 28, 28)) in [0, 1]. The model is used in eval mode
+    (its mode is restored) through ``model(x)`` (logits)."""
+    import torch
+
+    x_all = np.asarray(images, dtype=np.float32)
+    if x_all.ndim == 3:
+        x_all = x_all[:, None]
+    if x_all.ndim != 4:
+        raise ValueError(f"images must have shape (N, H, W) or (N, 1, H, W), got {np.shape(images)}")
+    if not views:
+        raise ValueError("view_probs needs at least one view")
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(x_all), batch_size):
+                x = torch.from_numpy(np.require(x_all[start:start + batch_size], requirements=["C", "W"]))
+                batch = torch.cat([_apply(x, kind, amount) for kind, amount in views])
+                p = torch.softmax(model(batch).float(), dim=1).numpy()
+                out.append(p.reshape(len(views), len(x), -1).transpose(1, 0, 2))
+    finally:
+        model.train(was_training)
+    if not out:
+        return np.zeros((0, len(views), 0), np.float32)
+    return np.concatenate(out).astype(np.float32)
+
+
+def self_agreement(probs: np.ndarray, views: np.ndarray) -> np.ndarray:
+    """Mean probability the views give the model's prediction on the untransformed input, (N,).
+
+    ``probs`` (N, C): the model's softmax on the inputs; ``views`` (N, K, C) from :func:`view_probs`."""
+    probs = np.asarray(probs)
+    views = np.asarray(views)
+    if views.ndim != 3 or probs.ndim != 2 or views.shape[0] != probs.shape[0] or views.shape[2] != probs.shape[1]:
+        raise ValueError(f"views must have shape ({probs.shape[0]}, K, {probs.shape[1] if probs.ndim == 2 else 'C'}), "
+                         f"got {views.shape}")
+    pred = probs.argmax(axis=1)
+    return views[np.arange(len(pred)), :, pred].mean(axis=1).astype(np.float64)

@@ -1,0 +1,127 @@
+"""Self-agreement under test-time transforms (daic.oracles.self_agreement) and its use by the
+assessor, with known truth."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from daic.oracles.combiner import FEATURES, SELF_AGREEMENT_FEATURE
+from daic.oracles.pipeline import AssessorConfig, OnlineAssessor, ShiftedReference
+from daic.oracles.reference import OracleReference
+from daic.oracles.self_agreement import VIEWS, _apply, self_agreement, view_probs
+from daic.oracles.window_model import WindowSynthesis
+
+
+class PixelModel(nn.Module):
+    """Logits: class 0 gets the brightness of pixel (10, 10) x 50, class 1 a constant 25: an
+    image lit only at (10, 10) is class 0 as long as a view keeps that pixel lit."""
+
+    def forward(self, x):
+        x = x.reshape(len(x), 28, 28)
+        return torch.stack([50.0 * x[:, 10, 10], torch.full((len(x),), 25.0)], dim=1)
+
+
+def test_shift_views_move_pixels_exactly_and_pad_with_black():
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 5, 7] = 1.0
+    x[0, 0, 27, 27] = 1.0
+    right = _apply(x, "shift_x", 1.0)
+    down = _apply(x, "shift_y", 1.0)
+    assert right[0, 0, 5, 8] == 1.0 and right.sum() == 1.0  # the edge pixel left the image
+    assert down[0, 0, 6, 7] == 1.0 and down.sum() == 1.0
+    assert torch.allclose(_apply(x, "rotate", 0.0), x, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown view"):
+        _apply(x, "flip", 1.0)
+
+
+def test_view_probs_and_self_agreement_known_truth():
+    # Image A: a blob around (10, 10) that survives one-pixel shifts and small rotations;
+    # image B: a single lit pixel at (10, 10), which every shift moves away (class flips).
+    a = np.zeros((28, 28), np.float32)
+    a[8:13, 8:13] = 1.0
+    b = np.zeros((28, 28), np.float32)
+    b[10, 10] = 1.0
+    images = np.stack([a, b])
+    model = PixelModel()
+    views = view_probs(model, images, views=(("shift_x", 1.0), ("shift_y", 1.0)))
+    assert views.shape == (2, 2, 2) and np.allclose(views.sum(-1), 1.0, atol=1e-5)
+    probs = torch.softmax(model(torch.from_numpy(images)), 1).numpy()
+    assert (probs.argmax(1) == 0).all()  # both predicted class 0 untransformed
+    sa = self_agreement(probs, views)
+    assert sa[0] > 0.99 and sa[1] < 0.01
+    assert view_probs(model, images).shape == (2, len(VIEWS), 2)
+    with pytest.raises(ValueError, match="views must have shape"):
+        self_agreement(probs, views[:, :, :1])
+    with pytest.raises(ValueError, match="images must have shape"):
+        view_probs(model, np.zeros((2, 2, 28, 28, 1), np.float32))
+
+
+def _synthetic(n, rng, noise=0.0, shift=0.0):
+    """Two classes; the model errs on a share ``0.02 + noise``; its confidence does not show the
+    errors (confidently wrong), the shadow agrees with it always, but self-agreement is low on
+    errors: only self-agreement separates them."""
+    labels = rng.integers(0, 2, size=n)
+    emb = np.where(labels[:, None] == 1, [1.0, 0, 0, 0], [-1.0, 0, 0, 0]) + rng.normal(scale=0.3, size=(n, 4))
+    emb[:, 1] += shift
+    flip = rng.uniform(size=n) < 0.02 + noise
+    pred = np.where(flip, 1 - labels, labels)
+    conf = rng.uniform(0.9, 1.0, n)
+    probs = np.where(pred[:, None] == 1, np.column_stack([1 - conf, conf]), np.column_stack([conf, 1 - conf]))
+    sa = np.where(flip, rng.uniform(0.0, 0.5, n), rng.uniform(0.6, 1.0, n))
+    return OracleReference(probs, emb, labels, probs.copy()), sa
+
+
+def _shifted(rng):
+    parts = [_synthetic(300, rng, noise=nz, shift=s) for s, nz in ((0.3, 0.1), (0.6, 0.3), (1.0, 0.5))]
+    ref = OracleReference(*(np.concatenate([getattr(r, f) for r, _ in parts])
+                            for f in ("probs", "embeddings", "labels", "shadow_probs")))
+    return ref, np.concatenate([sa for _, sa in parts]), np.repeat(["a/1", "b/1", "c/1"], 300)
+
+
+SMALL = AssessorConfig(k=5, cv_folds=3, synthesis=WindowSynthesis(n_windows=90, min_size=50, max_size=100))
+
+
+def test_assessor_uses_self_agreement_when_the_references_carry_it():
+    rng = np.random.default_rng(3)
+    ref, ref_sa = _synthetic(3000, rng)
+    sref, s_sa, conds = _shifted(rng)
+    plain = ShiftedReference(sref, conds)
+    with_sa = plain.with_self_agreement(s_sa, ref_sa)
+    # Arrays round-trip; type exclusion keeps the rows' self-agreement aligned.
+    back = ShiftedReference.from_arrays(with_sa.to_arrays())
+    assert np.array_equal(back.self_agreement, s_sa) and np.array_equal(back.reference_self_agreement, ref_sa)
+    assert not ShiftedReference.from_arrays(plain.to_arrays()).has_self_agreement
+    kept = with_sa.without_types(["b"])
+    assert np.array_equal(kept.self_agreement, s_sa[conds != "b/1"])
+    with pytest.raises(ValueError, match="both"):
+        ShiftedReference(sref, conds, s_sa, None)
+    with pytest.raises(ValueError, match="lie in"):
+        plain.with_self_agreement(s_sa + 2, ref_sa)
+
+    a_sa = OnlineAssessor(SMALL).fit(ref, with_sa)
+    a_plain = OnlineAssessor(SMALL).fit(ref, plain)
+    assert a_sa.uses_self_agreement and not a_plain.uses_self_agreement
+    assert not OnlineAssessor(AssessorConfig(k=5, cv_folds=3, self_agreement=False,
+                                             synthesis=SMALL.synthesis)).fit(ref, with_sa).uses_self_agreement
+    test, t_sa = _synthetic(2000, rng, noise=0.3, shift=0.6)
+    with pytest.raises(ValueError, match="pass self_agreement"):
+        a_sa.score(test.probs, test.embeddings, test.shadow_probs)
+    s = a_sa.score(test.probs, test.embeddings, test.shadow_probs, t_sa)
+    assert np.array_equal(s.components["self_agreement"], t_sa)
+    assert a_sa.features(__import__("daic.oracles.batch", fromlist=["OracleBatch"]).OracleBatch(
+        test.probs, test.embeddings, test.shadow_probs, t_sa)).shape[1] == len(FEATURES) + 1
+    assert SELF_AGREEMENT_FEATURE not in FEATURES
+    # Only self-agreement separates errors here: with it the per-input P(correct) ranks errors
+    # far better than without (AUROC), and the plain assessor ignores the argument.
+    p_plain = a_plain.score(test.probs, test.embeddings, test.shadow_probs, t_sa).p_correct
+
+    def auroc(p, y):
+        pos, neg = p[y], p[~y]
+        return (pos[:, None] > neg[None, :]).mean()
+
+    assert auroc(s.p_correct, test.correct) > 0.95 > auroc(p_plain, test.correct) + 0.2
+    refit = a_sa.refit_with_labels(test.probs[:200], test.embeddings[:200], test.shadow_probs[:200],
+                                   test.labels[:200], t_sa[:200])
+    assert refit.score(test.probs, test.embeddings, test.shadow_probs, t_sa).p_correct.shape == (2000,)
+    with pytest.raises(ValueError, match="pass self_agreement"):
+        a_sa.refit_with_labels(test.probs[:200], test.embeddings[:200], test.shadow_probs[:200], test.labels[:200])
