@@ -55,6 +55,8 @@ METHODS = {
     "all": {"augment": "off", "pseudo": True, "consistency": True, "bn": True},
     "augmix": {"augment": "augmix"},
     "chain": {"augment": "chain"},
+    "chain+self": {"augment": "chain", "self": True},
+    "labels+self": {"augment": "off", "self": True},
 }
 
 
@@ -76,6 +78,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--unlabeled-limit", type=int, default=3000, help="unsampled window inputs for the methods")
     p.add_argument("--pseudo-threshold", type=float, default=0.9)
     p.add_argument("--consistency-weight", type=float, default=1.0)
+    p.add_argument("--self-threshold", type=float, default=0.9, help="self-training teacher's confidence")
     p.add_argument("--bn-adapt", default="pool+base", choices=("pool", "pool+base"))
     p.add_argument("--clean-steps", type=int, default=5)
     p.add_argument("--drift-steps", type=int, default=40)
@@ -162,8 +165,11 @@ def sidecar_predictor(store, version: str):
 def method_fields(method: str, args: argparse.Namespace) -> dict:
     m = METHODS[method]
     fields = {"augment": m["augment"], "augment_share": args.augment_share}
-    if not any(m.get(k) for k in ("pseudo", "consistency", "bn")):
+    if not any(m.get(k) for k in ("pseudo", "consistency", "bn", "self")):
         return fields
+    if m.get("self"):
+        return {**fields, "unlabeled_limit": args.unlabeled_limit, "self_training_rounds": 1,
+                "self_training_threshold": args.self_threshold}
     return {**fields, "unlabeled_limit": args.unlabeled_limit,
             "pseudo_label_threshold": args.pseudo_threshold if m.get("pseudo") else 0.0,
             "consistency_weight": args.consistency_weight if m.get("consistency") else 0.0,

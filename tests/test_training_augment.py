@@ -97,14 +97,14 @@ def test_fit_with_augmentation_trains_on_distorted_base_examples():
     assert not torch.allclose(out["off"], out["augmix"])
 
 
-def test_retrain_path_defaults_to_augmix_and_passes_it_on():
+def test_retrain_path_defaults_to_chain_and_passes_it_on():
     from daic.components.train.logic import TrainConfig as StepConfig
     from daic.components.train.registry_access import rayjob_entrypoint, training_fields
     from daic.training.workflow import RETRAIN_DEFAULTS
 
     step = StepConfig()
-    assert step.augment == "augmix"
-    assert RETRAIN_DEFAULTS["augment"] == "augmix"
+    assert step.augment == "chain"
+    assert RETRAIN_DEFAULTS["augment"] == "chain"
     fields = training_fields(StepConfig(augment="chain", augment_share=0.25))
     assert fields["augment"] == "chain" and fields["augment_share"] == 0.25
     TrainConfig(**{k: v for k, v in fields.items()})  # valid trainer fields
@@ -157,3 +157,20 @@ def test_fit_runs_a_self_training_round_after_the_epochs():
     # A threshold of ~0 keeps every pool input whose views agree: some, and at most all 40.
     assert 0 < seen[-1]["self_training_labels"] <= 40
     assert "self_training_labels" not in seen[0]
+
+
+def test_train_step_passes_self_training_with_its_pool():
+    from daic.components.train.logic import TrainConfig as StepConfig
+    from daic.components.train.registry_access import rayjob_entrypoint, semi_supervised_fields
+
+    with pytest.raises(ValueError, match="unlabeled_limit"):
+        StepConfig(self_training_rounds=1)
+    with pytest.raises(ValueError, match="self_training_rounds"):
+        StepConfig(self_training_rounds=9, unlabeled_limit=10)
+    step = StepConfig(self_training_rounds=1, self_training_threshold=0.8, unlabeled_limit=100)
+    fields = semi_supervised_fields(step, "cycles/c1/unlabeled.npz")
+    assert fields["self_training_rounds"] == 1 and fields["self_training_threshold"] == 0.8
+    TrainConfig(**fields)
+    argv = rayjob_entrypoint("s3://b", "c1", "mnist", "v0001", "labels/", step, "cycles/c1/o.json",
+                             "cycles/c1/unlabeled.npz")
+    assert argv[argv.index("--self-training-rounds") + 1] == "1"

@@ -81,12 +81,16 @@ class TrainConfig:
     bn_adapt: str = "off"  # off | pool | pool+base
     # Corruption-robust retraining (daic.training.augment): base examples distorted by a fixed
     # family of generic operations, labelled examples given a weak view; "off" | "chain" | "augmix".
-    augment: str = "augmix"
+    augment: str = "chain"
     augment_share: float = 0.5  # share of each batch's base examples distorted
+    # Self-training rounds with the challenger as teacher on the unlabelled pool (0: off).
+    self_training_rounds: int = 0
+    self_training_threshold: float = 0.9
 
     @property
     def semi_supervised(self) -> bool:
-        return self.pseudo_label_threshold > 0 or self.consistency_weight > 0 or self.bn_adapt != "off"
+        return (self.pseudo_label_threshold > 0 or self.consistency_weight > 0 or self.bn_adapt != "off"
+                or self.self_training_rounds > 0)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -116,8 +120,14 @@ class TrainConfig:
             raise ValueError(f"augment must be off, chain or augmix, got {self.augment!r}")
         if not 0 <= self.augment_share <= 1:
             raise ValueError(f"augment_share must be in [0, 1], got {self.augment_share!r}")
+        if isinstance(self.self_training_rounds, bool) or not isinstance(self.self_training_rounds, int) \
+                or not 0 <= self.self_training_rounds <= 5:
+            raise ValueError(f"self_training_rounds must be an integer in [0, 5], got {self.self_training_rounds!r}")
+        if not 0 < self.self_training_threshold <= 1:
+            raise ValueError(f"self_training_threshold must be in (0, 1], got {self.self_training_threshold!r}")
         if self.semi_supervised and not self.unlabeled_limit:
-            raise ValueError("pseudo_label_threshold, consistency_weight and bn_adapt need unlabeled_limit >= 1 "
+            raise ValueError("pseudo_label_threshold, consistency_weight, bn_adapt and self_training_rounds need "
+                             "unlabeled_limit >= 1 "
                              "(how many unlabelled inputs of the window to use)")
         for name in ("base_limit", "reference_shift_per_condition", "seed", "batch_size", "unlabeled_limit"):
             value = getattr(self, name)

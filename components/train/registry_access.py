@@ -113,7 +113,9 @@ def semi_supervised_fields(config, unlabeled_key: str) -> dict[str, Any]:
         return {}
     return {"unlabeled_key": unlabeled_key,
             "pseudo_label_threshold": config.pseudo_label_threshold or None,
-            "consistency_weight": config.consistency_weight, "bn_adapt": config.bn_adapt}
+            "consistency_weight": config.consistency_weight, "bn_adapt": config.bn_adapt,
+            "self_training_rounds": config.self_training_rounds,
+            "self_training_threshold": config.self_training_threshold}
 
 
 def retrain(store: ObjectStore, name: str, parent: str, labels_prefix: str, config, ray_address: str | None,
@@ -154,7 +156,8 @@ def rayjob_entrypoint(store_url: str, cycle: str, name: str, parent: str, labels
     semi = semi_supervised_fields(config, unlabeled_key)
     if semi:
         argv += ["--unlabeled", unlabeled_key, "--consistency-weight", str(semi["consistency_weight"]),
-                 "--bn-adapt", semi["bn_adapt"]]
+                 "--bn-adapt", semi["bn_adapt"], "--self-training-rounds", str(semi["self_training_rounds"]),
+                 "--self-training-threshold", str(semi["self_training_threshold"])]
         if semi["pseudo_label_threshold"] is not None:
             argv += ["--pseudo-label-threshold", str(semi["pseudo_label_threshold"])]
     return argv

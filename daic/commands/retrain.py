@@ -36,17 +36,22 @@ def _notes(values: tuple[str, ...]) -> dict[str, str]:
               help="weight of the FixMatch-style consistency loss on the unlabelled inputs (0: off)")
 @click.option("--bn-adapt", type=click.Choice(["off", "pool", "pool+base"]), default="off", show_default=True,
               help="re-estimate batch-norm statistics after training (AdaBN) on these inputs")
-@click.option("--augment", type=click.Choice(["off", "chain", "augmix"]), default="augmix", show_default=True,
+@click.option("--augment", type=click.Choice(["off", "chain", "augmix"]), default="chain", show_default=True,
               help="distort base examples with a fixed family of generic operations (daic.training.augment)")
 @click.option("--augment-share", type=float, default=0.5, show_default=True,
               help="share of each batch's base examples distorted")
+@click.option("--self-training-rounds", type=int, default=0, show_default=True,
+              help="self-training rounds with the trained challenger as teacher on the unlabelled inputs")
+@click.option("--self-training-threshold", type=float, default=0.9, show_default=True,
+              help="the teacher's mean confidence over its views needed for a pseudo-label")
 @click.option("--note", "notes", multiple=True, metavar="KEY=VALUE", help="recorded in the data lineage")
 @click.option("--promote", type=click.Choice(["if-none", "always", "never"]), default="never", show_default=True,
               help="make the new version champion (normally the pipeline's evaluate step decides)")
 @training_options({"epochs": 2, "batch_size": None, "lr": 1e-3})
 def command(parent: str, labels_prefix: str, oversample: int, operational_weight: float,
             unlabeled_key: Optional[str], pseudo_label_threshold: Optional[float], consistency_weight: float,
-            bn_adapt: str, augment: str, augment_share: float, notes: tuple[str, ...],
+            bn_adapt: str, augment: str, augment_share: float,
+            self_training_rounds: int, self_training_threshold: float, notes: tuple[str, ...],
             promote: str, store_url: Optional[str], name: str, ray_address: Optional[str],
             shift_per_condition: int, result_key: Optional[str], as_json: bool, verbose: bool,
             **options: Any) -> None:
@@ -73,7 +78,8 @@ def command(parent: str, labels_prefix: str, oversample: int, operational_weight
                              operational_oversample=oversample, operational_weight=operational_weight,
                              unlabeled_key=unlabeled_key, pseudo_label_threshold=pseudo_label_threshold,
                              consistency_weight=consistency_weight, bn_adapt=bn_adapt, augment=augment,
-                             augment_share=augment_share)
+                             augment_share=augment_share, self_training_rounds=self_training_rounds,
+                             self_training_threshold=self_training_threshold)
         reference = ReferenceConfig(dataset=config.dataset, shift_per_condition=shift_per_condition)
     except (ValidationError, ValueError) as exc:
         raise validation_error(exc) from exc
