@@ -152,8 +152,8 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
             for progress in retraining.values():
                 progress.poll()  # its epochs so far, each shown once
             online = f"{100 * est['accuracy']:.1f}%" if est.get("accuracy") is not None else "—"
-            serving = (served.model_version or "?") + (f"+f{served.filter_version}" if served.filter_version else "")
-            echo(f"step {k:3d}  {serving:12s} truth {100 * served.accuracy:5.1f}%  "
+            serving = (served.model_version or "?") + (f"+filter:{served.filter_version}" if served.filter_version else "")
+            echo(f"step {k:3d}  {serving:18s} truth {100 * served.accuracy:5.1f}%  "
                  f"online {online:>6s}{'' if est.get('trusted', True) else ' (untrusted)'}  "
                  f"controller {watch.describe if controller else 'not started'}")
             if k % 5 == 0:
