@@ -10,6 +10,12 @@ also what makes the KFP compiler (2.17) hand those parameters into the ``drop-co
 sub-DAG: a parameter used only in ``set_cpu_request`` & co. inside a ``dsl.If`` is referenced by
 the task but not declared by the sub-DAG, so neither a cluster's driver nor kfp.local can resolve it
 (the same gap as kubeflow/pipelines#12617 for ``mount_pvc``).
+
+The retraining method's inputs (``augment``, ``augment_share``; the semi-supervised
+``unlabeled_limit``, ``pseudo_label_threshold``, ``consistency_weight``, ``bn_adapt``,
+``self_training_rounds``) have defaults -- the measured default: corruption-robust ``chain``
+augmentation, no semi-supervised term (docs/training.md) -- so the pipeline passes them only to
+change them.
 """
 from typing import NamedTuple
 
@@ -47,6 +53,13 @@ def train(
     precision: str,
     ray_cluster: str,
     model: dsl.Output[dsl.Model],
+    augment: str = "chain",
+    augment_share: float = 0.5,
+    unlabeled_limit: int = 0,
+    pseudo_label_threshold: float = 0.0,
+    consistency_weight: float = 0.0,
+    bn_adapt: str = "off",
+    self_training_rounds: int = 0,
 ) -> NamedTuple("Outputs", [("challenger_version", str)]):
     """Retrain from the champion with the cycle's labeled batches on Ray; returns the new version."""
     import json
@@ -62,7 +75,10 @@ def train(
                          reference_shift_per_condition=reference_shift_per_condition, seed=seed, namespace=namespace,
                          node_selector=node_selector, tolerations=tolerations, timeout_s=timeout_s,
                          pod_cpu_request=pod_cpu_request, pod_memory_request=pod_memory_request,
-                         pod_gpus=pod_gpus, batch_size=batch_size, precision=precision, ray_cluster=ray_cluster)
+                         pod_gpus=pod_gpus, batch_size=batch_size, precision=precision, ray_cluster=ray_cluster,
+                         augment=augment, augment_share=augment_share, unlabeled_limit=unlabeled_limit,
+                         pseudo_label_threshold=pseudo_label_threshold, consistency_weight=consistency_weight,
+                         bn_adapt=bn_adapt, self_training_rounds=self_training_rounds)
     result = run(store_url, cycle, config)
     with open(model.path, "w") as fh:
         json.dump(result.card, fh, indent=2, sort_keys=True, default=str)
