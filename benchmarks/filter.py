@@ -50,6 +50,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--generic-base", type=int, default=20000)
     p.add_argument("--adapt-epochs", type=int, default=3, help="at most; the time budget usually stops it first")
     p.add_argument("--adapt-base", type=int, default=8000)
+    p.add_argument("--adapt-val", type=int, default=2000, help="clean validation images the adapted filter's gate is calibrated on")
+    p.add_argument("--eval-size", type=int, default=5000, help="drifted (and clean) evaluation images, from test[5000:]")
     p.add_argument("--adapt-seconds", type=float, default=35.0,
                    help="wall-clock budget of the label-free adaptation (FilterConfig.max_seconds)")
     p.add_argument("--no-readapt", action="store_true",
@@ -99,7 +101,8 @@ def generic_filter(store, version: str, args):
     for card in registry.cards():
         if card.data.notes.get("purpose") == "generic" and card.train_config.get("classifier_version") == version \
                 and card.train_config.get("base_limit") == args.generic_base and card.train_config.get("epochs") == args.generic_epochs \
-                and card.train_config.get("canonical") is True:
+                and card.train_config.get("canonical") is True \
+                and card.train_config.get("align_margin") == FilterConfig.model_fields["align_margin"].default:
             return card
     config = FilterConfig(classifier_version=version, epochs=args.generic_epochs, base_limit=args.generic_base)
     return train_filter(store, config, notes={"purpose": "generic"}).card
@@ -223,8 +226,7 @@ def main() -> None:
     test = load_split("test")
     clean_x, y = np.asarray(test.images[EVAL], np.float32), np.asarray(test.labels[EVAL])
     pool_clean, pool_y = np.asarray(test.images[POOL], np.float32), np.asarray(test.labels[POOL])
-    if args.quick:
-        clean_x, y = clean_x[:500], y[:500]
+    clean_x, y = clean_x[:500 if args.quick else args.eval_size], y[:500 if args.quick else args.eval_size]
     clean_alone = float((predict(classifier, clean_x).predictions == y).mean())
     rows = []
     for scenario in args.scenarios:
@@ -246,7 +248,7 @@ def main() -> None:
             trigger = time.perf_counter()
             adapted = train_filter(store, FilterConfig(classifier_version=version, warm_start_from=generic.version,
                                                        pool_key=f"cycles/{cycle}/pool.npz", epochs=args.adapt_epochs,
-                                                       base_limit=args.adapt_base, seed=seed,
+                                                       base_limit=args.adapt_base, seed=seed, val_limit=args.adapt_val,
                                                        max_seconds=args.adapt_seconds),
                                    notes={"cycle": cycle})
             net, thr = filters.load_filter(adapted.version, classifier=classifier), adapted.threshold
@@ -283,7 +285,8 @@ def main() -> None:
                     both_card = train_filter(store, FilterConfig(
                         classifier_version=out.version, warm_start_from=adapted.version,
                         pool_key=f"cycles/{cycle}/pool.npz", epochs=args.adapt_epochs, base_limit=args.adapt_base,
-                        seed=seed, max_seconds=args.adapt_seconds), notes={"cycle": cycle, "purpose": "both"}).card
+                        seed=seed, val_limit=args.adapt_val, max_seconds=args.adapt_seconds),
+                        notes={"cycle": cycle, "purpose": "both"}).card
                     r["readapt_s"] = time.perf_counter() - t
                     both_net = filters.load_filter(both_card.version, classifier=challenger)
                 both_mode = adopt_mode(both_card, challenger, both_net, sample_x, sample_y)

@@ -91,7 +91,7 @@ class FilterNet(nn.Module):
     filter does; :meth:`configure` sets them (the fit does, from its FilterConfig)."""
 
     def __init__(self, width: int = 16, canonical: bool = False, align_angles: Sequence[float] = (),
-                 align_margin: float = 0.2) -> None:
+                 align_margin: float = 0.5) -> None:
         super().__init__()
         self.enc = _block(1, width)
         self.down = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)  # 14x14
@@ -108,7 +108,7 @@ class FilterNet(nn.Module):
         self.configure(canonical=canonical, align_angles=align_angles, align_margin=align_margin)
         self._aligner: Optional[list[nn.Module]] = None  # a list: the classifier is no submodule
 
-    def configure(self, *, canonical: bool, align_angles: Sequence[float] = (), align_margin: float = 0.2,
+    def configure(self, *, canonical: bool, align_angles: Sequence[float] = (), align_margin: float = 0.5,
                   centre: Optional[Sequence[float]] = None) -> "FilterNet":
         angles = [float(a) for a in align_angles]
         if any(a == 0 or not -90 <= a <= 90 for a in angles):
