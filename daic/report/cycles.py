@@ -52,7 +52,13 @@ class CycleView:
 
     @property
     def decision(self) -> str | None:
-        """'promote v0002', 'keep v0001: <reason>' or None when evaluate did not run."""
+        """The operator's ending when its cycle record is there ('challenger-not-better: <message>'),
+        else evaluate's: 'promote v0002', 'keep v0001: <reason>'; None when neither ran. (With the
+        filter in service the operator holds the challenger to the wrapped champion, so it may
+        refuse a challenger that evaluate, comparing with the bare champion, would promote.)"""
+        summary = self.record.get("summary") or {}
+        if summary.get("decision"):
+            return f"{summary['decision']}: {summary.get('message', '')}"
         d = self.evaluation.get("decision")
         if not isinstance(d, dict):
             return None
