@@ -57,6 +57,7 @@ class DemoConfig(BaseModel):
     model_port: int = 9000
     metrics_port: int = 6000
     sidecar_port: int = 8300
+    sidecar_ingest_port: int = 8301  # the sidecar's events/feedback/admin port (loopback)
     label_port: int = 8090
     transformer_port: int = 9001
     transformer_metrics_port: int = 6001

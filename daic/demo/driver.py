@@ -97,6 +97,7 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
     stack_cfg = StackConfig(store_url=store.url, model_name=cfg.model_name, deployment="mnist",
                             gateway_port=cfg.gateway_port, model_port=cfg.model_port,
                             model_metrics_port=cfg.metrics_port, sidecar_port=cfg.sidecar_port,
+                            sidecar_ingest_port=cfg.sidecar_ingest_port,
                             state_dir=run_dir / "sidecar", log_dir=run_dir / "logs", reload_interval_s=2.0,
                             # the sidecar fits its oracles on the champion's reference at start-up
                             # (about a minute of CPU; several on a busy machine)
