@@ -21,9 +21,12 @@ store per scenario:
    corruptions in turn; only corrupted inputs); *clean* = the clean test split (``--clean-limit``).
 
 Regained = (drifted after - drifted before) / (clean before - drifted before): 1 means the drifted
-accuracy is back at the clean one. Methods (``--methods``): ``labels`` (the labelled inputs only),
-``+pseudo`` (and pseudo-labels where P(correct) >= ``--pseudo-threshold``), ``+consistency``
-(FixMatch-style), ``+bn`` (AdaBN on pool + base), ``all``; see ``daic.training.semi_supervised``.
+accuracy is back at the clean one. Methods (``--methods``): ``labels`` (the labelled inputs only,
+no augmentation), ``+pseudo`` (and pseudo-labels where P(correct) >= ``--pseudo-threshold``),
+``+consistency`` (FixMatch-style), ``+bn`` (AdaBN on pool + base), ``all`` (see
+``daic.training.semi_supervised``); ``chain`` (the train step's default: corruption-robust
+training, ``daic.training.augment``), ``augmix``, ``chain+self`` / ``labels+self`` (one
+self-training round with the challenger as teacher).
 
 Rows print as each cycle finishes; a summary over seeds follows. Sizes, epochs and seeds are flags:
 on a shared CPU run a reduced grid and say so (docs/benchmarks.md records the command).
