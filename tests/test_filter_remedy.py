@@ -90,7 +90,8 @@ def test_filter_remedy_step_adapts_decides_by_the_rule_serves_and_removes(tmp_pa
                                                                             corruptions=("fog",)))
     generic = FilterRegistry(store, "mnist").register_filter(
         net=FilterNet(), data=DataLineage(dataset="mnist", base_count=0), wraps_version="v0001",
-        metrics={"gate_threshold": 0.0})
+        metrics={"gate_threshold": 0.0, "val_accuracy_alone": 0.5, "val_accuracy_gated": 0.5,
+                 "val_accuracy_always": 0.5})
     test = load_split("test")
     drifted = corrupt(test.images[:96], "fog", 4, seed=2)
     store.put_arrays("cycles/c-1/pool.npz", images=drifted)
@@ -105,9 +106,15 @@ def test_filter_remedy_step_adapts_decides_by_the_rule_serves_and_removes(tmp_pa
                              champion_accuracy=record["champion_accuracy"], filter_accuracy=record["filter_accuracy"])
     assert (record["decision"], record["retrain"], record["reason"]) == (expected.filter, expected.retrain,
                                                                         expected.reason)
-    assert record["retrain"] is True and record["filter_version"] == "v0002"
+    assert record["retrain"] is True and record["adapted_version"] == "v0002"
+    # The filter adopted is the better of the generic and the adapted one on the sample (ties: adapted).
+    scores = {("v0002", m): a for m, a in record["filter_accuracy_by_mode"].items()}
+    scores.update({(generic.version, m): a for m, a in record["generic_accuracy_by_mode"].items()})
+    assert set(record["generic_accuracy_by_mode"]) == {"gated", "always"}  # its card shows no clean loss
+    assert record["filter_accuracy"] == max(scores.values())
+    assert scores[(record["filter_version"], record["gate"])] == record["filter_accuracy"]
     serving = read_service(store, "mnist")
-    assert serving.version == ("v0002" if record["decision"] == "deploy" else None)
+    assert serving.version == (record["filter_version"] if record["decision"] == "deploy" else None)
     # remedy retrain: no filter is fitted, none serves.
     only = filter_remedy(store, remedy="retrain", **{**kw, "cycle": "c-2"})
     assert "filter_version" not in only and only["decision"] in ("none", "remove")

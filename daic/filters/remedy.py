@@ -1,9 +1,11 @@
 """The filter remedy of one cycle (issue 21), as the cycle's step calls it: adapt, estimate, decide, serve.
 
-1. adapt the generic filter to the cycle's unlabeled pool (label-free, warm start; daic.filters.workflow);
-2. on the cycle's labeled sample, estimate the champion alone and behind the adapted filter in each
-   gate mode; the mode adopted is the better one on the sample among those whose clean validation
-   accuracy (the card's) is at most ``max_clean_loss`` below the champion's;
+1. adapt the generic filter to the cycle's unlabeled pool (label-free, warm start, within the
+   ``max_seconds`` budget of :data:`ADAPT_DEFAULTS` unless ``adapt`` says otherwise; daic.filters.workflow);
+2. on the cycle's labeled sample, estimate the champion alone and behind the generic and the
+   adapted filter in each gate mode; the filter and mode adopted are the better on the sample among
+   those whose clean validation accuracy (the card's) is at most ``max_clean_loss`` below the
+   champion's (the generic one wins where the short adaptation did not help);
 3. decide with the operator's pure rule (daic.operators.reconcile.decide_remedy);
 4. write the service record (filter in, kept or removed) and the decision with its reason to
    ``cycles/<cycle>/filter.json``.
@@ -26,13 +28,29 @@ def _record(store, cycle: str, record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+#: the cycle's adaptation: at most 3 epochs on 4,000 base images, stopped after 45 s of fit
+#: (FilterConfig.max_seconds), gate calibrated on 1,000 clean validation images
+ADAPT_DEFAULTS: dict[str, Any] = {"epochs": 3, "base_limit": 4000, "max_seconds": 45.0, "val_limit": 1000}
+
+
+def _by_mode(model, net, card, images, labels, max_clean_loss: float) -> dict[str, float]:
+    from daic.filters.apply import predictions_by_mode
+
+    m = card.metrics
+    allowed = tuple(mode for mode in ("gated", "always")  # no clean validation figures: not adopted
+                    if "val_accuracy_alone" in m and f"val_accuracy_{mode}" in m
+                    and m["val_accuracy_alone"] - m[f"val_accuracy_{mode}"] <= max_clean_loss)
+    threshold = float(m["gate_threshold"])
+    return {mode: float((p == labels).mean())
+            for mode, (p, _) in predictions_by_mode(model, net, images, threshold, allowed).items()}
+
+
 def filter_remedy(store, *, classifier: str, champion_version: str, generic_version: str, pool_key: str,
                   labels_prefix: str, cycle: str, remedy: str = "both", drop_confirmed: bool = True,
                   min_improvement: float = 0.0, max_clean_loss: float = 0.003,
                   adapt: Optional[dict[str, Any]] = None, serve: bool = True) -> dict[str, Any]:
     """``serve`` False: decide and record, but leave the service record to the caller (the operator
     rolls a filter out as a canary, like a challenger; daic.operators.reconcile)."""
-    from daic.filters.apply import predictions_by_mode
     from daic.filters.registry import FilterRegistry
     from daic.filters.workflow import train_filter
     from daic.models.inference import predict
@@ -51,18 +69,21 @@ def filter_remedy(store, *, classifier: str, champion_version: str, generic_vers
     filter_acc, gate, version = None, "gated", None
     if remedy != "retrain" and drop_confirmed:
         config = FilterConfig(classifier=classifier, classifier_version=champion_version, pool_key=pool_key,
-                              warm_start_from=generic_version, **{"epochs": 1, "base_limit": 4000, **(adapt or {})})
+                              warm_start_from=generic_version, **{**ADAPT_DEFAULTS, **(adapt or {})})
         outcome = train_filter(store, config, notes={"cycle": cycle})
-        version, m = outcome.version, outcome.card.metrics
-        net = FilterRegistry(store, classifier).load_filter(version, classifier=model)
-        allowed = tuple(mode for mode in ("gated", "always")
-                        if m["val_accuracy_alone"] - m[f"val_accuracy_{mode}"] <= max_clean_loss)
-        by_mode = {mode: float((p == labels).mean())
-                   for mode, (p, _) in predictions_by_mode(model, net, images, outcome.threshold, allowed).items()}
-        record["filter_version"], record["filter_accuracy_by_mode"] = version, by_mode
-        if by_mode:
-            gate = max(by_mode, key=by_mode.get)
-            filter_acc = by_mode[gate]
+        registry = FilterRegistry(store, classifier)
+        candidates = {outcome.version: _by_mode(model, registry.load_filter(outcome.version, classifier=model),
+                                                outcome.card, images, labels, max_clean_loss)}
+        record["adapted_version"], record["filter_accuracy_by_mode"] = outcome.version, candidates[outcome.version]
+        if generic_version:
+            candidates[generic_version] = _by_mode(model, registry.load_filter(generic_version, classifier=model),
+                                                   registry.card(generic_version), images, labels, max_clean_loss)
+            record["generic_accuracy_by_mode"] = candidates[generic_version]
+        scored = [(acc, v == outcome.version, v, mode) for v, modes in candidates.items() for mode, acc in modes.items()]
+        version = outcome.version
+        if scored:
+            filter_acc, _, version, gate = max(scored)  # ties: the adapted filter
+        record["filter_version"] = version
     decision = decide_remedy(remedy, drop_confirmed=drop_confirmed, traffic_clean=False,
                              filter_in_service=in_service, champion_accuracy=champion_acc,
                              filter_accuracy=filter_acc, min_improvement=min_improvement)
