@@ -331,9 +331,16 @@ def main(argv=None) -> None:
     parser.add_argument("--self-agreement", action="store_true",
                         help="fit and score with the model's self-agreement under test-time transforms "
                              "(daic.oracles.self_agreement; computed for every reference and scenario input, cached)")
+    parser.add_argument("--paired-types", default=None,
+                        help="comma-separated corruption types of one outer fold: only a paired comparison on their "
+                             "scenarios (held-out assessors without and with self-agreement; band model and drift rule)")
     args = parser.parse_args(argv)
     global SELF_AGREEMENT
     SELF_AGREEMENT = args.self_agreement
+    if args.paired_types:
+        torch.set_num_threads(args.threads)
+        paired_section(Models(), tuple(args.paired_types.split(",")))
+        return
     torch.set_num_threads(args.threads)
     t_start = time.time()
 
@@ -655,6 +662,61 @@ def sequential_section(cases, outs, rows, assessors, held_out_key, seen, clean_t
           f"{100 * trusted:.0f}% of {len(rows)} scenarios; band coverage "
           f"{100 * covered:.0f}%; held-out-type MAE {100 * np.mean([abs(r['held'] - r['true']) for r in rows]):.2f} pts"
           f"{' (with self-agreement)' if SELF_AGREEMENT else ' (without self-agreement)'}")
+
+
+def paired_section(models, types) -> None:
+    """Paired development comparison on the scenarios of ``types`` (one outer fold): one
+    held-out assessor fitted without the fold's types, without and with self-agreement; each
+    scenario's window estimated with the band model and with the drift-score rule."""
+    from daic.data.corruptions import CORRUPTIONS
+    from daic.oracles.pipeline import AssessorConfig, OnlineAssessor
+
+    global SELF_AGREEMENT
+    fold_of = {n: i % OUTER_FOLDS for i, n in enumerate(CORRUPTIONS)}
+    folds = {fold_of[t] for t in types}
+    if len(folds) != 1:
+        raise SystemExit(f"--paired-types must share one outer fold; folds: {sorted(folds)}")
+    excluded = frozenset(n for n in CORRUPTIONS if fold_of[n] in folds)
+    cases = [(i, c) for i, c in enumerate(scenario_cases(CORRUPTIONS))
+             if c.group == "corruption" and c.corruptions[0] in types]
+    res = {}
+    for sa in (False, True):
+        SELF_AGREEMENT = sa
+        ref, shifted = references(models)
+        t0 = time.time()
+        a = OnlineAssessor(AssessorConfig(band_model=True)).fit(ref, shifted.without_types(excluded))
+        print(f"fit without {sorted(excluded)}, self-agreement {sa}: {time.time() - t0:.0f}s", flush=True)
+        for i, c in cases:
+            o = scenario_outputs(models, c, seed=1000 + i)
+            sc = o.scores(a)
+            for band in (True, False):
+                est = a.new_estimator(max_count=len(o.labels))
+                if not band:
+                    est.band_model = None
+                est.update(sc)
+                e = est.estimate()
+                res[(sa, band, c.name)] = (float(o.correct.mean()), e.accuracy, e.trusted, e.lower, e.upper)
+    print(f"\nPaired comparison, held-out types {sorted(excluded)} (scenarios of {', '.join(types)}); "
+          f"accuracy %, errors in points, T = trusted (band model / drift rule)\n")
+    table = []
+    for _, c in cases:
+        t, e0, tb0, *_ = res[(False, True, c.name)]
+        _, e1, tb1, *_ = res[(True, True, c.name)]
+        td0, td1 = res[(False, False, c.name)][2], res[(True, False, c.name)][2]
+        table.append([c.name, f"{100 * t:.1f}", f"{100 * e0:.1f}", _pts(e0 - t), f"{100 * e1:.1f}", _pts(e1 - t),
+                      f"{'T' if tb0 else '-'}/{'T' if td0 else '-'}", f"{'T' if tb1 else '-'}/{'T' if td1 else '-'}"])
+    print_table(["scenario", "true", "without SA", "err", "with SA", "err", "trust w/o SA", "trust with SA"], table)
+    for sa in (False, True):
+        err = np.array([abs(res[(sa, True, c.name)][1] - res[(sa, True, c.name)][0]) for _, c in cases]) * 100
+        parts = []
+        for band, label in ((True, "band model"), (False, "drift rule")):
+            r = [res[(sa, band, c.name)] for _, c in cases]
+            tr = np.array([x[2] for x in r])
+            cov = np.array([x[3] <= x[0] <= x[4] for x in r])
+            parts.append(f"{label}: trusted {tr.sum()}/{len(r)}, coverage {100 * cov.mean():.0f}%, "
+                         f"median band {100 * np.median([x[4] - x[3] for x in r]):.1f} pts")
+        print(f"{'with' if sa else 'without'} self-agreement: MAE {err.mean():.2f} (worst {err.max():.1f}); "
+              + "; ".join(parts))
 
 
 def cost_section(models, seen, clean_test, batch: int = 100, repeats: int = 20) -> None:
