@@ -5,7 +5,7 @@ from typing import Any, Optional
 
 import click
 
-from daic.commands.train import config_fields, report, training_options, validation_error
+from daic.commands.train import config_fields, progress_lines, report, training_options, validation_error
 
 
 def _notes(values: tuple[str, ...]) -> dict[str, str]:
@@ -84,8 +84,9 @@ def command(parent: str, labels_prefix: str, oversample: int, operational_weight
     except (ValidationError, ValueError) as exc:
         raise validation_error(exc) from exc
     try:
-        outcome = train_and_register(store, name, config, promote=promote, ray_address=ray_address,
-                                     notes=_notes(notes), reference_config=reference, verbose=verbose)
+        with progress_lines(as_json):
+            outcome = train_and_register(store, name, config, promote=promote, ray_address=ray_address,
+                                         notes=_notes(notes), reference_config=reference, verbose=verbose)
     except (StorageError, ValueError, TrainingFailed) as exc:
         raise click.ClickException(str(exc)) from exc
     report(outcome, store, result_key, as_json)
