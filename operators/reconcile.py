@@ -778,6 +778,9 @@ class _Pass:
                           filter_accuracy=filter_acc, min_improvement=self.spec.promotion.min_improvement)
         if d.filter == "deploy" and not isinstance(version, str):
             d = RemedyDecision("none", d.retrain, "champion", "the fit-filter step named no filter version")
+        error = fields.get("filter_error" if from_result else "error")
+        if error:
+            d = RemedyDecision(d.filter, d.retrain, d.compare_to, f"{d.reason} (the fit-filter step failed: {error})")
         rem = RemedyStatus(decision=d.filter, retrain=d.retrain, compare_to=d.compare_to, reason=d.reason,
                            decided_at=self.now, filter_version=version if isinstance(version, str) else None,
                            gate=str(fields.get(gate_key) or "gated"), champion_accuracy=champion_acc,

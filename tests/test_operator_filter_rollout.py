@@ -198,3 +198,13 @@ def test_clean_traffic_between_cycles_takes_the_filter_out():
     play(4, deployment=DeploymentReading("v1", None, 0, at(4)))
     assert "FilterRemoved" in reasons(play.actions) and play.status.filter is None
     assert next(c for c in play.status.conditions if c.type == "FilterServing").status == "False"
+
+
+def test_a_failed_fit_filter_step_is_named_in_the_decision():
+    play = Play(make_spec(promotion={"canaryShare": 0})).start_cycle()
+    play.record(3, {"decision": "none", "champion_accuracy": None, "filter_accuracy": None,
+                    "error": "RuntimeError: Ray could not start"})
+    rem = play.status.current.remedy
+    assert (rem.decision, rem.retrain, rem.outcome) == ("none", True, "none")
+    assert rem.reason.endswith("(the fit-filter step failed: RuntimeError: Ray could not start)")
+    assert not patches(play.actions)

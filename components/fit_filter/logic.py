@@ -20,6 +20,10 @@ The generic filter (``generic_version`` empty): the newest filter version with n
 wraps the champion (trained before any drift, e.g. by ``make demo``'s setup); none: the filter is
 trained from its initial identity on the pool and the base images (slower, weaker).
 
+The remedy must never cost the retraining beside it: a failure after the inputs were checked (the
+pool, Ray, the filter's training) is logged and recorded (``error``, decision ``none``), and the
+step succeeds, so the run's other branch goes on and the operator sees why no filter came.
+
 Writes ``cycles/<c>/filter.json`` (daic.filters.remedy's record plus the held-out figures) and
 adds ``filter_*`` fields to ``cycles/<c>/result.json``.
 """
@@ -147,17 +151,39 @@ def run(store: ObjectStore | str, cycle: str, config: FitFilterConfig) -> dict[s
         pool_key, n_pool = "", 0
     else:
         generic = generic or generic_filter(store, config.model_name, champion)
-        pool_key, n_pool = write_pool(store, cycle, config.pool_limit, config.seed)
+        try:
+            pool_key, n_pool = write_pool(store, cycle, config.pool_limit, config.seed)
+        except Exception as exc:  # noqa: BLE001 - recorded below; the retraining branch must go on
+            return _failed(store, cycle, config, champion, exc, started)
     adapt = {"epochs": config.epochs, "base_limit": config.base_limit, "seed": config.seed, **config.extra}
-    record = filter_remedy(store, classifier=config.model_name, champion_version=champion, generic_version=generic,
-                           pool_key=pool_key or None, labels_prefix=labels_prefix, cycle=cycle,
-                           remedy=config.remedy, drop_confirmed=True, min_improvement=config.min_improvement,
-                           max_clean_loss=config.max_clean_loss, adapt=adapt, serve=config.serve)
+    try:
+        record = filter_remedy(store, classifier=config.model_name, champion_version=champion,
+                               generic_version=generic, pool_key=pool_key or None, labels_prefix=labels_prefix,
+                               cycle=cycle, remedy=config.remedy, drop_confirmed=True,
+                               min_improvement=config.min_improvement, max_clean_loss=config.max_clean_loss,
+                               adapt=adapt, serve=config.serve)
+    except Exception as exc:  # noqa: BLE001 - recorded below; the retraining branch must go on
+        return _failed(store, cycle, config, champion, exc, started)
     record.update({"generic_version": generic, "pool_key": pool_key, "pool_count": n_pool,
                    "served_by": "pipeline" if config.serve else "operator"})
     if record.get("filter_version"):
         record.update(holdout_accuracies(store, cycle, config.model_name, champion, record["filter_version"],
                                          record["gate"]))
+    return _write(store, cycle, record, started)
+
+
+def _failed(store: ObjectStore, cycle: str, config: FitFilterConfig, champion: str, exc: Exception,
+            started: float) -> dict[str, Any]:
+    log.exception("cycle %s: the filter could not be fitted", cycle)
+    error = f"{type(exc).__name__}: {exc}"
+    record = {"cycle": cycle, "remedy": config.remedy, "champion_version": champion, "decision": "none",
+              "retrain": config.remedy != "filter", "compare_to": "champion", "gate": "gated",
+              "champion_accuracy": None, "filter_accuracy": None, "error": error,
+              "reason": f"the filter could not be fitted ({error}); no filter this cycle"}
+    return _write(store, cycle, record, started)
+
+
+def _write(store: ObjectStore, cycle: str, record: dict[str, Any], started: float) -> dict[str, Any]:
     record["seconds"] = time.time() - started
     store.put_json(cycle_store.key(cycle, RECORD), record)
     write_result(store, cycle, {
@@ -167,6 +193,7 @@ def run(store: ObjectStore | str, cycle: str, config: FitFilterConfig) -> dict[s
         "filter_champion_accuracy": record["champion_accuracy"],
         "filter_holdout_accuracy": record.get("filter_holdout_accuracy"),
         "champion_holdout_accuracy": record.get("champion_holdout_accuracy"),
+        **({"filter_error": record["error"]} if record.get("error") else {}),
     })
     log.info("cycle %s: filter %s (%s)", cycle, record["decision"], record["reason"])
     return record

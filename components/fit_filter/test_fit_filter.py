@@ -94,3 +94,22 @@ def test_generic_filter_is_the_warm_start_and_retrain_fits_nothing(labeled_cycle
     assert record["generic_version"] == generic
     assert FilterRegistry(store, "mnist").card(record["adapted_version"]).parent == generic  # adopted: generic or it
     assert record["retrain"] is False
+
+
+def test_a_failing_adaptation_is_recorded_and_never_fails_the_step(labeled_cycle, monkeypatch):
+    """The retraining branch beside it must go on: the step succeeds with decision none and the error."""
+    import daic.filters.remedy as remedy
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Ray could not start")
+
+    monkeypatch.setattr(remedy, "filter_remedy", broken)
+    store, _ = labeled_cycle
+    record = run(store, "c1", FitFilterConfig(remedy="both", **TINY))
+    assert (record["decision"], record["retrain"]) == ("none", True)
+    assert record["error"] == "RuntimeError: Ray could not start" and "could not be fitted" in record["reason"]
+    result = store.get_json("cycles/c1/result.json")
+    assert result["filter_decision"] == "none" and result["filter_error"] == record["error"]
+    assert result["filter_version"] is None
+    with pytest.raises(ValueError, match="no labeled batch"):  # a missing input is still an error
+        run(store, "c-none", FitFilterConfig(**TINY))
