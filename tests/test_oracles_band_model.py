@@ -52,3 +52,59 @@ def test_band_model_rejects_bad_input():
     with pytest.raises(NotFittedError):
         BandModel().predict(x)
     assert band_features(np.zeros((3, 9)), np.ones(3), np.ones(3)).shape == (3, 11)
+
+
+def test_assessor_wires_the_band_model_into_its_estimators():
+    from statistics import NormalDist
+
+    from daic.oracles.pipeline import AssessorConfig, OnlineAssessor, ShiftedReference
+    from daic.oracles.reference import OracleReference
+    from daic.oracles.window_model import WindowSynthesis
+
+    def synthetic(n, rng, noise=0.0, shift=0.0):
+        labels = rng.integers(0, 2, size=n)
+        emb = np.where(labels[:, None] == 1, [1.0, 0, 0, 0], [-1.0, 0, 0, 0]) + rng.normal(scale=0.3, size=(n, 4))
+        emb[:, 1] += shift
+        flip = rng.uniform(size=n) < 0.02 + noise
+        pred = np.where(flip, 1 - labels, labels)
+        conf = np.where(flip, rng.uniform(0.5, 0.8, n), rng.uniform(0.8, 1.0, n))
+        probs = np.where(pred[:, None] == 1, np.column_stack([1 - conf, conf]), np.column_stack([conf, 1 - conf]))
+        return OracleReference(probs, emb, labels, probs.copy())
+
+    rng = np.random.default_rng(5)
+    ref = synthetic(3000, rng)
+    parts = [synthetic(300, rng, noise=nz, shift=s) for s, nz in ((0.3, 0.1), (0.6, 0.3), (1.0, 0.5))]
+    sref = OracleReference(*(np.concatenate([getattr(r, f) for r in parts])
+                             for f in ("probs", "embeddings", "labels", "shadow_probs")))
+    shifted = ShiftedReference(sref, np.repeat(["a/1", "b/1", "c/1"], 300))
+    synthesis = WindowSynthesis(n_windows=90, min_size=50, max_size=100)
+    off = OnlineAssessor(AssessorConfig(k=5, cv_folds=3, synthesis=synthesis)).fit(ref, shifted)
+    on = OnlineAssessor(AssessorConfig(k=5, cv_folds=3, synthesis=synthesis, band_model=True)).fit(ref, shifted)
+    assert off.band_model is None and on.band_model is not None
+    test = synthetic(400, rng, noise=0.2, shift=0.5)
+    scores = on.score(test.probs, test.embeddings, test.shadow_probs)
+    est = on.new_estimator(max_count=1000)
+    assert est.band_model is on.band_model
+    est.update(scores)
+    e = est.estimate()
+    # The band is the band model's half-width (or the window's own sampling error, if larger),
+    # and error_sd keeps its meaning: half / z.
+    z = NormalDist().inv_cdf(0.975)
+    from daic.oracles.window_model import WindowColumns
+
+    cols = WindowColumns(scores.p_correct, scores.drift, scores.far.astype(float),
+                         (scores.predicted == scores.shadow_predicted).astype(float), scores.confidence,
+                         scores.predicted, scores.shadow_predicted)
+    p = scores.p_correct
+    want_half, want_q = on.band_model.predict(band_features(on.window_model.features(cols)[None], e.accuracy,
+                                                            np.sqrt((p * (1 - p)).sum()) / len(p)))
+    half = z * e.error_sd
+    assert abs(half - max(want_half[0], z * np.sqrt((p * (1 - p)).sum()) / len(p))) < 1e-9
+    assert e.trusted == bool(want_q[0] <= on.config.trusted_error and e.far_fraction <= 0.1)
+    assert abs(min(1.0, e.accuracy + half) - e.upper) < 1e-9 and abs(max(0.0, e.accuracy - half) - e.lower) < 1e-9
+    plain = on.new_estimator(max_count=1000)
+    plain.band_model = None
+    plain.update(scores)
+    assert plain.estimate().accuracy == e.accuracy  # the band model moves the band, never the estimate
+    resumed = on.estimator_from_state(est.to_state())
+    assert resumed.band_model is on.band_model and resumed.estimate() == e
