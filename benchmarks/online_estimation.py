@@ -315,7 +315,7 @@ def main(argv=None) -> None:
     from daic.data.corruptions import CORRUPTIONS
     from daic.oracles.baselines import ATCOracle, DoCOracle
     from daic.oracles.batch import OracleBatch
-    from daic.oracles.pipeline import OnlineAssessor
+    from daic.oracles.pipeline import AssessorConfig, OnlineAssessor
     from daic.oracles.recalibration import RecalibrationCovariates, fit_recalibration
     from daic.oracles.trigger import TriggerPolicy, decide
 
@@ -331,6 +331,9 @@ def main(argv=None) -> None:
     parser.add_argument("--self-agreement", action="store_true",
                         help="fit and score with the model's self-agreement under test-time transforms "
                              "(daic.oracles.self_agreement; computed for every reference and scenario input, cached)")
+    parser.add_argument("--band-model", action="store_true",
+                        help="fit the assessors with the band model (AssessorConfig(band_model=True), "
+                             "daic.oracles.band_model); the trust/band table compares it with the drift rule")
     parser.add_argument("--paired-types", default=None,
                         help="comma-separated corruption types of one outer fold: only a paired comparison on their "
                              "scenarios (held-out assessors without and with self-agreement; band model and drift rule)")
@@ -366,7 +369,8 @@ def main(argv=None) -> None:
             excluded_sets.add(frozenset(c.corruptions))
     assessors = {}
     for ex in tqdm(sorted(excluded_sets, key=sorted), desc="fit assessors"):
-        assessors[ex] = OnlineAssessor().fit(ref, shifted.without_types(ex) if ex else shifted)
+        assessors[ex] = OnlineAssessor(AssessorConfig(band_model=args.band_model)).fit(
+            ref, shifted.without_types(ex) if ex else shifted)
     seen = assessors[frozenset()]
 
     def held_out_key(c):
