@@ -73,6 +73,7 @@ class Sampler(str, enum.Enum):
     stratified = "stratified"
     failure_seeking = "failure-seeking"
     active = "active"
+    dual = "dual"                  # teach and measure (daic.sampling.dual)
 
 
 class PromotionMode(str, enum.Enum):
