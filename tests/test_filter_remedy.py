@@ -112,6 +112,11 @@ def test_filter_remedy_step_adapts_decides_by_the_rule_serves_and_removes(tmp_pa
     scores.update({(generic.version, m): a for m, a in record["generic_accuracy_by_mode"].items()})
     assert set(record["generic_accuracy_by_mode"]) == {"gated", "always"}  # its card shows no clean loss
     assert record["filter_accuracy"] == max(scores.values())
+    # The generic filter went in at once (before the adaptation) iff the rule put it in on its own estimate.
+    g = max(record["generic_accuracy_by_mode"].values())
+    early = decide_remedy("both", drop_confirmed=True, traffic_clean=False, filter_in_service=False,
+                          champion_accuracy=record["champion_accuracy"], filter_accuracy=g)
+    assert ("generic_in_service_s" in record) == (early.filter == "deploy")
     assert scores[(record["filter_version"], record["gate"])] == record["filter_accuracy"]
     serving = read_service(store, "mnist")
     assert serving.version == (record["filter_version"] if record["decision"] == "deploy" else None)

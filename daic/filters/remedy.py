@@ -1,5 +1,9 @@
 """The filter remedy of one cycle (issue 21), as the cycle's step calls it: adapt, estimate, decide, serve.
 
+0. at once: estimate the champion behind the **generic** filter (registered before any drift) on
+   the cycle's labeled sample; if the rule puts it in, its service record is written before any
+   fitting (``generic_in_service_s`` in the record: seconds from the step's start), so a filter
+   serves within seconds of the trigger while the adaptation runs;
 1. adapt the generic filter to the cycle's unlabeled pool (label-free, warm start, within the
    ``max_seconds`` budget of :data:`ADAPT_DEFAULTS` unless ``adapt`` says otherwise; daic.filters.workflow);
 2. on the cycle's labeled sample, estimate the champion alone and behind the generic and the
@@ -15,6 +19,7 @@ is clean again (the estimate back above the threshold, no drift alarm).
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Optional
 
 import numpy as np
@@ -58,6 +63,7 @@ def filter_remedy(store, *, classifier: str, champion_version: str, generic_vers
     from daic.operators.reconcile import decide_remedy
     from daic.training.data import load_labeled_batches
 
+    started = time.perf_counter()
     in_service = read_service(store, classifier).version is not None
     labeled = load_labeled_batches(store, labels_prefix)
     images, labels = np.asarray(labeled.images, np.float32), np.asarray(labeled.labels)
@@ -68,17 +74,29 @@ def filter_remedy(store, *, classifier: str, champion_version: str, generic_vers
                               "champion_accuracy": champion_acc}
     filter_acc, gate, version = None, "gated", None
     if remedy != "retrain" and drop_confirmed:
-        config = FilterConfig(classifier=classifier, classifier_version=champion_version, pool_key=pool_key,
-                              warm_start_from=generic_version, **{**ADAPT_DEFAULTS, **(adapt or {})})
-        outcome = train_filter(store, config, notes={"cycle": cycle})
         registry = FilterRegistry(store, classifier)
-        candidates = {outcome.version: _by_mode(model, registry.load_filter(outcome.version, classifier=model),
-                                                outcome.card, images, labels, max_clean_loss)}
-        record["adapted_version"], record["filter_accuracy_by_mode"] = outcome.version, candidates[outcome.version]
+        candidates: dict[str, dict[str, float]] = {}
         if generic_version:
             candidates[generic_version] = _by_mode(model, registry.load_filter(generic_version, classifier=model),
                                                    registry.card(generic_version), images, labels, max_clean_loss)
             record["generic_accuracy_by_mode"] = candidates[generic_version]
+            if candidates[generic_version] and serve:
+                g_gate = max(candidates[generic_version], key=candidates[generic_version].get)
+                early = decide_remedy(remedy, drop_confirmed=True, traffic_clean=False, filter_in_service=in_service,
+                                      champion_accuracy=champion_acc,
+                                      filter_accuracy=candidates[generic_version][g_gate],
+                                      min_improvement=min_improvement)
+                if early.filter == "deploy":
+                    write_service(store, classifier, FilterService(
+                        version=generic_version, gate=g_gate, cycle=cycle,
+                        reason=f"generic filter at once, while it adapts: {early.reason}"))
+                    record["generic_in_service_s"] = time.perf_counter() - started
+        config = FilterConfig(classifier=classifier, classifier_version=champion_version, pool_key=pool_key,
+                              warm_start_from=generic_version, **{**ADAPT_DEFAULTS, **(adapt or {})})
+        outcome = train_filter(store, config, notes={"cycle": cycle})
+        candidates[outcome.version] = _by_mode(model, registry.load_filter(outcome.version, classifier=model),
+                                               outcome.card, images, labels, max_clean_loss)
+        record["adapted_version"], record["filter_accuracy_by_mode"] = outcome.version, candidates[outcome.version]
         scored = [(acc, v == outcome.version, v, mode) for v, modes in candidates.items() for mode, acc in modes.items()]
         version = outcome.version
         if scored:
