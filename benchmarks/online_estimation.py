@@ -662,7 +662,7 @@ def sequential_section(cases, outs, rows, assessors, held_out_key, seen, clean_t
                  "median band width", "median width (trusted)"], band_rows)
     trusted = np.mean([r["trusted"] for r in rows])
     covered = np.mean([r["lower"] <= r["true"] <= r["upper"] for r in rows])
-    print(f"\ntrusted share (held-out, as deployed: {'band model' if rows[0]['band_model'] else 'drift rule'}): "
+    print(f"\ntrusted share (held-out, this run's rule: {'band model' if rows[0]['band_model'] else 'drift rule'}): "
           f"{100 * trusted:.0f}% of {len(rows)} scenarios; band coverage "
           f"{100 * covered:.0f}%; held-out-type MAE {100 * np.mean([abs(r['held'] - r['true']) for r in rows]):.2f} pts"
           f"{' (with self-agreement)' if SELF_AGREEMENT else ' (without self-agreement)'}")
