@@ -210,6 +210,13 @@ def references(models: Models, cache: Path = CACHE):
         z = dict(np.load(path, allow_pickle=False))
         ref = OracleReference.from_arrays({k[4:]: v for k, v in z.items() if k.startswith("ref_")})
         shifted = ShiftedReference.from_arrays({k[4:]: v for k, v in z.items() if k.startswith("sft_")})
+        if shifted.head_weight is None and config.energy_head:
+            # Cached before the registry stored the head: attach it as build_references does.
+            from daic.models.reference import linear_head
+
+            head = linear_head(models.model, ref.embeddings.shape[1])
+            if head is not None:
+                shifted = shifted.with_head(*head)
         return ref, shifted
     t0 = time.time()
     ref, shifted = build_references(models.model, models.shadow, config)

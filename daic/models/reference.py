@@ -36,6 +36,9 @@ class ReferenceConfig:
     # The model's agreement with itself under test-time transforms on both references
     # (daic.oracles.self_agreement); the assessor then uses it and needs it for every input.
     self_agreement: bool = False
+    # Store the model's linear head with the shifted reference, so the assessor can recompute
+    # logits from embeddings (the energy signal, daic.oracles.combiner.ENERGY_FEATURE).
+    energy_head: bool = True
 
     def __post_init__(self) -> None:
         if self.val_limit is not None and self.val_limit < 4:
@@ -81,6 +84,15 @@ def shifted_inputs(images: np.ndarray, labels: np.ndarray, *, per_condition: int
     return np.concatenate(batches), np.concatenate(batch_labels), conditions
 
 
+def linear_head(model: nn.Module, embedding_dim: int):
+    """(weight (C, D), bias (C,)) of the model's ``head`` when it is one linear layer on the
+    ``embedding_dim``-wide embedding that inference returns (logits = emb @ W.T + b), else None."""
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Linear) or head.bias is None or head.in_features != embedding_dim:
+        return None
+    return (head.weight.detach().cpu().double().numpy(), head.bias.detach().cpu().double().numpy())
+
+
 def build_references(
     model: nn.Module, shadow: nn.Module, config: ReferenceConfig = ReferenceConfig()
 ) -> tuple[OracleReference, Optional[ShiftedReference]]:
@@ -99,9 +111,11 @@ def build_references(
     unknown = sorted(set(names) - set(CORRUPTIONS))
     if unknown:
         raise ValueError(f"unknown corruptions {unknown}; valid: {', '.join(CORRUPTIONS)}")
+    head = linear_head(model, clean.embeddings.shape[1]) if config.energy_head else None
     if not config.self_agreement:
-        return clean, shifted_reference(model, shadow, images, labels, per_condition=config.shift_per_condition,
-                                        corruptions=tuple(names), seed=config.seed)
+        shifted = shifted_reference(model, shadow, images, labels, per_condition=config.shift_per_condition,
+                                    corruptions=tuple(names), seed=config.seed)
+        return clean, shifted if head is None else shifted.with_head(*head)
     from daic.oracles.self_agreement import self_agreement, view_probs
 
     s_images, s_labels, conditions = shifted_inputs(images, labels, per_condition=config.shift_per_condition,
@@ -109,4 +123,5 @@ def build_references(
     ref = oracle_reference(model, shadow, s_images, s_labels)
     return clean, ShiftedReference(ref, np.array(conditions),
                                    self_agreement(ref.probs, view_probs(model, s_images)),
-                                   self_agreement(clean.probs, view_probs(model, images)))
+                                   self_agreement(clean.probs, view_probs(model, images)),
+                                   *(head if head is not None else (None, None)))

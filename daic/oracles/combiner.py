@@ -33,6 +33,10 @@ FEATURES: tuple[str, ...] = (
 # Appended after FEATURES when the assessor's references carry the model's self-agreement under
 # test-time transforms (daic.oracles.self_agreement).
 SELF_AGREEMENT_FEATURE = "logit_self_agreement"
+# Appended when the assessor knows the champion's linear head (daic.oracles.pipeline): the
+# logsumexp of the logits recomputed from the embedding, i.e. minus the free energy (Liu et al.,
+# 2020, "Energy-based out-of-distribution detection"), which the probabilities alone cannot give.
+ENERGY_FEATURE = "neg_energy"
 COMBINER_METHODS: tuple[str, ...] = ("logistic", "boosting")
 _CLIP = 1e-6
 
@@ -41,13 +45,24 @@ def _clipped_logit(p: np.ndarray) -> np.ndarray:
     return logit(np.clip(p, _CLIP, 1 - _CLIP))
 
 
+def neg_energy(embeddings: np.ndarray, head: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """logsumexp of the logits ``embeddings @ W.T + b`` per input, for ``head = (W, b)``."""
+    from scipy.special import logsumexp
+
+    w, b = head
+    return logsumexp(np.asarray(embeddings, dtype=np.float64) @ w.T + b, axis=1)
+
+
 def signal_features(batch: OracleBatch, knn: KNNDistanceOracle, mahalanobis: MahalanobisOracle,
-                    self_agreement: bool = False) -> np.ndarray:
-    """The (N, len(FEATURES)) matrix of raw signals, columns in FEATURES order; with
-    ``self_agreement``, one more column (SELF_AGREEMENT_FEATURE) from the batch's self_agreement."""
+                    self_agreement: bool = False, head: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """The (N, len(FEATURES)) matrix of raw signals, columns in FEATURES order; with a ``head``
+    (W, b), one more column (ENERGY_FEATURE) from the batch's embeddings; with ``self_agreement``,
+    one more (SELF_AGREEMENT_FEATURE) from the batch's self_agreement."""
     probs = batch.probs
     shadow = batch.require_shadow("combiner")
-    extra = [_clipped_logit(batch.require_self_agreement("combiner"))] if self_agreement else []
+    extra = [neg_energy(batch.require_embeddings("combiner"), head)] if head is not None else []
+    if self_agreement:
+        extra.append(_clipped_logit(batch.require_self_agreement("combiner")))
     return np.column_stack([
         _clipped_logit(max_softmax(probs)),
         margin(probs),

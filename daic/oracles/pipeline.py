@@ -68,6 +68,9 @@ class ShiftedReference:
 
     conditions: (N,) str naming each row's shift as ``"<corruption>/<severity>"``; the part
     before "/" is the corruption *type* held out as a group when measuring model error.
+    head_weight (C, D) and head_bias (C,), both or neither: the model's last (linear) layer on
+    the embedding, so the assessor can recompute the logits and use minus the free energy as a
+    signal (``daic.oracles.combiner.ENERGY_FEATURE``).
     self_agreement (N,) and reference_self_agreement (one per row of the *clean* oracle
     reference), both or neither: the model's agreement with itself under test-time transforms
     (:mod:`daic.oracles.self_agreement`) on these rows and on the clean reference's rows. With
@@ -78,8 +81,22 @@ class ShiftedReference:
     conditions: np.ndarray
     self_agreement: np.ndarray | None = None
     reference_self_agreement: np.ndarray | None = None
+    head_weight: np.ndarray | None = None
+    head_bias: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if (self.head_weight is None) != (self.head_bias is None):
+            raise ValueError("give both head_weight and head_bias, or neither")
+        if self.head_weight is not None:
+            w = np.asarray(self.head_weight, dtype=np.float64)
+            b = np.asarray(self.head_bias, dtype=np.float64)
+            c, d = self.reference.n_classes, self.reference.embeddings.shape[1]
+            if w.shape != (c, d) or b.shape != (c,):
+                raise ValueError(f"head_weight must have shape ({c}, {d}) and head_bias ({c},), got {w.shape}, {b.shape}")
+            if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
+                raise ValueError("head_weight and head_bias must be finite")
+            object.__setattr__(self, "head_weight", w)
+            object.__setattr__(self, "head_bias", b)
         cond = np.asarray(self.conditions).astype(str)
         if cond.shape != (len(self.reference),):
             raise ValueError(f"conditions must have shape ({len(self.reference)},), got {cond.shape}")
@@ -118,27 +135,36 @@ class ShiftedReference:
         keep = np.array([not excluded.intersection(c) for c in self.components], dtype=bool)
         return ShiftedReference(self.reference.subset(keep), self.conditions[keep],
                                 None if self.self_agreement is None else self.self_agreement[keep],
-                                self.reference_self_agreement)
+                                self.reference_self_agreement, self.head_weight, self.head_bias)
 
     def with_self_agreement(self, self_agreement, reference_self_agreement) -> "ShiftedReference":
         """A copy carrying the self-agreement of its rows and of the clean reference's rows."""
-        return ShiftedReference(self.reference, self.conditions, self_agreement, reference_self_agreement)
+        return ShiftedReference(self.reference, self.conditions, self_agreement, reference_self_agreement,
+                                self.head_weight, self.head_bias)
+
+    def with_head(self, weight, bias) -> "ShiftedReference":
+        """A copy carrying the model's linear head (logits = embeddings @ weight.T + bias)."""
+        return ShiftedReference(self.reference, self.conditions, self.self_agreement,
+                                self.reference_self_agreement, weight, bias)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         arrays = {**self.reference.to_arrays(), "conditions": self.conditions}
         if self.self_agreement is not None:
             arrays["self_agreement"] = self.self_agreement
             arrays["reference_self_agreement"] = self.reference_self_agreement
+        if self.head_weight is not None:
+            arrays["head_weight"] = self.head_weight
+            arrays["head_bias"] = self.head_bias
         return arrays
 
     @classmethod
     def from_arrays(cls, arrays) -> "ShiftedReference":
         if "conditions" not in arrays:
             raise ValueError("shifted reference is missing array: conditions")
-        base = {k: v for k, v in arrays.items() if k not in ("self_agreement", "reference_self_agreement")}
-        return cls(OracleReference.from_arrays(base), np.asarray(arrays["conditions"]),
-                   arrays["self_agreement"] if "self_agreement" in arrays else None,
-                   arrays["reference_self_agreement"] if "reference_self_agreement" in arrays else None)
+        extra = ("self_agreement", "reference_self_agreement", "head_weight", "head_bias")
+        base = {k: v for k, v in arrays.items() if k not in extra}
+        opt = {k: (np.asarray(arrays[k]) if k in arrays else None) for k in extra}
+        return cls(OracleReference.from_arrays(base), np.asarray(arrays["conditions"]), **opt)
 
 
 @dataclass(frozen=True)
@@ -171,6 +197,8 @@ class AssessorConfig:
     self_agreement: use the model's agreement with itself under test-time transforms as a
     combiner signal when the shifted reference carries it (:mod:`daic.oracles.self_agreement`);
     the assessor then needs it for every scored input.
+    energy: use minus the free energy (logsumexp of the logits recomputed from the embedding with
+    the model's linear head) as a combiner signal when the shifted reference carries the head.
     band_model: size the band and decide trust with a conformalized quantile regression of the
     window estimate's absolute error on the window's features (:mod:`daic.oracles.band_model`),
     fitted on the held-out synthetic windows; ``level`` is the band's coverage, the trust rule
@@ -197,6 +225,7 @@ class AssessorConfig:
     trust_from_error_model: bool = False
     error_net_of_sampling: bool = True
     self_agreement: bool = True
+    energy: bool = True
     band_model: bool = False
     level: float = 0.95
     seed: int = 0
@@ -272,6 +301,9 @@ class OnlineAssessor:
             raise ValueError(f"the shifted reference's reference_self_agreement has {len(shifted.reference_self_agreement)} "
                              f"rows, the reference {len(reference)}")
         sa_cal = shifted.reference_self_agreement[cal_rows] if self.uses_self_agreement else None
+        self.head = ((shifted.head_weight, shifted.head_bias)
+                     if getattr(cfg, "energy", False) and shifted is not None and shifted.head_weight is not None
+                     else None)
         self.knn = KNNDistanceOracle(cfg.k).fit(bank)
         self.mahalanobis = MahalanobisOracle().fit(bank)
         # Drift percentiles against held-out (calibration) distances: exactly exchangeable.
@@ -509,7 +541,8 @@ class OnlineAssessor:
     # -- scoring ------------------------------------------------------------------------------
     def features(self, batch: OracleBatch) -> np.ndarray:
         return signal_features(batch, self.knn, self.mahalanobis,
-                               self_agreement=getattr(self, "uses_self_agreement", False))
+                               self_agreement=getattr(self, "uses_self_agreement", False),
+                               head=getattr(self, "head", None))
 
     def _batch(self, probs, embeddings, shadow_probs, self_agreement) -> OracleBatch:
         if getattr(self, "uses_self_agreement", False):
@@ -544,6 +577,8 @@ class OnlineAssessor:
         components["mahalanobis"] = np.expm1(x[:, FEATURES.index("log_mahalanobis")])
         if batch.self_agreement is not None:
             components["self_agreement"] = batch.self_agreement
+        if getattr(self, "head", None) is not None:
+            components["neg_energy"] = x[:, len(FEATURES)]
         return PerInputScores(
             p_correct=self.combiner.predict(x),
             drift=self._drift(knn),
