@@ -655,8 +655,11 @@ def sequential_section(cases, outs, rows, assessors, held_out_key, seen, clean_t
     # against the drift-score trust rule with the drift x estimate error model.
     print("\nTrust and band (held-out assessors, one window of each scenario)\n")
     band_rows = []
-    for label, t_key, lo, hi in (("band model (CQR on window features)", "trusted", "lower", "upper"),
-                                 ("drift-score rule + error model", "trusted_drift", "lower_drift", "upper_drift")):
+    rules = (("band model (CQR on window features)", "trusted", "lower", "upper"),
+             ("drift-score rule + error model", "trusted_drift", "lower_drift", "upper_drift"))
+    if not rows[0]["band_model"]:  # no band model fitted (the default): only the drift rule
+        rules = rules[1:]
+    for label, t_key, lo, hi in rules:
         tr = np.array([r[t_key] for r in rows])
         cov = np.array([r[lo] <= r["true"] <= r[hi] for r in rows])
         err = np.array([abs(r["held"] - r["true"]) for r in rows]) * 100
