@@ -60,6 +60,9 @@ def test_demo_web_cycle_labeled_in_a_browser_to_promotion(tmp_path, monkeypatch)
     def quick_on_free_ports():  # the CLI's --quick settings, on ports no other test holds
         return {**original(), **ports, "work_dir": tmp_path / "demo", "run": "demo-web-e2e", "budget": 60,
                 "label_round_size": 30,
+                # promotion is the retrained challenger's: with "both", --quick's one-epoch challenger may
+                # lose to the input filter in front of the champion (a documented outcome, tested elsewhere)
+                "remedy": "retrain",
                 # a busy machine (a shared CI runner) may need more than the demo's 400 batches / 15 min
                 "max_drift_steps": 5000, "cycle_timeout_s": 2400}
 
