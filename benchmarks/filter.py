@@ -102,7 +102,8 @@ def generic_filter(store, version: str, args):
         if card.data.notes.get("purpose") == "generic" and card.train_config.get("classifier_version") == version \
                 and card.train_config.get("base_limit") == args.generic_base and card.train_config.get("epochs") == args.generic_epochs \
                 and card.train_config.get("canonical") is True \
-                and card.train_config.get("align_margin") == FilterConfig.model_fields["align_margin"].default:
+                and card.train_config.get("align_margin") == FilterConfig.model_fields["align_margin"].default \
+                and card.train_config.get("recentre") == FilterConfig.model_fields["recentre"].default:
             return card
     config = FilterConfig(classifier_version=version, epochs=args.generic_epochs, base_limit=args.generic_base)
     return train_filter(store, config, notes={"purpose": "generic"}).card

@@ -99,3 +99,30 @@ def test_budget_schedule_and_a_spent_budget_stops_the_fit():
     assert [m["steps"] for m in epochs] == [2, 4] and float(fitted.canonical) == 1.0
     r, c = centre_of_mass(torch.from_numpy(images).unsqueeze(1))
     assert fitted.centre.tolist() == pytest.approx([float(r.mean()), float(c.mean())], abs=1e-4)
+
+
+class _BarAt(nn.Module):
+    """Confident (class 0) when the ink lies in columns ``col``..``col + 1``."""
+
+    def __init__(self, col: int) -> None:
+        super().__init__()
+        self.col = col
+
+    def forward(self, x):
+        x = x.reshape(len(x), 28, 28)
+        share = x[:, :, self.col:self.col + 2].sum(dim=(1, 2)) / x.sum(dim=(1, 2)).clamp_min(1e-6)
+        return torch.cat([20 * share[:, None], torch.zeros(len(x), 9)], dim=1)
+
+
+def test_recentring_as_a_search_candidate_is_chosen_by_the_classifier_not_forced():
+    bar = torch.zeros(1, 28, 28)
+    bar[0, 4:24, 4:6] = 1.0  # off-centre: forced re-centring moves it to columns ~13-14
+    forced = FilterNet().configure(canonical=True, centre=(14.0, 14.0))
+    assert float(forced(bar)[0, :, 13:15].sum()) > 0 and float(forced(bar)[0, :, 4:6].sum()) == 0
+    net = FilterNet().configure(canonical=True, centre=(14.0, 14.0), recentre_search=True)
+    assert net.searches and torch.equal(net(bar), forced(bar))  # no classifier attached: the forced form
+    assert torch.equal(net.attach_aligner(_BarAt(13))(bar), forced(bar))  # the classifier is surer centred
+    assert torch.equal(net.attach_aligner(_BarAt(4))(bar), bar)  # ... or where it was: kept
+    again = FilterNet()
+    again.load_state_dict(net.state_dict())
+    assert float(again.recentre_search) == 1.0 and again.searches

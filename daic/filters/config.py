@@ -52,6 +52,10 @@ class FilterConfig(BaseModel):
     #: the parameter-free canonical form (contrast stretch, centre-of-mass re-centring;
     #: daic.filters.network) around the U-Net
     canonical: bool = True
+    #: re-centring at inference: ``search`` (a candidate the classifier's entropy chooses, no margin,
+    #: beside the un-shifted restoration) or ``always`` (forced). Measured: forced costs 13 points on
+    #: fog/4, whose haze moves the centre of mass (docs/benchmarks.md); training always re-centres.
+    recentre: Literal["search", "always"] = "search"
     #: rotations (degrees) the test-time alignment search tries besides the identity (empty: none)
     align_angles: tuple[float, ...] = (-45.0, -30.0, -15.0, 15.0, 30.0, 45.0)
     #: entropy (nats) a rotation must beat the identity by to be chosen (0.5: no clean validation

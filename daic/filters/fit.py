@@ -55,7 +55,7 @@ def fit_filter(
     if warm is not None:
         plain.load_state_dict(warm)
     plain.configure(canonical=config.canonical, align_angles=config.align_angles, align_margin=config.align_margin,
-                    centre=_training_centre(data.clean))
+                    centre=_training_centre(data.clean), recentre_search=config.recentre == "search")
     plain = plain.to(device)
     net = wrap(plain)
     classifier = freeze(classifier.to(device))

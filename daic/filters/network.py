@@ -17,7 +17,10 @@ alignment search with the classifier it wraps.
    and the one the classifier is most certain about (lowest predictive entropy, the identity
    favoured by ``align_margin`` nats) is kept -- test-time search in the spirit of entropy
    minimisation (TENT, Wang et al. 2021), over a transform the pixel-wise restoration cannot undo.
-   It costs one batched classifier pass over ``1 + len(align_angles)`` images per input.
+   It costs one batched classifier pass over ``1 + len(align_angles)`` images per input (one more
+   with ``recentre_search``: the re-centred image and the un-shifted restoration are then both
+   candidates, compared without margin, so a corruption that moves the centre of mass -- haze,
+   clutter -- does not force a wrong shift; the rotations are tried on the re-centred one).
 
 Training (:mod:`daic.filters.fit`) runs stages 1-2 (``restore_canonical``); the search has no
 parameters and runs at inference (``forward``). Old state dicts (U-Net only) load as a plain U-Net.
@@ -91,7 +94,7 @@ class FilterNet(nn.Module):
     filter does; :meth:`configure` sets them (the fit does, from its FilterConfig)."""
 
     def __init__(self, width: int = 16, canonical: bool = False, align_angles: Sequence[float] = (),
-                 align_margin: float = 0.5) -> None:
+                 align_margin: float = 0.5, recentre_search: bool = False) -> None:
         super().__init__()
         self.enc = _block(1, width)
         self.down = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)  # 14x14
@@ -102,20 +105,23 @@ class FilterNet(nn.Module):
         nn.init.zeros_(self.out.weight)  # starts as the identity
         nn.init.zeros_(self.out.bias)
         self.register_buffer("canonical", torch.tensor(0.0))
+        self.register_buffer("recentre_search", torch.tensor(0.0))
         self.register_buffer("centre", torch.tensor(DEFAULT_CENTRE))
         self.register_buffer("align_angles", torch.zeros(0))
         self.register_buffer("align_margin", torch.tensor(0.0))
-        self.configure(canonical=canonical, align_angles=align_angles, align_margin=align_margin)
+        self.configure(canonical=canonical, align_angles=align_angles, align_margin=align_margin,
+                       recentre_search=recentre_search)
         self._aligner: Optional[list[nn.Module]] = None  # a list: the classifier is no submodule
 
     def configure(self, *, canonical: bool, align_angles: Sequence[float] = (), align_margin: float = 0.5,
-                  centre: Optional[Sequence[float]] = None) -> "FilterNet":
+                  centre: Optional[Sequence[float]] = None, recentre_search: bool = False) -> "FilterNet":
         angles = [float(a) for a in align_angles]
         if any(a == 0 or not -90 <= a <= 90 for a in angles):
             raise ValueError(f"align_angles must be non-zero degrees in [-90, 90], got {angles}")
         if align_margin < 0:
             raise ValueError(f"align_margin must be >= 0, got {align_margin}")
         self.canonical.fill_(1.0 if canonical else 0.0)
+        self.recentre_search.fill_(1.0 if recentre_search else 0.0)
         self.align_angles = torch.tensor(angles, dtype=torch.float32, device=self.centre.device)
         self.align_margin.fill_(float(align_margin))
         if centre is not None:
@@ -124,7 +130,8 @@ class FilterNet(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001 - torch's hook
         # A U-Net-only state dict (filters registered before the canonical form): a plain U-Net.
-        defaults = {"canonical": torch.tensor(0.0), "centre": torch.tensor(DEFAULT_CENTRE),
+        defaults = {"canonical": torch.tensor(0.0), "recentre_search": torch.tensor(0.0),
+                    "centre": torch.tensor(DEFAULT_CENTRE),
                     "align_angles": torch.zeros(0), "align_margin": torch.tensor(0.0)}
         for name, value in defaults.items():
             state_dict.setdefault(prefix + name, value)
@@ -133,7 +140,7 @@ class FilterNet(nn.Module):
 
     @property
     def searches(self) -> bool:
-        return self.align_angles.numel() > 0
+        return self.align_angles.numel() > 0 or (bool(self.canonical) and bool(self.recentre_search))
 
     def attach_aligner(self, classifier: nn.Module) -> "FilterNet":
         """Give the alignment search the frozen classifier it scores candidates with (eval mode)."""
@@ -162,25 +169,34 @@ class FilterNet(nn.Module):
             return self.recentre(stretch(self.restore(stretch(x))))
         return self.restore(x)
 
-    def align(self, x: torch.Tensor) -> torch.Tensor:
-        """Stage 3 on (N, 1, H, W): per input, the candidate rotation of lowest classifier entropy."""
+    def align(self, x: torch.Tensor, unshifted: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Stage 3 on (N, 1, H, W): per input, the candidate of lowest classifier entropy among ``x``
+        and its rotations (``align_margin`` nats against them) and, when given, ``unshifted`` (``x``
+        before re-centring, no margin either way: re-centring is then a candidate, not forced)."""
         if not self.searches or self._aligner is None or len(x) == 0:
             return x
         classifier = self._aligner[0]
-        n, k = len(x), 1 + self.align_angles.numel()
+        n, r = len(x), self.align_angles.numel()
         angles = torch.cat([torch.zeros(1, device=x.device), self.align_angles.to(x.device)])
-        candidates = rotate(x.repeat_interleave(k, dim=0), angles.repeat(n)).view(n, k, *x.shape[1:])
+        candidates = rotate(x.repeat_interleave(1 + r, dim=0), angles.repeat(n)).view(n, 1 + r, *x.shape[1:])
         candidates[:, 0] = x  # the identity exactly (no resampling)
-        candidates = candidates.reshape(n * k, *x.shape[1:])
+        plain = 1
+        if unshifted is not None:
+            candidates = torch.cat([unshifted.unsqueeze(1), candidates], dim=1)
+            plain = 2
+        k = candidates.shape[1]
         with torch.no_grad():
-            logp = torch.log_softmax(classifier(candidates).float(), dim=1).view(n, k, -1)
+            logp = torch.log_softmax(classifier(candidates.reshape(n * k, *x.shape[1:])).float(), dim=1).view(n, k, -1)
             entropy = -(logp.exp() * logp).sum(dim=2)
-            entropy[:, 1:] += self.align_margin
+            entropy[:, plain:] += self.align_margin
             best = entropy.argmin(dim=1)
-        return candidates.view(n, k, *x.shape[1:])[torch.arange(n, device=x.device), best]
+        return candidates[torch.arange(n, device=x.device), best]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _as_nchw(x)
+        if bool(self.canonical) and bool(self.recentre_search) and self._aligner is not None:
+            restored = stretch(self.restore(stretch(x)))
+            return self.align(self.recentre(restored), unshifted=restored).squeeze(1)
         return self.align(self.restore_canonical(x)).squeeze(1)
 
 
@@ -188,5 +204,6 @@ def build_filter(config=None) -> FilterNet:
     """A fresh filter, configured as ``config`` (a FilterConfig) says; None: a plain U-Net."""
     net = FilterNet()
     if config is not None:
-        net.configure(canonical=config.canonical, align_angles=config.align_angles, align_margin=config.align_margin)
+        net.configure(canonical=config.canonical, align_angles=config.align_angles, align_margin=config.align_margin,
+                      recentre_search=config.recentre == "search")
     return net
