@@ -22,6 +22,14 @@ and both splits in their own order), the drift alarm's false-alarm rate on clean
 50-5,000 inputs and its detection rate on shifted scenarios, the trusted share and the band's
 coverage.
 
+Issue 17, items 3-4: the assessors use the energy signal (the registry stores the champion's
+linear head; ``daic.oracles.combiner.neg_energy``) by default. ``--band-model`` fits them with
+the conformalized band model (``daic.oracles.band_model``) and compares it with the drift rule;
+``--self-agreement`` adds the model's self-agreement under test-time transforms
+(``daic.oracles.self_agreement``, computed for every input and cached); ``--paired-types a,b``
+runs only a paired comparison without/with self-agreement on one held-out fold's scenarios. The
+last section prints the scoring side's cost per input.
+
 Models: the registry's ``SmallCNN``/``ShadowNet`` trained here with plain PyTorch on the 55k
 train split (cached in .daic/bench-cache/online/); references are built by the registry's own
 ``daic.models.reference.build_references``.
