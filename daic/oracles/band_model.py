@@ -76,9 +76,6 @@ class BandModel:
         uniq = np.unique(g)
         if len(uniq) < 2:
             raise ValueError("a band model needs windows from at least 2 groups for its conformal correction")
-        # Load scikit-learn's OpenMP runtime before the one-thread limiter first looks for it
-        # (daic.oracles.threads keeps the controller it builds first).
-        from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: F401
         with single_thread():
             for level in (self.band_level, self.trust_level):
                 scores = np.empty(len(y))
