@@ -61,6 +61,10 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--no-retrain", action="store_true")
     p.add_argument("--stack", action="store_true", help="also measure end-to-end latency through the local stack")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
+    p.add_argument("--ablate", nargs="*", default=None, metavar="FILTER_VERSION",
+                   help="only the inference ablation of a registered filter (default: the cached generic one): "
+                        "champion alone, forced re-centring, re-centring as a search candidate, no search, on clean "
+                        "validation images and every corruption at severity 4 (+ the mixture); --eval-size images each")
     return p.parse_args()
 
 
@@ -195,6 +199,49 @@ def stack_latency(store, n: int) -> dict[str, float]:
             "with_filter_p50": out["filter"][0], "with_filter_p99": out["filter"][1]}
 
 
+def ablate(store, version: str, filter_version: str, n: int, console) -> None:
+    """Accuracy (always-on) of the champion behind one filter at inference, stage by stage."""
+    from daic.data.corruptions import CORRUPTIONS, corrupt
+    from daic.data.mnist import load_split
+    from daic.filters.apply import apply_filter
+    from daic.filters.registry import FilterRegistry
+    from daic.models.inference import predict
+    from daic.models.registry import ModelRegistry
+
+    classifier, _ = ModelRegistry(store, "mnist").load_networks(version)
+    net = FilterRegistry(store, "mnist").load_filter(filter_version, classifier=classifier)
+    aligner = net._aligner
+    val, test = load_split("val"), load_split("test")
+    x, y = np.asarray(test.images[5000:5000 + n], np.float32), np.asarray(test.labels[5000:5000 + n])
+    sets = {"clean (val)": (np.asarray(val.images[:n], np.float32), np.asarray(val.labels[:n])),
+            "mixture": (drift(x, MIXTURE, 1.0, 3), y)}
+    sets.update({f"{c}/{SEVERITY}": (corrupt(x, c, SEVERITY, seed=3), y) for c in CORRUPTIONS})
+
+    def acc(images, labels) -> str:
+        return f"{100 * float((predict(classifier, images).predictions == labels).mean()):.1f}"
+
+    console.print(f"filter {filter_version} in front of mnist/{version}, always-on, {n} images per row "
+                  "(mixture: every input drifted); columns: alone | forced re-centring + rotations | "
+                  "re-centring as a candidate + rotations | canonical form only (forced re-centring, no search)")
+    for name, (images, labels) in sets.items():
+        cols = [acc(images, labels)]
+        for search, attach in ((0.0, True), (1.0, True), (1.0, False)):
+            net.recentre_search.fill_(search)
+            net._aligner = aligner if attach else None
+            cols.append(acc(apply_filter(net, images), labels))
+        console.print(f"| {name} | " + " | ".join(cols) + " |")
+    thr = float(FilterRegistry(store, "mnist").card(filter_version).metrics["gate_threshold"])
+    for label, search, attach in (("forced re-centring + rotations", 0.0, True),
+                                  ("re-centring as a candidate + rotations", 1.0, True),
+                                  ("canonical form only (forced re-centring, no search)", 1.0, False)):
+        net.recentre_search.fill_(search)
+        net._aligner = aligner if attach else None
+        lat = latency(net, thr, 1000)
+        console.print(f"latency added per request, {label}: p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms "
+                      f"(whole transform p50 {lat['filter_p50']:.2f}, p99 {lat['filter_p99']:.2f}); "
+                      f"load average {os.getloadavg()[0]:.1f}")
+
+
 def main() -> None:
     args = _parse()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -218,6 +265,10 @@ def main() -> None:
     t0 = time.perf_counter()
     version = champion(store, args)
     classifier, _ = ModelRegistry(store, "mnist").load_networks(version)
+    if args.ablate is not None:
+        ablate(store, version, args.ablate[0] if args.ablate else generic_filter(store, version, args).version,
+               args.eval_size, console)
+        return
     generic = generic_filter(store, version, args)
     filters = FilterRegistry(store, "mnist")
     generic_net = filters.load_filter(generic.version)
