@@ -1,7 +1,10 @@
 """The second remedy (Scanflow, Bravo-Rocca et al. 2021): an input filter in front of the champion.
 
 A small restoration network (:mod:`daic.filters.network`) maps corrupted inputs back towards the
-training distribution, so the unchanged champion classifies them again. It is trained on Ray Train
+training distribution, so the unchanged champion classifies them again; a parameter-free canonical
+form around it (contrast stretch, centre-of-mass re-centring) and a test-time alignment search
+scored by the wrapped classifier's entropy (rotations; re-centring as a candidate) carry it to
+corruptions it was never trained on. It is trained on Ray Train
 by the same trainer as the classifier (:func:`daic.training.trainer.run_training` with the
 filter's own per-worker loop, :mod:`daic.filters.worker`), registered as a version of its own
 (``models/<classifier>-filter/``) with lineage to the classifier version it wraps
