@@ -27,7 +27,8 @@ the result with the original (Beta(1, 1)), as AugMix; ``"chain"`` applies one ch
 distortions). ``"chain"`` is the retrain default: on the demo's mixture, full base split, 2 epochs,
 140 training labels, it regained 0.75 of the drop against AugMix's 0.55 and 0.40 without either
 (docs/benchmarks/improvement.md) -- blending with the original softens the strong shifts a
-drifted stream shows. In a training batch a share ``augment_share`` of the base examples is distorted (the
+drifted stream shows. Its cost: a shift outside the family can get worse (glass_blur/4, full base:
+0.35 regained without augmentation, 0.16 with it; docs/benchmarks/improvement.md). In a training batch a share ``augment_share`` of the base examples is distorted (the
 rest stays clean, which keeps the clean accuracy), and the labelled operational examples get a weak
 view (shift up to 2 pixels, rotation up to 10 degrees) so that repeating them many times per epoch
 does not memorise their pixels. Everything runs on the training device, per batch, seeded by the
