@@ -44,16 +44,12 @@ from daic.sampling.pool import Pool
 from daic.sampling.pps import (
     AdaptivePPSDesign,
     draw_with_replacement,
-    mean_interval,
     mixed_probabilities,
 )
 from daic.sampling.sample import (
     Estimate,
     Sample,
-    as_correct,
     check_draw_args,
-    check_level,
-    failures_found,
 )
 
 
@@ -111,21 +107,4 @@ class TeachAndMeasure(AdaptivePPSDesign):
         )
 
     def estimate(self, pool: Pool, sample: Sample, correct: np.ndarray, level: float) -> Estimate:
-        level = check_level(level)
-        correct = as_correct(correct, sample.n_draws)
-        if sample.selection_prob is None or sample.control is None or sample.control_mean is None:
-            raise ValueError("dual estimate needs selection probabilities and controls (drawn by this design)")
-        weight = 1.0 / (pool.size * sample.selection_prob)
-        terms = sample.control_mean + (correct - sample.control) * weight
-        floor = sample.control * (1 - sample.control) * weight**2 if self.variance_floor else None
-        est, lo, hi = mean_interval(terms, level, floor, self.skew_correction, self.skew_widen_only)
-        return Estimate(
-            accuracy=min(1.0, max(0.0, est)),
-            lower=max(0.0, lo),
-            upper=min(1.0, hi),
-            level=level,
-            n_labels=int(sample.distinct.size),
-            n_draws=sample.n_draws,
-            n_failures_found=failures_found(sample, correct),
-            method="dual/mixture-difference-t",
-        )
+        return self.difference_estimate(pool, sample, correct, level, method="dual/mixture-difference-t")

@@ -163,3 +163,32 @@ class AdaptivePPSDesign:
             return pool.p_correct
         recal = current_recalibration(pool, history, correct, self.min_labels_to_adapt, self.by_class)
         return recal.apply_to_pool(pool)
+
+    def difference_estimate(self, pool: Pool, sample: Sample, correct: np.ndarray, level: float,
+                            method: str) -> "Estimate":
+        """The difference (model-assisted) estimator over the whole pool: the working model's mean
+        plus the Hansen-Hurwitz-weighted residuals of the draws (Särndal, Swensson & Wretman 1992,
+        ch. 6), with `mean_interval`'s interval. Needs the draws' selection probabilities and
+        controls (``f``) as the design recorded them."""
+        from daic.sampling.sample import Estimate, as_correct, check_level, failures_found
+
+        level = check_level(level)
+        correct = as_correct(correct, sample.n_draws)
+        if sample.selection_prob is None or sample.control is None or sample.control_mean is None:
+            raise ValueError(f"{self.name} estimate needs selection probabilities and controls (drawn by this design)")
+        weight = 1.0 / (pool.size * sample.selection_prob)
+        terms = sample.control_mean + (correct - sample.control) * weight
+        # Variance floor: under the working model y ~ Bernoulli(f) a term's variance is
+        # sum_i q_i f_i (1 - f_i) / (N q_i)^2, estimated without bias by the draws themselves.
+        floor = sample.control * (1 - sample.control) * weight**2 if self.variance_floor else None
+        est, lo, hi = mean_interval(terms, level, floor, self.skew_correction, self.skew_widen_only)
+        return Estimate(
+            accuracy=min(1.0, max(0.0, est)),
+            lower=max(0.0, lo),
+            upper=min(1.0, hi),
+            level=level,
+            n_labels=int(sample.distinct.size),
+            n_draws=sample.n_draws,
+            n_failures_found=failures_found(sample, correct),
+            method=method,
+        )
