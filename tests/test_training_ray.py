@@ -87,3 +87,34 @@ def retrain_from_scratch(store):
 
     config = TrainConfig(num_workers=1, epochs=2, base_limit=128, batch_size=32, val_limit=32)
     return train_and_register(store, "mnist", config, reference_config=SMALL_REFERENCE, test_limit=64)
+
+
+def test_a_local_ray_started_off_the_main_thread_is_not_kept():
+    """Ray's GCS and raylet get PR_SET_PDEATHSIG=SIGKILL against the thread that starts them, so a
+    Ray kept after a worker thread's run would be killed when that thread ends (and Ray then exits
+    the whole process a minute later: seen when a test drove `daic demo` from a thread). Started
+    from the main thread it is kept; from any other thread it is shut down with its run."""
+    import threading
+
+    ray = pytest.importorskip("ray")
+    from daic.training.ray_runtime import ray_session
+
+    seen = {}
+
+    def run():
+        with ray_session(LocalResources(cpus=1, gpus=0)) as session:
+            seen["started"], seen["initialized"] = session.started_here, ray.is_initialized()
+        seen["kept"], seen["initialized_after"] = kept_local(), ray.is_initialized()
+
+    shutdown_local()
+    try:
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join(timeout=300)
+        assert not worker.is_alive()
+        assert seen == {"started": True, "initialized": True, "kept": None, "initialized_after": False}
+        with ray_session(LocalResources(cpus=1, gpus=0)):
+            pass
+        assert kept_local() == LocalResources(cpus=1, gpus=0)  # the main thread's Ray is kept
+    finally:
+        shutdown_local()

@@ -8,12 +8,14 @@ no usage-stats reporting. That local Ray is **kept for the next run in the same 
 embedded default's fixed cost, ``ray.init``, is then paid once); a run that needs more CPUs
 restarts it larger, and Ray shuts it down when the process exits (or :func:`shutdown_local`).
 If Ray was initialised in this process by someone else (a notebook, a test) it is used as is.
+A local Ray started off the main thread is never kept: its processes die with that thread.
 """
 from __future__ import annotations
 
 import atexit
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -134,7 +136,12 @@ def ray_session(resources: Optional[LocalResources] = None, address: Optional[st
         ray.init(num_cpus=resources.cpus, num_gpus=resources.gpus, include_dashboard=False,
                  logging_level=log_level, log_to_driver=verbose)
     elapsed = time.perf_counter() - start
-    kept_now = keep and not address
+    # Ray starts its local processes (GCS, raylet) with PR_SET_PDEATHSIG=SIGKILL, which Linux fires
+    # when the *thread* that spawned them exits: a Ray started off the main thread (a CLI run in a
+    # worker thread, a test driving the demo from one) would be killed under the process when that
+    # thread ends, and Ray then exits the process once the GCS stays unreachable. Keep only a Ray
+    # the main thread started; one started elsewhere is shut down with its run.
+    kept_now = keep and not address and threading.current_thread() is threading.main_thread()
     if kept_now:
         _kept = _Kept(resources)
         atexit.register(shutdown_local)
