@@ -187,29 +187,11 @@ def table(title: str, rows: list[dict]) -> None:
 
 # -- the assessor (issue 22 item 5) ---------------------------------------------------------------
 
-def synthetic_reference(n: int, seed: int = 0, shift: float = 0.0, d: int = EMBED_DIM, latent: int = 16,
-                        classes: int = 10):
-    """An oracle reference of ``n`` rows: low-rank ReLU embeddings (class clusters in a 16-d subspace
-    of 128-d, as a CNN's penultimate layer), 10 % hard inputs (wider, less confident, often wrong),
-    a noisier shadow; ``shift`` widens the clusters and adds hard inputs. Fixed seeds."""
-    from daic.oracles.reference import OracleReference
+def synthetic_reference(n: int, seed: int = 0, shift: float = 0.0):
+    """An oracle reference of ``n`` rows in the 128-d embedding space (daic.oracles.synthetic)."""
+    from daic.oracles.synthetic import synthetic_reference as make
 
-    base = np.random.default_rng(1234)
-    w = (base.standard_normal((latent, d)) / np.sqrt(latent)).astype(np.float32)
-    centres = base.standard_normal((classes, latent)).astype(np.float32) * 2.0
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, classes, n)
-    hard = rng.random(n) < 0.1 + shift
-    z = centres[labels] + rng.standard_normal((n, latent), dtype=np.float32) * (1 + 1.5 * hard[:, None] + shift)
-    emb = np.maximum(z @ w + 0.05 * rng.standard_normal((n, d), dtype=np.float32), 0)
-    logits = rng.standard_normal((n, classes)) * (1 + 2 * hard[:, None])
-    logits[np.arange(n), labels] += 5 - 4 * hard
-    probs = np.exp(logits - logits.max(1, keepdims=True))
-    probs /= probs.sum(1, keepdims=True)
-    noisy = logits + rng.standard_normal((n, classes))
-    shadow = np.exp(noisy - noisy.max(1, keepdims=True))
-    shadow /= shadow.sum(1, keepdims=True)
-    return OracleReference(probs=probs, embeddings=emb, labels=labels, shadow_probs=shadow)
+    return make(n, seed, shift, d=EMBED_DIM)
 
 
 def _per_input_ms(fn, queries, batch: int) -> float:

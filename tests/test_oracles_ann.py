@@ -17,31 +17,15 @@ import pytest
 import daic.oracles.ann as ann
 from daic.oracles.ann import KNNIndex
 from daic.oracles.distance import KNNDistanceOracle, l2_normalise
+from daic.oracles import synthetic
 from daic.oracles.reference import OracleReference
 
 TOL = 0.005
 
 
-def synthetic_reference(n: int, seed: int = 0, shift: float = 0.0, d: int = 64, latent: int = 12,
-                        classes: int = 10) -> OracleReference:
-    """Low-rank ReLU embeddings (class clusters in a ``latent``-d subspace, as a CNN's penultimate
-    layer has) with 10 % hard inputs; ``shift`` widens the clusters and adds hard inputs."""
-    base = np.random.default_rng(1234)
-    w = base.standard_normal((latent, d)) / np.sqrt(latent)
-    centres = base.standard_normal((classes, latent)) * 2.0
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, classes, n)
-    hard = rng.random(n) < 0.1 + shift
-    z = centres[labels] + rng.standard_normal((n, latent)) * (1 + 1.5 * hard[:, None] + shift)
-    emb = np.maximum(z @ w + 0.05 * rng.standard_normal((n, d)), 0)
-    logits = rng.standard_normal((n, classes)) * (1 + 2 * hard[:, None])
-    logits[np.arange(n), labels] += 5 - 4 * hard
-    probs = np.exp(logits - logits.max(1, keepdims=True))
-    probs /= probs.sum(1, keepdims=True)
-    noisy = logits + rng.standard_normal((n, classes))
-    shadow = np.exp(noisy - noisy.max(1, keepdims=True))
-    shadow /= shadow.sum(1, keepdims=True)
-    return OracleReference(probs=probs, embeddings=emb, labels=labels, shadow_probs=shadow)
+def synthetic_reference(n: int, seed: int = 0, shift: float = 0.0) -> OracleReference:
+    """Low-rank ReLU embeddings with 10 % hard inputs (daic.oracles.synthetic), 64-d in a 12-d subspace."""
+    return synthetic.synthetic_reference(n, seed, shift, d=64, latent=12, dtype=np.float64)
 
 
 @pytest.fixture(scope="module")
