@@ -55,13 +55,7 @@ class ActiveModelAssisted(AdaptivePPSDesign):
         f = self.prediction(pool, history, correct)
         q = mixed_probabilities(np.sqrt(f * (1 - f)), self.share(history))
         idx = draw_with_replacement(q, n, rng)
-        return Sample(
-            indices=idx,
-            batch=np.full(n, history.n_batches),
-            selection_prob=q[idx],
-            control=f[idx],
-            control_mean=np.full(n, f.mean()),
-        )
+        return self.model_assisted_sample(f, q, idx, history)
 
     def estimate(self, pool: Pool, sample: Sample, correct: np.ndarray, level: float) -> Estimate:
         return self.difference_estimate(pool, sample, correct, level, method="active/difference-t")

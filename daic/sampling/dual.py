@@ -98,13 +98,7 @@ class TeachAndMeasure(AdaptivePPSDesign):
         q = (n_est * q_est + n_fail * q_fail) / n
         idx = np.concatenate([draw_with_replacement(q_est, n_est, rng), draw_with_replacement(q_fail, n_fail, rng)])
         idx = rng.permutation(idx)  # which component drew a draw carries no weight: all use q
-        return Sample(
-            indices=idx,
-            batch=np.full(n, history.n_batches),
-            selection_prob=q[idx],
-            control=f[idx],
-            control_mean=np.full(n, f.mean()),
-        )
+        return self.model_assisted_sample(f, q, idx, history)
 
     def estimate(self, pool: Pool, sample: Sample, correct: np.ndarray, level: float) -> Estimate:
         return self.difference_estimate(pool, sample, correct, level, method="dual/mixture-difference-t")

@@ -164,6 +164,19 @@ class AdaptivePPSDesign:
         recal = current_recalibration(pool, history, correct, self.min_labels_to_adapt, self.by_class)
         return recal.apply_to_pool(pool)
 
+    @staticmethod
+    def model_assisted_sample(f: np.ndarray, q: np.ndarray, idx: np.ndarray, history: Sample) -> Sample:
+        """Draws ``idx`` made with selection probabilities ``q``, recorded with the working model
+        ``f`` as their controls, the way `difference_estimate` reads them."""
+        n = len(idx)
+        return Sample(
+            indices=idx,
+            batch=np.full(n, history.n_batches),
+            selection_prob=q[idx],
+            control=f[idx],
+            control_mean=np.full(n, f.mean()),
+        )
+
     def difference_estimate(self, pool: Pool, sample: Sample, correct: np.ndarray, level: float,
                             method: str) -> "Estimate":
         """The difference (model-assisted) estimator over the whole pool: the working model's mean
