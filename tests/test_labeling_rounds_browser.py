@@ -4,10 +4,7 @@ in the browser; when the first round is done the page offers the second round's 
 (no reload), and the step returns every label."""
 from __future__ import annotations
 
-import shutil
 import threading
-
-import pytest
 
 from daic.components import cycle_store
 from daic.components.collect_labels.logic import CollectConfig
@@ -18,19 +15,7 @@ from daic.labeling import LabelBook
 from daic.storage import open_store
 from fakes.waiting import wait_for
 from labeling_server import ServerThread
-from test_labeling_browser import CHROMIUM, FLAGS, log_requests
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not shutil.which("chromium"):
-        pytest.fail("chromium is not installed: `make test` installs Debian's chromium package")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield b
-        b.close()
+from test_labeling_browser import browser, log_requests  # noqa: F401 (browser: a fixture)
 
 
 def test_the_page_offers_the_next_round_by_itself(browser, tmp_path):
