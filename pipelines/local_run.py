@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from daic.components import cycle_store
+from daic.operators.runners.kfp_stages import reporting_task_stages
 from daic.storage import default_url, open_store
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,8 @@ def run_pipeline(params: dict[str, Any] | None = None, pipeline_root: str | os.P
     warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
     warnings.filterwarnings("ignore", message=".*non-Python base image.*")
     log.info("running %s locally: cycle %s, store %s", "assess-and-improve", params["cycle_id"], params["store_url"])
-    assess_and_improve(**params)
+    with reporting_task_stages():  # `daic status` shows which step runs (no-op outside a local run)
+        assess_and_improve(**params)
     store = open_store(params["store_url"])
     result = store.get_json(cycle_store.key(params["cycle_id"], "result.json"))
     return {"cycle": params["cycle_id"], **result}
