@@ -229,6 +229,76 @@ def decide_remedy(remedy: str, *, drop_confirmed: bool, traffic_clean: bool, fil
                           f"remedy {remedy}: {why}" + ("; a challenger is trained" if remedy == "both" else ""))
 
 
+#: what serves after a cycle with a challenger (issue 21, ``choose_serving``)
+SERVE_CHOICES = ("challenger", "challenger+filter", "champion+filter", "champion")
+
+
+@dataclass(frozen=True)
+class ServingChoice:
+    """Which combination serves after the evaluation: ``serve`` one of :data:`SERVE_CHOICES`;
+    ``accuracy`` the chosen challenger variant's held-out estimate (None when no challenger was
+    judged); ``reference`` what it had to beat."""
+
+    serve: str
+    accuracy: float | None
+    reference: float | None
+    reason: str
+
+    @property
+    def promotes(self) -> bool:
+        return self.serve in ("challenger", "challenger+filter")
+
+    @property
+    def filtered(self) -> bool:
+        return self.serve.endswith("+filter")
+
+
+def choose_challenger_variant(challenger: float | None, challenger_filtered: float | None) -> tuple[str, float | None, str]:
+    """(variant, its accuracy, why) of the challenger, alone or behind the cycle's filter, by their
+    estimates on the same labeled held-out draws (pure). The filter stays only where it helps the
+    new model: behind it must be strictly better (a tie serves the simpler graph, no filter)."""
+    if challenger is None:
+        return "challenger", None, "no challenger estimate"
+    if challenger_filtered is None:
+        return "challenger", challenger, f"challenger {challenger:.4f} (no filter to put in front of it)"
+    if challenger_filtered > challenger:
+        return ("challenger+filter", challenger_filtered,
+                f"challenger+filter {challenger_filtered:.4f} > challenger alone {challenger:.4f} on the held-out draws")
+    return ("challenger", challenger,
+            f"challenger alone {challenger:.4f} >= challenger+filter {challenger_filtered:.4f} on the held-out draws: "
+            "the filter does not help the new model")
+
+
+def choose_serving(*, champion: float | None, wrapped_champion: float | None, challenger: float | None,
+                   challenger_filtered: float | None, filter_in_service: bool,
+                   min_improvement: float = 0.0) -> ServingChoice:
+    """The evaluation's choice among the challenger alone, the challenger behind the filter, the
+    champion behind the filter (and the champion alone, when no filter serves) on the cycle's
+    labeled held-out draws (pure; tests/test_operator_serving_choice.py is the table).
+
+    1. the better challenger variant (:func:`choose_challenger_variant`);
+    2. it is promoted when it beats what serves now -- the wrapped champion while the filter
+       serves (its held-out estimate), else the champion -- by the challenger's rule (gain > 0 and
+       >= ``min_improvement``);
+    3. otherwise what serves stays: the champion behind the filter, or the champion alone.
+    """
+    keep = "champion+filter" if filter_in_service else "champion"
+    reference = wrapped_champion if filter_in_service and wrapped_champion is not None else champion
+    against = "champion+filter" if filter_in_service and wrapped_champion is not None else "champion"
+    variant, acc, why = choose_challenger_variant(challenger, challenger_filtered)
+    if acc is None:
+        return ServingChoice(keep, None, reference, f"no challenger was judged: {keep} keeps serving")
+    if reference is None:
+        return ServingChoice(keep, acc, None, f"{why}; no estimate of what serves ({against}): {keep} keeps serving")
+    gain = acc - reference
+    if gain > 0 and gain >= min_improvement:
+        return ServingChoice(variant, acc, reference,
+                             f"{why}; {variant} {acc:.4f} beats {against} {reference:.4f} (gain {gain:+.4f})")
+    return ServingChoice(keep, acc, reference,
+                         f"{why}; {variant} {acc:.4f} does not beat {against} {reference:.4f} by > 0 and "
+                         f">= {min_improvement:.4f}: {keep} keeps serving")
+
+
 def reconcile(spec: CycleSpec, status: CycleStatus, obs: Observations, now: datetime,
               ident: CycleIdentity) -> Reconciled:
     """One reconcile pass. Does not mutate its arguments."""

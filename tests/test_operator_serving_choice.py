@@ -1,0 +1,56 @@
+"""What serves after a cycle with a challenger (issue 21), as a table over the pure functions in
+operators/reconcile.py: the challenger alone, the challenger behind the filter, the champion behind
+the filter, or the champion alone, by their estimates on the cycle's labeled held-out draws."""
+from __future__ import annotations
+
+import pytest
+
+from daic.operators.reconcile import SERVE_CHOICES, choose_challenger_variant, choose_serving
+
+# champion, wrapped champion, challenger, challenger+filter, filter in service, min improvement -> serve, accuracy
+ROWS = [
+    # no filter serves: the better challenger variant against the champion
+    (0.64, None, 0.90, None, False, 0.0, "challenger", 0.90),
+    (0.64, None, 0.90, 0.93, False, 0.0, "challenger+filter", 0.93),
+    (0.64, None, 0.90, 0.90, False, 0.0, "challenger", 0.90),          # a tie: the simpler graph
+    (0.64, None, 0.90, 0.85, False, 0.0, "challenger", 0.90),          # the filter costs the new model
+    (0.64, None, 0.60, 0.62, False, 0.0, "champion", 0.62),            # neither beats the champion
+    (0.64, None, 0.66, None, False, 0.05, "champion", 0.66),           # gain below min_improvement
+    # the filter serves: the challenger must beat the wrapped champion
+    (0.64, 0.88, 0.90, 0.86, True, 0.0, "challenger", 0.90),
+    (0.64, 0.88, 0.86, 0.91, True, 0.0, "challenger+filter", 0.91),
+    (0.64, 0.88, 0.86, 0.87, True, 0.0, "champion+filter", 0.87),      # beats the champion, not the wrapped one
+    (0.64, 0.88, 0.88, 0.88, True, 0.0, "champion+filter", 0.88),      # a tie keeps what serves
+    (0.64, 0.88, 0.90, None, True, 0.05, "champion+filter", 0.90),
+    (0.64, None, 0.70, None, True, 0.0, "challenger", 0.70),           # no wrapped estimate: the champion's
+    # no challenger judged, or nothing to compare with: what serves stays
+    (0.64, 0.88, None, None, True, 0.0, "champion+filter", None),
+    (0.64, None, None, 0.95, False, 0.0, "champion", None),
+    (None, None, 0.90, None, False, 0.0, "champion", 0.90),
+]
+
+
+@pytest.mark.parametrize("champion,wrapped,challenger,filtered,serving,need,serve,acc", ROWS)
+def test_serving_choice_table(champion, wrapped, challenger, filtered, serving, need, serve, acc):
+    c = choose_serving(champion=champion, wrapped_champion=wrapped, challenger=challenger,
+                       challenger_filtered=filtered, filter_in_service=serving, min_improvement=need)
+    assert (c.serve, c.accuracy) == (serve, acc)
+    assert c.serve in SERVE_CHOICES
+    assert c.promotes == (serve in ("challenger", "challenger+filter"))
+    assert c.filtered == serve.endswith("+filter")
+    assert c.reason  # every choice says why
+
+
+def test_reason_names_the_comparison():
+    c = choose_serving(champion=0.64, wrapped_champion=0.88, challenger=0.86, challenger_filtered=0.91,
+                       filter_in_service=True)
+    assert "challenger+filter 0.9100 > challenger alone 0.8600" in c.reason
+    assert "beats champion+filter 0.8800" in c.reason
+    kept = choose_serving(champion=0.64, wrapped_champion=0.88, challenger=0.80, challenger_filtered=0.70,
+                          filter_in_service=True)
+    assert "does not help the new model" in kept.reason and "champion+filter keeps serving" in kept.reason
+
+
+def test_variant_without_filter_figure_is_the_challenger():
+    assert choose_challenger_variant(0.9, None)[:2] == ("challenger", 0.9)
+    assert choose_challenger_variant(None, 0.9)[:2] == ("challenger", None)
