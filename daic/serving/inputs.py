@@ -113,7 +113,7 @@ def _as_images(array: np.ndarray, field: str, max_batch: int) -> np.ndarray:
         raise InputError(field, "holds no inputs (batch size 0)")
     if n > max_batch:
         raise InputError(field, f"holds {n} inputs, more than the limit of {max_batch} per request (max_batch)")
-    images = images.astype(np.float32, copy=False)
+    # Range checks before the float32 cast: 1e308 is finite but out of range, not "infinite".
     finite = np.isfinite(images)
     if not finite.all():
         index = int(np.flatnonzero(~finite.reshape(n, -1).all(axis=1))[0])
@@ -127,4 +127,4 @@ def _as_images(array: np.ndarray, field: str, max_batch: int) -> np.ndarray:
             f"values must lie in [0, 1] (pixel intensities / 255); input {index} has range "
             f"[{float(flat[index].min()):g}, {float(flat[index].max()):g}]",
         )
-    return np.ascontiguousarray(images)
+    return np.ascontiguousarray(images, dtype=np.float32)
