@@ -693,25 +693,45 @@ class _Pass:
         champion_acc = result.champion_accuracy if result.champion_accuracy is not None else result.offline_accuracy
         against = f"champion {cur.champion_version}" if cur.champion_version else "champion"
         rem = cur.remedy
+        wrapped, serving_filter = None, None
         if (rem is not None and rem.compare_to == "wrapped-champion" and rem.outcome == "deployed"
                 and self.status.filter is not None):
             # What serves is the champion behind the filter: the challenger must beat that, on the
-            # held-out draws it was judged on when the step measured them there.
-            wrapped = rem.filter_holdout_accuracy if rem.filter_holdout_accuracy is not None else rem.filter_accuracy
-            if wrapped is not None:
-                champion_acc, against = wrapped, f"{against}+filter {rem.filter_version}"
-        gain = result.challenger_accuracy - champion_acc
+            # held-out draws it was judged on (the evaluation's design estimate, else the fit-filter
+            # step's figure there, else its labeled-sample estimate).
+            wrapped = next((v for v in (result.wrapped_champion_holdout_accuracy, rem.filter_holdout_accuracy,
+                                        rem.filter_accuracy) if v is not None), None)
+            serving_filter = rem.filter_version
+        # The evaluation's choice among the challenger alone, the challenger behind the filter and the
+        # champion behind it (issue 21), held to what serves now by the challenger's rule.
+        filtered = result.challenger_accuracy if result.challenger_filter_version else None
+        alone = result.challenger_alone_accuracy
+        if alone is None:
+            alone = None if result.challenger_filter_version else result.challenger_accuracy
+        choice = choose_serving(champion=champion_acc, wrapped_champion=wrapped, challenger=alone,
+                                challenger_filtered=filtered, filter_in_service=wrapped is not None,
+                                min_improvement=self.spec.promotion.min_improvement)
+        if rem is not None:
+            rem.serve, rem.serve_reason = choice.serve, choice.reason
+            if choice.filtered and choice.promotes:
+                rem.challenger_filter_version = result.challenger_filter_version
+                rem.challenger_filter_gate = result.challenger_filter_gate or "gated"
+        if wrapped is not None:
+            champion_acc, against = wrapped, f"{against}+filter {serving_filter}"
         need = self.spec.promotion.min_improvement
-        if gain <= 0 or gain < need:
+        if not choice.promotes:
+            gain = (choice.accuracy or 0.0) - champion_acc
             return self._finish(Decision.challenger_not_better,
                                 f"{interval}; challenger {result.challenger_version} "
                                 f"{result.challenger_accuracy:.4f} vs {against} {champion_acc:.4f} "
-                                f"(gain {gain:+.4f}, needs > 0 and >= {need:.4f})")
+                                f"(gain {gain:+.4f}, needs > 0 and >= {need:.4f}); {choice.serve} keeps serving")
         if not cur.champion_version:
             return self._fail("UnknownChampion", "cannot switch traffic: the champion version is unknown "
                                                  "(neither the estimate nor the run result names it)")
         summary = (f"{interval}; challenger {result.challenger_version} {result.challenger_accuracy:.4f} "
-                   f"beats {against} {champion_acc:.4f}")
+                   f"beats {against} {champion_acc:.4f}"
+                   + (f"; it serves behind filter {result.challenger_filter_version} ({choice.reason})"
+                      if choice.filtered else ""))
         if self.spec.promotion.mode is PromotionMode.manual:
             cur.approval_requested_at = self.now
             return self._transition(
@@ -775,7 +795,7 @@ class _Pass:
         assert cur is not None and cur.challenger_version and cur.champion_version
         if st.stage is Stage.canary:
             if not self._deployment_is(cur.champion_version, cur.challenger_version, promo.canary_share,
-                                       self._serving()):
+                                       self._serving(), canary_filter=self._challenger_filter()):
                 return False
             if cur.canary_started_at is None:
                 cur.canary_started_at = self.now
@@ -797,9 +817,21 @@ class _Pass:
                 return self._finish(Decision.rolled_back, f"canary of {cur.challenger_version} rolled back; "
                                                           f"{cur.champion_version} serves all traffic")
             return False
-        if self._deployment_is(cur.challenger_version, None, 0):
+        behind = self._challenger_filter()
+        if self._deployment_is(cur.challenger_version, None, 0, behind):
             served = st.filter
-            if served is not None:
+            if behind is not None:
+                # The evaluation chose the challenger behind the filter (choose_serving): the cycle's
+                # filter, registered as wrapping the challenger, stays in front of the new champion.
+                st.filter = ServedFilter(version=behind[0], gate=behind[1], wraps=cur.challenger_version,
+                                         cycle=cur.cycle, since=self.now,
+                                         reason=cur.remedy.serve_reason if cur.remedy and cur.remedy.serve_reason else "")
+                if cur.remedy is not None:
+                    cur.remedy.outcome = "moved-to-challenger"
+                self._event("Normal", "FilterDeployed",
+                            f"filter {behind[0]} ({behind[1]}) serves in front of {cur.challenger_version}"
+                            + (f", replacing filter {served.version}" if served is not None else ""))
+            elif served is not None:
                 # The filter was adapted to the replaced champion (its label-free objective and its
                 # gate were fitted on that model's outputs): it comes out with the promotion.
                 st.filter = None
@@ -831,6 +863,13 @@ class _Pass:
     def _serving(self) -> tuple[str, str] | None:
         f = self.status.filter
         return (f.version, f.gate) if f is not None else None
+
+    def _challenger_filter(self) -> tuple[str, str] | None:
+        """(version, gate) of the filter the evaluation chose to put in front of the challenger, or None."""
+        rem = self.status.current.remedy if self.status.current is not None else None
+        if rem is None or rem.serve != "challenger+filter" or not rem.challenger_filter_version:
+            return None
+        return rem.challenger_filter_version, rem.challenger_filter_gate or "gated"
 
     # -- the filter remedy (issue 21) ---------------------------------------------------------------
 
@@ -1040,7 +1079,8 @@ class _Pass:
             record_key=record_key(cur.run_name),
             remedy=cur.remedy.decision if cur.remedy else None, remedy_reason=cur.remedy.reason if cur.remedy else None,
             filter_outcome=cur.remedy.outcome if cur.remedy else None,
-            filter_version=cur.remedy.filter_version if cur.remedy else None)
+            filter_version=cur.remedy.filter_version if cur.remedy else None,
+            serve=cur.remedy.serve if cur.remedy else None, serve_reason=cur.remedy.serve_reason if cur.remedy else None)
         history = [h for h in st.history if h.cycle != cur.cycle] + [summary]
         st.history = history[-self.spec.max_history:]
         self._queue_record(self._record(cur, summary))

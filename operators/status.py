@@ -96,6 +96,18 @@ class RunResult(_Model):
     challenger_accuracy: float | None = Field(default=None, ge=0, le=1)
     promote: bool | None = None              # the pipeline's evaluate step's own verdict, if it gave one
     promotion_reason: str | None = None
+    # the evaluation's choice with the cycle's filter (issue 21; components/evaluate): what serves
+    serve: str | None = None
+    serve_reason: str | None = None
+    challenger_alone_accuracy: float | None = Field(default=None, ge=0, le=1)
+    challenger_filter_accuracy: float | None = Field(default=None, ge=0, le=1)
+    wrapped_champion_holdout_accuracy: float | None = Field(default=None, ge=0, le=1)
+    challenger_filter_version: str | None = None  # a filter version wrapping the challenger, when it serves behind one
+    challenger_filter_gate: str | None = None
+
+
+#: what serves after a cycle with a challenger (operators.reconcile.choose_serving)
+ServeChoice = Literal["challenger", "challenger+filter", "champion+filter", "champion"]
 
 
 class FilterRollout(str, enum.Enum):
@@ -128,7 +140,12 @@ class RemedyStatus(_Model):
     canary_started_at: datetime | None = None
     canary_estimate: float | None = None
     canary_n: int | None = None
-    outcome: str | None = None  # deployed, rolled-back, timed-out, removed, kept, none
+    outcome: str | None = None  # deployed, rolled-back, timed-out, removed, kept, none, moved-to-challenger
+    # after the evaluation: what serves (operators.reconcile.choose_serving) and why
+    serve: ServeChoice | None = None
+    serve_reason: str | None = None
+    challenger_filter_version: str | None = None
+    challenger_filter_gate: str | None = None
 
 
 class ServedFilter(_Model):
@@ -189,6 +206,8 @@ class CycleSummary(_Model):
     remedy_reason: str | None = None
     filter_outcome: str | None = None
     filter_version: str | None = None
+    serve: ServeChoice | None = None   # what serves after the evaluation (choose_serving)
+    serve_reason: str | None = None
 
 
 class DeploymentStatus(_Model):

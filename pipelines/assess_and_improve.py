@@ -2,9 +2,15 @@
 
     sample-operational ─► collect-labels ─► estimate-accuracy
         └─ if the drop is confirmed:
-             ├─ remedy filter|both: fit-filter (adapt the input filter without labels, judge it on the labels)
-             └─ remedy retrain|both: train ─► evaluate
+             fit-filter (remedy filter|both: adapt the input filter without labels, judge it on the
+             │  labels; remedy retrain: only the decision to take a serving filter out)
+             └─ remedy retrain|both: train ─► evaluate (the challenger alone and behind the cycle's
+                    │  filter, and the champion behind it: what serves)
                     └─ if the challenger is better (and the pipeline promotes): deploy
+
+The retraining branch waits for fit-filter (evaluate reads its record; KFP hoists the dependency
+to the branch): the filter, bounded to about a minute, gets the machine first and serves while the
+challenger trains.
 
 It runs unchanged on Kubeflow Pipelines (compiled YAML in ``compiled/``) and locally with
 ``kfp.local`` (``daic pipeline run``). Every parameter has a default that works locally (the
@@ -161,13 +167,14 @@ def assess_and_improve(
     ), "estimate-accuracy", store_secret).after(labels)
 
     with dsl.If(estimate.outputs["Output"] == True, name="drop-confirmed"):  # noqa: E712
-        with dsl.If(remedy != "retrain", name="filter-remedy"):
-            _prepare(fit_filter(
-                store_url=store_url, cycle=cycle, model_name=model_name, champion_version=champion_version,
-                generic_version=filter_generic_version, remedy=remedy, pool_limit=filter_pool_limit,
-                epochs=filter_epochs, base_limit=filter_base_limit, min_improvement=0.0,
-                max_clean_loss=filter_max_clean_loss, seed=seed, promote_by=promote_by,
-            ), "fit-filter", store_secret)
+        # Always (cheap with remedy retrain): evaluate reads its record to judge the challenger
+        # behind the filter.
+        fitted = _prepare(fit_filter(
+            store_url=store_url, cycle=cycle, model_name=model_name, champion_version=champion_version,
+            generic_version=filter_generic_version, remedy=remedy, pool_limit=filter_pool_limit,
+            epochs=filter_epochs, base_limit=filter_base_limit, min_improvement=0.0,
+            max_clean_loss=filter_max_clean_loss, seed=seed, promote_by=promote_by,
+        ), "fit-filter", store_secret)
         with dsl.If(remedy != "filter", name="retrain-remedy"):
             trained = _prepare(train(
                 store_url=store_url, cycle=cycle, model_name=model_name, champion_version=champion_version,
@@ -190,7 +197,7 @@ def assess_and_improve(
                 store_url=store_url, cycle=cycle, model_name=model_name, champion_version=champion_version,
                 challenger_version=trained.outputs["challenger_version"], level=level,
                 clean_tolerance=clean_tolerance, clean_limit=clean_limit,
-            ), "evaluate", store_secret)
+            ), "evaluate", store_secret).after(fitted)
 
             with dsl.If(judged.outputs["Output"] == True, name="challenger-better"):  # noqa: E712
                 with dsl.If(promote_by == "pipeline", name="pipeline-promotes"):

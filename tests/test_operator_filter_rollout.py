@@ -109,6 +109,59 @@ def test_promoting_the_challenger_takes_the_filter_out():
     assert entry.decision is Decision.promoted and entry.filter_outcome == "removed-at-promotion"
 
 
+FILTERED = {**GOOD_RESULT, "challenger_accuracy": 0.96, "challenger_alone_accuracy": 0.89,
+            "challenger_filter_accuracy": 0.96, "wrapped_champion_holdout_accuracy": 0.91,
+            "challenger_filter_version": "v0005", "challenger_filter_gate": "always", "serve": "challenger+filter"}
+
+
+def test_the_challenger_behind_the_filter_goes_in_with_its_own_filter_canary_first():
+    play = Play(make_spec(promotion={"canaryShare": 10, "canarySeconds": 60})).start_cycle().record(3)
+    play(4, deployment=DeploymentReading("v1", "v1", 10, at(4), None, "v0003"))(70)
+    play(71, deployment=DeploymentReading("v1", None, 0, at(71), "v0003"))
+    play(80, runs=(run_obs(play.run, RunPhase.succeeded, 80, None, FILTERED),))
+    rem = play.status.current.remedy
+    assert rem.serve == "challenger+filter" and "challenger+filter 0.9600 > challenger alone 0.8900" in rem.serve_reason
+    assert "beats champion+filter 0.9100" in rem.serve_reason  # the evaluation's design estimate of what serves
+    (want,) = patches(play.actions)  # the canary is the challenger behind its filter
+    assert (want.champion_version, want.filter_version, want.canary_version, want.canary_filter_version,
+            want.canary_filter_gate) == ("v1", "v0003", "v2", "v0005", "always")
+    play(81, deployment=DeploymentReading("v1", "v2", 10, at(81), "v0003", "v0005"))(150)
+    (want,) = patches(play.actions)
+    assert (want.champion_version, want.canary_version, want.filter_version, want.filter_gate) == \
+        ("v2", None, "v0005", "always")
+    play(151, deployment=DeploymentReading("v2", None, 0, at(151), "v0005"))
+    assert "FilterDeployed" in reasons(play.actions) and "FilterRemoved" not in reasons(play.actions)
+    assert (play.status.filter.version, play.status.filter.wraps, play.status.filter.gate) == ("v0005", "v2", "always")
+    (entry,) = play.status.history
+    assert (entry.decision, entry.filter_outcome, entry.serve) == (Decision.promoted, "moved-to-challenger",
+                                                                   "challenger+filter")
+
+
+def test_the_wrapped_champion_stays_when_no_challenger_variant_beats_it():
+    play = Play(make_spec(promotion={"canaryShare": 0})).start_cycle().record(3)
+    play(4, deployment=DeploymentReading("v1", None, 0, at(4), "v0003"))
+    result = {**FILTERED, "challenger_accuracy": 0.90, "challenger_filter_accuracy": 0.90,
+              "challenger_alone_accuracy": 0.85}
+    play(5, runs=(run_obs(play.run, RunPhase.succeeded, 5, None, result),))
+    (entry,) = play.status.history
+    assert entry.decision is Decision.challenger_not_better and entry.serve == "champion+filter"
+    assert "champion+filter keeps serving" in entry.serve_reason and not patches(play.actions)
+    assert play.status.filter.version == "v0003"
+
+
+def test_the_challenger_alone_wins_where_the_filter_costs_it():
+    play = Play(make_spec(promotion={"canaryShare": 0})).start_cycle().record(3)
+    play(4, deployment=DeploymentReading("v1", None, 0, at(4), "v0003"))
+    result = {**GOOD_RESULT, "challenger_accuracy": 0.97, "challenger_alone_accuracy": 0.97,
+              "challenger_filter_accuracy": 0.93, "wrapped_champion_holdout_accuracy": 0.91, "serve": "challenger"}
+    play(5, runs=(run_obs(play.run, RunPhase.succeeded, 5, None, result),))
+    (want,) = patches(play.actions)
+    assert (want.champion_version, want.filter_version) == ("v2", None)
+    assert play.status.current.remedy.serve == "challenger"
+    play(6, deployment=DeploymentReading("v2", None, 0, at(6)))
+    assert play.status.filter is None and play.status.history[0].filter_outcome == "removed-at-promotion"
+
+
 def test_a_challenger_canary_keeps_the_filter_on_the_main_predictor_and_a_rollback_keeps_it():
     play = Play(make_spec(promotion={"canaryShare": 10, "canarySeconds": 60})).start_cycle().record(3)
     play(4, deployment=DeploymentReading("v1", "v1", 10, at(4), None, "v0003"))(70)

@@ -71,23 +71,20 @@ def test_dag_edges_and_conditions(spec):
     assert drop["triggerPolicy"]["condition"] == \
         "inputs.parameter_values['pipelinechannel--estimate-accuracy-Output'] == true"
     remedies = _tasks(spec, "comp-condition-1")
-    assert set(remedies) == {"condition-2", "condition-3"}
-    assert remedies["condition-2"]["taskInfo"]["name"] == "filter-remedy"
+    assert set(remedies) == {"fit-filter", "condition-2"}  # fit-filter always: evaluate reads its record
+    assert remedies["condition-2"]["taskInfo"]["name"] == "retrain-remedy"
     assert remedies["condition-2"]["triggerPolicy"]["condition"] == \
-        "inputs.parameter_values['pipelinechannel--remedy'] != 'retrain'"
-    assert set(_tasks(spec, "comp-condition-2")) == {"fit-filter"}
-    assert remedies["condition-3"]["taskInfo"]["name"] == "retrain-remedy"
-    assert remedies["condition-3"]["triggerPolicy"]["condition"] == \
         "inputs.parameter_values['pipelinechannel--remedy'] != 'filter'"
-    inside = _tasks(spec, "comp-condition-3")
-    assert set(inside) == {"train", "evaluate", "condition-4"}
+    assert remedies["condition-2"]["dependentTasks"] == ["fit-filter"]
+    inside = _tasks(spec, "comp-condition-2")
+    assert set(inside) == {"train", "evaluate", "condition-3"}
     assert inside["evaluate"]["dependentTasks"] == ["train"]
-    better = inside["condition-4"]
+    better = inside["condition-3"]
     assert better["taskInfo"]["name"] == "challenger-better"
     assert better["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
-    promotes = _tasks(spec, "comp-condition-4")["condition-5"]
+    promotes = _tasks(spec, "comp-condition-3")["condition-4"]
     assert promotes["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--promote_by'] == 'pipeline'"
-    assert set(_tasks(spec, "comp-condition-5")) == {"deploy"}
+    assert set(_tasks(spec, "comp-condition-4")) == {"deploy"}
 
 
 def test_caching_is_off_everywhere(spec):

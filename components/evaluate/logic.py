@@ -8,6 +8,15 @@ inputs. Clean side: both models on the clean test split (``clean_limit`` > 0 use
 ``clean_limit`` images). The decision (:mod:`.decision`) compares the challenger with the
 champion's offline interval from estimate-accuracy.
 
+**With the input filter** (issue 21): when the cycle's fit-filter step adopted a filter
+(``cycles/<c>/filter.json`` names ``filter_version``), the same held-out draws also give the
+challenger behind that filter (its alignment search scoring with the challenger) and the champion
+behind it, and :func:`daic.operators.reconcile.choose_serving` chooses what serves among the
+challenger alone, the challenger behind the filter and the champion behind the filter (when the
+filter went in). The challenger variant judged by the promotion rule is the chosen one; a chosen
+filtered challenger gets a filter version of its own (the same weights, registered as wrapping the
+challenger, parent the cycle's filter), which the operator puts in front of it at promotion.
+
 Writes ``cycles/<c>/evaluation.json`` and adds the challenger to ``cycles/<c>/result.json``
 (``champion_accuracy`` is the champion's offline estimate, ``challenger_accuracy`` the challenger's
 operational estimate; ``promote`` is this step's decision, which the operator should follow).
@@ -17,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
+from typing import Any, Optional
 
 import numpy as np
 
@@ -56,6 +66,7 @@ class EvaluateResult:
     champion_clean: float
     challenger_clean: float
     decision: PromotionDecision
+    serving: dict[str, Any] | None = None  # the choice with the filter (issue 21); None: no filter adopted
 
     def metrics(self) -> dict[str, float]:
         """What the Kubeflow UI shows for this step."""
@@ -70,28 +81,65 @@ class EvaluateResult:
             "champion_clean_accuracy": self.champion_clean,
             "holdout_labels": float(self.challenger_operational.n_labels),
             "promote": float(self.decision.promote),
+            **{k: float(v) for k, v in (self.serving or {}).items()
+               if k.endswith("_accuracy") and isinstance(v, (int, float))},
         }
 
 
 def operational_estimates(record: cycle_store.SampleRecord, labels: dict[str, int],
-                          challenger_predictions: dict[str, int], level: float) -> tuple[Estimate, Estimate]:
-    """(champion, challenger) design estimates on the labeled held-out draws."""
+                          challenger_predictions: dict[str, int], level: float,
+                          *others: dict[str, int]) -> tuple[Estimate, ...]:
+    """(champion, challenger, *others) design estimates on the labeled held-out draws (``others``:
+    more models' predictions by input id, e.g. behind the filter)."""
     design = make_design(record.design["name"], record.design.get("params"))
     sub, y = labeled_subsample(record, labels, draws=record.holdout)
     if sub.n_draws < 2:
         raise ValueError(f"only {sub.n_draws} labeled held-out draws: cannot judge the challenger")
     ids = record.pool.ids[sub.indices]
     champion_correct = record.pool.predictions[sub.indices] == y
-    challenger_correct = np.array([challenger_predictions[i] for i in ids]) == y
     return (design.estimate(record.pool, sub, champion_correct, level),
-            design.estimate(record.pool, sub, challenger_correct, level))
+            *(design.estimate(record.pool, sub, np.array([p[i] for i in ids]) == y, level)
+              for p in (challenger_predictions, *others)))
 
 
-def clean_accuracy(model, limit: int = 0) -> float:
+def read_filter_record(store: ObjectStore, cycle: str) -> Optional[dict]:
+    """The fit-filter step's record when it adopted a filter (None: no filter to judge)."""
+    key = cycle_store.key(cycle, "filter.json")
+    if not store.exists(key):
+        return None
+    record = store.get_json(key)
+    return record if isinstance(record, dict) and record.get("filter_version") else None
+
+
+def filter_for(store: ObjectStore, model_name: str, filter_version: str, model_version: str, notes: dict):
+    """A filter version wrapping ``model_version``: the same weights as ``filter_version`` (its search
+    then scores with that model), parent ``filter_version``; the filter itself when it wraps it already."""
+    from daic.filters.registry import FilterRegistry
+
+    registry = FilterRegistry(store, model_name)
+    card = registry.card(filter_version)
+    if registry.wraps(filter_version) == model_version:
+        return card
+    from daic.filters.network import FilterNet
+
+    net = FilterNet()
+    net.load_state_dict(registry.state_dict(filter_version))
+    data = card.data.model_copy(update={"notes": {**card.data.notes, **notes, "wraps": f"{model_name}/{model_version}"}})
+    config = {k: v for k, v in card.train_config.items() if k not in ("classifier", "classifier_version")}
+    return registry.register_filter(net=net, data=data, wraps_version=model_version, parent=filter_version,
+                                    metrics=dict(card.metrics), history=list(card.history), train_config=config)
+
+
+def clean_accuracy(model, limit: int = 0, net=None, gate: str = "off", threshold: float = 0.0) -> float:
+    """On the clean test split (its first ``limit`` images; 0: all), behind ``net`` in ``gate`` mode if given."""
     from daic.data.mnist import load_split
 
     test = load_split("test")
     images, labels = (test.images[:limit], test.labels[:limit]) if limit else (test.images, test.labels)
+    if net is not None:
+        from daic.filters.apply import wrapped_predictions
+
+        return float(np.mean(wrapped_predictions(model, net, np.asarray(images, np.float32), gate, threshold)[0] == labels))
     return float(np.mean(registry_access.predict(model, images) == labels))
 
 
@@ -108,32 +156,83 @@ def run(store: ObjectStore | str, cycle: str, challenger_version: str, config: E
     challenger = registry_access.load_model(store, config.model_name, challenger_version)
 
     held = cycle_store.read_holdout(store, cycle)
+    held_ids = held["ids"].astype(str)
     predicted = registry_access.predict(challenger, held["images"])
-    challenger_predictions = dict(zip(held["ids"].astype(str), predicted.tolist()))
-    champ_op, chall_op = operational_estimates(record, labels, challenger_predictions, config.level)
+    challenger_predictions = dict(zip(held_ids, predicted.tolist()))
+    frecord = read_filter_record(store, cycle)
+    serving: dict[str, Any] | None = None
+    if frecord is None:
+        champ_op, chall_op = operational_estimates(record, labels, challenger_predictions, config.level)
+        chosen_op, chosen_model, chosen_net, gate, threshold = chall_op, challenger, None, "off", 0.0
+    else:
+        from daic.filters.apply import wrapped_predictions
+        from daic.filters.registry import FilterRegistry
+        from daic.operators.reconcile import choose_serving
+
+        registry = FilterRegistry(store, config.model_name)
+        version, gate = str(frecord["filter_version"]), str(frecord.get("gate") or "gated")
+        threshold = float(registry.card(version).metrics.get("gate_threshold", 0.0))
+        images = np.asarray(held["images"], np.float32)
+        behind = {}
+        for name, model in (("challenger", challenger), ("champion", champion)):
+            p, _ = wrapped_predictions(model, registry.load_filter(version, classifier=model), images, gate, threshold)
+            behind[name] = dict(zip(held_ids, p.tolist()))
+        champ_op, chall_op, chall_f_op, champ_f_op = operational_estimates(
+            record, labels, challenger_predictions, config.level, behind["challenger"], behind["champion"])
+        in_service = frecord.get("decision") in ("deploy", "keep")
+        choice = choose_serving(champion=champion_interval[2], wrapped_champion=champ_f_op.accuracy,
+                                challenger=chall_op.accuracy, challenger_filtered=chall_f_op.accuracy,
+                                filter_in_service=in_service)
+        use_filter = choice.serve == "challenger+filter" or (not choice.promotes and chall_f_op.accuracy > chall_op.accuracy)
+        chosen_op = chall_f_op if use_filter else chall_op
+        chosen_model, chosen_net = challenger, (registry.load_filter(version, classifier=challenger) if use_filter else None)
+        serving = {"serve": choice.serve, "serve_reason": choice.reason, "filter_version": version, "gate": gate,
+                   "filter_in_service": in_service,
+                   "challenger_alone_accuracy": chall_op.accuracy, "challenger_filter_accuracy": chall_f_op.accuracy,
+                   "wrapped_champion_accuracy": champ_f_op.accuracy, "champion_upper": champion_interval[2]}
     champ_clean = clean_accuracy(champion, config.clean_limit)
     chall_clean = clean_accuracy(challenger, config.clean_limit)
-    decision = decide_promotion(chall_op.accuracy, champion_interval[2], chall_clean, champ_clean,
+    chosen_clean = chall_clean if chosen_net is None else clean_accuracy(
+        chosen_model, config.clean_limit, chosen_net, gate, threshold)
+    decision = decide_promotion(chosen_op.accuracy, champion_interval[2], chosen_clean, champ_clean,
                                 PromotionRule(config.clean_tolerance))
+    if serving is not None:
+        promote = decision.promote and serving["serve"] in ("challenger", "challenger+filter")
+        if decision.promote and not promote:
+            decision = PromotionDecision(False, decision.improves_operational, decision.keeps_clean,
+                                         f"{decision.reason}; but {serving['serve_reason']}")
+        serving["challenger_filter_clean"] = chosen_clean if chosen_net is not None else None
+        if promote and chosen_net is not None:
+            own = filter_for(store, config.model_name, serving["filter_version"], challenger_version,
+                             {"cycle": cycle, "purpose": "challenger"})
+            serving["challenger_filter_version"] = own.version
+        if not promote:
+            serving["serve"] = "champion+filter" if serving["filter_in_service"] else "champion"
     result = EvaluateResult(champion_version=champion_version, challenger_version=challenger_version,
-                            champion_operational=champ_op, challenger_operational=chall_op,
+                            champion_operational=champ_op, challenger_operational=chosen_op,
                             champion_interval=champion_interval, champion_clean=champ_clean,
-                            challenger_clean=chall_clean, decision=decision)
+                            challenger_clean=chosen_clean, decision=decision, serving=serving)
     store.put_json(cycle_store.key(cycle, "evaluation.json"), {
         "cycle": cycle, "champion_version": champion_version, "challenger_version": challenger_version,
-        "champion_holdout": asdict(champ_op), "challenger_holdout": asdict(chall_op),
+        "champion_holdout": asdict(champ_op), "challenger_holdout": asdict(chosen_op),
         "champion_offline": dict(zip(("accuracy", "lower", "upper"), champion_interval)),
-        "champion_clean": champ_clean, "challenger_clean": chall_clean,
+        "champion_clean": champ_clean, "challenger_clean": chosen_clean, "challenger_alone_clean": chall_clean,
         "clean_limit": config.clean_limit, "rule": asdict(PromotionRule(config.clean_tolerance)),
-        "decision": asdict(decision), "created": time.time(),
+        "decision": asdict(decision), "serving": serving, "created": time.time(),
     })
     write_result(store, cycle, {
         "champion_version": champion_version,
         "champion_accuracy": champion_interval[0],
         "challenger_version": challenger_version,
-        "challenger_accuracy": chall_op.accuracy,
+        "challenger_accuracy": chosen_op.accuracy,
         "promote": decision.promote,
         "promotion_reason": decision.reason,
+        **({"serve": serving["serve"], "serve_reason": serving["serve_reason"],
+            "challenger_filter_version": serving.get("challenger_filter_version"),
+            "challenger_filter_gate": serving["gate"] if serving.get("challenger_filter_version") else None,
+            "challenger_alone_accuracy": serving["challenger_alone_accuracy"],
+            "challenger_filter_accuracy": serving["challenger_filter_accuracy"],
+            "wrapped_champion_holdout_accuracy": serving["wrapped_champion_accuracy"]} if serving else {}),
     })
     log.info("cycle %s: %s %s (%s)", cycle, challenger_version,
              "beats the champion" if decision.promote else "does not replace the champion", decision.reason)

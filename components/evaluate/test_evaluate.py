@@ -65,3 +65,72 @@ def test_operational_estimates_on_held_out_draws(operational_store, sampler):
     copy = {i: int(record.pool.predictions[list(record.pool.ids).index(i)]) for i in record.holdout_ids}
     same, copied = operational_estimates(record, labels, copy, 0.95)
     assert copied.accuracy == pytest.approx(same.accuracy)
+
+
+def test_run_chooses_what_serves_with_the_cycles_filter(operational_store, monkeypatch):
+    """With a filter in the cycle's record, the held-out draws judge the challenger alone and behind
+    the filter and the champion behind it; choose_serving picks, and a chosen filtered challenger
+    gets a filter version of its own (same weights, wrapping the challenger)."""
+    import daic.filters.apply as apply
+    from daic.components.estimate_accuracy.logic import EstimateConfig
+    from daic.components.estimate_accuracy.logic import run as estimate
+    from daic.components.evaluate.logic import run as evaluate
+    from daic.components.testing.registry import register_untrained
+    from daic.components.train import registry_access
+    from daic.filters.network import FilterNet
+    from daic.filters.registry import FilterRegistry
+    from daic.models.card import DataLineage
+
+    store, stream = operational_store
+    sample(store, SampleConfig(sampler="srs", budget=120, cycle="c1", seed=6))
+    collect(store, "c1", CollectConfig(backend="simulated", simulated_scenario=SPEC))
+    register_untrained(store, [None, "v0001"])
+    estimate(store, "c1", EstimateConfig(reference_accuracy=0.95))
+    filters = FilterRegistry(store, "mnist")
+    cycle_filter = filters.register_filter(net=FilterNet(), data=DataLineage(dataset="mnist", base_count=10),
+                                           wraps_version="v0001", metrics={"gate_threshold": 0.0})
+    store.put_json("cycles/c1/filter.json", {"filter_version": cycle_filter.version, "gate": "always",
+                                             "decision": "deploy"})
+    truth = {im.astype(np.float32).tobytes(): int(label) for im, label in zip(stream.images, stream.labels)}
+    real = apply.wrapped_predictions
+
+    def fingerprint(model) -> float:
+        return float(next(model.parameters()).detach().sum())
+
+    def right_behind_the_filter(*which):
+        marks = {fingerprint(registry_access.load_model(store, "mnist", v)) for v in which}
+
+        def fake(model, net, images, mode, threshold):  # the filter makes these models right on operational inputs
+            predicted, mask = real(model, net, images, mode, threshold)
+            if fingerprint(model) in marks:
+                predicted = np.array([truth.get(np.asarray(im, np.float32).tobytes(), p)
+                                      for im, p in zip(images, predicted)])
+            return predicted, mask
+        return fake
+
+    config = EvaluateConfig(clean_tolerance=0.9, clean_limit=100)
+    monkeypatch.setattr(apply, "wrapped_predictions", right_behind_the_filter("v0002"))
+    result = evaluate(store, "c1", "v0002", config)
+    serving = result.serving
+    assert serving["serve"] == "challenger+filter" and result.decision.promote
+    assert serving["challenger_filter_accuracy"] == pytest.approx(1.0)
+    assert serving["challenger_filter_accuracy"] > serving["challenger_alone_accuracy"]
+    assert result.challenger_operational.accuracy == serving["challenger_filter_accuracy"]
+    own = serving["challenger_filter_version"]
+    assert filters.wraps(own) == "v0002" and filters.card(own).parent == cycle_filter.version
+    written = store.get_json("cycles/c1/result.json")
+    assert (written["serve"], written["challenger_filter_version"], written["challenger_filter_gate"]) == \
+        ("challenger+filter", own, "always")
+    assert "challenger+filter 1.0000 > challenger alone" in written["serve_reason"]
+
+    # the champion behind the filter is as good: it keeps serving, the challenger is not promoted
+    monkeypatch.setattr(apply, "wrapped_predictions", right_behind_the_filter("v0001", "v0002"))
+    result = evaluate(store, "c1", "v0002", config)
+    assert result.serving["serve"] == "champion+filter" and not result.decision.promote
+    assert "champion+filter keeps serving" in result.decision.reason
+    assert store.get_json("cycles/c1/result.json")["challenger_filter_version"] is None
+
+    # no filter adopted by the cycle: the challenger alone, as before
+    store.put_json("cycles/c1/filter.json", {"decision": "none", "filter_version": None})
+    result = evaluate(store, "c1", "v0002", config)
+    assert result.serving is None and store.get_json("cycles/c1/evaluation.json")["serving"] is None
