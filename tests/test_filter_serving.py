@@ -54,7 +54,8 @@ def test_transform_keeps_encoding_and_meta_and_gates_per_input(tmp_path):
     assert out["data"]["tensor"]["shape"] == [2, 28, 28]
     back = np.asarray(out["data"]["tensor"]["values"]).reshape(2, 28, 28)
     assert np.all(back == 0.0)  # image 1 filtered to blank, image 0 blank already
-    assert out["meta"]["tags"] == {"client": "x", "daic.filter": version, "daic.filtered": [0, 1]}
+    assert out["meta"]["tags"] == {"client": "x", "daic.filter": version, "daic.filter.gate": "gated",
+                                   "daic.filtered": [0, 1]}
     always = InputFilter(store_url=store.url, filter_version=version, gate="always")
     always.refresh()
     assert always.transform({"data": {"ndarray": images.tolist()}})["meta"]["tags"]["daic.filtered"] == [1, 1]

@@ -48,6 +48,7 @@ class EvaluateConfig:
     level: float = 0.95
     clean_tolerance: float = 0.01
     clean_limit: int = 0
+    wrapped_assessor: bool = True  # fit the sidecar's assessor behind a chosen challenger's filter
 
     def __post_init__(self) -> None:
         check_level(self.level)
@@ -206,6 +207,15 @@ def run(store: ObjectStore | str, cycle: str, challenger_version: str, config: E
             own = filter_for(store, config.model_name, serving["filter_version"], challenger_version,
                              {"cycle": cycle, "purpose": "challenger"})
             serving["challenger_filter_version"] = own.version
+            if config.wrapped_assessor:  # the sidecar's estimate must cover the challenger behind it
+                try:
+                    from daic.filters.assessor import fit_wrapped_assessor
+
+                    serving["wrapped_assessor"] = fit_wrapped_assessor(store, config.model_name, own.version,
+                                                                       serving["gate"])["key"]
+                except Exception as exc:  # noqa: BLE001 - the sidecar scores with the model's own
+                    log.exception("cycle %s: no wrapped assessor for filter %s", cycle, own.version)
+                    serving["wrapped_assessor_error"] = f"{type(exc).__name__}: {exc}"
         if not promote:
             serving["serve"] = "champion+filter" if serving["filter_in_service"] else "champion"
     result = EvaluateResult(champion_version=champion_version, challenger_version=challenger_version,

@@ -108,7 +108,7 @@ def test_run_chooses_what_serves_with_the_cycles_filter(operational_store, monke
             return predicted, mask
         return fake
 
-    config = EvaluateConfig(clean_tolerance=0.9, clean_limit=100)
+    config = EvaluateConfig(clean_tolerance=0.9, clean_limit=100, wrapped_assessor=False)
     monkeypatch.setattr(apply, "wrapped_predictions", right_behind_the_filter("v0002"))
     result = evaluate(store, "c1", "v0002", config)
     serving = result.serving

@@ -16,6 +16,12 @@
    filter on the cycle's labeled held-out draws, the inputs evaluate judges the challenger on, so
    the operator can hold a challenger to the wrapped champion on the same inputs.
 
+4. **The sidecar's assessor behind the filter** (``wrapped_assessor``): once the record is written
+   (the operator may roll the filter out meanwhile), the adopted filter's wrapped assessor is fitted
+   on the classifier's outputs on filtered references and stored beside it
+   (:func:`daic.filters.assessor.fit_wrapped_assessor`), so the online estimate covers the wrapped
+   model; a failure is recorded (``wrapped_assessor_error``) and never fails the step.
+
 The generic filter (``generic_version`` empty): the newest filter version with no parent that
 wraps the champion (trained before any drift, e.g. by ``make demo``'s setup); none: the filter is
 trained from its initial identity on the pool and the base images (slower, weaker).
@@ -61,6 +67,7 @@ class FitFilterConfig:
     max_clean_loss: float = 0.003
     seed: int = 0
     serve: bool = False
+    wrapped_assessor: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # other daic.filters.config.FilterConfig fields
 
     def __post_init__(self) -> None:
@@ -169,7 +176,25 @@ def run(store: ObjectStore | str, cycle: str, config: FitFilterConfig) -> dict[s
     if record.get("filter_version"):
         record.update(holdout_accuracies(store, cycle, config.model_name, champion, record["filter_version"],
                                          record["gate"]))
-    return _write(store, cycle, record, started)
+    record = _write(store, cycle, record, started)
+    if config.wrapped_assessor and record["decision"] == "deploy" and record.get("filter_version"):
+        record = wrapped_assessor(store, cycle, config.model_name, record)
+    return record
+
+
+def wrapped_assessor(store: ObjectStore, cycle: str, model_name: str, record: dict[str, Any]) -> dict[str, Any]:
+    """Fit and store the sidecar's assessor of the champion behind the adopted filter (its gate);
+    the record rewritten with what was done."""
+    from daic.filters.assessor import fit_wrapped_assessor
+
+    try:
+        done = fit_wrapped_assessor(store, model_name, record["filter_version"], record["gate"])
+        record = {**record, "wrapped_assessor": done["key"], "wrapped_assessor_s": done["seconds"]}
+    except Exception as exc:  # noqa: BLE001 - the sidecar scores with the model's own assessor
+        log.exception("cycle %s: the wrapped assessor of filter %s could not be fitted", cycle, record["filter_version"])
+        record = {**record, "wrapped_assessor_error": f"{type(exc).__name__}: {exc}"}
+    store.put_json(cycle_store.key(cycle, RECORD), record)
+    return record
 
 
 def _failed(store: ObjectStore, cycle: str, config: FitFilterConfig, champion: str, exc: Exception,

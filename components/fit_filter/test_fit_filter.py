@@ -11,14 +11,15 @@ import pytest
 from daic.components import cycle_store
 from daic.components.collect_labels.logic import CollectConfig
 from daic.components.collect_labels.logic import run as collect
-from daic.components.fit_filter.logic import FitFilterConfig, generic_filter, run, write_pool
+from daic.components.fit_filter.logic import FitFilterConfig, generic_filter, run, wrapped_assessor, write_pool
 from daic.components.sample_operational.logic import SampleConfig
 from daic.components.sample_operational.logic import run as sample
 from daic.components.testing.registry import register_untrained
 
 SPEC = json.dumps({"name": "sudden", "seed": 3, "batch_size": 50, "n_steps": 8, "drift_start": 4,
                    "corruption": "translate", "severity": 3})
-TINY = {"pool_limit": 64, "epochs": 1, "base_limit": 64, "extra": {"batch_size": 32, "val_limit": 64}}
+TINY = {"pool_limit": 64, "epochs": 1, "base_limit": 64, "wrapped_assessor": False,
+        "extra": {"batch_size": 32, "val_limit": 64}}
 
 
 @pytest.fixture
@@ -113,3 +114,24 @@ def test_a_failing_adaptation_is_recorded_and_never_fails_the_step(labeled_cycle
     assert result["filter_version"] is None
     with pytest.raises(ValueError, match="no labeled batch"):  # a missing input is still an error
         run(store, "c-none", FitFilterConfig(**TINY))
+
+
+def test_the_wrapped_assessor_is_stored_beside_the_filter_and_a_failure_is_recorded(labeled_cycle, monkeypatch):
+    import daic.filters.assessor as fa
+    from daic.filters.network import FilterNet
+    from daic.filters.registry import FilterRegistry
+    from daic.models.card import DataLineage
+
+    real = fa.fit_wrapped_assessor
+    monkeypatch.setattr(fa, "fit_wrapped_assessor",
+                        lambda *args, **kw: real(*args, **{**kw, "val_limit": 64, "shift_per_condition": 0}))
+    store, _ = labeled_cycle
+    version = FilterRegistry(store, "mnist").register_filter(
+        net=FilterNet(), data=DataLineage(dataset="mnist", base_count=10), wraps_version="v0001",
+        metrics={"gate_threshold": 0.0}).version
+    record = wrapped_assessor(store, "c1", "mnist", {"filter_version": version, "gate": "gated", "decision": "deploy"})
+    assert record["wrapped_assessor"].endswith(f"{version}/gated/assessor.pkl") and record["wrapped_assessor_s"] > 0
+    assert store.get_json("cycles/c1/filter.json")["wrapped_assessor"] == record["wrapped_assessor"]
+    assert fa.load_wrapped_assessor(store, "mnist", version, "gated") is not None
+    failed = wrapped_assessor(store, "c1", "mnist", {"filter_version": "v0099", "gate": "gated", "decision": "deploy"})
+    assert "v0099" in failed["wrapped_assessor_error"] and "wrapped_assessor" not in failed

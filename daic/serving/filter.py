@@ -8,9 +8,11 @@ embedded default ``StackConfig(transformer_class=..., transformer_parameters=...
 (``transform_input_raw``): decode and validate the images as the model does (a bad input is a 400
 naming the field), run the filter, keep each input's original or its filtered version by the gate
 (:mod:`daic.filters.gate`), and hand the model the same Seldon message in the same encoding, with
-``meta.tags`` ``daic.filter`` (the filter version) and ``daic.filtered`` (per input), which the
-model echoes into its response. The sidecar still scores the client's input and the final answer
-(the root's logger; daic.serving.graph), so its estimate covers the wrapped model.
+``meta.tags`` ``daic.filter`` (the filter version), ``daic.filter.gate`` (its gate mode) and
+``daic.filtered`` (per input), which the model echoes into its response. The sidecar still sees
+the client's input and the final answer (the root's logger; daic.serving.graph), and the tags tell
+it to score the answer with the wrapped model's assessor (daic.filters.assessor), so its estimate
+covers the wrapped model.
 
 Which filter: ``filter_version="service"`` (default) follows the registry's service record
 (:class:`daic.filters.registry.FilterService`), re-read every ``reload_interval_s`` by a daemon
@@ -48,6 +50,7 @@ from daic.serving.inputs import DEFAULT_MAX_BATCH, InputError, decode_request
 logger = logging.getLogger(__name__)
 TAG_FILTER = "daic.filter"
 TAG_FILTERED = "daic.filtered"
+TAG_GATE = "daic.filter.gate"  # the gate mode served: with TAG_FILTER, which assessor the sidecar scores with
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,63}$")
 _ENV: dict[str, tuple[str, type]] = {
     "store_url": ("DAIC_STORE", str), "model_name": ("DAIC_MODEL_NAME", str),
@@ -215,6 +218,7 @@ class InputFilter:
         meta = dict(request.get("meta") or {}) if isinstance(request.get("meta"), dict) else {}
         tags = dict(meta.get("tags") or {})
         tags[TAG_FILTER] = served.version if served else None
+        tags[TAG_GATE] = served.gate if served else None
         tags[TAG_FILTERED] = mask.astype(int).tolist()
         out["meta"] = {**meta, "tags": tags}
         return out

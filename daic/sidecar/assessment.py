@@ -14,6 +14,13 @@ predictions are scored with a stand-in, the assessor last used for scoring (the 
 across a champion change), and its estimator is rebuilt with its own assessor's window model and
 error terms once that is ready (:meth:`AssessorPool.estimator_for`), keeping the window's inputs.
 
+Behind the input filter (issue 21): a response whose ``meta.tags`` name a filter (``daic.filter``,
+``daic.filter.gate``: the TRANSFORMER's tags, echoed by the model) is scored with the *wrapped*
+assessor, fitted on the classifier's outputs on filtered references when the filter was chosen
+(:mod:`daic.filters.assessor`), loaded here in the background like a version's
+(:meth:`AssessorPool.wrapped_for_scoring`, never fitted here), and with the version's own until
+it is ready or when there is none.
+
 A fit made here is also pickled to ``cache_dir`` (the sidecar's own state directory), keyed by a
 fingerprint of the reference arrays and of the ``daic.oracles`` source: a changed reference or
 new code refits, a missing or unreadable file refits, and only files this sidecar wrote are loaded.
@@ -27,6 +34,7 @@ import os
 import pickle
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -88,6 +96,10 @@ class AssessorPool:
         self._ready: "OrderedDict[str, OnlineAssessor]" = OrderedDict()
         self._pending: dict[str, Future] = {}
         self._standin: str | None = None  # the version last scored with its own assessor
+        # (filter version, gate) -> the wrapped model's assessor (daic.filters.assessor), loaded
+        self._wrapped: "OrderedDict[tuple[str, str], OnlineAssessor]" = OrderedDict()
+        self._wrapped_pending: set[tuple[str, str]] = set()
+        self._wrapped_missing: dict[tuple[str, str], float] = {}  # not stored when last looked up (monotonic s)
         self._lock = threading.Lock()  # guards _pending and the swap of _ready; never held across I/O or a fit
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="assessor-fit")
 
@@ -161,6 +173,49 @@ class AssessorPool:
             standin = next(reversed(ready.values()))
         return standin, False
 
+    #: seconds before a filter without a stored wrapped assessor is looked up again (the cycle's
+    #: step stores it shortly after the filter goes in)
+    WRAPPED_RETRY_S = 30.0
+
+    def wrapped_for_scoring(self, filter_version: str, gate: str) -> OnlineAssessor | None:
+        """The assessor of the model behind ``filter_version`` in ``gate`` mode when it is loaded,
+        else None: its load starts in the background; one not stored yet is looked up again
+        after :attr:`WRAPPED_RETRY_S`. Never waits."""
+        key = (filter_version, gate)
+        assessor = self._wrapped.get(key)  # one read of the current mapping
+        if assessor is not None:
+            return assessor
+        with self._lock:
+            missing_since = self._wrapped_missing.get(key)
+            if key in self._wrapped_pending or (
+                    missing_since is not None and time.monotonic() - missing_since < self.WRAPPED_RETRY_S):
+                return None
+            self._wrapped_pending.add(key)
+        self._worker.submit(self._load_wrapped, key)
+        return None
+
+    def _load_wrapped(self, key: tuple[str, str]) -> None:
+        from daic.filters.assessor import load_wrapped_assessor
+
+        try:
+            assessor = load_wrapped_assessor(self.store, self.model_name, *key)
+        except Exception as exc:  # noqa: BLE001 - scored with the version's own assessor meanwhile
+            logger.warning("filter %s (%s): no wrapped assessor (%s: %s); scoring with the model's own",
+                           key[0], key[1], type(exc).__name__, exc)
+            assessor = None
+        with self._lock:
+            self._wrapped_pending.discard(key)
+            if assessor is None:
+                self._wrapped_missing[key] = time.monotonic()
+                return
+            self._wrapped_missing.pop(key, None)
+            ready = OrderedDict(self._wrapped)
+            ready[key] = assessor
+            while len(ready) > self.keep:
+                ready.popitem(last=False)
+            self._wrapped = ready  # the swap: one assignment
+        logger.info("filter %s (%s): scoring with the wrapped model's assessor", *key)
+
     def _fit_or_load(self, version: str, reference, shifted) -> OnlineAssessor:
         if self.cache_dir is None:
             self.fits += 1
@@ -209,7 +264,7 @@ class AssessorPool:
         if own is not None:
             if current is None:
                 return own.new_estimator(max_count=self.window, fuse_label_free=True)
-            if not getattr(current, "stand_in", False):
+            if not getattr(current, "stand_in", False) and getattr(current, "behind", None) is None:
                 return current
             fresh = own.new_estimator(max_count=self.window, fuse_label_free=True).to_state()
             state = current.to_state()
@@ -223,6 +278,24 @@ class AssessorPool:
         estimator = standin.new_estimator(max_count=self.window, fuse_label_free=True)
         estimator.stand_in = True
         return estimator
+
+    def estimator_behind(self, version: str, current: OnlineEstimator | None,
+                         behind: tuple[str, str]) -> OnlineEstimator:
+        """The estimator ``version``'s scores go into while they come from the wrapped model's
+        assessor (``behind``: filter version, gate; it must be loaded): ``current`` when built with
+        it, else one with its window model, error terms and trust region, ``current``'s window kept
+        (measured: with the model's own window model on the wrapped scores the estimate erred by
+        up to 4 points, with the wrapped one's by at most 1.4; docs/benchmarks.md, issue 21)."""
+        if current is not None and getattr(current, "behind", None) == behind:
+            return current
+        wrapped = self._wrapped[behind]
+        fresh = wrapped.new_estimator(max_count=self.window, fuse_label_free=True)
+        if current is not None:
+            state, new = current.to_state(), fresh.to_state()
+            state["config"], state["change"] = new["config"], new["change"]
+            fresh = wrapped.estimator_from_state(state)
+        fresh.behind = behind
+        return fresh
 
     def estimator_from_state(self, state: dict, version: str) -> OnlineEstimator:
         """Resume a persisted window; the window model is refitted (deterministically) with the

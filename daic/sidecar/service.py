@@ -57,6 +57,20 @@ _FEEDBACK_KEPT = 10_000
 _RECENT_ROWS = 50_000
 
 
+def _filter_of(pair) -> tuple[str, str] | None:
+    """(filter version, gate) when the response says an input filter stood before the model
+    (``meta.tags`` ``daic.filter`` and ``daic.filter.gate``, set by daic.serving.filter), else None."""
+    body = pair.response.body
+    meta = body.get("meta") if isinstance(body, dict) else None
+    tags = meta.get("tags") if isinstance(meta, dict) else None
+    if not isinstance(tags, dict):
+        return None
+    version, gate = tags.get("daic.filter"), tags.get("daic.filter.gate")
+    if not isinstance(version, str) or not version or gate not in ("gated", "always"):
+        return None
+    return version, gate
+
+
 def _covariate_rows(scores) -> np.ndarray | None:
     """``RecalibrationCovariates.as_rows`` of every input of ``scores``, or None when the scores
     do not carry (valid) window columns: those inputs' labels can only use the intercept method."""
@@ -100,7 +114,7 @@ class _ScoredBatch:
     request: the window's update copies its arrays, so per-request updates cost O(window))."""
 
     items: list[_Scored]
-    by_version: dict[str, Any]  # version -> PerInputScores
+    by_version: dict[str, Any]  # version -> [(PerInputScores, (filter, gate) of the wrapped assessor or None)]
     unreadable: int
     unknown: dict[str, int] = field(default_factory=dict)  # version not in the registry -> predictions
 
@@ -439,8 +453,9 @@ class SidecarService:
                 self.metrics.drop("unknown_version", self._events_per_prediction * count)
             for item in batch.items:
                 self._absorb(item)
-            for version, scores in batch.by_version.items():
-                self._estimate(version, scores)
+            for version, groups in batch.by_version.items():
+                for scores, behind in groups:
+                    self._estimate(version, scores, behind)
         feedback, self._feedback_waiting = self._feedback_waiting, []
         for event in feedback:
             self._apply_feedback(event)
@@ -467,10 +482,10 @@ class SidecarService:
             if not self.registry_versions.known(version):
                 unknown[version] = unknown.get(version, 0) + 1
                 continue
-            by_version.setdefault(version, []).append(item)
+            by_version.setdefault((version, _filter_of(item[0])), []).append(item)
         results = []
-        scored_by_version = {}
-        for version, items in by_version.items():
+        scored_by_version: dict[str, list] = {}
+        for (version, behind), items in by_version.items():
             sizes = [it[1].shape[0] for it in items]
             probs = np.concatenate([it[2].probs for it in items])
             emb = np.concatenate([it[2].embeddings for it in items])
@@ -479,6 +494,9 @@ class SidecarService:
                 # Never waits on a load or fit: a version not ready yet is scored with a stand-in
                 # (daic.sidecar.assessment) while its own assessor loads in the background.
                 assessor, _own = self.assessors.for_scoring(version)
+                wrapped = self.assessors.wrapped_for_scoring(*behind) if behind is not None else None
+                if wrapped is not None:  # the model behind the input filter (issue 21)
+                    assessor = wrapped
                 if assessor is None:
                     raise LookupError("its assessor is still loading and there is none to stand in")
                 scores = assessor.score(probs, emb, shadow)
@@ -486,7 +504,7 @@ class SidecarService:
                 logger.warning("model version %s: cannot score (%s); recording unscored", version, exc)
                 scores = None
             if scores is not None:
-                scored_by_version[version] = scores
+                scored_by_version.setdefault(version, []).append((scores, behind if wrapped is not None else None))
             covariates = _covariate_rows(scores)
             start = 0
             for (pair, images, outputs), n in zip(items, sizes):
@@ -542,9 +560,15 @@ class SidecarService:
             _, dropped = self._recent.popitem(last=False)
             self._recent_rows -= len(dropped[1])
 
-    def _estimate(self, version: str, scores) -> None:
-        # Built with the version's own assessor once ready (a stand-in's until then; the window is kept).
-        estimator = self.estimators[version] = self.assessors.estimator_for(version, self.estimators.get(version))
+    def _estimate(self, version: str, scores, behind: tuple[str, str] | None = None) -> None:
+        # Built with the version's own assessor once ready (a stand-in's until then; the window is
+        # kept), or with the wrapped model's while its scores come from it (behind the input filter).
+        current = self.estimators.get(version)
+        if behind is not None:
+            estimator = self.assessors.estimator_behind(version, current, behind)
+        else:
+            estimator = self.assessors.estimator_for(version, current)
+        self.estimators[version] = estimator
         # A count-limited window: arrival order is the order (no timestamps, so clock steps
         # between the two halves of a join can never reorder it).
         estimator.update(scores)
