@@ -72,6 +72,11 @@ def _parse() -> argparse.Namespace:
                    help="only the inference ablation of a registered filter (default: the cached generic one): "
                         "champion alone, forced re-centring, re-centring as a search candidate, no search, on clean "
                         "validation images and every corruption at severity 4 (+ the mixture); --eval-size images each")
+    p.add_argument("--sidecar", nargs=2, default=None, metavar=("FILTER_VERSION", "GATE"),
+                   help="only the sidecar's estimate behind a registered filter: the window estimate of the "
+                        "champion's own assessor vs the wrapped assessor (daic.filters.assessor) vs the wrapped "
+                        "per-input scores under the own window model, against the truth, on test[5000:7000] "
+                        "(mixture, impulse_noise, fog at --share, and clean)")
     return p.parse_args()
 
 
@@ -272,6 +277,42 @@ def ablate(store, version: str, filter_version: str, n: int, console) -> None:
                       f"load average {os.getloadavg()[0]:.1f}")
 
 
+def sidecar(store, version: str, filter_version: str, gate: str, share: float, console) -> None:
+    """How far the sidecar's window estimate is from the truth behind the filter, per assessor."""
+    from daic.data.mnist import load_split
+    from daic.filters.apply import apply_filter
+    from daic.filters.assessor import wrapped_references
+    from daic.filters.gate import select
+    from daic.filters.registry import FilterRegistry
+    from daic.models import assessor_store
+    from daic.models.reference import oracle_reference
+    from daic.models.registry import ModelRegistry
+    from daic.serving.loading import load_oracle_reference
+
+    model, shadow = ModelRegistry(store, "mnist").load_networks(version)
+    own = assessor_store.load(store, "mnist", version) or assessor_store.fit(*load_oracle_reference(store, "mnist", version))
+    filters = FilterRegistry(store, "mnist")
+    net = filters.load_filter(filter_version, classifier=model)
+    thr = float(filters.card(filter_version).metrics["gate_threshold"])
+    t = time.perf_counter()
+    wrapped = assessor_store.fit(*wrapped_references(model, shadow, net, gate, thr))
+    console.print(f"wrapped assessor of {version} behind {filter_version} ({gate}): references + fit "
+                  f"{time.perf_counter() - t:.0f} s at load {os.getloadavg()[0]:.1f}")
+    test = load_split("test")
+    x0, y = np.asarray(test.images[5000:7000], np.float32), np.asarray(test.labels[5000:7000])
+    console.print("| traffic | truth behind the filter | own assessor | wrapped assessor | wrapped scores, own window model |")
+    for scenario in ("clean", MIXTURE, "impulse_noise", "fog"):
+        x = x0 if scenario == "clean" else drift(x0, scenario, share, 5)
+        ref = oracle_reference(model, shadow, select(x, apply_filter(net, x), gate, thr)[0], y)
+        truth = float((ref.probs.argmax(1) == y).mean())
+        cols = []
+        for scorer, windowed in ((own, own), (wrapped, wrapped), (wrapped, own)):
+            estimator = windowed.new_estimator()
+            estimator.update(scorer.score(ref.probs, ref.embeddings, ref.shadow_probs), time.time())
+            cols.append(f"{100 * estimator.estimate(time.time()).accuracy:.2f} ({100 * (estimator.estimate(time.time()).accuracy - truth):+.1f})")
+        console.print(f"| {scenario} | {100 * truth:.2f} | " + " | ".join(cols) + " |")
+
+
 def main() -> None:
     args = _parse()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -298,6 +339,9 @@ def main() -> None:
     if args.ablate is not None:
         ablate(store, version, args.ablate[0] if args.ablate else generic_filter(store, version, args).version,
                args.eval_size, console)
+        return
+    if args.sidecar is not None:
+        sidecar(store, version, args.sidecar[0], args.sidecar[1], args.share, console)
         return
     generic = generic_filter(store, version, args)
     filters = FilterRegistry(store, "mnist")
