@@ -58,6 +58,7 @@ METHODS = {
     "all": {"augment": "off", "pseudo": True, "consistency": True, "bn": True},
     "augmix": {"augment": "augmix"},
     "chain": {"augment": "chain"},
+    "select": {"augment": "select"},
     "chain+self": {"augment": "chain", "self": True},
     "labels+self": {"augment": "off", "self": True},
 }
@@ -77,6 +78,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=None, help="retraining learning rate (default: the train step's)")
     p.add_argument("--oversample", type=int, default=None, help="labelled-example repeats (default: the step's)")
     p.add_argument("--augment-share", type=float, default=0.5, help="distorted share of base examples (augmix, chain)")
+    p.add_argument("--operational-share", type=float, default=0.3,
+                   help="labelled inputs' minimum share of each epoch (the train step's default 0.3; 0: oversample alone)")
     p.add_argument("--base-limit", type=int, default=0, help="base images in retraining (0: all 55,000)")
     p.add_argument("--unlabeled-limit", type=int, default=3000, help="unsampled window inputs for the methods")
     p.add_argument("--pseudo-threshold", type=float, default=0.9)
@@ -167,7 +170,8 @@ def sidecar_predictor(store, version: str):
 
 def method_fields(method: str, args: argparse.Namespace) -> dict:
     m = METHODS[method]
-    fields = {"augment": m["augment"], "augment_share": args.augment_share}
+    fields = {"augment": m["augment"], "augment_share": args.augment_share,
+              "operational_share": args.operational_share}
     if not any(m.get(k) for k in ("pseudo", "consistency", "bn", "self")):
         return fields
     if m.get("self"):
@@ -202,7 +206,10 @@ def one_cycle(store, spec, since: float, budget: int, seed: int, method: str, ar
         **method_fields(method, args)))
     judged = evaluate.run(store, cycle, trained.version, evaluate.EvaluateConfig(clean_limit=args.clean_limit))
     info = store.get_json(f"cycles/{cycle}/train.json")
-    return {"cycle": cycle, "version": trained.version, "labels": labels.n_labeled, "train_labels": labels.n_train,
+    history = (trained.card.get("history") or [{}])[-1]
+    chosen = history.get("select_chosen")
+    recipe = METHODS[method]["augment"] if chosen is None else ("chain", "off")[int(chosen)]
+    return {"recipe": recipe, "select_held_out": history.get("select_held_out", 0),"cycle": cycle, "version": trained.version, "labels": labels.n_labeled, "train_labels": labels.n_train,
             "pool": sampled.pool_size, "unlabeled": info.get("unlabeled_count", 0),
             "offline_estimate": est.estimate.accuracy,
             "promote": judged.decision.promote, "wall_s": time.perf_counter() - started}
@@ -232,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     clean = (test.images[:args.clean_limit], test.labels[:args.clean_limit]) if args.clean_limit \
         else (test.images, test.labels)
     print(f"# improvement benchmark: epochs={args.epochs} base_limit={args.base_limit or 55000} "
+          f"operational_share={args.operational_share} "
           f"unlabeled<={args.unlabeled_limit} pseudo>={args.pseudo_threshold} consistency={args.consistency_weight} "
           f"bn={args.bn_adapt}; assessor fitted without {', '.join(held_out)}; stream {args.clean_steps}+"
           f"{args.drift_steps} batches of 100; drifted eval {args.holdout}, clean eval {len(clean[1])}", flush=True)
@@ -263,7 +271,8 @@ def main(argv: list[str] | None = None) -> None:
                            "drifted_before": d0, "drifted_after": d1, "regained": regained,
                            "clean_before": c0, "clean_after": c1, **out}
                     rows.append(row)
-                    print(f"{entry:<16}{budget:>7}{seed:>5} {method:<14}{out['labels']:>7}{100 * d0:>12.2f}%"
+                    shown = method if method != "select" else f"select:{out['recipe']}"
+                    print(f"{entry:<16}{budget:>7}{seed:>5} {shown:<14}{out['labels']:>7}{100 * d0:>12.2f}%"
                           f"{100 * d1:>7.2f}%{regained:>9.2f}{100 * c0:>12.2f}%{100 * c1:>7.2f}%"
                           f"{100 * (c1 - c0):>+8.2f}{'yes' if out['promote'] else 'no':>8}{out['wall_s']:>8.0f}",
                           flush=True)

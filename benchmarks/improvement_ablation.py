@@ -60,9 +60,12 @@ for spec in a.cfg:
     f.update(json.loads(js or '{}'))
     cfg = TrainConfig(**f)
     t = time.time()
-    r = fit(cfg, images, labels, n_base=a.base, device=torch.device('cpu'), warm=warm, unlabeled=pool if cfg.unlabeled_key else None)
+    last = {}
+    r = fit(cfg, images, labels, n_base=a.base, device=torch.device('cpu'), warm=warm, unlabeled=pool if cfg.unlabeled_key else None,
+            on_epoch=lambda metrics, nets: last.update(metrics))
     net = r.nets['model'].eval()
     d1, c1 = accuracy(net, ex, ey), accuracy(net, cx, cy)
     parts = [round(accuracy(net, ex[r], ey[r]), 3) for r in np.array_split(np.arange(len(ey)), 4)] if a.scen == 'mixture' else []
     print(json.dumps({"scen": a.scen, "cfg": name, "base": a.base, "seed": a.seed, "d0": round(d0, 4), "d1": round(d1, 4),
-                      "reg": round((d1 - d0) / (c0 - d0), 3), "c0": c0, "dclean": round(100 * (c1 - c0), 2), "s": round(time.time() - t), "parts": parts}), flush=True)
+                      "reg": round((d1 - d0) / (c0 - d0), 3), "c0": c0, "dclean": round(100 * (c1 - c0), 2), "s": round(time.time() - t), "parts": parts,
+                      **{k: round(v, 3) for k, v in last.items() if k.startswith("select_")}}), flush=True)

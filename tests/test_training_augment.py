@@ -97,14 +97,19 @@ def test_fit_with_augmentation_trains_on_distorted_base_examples():
     assert not torch.allclose(out["off"], out["augmix"])
 
 
-def test_retrain_path_defaults_to_chain_and_passes_it_on():
+def test_retrain_path_defaults_to_select_and_passes_it_on():
     from daic.components.train.logic import TrainConfig as StepConfig
-    from daic.components.train.registry_access import rayjob_entrypoint, training_fields
+    from daic.components.train.registry_access import cli_augment, rayjob_entrypoint, training_fields
     from daic.training.workflow import RETRAIN_DEFAULTS
 
     step = StepConfig()
-    assert step.augment == "chain"
-    assert RETRAIN_DEFAULTS["augment"] == "chain"
+    assert step.augment == "select" and step.operational_share == 0.3
+    assert RETRAIN_DEFAULTS["augment"] == "select" and RETRAIN_DEFAULTS["operational_share"] == 0.3
+    fields = training_fields(step)
+    assert TrainConfig(**fields).augment == "select" and TrainConfig(**fields).operational_share == 0.3
+    assert training_fields(StepConfig(operational_share=0.0))["operational_share"] is None
+    # The RayJob's daic retrain runs a value its --augment takes (select once the CLI lists it).
+    assert cli_augment("off") == "off" and cli_augment("select") in ("select", "chain")
     fields = training_fields(StepConfig(augment="chain", augment_share=0.25))
     assert fields["augment"] == "chain" and fields["augment_share"] == 0.25
     TrainConfig(**{k: v for k, v in fields.items()})  # valid trainer fields

@@ -55,6 +55,10 @@ def test_two_worker_warm_start_run_registers_a_child(tmp_path):
     assert card.train_config["warm_start_from"] == "v0001" and card.train_config["num_workers"] == 2
     (epoch,) = card.history
     assert epoch["world_size"] == 2 and epoch["epoch"] == 1
+    # The retrain default (augment="select") chose its recipe across both workers: 19 of the 64
+    # labelled inputs held out of the two candidates' fits.
+    assert card.train_config["augment"] == "select" and epoch["select_held_out"] == 19
+    assert epoch["select_chosen"] in (0.0, 1.0)
     assert 0.0 <= card.metrics["val_accuracy"] <= 1.0 and "test_accuracy" in card.metrics
     # The checkpoint Ray persisted lives in the object store.
     assert outcome.run.checkpoint_path.startswith(f"{store.root}/checkpoints/mnist/")

@@ -13,9 +13,9 @@ the task but not declared by the sub-DAG, so neither a cluster's driver nor kfp.
 
 The retraining method's inputs (``augment``, ``augment_share``; the semi-supervised
 ``unlabeled_limit``, ``pseudo_label_threshold``, ``consistency_weight``, ``bn_adapt``,
-``self_training_rounds``) have defaults -- the measured default: corruption-robust ``chain``
-augmentation, no semi-supervised term (docs/training.md) -- so the pipeline passes them only to
-change them.
+``self_training_rounds``) have defaults -- the measured default: ``select`` (corruption-robust
+``chain`` augmentation or none, chosen per cycle on training labels held out of both candidates),
+no semi-supervised term (docs/training.md) -- so the pipeline passes them only to change them.
 """
 from typing import NamedTuple
 
@@ -53,7 +53,7 @@ def train(
     precision: str,
     ray_cluster: str,
     model: dsl.Output[dsl.Model],
-    augment: str = "chain",
+    augment: str = "select",
     augment_share: float = 0.5,
     unlabeled_limit: int = 0,
     pseudo_label_threshold: float = 0.0,

@@ -40,6 +40,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 LABELS_PREFIX = "labels/"
+# "select": chain or off, chosen per cycle on training labels held out of the candidates' fits
+# (daic.training.loop.select_recipe).
+AUGMENT = ("off", "chain", "augmix", "select")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ class TrainConfig:
     epochs: int = 2
     learning_rate: float = 1e-3
     operational_oversample: int = 10
+    # Labelled inputs make up at least this share of each epoch (their repeats raised above
+    # operational_oversample where the base split would drown them); 0: operational_oversample alone.
+    operational_share: float = 0.3
     base_limit: int = 0  # 0: the whole base split
     reference_shift_per_condition: int = 100  # oracle reference size of the new version (0: clean only)
     seed: int = 0
@@ -80,8 +86,9 @@ class TrainConfig:
     consistency_weight: float = 0.0  # 0: no consistency term
     bn_adapt: str = "off"  # off | pool | pool+base
     # Corruption-robust retraining (daic.training.augment): base examples distorted by a fixed
-    # family of generic operations, labelled examples given a weak view; "off" | "chain" | "augmix".
-    augment: str = "chain"
+    # family of generic operations, labelled examples given a weak view; "off" | "chain" | "augmix" |
+    # "select" (chain or off, whichever classifies training labels held out of both candidates better).
+    augment: str = "select"
     augment_share: float = 0.5  # share of each batch's base examples distorted
     # Self-training rounds with the challenger as teacher on the unlabelled pool (0: off).
     self_training_rounds: int = 0
@@ -116,8 +123,10 @@ class TrainConfig:
             raise ValueError(f"consistency_weight must be in [0, 100] (0: off), got {self.consistency_weight!r}")
         if self.bn_adapt not in ("off", "pool", "pool+base"):
             raise ValueError(f"bn_adapt must be off, pool or pool+base, got {self.bn_adapt!r}")
-        if self.augment not in ("off", "chain", "augmix"):
-            raise ValueError(f"augment must be off, chain or augmix, got {self.augment!r}")
+        if not 0 <= self.operational_share < 1:
+            raise ValueError(f"operational_share must be in [0, 1) (0: off), got {self.operational_share!r}")
+        if self.augment not in AUGMENT:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENT)}, got {self.augment!r}")
         if not 0 <= self.augment_share <= 1:
             raise ValueError(f"augment_share must be in [0, 1], got {self.augment_share!r}")
         if isinstance(self.self_training_rounds, bool) or not isinstance(self.self_training_rounds, int) \

@@ -51,6 +51,10 @@ class TrainConfig(BaseModel):
     labels_prefix: Optional[str] = None
     operational_oversample: int = Field(1, ge=1, le=10_000)
     operational_weight: float = Field(1.0, gt=0, le=1_000)
+    # At least this share of each epoch's examples are labelled operational ones: the repeats are
+    # raised above operational_oversample where the base split would otherwise drown them (a few
+    # hundred labels among 55,000 images); None: operational_oversample alone.
+    operational_share: Optional[float] = Field(None, gt=0, lt=1)
     # Registry version (e.g. "v0003") whose weights initialise both networks; None = from scratch.
     warm_start_from: Optional[str] = None
     # Keep the whole training set as one tensor on the device and index batches there: for a model
@@ -73,8 +77,19 @@ class TrainConfig(BaseModel):
     # Corruption-robust training (daic.training.augment): a share of each batch's base examples
     # distorted by a fixed family of generic operations (AugMix-style mixing or one unmixed chain);
     # labelled operational examples get a weak view (small shift and rotation).
-    augment: Literal["off", "chain", "augmix"] = "off"
+    augment: Literal["off", "chain", "augmix", "select"] = "off"
     augment_share: float = Field(0.5, ge=0, le=1)
+    # augment="select": the recipe is chosen per run (daic.training.loop.select_recipe). A share
+    # select_share of the labelled operational inputs is held out of training, one challenger per
+    # candidate in select_candidates is trained on the rest, the one that classifies the held-out
+    # inputs best (most correct, then lowest cross-entropy; the first candidate on a full tie) wins,
+    # and the winner's recipe is trained again on every labelled input.
+    select_candidates: tuple[Literal["off", "chain", "augmix"], ...] = ("chain", "off")
+    select_share: float = Field(0.3, gt=0, lt=1)
+    # The candidates train on the first select_base_limit base images only (None: all of them):
+    # they rank recipes, the winner's final run uses the whole base. 10,000 keeps the choice at
+    # about 1.4 fits' time on the full split instead of 3.
+    select_base_limit: Optional[int] = Field(10_000, ge=1)
     # Self-training rounds with the challenger as teacher (daic.training.semi_supervised): after
     # training, pool inputs the challenger labels confidently (mean confidence over a plain and two
     # weakly shifted views >= self_training_threshold) and consistently (the same class in every
@@ -119,6 +134,9 @@ class TrainConfig(BaseModel):
             raise ValueError("pseudo_label_threshold, consistency_weight, bn_adapt and self_training_rounds need "
                              "unlabeled_key "
                              "(the unlabelled operational inputs)")
+        if self.augment == "select" and len(set(self.select_candidates)) < 2:
+            raise ValueError(f"augment='select' needs at least two distinct select_candidates, "
+                             f"got {self.select_candidates}")
         if self.base_limit == 0 and self.labels_prefix is None:
             raise ValueError("base_limit=0 with no labels_prefix leaves nothing to train on")
         return self

@@ -10,6 +10,7 @@ into both before the first step (continual development: Gesmundo 2022).
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,6 +88,16 @@ def sample_weights(n_base: int, n_operational: int, operational_weight: float) -
     return np.concatenate([np.ones(n_base, np.float32), np.full(n_operational, operational_weight, np.float32)])
 
 
+def operational_repeats(config: TrainConfig, n_base: int, n_operational: int) -> int:
+    """How often each labelled operational example appears per epoch: ``operational_oversample``,
+    raised so that they make up at least ``operational_share`` of the epoch when that is set."""
+    repeats = config.operational_oversample
+    if config.operational_share is not None and n_operational:
+        share = config.operational_share
+        repeats = max(repeats, math.ceil(share * n_base / ((1 - share) * n_operational)))
+    return repeats
+
+
 class Fitter:
     """Optimizers, schedules and precision for a set of networks trained on the same batches."""
 
@@ -161,6 +172,16 @@ def fit(
     """
     from daic.models.inference import accuracy
 
+    if config.augment == "select":
+        selection = select_recipe(config, images, labels, n_base=n_base, device=device, rank=rank,
+                                  world_size=world_size, warm=warm, wrap=wrap, unlabeled=unlabeled,
+                                  operational_weights=operational_weights)
+        report = on_epoch
+
+        def on_epoch(metrics: dict[str, float], nets: dict[str, nn.Module]) -> None:
+            report({**metrics, **selection.metrics()}, nets)
+
+        config = config.model_copy(update={"augment": selection.chosen})
     plain = {k: n.to(device) for k, n in init_networks(config, warm).items()}
     n_pseudo = 0
     if unlabeled is not None and config.pseudo_label_threshold is not None:
@@ -172,7 +193,7 @@ def fit(
         labels = np.concatenate([labels[:n_base], py, labels[n_base:]])
         n_base += n_pseudo
     n_op = len(labels) - n_base
-    pool = epoch_pool(n_base, n_op, config.operational_oversample)
+    pool = epoch_pool(n_base, n_op, operational_repeats(config, n_base, n_op))
     plan = plan_for(config, device, len(pool), world_size)
     # Compile the plain module, then wrap (DDP over a compiled module); checkpoints and evaluation
     # use ``plain``, whose parameters are the ones trained.
@@ -254,6 +275,86 @@ def fit(
                           wrap=wrap, val=val, on_epoch=on_epoch, progress=progress,
                           operational_weights=operational_weights)
     return FitResult(plain, fitter.precision, plan)
+
+
+#: Fewer held-out labelled inputs than this and ``augment="select"`` takes its first candidate untried.
+SELECT_MIN_HELD_OUT = 10
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which retraining recipe ``augment="select"`` chose, and on what evidence."""
+
+    chosen: str
+    candidates: tuple[str, ...]
+    held_out: int  # labelled inputs held out of the candidates' training (0: not tried)
+    correct: dict[str, int] = field(default_factory=dict)  # per candidate, of the held-out inputs
+    nll: dict[str, float] = field(default_factory=dict)  # mean cross-entropy on them
+
+    def metrics(self) -> dict[str, float]:
+        """Floats for the epoch history (and so the model card): the chosen index and each score."""
+        out = {"select_held_out": float(self.held_out),
+               "select_chosen": float(self.candidates.index(self.chosen))}
+        for name in self.correct:
+            out[f"select_{name}_accuracy"] = self.correct[name] / max(1, self.held_out)
+            out[f"select_{name}_nll"] = self.nll[name]
+        return out
+
+
+def held_out_rows(n_base: int, n_operational: int, share: float, seed: int) -> np.ndarray:
+    """Rows (into base-then-operational arrays) of the labelled inputs held out for the choice:
+    ``round(share * n_operational)`` of them, drawn with the run's seed (every worker draws the same)."""
+    n_held = int(round(share * n_operational))
+    rng = np.random.default_rng(seed * 4099 + 17)
+    return n_base + np.sort(rng.permutation(n_operational)[:n_held])
+
+
+def select_recipe(config: TrainConfig, images: np.ndarray, labels: np.ndarray, *, n_base: int,
+                  device: torch.device, rank: int = 0, world_size: int = 1, warm: WarmStart | None = None,
+                  wrap: Callable[[nn.Module], nn.Module] = lambda net: net, unlabeled: UnlabeledPool | None = None,
+                  operational_weights: np.ndarray | None = None) -> Selection:
+    """Choose the run's recipe among ``config.select_candidates`` on labelled inputs it does not train on.
+
+    No fixed recipe wins on every shift: the corruption family helps where the drift is of a kind it
+    contains and can hurt where it is not (docs/benchmarks/improvement.md). So a share
+    ``select_share`` of the labelled operational inputs is held out, one challenger per candidate is
+    trained (same seed, same warm start, same settings otherwise) on the base split and the other
+    labelled inputs, and the candidate whose main network classifies the held-out inputs best wins
+    (most correct; ties: lowest mean cross-entropy; then the first candidate). The candidates see
+    only the first ``select_base_limit`` base images (they rank recipes; the final run uses all).
+    The held-out inputs are the training share of the cycle's labels: the inputs the evaluate step
+    holds out never reach the trainer, so its promotion decision stays unbiased. With fewer than :data:`SELECT_MIN_HELD_OUT`
+    held-out inputs the first candidate is taken untried. With several workers every worker trains
+    the same candidates and rank 0's choice is broadcast."""
+    candidates = tuple(config.select_candidates)
+    n_op = len(labels) - n_base
+    held = held_out_rows(n_base, n_op, config.select_share, config.seed)
+    if len(held) < SELECT_MIN_HELD_OUT or len(held) >= n_op:
+        return Selection(candidates[0], candidates, 0)
+    n_probe = n_base if config.select_base_limit is None else min(n_base, config.select_base_limit)
+    keep = np.setdiff1d(np.concatenate([np.arange(n_probe), np.arange(n_base, n_base + n_op)]), held)
+    weights = None
+    if operational_weights is not None:
+        weights = np.asarray(operational_weights)[keep[keep >= n_base] - n_base]
+    hx = torch.as_tensor(np.asarray(images[held], np.float32)).unsqueeze(1)
+    hy = torch.as_tensor(np.asarray(labels[held], np.int64))
+    correct, nll = {}, {}
+    kept_x, kept_y = images[keep], labels[keep]
+    for name in candidates:
+        probe = config.model_copy(update={"augment": name})
+        result = fit(probe, kept_x, kept_y, n_base=n_probe, device=device, rank=rank,
+                     world_size=world_size, warm=warm, wrap=wrap, unlabeled=unlabeled, operational_weights=weights)
+        net = result.nets[MAIN].eval()
+        with torch.no_grad():
+            logits = torch.cat([net(hx[i:i + 512].to(device)).float().cpu() for i in range(0, len(hy), 512)])
+        correct[name] = int((logits.argmax(1) == hy).sum())
+        nll[name] = float(F.cross_entropy(logits, hy))
+    best = min(range(len(candidates)), key=lambda i: (-correct[candidates[i]], nll[candidates[i]], i))
+    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        choice = torch.tensor([best], device=device)
+        torch.distributed.broadcast(choice, src=0)
+        best = int(choice.item())
+    return Selection(candidates[best], candidates, len(held), correct, nll)
 
 
 def self_train(config: TrainConfig, base_x: np.ndarray, base_y: np.ndarray, op_x: np.ndarray, op_y: np.ndarray,

@@ -22,7 +22,8 @@ from daic.training.trainer import TrainRun, run_training
 Promote = Literal["if-none", "always", "never"]
 
 # Fine-tuning defaults for a retrain (an initial run uses TrainConfig's defaults).
-RETRAIN_DEFAULTS = {"epochs": 2, "lr": 1e-3, "operational_oversample": 10, "augment": "chain"}
+RETRAIN_DEFAULTS = {"epochs": 2, "lr": 1e-3, "operational_oversample": 10, "operational_share": 0.3,
+                    "augment": "select"}
 
 
 @dataclass(frozen=True)
