@@ -44,7 +44,8 @@ def _remedy_cell(h: dict[str, Any]) -> str:
         return "-"
     version = f" {h['filterVersion']}" if h.get("filterVersion") and h["remedy"] == "deploy" else ""
     outcome = f" -> {h['filterOutcome']}" if h.get("filterOutcome") else ""
-    return f"{h['remedy']}{version}{outcome}: {h.get('remedyReason') or ''}"
+    serve = f"; serves {h['serve']}: {h.get('serveReason') or ''}" if h.get("serve") else ""
+    return f"{h['remedy']}{version}{outcome}: {h.get('remedyReason') or ''}{serve}"
 
 
 def render(doc: dict[str, Any], events: list[dict[str, Any]] | None = None,
@@ -85,6 +86,10 @@ def render(doc: dict[str, Any], events: list[dict[str, Any]] | None = None,
             console.print(f"  remedy: filter {rem['decision']}{' ' + rem['filterVersion'] if rem.get('filterVersion') else ''}"
                           f" ({rem.get('outcome') or rollout or '-'}), retrain {'yes' if rem.get('retrain') else 'no'}: "
                           f"{rem['reason']}")
+            if rem.get("serve"):
+                console.print(f"  serves after the evaluation: {rem['serve']}"
+                              f"{' (filter ' + rem['challengerFilterVersion'] + ')' if rem.get('challengerFilterVersion') else ''}: "
+                              f"{rem.get('serveReason') or ''}")
     served = status.get("filter")
     if served:
         console.print(f"  filter in service: {served['version']} ({served.get('gate', 'gated')}) in front of "

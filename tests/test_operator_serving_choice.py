@@ -54,3 +54,29 @@ def test_reason_names_the_comparison():
 def test_variant_without_filter_figure_is_the_challenger():
     assert choose_challenger_variant(0.9, None)[:2] == ("challenger", 0.9)
     assert choose_challenger_variant(None, 0.9)[:2] == ("challenger", None)
+
+
+def test_daic_status_shows_what_serves_and_why():
+    from datetime import datetime, timezone
+
+    from rich.console import Console
+
+    from daic.operators.status_view import render
+
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc).isoformat()
+    remedy = {"decision": "deploy", "retrain": True, "compareTo": "wrapped-champion", "reason": "filter beats",
+              "decidedAt": now, "filterVersion": "v0003", "outcome": "deployed", "serve": "challenger+filter",
+              "serveReason": "challenger+filter 0.9600 > challenger alone 0.8900", "challengerFilterVersion": "v0005"}
+    history = {"cycle": 1, "runName": "r1", "startedAt": now, "finishedAt": now, "triggerReason": "drop",
+               "triggerEstimate": 0.8, "decision": "challenger-not-better", "recordKey": "k", "remedy": "deploy",
+               "remedyReason": "filter beats", "filterOutcome": "deployed", "filterVersion": "v0003",
+               "serve": "champion+filter", "serveReason": "champion+filter keeps serving"}
+    doc = {"metadata": {"name": "c"}, "spec": {"deployment": {"name": "mnist"}},
+           "status": {"phase": "Improving", "history": [history],
+                      "current": {"cycle": 2, "runName": "r2", "startedAt": now, "triggerReason": "drop",
+                                  "triggerEstimate": 0.8, "remedy": remedy}}}
+    console = Console(record=True, width=400)
+    render(doc, [], console=console)
+    text = console.export_text()
+    assert "serves after the evaluation: challenger+filter (filter v0005): challenger+filter 0.9600" in text
+    assert "serves champion+filter: champion+filter keeps serving" in text
