@@ -66,6 +66,9 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--retrain-base", type=int, default=20000)
     p.add_argument("--retrain-epochs", type=int, default=2)
     p.add_argument("--no-retrain", action="store_true")
+    p.add_argument("--train-filtered", action="store_true",
+                   help="ablation: also retrain on the labeled sample passed through the adapted filter (its adopted "
+                        "mode) and measure that challenger behind the filter ('trained filtered' column)")
     p.add_argument("--stack", action="store_true", help="also measure end-to-end latency through the local stack")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
     p.add_argument("--ablate", nargs="*", default=None, metavar="FILTER_VERSION",
@@ -280,9 +283,8 @@ def ablate(store, version: str, filter_version: str, n: int, console) -> None:
 def sidecar(store, version: str, filter_version: str, gate: str, share: float, console) -> None:
     """How far the sidecar's window estimate is from the truth behind the filter, per assessor."""
     from daic.data.mnist import load_split
-    from daic.filters.apply import apply_filter
+    from daic.filters.apply import apply_filter, gate as gated
     from daic.filters.assessor import wrapped_references
-    from daic.filters.gate import select
     from daic.filters.registry import FilterRegistry
     from daic.models import assessor_store
     from daic.models.reference import oracle_reference
@@ -303,7 +305,7 @@ def sidecar(store, version: str, filter_version: str, gate: str, share: float, c
     console.print("| traffic | truth behind the filter | own assessor | wrapped assessor | wrapped scores, own window model |")
     for scenario in ("clean", MIXTURE, "impulse_noise", "fog"):
         x = x0 if scenario == "clean" else drift(x0, scenario, share, 5)
-        ref = oracle_reference(model, shadow, select(x, apply_filter(net, x), gate, thr)[0], y)
+        ref = oracle_reference(model, shadow, gated(net, x, apply_filter(net, x), gate, thr)[0], y)
         truth = float((ref.probs.argmax(1) == y).mean())
         cols = []
         for scorer, windowed in ((own, own), (wrapped, wrapped), (wrapped, own)):
@@ -419,6 +421,19 @@ def main() -> None:
                 b_thr = float(both_card.metrics["gate_threshold"])
                 r["both"] = accuracy_behind(challenger, both_net, x, y, both_mode, b_thr)
                 r["both_clean"] = accuracy_behind(challenger, both_net, clean_x, y, both_mode, b_thr)
+                if args.train_filtered:
+                    from daic.filters.apply import apply_filter, gate
+
+                    fx = gate(net, pool[:args.labels], apply_filter(net, pool[:args.labels]), adopt, thr)[0]
+                    store.put_arrays(f"labels/{cycle}-f/batch-0.npz", images=fx, labels=pool_y[:args.labels],
+                                     ids=np.array([f"{cycle}-f-{i}" for i in range(args.labels)]))
+                    out_f = retrain(store, "mnist", version, f"labels/{cycle}-f/", num_workers=1,
+                                    epochs=args.retrain_epochs, base_limit=args.retrain_base, test_limit=1000,
+                                    lineage={"cycle": cycle + "-f"})
+                    ch_f, _ = ModelRegistry(store, "mnist").load_networks(out_f.version)
+                    f_net = filters.load_filter(adapted.version, classifier=ch_f)
+                    r["trained_filtered"] = accuracy_behind(ch_f, f_net, x, y, adopt, thr)
+                    r["trained_filtered_clean"] = accuracy_behind(ch_f, f_net, clean_x, y, adopt, thr)
                 r.update(choose(r, classifier, net, adopt, thr, challenger, both_net, both_mode, b_thr,
                                 pool[args.labels:args.labels + args.holdout],
                                 pool_y[args.labels:args.labels + args.holdout], sample_x, sample_y))
@@ -461,6 +476,15 @@ def main() -> None:
                 f"{100 * (m('chosen_clean') - m('clean')):+.2f} pts"]),
             f"{100 * (m('clean_gated') - m('clean')):+.2f} / {100 * (m('clean_always') - m('clean')):+.2f}")
     console.print(table)
+    if args.train_filtered and not args.no_retrain:
+        for scenario in args.scenarios:
+            rs = [r for r in rows if r["scenario"] == scenario]
+            console.print(f"{scenario}: challenger trained on filtered inputs, behind the filter: "
+                          f"{100 * np.mean([r['trained_filtered'] for r in rs]):.2f} (regained "
+                          f"{100 * np.mean([regain(r['trained_filtered'], r) for r in rs]):.0f}%, clean "
+                          f"{100 * np.mean([r['trained_filtered_clean'] - r['clean'] for r in rs]):+.2f} pts) vs "
+                          f"challenger+filter {100 * np.mean([r['both'] for r in rs]):.2f}, challenger "
+                          f"{100 * np.mean([r['retrain'] for r in rs]):.2f}, chosen {100 * np.mean([r['chosen_acc'] for r in rs]):.2f}")
     lat = latency(net, thr, 300 if args.quick else 2000)  # the last adapted filter, alignment search included
     console.print(f"latency added per request by the filter transformer's work (1 image, 1 torch thread): "
                   f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms (its whole work: p50 {lat['filter_p50']:.2f}, "

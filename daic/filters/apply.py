@@ -20,6 +20,28 @@ def apply_filter(net: torch.nn.Module, images: np.ndarray, batch_size: int = 102
     return np.concatenate(out)
 
 
+def uncertain_mask(net: torch.nn.Module, images: np.ndarray, batch_size: int = 1024) -> np.ndarray | None:
+    """The gate's uncertainty part (:meth:`FilterNet.uncertain`) on numpy images; None when off."""
+    uncertain = getattr(net, "uncertain", None)
+    if uncertain is None or len(images) == 0:
+        return None
+    out = []
+    with torch.inference_mode():
+        for a in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.require(np.asarray(images[a:a + batch_size], np.float32), requirements=["C", "W"]))
+            part = uncertain(x)
+            if part is None:
+                return None
+            out.append(part.numpy())
+    return np.concatenate(out)
+
+
+def gate(net: torch.nn.Module, images: np.ndarray, filtered: np.ndarray, mode: str,
+         threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`daic.filters.gate.select` with the net's uncertainty part in ``gated`` mode."""
+    return select(images, filtered, mode, threshold, uncertain_mask(net, images) if mode == "gated" else None)
+
+
 def predictions_by_mode(classifier, net, images: np.ndarray, threshold: float,
                         modes: tuple[str, ...] = ("gated", "always")) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{mode: (predicted classes, filtered mask)}`` with the filter run once for all modes (it
@@ -30,7 +52,7 @@ def predictions_by_mode(classifier, net, images: np.ndarray, threshold: float,
     filtered = apply_filter(net, images) if any(m != "off" for m in modes) else images
     out = {}
     for mode in modes:
-        inputs, mask = select(images, filtered, mode, threshold)
+        inputs, mask = gate(net, images, filtered, mode, threshold)
         out[mode] = (predict(classifier, inputs).predictions, mask)
     return out
 
@@ -41,5 +63,5 @@ def wrapped_predictions(classifier, net, images: np.ndarray, mode: str, threshol
 
     images = np.asarray(images, dtype=np.float32)
     filtered = apply_filter(net, images) if mode != "off" else images
-    inputs, mask = select(images, filtered, mode, threshold)
+    inputs, mask = gate(net, images, filtered, mode, threshold)
     return predict(classifier, inputs).predictions, mask

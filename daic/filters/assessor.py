@@ -41,8 +41,7 @@ def wrapped_references(model, shadow, net, gate: str, threshold: float, *, val_l
     on the rows and corruptions :func:`daic.models.reference.build_references` uses."""
     from daic.data.corruptions import CORRUPTIONS
     from daic.data.mnist import load_split
-    from daic.filters.apply import apply_filter
-    from daic.filters.gate import select
+    from daic.filters.apply import apply_filter, gate as gated
     from daic.models.reference import linear_head, oracle_reference, shifted_inputs
     from daic.oracles.pipeline import ShiftedReference
 
@@ -53,7 +52,7 @@ def wrapped_references(model, shadow, net, gate: str, threshold: float, *, val_l
 
     def behind(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float32)
-        return select(x, apply_filter(net, x), gate, threshold)[0]
+        return gated(net, x, apply_filter(net, x), gate, threshold)[0]
 
     clean = oracle_reference(model, shadow, behind(images), labels)
     if shift_per_condition == 0:

@@ -109,6 +109,9 @@ class FilterNet(nn.Module):
         self.register_buffer("centre", torch.tensor(DEFAULT_CENTRE))
         self.register_buffer("align_angles", torch.zeros(0))
         self.register_buffer("align_margin", torch.tensor(0.0))
+        # the gate's uncertainty part (daic.filters.gate): the wrapped classifier's predictive entropy
+        # on the raw input above which an input is filtered; inf: off (set when the gate is calibrated)
+        self.register_buffer("gate_entropy", torch.tensor(float("inf")))
         self.configure(canonical=canonical, align_angles=align_angles, align_margin=align_margin,
                        recentre_search=recentre_search)
         self._aligner: Optional[list[nn.Module]] = None  # a list: the classifier is no submodule
@@ -132,7 +135,8 @@ class FilterNet(nn.Module):
         # A U-Net-only state dict (filters registered before the canonical form): a plain U-Net.
         defaults = {"canonical": torch.tensor(0.0), "recentre_search": torch.tensor(0.0),
                     "centre": torch.tensor(DEFAULT_CENTRE),
-                    "align_angles": torch.zeros(0), "align_margin": torch.tensor(0.0)}
+                    "align_angles": torch.zeros(0), "align_margin": torch.tensor(0.0),
+                    "gate_entropy": torch.tensor(float("inf"))}
         for name, value in defaults.items():
             state_dict.setdefault(prefix + name, value)
         self.align_angles = torch.zeros_like(state_dict[prefix + "align_angles"])  # its length follows the dict
@@ -149,6 +153,22 @@ class FilterNet(nn.Module):
             p.requires_grad_(False)
         self._aligner = [classifier]
         return self
+
+    def entropy(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """The wrapped classifier's predictive entropy (nats) on raw inputs (N, 28, 28) or (N, 1, 28, 28);
+        None without an attached classifier."""
+        if self._aligner is None:
+            return None
+        with torch.no_grad():
+            logp = torch.log_softmax(self._aligner[0](_as_nchw(x)).float(), dim=1)
+        return -(logp.exp() * logp).sum(dim=1)
+
+    def uncertain(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """Boolean (N,): inputs the wrapped classifier is uncertain about (entropy above
+        ``gate_entropy``); None when the gate has no uncertainty part (no classifier, or off)."""
+        if not torch.isfinite(self.gate_entropy) or self._aligner is None:
+            return None
+        return self.entropy(x) > self.gate_entropy
 
     def restore(self, x: torch.Tensor) -> torch.Tensor:
         """The U-Net's correction, (N, 1, H, W) -> (N, 1, H, W) in [0, 1]."""

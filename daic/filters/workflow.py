@@ -35,7 +35,10 @@ def clean_gate_metrics(classifier, net, config: FilterConfig) -> dict[str, float
     """Gate threshold from clean val scores, and clean val accuracy alone / gated / always-on."""
     from daic.data.mnist import load_split
     from daic.filters.apply import apply_filter
-    from daic.filters.gate import calibrate_threshold, residual_score, select
+    import torch
+
+    from daic.filters.apply import gate
+    from daic.filters.gate import calibrate_threshold, residual_score
     from daic.models.inference import predict
 
     val = load_split("val", dataset=config.dataset)
@@ -44,13 +47,19 @@ def clean_gate_metrics(classifier, net, config: FilterConfig) -> dict[str, float
     started = time.perf_counter()
     filtered = apply_filter(net, images)  # once: the gate's scores and both modes' inputs
     threshold = calibrate_threshold(residual_score(images, filtered), config.gate_clean_rate)
+    entropy = net.entropy(torch.from_numpy(np.require(images, requirements=["C", "W"]))) if hasattr(net, "entropy") else None
+    extra = {}
+    if entropy is not None:  # the gate's uncertainty part, on the same clean images and rate
+        with torch.no_grad():
+            net.gate_entropy.fill_(calibrate_threshold(entropy.numpy(), config.gate_clean_rate))
+        extra["gate_entropy_threshold"] = float(net.gate_entropy)
     alone = float((predict(classifier, images).predictions == labels).mean())
-    gated_inputs, mask = select(images, filtered, "gated", threshold)
+    gated_inputs, mask = gate(net, images, filtered, "gated", threshold)
     gated = predict(classifier, gated_inputs).predictions
     always = predict(classifier, filtered).predictions
     return {"gate_threshold": threshold, "val_accuracy_alone": alone, "calibrate_s": time.perf_counter() - started,
             "val_accuracy_gated": float((gated == labels).mean()),
-            "val_accuracy_always": float((always == labels).mean()), "val_gated_share": float(mask.mean())}
+            "val_accuracy_always": float((always == labels).mean()), "val_gated_share": float(mask.mean()), **extra}
 
 
 def train_filter(store: ObjectStore, config: FilterConfig, *, notes: Optional[dict[str, str]] = None,

@@ -212,8 +212,11 @@ class InputFilter:
             images, mask = decoded.images, np.zeros(len(decoded.images), bool)
         else:
             with torch.inference_mode():
-                filtered = served.net(torch.from_numpy(decoded.images)).numpy()
-            images, mask = select(decoded.images, filtered, served.gate, served.threshold)
+                x = torch.from_numpy(decoded.images)
+                filtered = served.net(x).numpy()
+                uncertain = served.net.uncertain(x) if served.gate == "gated" and hasattr(served.net, "uncertain") else None
+            images, mask = select(decoded.images, filtered, served.gate, served.threshold,
+                                  None if uncertain is None else uncertain.numpy())
         out = encode_like(images, decoded.encoding, request)
         meta = dict(request.get("meta") or {}) if isinstance(request.get("meta"), dict) else {}
         tags = dict(meta.get("tags") or {})
