@@ -78,8 +78,8 @@ def test_assessor_wires_the_band_model_into_its_estimators():
                              for f in ("probs", "embeddings", "labels", "shadow_probs")))
     shifted = ShiftedReference(sref, np.repeat(["a/1", "b/1", "c/1"], 300))
     synthesis = WindowSynthesis(n_windows=90, min_size=50, max_size=100)
-    off = OnlineAssessor(AssessorConfig(k=5, cv_folds=3, synthesis=synthesis)).fit(ref, shifted)
-    on = OnlineAssessor(AssessorConfig(k=5, cv_folds=3, synthesis=synthesis, band_model=True)).fit(ref, shifted)
+    off = OnlineAssessor(AssessorConfig(k=5, cv_folds=3, synthesis=synthesis, band_model=False)).fit(ref, shifted)
+    on = OnlineAssessor(AssessorConfig(k=5, cv_folds=3, synthesis=synthesis)).fit(ref, shifted)
     assert off.band_model is None and on.band_model is not None
     test = synthetic(400, rng, noise=0.2, shift=0.5)
     scores = on.score(test.probs, test.embeddings, test.shadow_probs)
@@ -108,3 +108,43 @@ def test_assessor_wires_the_band_model_into_its_estimators():
     assert plain.estimate().accuracy == e.accuracy  # the band model moves the band, never the estimate
     resumed = on.estimator_from_state(est.to_state())
     assert resumed.band_model is on.band_model and resumed.estimate() == e
+
+
+def _draw_scale(n, rng, groups=5):
+    """Model error ~ N(0, sigma(x)) with sigma = 0.005 + 0.05 x0, plus sampling noise of known SD
+    s (the last feature column, as band_features puts it): |error| has a known spread."""
+    wf = rng.uniform(size=(n, 9))
+    est = rng.uniform(0.5, 1.0, size=n)
+    ssd = rng.uniform(0.002, 0.02, size=n)
+    sigma = 0.005 + 0.05 * wf[:, 0]
+    err = rng.normal(size=n) * np.sqrt(sigma**2 + ssd**2)
+    return band_features(wf, est, ssd), np.abs(err), rng.integers(0, groups, size=n), np.sqrt(sigma**2 + ssd**2)
+
+
+def test_scale_method_covers_at_its_level_and_adds_the_sampling_sd_exactly():
+    x, y, g, _ = _draw_scale(3000, np.random.default_rng(3))
+    band = BandModel(0.95, 0.9, seed=0, method="scale").fit(x, y, g)
+    xt, yt, _, sd = _draw_scale(5000, np.random.default_rng(4))
+    half, q90 = band.predict(xt)
+    assert 0.94 <= (yt <= half).mean() <= 0.97     # 95 % band on fresh draws
+    assert 0.87 <= (yt <= q90).mean() <= 0.93      # the trust quantile is a 90 % quantile
+    lo, hi = xt[:, 0] < 0.2, xt[:, 0] > 0.8
+    assert half[lo].mean() < 0.5 * half[hi].mean()  # adaptive in the feature that drives the error
+    # A window's own sampling SD enters the band exactly: a larger one widens it, others equal.
+    row = xt[:1].copy()
+    wide = row.copy()
+    wide[0, -1] = 0.2
+    assert band.predict(wide)[0][0] > band.predict(row)[0][0]
+    assert band.predict(wide)[0][0] >= 0.2 * band.corrections[0.95] - 1e-12
+    avg = BandModel.average([band, BandModel(0.95, 0.9, seed=1, method="scale").fit(x, y, g)])
+    assert avg.method == "scale" and avg.predict(xt[:5])[0].shape == (5,)
+    with pytest.raises(ValueError, match="unknown band method"):
+        BandModel(method="bogus")
+
+
+def test_assessor_default_band_is_the_scale_method():
+    from daic.oracles.pipeline import AssessorConfig
+
+    assert AssessorConfig().band_model and AssessorConfig().band_method == "scale"
+    with pytest.raises(ValueError, match="band_method"):
+        AssessorConfig(band_method="bogus")
