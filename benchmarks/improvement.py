@@ -24,9 +24,12 @@ Regained = (drifted after - drifted before) / (clean before - drifted before): 1
 accuracy is back at the clean one. Methods (``--methods``): ``labels`` (the labelled inputs only,
 no augmentation), ``+pseudo`` (and pseudo-labels where P(correct) >= ``--pseudo-threshold``),
 ``+consistency`` (FixMatch-style), ``+bn`` (AdaBN on pool + base), ``all`` (see
-``daic.training.semi_supervised``); ``chain`` (the train step's default: corruption-robust
-training, ``daic.training.augment``), ``augmix``, ``chain+self`` / ``labels+self`` (one
-self-training round with the challenger as teacher).
+``daic.training.semi_supervised``); ``chain`` (corruption-robust training,
+``daic.training.augment``), ``select`` (the train step's default: ``chain`` or no augmentation,
+chosen per cycle on training labels held out of both candidates; the row shows the choice),
+``augmix``, ``chain+self`` / ``labels+self`` (one self-training round with the challenger as
+teacher). Every method runs with ``--operational-share`` (the step's default 0.3; 0 for the runs
+before it existed) and collect-labels' ``--train-weighting`` (uniform by default).
 
 Rows print as each cycle finishes; a summary over seeds follows. Sizes, epochs and seeds are flags:
 on a shared CPU run a reduced grid and say so (docs/benchmarks.md records the command).
@@ -86,6 +89,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--consistency-weight", type=float, default=1.0)
     p.add_argument("--self-threshold", type=float, default=0.9, help="self-training teacher's confidence")
     p.add_argument("--bn-adapt", default="pool+base", choices=("pool", "pool+base"))
+    p.add_argument("--train-weighting", default="uniform", help="collect-labels' train_weighting: "
+                   "uniform | inclusion | mispredicted (comma list: one cycle per weighting)")
     p.add_argument("--clean-steps", type=int, default=5)
     p.add_argument("--drift-steps", type=int, default=40)
     p.add_argument("--share", type=float, default=0.8, help="corrupted share of a drifted mixture batch (demo: 0.8)")
@@ -183,7 +188,8 @@ def method_fields(method: str, args: argparse.Namespace) -> dict:
             "bn_adapt": args.bn_adapt if m.get("bn") else "off"}
 
 
-def one_cycle(store, spec, since: float, budget: int, seed: int, method: str, args) -> dict:
+def one_cycle(store, spec, since: float, budget: int, seed: int, method: str, args,
+              weighting: str = "uniform") -> dict:
     """sample -> label -> estimate -> train -> evaluate, as the pipeline runs them."""
     from daic.components.collect_labels import logic as collect
     from daic.components.estimate_accuracy import logic as estimate
@@ -193,11 +199,12 @@ def one_cycle(store, spec, since: float, budget: int, seed: int, method: str, ar
 
     for key in store.list("labels/"):  # each cycle starts from the champion with no earlier labels
         store.delete(key)
-    cycle = f"b{budget}-s{seed}-{method.strip('+')}"
+    cycle = f"b{budget}-s{seed}-{method.strip('+')}-{weighting}"
     started = time.perf_counter()
     sampled = sample.run(store, sample.SampleConfig(budget=budget, seed=seed, since=str(since), cycle=cycle))
     labels = collect.run(store, cycle, collect.CollectConfig(
-        backend="simulated", simulated_scenario=json.dumps(asdict(spec)), timeout_s=600, poll_s=0.5))
+        backend="simulated", simulated_scenario=json.dumps(asdict(spec)), timeout_s=600, poll_s=0.5,
+        train_weighting=weighting))
     est = estimate.run(store, cycle, estimate.EstimateConfig())
     trained = train.run(store, cycle, train.TrainConfig(
         epochs=args.epochs, base_limit=args.base_limit, seed=seed, reference_shift_per_condition=0,
@@ -232,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     budgets = [int(b) for b in args.budgets.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if m]
+    weightings = [w for w in args.train_weighting.split(",") if w]
     for m in methods:
         if m not in METHODS:
             raise SystemExit(f"--methods: unknown {m!r}; valid: {', '.join(METHODS)}")
@@ -262,16 +270,17 @@ def main(argv: list[str] | None = None) -> None:
         since = T0 + spec.drift_start * STEP_SECONDS
         for budget in budgets:
             for seed in seeds:
-                for method in methods:
-                    out = one_cycle(store, spec, since, budget, seed, method, args)
+                for method, weighting in [(m, w) for m in methods for w in weightings]:
+                    out = one_cycle(store, spec, since, budget, seed, method, args, weighting)
                     model, _ = registry.load_networks(out["version"])
                     d1, c1 = accuracy(model, images, labels), accuracy(model, *clean)
                     regained = (d1 - d0) / (c0 - d0) if c0 > d0 else float("nan")
-                    row = {"scenario": entry, "budget": budget, "seed": seed, "method": method,
+                    row = {"scenario": entry, "budget": budget, "seed": seed, "method": method, "weighting": weighting,
                            "drifted_before": d0, "drifted_after": d1, "regained": regained,
                            "clean_before": c0, "clean_after": c1, **out}
                     rows.append(row)
                     shown = method if method != "select" else f"select:{out['recipe']}"
+                    shown += "" if weighting == "uniform" else f"/{weighting[:4]}"
                     print(f"{entry:<16}{budget:>7}{seed:>5} {shown:<14}{out['labels']:>7}{100 * d0:>12.2f}%"
                           f"{100 * d1:>7.2f}%{regained:>9.2f}{100 * c0:>12.2f}%{100 * c1:>7.2f}%"
                           f"{100 * (c1 - c0):>+8.2f}{'yes' if out['promote'] else 'no':>8}{out['wall_s']:>8.0f}",
@@ -287,14 +296,16 @@ def summary(rows: list[dict]) -> None:
         return
     print("\nsummary (mean over seeds; +- is the standard deviation)")
     print(f"{'scenario':<16}{'budget':>7} {'method':<14}{'n':>3}{'regained':>16}{'d clean pts':>14}{'wall s':>8}")
-    keys = sorted({(r["scenario"], r["budget"], r["method"]) for r in rows},
-                  key=lambda k: (k[0], k[1], list(METHODS).index(k[2])))
-    for scenario, budget, method in keys:
-        sel = [r for r in rows if (r["scenario"], r["budget"], r["method"]) == (scenario, budget, method)]
+    keys = sorted({(r["scenario"], r["budget"], r["method"], r.get("weighting", "uniform")) for r in rows},
+                  key=lambda k: (k[0], k[1], list(METHODS).index(k[2]), k[3]))
+    for scenario, budget, method, weighting in keys:
+        sel = [r for r in rows if (r["scenario"], r["budget"], r["method"], r.get("weighting", "uniform"))
+               == (scenario, budget, method, weighting)]
         reg = np.array([r["regained"] for r in sel])
         dc = np.array([100 * (r["clean_after"] - r["clean_before"]) for r in sel])
         wall = np.mean([r["wall_s"] for r in sel])
-        print(f"{scenario:<16}{budget:>7} {method:<14}{len(sel):>3}{reg.mean():>9.2f} +- {reg.std():.2f}"
+        shown = method if weighting == "uniform" else f"{method}/{weighting[:4]}"
+        print(f"{scenario:<16}{budget:>7} {shown:<14}{len(sel):>3}{reg.mean():>9.2f} +- {reg.std():.2f}"
               f"{dc.mean():>+9.2f} +- {dc.std():.2f}{wall:>8.0f}")
 
 

@@ -28,6 +28,8 @@ p = argparse.ArgumentParser()
 p.add_argument('--scen', default='mixture'); p.add_argument('--n-labels', type=int, default=140)
 p.add_argument('--base', type=int, default=5000); p.add_argument('--seed', type=int, default=0)
 p.add_argument('--cfg', action='append', default=[])  # name=json
+p.add_argument('--weighting', default='uniform', choices=('uniform', 'mispredicted'),
+               help="per-label loss weights as collect-labels' train_weighting: mispredicted = 2 where the champion errs (mean 1)")
 a = p.parse_args()
 test = load_split('test'); train = load_split('train')
 rng = np.random.default_rng(a.seed + 100)
@@ -53,6 +55,11 @@ m, _ = load_or_train('small_cnn'); s, _ = load_or_train('shadow_net')
 warm = WarmStart({'model': state_dict_to_bytes(m), 'shadow': state_dict_to_bytes(s)})
 d0, c0 = accuracy(m, ex, ey), accuracy(m, cx, cy)
 if a.scen == 'mixture': print('before parts', [round(accuracy(m, ex[r], ey[r]), 3) for r in np.array_split(np.arange(len(ey)), 4)], flush=True)
+op_w = None
+if a.weighting == 'mispredicted':
+    from daic.models.inference import predict
+    op_w = np.where(predict(m, lx).predictions != ly, 2.0, 1.0).astype(np.float32)
+    op_w /= op_w.mean()
 images = np.concatenate([train.images[:a.base], lx]).astype(np.float32); labels = np.concatenate([train.labels[:a.base], ly])
 for spec in a.cfg:
     name, _, js = spec.partition('=')
@@ -62,10 +69,10 @@ for spec in a.cfg:
     t = time.time()
     last = {}
     r = fit(cfg, images, labels, n_base=a.base, device=torch.device('cpu'), warm=warm, unlabeled=pool if cfg.unlabeled_key else None,
-            on_epoch=lambda metrics, nets: last.update(metrics))
+            on_epoch=lambda metrics, nets: last.update(metrics), operational_weights=op_w)
     net = r.nets['model'].eval()
     d1, c1 = accuracy(net, ex, ey), accuracy(net, cx, cy)
     parts = [round(accuracy(net, ex[r], ey[r]), 3) for r in np.array_split(np.arange(len(ey)), 4)] if a.scen == 'mixture' else []
-    print(json.dumps({"scen": a.scen, "cfg": name, "base": a.base, "seed": a.seed, "d0": round(d0, 4), "d1": round(d1, 4),
+    print(json.dumps({"scen": a.scen, "cfg": name, "weighting": a.weighting, "base": a.base, "seed": a.seed, "d0": round(d0, 4), "d1": round(d1, 4),
                       "reg": round((d1 - d0) / (c0 - d0), 3), "c0": c0, "dclean": round(100 * (c1 - c0), 2), "s": round(time.time() - t), "parts": parts,
                       **{k: round(v, 3) for k, v in last.items() if k.startswith("select_")}}), flush=True)
