@@ -75,6 +75,9 @@ def _parse() -> argparse.Namespace:
                    help="only the inference ablation of a registered filter (default: the cached generic one): "
                         "champion alone, forced re-centring, re-centring as a search candidate, no search, on clean "
                         "validation images and every corruption at severity 4 (+ the mixture); --eval-size images each")
+    p.add_argument("--latency", default=None, metavar="FILTER_VERSION",
+                   help="only the latency added per request by a registered filter (gated and always-on, "
+                        "2,000 requests of one clean image, one torch thread), with the load average")
     p.add_argument("--sidecar", nargs=2, default=None, metavar=("FILTER_VERSION", "GATE"),
                    help="only the sidecar's estimate behind a registered filter: the window estimate of the "
                         "champion's own assessor vs the wrapped assessor (daic.filters.assessor) vs the wrapped "
@@ -177,7 +180,7 @@ def choose(r, classifier, net, mode, thr, challenger, both_net, both_mode, b_thr
     return {"chosen": c.serve, "chosen_acc": r[pick[0]], "chosen_clean": r[pick[1]]}
 
 
-def latency(net, threshold: float, n: int) -> dict[str, float]:
+def latency(net, threshold: float, n: int, gate: str = "gated") -> dict[str, float]:
     """Per-request ms of the transformer's work at one image: decode+filter+gate+encode, minus a
     decode+encode pass-through (what a transformer costs without the filter)."""
     import torch
@@ -189,7 +192,7 @@ def latency(net, threshold: float, n: int) -> dict[str, float]:
 
     images = load_split("test").images[:n].astype(np.float64).round(4)
     on, off = InputFilter(), InputFilter()
-    on._served = ServedFilter("bench", net, "gated", threshold)
+    on._served = ServedFilter("bench", net, gate, threshold)
     off._served = ServedFilter(None, None, "off", 0.0)
     times = {"filter": [], "pass": []}
     for i in range(n):
@@ -341,6 +344,17 @@ def main() -> None:
     if args.ablate is not None:
         ablate(store, version, args.ablate[0] if args.ablate else generic_filter(store, version, args).version,
                args.eval_size, console)
+        return
+    if args.latency is not None:
+        filters = FilterRegistry(store, "mnist")
+        net = filters.load_filter(args.latency, classifier=classifier)
+        thr = float(filters.card(args.latency).metrics["gate_threshold"])
+        for gate in ("gated", "always"):
+            before = os.getloadavg()[0]
+            lat = latency(net, thr, 2000, gate)
+            console.print(f"filter {args.latency} {gate}: added p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms "
+                          f"(whole transform p50 {lat['filter_p50']:.2f}, p99 {lat['filter_p99']:.2f}); load average "
+                          f"{before:.1f} before, {os.getloadavg()[0]:.1f} after")
         return
     if args.sidecar is not None:
         sidecar(store, version, args.sidecar[0], args.sidecar[1], args.share, console)
