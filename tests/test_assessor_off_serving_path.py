@@ -175,3 +175,26 @@ def test_a_version_registered_with_its_assessor_is_loaded_not_fitted(template, t
     other = data.replace(assessor_store.code_fingerprint().encode(), b"0" * 16)
     assert assessor_store.loads(other) is None
     assert assessor_store.loads(b"not a pickle") is None
+
+
+def test_a_stored_assessor_fitted_on_other_references_is_refitted(template, tmp_path):
+    """References rebuilt after the assessor was stored (a re-registration) make it stale: the pool
+    fits anew instead of scoring with an assessor of other references."""
+    from daic.sidecar.assessment import reference_fingerprint
+
+    store = _copy(template, tmp_path)
+    reference, shifted = ModelRegistry(store, "mnist").load_oracle_reference("v0001")
+    fitted = assessor_store.fit(reference, shifted)
+    assessor_store.store_assessor(store, "mnist", "v0001", fitted, reference_fingerprint(reference))  # not these
+    data = store.get_bytes(assessor_store.key("mnist", "v0001"))
+    assert assessor_store.loads(data, reference_fingerprint(reference)) is not None
+    assert assessor_store.loads(data, reference_fingerprint(reference, shifted)) is None
+    fits = []
+
+    def fit(reference, shifted):
+        fits.append(1)
+        return fitted
+
+    pool = AssessorPool(store, "mnist", window=100, fit=fit)
+    pool.get("v0001")
+    assert pool.loads == 0 and pool.fits == 1 and fits == [1]

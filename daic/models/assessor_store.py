@@ -81,9 +81,10 @@ def dumps(assessor, reference_fingerprint: str = "") -> bytes:
     return buf.getvalue()
 
 
-def loads(data: bytes):
-    """The assessor in ``data``, or None (logged) when it was pickled by other code or libraries
-    or is not a stored assessor at all."""
+def loads(data: bytes, reference_fingerprint: str | None = None):
+    """The assessor in ``data``, or None (logged) when it was pickled by other code or libraries,
+    was fitted on other references than ``reference_fingerprint`` (when given: references rebuilt
+    since, e.g. by a re-registration, make it stale) or is not a stored assessor at all."""
     from daic.oracles.pipeline import OnlineAssessor
 
     try:
@@ -99,6 +100,10 @@ def loads(data: bytes):
         log.info("stored assessor was fitted by other code or libraries (%s, %s; here %s, %s); fitting instead",
                  payload.get("code"), payload.get("libraries"), code_fingerprint(), library_versions())
         return None
+    if reference_fingerprint is not None and payload.get("reference") != reference_fingerprint:
+        log.info("stored assessor was fitted on other references (%s; here %s); fitting instead",
+                 payload.get("reference") or "unrecorded", reference_fingerprint)
+        return None
     return payload["assessor"]
 
 
@@ -108,13 +113,14 @@ def store_assessor(store: ObjectStore, name: str, version: str, assessor, refere
     return k
 
 
-def load(store: ObjectStore, name: str, version: str):
-    """The version's stored assessor, or None when there is none or it cannot be used here."""
+def load(store: ObjectStore, name: str, version: str, reference_fingerprint: str | None = None):
+    """The version's stored assessor, or None when there is none or it cannot be used here
+    (see :func:`loads`; the sidecar passes the fingerprint of the references it just read)."""
     try:
         data = store.get_bytes(key(name, version))
     except KeyNotFound:
         return None
-    return loads(data)
+    return loads(data, reference_fingerprint)
 
 
 def fit_references_and_store(store: ObjectStore, name: str, version: str, reference, shifted=None, config=None):

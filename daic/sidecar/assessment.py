@@ -123,11 +123,12 @@ class AssessorPool:
 
     def _prepare(self, version: str) -> OnlineAssessor:
         try:
-            assessor = assessor_store.load(self.store, self.model_name, version)
+            reference, shifted = load_oracle_reference(self.store, self.model_name, version)
+            assessor = assessor_store.load(self.store, self.model_name, version,
+                                           reference_fingerprint(reference, shifted))
             if assessor is not None:
                 self.loads += 1
             else:
-                reference, shifted = load_oracle_reference(self.store, self.model_name, version)
                 assessor = self._fit_or_load(version, reference, shifted)
             # Labelled held-out inputs of the cycle that promoted it (daic.models.first_window).
             assessor = first_window.calibrate(assessor, self.store, self.model_name, version)
