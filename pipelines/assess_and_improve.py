@@ -144,6 +144,9 @@ def assess_and_improve(
     filter_epochs: int = 1,
     filter_base_limit: int = 4000,
     filter_max_clean_loss: float = 0.003,
+    # the sidecar's assessor behind the adopted filter (its estimate covers the wrapped model); about
+    # 3 minutes on 2 busy cores at the end of fit-filter, which the retraining branch waits for
+    filter_wrapped_assessor: bool = True,
 ) -> None:
     sampled = _prepare(sample_operational(
         store_url=store_url, deployment=deployment, sampler=sampler, sampler_params=sampler_params,
@@ -174,6 +177,7 @@ def assess_and_improve(
             generic_version=filter_generic_version, remedy=remedy, pool_limit=filter_pool_limit,
             epochs=filter_epochs, base_limit=filter_base_limit, min_improvement=0.0,
             max_clean_loss=filter_max_clean_loss, seed=seed, promote_by=promote_by,
+            wrapped_assessor=filter_wrapped_assessor,
         ), "fit-filter", store_secret)
         with dsl.If(remedy != "filter", name="retrain-remedy"):
             trained = _prepare(train(

@@ -25,6 +25,7 @@ def fit_filter(
     seed: int,
     promote_by: str,
     metrics: dsl.Output[dsl.Metrics],
+    wrapped_assessor: bool = True,
 ) -> str:
     """Adapt the input filter to the cycle's unlabeled pool; champion vs champion+filter on the labeled sample."""
     from daic.components.fit_filter.logic import FitFilterConfig, run
@@ -32,10 +33,10 @@ def fit_filter(
     config = FitFilterConfig(model_name=model_name, champion_version=champion_version,
                              generic_version=generic_version, remedy=remedy, pool_limit=pool_limit, epochs=epochs,
                              base_limit=base_limit, min_improvement=min_improvement, max_clean_loss=max_clean_loss,
-                             seed=seed, serve=promote_by == "pipeline")
+                             seed=seed, serve=promote_by == "pipeline", wrapped_assessor=wrapped_assessor)
     record = run(store_url, cycle, config)
     for name in ("champion_accuracy", "filter_accuracy", "champion_holdout_accuracy", "filter_holdout_accuracy",
-                 "pool_count", "seconds"):
+                 "pool_count", "seconds", "wrapped_assessor_s"):
         if isinstance(record.get(name), (int, float)):
             metrics.log_metric(name, float(record[name]))
     return str(record["decision"])
