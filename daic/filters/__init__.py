@@ -18,4 +18,9 @@ Objectives (:mod:`daic.filters.objective`):
   with the training labels: no new labels);
 * on the cycle's unlabeled operational pool: information maximisation on the frozen classifier's
   outputs (SHOT, Liang et al. 2020): confident per input, diverse over the pool.
+
+Per input, the gate (:mod:`daic.filters.gate`) sends only inputs that look off-distribution
+through the filter: the filter's own correction above a clean-calibrated bound, or the wrapped
+classifier uncertain about the raw input. The sidecar scores the wrapped model with an assessor
+fitted on filtered references (:mod:`daic.filters.assessor`).
 """
