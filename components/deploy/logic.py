@@ -2,7 +2,8 @@
 
 ``seldon`` (a cluster): patch the SeldonDeployment through the Kubernetes API, first a canary (a
 second predictor, pinned to the challenger, taking ``canary_share`` percent of the traffic), then
-after ``canary_seconds`` the full switch (one predictor on the challenger). The predictor lists
+after ``canary_seconds`` the full switch (one predictor on the challenger), each behind the input
+filter evaluate chose for it, if any (:func:`serving_filter`, issue 21). The predictor lists
 are built by :mod:`daic.operators.seldon`, the same code the operator promotes with, so both
 produce one layout. Then the registry's champion pointer moves, so the next retraining starts from
 the new champion.
@@ -125,28 +126,81 @@ def custom_objects_api():
     return client.CustomObjectsApi()
 
 
+@dataclass(frozen=True)
+class ServingFilter:
+    """The input filter (issue 21) that goes in front of the promoted model: ``version`` None for none.
+
+    evaluate chooses what serves (``serve`` in ``evaluation.json``, operators.reconcile.choose_serving):
+    the challenger alone, or the challenger behind a filter version registered for it
+    (``challenger_filter_version``). The champion's own filter was adapted to the old champion, so a
+    promotion never keeps it; this is what the operator does too (docs/operator.md)."""
+
+    version: str | None = None
+    gate: str = "gated"
+
+
+def serving_filter(store: ObjectStore, cycle: str) -> ServingFilter:
+    """What ``cycles/<c>/evaluation.json`` says goes in front of the promoted challenger."""
+    key = cycle_store.key(cycle, "evaluation.json")
+    if not store.exists(key):
+        return ServingFilter()
+    evaluation = store.get_json(key)
+    version = evaluation.get("challenger_filter_version")
+    if evaluation.get("serve") == "challenger+filter" and version:
+        return ServingFilter(str(version), str(evaluation.get("challenger_filter_gate") or "gated"))
+    return ServingFilter()
+
+
 def promote_seldon(api, version: str, config: DeployConfig,
-                   sleep: Callable[[float], None] = time.sleep) -> tuple[str | None, list[dict[str, Any]]]:
-    """Canary (when canary_share > 0), wait, then full; returns (previous version, steps)."""
+                   sleep: Callable[[float], None] = time.sleep,
+                   with_filter: ServingFilter = ServingFilter()) -> tuple[str | None, list[dict[str, Any]]]:
+    """Canary (when canary_share > 0), wait, then full; returns (previous version, steps).
+
+    During the canary the main predictor keeps the filter it has (its TRANSFORMER node), and the
+    canary serves the challenger behind ``with_filter``; the full switch serves the challenger
+    behind ``with_filter`` alone (no filter when its version is None)."""
     from daic.operators.actions import PatchDeployment
-    from daic.operators.seldon import GROUP, PLURAL, VERSION, SeldonTarget, read_split
+    from daic.operators.seldon import GROUP, PLURAL, VERSION, SeldonTarget, _find, _predictors, read_split
+    from daic.serving.manifest import filter_of
 
     namespace = cluster_namespace(config.namespace)
     target = SeldonTarget(api, namespace, config.deployment, config.predictor)
     sdep = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, config.deployment)
     previous, _canary, _share = read_split(sdep, config.predictor)
+    main = _find(_predictors(sdep), config.predictor)
+    kept_version, kept_gate = filter_of(main) if main else (None, None)
     steps: list[dict[str, Any]] = []
     if config.canary_share > 0 and previous and previous != version:
         target.apply(PatchDeployment(name=config.deployment, namespace=namespace, predictor=config.predictor,
                                      champion_version=previous, canary_version=version,
-                                     canary_share=config.canary_share))
-        steps.append({"step": "canary", "champion": previous, "canary": version, "share": config.canary_share})
+                                     canary_share=config.canary_share,
+                                     filter_version=kept_version, filter_gate=kept_gate or "gated",
+                                     canary_filter_version=with_filter.version,
+                                     canary_filter_gate=with_filter.gate))
+        steps.append({"step": "canary", "champion": previous, "canary": version, "share": config.canary_share,
+                      "canary_filter": with_filter.version})
         if config.canary_seconds:
             sleep(config.canary_seconds)
     target.apply(PatchDeployment(name=config.deployment, namespace=namespace, predictor=config.predictor,
-                                 champion_version=version))
-    steps.append({"step": "promote", "champion": version})
+                                 champion_version=version, filter_version=with_filter.version,
+                                 filter_gate=with_filter.gate))
+    steps.append({"step": "promote", "champion": version, "filter": with_filter.version})
     return previous, steps
+
+
+def switch_local_filter(store: ObjectStore, config: DeployConfig, cycle: str, with_filter: ServingFilter) -> dict:
+    """On one machine the local gateway's TRANSFORMER follows the filter service record: point it at
+    ``with_filter`` (or at none), as the operator's local deployment does when it promotes."""
+    from daic.filters.registry import FilterService, read_service, write_service
+
+    now = read_service(store, config.model_name)
+    if now.version == with_filter.version and (with_filter.version is None or now.gate == with_filter.gate):
+        return {"step": "filter", "version": with_filter.version, "unchanged": True}
+    reason = (f"cycle {cycle}: the promoted challenger is served behind its own filter" if with_filter.version
+              else f"cycle {cycle}: promoted without a filter (the old one was adapted to the old champion)")
+    write_service(store, config.model_name, FilterService(version=with_filter.version, gate=with_filter.gate,
+                                                          reason=reason, cycle=cycle))
+    return {"step": "filter", "version": with_filter.version}
 
 
 def calibration_labels(store: ObjectStore, cycle: str, version: str, config: DeployConfig) -> int:
@@ -173,15 +227,17 @@ def run(store: ObjectStore | str, cycle: str, version: str, config: DeployConfig
     judged_against = evaluated_champion(store, cycle, version)
     # Before the champion moves, so the sidecar finds them when it fits the new version's assessor.
     n_first_window = calibration_labels(store, cycle, version, config)
+    with_filter = serving_filter(store, cycle)
     if config.target == "seldon":
         # Check before touching the cluster; the pointer's own compare-and-set closes the race after.
         registry_access.check_champion(store, config.model_name, judged_against)
-        previous, steps = promote_seldon(api or custom_objects_api(), version, config, sleep)
+        previous, steps = promote_seldon(api or custom_objects_api(), version, config, sleep, with_filter)
         registry_access.set_champion(store, config.model_name, version, judged_against)
         steps.append({"step": "champion", "version": version})
     else:
         previous = judged_against or registry_access.current_champion(store, config.model_name)
         steps = promote_local(store, version, config, judged_against)
+        steps.append(switch_local_filter(store, config, cycle, with_filter))
     steps.insert(0, {"step": "first-window labels", "count": n_first_window})
     result = DeployResult(champion_version=version, previous_version=previous, steps=steps)
     store.put_json(cycle_store.key(cycle, "deploy.json"),

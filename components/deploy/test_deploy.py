@@ -133,7 +133,8 @@ def test_local_promotion_moves_the_pointer_and_asks_servers_to_reload(registry_s
     pointer = ModelRegistry(store, "mnist").champion_pointer()
     assert (pointer.version, pointer.previous, pointer.generation) == ("v0002", "v0001", 2)
     assert _Reloads.got == [("/reload", {"model": "mnist", "version": "v0002"})]
-    assert result.previous_version == "v0001" and result.steps[-1]["status"] == 204
+    (reload,) = [step for step in result.steps if step["step"] == "reload"]
+    assert result.previous_version == "v0001" and reload["status"] == 204
     assert store.get_json("cycles/c1/deploy.json")["champion_version"] == "v0002"
 
 
@@ -188,3 +189,79 @@ def test_deploy_refuses_what_evaluate_did_not_approve(registry_store, evaluated,
     with pytest.raises(ValueError, match=match):
         run(registry_store, "c1", "v0002", DeployConfig())
     assert champion(registry_store, "mnist") == "v0001"
+
+
+# --- the input filter evaluate chose (issue 21) when the pipeline promotes ------------------------
+
+def _filters(cluster):
+    from daic.operators.seldon import read_filters
+
+    return read_filters(cluster.sdep(), "default")
+
+
+def _with_champion_filter(cluster, version="f-old"):
+    """The SeldonDeployment as the operator leaves it with a filter in front of the champion."""
+    from daic.serving.manifest import set_filter
+
+    sdep = cluster.sdep()
+    sdep["spec"]["predictors"][0] = set_filter(sdep["spec"]["predictors"][0], version, "gated")
+    cluster.api().replace_namespaced_custom_object(GROUP, VERSION, cluster.namespace, PLURAL, "mnist", sdep)
+    assert _filters(cluster) == (version, None)
+
+
+def test_the_canary_keeps_the_champions_filter_and_the_challenger_goes_in_behind_its_own(cluster):
+    from daic.components.deploy.logic import ServingFilter
+
+    _with_champion_filter(cluster)
+    during = []
+    config = DeployConfig(target="seldon", namespace=cluster.namespace, canary_share=20, canary_seconds=60)
+    promote_seldon(cluster.api(), "v0002", config, sleep=lambda s: during.append((_split(cluster), _filters(cluster))),
+                   with_filter=ServingFilter("f-new", "always"))
+    assert during == [(("v0001", "v0002", 20), ("f-old", "f-new"))]
+    assert _split(cluster) == ("v0002", None, 0) and _filters(cluster) == ("f-new", None)
+
+
+def test_a_challenger_chosen_alone_is_promoted_without_the_old_filter(cluster):
+    _with_champion_filter(cluster)
+    promote_seldon(cluster.api(), "v0002", DeployConfig(target="seldon", namespace=cluster.namespace, canary_share=0),
+                   sleep=pytest.fail)
+    assert _split(cluster) == ("v0002", None, 0) and _filters(cluster) == (None, None)
+
+
+@pytest.mark.parametrize("evaluation,expected", [
+    ({"serve": "challenger+filter", "challenger_filter_version": "v0007", "challenger_filter_gate": "always"},
+     ("v0007", "always")),
+    ({"serve": "challenger+filter", "challenger_filter_version": "v0007"}, ("v0007", "gated")),
+    ({"serve": "challenger", "challenger_filter_version": "v0007"}, (None, "gated")),
+    ({"serve": "challenger+filter"}, (None, "gated")),  # no version registered: nothing to put in
+    ({}, (None, "gated")),  # an evaluation from before issue 21
+])
+def test_serving_filter_reads_evaluates_choice(registry_store, evaluation, expected):
+    from daic.components.deploy.logic import serving_filter
+
+    registry_store.put_json("cycles/c1/evaluation.json", {"challenger_version": "v0002", **evaluation})
+    got = serving_filter(registry_store, "c1")
+    assert (got.version, got.gate) == expected
+
+
+def test_local_promotion_points_the_gateways_filter_at_the_chosen_one_and_takes_it_out_after(registry_store):
+    """On one machine the local gateway's TRANSFORMER follows the filter service record."""
+    from daic.components.deploy.logic import run
+    from daic.filters.network import FilterNet
+    from daic.filters.registry import FilterRegistry, read_service
+    from daic.models.card import DataLineage
+
+    store = registry_store
+    card = FilterRegistry(store, "mnist").register_filter(net=FilterNet(), data=DataLineage(dataset="mnist", base_count=0),
+                                                          wraps_version="v0002")
+    store.put_json("cycles/c1/evaluation.json", {
+        "challenger_version": "v0002", "champion_version": "v0001", "decision": {"promote": True, "reason": "test"},
+        "serve": "challenger+filter", "challenger_filter_version": card.version, "challenger_filter_gate": "gated"})
+    run(store, "c1", "v0002", DeployConfig())
+    service = read_service(store, "mnist")
+    assert (service.version, service.gate, service.cycle) == (card.version, "gated", "c1")
+    # the next cycle promotes v0003 alone: the filter (adapted to v0002) comes out
+    _evaluated(store, "c2", "v0003", "v0002")
+    run(store, "c2", "v0003", DeployConfig())
+    assert read_service(store, "mnist").version is None
+    assert store.get_json("cycles/c2/deploy.json")["steps"][-1] == {"step": "filter", "version": None}
