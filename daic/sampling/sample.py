@@ -124,6 +124,16 @@ class Estimate:
     n_failures_found: int
     method: str
 
+    def __post_init__(self) -> None:
+        # An accuracy lies in [0, 1]. Weighted estimators can leave it by rounding (stratum weights
+        # summing to 1 + 1e-16 gave 1.0000000000000002 on an all-correct sample, which a consumer
+        # checking the range refused) or by design (Horvitz-Thompson-type terms): clip here, once.
+        for name in ("accuracy", "lower", "upper"):
+            value = float(getattr(self, name))
+            if value != value:  # NaN: an estimator bug, not a value to clip
+                raise ValueError(f"estimate {name} is NaN ({self.method})")
+            object.__setattr__(self, name, min(1.0, max(0.0, value)))
+
     @property
     def half_width(self) -> float:
         return 0.5 * (self.upper - self.lower)
