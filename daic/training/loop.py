@@ -10,6 +10,7 @@ into both before the first step (continual development: Gesmundo 2022).
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from daic.training.semi_supervised import (UnlabeledPool, adapt_batchnorm, agree
 from daic.training.sharding import batch_bounds, epoch_pool, shard_order, steps_per_epoch
 
 MAIN, SHADOW = "model", "shadow"
+log = logging.getLogger(__name__)
 ARCH = {MAIN: "small_cnn", SHADOW: "shadow_net"}
 
 
@@ -341,6 +343,8 @@ def select_recipe(config: TrainConfig, images: np.ndarray, labels: np.ndarray, *
     correct, nll = {}, {}
     kept_x, kept_y = images[keep], labels[keep]
     for name in candidates:
+        if rank == 0:
+            log.info("choosing the recipe: training candidate %r without %d held-out labels", name, len(held))
         probe = config.model_copy(update={"augment": name})
         result = fit(probe, kept_x, kept_y, n_base=n_probe, device=device, rank=rank,
                      world_size=world_size, warm=warm, wrap=wrap, unlabeled=unlabeled, operational_weights=weights)
@@ -354,6 +358,9 @@ def select_recipe(config: TrainConfig, images: np.ndarray, labels: np.ndarray, *
         choice = torch.tensor([best], device=device)
         torch.distributed.broadcast(choice, src=0)
         best = int(choice.item())
+    if rank == 0:
+        log.info("recipe %r chosen: %s of %d held-out labels correct", candidates[best],
+                 ", ".join(f"{c} {correct[c]}" for c in candidates), len(held))
     return Selection(candidates[best], candidates, len(held), correct, nll)
 
 
