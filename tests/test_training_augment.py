@@ -99,7 +99,7 @@ def test_fit_with_augmentation_trains_on_distorted_base_examples():
 
 def test_retrain_path_defaults_to_select_and_passes_it_on():
     from daic.components.train.logic import TrainConfig as StepConfig
-    from daic.components.train.registry_access import cli_augment, rayjob_entrypoint, training_fields
+    from daic.components.train.registry_access import rayjob_entrypoint, training_fields
     from daic.training.workflow import RETRAIN_DEFAULTS
 
     step = StepConfig()
@@ -108,8 +108,15 @@ def test_retrain_path_defaults_to_select_and_passes_it_on():
     fields = training_fields(step)
     assert TrainConfig(**fields).augment == "select" and TrainConfig(**fields).operational_share == 0.3
     assert training_fields(StepConfig(operational_share=0.0))["operational_share"] is None
-    # The RayJob's daic retrain runs a value its --augment takes (select once the CLI lists it).
-    assert cli_augment("off") == "off" and cli_augment("select") in ("select", "chain")
+    # The RayJob's driver is `daic retrain`: the step's recipe and share reach it, and the CLI takes them.
+    from click.testing import CliRunner
+
+    from daic.commands.retrain import command as retrain_cli
+
+    argv = rayjob_entrypoint("s3://b", "c1", "mnist", "v0001", "labels/", step, "cycles/c1/o.json")
+    assert argv[argv.index("--augment") + 1] == "select" and argv[argv.index("--operational-share") + 1] == "0.3"
+    usage = CliRunner().invoke(retrain_cli, ["--help"]).output
+    assert "select" in usage and "--operational-share" in usage
     fields = training_fields(StepConfig(augment="chain", augment_share=0.25))
     assert fields["augment"] == "chain" and fields["augment_share"] == 0.25
     TrainConfig(**{k: v for k, v in fields.items()})  # valid trainer fields

@@ -6,7 +6,6 @@ here means a change in their signatures touches one module of the pipeline.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
@@ -134,31 +133,6 @@ def retrain(store: ObjectStore, name: str, parent: str, labels_prefix: str, conf
     return outcome.version
 
 
-def cli_takes(option: str) -> bool:
-    """Whether ``daic retrain`` (the RayJob's driver) has ``option``; where it does not, the RayJob
-    retrains without it (logged)."""
-    from daic.commands.retrain import command
-
-    if any(option in p.opts for p in command.params):
-        return True
-    logging.getLogger(__name__).warning("daic retrain has no %s option here; the RayJob retrains without it", option)
-    return False
-
-
-def cli_augment(augment: str) -> str:
-    """``augment`` as the RayJob's ``daic retrain --augment`` takes it: the value itself where the CLI
-    accepts it, else ``chain`` (the retrain default) -- a ``daic retrain`` without ``select`` among its
-    choices runs the fixed recipe instead of failing the job."""
-    from daic.commands.retrain import command
-
-    choices = next(p.type.choices for p in command.params if p.name == "augment")
-    if augment in choices:
-        return augment
-    logging.getLogger(__name__).warning("daic retrain --augment takes no %r here; the RayJob retrains with "
-                                        "'chain'", augment)
-    return "chain"
-
-
 def rayjob_entrypoint(store_url: str, cycle: str, name: str, parent: str, labels_prefix: str, config,
                       result_key: str, unlabeled_key: str = "") -> list[str]:
     """argv of the RayJob's driver: ``daic retrain ... --result-key KEY`` with the step's settings.
@@ -177,9 +151,8 @@ def rayjob_entrypoint(store_url: str, cycle: str, name: str, parent: str, labels
         precision=config.precision)
     argv += ["--oversample", str(config.operational_oversample),
              "--shift-per-condition", str(config.reference_shift_per_condition),
-             "--augment", cli_augment(config.augment), "--augment-share", str(config.augment_share)]
-    if config.operational_share and cli_takes("--operational-share"):
-        argv += ["--operational-share", str(config.operational_share)]
+             "--augment", config.augment, "--augment-share", str(config.augment_share),
+             "--operational-share", str(config.operational_share)]
     if config.base_limit:
         argv += ["--base-limit", str(config.base_limit)]
     semi = semi_supervised_fields(config, unlabeled_key)

@@ -27,6 +27,8 @@ def _notes(values: tuple[str, ...]) -> dict[str, str]:
               help="repeat each labeled example this many times per epoch")
 @click.option("--operational-weight", type=float, default=1.0, show_default=True,
               help="loss weight of labeled examples relative to base ones")
+@click.option("--operational-share", type=float, default=0.3, show_default=True,
+              help="least share of every epoch taken by labeled examples (0: off, only --oversample)")
 @click.option("--unlabeled", "unlabeled_key", default=None, metavar="KEY",
               help="object-store .npz of unlabelled operational inputs (images, p_correct) for the "
                    "semi-supervised options below")
@@ -36,8 +38,10 @@ def _notes(values: tuple[str, ...]) -> dict[str, str]:
               help="weight of the FixMatch-style consistency loss on the unlabelled inputs (0: off)")
 @click.option("--bn-adapt", type=click.Choice(["off", "pool", "pool+base"]), default="off", show_default=True,
               help="re-estimate batch-norm statistics after training (AdaBN) on these inputs")
-@click.option("--augment", type=click.Choice(["off", "chain", "augmix"]), default="chain", show_default=True,
-              help="distort base examples with a fixed family of generic operations (daic.training.augment)")
+@click.option("--augment", type=click.Choice(["off", "chain", "augmix", "select"]), default="select",
+              show_default=True,
+              help="distort base examples with a fixed family of generic operations (daic.training.augment); "
+                   "select: chain or off, whichever classifies labels held out of both candidates better")
 @click.option("--augment-share", type=float, default=0.5, show_default=True,
               help="share of each batch's base examples distorted")
 @click.option("--self-training-rounds", type=int, default=0, show_default=True,
@@ -49,7 +53,7 @@ def _notes(values: tuple[str, ...]) -> dict[str, str]:
               help="make the new version champion (normally the pipeline's evaluate step decides)")
 @training_options({"epochs": 2, "batch_size": None, "lr": 1e-3})
 def command(parent: str, labels_prefix: str, oversample: int, operational_weight: float,
-            unlabeled_key: Optional[str], pseudo_label_threshold: Optional[float], consistency_weight: float,
+            operational_share: float, unlabeled_key: Optional[str], pseudo_label_threshold: Optional[float], consistency_weight: float,
             bn_adapt: str, augment: str, augment_share: float,
             self_training_rounds: int, self_training_threshold: float, notes: tuple[str, ...],
             promote: str, store_url: Optional[str], name: str, ray_address: Optional[str],
@@ -76,6 +80,7 @@ def command(parent: str, labels_prefix: str, oversample: int, operational_weight
     try:
         config = TrainConfig(**config_fields(options), labels_prefix=labels_prefix, warm_start_from=version,
                              operational_oversample=oversample, operational_weight=operational_weight,
+                             operational_share=operational_share or None,
                              unlabeled_key=unlabeled_key, pseudo_label_threshold=pseudo_label_threshold,
                              consistency_weight=consistency_weight, bn_adapt=bn_adapt, augment=augment,
                              augment_share=augment_share, self_training_rounds=self_training_rounds,
