@@ -191,7 +191,7 @@ def promote_seldon(api, version: str, config: DeployConfig,
 def switch_local_filter(store: ObjectStore, config: DeployConfig, cycle: str, with_filter: ServingFilter) -> dict:
     """On one machine the local gateway's TRANSFORMER follows the filter service record: point it at
     ``with_filter`` (or at none), as the operator's local deployment does when it promotes."""
-    from daic.filters.registry import FilterService, read_service, write_service
+    from daic.filters.service import FilterService, read_service, write_service
 
     now = read_service(store, config.model_name)
     if now.version == with_filter.version and (with_filter.version is None or now.gate == with_filter.gate):

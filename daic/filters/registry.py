@@ -10,20 +10,17 @@ service (none: no filter).
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Literal, Optional
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Optional
 
 from daic.models.card import DataLineage, ModelCard
 from daic.models.registry import CARD_FILE, ModelRegistry, code_version
 from daic.filters.network import FILTER_ARCH, FilterNet
+# The service record is torch-free (daic.filters.service, for the deploy step's image); re-exported here.
+from daic.filters.service import FOLLOW, SERVICE_FILE, FilterService, filter_model_name, read_service, write_service  # noqa: F401
 
 FILTER_FILE = "filter.pt"
 
 
-def filter_model_name(classifier: str) -> str:
-    return f"{classifier}-filter"
 
 
 class FilterRegistry(ModelRegistry):
@@ -69,38 +66,3 @@ class FilterRegistry(ModelRegistry):
                 classifier, _ = ModelRegistry(self.store, self.classifier).load_networks(self.wraps(version))
             net.attach_aligner(classifier)
         return net.eval()
-
-
-SERVICE_FILE = "service.json"
-FOLLOW = "service"  # the transformer's filter_version that follows the service record
-
-
-class FilterService(BaseModel):
-    """``models/<classifier>-filter/service.json``: which filter version is in service in front of
-    the champion and how it is gated (``version`` None: removed, the transformer passes inputs
-    through). Written by the cycle's remedy step (and its removal when traffic is clean again),
-    read by the serving transformer every ``reload_interval_s``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    version: Optional[str] = None
-    gate: Literal["gated", "always", "off"] = "gated"
-    reason: str = ""
-    cycle: Optional[str] = None
-    decided_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
-
-
-def read_service(store, classifier: str) -> FilterService:
-    from daic.storage import KeyNotFound
-
-    try:
-        return FilterService.model_validate(store.get_json(f"models/{filter_model_name(classifier)}/{SERVICE_FILE}"))
-    except KeyNotFound:
-        return FilterService(reason="no filter has been put in service")
-
-
-def write_service(store, classifier: str, service: FilterService) -> FilterService:
-    if service.version is not None:
-        FilterRegistry(store, classifier).card(service.version)  # only a complete version goes in service
-    store.put_json(f"models/{filter_model_name(classifier)}/{SERVICE_FILE}", service.model_dump(mode="json"))
-    return service
