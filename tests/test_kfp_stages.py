@@ -31,12 +31,18 @@ def two_steps() -> str:
     return read_stage_second(previous=first.output).output
 
 
-def test_each_task_sees_its_own_name_as_the_stage(tmp_path, monkeypatch):
+def _local_run_dir(tmp_path, monkeypatch, raise_on_error: bool):
+    """A run directory as the local worker sets one, and kfp.local initialised to run in this interpreter."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     monkeypatch.setenv(RUN_DIR_ENV, str(run_dir))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
-               raise_on_error=True)
+               raise_on_error=raise_on_error)
+    return run_dir
+
+
+def test_each_task_sees_its_own_name_as_the_stage(tmp_path, monkeypatch):
+    run_dir = _local_run_dir(tmp_path, monkeypatch, raise_on_error=True)
     with reporting_task_stages():
         task = two_steps()
     assert task.output == "read-stage-first,read-stage-second"
@@ -46,11 +52,7 @@ def test_each_task_sees_its_own_name_as_the_stage(tmp_path, monkeypatch):
 
 def test_without_the_filter_no_stage_is_written(tmp_path, monkeypatch):
     """The negative control: the stage file exists only because of the filter."""
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    monkeypatch.setenv(RUN_DIR_ENV, str(run_dir))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
-               raise_on_error=False)
+    run_dir = _local_run_dir(tmp_path, monkeypatch, raise_on_error=False)
     two_steps()
     assert not (run_dir / "stage").exists()
 
