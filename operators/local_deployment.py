@@ -43,20 +43,15 @@ def registry_champion_hook(store_url: str | None = None) -> ChampionHook:
 
 
 def registry_filter_hook(store_url: str | None = None) -> FilterHook:
-    """Write the filter service record (``daic.filters.registry.FilterService``) in ``store_url``:
+    """Write the filter service record (``daic.filters.service.FilterService``) in ``store_url``:
     the local gateway's TRANSFORMER node (``daic.serving.filter.InputFilter``, following the record)
     filters with that version within its reload interval, or passes inputs through when none."""
 
     def switch(model_name: str, version: str | None, gate: str, reason: str) -> None:
-        from daic.filters.registry import FilterService, read_service, write_service
+        from daic.filters.service import switch_service
         from daic.storage import open_store
 
-        store = open_store(store_url)
-        now = read_service(store, model_name)
-        if now.version == version and (version is None or now.gate == gate):
-            return  # already there (a repeated action after a restart)
-        write_service(store, model_name, FilterService(version=version, gate=gate if version else "gated",
-                                                       reason=reason))
+        switch_service(open_store(store_url), model_name, version, gate, reason)
 
     return switch
 

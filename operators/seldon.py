@@ -89,6 +89,12 @@ def read_filters(sdep: dict[str, Any], predictor: str) -> tuple[str | None, str 
     return (filter_of(main)[0] if main else None), (filter_of(canary)[0] if canary else None)
 
 
+def main_filter(sdep: dict[str, Any], predictor: str) -> tuple[str | None, str | None]:
+    """(version, gate) of the filter in front of the main predictor's model, (None, None) for none."""
+    main = _find(_predictors(sdep), predictor)
+    return filter_of(main) if main else (None, None)
+
+
 def _with_filter(predictor: dict[str, Any], version: str | None, gate: str) -> dict[str, Any]:
     """The predictor with that filter (unchanged, so no pod restarts, when it has it already)."""
     if filter_of(predictor) == ((version, gate) if version else (None, None)):

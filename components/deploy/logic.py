@@ -160,15 +160,13 @@ def promote_seldon(api, version: str, config: DeployConfig,
     canary serves the challenger behind ``with_filter``; the full switch serves the challenger
     behind ``with_filter`` alone (no filter when its version is None)."""
     from daic.operators.actions import PatchDeployment
-    from daic.operators.seldon import GROUP, PLURAL, VERSION, SeldonTarget, _find, _predictors, read_split
-    from daic.serving.manifest import filter_of
+    from daic.operators.seldon import GROUP, PLURAL, VERSION, SeldonTarget, main_filter, read_split
 
     namespace = cluster_namespace(config.namespace)
     target = SeldonTarget(api, namespace, config.deployment, config.predictor)
     sdep = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, config.deployment)
     previous, _canary, _share = read_split(sdep, config.predictor)
-    main = _find(_predictors(sdep), config.predictor)
-    kept_version, kept_gate = filter_of(main) if main else (None, None)
+    kept_version, kept_gate = main_filter(sdep, config.predictor)
     steps: list[dict[str, Any]] = []
     if config.canary_share > 0 and previous and previous != version:
         target.apply(PatchDeployment(name=config.deployment, namespace=namespace, predictor=config.predictor,
@@ -191,15 +189,12 @@ def promote_seldon(api, version: str, config: DeployConfig,
 def switch_local_filter(store: ObjectStore, config: DeployConfig, cycle: str, with_filter: ServingFilter) -> dict:
     """On one machine the local gateway's TRANSFORMER follows the filter service record: point it at
     ``with_filter`` (or at none), as the operator's local deployment does when it promotes."""
-    from daic.filters.service import FilterService, read_service, write_service
+    from daic.filters.service import switch_service
 
-    now = read_service(store, config.model_name)
-    if now.version == with_filter.version and (with_filter.version is None or now.gate == with_filter.gate):
-        return {"step": "filter", "version": with_filter.version, "unchanged": True}
     reason = (f"cycle {cycle}: the promoted challenger is served behind its own filter" if with_filter.version
               else f"cycle {cycle}: promoted without a filter (the old one was adapted to the old champion)")
-    write_service(store, config.model_name, FilterService(version=with_filter.version, gate=with_filter.gate,
-                                                          reason=reason, cycle=cycle))
+    if not switch_service(store, config.model_name, with_filter.version, with_filter.gate, reason, cycle):
+        return {"step": "filter", "version": with_filter.version, "unchanged": True}
     return {"step": "filter", "version": with_filter.version}
 
 

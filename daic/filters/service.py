@@ -50,3 +50,16 @@ def write_service(store, classifier: str, service: FilterService) -> FilterServi
         ModelRegistry(store, filter_model_name(classifier)).card(service.version)  # only a complete version goes in service
     store.put_json(f"models/{filter_model_name(classifier)}/{SERVICE_FILE}", service.model_dump(mode="json"))
     return service
+
+
+def switch_service(store, classifier: str, version: Optional[str], gate: str, reason: str,
+                   cycle: Optional[str] = None) -> bool:
+    """Put ``version`` (None: no filter) in service with ``gate``, unless it is there already (a repeated
+    action after a restart); returns whether the record changed. The operator's local deployment and
+    the deploy step (when the pipeline promotes) both switch through here."""
+    now = read_service(store, classifier)
+    if now.version == version and (version is None or now.gate == gate):
+        return False
+    write_service(store, classifier, FilterService(version=version, gate=gate if version else "gated",
+                                                   reason=reason, cycle=cycle))
+    return True
