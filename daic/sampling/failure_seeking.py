@@ -87,9 +87,9 @@ class FailureSeeking(AdaptivePPSDesign):
             floor = (1 - sample.control) * weight**2 - (1 - sample.control_mean) ** 2
         fail, lo, hi = mean_interval(terms, level, floor, self.skew_correction, self.skew_widen_only)
         return Estimate(
-            accuracy=1.0 - fail,
-            lower=max(0.0, 1.0 - hi),
-            upper=min(1.0, 1.0 - lo),
+            accuracy=1.0 - fail,  # Estimate clips to [0, 1]
+            lower=1.0 - hi,
+            upper=1.0 - lo,
             level=level,
             n_labels=int(sample.distinct.size),
             n_draws=sample.n_draws,

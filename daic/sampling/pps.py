@@ -196,9 +196,9 @@ class AdaptivePPSDesign:
         floor = sample.control * (1 - sample.control) * weight**2 if self.variance_floor else None
         est, lo, hi = mean_interval(terms, level, floor, self.skew_correction, self.skew_widen_only)
         return Estimate(
-            accuracy=min(1.0, max(0.0, est)),
-            lower=max(0.0, lo),
-            upper=min(1.0, hi),
+            accuracy=est,  # Estimate clips to [0, 1]
+            lower=lo,
+            upper=hi,
             level=level,
             n_labels=int(sample.distinct.size),
             n_draws=sample.n_draws,

@@ -177,9 +177,9 @@ class StratifiedNeyman:
         else:
             lo, hi = _korn_graubard(est, var, n, max(df, 1), level)
         return Estimate(
-            accuracy=est,
-            lower=max(0.0, float(lo)),
-            upper=min(1.0, float(hi)),
+            accuracy=est,  # Estimate clips to [0, 1]
+            lower=lo,
+            upper=hi,
             level=level,
             n_labels=n,
             n_draws=sample.n_draws,
