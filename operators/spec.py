@@ -306,6 +306,16 @@ class PromotionSpec(_Model):
         return self
 
 
+class AbstainSpec(_Model):
+    """Abstain where even the filter cannot help (issue 21, item 4; docs/operator.md, "Abstaining"):
+    with ``enabled``, an input whose P(correct) -- the served model's, behind the filter when one
+    serves -- is below ``bound`` is answered with an abstain tag in the Seldon response's
+    ``meta.tags`` and queued for labeling (daic.serving.abstain, daic.sampling.abstain)."""
+
+    enabled: bool = False
+    bound: float = Field(default=0.5, gt=0, lt=1)
+
+
 class CycleSpec(_Model):
     deployment: DeploymentRef
     estimate: EstimateSpec
@@ -321,6 +331,7 @@ class CycleSpec(_Model):
     max_consecutive_failures: int = Field(default=3, ge=1, le=100)
     suspend: bool = False
     remedy: Remedy = Remedy.both  # operators.reconcile.decide_remedy
+    abstain: AbstainSpec = Field(default_factory=AbstainSpec)
 
 
 class InvalidSpec(ValueError):
