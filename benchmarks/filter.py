@@ -77,12 +77,19 @@ def _parse() -> argparse.Namespace:
                         "validation images and every corruption at severity 4 (+ the mixture); --eval-size images each")
     p.add_argument("--latency", default=None, metavar="FILTER_VERSION",
                    help="only the latency added per request by a registered filter (gated and always-on, "
-                        "2,000 requests of one clean image, one torch thread), with the load average")
+                        "2,000 requests of one image, clean then all drifted by the mixture, one torch thread), "
+                        "with the load average; pin it to a core of its own (taskset -c 1) as a transformer's "
+                        "container would have")
     p.add_argument("--sidecar", nargs=2, default=None, metavar=("FILTER_VERSION", "GATE"),
                    help="only the sidecar's estimate behind a registered filter: the window estimate of the "
                         "champion's own assessor vs the wrapped assessor (daic.filters.assessor) vs the wrapped "
                         "per-input scores under the own window model, against the truth, on test[5000:7000] "
                         "(mixture, impulse_noise, fog at --share, and clean)")
+    p.add_argument("--abstain", nargs="+", default=None, metavar="FILTER_VERSION [GATE]",
+                   help="only selective accuracy and coverage behind a registered filter (issue 21, item 4): "
+                        "inputs whose wrapped-assessor P(correct) is below --bounds are abstained on; clean and "
+                        "drifted (--scenarios at --share) test[5000:5000+--eval-size]")
+    p.add_argument("--bounds", type=float, nargs="+", default=[0.3, 0.5, 0.7], help="abstain bounds (--abstain)")
     return p.parse_args()
 
 
@@ -180,9 +187,10 @@ def choose(r, classifier, net, mode, thr, challenger, both_net, both_mode, b_thr
     return {"chosen": c.serve, "chosen_acc": r[pick[0]], "chosen_clean": r[pick[1]]}
 
 
-def latency(net, threshold: float, n: int, gate: str = "gated") -> dict[str, float]:
+def latency(net, threshold: float, n: int, gate: str = "gated", scenario: str | None = None) -> dict[str, float]:
     """Per-request ms of the transformer's work at one image: decode+filter+gate+encode, minus a
-    decode+encode pass-through (what a transformer costs without the filter)."""
+    decode+encode pass-through (what a transformer costs without the filter). ``scenario``: every
+    image drifted (the gate then sends most through the filter); None: clean test images."""
     import torch
 
     from daic.serving.filter import InputFilter, ServedFilter
@@ -190,7 +198,10 @@ def latency(net, threshold: float, n: int, gate: str = "gated") -> dict[str, flo
     torch.set_num_threads(1)
     from daic.data.mnist import load_split
 
-    images = load_split("test").images[:n].astype(np.float64).round(4)
+    images = load_split("test").images[:n].astype(np.float32)
+    if scenario is not None:
+        images = drift(images, scenario, 1.0, seed=0)
+    images = images.astype(np.float64).round(4)
     on, off = InputFilter(), InputFilter()
     on._served = ServedFilter("bench", net, gate, threshold)
     off._served = ServedFilter(None, None, "off", 0.0)
@@ -318,6 +329,49 @@ def sidecar(store, version: str, filter_version: str, gate: str, share: float, c
         console.print(f"| {scenario} | {100 * truth:.2f} | " + " | ".join(cols) + " |")
 
 
+def abstain(store, filter_version: str, gate: str, scenarios, share: float, n: int, bounds, console) -> None:
+    """Coverage and selective accuracy of the wrapped model when inputs with P(correct) < bound are
+    abstained on (daic.serving.abstain), P(correct) from the wrapped assessor as the sidecar scores it."""
+    from daic.data.mnist import load_split
+    from daic.filters.apply import apply_filter, gate as gated
+    from daic.filters.assessor import load_wrapped_assessor, wrapped_references
+    from daic.filters.registry import FilterRegistry
+    from daic.models import assessor_store
+    from daic.models.reference import oracle_reference
+    from daic.models.registry import ModelRegistry
+    from daic.serving.abstain import abstain_mask, selective
+
+    filters = FilterRegistry(store, "mnist")
+    version = filters.wraps(filter_version)
+    model, shadow = ModelRegistry(store, "mnist").load_networks(version)
+    net = filters.load_filter(filter_version, classifier=model)
+    thr = float(filters.card(filter_version).metrics["gate_threshold"])
+    t = time.perf_counter()
+    wrapped = load_wrapped_assessor(store, "mnist", filter_version, gate)
+    how = "stored"
+    if wrapped is None:
+        wrapped, how = assessor_store.fit(*wrapped_references(model, shadow, net, gate, thr)), "fitted here"
+    console.print(f"classifier {version} behind filter {filter_version} ({gate}); wrapped assessor {how} in "
+                  f"{time.perf_counter() - t:.0f} s at load {os.getloadavg()[0]:.1f}")
+    test = load_split("test")
+    x0, y = np.asarray(test.images[5000:5000 + n], np.float32), np.asarray(test.labels[5000:5000 + n])
+    head = " | ".join(f"bound {b:g}: coverage, selective acc., acc. of abstained" for b in bounds)
+    console.print(f"| traffic | accuracy behind the filter (all answered) | {head} |")
+    console.print("|---|---|" + "---|" * len(bounds))
+    for scenario in ["clean", *scenarios]:
+        x = x0 if scenario == "clean" else drift(x0, scenario, share, 5)
+        ref = oracle_reference(model, shadow, gated(net, x, apply_filter(net, x), gate, thr)[0], y)
+        correct = ref.probs.argmax(1) == y
+        p = wrapped.score(ref.probs, ref.embeddings, ref.shadow_probs).p_correct
+        cols = []
+        for b in bounds:
+            held = abstain_mask(p, b)
+            coverage, sel = selective(correct, ~held)
+            rest = f"{100 * correct[held].mean():.1f}" if held.any() else "-"
+            cols.append(f"{100 * coverage:.1f} %, {100 * sel:.2f}, {rest}")
+        console.print(f"| {scenario} | {100 * correct.mean():.2f} | " + " | ".join(cols) + " |")
+
+
 def main() -> None:
     args = _parse()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -349,15 +403,22 @@ def main() -> None:
         filters = FilterRegistry(store, "mnist")
         net = filters.load_filter(args.latency, classifier=classifier)
         thr = float(filters.card(args.latency).metrics["gate_threshold"])
-        for gate in ("gated", "always"):
-            before = os.getloadavg()[0]
-            lat = latency(net, thr, 2000, gate)
-            console.print(f"filter {args.latency} {gate}: added p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms "
-                          f"(whole transform p50 {lat['filter_p50']:.2f}, p99 {lat['filter_p99']:.2f}); load average "
-                          f"{before:.1f} before, {os.getloadavg()[0]:.1f} after")
+        for traffic in (None, MIXTURE):
+            for gate in ("gated", "always"):
+                before = os.getloadavg()[0]
+                lat = latency(net, thr, 2000, gate, scenario=traffic)
+                console.print(f"filter {args.latency} {gate}, {traffic or 'clean'} traffic: added p50 {lat['p50']:.2f} ms, "
+                              f"p99 {lat['p99']:.2f} ms (whole transform p50 {lat['filter_p50']:.2f}, p99 "
+                              f"{lat['filter_p99']:.2f}); load average {before:.1f} before, {os.getloadavg()[0]:.1f} after")
         return
     if args.sidecar is not None:
         sidecar(store, version, args.sidecar[0], args.sidecar[1], args.share, console)
+        return
+    if args.abstain is not None:
+        if len(args.abstain) > 2:
+            raise SystemExit("--abstain takes FILTER_VERSION and optionally GATE (gated or always)")
+        abstain(store, args.abstain[0], args.abstain[1] if len(args.abstain) > 1 else "gated", args.scenarios,
+                args.share, args.eval_size, args.bounds, console)
         return
     generic = generic_filter(store, version, args)
     filters = FilterRegistry(store, "mnist")

@@ -213,8 +213,11 @@ class InputFilter:
         else:
             with torch.inference_mode():
                 x = torch.from_numpy(decoded.images)
-                filtered = served.net(x).numpy()
-                uncertain = served.net.uncertain(x) if served.gate == "gated" and hasattr(served.net, "uncertain") else None
+                if served.gate == "gated" and hasattr(served.net, "forward_gated"):
+                    filtered, uncertain = served.net.forward_gated(x)  # one classifier pass for both
+                else:
+                    filtered, uncertain = served.net(x), None
+                filtered = filtered.numpy()
             images, mask = select(decoded.images, filtered, served.gate, served.threshold,
                                   None if uncertain is None else uncertain.numpy())
         out = encode_like(images, decoded.encoding, request)
