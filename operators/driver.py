@@ -173,6 +173,17 @@ def execute(actions: Sequence[Action], ports: Ports | None, events: EventSink,
     return tuple(outcomes)
 
 
+def _sync_abstain(spec: CycleSpec, ports: Ports, ident: CycleIdentity, events: EventSink) -> None:
+    """spec.abstain onto the model servers' policy record (daic.operators.abstain; issue 21)."""
+    from daic.operators.abstain import sync_abstain
+
+    if not hasattr(ports.records, "get_json"):  # a record sink that is not a store
+        return
+    event = sync_abstain(spec, ports.records, f"{ident.namespace or 'local'}/{ident.name}")
+    if event is not None:
+        events.emit(event)
+
+
 def run_pass(ident: CycleIdentity, raw_spec: Any, raw_status: Any, annotations: dict[str, str] | None,
              make_ports: Callable[[CycleSpec], Ports], events: EventSink,
              persist: Callable[[CycleStatus], None], now: datetime,
@@ -185,6 +196,7 @@ def run_pass(ident: CycleIdentity, raw_spec: Any, raw_status: Any, annotations: 
         obs = Observations(outcomes=tuple(outcomes))
     else:
         ports = make_ports(spec)
+        _sync_abstain(spec, ports, ident, events)
         obs = observe(spec, status, ports, now, annotations, outcomes, events)
     result = reconcile_resource(raw_spec, status.to_wire(), obs, now, ident)
     persist(result.status)

@@ -14,6 +14,11 @@ parameter                     environment             meaning
 ``reload_interval_s``         ``DAIC_RELOAD_INTERVAL_S`` how often to check the champion pointer
 ``max_batch``                 ``DAIC_MAX_BATCH``      most inputs per request (HTTP 400 above)
 ``torch_threads``             ``DAIC_TORCH_THREADS``  intra-op threads per worker
+``abstain``                   ``DAIC_ABSTAIN``        ``service`` (follow the abstain policy
+                                                      record), ``off`` or a pinned bound
+                                                      (daic.serving.abstainer)
+``abstain_url``               ``DAIC_ABSTAIN_URL``    the sidecar's loopback ``/assess``
+``abstain_timeout_ms``        ``DAIC_ABSTAIN_TIMEOUT_MS`` longest wait for it (then: no abstain)
 ============================  ======================  =========================================
 """
 from __future__ import annotations
@@ -38,6 +43,9 @@ class ServerConfig:
     reload_interval_s: float = 15.0
     max_batch: int = DEFAULT_MAX_BATCH
     torch_threads: int = 1
+    abstain: str = "service"
+    abstain_url: str = "http://127.0.0.1:8301/assess"
+    abstain_timeout_ms: float = 50.0
 
     def __post_init__(self) -> None:
         for field in ("model_name", "model_version"):
@@ -50,6 +58,13 @@ class ServerConfig:
             raise ValueError(f"max_batch must be a positive integer, got {self.max_batch!r}")
         if isinstance(self.torch_threads, bool) or not isinstance(self.torch_threads, int) or self.torch_threads < 1:
             raise ValueError(f"torch_threads must be a positive integer, got {self.torch_threads!r}")
+        self.abstainer()  # a bad abstain, abstain_url or abstain_timeout_ms fails here, named
+
+    def abstainer(self, read_policy=None):
+        """The :class:`daic.serving.abstainer.Abstainer` these settings describe."""
+        from daic.serving.abstainer import Abstainer
+
+        return Abstainer(self.abstain, self.abstain_url, self.abstain_timeout_ms / 1000.0, read_policy)
 
     @property
     def follows_champion(self) -> bool:
@@ -85,4 +100,7 @@ _ENV: dict[str, tuple[str, type]] = {
     "reload_interval_s": ("DAIC_RELOAD_INTERVAL_S", float),
     "max_batch": ("DAIC_MAX_BATCH", int),
     "torch_threads": ("DAIC_TORCH_THREADS", int),
+    "abstain": ("DAIC_ABSTAIN", str),
+    "abstain_url": ("DAIC_ABSTAIN_URL", str),
+    "abstain_timeout_ms": ("DAIC_ABSTAIN_TIMEOUT_MS", float),
 }

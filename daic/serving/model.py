@@ -9,6 +9,9 @@ and any bad input is an HTTP 400 naming the field, never a 500 from a numpy resh
 * run the champion and its shadow model; answer class probabilities (N, 10) in ``data`` and the
   model version, the embeddings and the shadow's probabilities in ``meta.tags``
   (:mod:`daic.serving.protocol`), which the executor's request logger hands to the sidecar;
+* with abstaining on (issue 21, item 4; :mod:`daic.serving.abstainer`), tag each input whose
+  P(correct) -- asked of the sidecar, behind the filter when one serves -- is below the bound
+  (``daic.abstain`` and the tags of :mod:`daic.serving.abstain`);
 * report Seldon custom metrics (``meta.metrics``: inputs served, inference time, batch size,
   reloads), which the wrapper exports on its metrics port and strips from the response.
 
@@ -55,6 +58,12 @@ class DaicModel:
         self._watcher: threading.Thread | None = None
         self.reloads = 0
         self.last_reload_error: str | None = None
+        self._abstainer = self.config.abstainer(self._abstain_policy)
+
+    def _abstain_policy(self):
+        from daic.serving.abstain_policy import read_policy
+
+        return read_policy(self._store(), self.config.model_name)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def load(self) -> None:
@@ -65,7 +74,8 @@ class DaicModel:
             torch.set_num_threads(self.config.torch_threads)
             self._served = self._load(self._target_version())
             logger.info("daic: serving %s %s", self._served.name, self._served.version)
-            if self.config.follows_champion and self._watcher is None:
+            self._refresh_abstain()
+            if (self.config.follows_champion or self._abstainer.follows_record) and self._watcher is None:
                 self._watcher = threading.Thread(target=self._watch_champion, name="daic-champion-watch",
                                                  daemon=True)
                 self._watcher.start()
@@ -103,8 +113,17 @@ class DaicModel:
                         current.version if current else None, fresh.version)
             return True
 
+    def _refresh_abstain(self) -> None:
+        try:
+            self._abstainer.refresh()
+        except Exception as exc:  # noqa: BLE001 - keep the bound in force
+            logger.warning("daic: abstain policy check failed: %s: %s", type(exc).__name__, exc)
+
     def _watch_champion(self) -> None:
         while not self._stop.wait(self.config.reload_interval_s):
+            self._refresh_abstain()
+            if not self.config.follows_champion:
+                continue
             try:
                 self.check_for_new_version()
                 self.last_reload_error = None
@@ -146,8 +165,9 @@ class DaicModel:
             {"type": "GAUGE", "key": "daic_model_batch_size", "value": n, "tags": labels},
             {"type": "GAUGE", "key": "daic_model_reloads", "value": self.reloads},
         ]
-        return build_response(probs, embeddings, shadow_probs, model=served.name, version=served.version,
-                              encoding=decoded.encoding, request_meta=request.get("meta"), metrics=metrics)
+        response = build_response(probs, embeddings, shadow_probs, model=served.name, version=served.version,
+                                  encoding=decoded.encoding, request_meta=request.get("meta"), metrics=metrics)
+        return self._abstainer.tag(response, n)
 
     def health_status_raw(self) -> dict:
         """``GET /health/status`` (the readiness probe): 503 until a version is loaded, then the

@@ -214,6 +214,8 @@ class LocalStack:
             {"name": "model_version", "type": "STRING", "value": c.model_version},
             {"name": "reload_interval_s", "type": "FLOAT", "value": str(c.reload_interval_s)},
             {"name": "max_batch", "type": "INT", "value": str(c.max_batch)},
+            # abstaining (issue 21) asks this stack's sidecar, on its loopback ingest port
+            {"name": "abstain_url", "type": "STRING", "value": f"{c.sidecar_ingest_url}/assess"},
         ]
         env = {"PREDICTIVE_UNIT_PARAMETERS": json.dumps(params), "PREDICTIVE_UNIT_ID": "classifier",
                "SELDON_DEPLOYMENT_ID": c.deployment,

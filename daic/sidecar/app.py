@@ -22,6 +22,9 @@ nobody outside the pod can post events, feedback or admin calls.
 ``POST /admin/flush``       write buffered records now; returns the batch key (null: nothing to
                             write), 503 with the reason when the store write failed
 ``POST /admin/reload``      check the champion pointer now (reload the oracle reference)
+``POST /assess``            the model server's response before it is sent: each input's
+                            P(correct) (daic.sidecar.assess; the model server abstains on it,
+                            issue 21), 503 while the assessor it needs is still loading
 ==========================  =================================================================
 """
 from __future__ import annotations
@@ -35,6 +38,7 @@ import signal
 import uuid
 from typing import Any
 
+import numpy as np
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -189,6 +193,25 @@ async def reload(request: web.Request) -> web.Response:
 TOKEN = web.AppKey("feedback_token", str)
 
 
+async def post_assess(request: web.Request) -> web.Response:
+    from daic.sidecar.assess import NotReady, assess
+
+    service = request.app[SERVICE]
+    body = await _read_body(request)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        message = orjson.loads(body)
+        p_correct, assessor = await asyncio.to_thread(assess, message, service.assessors,
+                                                      service.registry_versions.known)
+    except NotReady as exc:
+        return _error(str(exc), 503)
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        return _error(f"not a daic model response: {exc}", 400)
+    return _json({"p_correct": np.round(np.asarray(p_correct, dtype=np.float64), 6).tolist(),
+                  "assessor": assessor})
+
+
 async def post_feedback_from_outside(request: web.Request) -> web.Response:
     """Feedback on the Service port: only with ``Authorization: Bearer <token>``, the token read
     from ``feedback_token_file`` (a Secret mounted in the pod); without a configured token it is
@@ -249,6 +272,7 @@ def build_app(service: SidecarService, manage_lifecycle: bool = True) -> web.App
     app.router.add_get("/health/ready", ready)
     app.router.add_post("/admin/flush", flush)
     app.router.add_post("/admin/reload", reload)
+    app.router.add_post("/assess", post_assess)
     if manage_lifecycle:
         async def _start(app: web.Application) -> None:
             await app[SERVICE].start()

@@ -18,6 +18,9 @@ one row per *input* (a request with a batch of 8 images gives 8 rows):
 ``p_correct``     float32                   the pseudo-oracles' combined P(correct)
 ``drift``         float32                   reference percentile of the input's latent distance
 ``model_version`` string (dictionary)       the version that served it
+``abstained``     bool                      the model server abstained on it (``daic.abstain``
+                                            tag, issue 21): queued for labeling; optional
+                                            (parts written before it read as all False)
 ================  ========================  ===================================================
 
 Every column is its own column chunk, so a reader that asks for ``ids, times, predictions,
@@ -55,8 +58,10 @@ from daic.storage import ObjectStore
 
 PREFIX = "operational"
 COLUMNS: tuple[str, ...] = ("ids", "request_ids", "times", "inputs", "predictions", "probs", "embeddings",
-                            "shadow_probs", "p_correct", "drift", "model_version")
-_DTYPES = {"ids": str, "request_ids": str, "times": np.float64, "inputs": np.float32,
+                            "shadow_probs", "p_correct", "drift", "model_version", "abstained")
+#: Columns a part may lack (written before they existed): read as these defaults.
+OPTIONAL = {"abstained": False}
+_DTYPES = {"abstained": np.bool_, "ids": str, "request_ids": str, "times": np.float64, "inputs": np.float32,
            "predictions": np.int64, "probs": np.float32, "embeddings": np.float32,
            "shadow_probs": np.float32, "p_correct": np.float32, "drift": np.float32, "model_version": str}
 IMAGE_SHAPE = (28, 28)
@@ -121,8 +126,11 @@ class OperationalRecords:
     p_correct: np.ndarray
     drift: np.ndarray
     model_version: np.ndarray
+    abstained: np.ndarray | None = None  # None: no input abstained on
 
     def __post_init__(self) -> None:
+        if self.abstained is None:
+            object.__setattr__(self, "abstained", np.zeros(np.asarray(self.ids).shape[:1], bool))
         n = None
         for name in COLUMNS:
             arr = np.asarray(getattr(self, name))
@@ -178,7 +186,7 @@ def arrow_schema(embedding_dim: int, n_classes: int = 10) -> pa.Schema:
     return pa.schema([
         ("ids", pa.string()), ("times", pa.float64()), ("predictions", pa.int64()), ("p_correct", pa.float32()),
         ("request_ids", pa.string()), ("model_version", pa.dictionary(pa.int32(), pa.string())),
-        ("drift", pa.float32()), ("probs", vec(n_classes)), ("shadow_probs", vec(n_classes)),
+        ("drift", pa.float32()), ("abstained", pa.bool_()), ("probs", vec(n_classes)), ("shadow_probs", vec(n_classes)),
         ("embeddings", vec(embedding_dim)), ("inputs", vec(IMAGE_SHAPE[0] * IMAGE_SHAPE[1])),
     ], metadata={b"daic.inputs.shape": b"28,28", b"daic.format": b"operational-records/1"})
 
@@ -200,7 +208,8 @@ def to_table(records: OperationalRecords) -> pa.Table:
         "p_correct": pa.array(records.p_correct, pa.float32()),
         "request_ids": pa.array(records.request_ids.tolist(), pa.string()),
         "model_version": pa.array(records.model_version.tolist(), pa.string()).dictionary_encode(),
-        "drift": pa.array(records.drift, pa.float32()), "probs": _vectors(records.probs, n_classes),
+        "drift": pa.array(records.drift, pa.float32()), "abstained": pa.array(records.abstained, pa.bool_()),
+        "probs": _vectors(records.probs, n_classes),
         "shadow_probs": _vectors(records.shadow_probs, n_classes), "embeddings": _vectors(records.embeddings, dim),
         "inputs": _vectors(records.inputs, IMAGE_SHAPE[0] * IMAGE_SHAPE[1]),
     }
@@ -227,10 +236,10 @@ def column_as_numpy(table: pa.Table, name: str) -> np.ndarray:
 
 
 def from_table(table: pa.Table) -> OperationalRecords:
-    missing = [c for c in COLUMNS if c not in table.column_names]
+    missing = [c for c in COLUMNS if c not in table.column_names and c not in OPTIONAL]
     if missing:
         raise ValueError(f"operational part lacks {', '.join(missing)}")
-    return OperationalRecords(**{c: column_as_numpy(table, c) for c in COLUMNS})
+    return OperationalRecords(**{c: column_as_numpy(table, c) for c in COLUMNS if c in table.column_names})
 
 
 def encode_part(records: OperationalRecords) -> bytes:
@@ -330,10 +339,10 @@ def _npz_first_time(deployment: str, key: str) -> float | None:
 
 def read_npz_batch(store: ObjectStore, key: str) -> OperationalRecords:
     arrays = store.get_arrays(key)
-    missing = [c for c in COLUMNS if c not in arrays]
+    missing = [c for c in COLUMNS if c not in arrays and c not in OPTIONAL]
     if missing:
         raise ValueError(f"operational batch {key!r} lacks {', '.join(missing)}")
-    return OperationalRecords(**{c: arrays[c] for c in COLUMNS})
+    return OperationalRecords(**{c: arrays[c] for c in COLUMNS if c in arrays})
 
 
 def read_part(store: ObjectStore, key: str) -> OperationalRecords:

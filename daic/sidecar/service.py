@@ -32,8 +32,10 @@ from typing import Any
 import numpy as np
 
 from daic.oracles.recalibration import RecalibrationCovariates, fit_recalibration
+from daic.serving.abstain import abstained_of
 from daic.serving.inputs import decode_request
 from daic.serving.protocol import CLASS_NAMES, parse_response
+from daic.sidecar.assess import filter_of_body
 from daic.sidecar.assessment import AssessorPool
 from daic.sidecar.config import SidecarConfig
 from daic.sidecar.events import LoggedEvent
@@ -58,17 +60,13 @@ _RECENT_ROWS = 50_000
 
 
 def _filter_of(pair) -> tuple[str, str] | None:
-    """(filter version, gate) when the response says an input filter stood before the model
-    (``meta.tags`` ``daic.filter`` and ``daic.filter.gate``, set by daic.serving.filter), else None."""
-    body = pair.response.body
+    """(filter version, gate) when the response says an input filter stood before the model, else None."""
+    return filter_of_body(pair.response.body)
+
+
+def _tags(body) -> Any:
     meta = body.get("meta") if isinstance(body, dict) else None
-    tags = meta.get("tags") if isinstance(meta, dict) else None
-    if not isinstance(tags, dict):
-        return None
-    version, gate = tags.get("daic.filter"), tags.get("daic.filter.gate")
-    if not isinstance(version, str) or not version or gate not in ("gated", "always"):
-        return None
-    return version, gate
+    return meta.get("tags") if isinstance(meta, dict) else None
 
 
 def _covariate_rows(scores) -> np.ndarray | None:
@@ -532,6 +530,7 @@ class SidecarService:
             p_correct=nan if p_correct is None else p_correct,
             drift=nan if drift is None else drift,
             model_version=[outputs.version] * n,
+            abstained=abstained_of(_tags(pair.response.body), n),  # issue 21: queued for labeling
         )
 
     def _absorb(self, item: _Scored) -> None:
