@@ -77,12 +77,34 @@ class SampleRecord:
     holdout: np.ndarray  # (n_draws,) bool: this draw is reserved for evaluating the challenger
     design: dict[str, Any]  # {"name": ..., "params": {...}} (see sample_operational.designs)
     meta: dict[str, Any]
+    # (pool rows,) bool: queued for labeling as abstained (issue 21), not drawn; outside the
+    # estimate, trained on, never held out (daic.sampling.abstain). None: nothing queued.
+    queued: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         holdout = np.asarray(self.holdout, dtype=bool)
         if holdout.shape != (self.sample.n_draws,):
             raise ValueError(f"holdout must have shape ({self.sample.n_draws},), got {holdout.shape}")
         object.__setattr__(self, "holdout", holdout)
+        if self.queued is not None:
+            queued = np.asarray(self.queued, dtype=bool)
+            if queued.shape != (len(self.pool.ids),):
+                raise ValueError(f"queued must have shape ({len(self.pool.ids)},), got {queued.shape}")
+            if queued[self.sample.indices].any():
+                raise ValueError("a queued input cannot also be drawn (a drawn one is labeled as a draw)")
+            object.__setattr__(self, "queued", queued)
+
+    @property
+    def queued_ids(self) -> np.ndarray:
+        """Abstained inputs queued for labeling beside the sample (none drawn), in pool order."""
+        return self.pool.ids[self.queued] if self.queued is not None else self.pool.ids[:0]
+
+    @property
+    def label_ids(self) -> np.ndarray:
+        """Every input to label: the sampled ones and the queued ones, in pool order."""
+        if self.queued is None:
+            return self.sampled_ids
+        return self.pool.ids[np.union1d(self.sample.distinct, np.flatnonzero(self.queued))]
 
     @property
     def sampled_ids(self) -> np.ndarray:
@@ -96,7 +118,7 @@ class SampleRecord:
     @property
     def train_ids(self) -> np.ndarray:
         """Sampled inputs the trainer may use: in a training draw and in no held-out draw."""
-        train = np.unique(self.pool.ids[self.sample.indices[~self.holdout]])
+        train = np.unique(np.concatenate([self.pool.ids[self.sample.indices[~self.holdout]], self.queued_ids]))
         return np.setdiff1d(train, self.holdout_ids)
 
 
@@ -119,8 +141,11 @@ def write_sample(store: ObjectStore, cycle: str, record: SampleRecord, inputs: n
             arrays[name] = getattr(s, name)
     if inclusion is not None:
         arrays["inclusion_prob"] = np.asarray(inclusion, dtype=np.float64)
+    if record.queued is not None and record.queued.any():
+        arrays["queued"] = record.queued
     store.put_arrays(key(cycle, "sample.npz"), **arrays)
-    store.put_arrays(key(cycle, "sample-inputs.npz"), ids=record.sampled_ids,
+    # ``inputs``: one per ``label_ids`` (the sampled inputs and the queued ones), in pool order
+    store.put_arrays(key(cycle, "sample-inputs.npz"), ids=record.label_ids,
                      inputs=np.asarray(inputs, dtype=np.float32))
     store.put_json(key(cycle, "sample.json"), {"cycle": cycle, "design": record.design, **record.meta})
 
@@ -142,7 +167,8 @@ def read_sample(store: ObjectStore, cycle: str) -> SampleRecord:
                     control=arrays.get("control"), control_mean=arrays.get("control_mean"))
     design = meta.pop("design")
     meta.pop("cycle", None)
-    return SampleRecord(pool=pool, sample=sample, holdout=arrays["holdout"], design=design, meta=meta)
+    return SampleRecord(pool=pool, sample=sample, holdout=arrays["holdout"], design=design, meta=meta,
+                        queued=arrays.get("queued"))
 
 
 def read_sample_inputs(store: ObjectStore, cycle: str) -> tuple[np.ndarray, np.ndarray]:

@@ -223,7 +223,11 @@ def train_weights(store: ObjectStore, cycle: str, record: cycle_store.SampleReco
         smallest: dict[str, float] = {}
         for i, p in zip(drawn, pi):
             smallest[i] = min(p, smallest.get(i, np.inf))
-        w = np.array([1.0 / max(smallest[str(i)], 1e-12) for i in ids])
+        w = np.array([1.0 / max(smallest[str(i)], 1e-12) if str(i) in smallest else np.nan for i in ids])
+        # An input queued as abstained (issue 21) was not drawn: no inclusion probability; it
+        # weighs what a draw weighs on average.
+        drawn_mask = ~np.isnan(w)
+        w[~drawn_mask] = w[drawn_mask & labeled].mean() if (drawn_mask & labeled).any() else 1.0
     elif weighting == "mispredicted":
         position = {i: k for k, i in enumerate(record.pool.ids)}
         predicted = record.pool.predictions[[position[str(i)] for i in ids]]

@@ -34,6 +34,7 @@ from daic.components import cycle_store
 from daic.components.sample_operational.designs import describe, inclusion_probabilities, make_design
 from daic.components.sample_operational.holdout import split_holdout
 from daic.components.sample_operational.operational import parse_time
+from daic.sampling.abstain import abstained_positions, queue_abstained
 from daic.sampling.pool import Pool, SampledPool
 from daic.sampling.sample import Sample
 from daic.sampling.scan import MAX_PARALLEL, PoolScan, ScanStats, fetch_rows, scan_pool
@@ -67,6 +68,9 @@ class SampleConfig:
     target_half_width: float = 0.0  # > 0: the rounds stop once the interval is this narrow
     level: float = 0.95
     min_draws: int = 100  # no stop on the target before this many draws (as daic.sampling.sequential)
+    # Inputs the model server abstained on (issue 21) queued for labeling beside the sample, at
+    # most this many, outside the estimate (daic.sampling.abstain); 0: none. Not in rounds mode.
+    abstained_cap: int = 100
 
     def __post_init__(self) -> None:
         if isinstance(self.round_size, bool) or not isinstance(self.round_size, int) or self.round_size < 0:
@@ -79,6 +83,8 @@ class SampleConfig:
                              f"got {self.target_half_width!r}")
         if not isinstance(self.level, (int, float)) or not 0.0 < self.level < 1.0:
             raise ValueError(f"level must be in (0, 1), got {self.level!r}")
+        if isinstance(self.abstained_cap, bool) or not isinstance(self.abstained_cap, int) or self.abstained_cap < 0:
+            raise ValueError(f"abstained_cap must be an integer >= 0, got {self.abstained_cap!r}")
         if isinstance(self.min_draws, bool) or not isinstance(self.min_draws, int) or self.min_draws < 0:
             raise ValueError(f"min_draws must be an integer >= 0, got {self.min_draws!r}")
         if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 4:
@@ -165,18 +171,24 @@ def run(store: ObjectStore | str, config: SampleConfig, dataset_path: str | None
                      ray_address=ray_address or None)
     pool = scan.pool
     sample, holdout, design, inclusion = draw(pool, config)
-    drawn, local = np.unique(sample.indices, return_inverse=True)
-    ids, inputs = fetch_rows(store, scan, drawn, max_parallel=config.max_parallel)
-    sampled = SampledPool(ids=ids, p_correct=pool.p_correct[drawn], predictions=pool.predictions[drawn],
+    abstained = np.zeros(0, np.int64)
+    if config.abstained_cap and not config.rounds:
+        abstained = abstained_positions(store, scan, since, until)
+    queued = queue_abstained(abstained, sample.indices, pool.p_correct, config.abstained_cap)
+    rows = np.union1d(sample.indices, queued)  # every input to label, in pool order
+    ids, inputs = fetch_rows(store, scan, rows, max_parallel=config.max_parallel)
+    sampled = SampledPool(ids=ids, p_correct=pool.p_correct[rows], predictions=pool.predictions[rows],
                           size=pool.size, oracle_accuracy=pool.oracle_accuracy)
     record = cycle_store.SampleRecord(
-        pool=sampled, sample=dataclasses.replace(sample, indices=local.reshape(-1)), holdout=holdout,
+        pool=sampled, sample=dataclasses.replace(sample, indices=np.searchsorted(rows, sample.indices)),
+        holdout=holdout, queued=np.isin(rows, queued) if queued.size else None,
         design=design,
         meta={
             "deployment": config.deployment,
             "since": since, "until": until,
             "budget": config.budget, "n_draws": sample.n_draws,
-            "n_labels": int(drawn.size), "holdout_share": config.holdout_share,
+            "n_labels": int(rows.size), "holdout_share": config.holdout_share,
+            "abstained_in_window": int(abstained.size), "abstained_queued": int(queued.size),
             "seed": config.seed, "created": time.time(),
             **scan.summary(),
             **({"rounds": config.rounds_plan()} if config.rounds else {}),
@@ -187,11 +199,11 @@ def run(store: ObjectStore | str, config: SampleConfig, dataset_path: str | None
     cycle_store.write_sample(store, cycle, record, inputs, inclusion)
     if dataset_path:
         write_draws_csv(dataset_path, record.pool, record.sample, holdout, inclusion)
-    log.info("cycle %s: %d draws (%d inputs to label) from %d logged inputs with %s; read %d parts in %.1f s",
-             cycle, sample.n_draws, drawn.size, pool.size, json.dumps(design), len(scan.parts),
+    log.info("cycle %s: %d draws (%d inputs to label, %d of them abstained and queued) from %d logged inputs with %s; "
+             "read %d parts in %.1f s", cycle, sample.n_draws, rows.size, queued.size, pool.size, json.dumps(design), len(scan.parts),
              scan.stats.seconds)
     return SampleResult(cycle=cycle, pool_size=pool.size, n_draws=sample.n_draws,
-                        n_labels=int(drawn.size), n_holdout=int(holdout.sum()),
+                        n_labels=int(rows.size), n_holdout=int(holdout.sum()),
                         oracle_accuracy=pool.oracle_accuracy)
 
 

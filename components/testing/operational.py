@@ -19,7 +19,7 @@ from daic.sidecar.records import OperationalRecords, write_batch
 from daic.storage import ObjectStore
 
 Predictor = Callable[[np.ndarray], dict[str, np.ndarray]]
-"""images (N, 28, 28) -> {"probs": (N, 10), optional "embeddings", "shadow_probs", "p_correct"}."""
+"""images (N, 28, 28) -> {"probs": (N, 10), optional "embeddings", "shadow_probs", "p_correct", "abstained"}."""
 
 
 def write_operational(store: ObjectStore, deployment: str, scenario: Scenario, predict: Predictor,
@@ -44,6 +44,7 @@ def write_operational(store: ObjectStore, deployment: str, scenario: Scenario, p
             p_correct=out.get("p_correct", probs.max(axis=1)),
             drift=np.zeros(n),
             model_version=np.full(n, model_version),
+            abstained=out.get("abstained"),  # the model server's abstain flag (issue 21), if the predictor gives one
         )
         write_batch(store, deployment, records, seq=step)
     return materialise(scenario)
