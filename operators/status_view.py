@@ -98,6 +98,10 @@ def render(doc: dict[str, Any], events: list[dict[str, Any]] | None = None,
                       + ("; removing: traffic is clean again" if served.get("removingSince") else ""))
     else:
         console.print("  filter in service: none")
+    abstain = spec.get("abstain") or {}
+    if abstain.get("enabled"):  # issue 21, item 4 (docs/operator.md, "Abstaining")
+        console.print(f"  abstaining below P(correct) {abstain.get('bound', 0.5)} (the model servers follow "
+                      "models/<model>/abstain.json; abstained inputs are queued for labeling)")
     history = status.get("history") or []
     if history:
         table = Table(title="history (latest last)")

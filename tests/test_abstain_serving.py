@@ -254,6 +254,12 @@ def test_the_controller_projects_spec_abstain_onto_the_policy_record(tmp_path):
         policy = read_policy(store, "mnist")
         assert (policy.enabled, policy.bound, policy.source) == (True, 0.4, "local/local")
         assert events(tmp_path / "state").count("AbstainPolicy") == 1  # written once, not every pass
+        from click.testing import CliRunner
+
+        from daic.cli import main
+
+        shown = CliRunner().invoke(main, ["status", "--state-dir", str(tmp_path / "state")], env={"COLUMNS": "200"})
+        assert shown.exit_code == 0 and "abstaining below P(correct) 0.4" in shown.output, shown.output
         doc = yaml.safe_load(cycle.read_text())
         doc["spec"]["abstain"] = {"enabled": False}
         cycle.write_text(yaml.safe_dump(doc))
