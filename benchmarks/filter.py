@@ -66,6 +66,12 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--retrain-base", type=int, default=20000)
     p.add_argument("--retrain-epochs", type=int, default=2)
     p.add_argument("--no-retrain", action="store_true")
+    p.add_argument("--teacher-share", type=float, default=0.2,
+                   help="with --teacher: pseudo-labels repeated to at least this share of the base part of an epoch")
+    p.add_argument("--teacher", type=float, default=None, metavar="CONFIDENCE",
+                   help="also retrain with pseudo-labels from the champion behind the adapted filter (daic.filters."
+                        "teacher) on the unlabelled rest of the pool, where its confidence reaches CONFIDENCE "
+                        "('teacher' columns: that challenger alone, behind the filter, and the cycle's choice with it)")
     p.add_argument("--train-filtered", action="store_true",
                    help="ablation: also retrain on the labeled sample passed through the adapted filter (its adopted "
                         "mode) and measure that challenger behind the filter ('trained filtered' column)")
@@ -185,6 +191,40 @@ def choose(r, classifier, net, mode, thr, challenger, both_net, both_mode, b_thr
     pick = {"challenger": ("retrain", "retrain_clean"), "challenger+filter": ("both", "both_clean"),
             "champion+filter": ("filter", "filter_clean"), "champion": ("before", "clean")}[c.serve]
     return {"chosen": c.serve, "chosen_acc": r[pick[0]], "chosen_clean": r[pick[1]]}
+
+
+def with_teacher(store, args, r, cycle, version, labels_prefix, classifier, net, filter_version, adopt, thr, pool,
+                 pool_y, x, y, clean_x, hx, hy, sample_x, sample_y) -> dict:
+    """The same retrain plus pseudo-labels from the champion behind the adapted filter (its adopted
+    mode) on the pool's unlabelled rest (neither the labeled sample nor the held-out draws), that
+    challenger alone and behind the same filter, and the cycle's choice among them."""
+    from daic.filters.registry import FilterRegistry
+    from daic.filters.teacher import teacher_arrays
+    from daic.models.inference import predict
+    from daic.models.registry import ModelRegistry
+    from daic.training.workflow import retrain
+
+    rest = slice(args.labels + args.holdout, None)
+    arrays = teacher_arrays(classifier, net, pool[rest], adopt, thr)
+    kept = arrays["teacher_confidence"] >= args.teacher
+    store.put_arrays(f"cycles/{cycle}/teacher.npz", **arrays)
+    out = retrain(store, "mnist", version, labels_prefix, num_workers=1, epochs=args.retrain_epochs,
+                  base_limit=args.retrain_base, test_limit=1000, lineage={"cycle": cycle + "-t"},
+                  unlabeled_key=f"cycles/{cycle}/teacher.npz", pseudo_label_threshold=args.teacher,
+                  pseudo_label_score="teacher", pseudo_label_share=args.teacher_share)
+    student, _ = ModelRegistry(store, "mnist").load_networks(out.version)
+    s_net = FilterRegistry(store, "mnist").load_filter(filter_version, classifier=student)
+    rr = {**r, "retrain": float((predict(student, x).predictions == y).mean()),
+          "retrain_clean": float((predict(student, clean_x).predictions == y).mean()),
+          "both": accuracy_behind(student, s_net, x, y, adopt, thr),
+          "both_clean": accuracy_behind(student, s_net, clean_x, y, adopt, thr)}
+    c = choose(rr, classifier, net, adopt, thr, student, s_net, adopt, thr, hx, hy, sample_x, sample_y)
+    truth = pool_y[rest][kept]
+    return {"teacher_pseudo": int(kept.sum()),
+            "teacher_pseudo_acc": float((arrays["teacher_labels"][kept] == truth).mean()) if kept.any() else 0.0,
+            "retrain_t": rr["retrain"], "retrain_t_clean": rr["retrain_clean"], "both_t": rr["both"],
+            "both_t_clean": rr["both_clean"], "chosen_t": c["chosen"], "chosen_t_acc": c["chosen_acc"],
+            "chosen_t_clean": c["chosen_clean"]}
 
 
 def latency(net, threshold: float, n: int, gate: str = "gated", scenario: str | None = None) -> dict[str, float]:
@@ -372,6 +412,52 @@ def abstain(store, filter_version: str, gate: str, scenarios, share: float, n: i
         console.print(f"| {scenario} | {100 * correct.mean():.2f} | " + " | ".join(cols) + " |")
 
 
+def abstain_latency(store, n: int, console) -> None:
+    """End to end through the local stack (model + sidecar, no filter): abstaining on (the model server
+    asks the sidecar's /assess per request, bound 0.5) vs off, one image a request."""
+    import requests
+
+    from daic.data.mnist import load_split
+    from daic.serving.abstain_policy import sync_policy
+    from daic.serving.stack import LocalStack, StackConfig
+
+    images = load_split("test").images[:n]
+    base = Path(".daic/bench-cache/filter/stack-abstain")
+    config = StackConfig(store_url=store.url, gateway_port=18403, model_port=19400, model_metrics_port=16400,
+                         sidecar_port=18400, sidecar_ingest_port=18401, state_dir=base / "state",
+                         log_dir=base / "logs", deployment="bench-abstain", reload_interval_s=0.5)
+    out, decided = {}, 0
+    try:
+        sync_policy(store, "mnist", True, 0.5, "benchmarks/filter.py")
+        with LocalStack(config) as running, requests.Session() as s:
+            url = running.gateway_url + "/api/v1.0/predictions"
+            for label, on in (("on", True), ("off", False)):
+                sync_policy(store, "mnist", on, 0.5, "benchmarks/filter.py")
+                deadline = time.monotonic() + 300
+                while True:  # until the model server follows the record (and, on, the sidecar's assessor is loaded)
+                    tags = s.post(url, json={"data": {"ndarray": [[[0.0] * 28] * 28]}}, timeout=30).json()["meta"]["tags"]
+                    if (tags.get("daic.abstain.status") == "decided") if on else ("daic.abstain" not in tags):
+                        break
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"abstaining never became {label}: {tags.get('daic.abstain.status')}")
+                times = []
+                for i in range(n):
+                    body = {"data": {"ndarray": np.round(images[i:i + 1].astype(np.float64), 4).tolist()}}
+                    t = time.perf_counter()
+                    r = s.post(url, json=body, timeout=30)
+                    times.append((time.perf_counter() - t) * 1000)
+                    assert r.status_code == 200, r.text
+                    decided += on and r.json()["meta"]["tags"].get("daic.abstain.status") == "decided"
+                times = np.asarray(times[20:])
+                out[label] = (float(np.percentile(times, 50)), float(np.percentile(times, 99)))
+    finally:
+        sync_policy(store, "mnist", False, 0.5, "benchmarks/filter.py")
+    console.print(f"abstaining through the local stack, {n} requests of one image each: on p50 {out['on'][0]:.2f} ms, "
+                  f"p99 {out['on'][1]:.2f} ms ({decided} of {n} decided); off p50 {out['off'][0]:.2f} ms, p99 "
+                  f"{out['off'][1]:.2f} ms; added p50 {out['on'][0] - out['off'][0]:.2f} ms, p99 "
+                  f"{out['on'][1] - out['off'][1]:.2f} ms; load average {os.getloadavg()[0]:.1f}")
+
+
 def main() -> None:
     args = _parse()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -419,6 +505,8 @@ def main() -> None:
             raise SystemExit("--abstain takes FILTER_VERSION and optionally GATE (gated or always)")
         abstain(store, args.abstain[0], args.abstain[1] if len(args.abstain) > 1 else "gated", args.scenarios,
                 args.share, args.eval_size, args.bounds, console)
+        if args.stack:
+            abstain_latency(store, 1000, console)
         return
     generic = generic_filter(store, version, args)
     filters = FilterRegistry(store, "mnist")
@@ -509,9 +597,13 @@ def main() -> None:
                     f_net = filters.load_filter(adapted.version, classifier=ch_f)
                     r["trained_filtered"] = accuracy_behind(ch_f, f_net, x, y, adopt, thr)
                     r["trained_filtered_clean"] = accuracy_behind(ch_f, f_net, clean_x, y, adopt, thr)
-                r.update(choose(r, classifier, net, adopt, thr, challenger, both_net, both_mode, b_thr,
-                                pool[args.labels:args.labels + args.holdout],
-                                pool_y[args.labels:args.labels + args.holdout], sample_x, sample_y))
+                hx, hy = pool[args.labels:args.labels + args.holdout], pool_y[args.labels:args.labels + args.holdout]
+                r.update(choose(r, classifier, net, adopt, thr, challenger, both_net, both_mode, b_thr, hx, hy,
+                                sample_x, sample_y))
+                if args.teacher is not None:
+                    r.update(with_teacher(store, args, r, cycle, version, labels_prefix, classifier, net,
+                                          adapted.version, adopt, thr, pool, pool_y, x, y, clean_x, hx, hy,
+                                          sample_x, sample_y))
             rows.append(r)
             console.print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
     write_service(store, "mnist", FilterService(version=None, reason="benchmark done"))
@@ -560,6 +652,25 @@ def main() -> None:
                           f"{100 * np.mean([r['trained_filtered_clean'] - r['clean'] for r in rs]):+.2f} pts) vs "
                           f"challenger+filter {100 * np.mean([r['both'] for r in rs]):.2f}, challenger "
                           f"{100 * np.mean([r['retrain'] for r in rs]):.2f}, chosen {100 * np.mean([r['chosen_acc'] for r in rs]):.2f}")
+    if args.teacher is not None and not args.no_retrain:
+        t_table = Table(title=f"retraining with the filter-wrapped champion as teacher (pseudo-labels at confidence "
+                              f">= {args.teacher} on the pool's unlabelled rest) against without, same cycles")
+        for col in ("scenario", "seeds", "pseudo-labels (accuracy)", "retrain: without / with teacher",
+                    "challenger+filter: without / with", "chosen: without / with [what, with]",
+                    "regained (chosen): without / with", "clean change (chosen): without / with"):
+            t_table.add_column(col)
+        for scenario in args.scenarios:
+            rs = [r for r in rows if r["scenario"] == scenario]
+            m = lambda k: float(np.mean([r[k] for r in rs]))  # noqa: E731
+            t_table.add_row(
+                scenario, str(len(rs)), f"{m('teacher_pseudo'):.0f} ({100 * m('teacher_pseudo_acc'):.1f}%)",
+                f"{100 * m('retrain'):.2f} / {100 * m('retrain_t'):.2f}", f"{100 * m('both'):.2f} / {100 * m('both_t'):.2f}",
+                f"{100 * m('chosen_acc'):.2f} / {100 * m('chosen_t_acc'):.2f} [{','.join(r['chosen_t'] for r in rs)}]",
+                f"{100 * np.mean([regain(r['chosen_acc'], r) for r in rs]):.0f}% / "
+                f"{100 * np.mean([regain(r['chosen_t_acc'], r) for r in rs]):.0f}% "
+                f"(min {100 * min(regain(r['chosen_t_acc'], r) for r in rs):.0f}%)",
+                f"{100 * (m('chosen_clean') - m('clean')):+.2f} / {100 * (m('chosen_t_clean') - m('clean')):+.2f} pts")
+        console.print(t_table)
     lat = latency(net, thr, 300 if args.quick else 2000)  # the last adapted filter, alignment search included
     console.print(f"latency added per request by the filter transformer's work (1 image, 1 torch thread): "
                   f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms (its whole work: p50 {lat['filter_p50']:.2f}, "

@@ -68,7 +68,10 @@ class TrainConfig(BaseModel):
     unlabeled_key: Optional[str] = None
     # Pseudo-labels from the warm-start model where the score reaches this; None = none.
     pseudo_label_threshold: Optional[float] = Field(None, gt=0, le=1)
-    pseudo_label_score: Literal["p_correct", "confidence"] = "p_correct"
+    # "teacher": labels and confidence a teacher (the champion behind the input filter) wrote into the pool
+    pseudo_label_score: Literal["p_correct", "confidence", "teacher"] = "p_correct"
+    # Pseudo-labels repeated until they are at least this share of the base part of an epoch; 0 = once each.
+    pseudo_label_share: float = Field(0.0, ge=0, lt=1)
     # FixMatch-style consistency loss on the unlabelled inputs; 0 = off.
     consistency_weight: float = Field(0.0, ge=0, le=100)
     consistency_threshold: float = Field(0.95, gt=0, le=1)

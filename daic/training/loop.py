@@ -100,6 +100,17 @@ def operational_repeats(config: TrainConfig, n_base: int, n_operational: int) ->
     return repeats
 
 
+def pseudo_repeats(config: TrainConfig, n_base: int, n_pseudo: int) -> int:
+    """How often each pseudo-labelled example appears per epoch: once, raised so that they make up
+    at least ``pseudo_label_share`` of the base part (base images + pseudo-labels) when that is set;
+    without it a thousand pseudo-labels drown in a 55,000-image base split, as labels did before
+    ``operational_share``."""
+    share = config.pseudo_label_share
+    if not share or not n_pseudo:
+        return 1
+    return max(1, math.ceil(share * n_base / ((1 - share) * n_pseudo)))
+
+
 class Fitter:
     """Optimizers, schedules and precision for a set of networks trained on the same batches."""
 
@@ -187,7 +198,8 @@ def fit(
     plain = {k: n.to(device) for k, n in init_networks(config, warm).items()}
     n_pseudo = 0
     if unlabeled is not None and config.pseudo_label_threshold is not None:
-        # Pseudo-labels from the warm-start model, before any step: ordinary examples after the base.
+        # Pseudo-labels from the warm-start model (or the pool's teacher), before any step: ordinary
+        # examples after the base, repeated to pseudo_label_share of the base part.
         px, py = pseudo_labeled(plain[MAIN], unlabeled, config.pseudo_label_threshold, config.pseudo_label_score,
                                 device)
         n_pseudo = len(py)
@@ -196,6 +208,9 @@ def fit(
         n_base += n_pseudo
     n_op = len(labels) - n_base
     pool = epoch_pool(n_base, n_op, operational_repeats(config, n_base, n_op))
+    extra = pseudo_repeats(config, n_base - n_pseudo, n_pseudo) - 1
+    if extra > 0:
+        pool = np.concatenate([pool, np.tile(np.arange(n_base - n_pseudo, n_base, dtype=np.int64), extra)])
     plan = plan_for(config, device, len(pool), world_size)
     # Compile the plain module, then wrap (DDP over a compiled module); checkpoints and evaluation
     # use ``plain``, whose parameters are the ones trained.
