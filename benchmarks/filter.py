@@ -457,19 +457,19 @@ def abstain_latency(store, n: int, console) -> None:
             # The model server's added work alone: its response (abstaining off now) through Abstainer.tag.
             response = s.post(config.model_url + "/api/v1.0/predictions", json=bodies[0], timeout=30).json()
             client = Abstainer("0.5", f"{config.sidecar_ingest_url}/assess", 0.05)
-            tag_ms = []
+            tag_ms, tag_decided = [], 0
             for _ in range(n):
                 r = copy.deepcopy(response)
                 t = time.perf_counter()
                 client.tag(r, 1)
                 tag_ms.append((time.perf_counter() - t) * 1000)
-                assert r["meta"]["tags"]["daic.abstain.status"] == "decided", r["meta"]["tags"]
+                tag_decided += r["meta"]["tags"]["daic.abstain.status"] == "decided"  # else timed out (50 ms)
     finally:
         sync_policy(store, "mnist", False, 0.5, "benchmarks/filter.py")
     on, off, tag = (np.percentile(np.asarray(v), [50, 99]) for v in (times[True], times[False], tag_ms))
     console.print(f"abstaining, one image a request, load average {os.getloadavg()[0]:.1f}: the model server's added "
-                  f"work (Abstainer.tag: /assess round trip + decision) p50 {tag[0]:.2f} ms, p99 {tag[1]:.2f} ms over "
-                  f"{n}; end to end through the local stack, on p50 {on[0]:.2f} / p99 {on[1]:.2f} ms ({decided} of "
+                  f"work (Abstainer.tag: /assess round trip + decision) p50 {tag[0]:.2f} ms, p99 {tag[1]:.2f} ms "
+                  f"({tag_decided} of {n} decided, the rest past the 50 ms timeout); end to end through the local stack, on p50 {on[0]:.2f} / p99 {on[1]:.2f} ms ({decided} of "
                   f"{asked} decided) vs off p50 {off[0]:.2f} / p99 {off[1]:.2f} ms")
 
 
