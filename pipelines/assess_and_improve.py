@@ -95,6 +95,9 @@ def assess_and_improve(
     holdout_share: float = 0.3,
     seed: int = 0,
     label_round_size: int = 0,  # > 0: labels in rounds of this many draws (docs/pipeline.md, "Rounds")
+    # at most this many inputs the model server abstained on (spec.abstain, issue 21) queued for
+    # labeling beside the sample, outside the estimate; 0: none (daic.sampling.abstain)
+    abstained_cap: int = 100,
     # labeling
     labeling_backend: str = "simulated",
     labeling_timeout_s: int = 3600,
@@ -152,6 +155,7 @@ def assess_and_improve(
         store_url=store_url, deployment=deployment, sampler=sampler, sampler_params=sampler_params,
         budget=budget, holdout_share=holdout_share, seed=seed, since=since, until=until, cycle=cycle_id,
         ray_address=ray_address, round_size=label_round_size, target_half_width=target_half_width, level=level,
+        abstained_cap=abstained_cap,
     ), "sample-operational", store_secret)
     cycle = sampled.outputs["cycle"]
 

@@ -23,6 +23,27 @@ stopping rule looks only at the half-width, whose coverage under that rule is ch
 simulation there (Chow & Robbins 1965). An input whose answer is "unsure" counts as a
 misprediction for aiming the next round only (any rule computed from past labels keeps the
 estimators unbiased); the estimate leaves its draws out, as estimate-accuracy does.
+
+**Abstained inputs (issue 21, item 4) go with the first round, not as a batch of their own.**
+sample-operational queues them beside the first round's draws (``SampleRecord.queued``; at most
+``abstained_cap``, lowest P(correct) first, not among the first draws; daic.sampling.abstain), so the
+first request holds them and every later one too (each round submits every input so far: the
+backends keep earlier answers, so each is labeled once). Why the first round:
+
+- the queue depends on nothing the rounds learn (a fixed rule on the window's abstained flag and
+  P(correct)), so there is nothing to wait for; asking for it with the first round costs no extra
+  round trip, where a batch of its own after the last round would add one more wait for the
+  labelers once the estimate is already done -- and would be lost when the rounds stop at the
+  step's deadline;
+- the labelers see the inputs the model server gave up on first: the ones retraining most needs.
+
+They stay out of what the rounds decide: the design draws each round from the whole window with
+the draws' history and the draws' labels only (the queued labels do not aim it), the inclusion
+probabilities are the design's, the estimate and the stopping rule use the draws only, and the
+budget counts draws only. A queued input a later round happens to draw becomes a draw from then on
+(:func:`carry_queue`): its label, already in hand, counts like any draw's, and it is held out if
+that draw is -- the queue, as in one-round mode, is the abstained inputs *not drawn*, so a queued
+input is never held out. The queue may so end shorter than it began, never longer than the cap.
 """
 from __future__ import annotations
 
@@ -83,6 +104,17 @@ def pool_positions(scan: PoolScan, record: cycle_store.SampleRecord) -> np.ndarr
     return pos
 
 
+def carry_queue(queued: np.ndarray | None, n_fresh: int, new_draws: np.ndarray) -> np.ndarray | None:
+    """The abstained queue after a round (module docstring): rows appended for the round's fresh
+    inputs (not queued), and a queued row the round drew leaves the queue (it is a draw now).
+    ``new_draws``: the round's draws as rows of the grown record. None stays None."""
+    if queued is None:
+        return None
+    grown = np.concatenate([np.asarray(queued, bool), np.zeros(n_fresh, bool)])
+    grown[np.asarray(new_draws, np.int64)] = False
+    return grown
+
+
 def draw_round(store: ObjectStore, cycle: str, record: cycle_store.SampleRecord, inputs: np.ndarray,
                labels: dict[str, int], scan: PoolScan, plan: RoundsPlan, round_no: int
                ) -> tuple[cycle_store.SampleRecord, np.ndarray] | None:
@@ -119,9 +151,13 @@ def draw_round(store: ObjectStore, cycle: str, record: cycle_store.SampleRecord,
                        size=record.pool.size, oracle_accuracy=record.pool.oracle_accuracy)
     new_local = dataclasses.replace(new, indices=np.array([local[int(p)] for p in new.indices], np.int64))
     sample = record.sample.concat(new_local)
-    meta = {**record.meta, "n_draws": sample.n_draws, "n_labels": int(sample.distinct.size)}
+    queued = carry_queue(record.queued, len(fresh), new_local.indices)
+    rows = sample.distinct if queued is None else np.union1d(sample.distinct, np.flatnonzero(queued))
+    meta = {**record.meta, "n_draws": sample.n_draws, "n_labels": int(rows.size)}
+    if queued is not None:
+        meta["abstained_queued"] = int(queued.sum())
     updated = cycle_store.SampleRecord(pool=pool, sample=sample, holdout=np.concatenate([record.holdout, held]),
-                                       design=record.design, meta=meta)
+                                       design=record.design, meta=meta, queued=queued)
     inclusion = inclusion_probabilities(design, scan.pool, history.concat(new))
     cycle_store.write_sample(store, cycle, updated, inputs, inclusion)
     return updated, inputs
@@ -158,6 +194,7 @@ def run_rounds(store: ObjectStore, cycle: str, record: cycle_store.SampleRecord,
             log.info("round %d: no interval yet (%s)", round_no, exc)
         n_draws = record.sample.n_draws
         entry: dict[str, Any] = {"round": round_no, "n_draws": n_draws, "n_inputs": int(len(ids)),
+                                 "n_queued": int(record.queued_ids.size),
                                  "n_answered": len(answers), "seconds": clock() - start}
         if est is not None:
             entry.update(accuracy=est.accuracy, lower=est.lower, upper=est.upper, half_width=est.half_width,
@@ -176,7 +213,7 @@ def run_rounds(store: ObjectStore, cycle: str, record: cycle_store.SampleRecord,
                 stop = "pool"
             else:
                 record, inputs = drawn
-                ids = record.sampled_ids
+                ids = record.label_ids  # the draws and the abstained queue, aligned with ``inputs``
         entry["stop"] = stop
         trace.append(entry)
         log.info("cycle %s round %d: %d draws, %d answered%s%s", cycle, round_no, n_draws, len(answers),

@@ -69,7 +69,8 @@ class SampleConfig:
     level: float = 0.95
     min_draws: int = 100  # no stop on the target before this many draws (as daic.sampling.sequential)
     # Inputs the model server abstained on (issue 21) queued for labeling beside the sample, at
-    # most this many, outside the estimate (daic.sampling.abstain); 0: none. Not in rounds mode.
+    # most this many, outside the estimate (daic.sampling.abstain); 0: none. In rounds mode they go
+    # with the first round (daic.components.collect_labels.rounds says why).
     abstained_cap: int = 100
 
     def __post_init__(self) -> None:
@@ -172,7 +173,7 @@ def run(store: ObjectStore | str, config: SampleConfig, dataset_path: str | None
     pool = scan.pool
     sample, holdout, design, inclusion = draw(pool, config)
     abstained = np.zeros(0, np.int64)
-    if config.abstained_cap and not config.rounds:
+    if config.abstained_cap:  # rounds mode too: the queue goes with the first round
         abstained = abstained_positions(store, scan, since, until)
     queued = queue_abstained(abstained, sample.indices, pool.p_correct, config.abstained_cap)
     rows = np.union1d(sample.indices, queued)  # every input to label, in pool order
