@@ -584,8 +584,9 @@ def main() -> None:
                 r["retrain_clean"] = float((predict(challenger, clean_x).predictions == y).mean())
                 r["both_old_filter"] = accuracy_behind(challenger, filters.load_filter(adapted.version, classifier=challenger),
                                                        x, y, adopt, thr)
-                if args.no_readapt:
-                    both_card, both_net = adapted.card, net
+                if args.no_readapt:  # as evaluate does: the same weights, the search scoring with the challenger
+                    both_card = adapted.card
+                    both_net = filters.load_filter(adapted.version, classifier=challenger)
                 else:  # the filter re-adapted, label-free, to the model it now wraps (the challenger)
                     t = time.perf_counter()
                     both_card = train_filter(store, FilterConfig(
@@ -595,7 +596,8 @@ def main() -> None:
                         notes={"cycle": cycle, "purpose": "both"}).card
                     r["readapt_s"] = time.perf_counter() - t
                     both_net = filters.load_filter(both_card.version, classifier=challenger)
-                both_mode = adopt_mode(both_card, challenger, both_net, sample_x, sample_y)
+                # evaluate keeps the gate of fit-filter's record; a re-adapted filter gets its own
+                both_mode = adopt if args.no_readapt else adopt_mode(both_card, challenger, both_net, sample_x, sample_y)
                 b_thr = float(both_card.metrics["gate_threshold"])
                 r["both"] = accuracy_behind(challenger, both_net, x, y, both_mode, b_thr)
                 r["both_clean"] = accuracy_behind(challenger, both_net, clean_x, y, both_mode, b_thr)
