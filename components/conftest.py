@@ -46,3 +46,21 @@ def operational_store(tmp_path, small_classifier, drifted_scenario):
     store = open_store(f"file://{tmp_path / 'store'}")
     stream = write_operational(store, DEPLOYMENT, drifted_scenario, small_classifier)
     return store, stream
+
+
+#: abstain bound of :func:`abstaining_store`'s stream (P(correct) is the classifier's max softmax there)
+ABSTAIN_BOUND = 0.5
+
+
+@pytest.fixture
+def abstaining_store(tmp_path, small_classifier, drifted_scenario):
+    """A logged operational stream whose records flag as abstained the inputs with max softmax below
+    ``ABSTAIN_BOUND`` (issue 21, item 4): (store, stream)."""
+    def predict(images):
+        out = small_classifier(images)
+        out["abstained"] = out["probs"].max(axis=1) < ABSTAIN_BOUND
+        return out
+
+    store = open_store(f"file://{tmp_path / 'store'}")
+    stream = write_operational(store, DEPLOYMENT, drifted_scenario, predict)
+    return store, stream

@@ -20,27 +20,12 @@ from daic.components.estimate_accuracy.logic import EstimateConfig
 from daic.components.estimate_accuracy.logic import run as estimate
 from daic.components.sample_operational.logic import SampleConfig
 from daic.components.sample_operational.logic import run as sample
-from daic.components.testing.operational import write_operational
 from daic.labeling import LabelBook
 from daic.sidecar.records import read_operational
-from daic.storage import open_store
 
 SPEC = json.dumps({"name": "sudden", "seed": 3, "batch_size": 50, "n_steps": 8, "drift_start": 4,
                    "corruption": "translate", "severity": 3})
-BOUND = 0.5
 CAP = 30
-
-
-@pytest.fixture
-def abstaining_store(tmp_path, small_classifier, drifted_scenario):
-    def predict(images):
-        out = small_classifier(images)
-        out["abstained"] = out["probs"].max(axis=1) < BOUND  # p_correct is the max softmax here
-        return out
-
-    store = open_store(f"file://{tmp_path / 'store'}")
-    stream = write_operational(store, "mnist", drifted_scenario, predict)
-    return store, stream
 
 
 def _config(cycle: str, cap: int) -> SampleConfig:

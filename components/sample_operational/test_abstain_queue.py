@@ -16,13 +16,10 @@ from daic.components.collect_labels.logic import run as collect
 from daic.components.estimate_accuracy.logic import offline_estimate
 from daic.components.sample_operational.logic import SampleConfig
 from daic.components.sample_operational.logic import run as sample
-from daic.components.testing.operational import write_operational
 from daic.sampling.abstain import queue_abstained
-from daic.storage import open_store
 
 SPEC = json.dumps({"name": "sudden", "seed": 3, "batch_size": 50, "n_steps": 8, "drift_start": 4,
                    "corruption": "translate", "severity": 3})
-BOUND = 0.5
 
 
 def test_queue_is_the_undrawn_abstained_lowest_p_first_capped():
@@ -34,18 +31,6 @@ def test_queue_is_the_undrawn_abstained_lowest_p_first_capped():
         queue_abstained(np.array([1]), np.array([0]), p, cap=-1)
     with pytest.raises(ValueError, match="must lie in the pool"):
         queue_abstained(np.array([9]), np.array([0]), p, cap=1)
-
-
-@pytest.fixture
-def abstaining_store(tmp_path, small_classifier, drifted_scenario):
-    def predict(images):
-        out = small_classifier(images)
-        out["abstained"] = out["probs"].max(axis=1) < BOUND  # p_correct is the max softmax here
-        return out
-
-    store = open_store(f"file://{tmp_path / 'store'}")
-    stream = write_operational(store, "mnist", drifted_scenario, predict)
-    return store, stream
 
 
 def test_abstained_inputs_are_labeled_trained_on_and_kept_out_of_the_estimate(abstaining_store):
