@@ -90,14 +90,18 @@ def sample_weights(n_base: int, n_operational: int, operational_weight: float) -
     return np.concatenate([np.ones(n_base, np.float32), np.full(n_operational, operational_weight, np.float32)])
 
 
+def repeats_for_share(minimum: int, share: float | None, n_other: int, n: int) -> int:
+    """How often each of ``n`` examples appears per epoch beside ``n_other`` seen once: at least
+    ``minimum``, raised so that they make up at least ``share`` of the two (None or 0: no share)."""
+    if not share or not n:
+        return minimum
+    return max(minimum, math.ceil(share * n_other / ((1 - share) * n)))
+
+
 def operational_repeats(config: TrainConfig, n_base: int, n_operational: int) -> int:
     """How often each labelled operational example appears per epoch: ``operational_oversample``,
     raised so that they make up at least ``operational_share`` of the epoch when that is set."""
-    repeats = config.operational_oversample
-    if config.operational_share is not None and n_operational:
-        share = config.operational_share
-        repeats = max(repeats, math.ceil(share * n_base / ((1 - share) * n_operational)))
-    return repeats
+    return repeats_for_share(config.operational_oversample, config.operational_share, n_base, n_operational)
 
 
 def pseudo_repeats(config: TrainConfig, n_base: int, n_pseudo: int) -> int:
@@ -105,10 +109,7 @@ def pseudo_repeats(config: TrainConfig, n_base: int, n_pseudo: int) -> int:
     at least ``pseudo_label_share`` of the base part (base images + pseudo-labels) when that is set;
     without it a thousand pseudo-labels drown in a 55,000-image base split, as labels did before
     ``operational_share``."""
-    share = config.pseudo_label_share
-    if not share or not n_pseudo:
-        return 1
-    return max(1, math.ceil(share * n_base / ((1 - share) * n_pseudo)))
+    return repeats_for_share(1, config.pseudo_label_share, n_base, n_pseudo)
 
 
 class Fitter:
