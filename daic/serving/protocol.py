@@ -84,29 +84,42 @@ class ModelOutputs:
     version: str
 
 
+def _array(value: Any, field: str, shape: Any = None) -> np.ndarray:
+    """``value`` as float64 (reshaped to ``shape`` when given); ValueError naming ``field`` when it is
+    not a numeric array (objects, strings, ragged rows, a shape that does not fit)."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+        return array if shape is None else array.reshape(shape)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"{field} is not a numeric array: {exc}") from None
+
+
 def parse_response(message: Any) -> ModelOutputs:
     """Read probabilities and the daic tags from a response message; ValueError names what is
-    missing (a response from a model server that is not daic's, for example)."""
+    missing or malformed (a response from a model server that is not daic's, for example)."""
     if not isinstance(message, dict):
         raise ValueError(f"response must be a JSON object, got {type(message).__name__}")
     data = message.get("data")
     if not isinstance(data, dict):
         raise ValueError("response has no 'data' object")
     if "ndarray" in data:
-        probs = np.asarray(data["ndarray"], dtype=np.float64)
+        probs = _array(data["ndarray"], "response data.ndarray")
     elif "tensor" in data and isinstance(data["tensor"], dict):
         tensor = data["tensor"]
-        probs = np.asarray(tensor.get("values"), dtype=np.float64).reshape(tensor.get("shape"))
+        probs = _array(tensor.get("values"), "response data.tensor", tensor.get("shape"))
     else:
         raise ValueError("response data has neither 'ndarray' nor 'tensor'")
     if probs.ndim != 2:
         raise ValueError(f"response probabilities must be (N, C), got shape {probs.shape}")
-    tags = (message.get("meta") or {}).get("tags") or {}
+    meta = message.get("meta") or {}
+    if not isinstance(meta, dict) or not isinstance(meta.get("tags") or {}, dict):
+        raise ValueError("response meta and meta.tags must be objects")
+    tags = meta.get("tags") or {}
     missing = [t for t in (TAG_VERSION, TAG_EMBEDDINGS, TAG_SHADOW) if t not in tags]
     if missing:
         raise ValueError(f"response meta.tags lacks {', '.join(missing)} (not a daic model server?)")
-    embeddings = np.asarray(tags[TAG_EMBEDDINGS], dtype=np.float64)
-    shadow = np.asarray(tags[TAG_SHADOW], dtype=np.float64)
+    embeddings = _array(tags[TAG_EMBEDDINGS], f"meta.tags.{TAG_EMBEDDINGS}")
+    shadow = _array(tags[TAG_SHADOW], f"meta.tags.{TAG_SHADOW}")
     n = probs.shape[0]
     if embeddings.ndim != 2 or embeddings.shape[0] != n:
         raise ValueError(f"meta.tags.{TAG_EMBEDDINGS} must be ({n}, D), got {embeddings.shape}")
