@@ -203,3 +203,79 @@ def test_malformed_responses_get_a_400_from_assess_and_do_not_stop_the_sidecar(r
 
     records = read_operational(registry["store"], tmp_path.name)
     assert list(records.request_ids) == ["good", "good"]  # the malformed ones were refused, not recorded
+
+
+# -- the input filter (TRANSFORMER) in process ----------------------------------------------------------------
+def _filter_store(path):
+    from test_filter_serving import _blanking_filter, _register
+    from test_serving_support import registered_store
+
+    store = registered_store(path)
+    return store, _register(store, _blanking_filter(), threshold=0.05)
+
+
+def test_the_filter_transform_raises_only_input_errors_and_hands_the_model_a_valid_request(tmp_path):
+    """``InputFilter.transform`` on thousands of mutated requests: only InputError (the wrapper's 400
+    naming the field), and whatever it accepts it hands on as a request the model decodes, with one
+    ``daic.filtered`` flag per input and the filter's tags."""
+    from daic.serving.filter import InputFilter
+    from daic.serving.inputs import InputError, decode_request
+
+    store, version = _filter_store(tmp_path / "store")
+    gated = InputFilter(store_url=store.url, filter_version=version, gate="gated")
+    gated.refresh()
+    passing = InputFilter(store_url=store.url)  # no filter in service: pass-through
+    passing.refresh()
+    valid = [{"data": {"ndarray": np.full((2, 28, 28), 0.5).tolist()}, "meta": {"puid": "p", "tags": {"c": "x"}}},
+             {"data": {"names": ["x"], "tensor": {"shape": [1, 784], "values": [0.25] * 784}}, "meta": {"tags": {}}},
+             {"data": {"ndarray": np.full((1, 1, 28, 28), 0.9).tolist()}}]
+    seed, rng, accepted = 61, random.Random(61), 0
+    for i in range(2500):
+        roll = rng.random()
+        if roll < 0.75:
+            doc = mutate(rng.choice(valid), rng)
+        elif roll < 0.85:
+            doc, value = shape_variants(rng, rng.choice(valid))
+            doc.setdefault("data", {})["ndarray"] = value
+        else:
+            doc = random_json(rng)
+        served = gated if i % 2 else passing
+        try:
+            out = served.transform(copy.deepcopy(doc))
+        except InputError as exc:
+            assert str(exc), f"seed {seed} case {i}: an InputError without a message"
+            continue
+        except Exception as exc:  # noqa: BLE001 - what the test looks for: the wrapper's 500
+            pytest.fail(f"seed {seed} case {i}: {type(exc).__name__}: {exc} for {json.dumps(doc)[:400]}")
+        accepted += 1
+        n = len(decode_request(doc).images)
+        handed = decode_request(out)  # the model must be able to read what the filter hands it
+        tags = out["meta"]["tags"]
+        where = f"seed {seed} case {i}: {json.dumps(out)[:300]}"
+        assert len(handed.images) == n and len(tags["daic.filtered"]) == n, where
+        assert tags["daic.filter"] == (version if served is gated else None), where
+    assert accepted > 100, accepted
+    images = np.zeros((2, 28, 28), np.float32)
+    images[1] = 0.9
+    assert gated.transform({"data": {"ndarray": images.tolist()}})["meta"]["tags"]["daic.filtered"] == [0, 1]
+
+
+# Regression (found by the filter fuzz above, seed 61): ``meta.tags`` that is not an object (a list, a
+# string) passed the decoder and then failed in ``dict(meta["tags"])`` in the filter's transform and in
+# the model's build_response: TypeError/ValueError, a 500 from either microservice. The one decoder now
+# refuses it, naming meta.tags (400).
+@pytest.mark.parametrize("tags", [[1], ["ab", "cd", "e"], "tags", 5, True, [[]]])
+def test_meta_tags_that_are_not_an_object_are_an_input_error_naming_them(tmp_path, tags):
+    from daic.serving.filter import InputFilter
+    from daic.serving.inputs import InputError, decode_request
+
+    request = {"data": {"ndarray": np.full((1, 28, 28), 0.5).tolist()}, "meta": {"puid": "p", "tags": tags}}
+    with pytest.raises(InputError, match="meta.tags: must be an object"):
+        decode_request(request)
+    served = InputFilter(store_url=f"file://{tmp_path}")
+    served.refresh()
+    with pytest.raises(InputError, match="meta.tags"):
+        served.transform(request)
+    for fine in (None, {}, {"client": "x"}):  # absent, empty or an object: as before
+        request["meta"]["tags"] = fine
+        assert decode_request(request).images.shape == (1, 28, 28)

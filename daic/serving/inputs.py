@@ -49,6 +49,11 @@ def decode_request(payload: Any, max_batch: int = DEFAULT_MAX_BATCH) -> DecodedR
     for name in _UNSUPPORTED:
         if name in payload:
             raise InputError(name, "is not supported; send images as data.ndarray or data.tensor")
+    meta = payload.get("meta")
+    tags = meta.get("tags") if isinstance(meta, dict) else None
+    if tags is not None and not isinstance(tags, dict):
+        # echoed into the response (and by the filter into the model's request): a dict or nothing
+        raise InputError("meta.tags", f"must be an object of tag names to values, got {type(tags).__name__}")
     data = payload.get("data")
     if not isinstance(data, dict):
         raise InputError("data", "is missing or not an object; send {\"data\": {\"ndarray\": [[...]]}}")
