@@ -56,9 +56,12 @@ EPOCHS = 3
 
 # --- models -----------------------------------------------------------------------------------
 
-def _train(arch: str, images: np.ndarray, labels: np.ndarray, epochs: int, seed: int):
+def _train(arch: str, images: np.ndarray, labels: np.ndarray, epochs: int, seed: int, augment_share: float = 0.0):
     """Plain PyTorch training on the train split only (Adam with a one-cycle schedule, batch
-    128, no augmentation: like the registry's trainer, without Ray)."""
+    128: like the registry's trainer, without Ray). ``augment_share`` > 0: that share of every
+    batch goes through a random chain of the generic augmentation family
+    (``daic.training.augment.chain``, AugMix's operations; Hendrycks et al. 2020), as the
+    registry's trainer does for a robust shadow."""
     import torch
     from torch.nn import functional as F
     from tqdm import tqdm
@@ -79,7 +82,15 @@ def _train(arch: str, images: np.ndarray, labels: np.ndarray, epochs: int, seed:
             perm = torch.randperm(len(x), generator=gen)
             for i in range(0, len(x), 128):
                 idx = perm[i:i + 128]
-                loss = F.cross_entropy(model(x[idx]), y[idx])
+                xb = x[idx]
+                if augment_share > 0:
+                    from daic.training.augment import chain
+
+                    xb = xb.unsqueeze(1).float()
+                    pick = torch.rand(len(idx), generator=gen) < augment_share
+                    if pick.any():
+                        xb[pick] = chain(xb[pick], gen)
+                loss = F.cross_entropy(model(xb), y[idx])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -89,8 +100,9 @@ def _train(arch: str, images: np.ndarray, labels: np.ndarray, epochs: int, seed:
     return model
 
 
-def load_or_train(arch: str, epochs: int = EPOCHS, seed: int = 0, cache: Path = CACHE):
-    """A trained network from the cache, trained on the 55k train split if absent."""
+def load_or_train(arch: str, epochs: int = EPOCHS, seed: int = 0, cache: Path = CACHE, augment_share: float = 0.0):
+    """A trained network from the cache, trained on the 55k train split if absent (with the
+    augmentation family on ``augment_share`` of every batch when > 0)."""
     import torch
 
     from daic.data.mnist import load_split
@@ -100,14 +112,15 @@ def load_or_train(arch: str, epochs: int = EPOCHS, seed: int = 0, cache: Path = 
     # The cache key includes the parameter shapes, so a changed architecture retrains.
     shapes = ";".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items())
     arch_key = hashlib.sha256(shapes.encode()).hexdigest()[:8]
-    path = cache / f"{arch}-{arch_key}-e{epochs}-s{seed}.pt"
+    aug = f"-aug{augment_share:g}" if augment_share > 0 else ""
+    path = cache / f"{arch}-{arch_key}-e{epochs}-s{seed}{aug}.pt"
     if path.exists():
         model.load_state_dict(torch.load(path, weights_only=True))
         model.eval()
         return model, path
     train = load_split("train")
     t0 = time.time()
-    model = _train(arch, train.images, train.labels, epochs, seed)
+    model = _train(arch, train.images, train.labels, epochs, seed, augment_share)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)
@@ -147,10 +160,13 @@ class Outputs:
         return assessor.score(self.probs, self.embeddings, self.shadow_probs, self.self_agreement)
 
 
+SHADOW_AUGMENT = 0.0  # main() sets it from --shadow-augment
+
+
 class Models:
     def __init__(self, cache: Path = CACHE):
         self.model, p1 = load_or_train("small_cnn", cache=cache)
-        self.shadow, p2 = load_or_train("shadow_net", cache=cache)
+        self.shadow, p2 = load_or_train("shadow_net", cache=cache, augment_share=SHADOW_AUGMENT)
         self.key = hashlib.sha256(p1.read_bytes() + p2.read_bytes()).hexdigest()[:12]
 
     def outputs(self, images: np.ndarray, labels: np.ndarray) -> Outputs:
@@ -392,9 +408,14 @@ def main(argv=None) -> None:
     parser.add_argument("--paired-types", default=None,
                         help="comma-separated corruption types of one outer fold: only a paired comparison on their "
                              "scenarios (held-out assessors without and with self-agreement; band model and drift rule)")
+    parser.add_argument("--shadow-augment", type=float, default=0.0,
+                        help="train the shadow with the generic augmentation family (daic.training.augment.chain) on "
+                             "this share of every batch (a robust shadow: its agreement with the model is the "
+                             "pseudo-oracle); 0: the plain shadow")
     args = parser.parse_args(argv)
-    global SELF_AGREEMENT
+    global SELF_AGREEMENT, SHADOW_AUGMENT
     SELF_AGREEMENT = args.self_agreement
+    SHADOW_AUGMENT = args.shadow_augment
     if args.paired_types:
         torch.set_num_threads(args.threads)
         paired_section(Models(), tuple(args.paired_types.split(",")))
