@@ -19,6 +19,7 @@ from daic.serving.abstain import TAG_ABSTAIN, TAG_ASSESSOR, TAG_BOUND, TAG_P_COR
 from daic.serving.abstain_policy import AbstainPolicy, read_policy, sync_policy
 from daic.serving.abstainer import Abstainer
 from daic.sidecar.records import read_operational
+from daic.components.testing.http_reply import send_json
 from test_serving_support import SERVING_PYTHON, free_port, mnist_test_images, registered_store, seldon_request
 from test_sidecar_service import _event, _pair, _post, _run, registry  # noqa: F401 - the module fixture
 
@@ -110,12 +111,7 @@ class _Sidecar(http.server.BaseHTTPRequestHandler):
                         "loading": (503, {"error": "the assessor of v0001 is not loaded yet"}),
                         "nonsense": (200, {"p_correct": [7.0] * n}),
                         "short": (200, {"p_correct": [0.1]})}[self.mode]
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, body)
 
     def log_message(self, *args):
         pass

@@ -16,6 +16,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
+from daic.components.testing.http_reply import send_json
+
 
 def _jwt(kind: str, serial: int, exp: float) -> str:
     def enc(obj: dict) -> str:
@@ -66,12 +68,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _reply(self, status: int, body) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, body)
 
     def _body(self):
         n = int(self.headers.get("Content-Length") or 0)
