@@ -76,6 +76,48 @@ def reference_fingerprint(*references) -> str:
     return digest.hexdigest()[:16]
 
 
+@dataclasses.dataclass(frozen=True)
+class Widths:
+    """The widths of one model version's outputs: ``n_classes`` columns of probabilities (and of
+    shadow probabilities), ``embedding_dim`` columns of embeddings."""
+
+    n_classes: int
+    embedding_dim: int
+
+    @classmethod
+    def of(cls, outputs) -> "Widths":
+        """The widths of parsed outputs (``daic.serving.protocol.ModelOutputs``)."""
+        return cls(int(outputs.probs.shape[1]), int(outputs.embeddings.shape[1]))
+
+
+def assessor_widths(assessor) -> Widths | None:
+    """The widths ``assessor``'s reference was built with (what its oracles can score), or None when
+    it does not say (an assessor not fitted, or a stand-in object without a reference)."""
+    try:
+        n_classes = len(assessor._reference_predicted)
+        dim = int(assessor.mahalanobis._means.shape[1])
+    except (AttributeError, TypeError, IndexError):
+        return None
+    return Widths(int(n_classes), dim)
+
+
+def width_mismatch(outputs, expected: Widths, version: str,
+                   source: str = "its oracle reference") -> tuple[str, str] | None:
+    """(field, message) when the parsed ``outputs`` of model version ``version`` do not have the
+    ``expected`` widths, else None. ``field`` is ``probs``, ``embeddings`` or ``shadow_probs``; the
+    message names the response field, the expected and the actual width, and ``source`` (where the
+    expected widths come from)."""
+    checks = (("probs", "data (probabilities)", outputs.probs, expected.n_classes, "classes"),
+              ("embeddings", "meta.tags.daic.embeddings", outputs.embeddings, expected.embedding_dim, "columns"),
+              ("shadow_probs", "meta.tags.daic.shadow_probs", outputs.shadow_probs, expected.n_classes, "classes"))
+    for field, where, array, want, unit in checks:
+        got = int(array.shape[1]) if array.ndim == 2 else -1
+        if got != want:
+            return field, (f"{where} has width {got}, expected {want} {unit} for model version {version!r} "
+                           f"(the width of {source})")
+    return None
+
+
 class AssessorPool:
     """Ready assessors per version, loaded or fitted in the background (see the module docstring).
 

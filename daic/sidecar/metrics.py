@@ -24,6 +24,9 @@ computed at scrape time by a custom collector, so ``/metrics`` never shows a sta
                                            ``unknown_version`` (the response names a model version
                                            that is not in the registry: refused, not scored),
                                            ``too_large`` (a body over ``max_body_bytes``: 413)
+``daic_sidecar_predictions_width_mismatch_total`` predictions refused as ``unreadable`` because a
+                                           field's width is not their model version's, by ``field``:
+                                           ``probs`` (classes), ``embeddings`` or ``shadow_probs``
 ``daic_sidecar_inputs_scored_total``       inputs scored by the pseudo-oracles, by ``model_version``
 ``daic_sidecar_inputs_unscored_total``     inputs recorded without scores (no oracle reference)
 ``daic_sidecar_queue_depth``               accepted events waiting to be scored
@@ -65,6 +68,7 @@ from prometheus_client.registry import Collector
 
 DROP_REASONS = ("backpressure", "invalid", "unanswered", "orphan_response", "overflow", "unreadable",
                 "unwritable", "unknown_version", "too_large")
+WIDTH_FIELDS = ("probs", "embeddings", "shadow_probs")
 
 
 class SidecarMetrics:
@@ -83,6 +87,9 @@ class SidecarMetrics:
         self.feedback_received = Counter("daic_sidecar_feedback", "Feedback messages, by how they were linked",
                                          d + ["link"], registry=r)
         self.dropped = Counter("daic_sidecar_events_dropped", "Events given up on", d + ["reason"], registry=r)
+        self.width_mismatch = Counter("daic_sidecar_predictions_width_mismatch",
+                                      "Predictions refused because a field's width is not their version's",
+                                      d + ["field"], registry=r)
         self.scored = Counter("daic_sidecar_inputs_scored", "Inputs scored", d + ["model_version"], registry=r)
         self.unscored = Counter("daic_sidecar_inputs_unscored", "Inputs recorded without oracle scores",
                                 d + ["model_version"], registry=r)
@@ -100,6 +107,8 @@ class SidecarMetrics:
         self.skipped.labels(deployment)
         for gap in ("request_without_response", "response_without_request"):
             self.gap.labels(deployment, gap)
+        for name in WIDTH_FIELDS:
+            self.width_mismatch.labels(deployment, name)
         for link in ("labels", "reward", "unlinked"):
             self.feedback_received.labels(deployment, link)
         self.duplicate.labels(deployment)

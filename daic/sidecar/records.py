@@ -92,9 +92,11 @@ def partition_prefix(deployment: str, t: float) -> str:
     return f"{PREFIX}/{check_deployment(deployment)}/{when:date=%Y-%m-%d/hour=%H}/"
 
 
-def part_key(deployment: str, first_time: float, seq: int) -> str:
-    """Where a Parquet part whose first row was accepted at ``first_time`` goes."""
-    return f"{partition_prefix(deployment, first_time)}part-{_stamp(first_time)}-{seq:08d}.parquet"
+def part_key(deployment: str, first_time: float, seq: int, group: int = 0) -> str:
+    """Where a Parquet part whose first row was accepted at ``first_time`` goes; ``group`` > 0
+    names the further parts of one flush whose rows have other widths (:func:`write_parts`)."""
+    suffix = f"-{group}" if group else ""
+    return f"{partition_prefix(deployment, first_time)}part-{_stamp(first_time)}-{seq:08d}{suffix}.parquet"
 
 
 def partition_hour(deployment: str, key: str) -> float | None:
@@ -263,13 +265,38 @@ def write_batch(store: ObjectStore, deployment: str, records: OperationalRecords
     return _write_parts(store, check_deployment(deployment), records, seq)[0]
 
 
-def _write_parts(store: ObjectStore, deployment: str, records: OperationalRecords, seq: int) -> list[str]:
+def write_parts(store: ObjectStore, deployment: str, parts: list[OperationalRecords], seq: int) -> list[str]:
+    """Store one flush's records, which may hold several widths (model versions of different
+    architectures: embedding sizes or class counts), as one batch per widths, in the order the
+    widths first appear; returns every key written (the first batch's first).
+
+    A Parquet part has one width per vector column, so rows of different widths cannot share one:
+    concatenating them would refuse the whole flush, and with it every later flush (the sidecar
+    retries the same buffer). The further batches' keys end in ``-<group>``, so none overwrites
+    another's. Empty parts are skipped; nothing to write is an error, as in :func:`write_batch`.
+    """
+    check_deployment(deployment)
+    groups: dict[tuple[int, ...], list[OperationalRecords]] = {}
+    for part in parts:
+        if len(part):
+            groups.setdefault((part.probs.shape[1], part.embeddings.shape[1], part.shadow_probs.shape[1]),
+                              []).append(part)
+    if not groups:
+        raise ValueError("refusing to write an empty operational batch")
+    keys: list[str] = []
+    for group, same in enumerate(groups.values()):
+        keys.extend(_write_parts(store, deployment, OperationalRecords.concat(same), seq, group))
+    return keys
+
+
+def _write_parts(store: ObjectStore, deployment: str, records: OperationalRecords, seq: int,
+                 group: int = 0) -> list[str]:
     hours = np.floor(records.times / HOUR)
     distinct = np.unique(hours)
     keys = []
     for hour in distinct:
         part = records if distinct.size == 1 else records.select(hours == hour)
-        key = part_key(deployment, float(part.times.min()), seq)
+        key = part_key(deployment, float(part.times.min()), seq, group)
         store.put_bytes(key, encode_part(part))
         keys.append(key)
     return keys

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import math
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,13 +36,13 @@ from daic.serving.abstain import abstained_of
 from daic.serving.inputs import decode_request
 from daic.serving.protocol import CLASS_NAMES, parse_response
 from daic.sidecar.assess import filter_of_body
-from daic.sidecar.assessment import AssessorPool
+from daic.sidecar.assessment import AssessorPool, Widths, assessor_widths, width_mismatch
 from daic.sidecar.config import SidecarConfig
 from daic.sidecar.events import LoggedEvent
 from daic.sidecar.feedback import parse_feedback
 from daic.sidecar.join import Joined, JoinBuffer
 from daic.sidecar.metrics import SidecarMetrics
-from daic.sidecar.records import OperationalRecords, write_batch
+from daic.sidecar.records import OperationalRecords, write_parts
 from daic.sidecar.serving import ServingVersions
 from daic.sidecar.versions import RegistryVersions
 from daic.sidecar.wal import WriteAheadLog
@@ -57,6 +57,9 @@ _FEEDBACK_KEPT = 10_000
 #: Inputs of the recent predictions that feedback can link to (with ``feedback_memory``, which
 #: counts predictions: bounds memory and the checkpoint, which keeps them across restarts).
 _RECENT_ROWS = 50_000
+#: Model versions whose held widths are kept (and checkpointed): the most recently seen.
+_WIDTHS_KEPT = 64
+_HELD = "the first predictions accepted for it (its oracle reference is not loaded)"
 
 
 def _filter_of(pair) -> tuple[str, str] | None:
@@ -115,6 +118,7 @@ class _ScoredBatch:
     by_version: dict[str, Any]  # version -> [(PerInputScores, (filter, gate) of the wrapped assessor or None)]
     unreadable: int
     unknown: dict[str, int] = field(default_factory=dict)  # version not in the registry -> predictions
+    mismatched: dict[str, int] = field(default_factory=dict)  # field of the wrong width -> predictions
 
 
 @dataclass
@@ -173,6 +177,8 @@ class SidecarService:
         self._recovered: list[dict[str, Any]] = []
         self._unknown_nodes: set[str] = set()
         self._activity = asyncio.Event()
+        # version -> the widths its predictions must have (see _expected_widths)
+        self._widths: OrderedDict[str, Widths] = OrderedDict()
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -444,6 +450,8 @@ class SidecarService:
             batch = await asyncio.to_thread(self._score, joined)
             if batch.unreadable:
                 self.metrics.drop("unreadable", self._events_per_prediction * batch.unreadable)
+            for name, count in batch.mismatched.items():
+                self.metrics.width_mismatch.labels(self.config.deployment, name).inc(count)
             for version, count in batch.unknown.items():
                 logger.warning("%d prediction(s) tagged with model version %r, which is not in the registry of %s: "
                                "refused (not scored, recorded or exported)", count, version[:80],
@@ -453,13 +461,21 @@ class SidecarService:
                 self._absorb(item)
             for version, groups in batch.by_version.items():
                 for scores, behind in groups:
-                    self._estimate(version, scores, behind)
+                    try:
+                        self._estimate(version, scores, behind)
+                    except Exception:  # noqa: BLE001 - the records are kept; one batch must not stop the service
+                        logger.exception("model version %s: updating its estimate failed; its %d input(s) are "
+                                         "recorded but not in the estimate", version, len(scores.p_correct))
         feedback, self._feedback_waiting = self._feedback_waiting, []
         for event in feedback:
             self._apply_feedback(event)
 
     def _score(self, joined: list[Joined]) -> _ScoredBatch:
-        """Decode, group by model version, score each group in one call (worker thread)."""
+        """Decode, refuse what is unreadable (a malformed body, an unknown version, widths that are
+        not its version's), group by model version, filter and widths, score each group in one
+        call (worker thread). A group that fails anyway is recorded unscored, input by input:
+        nothing here may raise, or one bad batch would stop the service (and its replay would
+        stop it again)."""
         decoded = []
         unreadable = 0
         for pair in joined:
@@ -473,45 +489,143 @@ class SidecarService:
                 unreadable += 1
                 continue
             decoded.append((pair, images, outputs))
-        by_version: dict[str, list] = {}
+        known = []
         unknown: dict[str, int] = {}
         for item in decoded:
             version = item[2].version
             if not self.registry_versions.known(version):
                 unknown[version] = unknown.get(version, 0) + 1
                 continue
-            by_version.setdefault((version, _filter_of(item[0])), []).append(item)
+            known.append(item)
+        admitted, mismatched = self._check_widths(known)
+        unreadable += sum(mismatched.values())
+        groups: dict[tuple, list] = {}
+        for item in admitted:
+            groups.setdefault((item[2].version, _filter_of(item[0]), Widths.of(item[2])), []).append(item)
         results = []
         scored_by_version: dict[str, list] = {}
-        for (version, behind), items in by_version.items():
-            sizes = [it[1].shape[0] for it in items]
-            probs = np.concatenate([it[2].probs for it in items])
-            emb = np.concatenate([it[2].embeddings for it in items])
-            shadow = np.concatenate([it[2].shadow_probs for it in items])
+        for (version, behind, _widths), items in groups.items():
             try:
-                # Never waits on a load or fit: a version not ready yet is scored with a stand-in
-                # (daic.sidecar.assessment) while its own assessor loads in the background.
-                assessor, _own = self.assessors.for_scoring(version)
-                wrapped = self.assessors.wrapped_for_scoring(*behind) if behind is not None else None
-                if wrapped is not None:  # the model behind the input filter (issue 21)
-                    assessor = wrapped
-                if assessor is None:
-                    raise LookupError("its assessor is still loading and there is none to stand in")
-                scores = assessor.score(probs, emb, shadow)
-            except Exception as exc:  # noqa: BLE001 - record the inputs anyway, unscored
-                logger.warning("model version %s: cannot score (%s); recording unscored", version, exc)
-                scores = None
-            if scores is not None:
-                scored_by_version.setdefault(version, []).append((scores, behind if wrapped is not None else None))
-            covariates = _covariate_rows(scores)
-            start = 0
-            for (pair, images, outputs), n in zip(items, sizes):
-                rows = slice(start, start + n)
-                p_correct, drift = (None, None) if scores is None else (scores.p_correct[rows], scores.drift[rows])
-                results.append(_Scored(self._records(pair, images, outputs, p_correct, drift), version,
-                                       scores is not None, None if covariates is None else covariates[rows]))
-                start += n
-        return _ScoredBatch(results, scored_by_version, unreadable, unknown)
+                scored, entry = self._score_group(version, behind, items)
+            except Exception:  # noqa: BLE001 - never lose what was accepted: record the inputs unscored
+                logger.exception("model version %s: scoring %d prediction(s) failed; recording them unscored",
+                                 version, len(items))
+                scored, entry = [], None
+                for pair, images, outputs in items:
+                    try:
+                        scored.append(_Scored(self._records(pair, images, outputs, None, None), version, False))
+                    except Exception as exc:  # noqa: BLE001
+                        logger.warning("request %s: unreadable prediction: %s", pair.request_id, exc)
+                        unreadable += 1
+            results.extend(scored)
+            if entry is not None:
+                scored_by_version.setdefault(version, []).append(entry)
+        return _ScoredBatch(results, scored_by_version, unreadable, unknown, mismatched)
+
+    def _score_group(self, version: str, behind: tuple[str, str] | None, items: list) -> tuple[list, tuple | None]:
+        """Score predictions of one version, filter and widths in one call: (their _Scored, in
+        order; (scores, the wrapped assessor's (filter, gate) or None) for the estimator, or None
+        when they could not be scored)."""
+        sizes = [it[1].shape[0] for it in items]
+        probs = np.concatenate([it[2].probs for it in items])
+        emb = np.concatenate([it[2].embeddings for it in items])
+        shadow = np.concatenate([it[2].shadow_probs for it in items])
+        wrapped = None
+        try:
+            # Never waits on a load or fit: a version not ready yet is scored with a stand-in
+            # (daic.sidecar.assessment) while its own assessor loads in the background.
+            assessor, _own = self.assessors.for_scoring(version)
+            wrapped = self.assessors.wrapped_for_scoring(*behind) if behind is not None else None
+            if wrapped is not None:  # the model behind the input filter (issue 21)
+                assessor = wrapped
+            if assessor is None:
+                raise LookupError("its assessor is still loading and there is none to stand in")
+            scores = assessor.score(probs, emb, shadow)
+        except Exception as exc:  # noqa: BLE001 - record the inputs anyway, unscored
+            logger.warning("model version %s: cannot score (%s); recording unscored", version, exc)
+            scores = None
+        covariates = _covariate_rows(scores)
+        results = []
+        start = 0
+        for (pair, images, outputs), n in zip(items, sizes):
+            rows = slice(start, start + n)
+            p_correct, drift = (None, None) if scores is None else (scores.p_correct[rows], scores.drift[rows])
+            results.append(_Scored(self._records(pair, images, outputs, p_correct, drift), version,
+                                   scores is not None, None if covariates is None else covariates[rows]))
+            start += n
+        entry = None if scores is None else (scores, behind if wrapped is not None else None)
+        return results, entry
+
+    def _check_widths(self, items: list) -> tuple[list, dict[str, int]]:
+        """The ``(pair, images, outputs)`` of ``items`` whose widths are their version's, and the
+        refused ones counted by field (``probs``, ``embeddings``, ``shadow_probs``), each logged
+        once a batch with the field, the expected and the actual width. A refused prediction is
+        unreadable: never recorded, scored or estimated (its events count as dropped), so no batch
+        the sidecar concatenates, scores or writes ever mixes widths within a version."""
+        by_version: dict[str, list] = {}
+        for item in items:
+            by_version.setdefault(item[2].version, []).append(item)
+        refused: set[int] = set()
+        counts: dict[str, int] = {}
+        reasons: dict[str, list[str]] = {}
+        for version, group in by_version.items():
+            expected = self._expected_widths(version, group)
+            for item in group:
+                refusal = self._width_refusal(version, item[2], expected)
+                if refusal is not None:
+                    name, message = refusal
+                    refused.add(id(item))
+                    counts[name] = counts.get(name, 0) + 1
+                    reasons.setdefault(message, []).append(item[0].request_id)
+        for message, request_ids in reasons.items():
+            logger.warning("%d prediction(s) refused as unreadable: %s (request ids %s)", len(request_ids),
+                           message, ", ".join(repr(r[:80]) for r in request_ids[:5]))
+        return [item for item in items if id(item) not in refused], counts
+
+    def _width_refusal(self, version: str, outputs, expected: tuple[Widths, str]) -> tuple[str, str] | None:
+        """(field, message) when ``outputs`` do not have the ``expected`` (widths, their source)."""
+        widths, source = expected
+        return width_mismatch(outputs, widths, version, source)
+
+    def _expected_widths(self, version: str, group: list) -> tuple[Widths, str]:
+        """The widths ``version``'s predictions must have, and where they come from.
+
+        Its oracle reference decides whenever its own assessor is loaded (for the champion always:
+        the sidecar is not ready before it is): those are the only widths its oracles can score,
+        however many predictions disagree. Until then (a canary's assessor still loading, or a
+        version without a usable reference, whose predictions are recorded unscored) the widths
+        held for the version decide; with none held yet, the widths of most of ``group`` (its
+        predictions in this batch; a tie goes to the first to arrive) become the held ones. Held
+        widths are checkpointed, so the records of one version keep one width across restarts,
+        and are replaced by the reference's once its assessor is loaded. Holding beats refusing
+        everything (the version's traffic would be lost) and beats taking every width (one
+        mismatched prediction would again reach the batch that is concatenated and written).
+        Only the loopback ingest port takes events, and only versions in the registry get here,
+        so the held widths are bounded, and one wrong hold costs at most that version's unscored
+        records until its reference loads."""
+        own = self.assessors.ready(version)
+        reference = assessor_widths(own) if own is not None else None
+        if reference is not None:
+            held = self._widths.get(version)
+            if held is not None and held != reference:
+                logger.warning("model version %s: its oracle reference's widths %s replace the widths held from its "
+                               "first predictions %s", version, reference, held)
+            self._hold(version, reference)
+            return reference, "its oracle reference"
+        held = self._widths.get(version)
+        if held is None:
+            counts = Counter(Widths.of(item[2]) for item in group)
+            held = max(counts, key=counts.__getitem__)  # the first of the most common
+            logger.info("model version %s: no oracle reference loaded; its predictions must have the widths of "
+                        "the first accepted: %s", version, held)
+        self._hold(version, held)
+        return held, _HELD
+
+    def _hold(self, version: str, widths: Widths) -> None:
+        self._widths[version] = widths
+        self._widths.move_to_end(version)
+        while len(self._widths) > _WIDTHS_KEPT:
+            self._widths.popitem(last=False)
 
     @staticmethod
     def _records(pair: Joined, images: np.ndarray, outputs, p_correct: np.ndarray | None,
@@ -660,10 +774,11 @@ class SidecarService:
         key = None
         try:
             if self._buffer:
-                records = OperationalRecords.concat(self._buffer)
-                key = await asyncio.to_thread(write_batch, self.store, self.config.deployment, records,
-                                              marker.segment)
-                self.metrics.records_written.labels(self.config.deployment).inc(len(records))
+                # one batch per widths: model versions of different architectures share a flush
+                keys = await asyncio.to_thread(write_parts, self.store, self.config.deployment, self._buffer,
+                                               marker.segment)
+                key = keys[0]
+                self.metrics.records_written.labels(self.config.deployment).inc(sum(map(len, self._buffer)))
                 self._buffer = []
                 self._buffered_rows = 0
                 self.last_batch_key = key
@@ -699,6 +814,7 @@ class SidecarService:
             "feedback": {v: {"n": s.n, "correct": s.correct, "p_correct": s.p_correct, "is_correct": s.is_correct,
                              "covariates": s.covariates}
                          for v, s in self.feedback.items()},
+            "widths": {v: [w.n_classes, w.embedding_dim] for v, w in self._widths.items()},
         }
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
@@ -716,6 +832,11 @@ class SidecarService:
         for version, s in checkpoint.get("feedback", {}).items():
             self.feedback[version] = _FeedbackStats(int(s["n"]), int(s["correct"]), list(s["p_correct"]),
                                                     list(s["is_correct"]), list(s.get("covariates", [])))
+        for version, widths in dict(checkpoint.get("widths") or {}).items():
+            try:
+                self._hold(str(version), Widths(int(widths[0]), int(widths[1])))
+            except (TypeError, ValueError, IndexError, KeyError):
+                continue
         for entry in checkpoint.get("recent", []):
             try:
                 rid, version, predictions, p_correct, covariates = entry
