@@ -17,21 +17,38 @@ from typing import Any
 
 import numpy as np
 
+from daic.models.card import VERSION_RE
 from daic.serving.protocol import parse_response
+from daic.sidecar.assessment import assessor_widths, width_mismatch
+
+#: The longest filter version taken from a response (registry versions are 'v' and 4+ digits).
+MAX_VERSION_CHARS = 32
 
 
 class NotReady(LookupError):
     """No assessor to score with yet (the message says which one is missing)."""
 
 
-def filter_of_body(body: Any) -> tuple[str, str] | None:
+def filter_of_body(body: Any, strict: bool = False) -> tuple[str, str] | None:
     """(filter version, gate) when a response's ``meta.tags`` say an input filter stood before the
-    model (``daic.filter``, ``daic.filter.gate`` set by daic.serving.filter), else None."""
+    model (``daic.filter``, ``daic.filter.gate`` set by daic.serving.filter), else None.
+
+    With ``strict`` (``POST /assess``) ``daic.filter`` must be a registry version (``v`` and at
+    least four digits, e.g. ``v0001``, at most :data:`MAX_VERSION_CHARS` characters) or null (no
+    filter served), else a ValueError names the tag (a 400): each distinct name costs the sidecar
+    a store lookup, so a made-up one is not looked up. Without it (a logged response) any non-empty
+    string names the filter, as before; what made-up names cost there is bounded by the assessor
+    pool (:meth:`daic.sidecar.assessment.AssessorPool.wrapped_for_scoring`)."""
     meta = body.get("meta") if isinstance(body, dict) else None
     tags = meta.get("tags") if isinstance(meta, dict) else None
     if not isinstance(tags, dict):
         return None
     version, gate = tags.get("daic.filter"), tags.get("daic.filter.gate")
+    if strict and version is not None and (not isinstance(version, str) or len(version) > MAX_VERSION_CHARS
+                                           or not VERSION_RE.match(version)):
+        shown = repr(version)[:40] if isinstance(version, str) else type(version).__name__
+        raise ValueError(f"meta.tags.daic.filter must be a filter version like 'v0001' ('v' and at least 4 "
+                         f"digits, at most {MAX_VERSION_CHARS} characters) or null, got {shown}")
     if not isinstance(version, str) or not version or gate not in ("gated", "always"):
         return None
     return version, gate
@@ -45,7 +62,7 @@ def assess(body: Any, assessors, known: Callable[[str], bool]) -> tuple[np.ndarr
     outputs = parse_response(body)
     if not known(outputs.version):
         raise ValueError(f"model version {outputs.version!r} is not in the registry")
-    behind = filter_of_body(body)
+    behind = filter_of_body(body, strict=True)
     if behind is not None:
         assessor = assessors.wrapped_for_scoring(*behind)
         name = f"{assessors.model_name}-filter/{behind[0]}/{behind[1]}"
@@ -57,4 +74,8 @@ def assess(body: Any, assessors, known: Callable[[str], bool]) -> tuple[np.ndarr
         name = f"{assessors.model_name}/{outputs.version}"
         if assessor is None or not own:
             raise NotReady(f"the assessor of {outputs.version} is not loaded yet")
+    expected = assessor_widths(assessor)
+    mismatch = width_mismatch(outputs, expected, outputs.version, f"the reference of {name}") if expected else None
+    if mismatch is not None:
+        raise ValueError(mismatch[1])
     return assessor.score(outputs.probs, outputs.embeddings, outputs.shadow_probs).p_correct, name

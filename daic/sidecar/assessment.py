@@ -141,7 +141,8 @@ class AssessorPool:
         # (filter version, gate) -> the wrapped model's assessor (daic.filters.assessor), loaded
         self._wrapped: "OrderedDict[tuple[str, str], OnlineAssessor]" = OrderedDict()
         self._wrapped_pending: set[tuple[str, str]] = set()
-        self._wrapped_missing: dict[tuple[str, str], float] = {}  # not stored when last looked up (monotonic s)
+        # not stored when last looked up (monotonic s), oldest first: at most WRAPPED_MISSING_MAX
+        self._wrapped_missing: "OrderedDict[tuple[str, str], float]" = OrderedDict()
         self._lock = threading.Lock()  # guards _pending and the swap of _ready; never held across I/O or a fit
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="assessor-fit")
 
@@ -219,19 +220,34 @@ class AssessorPool:
     #: seconds before a filter without a stored wrapped assessor is looked up again (the cycle's
     #: step stores it shortly after the filter goes in)
     WRAPPED_RETRY_S = 30.0
+    #: filters found without a stored wrapped assessor that are remembered (the most recent)
+    WRAPPED_MISSING_MAX = 256
+    #: lookups of wrapped assessors queued or running at once; more are not started
+    WRAPPED_PENDING_MAX = 4
 
     def wrapped_for_scoring(self, filter_version: str, gate: str) -> OnlineAssessor | None:
         """The assessor of the model behind ``filter_version`` in ``gate`` mode when it is loaded,
         else None: its load starts in the background; one not stored yet is looked up again
-        after :attr:`WRAPPED_RETRY_S`. Never waits."""
+        after :attr:`WRAPPED_RETRY_S`. Never waits.
+
+        The names come from responses (``meta.tags``), which anyone who reaches the ingest port or
+        ``/assess`` writes, so what a flood of made-up names costs is bounded: at most
+        :attr:`WRAPPED_PENDING_MAX` lookups are queued or running (beyond that None, and the next
+        call for the name tries again: the worker also loads the versions' own assessors, which
+        must not wait behind a flood), and at most :attr:`WRAPPED_MISSING_MAX` names found missing
+        are remembered, the least recently found forgotten first (a forgotten name costs one more
+        lookup when it comes again). Memory is bounded by the two caps, store traffic by the first."""
         key = (filter_version, gate)
         assessor = self._wrapped.get(key)  # one read of the current mapping
         if assessor is not None:
             return assessor
         with self._lock:
             missing_since = self._wrapped_missing.get(key)
-            if key in self._wrapped_pending or (
-                    missing_since is not None and time.monotonic() - missing_since < self.WRAPPED_RETRY_S):
+            if missing_since is not None and time.monotonic() - missing_since >= self.WRAPPED_RETRY_S:
+                del self._wrapped_missing[key]  # due again: looked up below
+                missing_since = None
+            if key in self._wrapped_pending or missing_since is not None \
+                    or len(self._wrapped_pending) >= self.WRAPPED_PENDING_MAX:
                 return None
             self._wrapped_pending.add(key)
         self._worker.submit(self._load_wrapped, key)
@@ -249,7 +265,10 @@ class AssessorPool:
         with self._lock:
             self._wrapped_pending.discard(key)
             if assessor is None:
-                self._wrapped_missing[key] = time.monotonic()
+                self._wrapped_missing.pop(key, None)
+                self._wrapped_missing[key] = time.monotonic()  # the newest last
+                while len(self._wrapped_missing) > self.WRAPPED_MISSING_MAX:
+                    self._wrapped_missing.popitem(last=False)
                 return
             self._wrapped_missing.pop(key, None)
             ready = OrderedDict(self._wrapped)
