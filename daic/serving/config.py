@@ -19,6 +19,11 @@ parameter                     environment             meaning
                                                       (daic.serving.abstainer)
 ``abstain_url``               ``DAIC_ABSTAIN_URL``    the sidecar's loopback ``/assess``
 ``abstain_timeout_ms``        ``DAIC_ABSTAIN_TIMEOUT_MS`` longest wait for it (then: no abstain)
+``behind_filter``             ``DAIC_BEHIND_FILTER``  the input filter TRANSFORMER stands in front:
+                                                      keep its ``daic.filter*`` tags from the
+                                                      request (default false: every ``daic.*``
+                                                      tag of a request is dropped; the manifest
+                                                      and the local stack set it with the filter)
 ============================  ======================  =========================================
 """
 from __future__ import annotations
@@ -46,6 +51,7 @@ class ServerConfig:
     abstain: str = "service"
     abstain_url: str = "http://127.0.0.1:8301/assess"
     abstain_timeout_ms: float = 50.0
+    behind_filter: bool = False
 
     def __post_init__(self) -> None:
         for field in ("model_name", "model_version"):
@@ -58,6 +64,8 @@ class ServerConfig:
             raise ValueError(f"max_batch must be a positive integer, got {self.max_batch!r}")
         if isinstance(self.torch_threads, bool) or not isinstance(self.torch_threads, int) or self.torch_threads < 1:
             raise ValueError(f"torch_threads must be a positive integer, got {self.torch_threads!r}")
+        if not isinstance(self.behind_filter, bool):
+            raise ValueError(f"behind_filter must be true or false, got {self.behind_filter!r}")
         self.abstainer()  # a bad abstain, abstain_url or abstain_timeout_ms fails here, named
 
     def abstainer(self, read_policy=None):
@@ -93,7 +101,20 @@ class ServerConfig:
         return cls(**values)
 
 
-_ENV: dict[str, tuple[str, type]] = {
+def boolean(raw: Any) -> bool:
+    """A BOOL graph parameter (seldon-core hands a bool) or an environment string: true/false, 1/0,
+    yes/no; ValueError otherwise (``resolve`` names the setting)."""
+    if isinstance(raw, bool):
+        return raw
+    word = str(raw).strip().lower()
+    if word in ("true", "1", "yes"):
+        return True
+    if word in ("false", "0", "no"):
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+_ENV: dict[str, tuple[str, Any]] = {
     "store_url": ("DAIC_STORE", str),
     "model_name": ("DAIC_MODEL_NAME", str),
     "model_version": ("DAIC_MODEL_VERSION", str),
@@ -103,4 +124,5 @@ _ENV: dict[str, tuple[str, type]] = {
     "abstain": ("DAIC_ABSTAIN", str),
     "abstain_url": ("DAIC_ABSTAIN_URL", str),
     "abstain_timeout_ms": ("DAIC_ABSTAIN_TIMEOUT_MS", float),
+    "behind_filter": ("DAIC_BEHIND_FILTER", boolean),
 }

@@ -9,7 +9,10 @@ embedded default ``StackConfig(transformer_class=..., transformer_parameters=...
 naming the field), run the filter, keep each input's original or its filtered version by the gate
 (:mod:`daic.filters.gate`), and hand the model the same Seldon message in the same encoding, with
 ``meta.tags`` ``daic.filter`` (the filter version), ``daic.filter.gate`` (its gate mode) and
-``daic.filtered`` (per input), which the model echoes into its response. The sidecar still sees
+``daic.filtered`` (per input), which the model echoes into its response (a model rendered behind
+this node, ``behind_filter``; daic.serving.protocol). Every ``daic.*`` tag is reserved: the
+client's are dropped here before these are set, so a client cannot name a filter (nor any other
+daic tag) for the sidecar. The sidecar still sees
 the client's input and the final answer (the root's logger; daic.serving.graph), and the tags tell
 it to score the answer with the wrapped model's assessor (daic.filters.assessor), so its estimate
 covers the wrapped model.
@@ -46,11 +49,10 @@ import numpy as np
 import torch
 
 from daic.serving.inputs import DEFAULT_MAX_BATCH, InputError, decode_request
+from daic.serving.protocol import TAG_FILTER, TAG_FILTERED, without_reserved
+from daic.serving.protocol import TAG_FILTER_GATE as TAG_GATE  # with TAG_FILTER: the assessor the sidecar uses
 
 logger = logging.getLogger(__name__)
-TAG_FILTER = "daic.filter"
-TAG_FILTERED = "daic.filtered"
-TAG_GATE = "daic.filter.gate"  # the gate mode served: with TAG_FILTER, which assessor the sidecar scores with
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,63}$")
 _ENV: dict[str, tuple[str, type]] = {
     "store_url": ("DAIC_STORE", str), "model_name": ("DAIC_MODEL_NAME", str),
@@ -222,7 +224,7 @@ class InputFilter:
                                   None if uncertain is None else uncertain.numpy())
         out = encode_like(images, decoded.encoding, request)
         meta = dict(request.get("meta") or {}) if isinstance(request.get("meta"), dict) else {}
-        tags = dict(meta.get("tags") or {})
+        tags = without_reserved(meta.get("tags"))  # the client's daic.* tags: never handed on
         tags[TAG_FILTER] = served.version if served else None
         tags[TAG_GATE] = served.gate if served else None
         tags[TAG_FILTERED] = mask.astype(int).tolist()

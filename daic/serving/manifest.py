@@ -325,6 +325,8 @@ def _graph(q: DeploymentParams, version: str) -> dict:
     if q.transformer is None:
         return {**model, "logger": logger}
     t = q.transformer
+    if t.model_class == FILTER_MODEL_CLASS:  # the model keeps the filter's daic.filter* tags, no other
+        model["parameters"].append(dict(BEHIND_FILTER_PARAM))
     model["endpoint"] = {"type": "REST", "httpPort": MODEL_HTTP_PORT}
     return {
         "name": t.name,
@@ -341,6 +343,11 @@ def _graph(q: DeploymentParams, version: str) -> dict:
 FILTER_MODEL_CLASS = "daic.serving.filter.InputFilter"
 FILTER_NODE = "filter"
 SIDECAR_CONTAINER = "oracle-sidecar"
+#: The MODEL node's parameter saying the input filter stands in front (daic.serving.config): only then
+#: does it keep the filter's ``daic.filter*`` tags from its request; without it (the default) it drops
+#: every ``daic.*`` tag a request carries, so no client can name a filter or an abstain decision.
+BEHIND_FILTER = "behind_filter"
+BEHIND_FILTER_PARAM = {"name": BEHIND_FILTER, "type": "BOOL", "value": "true"}
 
 
 def _containers(predictor: dict) -> list[dict]:
@@ -367,8 +374,9 @@ def set_filter(predictor: dict, version: str | None, gate: str = "gated", *, rel
     """A copy of a live predictor with the input filter ``version`` (gate ``gate``) as a TRANSFORMER
     node in front of its MODEL node, or with none (``version`` None). The filter's container is the
     model container's (image, store settings, resources, security) running ``FILTER_MODEL_CLASS``
-    as a TRANSFORMER; the logger moves to the root and the sidecar's ``--graph`` follows
-    (daic.serving.graph), as :func:`render_seldon_deployment` renders it. A pinned version (not the
+    as a TRANSFORMER; the logger moves to the root, the sidecar's ``--graph`` follows
+    (daic.serving.graph) and the MODEL node gets ``behind_filter`` (dropped with the filter), as
+    :func:`render_seldon_deployment` renders it. A pinned version (not the
     registry's service record) so a canary and the main predictor can differ."""
     import copy
 
@@ -383,6 +391,10 @@ def set_filter(predictor: dict, version: str | None, gate: str = "gated", *, rel
     containers = _containers(pred)
     containers[:] = [c for c in containers if c.get("name") != (graph.get("name") if wrapped else node_name)]
     model = {k: v for k, v in model.items() if k != "logger"}
+    # Behind the filter the model keeps the filter's tags; without it, none (BEHIND_FILTER_PARAM).
+    model["parameters"] = [p for p in model.get("parameters") or [] if p.get("name") != BEHIND_FILTER]
+    if version is not None:
+        model["parameters"].append(dict(BEHIND_FILTER_PARAM))
     if version is None:
         model.pop("endpoint", None)
         model["endpoint"] = {"type": "REST"}

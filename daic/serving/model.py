@@ -8,7 +8,9 @@ and any bad input is an HTTP 400 naming the field, never a 500 from a numpy resh
 * decode and validate the images (:mod:`daic.serving.inputs`);
 * run the champion and its shadow model; answer class probabilities (N, 10) in ``data`` and the
   model version, the embeddings and the shadow's probabilities in ``meta.tags``
-  (:mod:`daic.serving.protocol`), which the executor's request logger hands to the sidecar;
+  (:mod:`daic.serving.protocol`), which the executor's request logger hands to the sidecar; of the
+  request's tags it echoes the client's own, never a ``daic.*`` one except the input filter's
+  (``daic.filter*``) when rendered behind it (``behind_filter``): every ``daic.*`` tag is reserved;
 * with abstaining on (issue 21, item 4; :mod:`daic.serving.abstainer`), tag each input whose
   P(correct) -- asked of the sidecar, behind the filter when one serves -- is below the bound
   (``daic.abstain`` and the tags of :mod:`daic.serving.abstain`);
@@ -35,7 +37,7 @@ import torch  # imported in the gunicorn master, before workers fork: workers bo
 from daic.serving.config import ServerConfig
 from daic.serving.inputs import InputError, decode_request
 from daic.serving.loading import ServedModel, load_served_model, resolve_version
-from daic.serving.protocol import CLASS_NAMES, build_response
+from daic.serving.protocol import CLASS_NAMES, TRANSFORMER_TAGS, build_response
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class DaicModel:
         self.reloads = 0
         self.last_reload_error: str | None = None
         self._abstainer = self.config.abstainer(self._abstain_policy)
+        #: The reserved tags taken from a request: the filter's, and only behind the filter.
+        self._trusted_tags = TRANSFORMER_TAGS if self.config.behind_filter else frozenset()
 
     def _abstain_policy(self):
         from daic.serving.abstain_policy import read_policy
@@ -166,7 +170,8 @@ class DaicModel:
             {"type": "GAUGE", "key": "daic_model_reloads", "value": self.reloads},
         ]
         response = build_response(probs, embeddings, shadow_probs, model=served.name, version=served.version,
-                                  encoding=decoded.encoding, request_meta=request.get("meta"), metrics=metrics)
+                                  encoding=decoded.encoding, request_meta=request.get("meta"), metrics=metrics,
+                                  trusted_tags=self._trusted_tags)
         return self._abstainer.tag(response, n)
 
     def health_status_raw(self) -> dict:

@@ -14,9 +14,26 @@ survive the REST and gRPC paths and the executor's request logger unchanged):
 
 The shadow model runs inside the model server, next to the champion, so every response already
 holds both outputs and the sidecar needs no second model call (docs/serving.md).
+
+**Every ``daic.*`` tag is reserved** (:func:`is_reserved`): the sidecar scores, records and queues
+for labeling by them, so a client must not be able to set one. Who may set which:
+
+=============================================  ==============================================
+the model server (set after the strip)         ``daic.model``, ``daic.model_version``,
+                                               ``daic.embeddings``, ``daic.shadow_probs``, the
+                                               abstain decision (:mod:`daic.serving.abstain`)
+the input filter TRANSFORMER in front          ``daic.filter``, ``daic.filter.gate``,
+(:mod:`daic.serving.filter`)                   ``daic.filtered`` (:data:`TRANSFORMER_TAGS`)
+=============================================  ==============================================
+
+The filter drops every ``daic.*`` tag of the client's request before it sets its own; the model
+server echoes the request's other tags, and of its ``daic.*`` tags only :data:`TRANSFORMER_TAGS`
+and only when told the input filter stands in front (its ``behind_filter`` parameter,
+daic.serving.config, rendered by daic.serving.manifest and daic.serving.stack; default off).
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +43,14 @@ TAG_MODEL = "daic.model"
 TAG_VERSION = "daic.model_version"
 TAG_EMBEDDINGS = "daic.embeddings"
 TAG_SHADOW = "daic.shadow_probs"
+#: Tags of the input filter TRANSFORMER (daic.serving.filter): the version served (None: pass-through),
+#: its gate mode (with the version: which assessor the sidecar scores with), per input 0/1 filtered.
+TAG_FILTER = "daic.filter"
+TAG_FILTER_GATE = "daic.filter.gate"
+TAG_FILTERED = "daic.filtered"
+#: The ``daic.*`` tags a model server behind the input filter takes from its request (the filter's).
+TRANSFORMER_TAGS = frozenset({TAG_FILTER, TAG_FILTER_GATE, TAG_FILTERED})
+RESERVED_PREFIX = "daic."
 CLASS_NAMES = [str(i) for i in range(10)]
 #: Decimal places kept in JSON: float32 carries ~7 significant digits; more only lengthens
 #: the payload.
@@ -34,6 +59,20 @@ _DECIMALS = 6
 
 def _rounded(array: np.ndarray) -> list:
     return np.round(np.asarray(array, dtype=np.float64), _DECIMALS).tolist()
+
+
+def is_reserved(tag: Any) -> bool:
+    """Whether ``tag`` is in daic's namespace (``daic.``, in any case: a look-alike is refused too)."""
+    return isinstance(tag, str) and tag.lower().startswith(RESERVED_PREFIX)
+
+
+def without_reserved(tags: Any, keep: Iterable[str] = ()) -> dict:
+    """``tags`` (a request's ``meta.tags``; None or not an object: none) without the reserved ``daic.*``
+    tags, except those named in ``keep`` (exact names)."""
+    if not isinstance(tags, dict):
+        return {}
+    keep = frozenset(keep)
+    return {k: v for k, v in tags.items() if k in keep or not is_reserved(k)}
 
 
 def build_response(
@@ -46,9 +85,12 @@ def build_response(
     encoding: str = "ndarray",
     request_meta: dict | None = None,
     metrics: list[dict] | None = None,
+    trusted_tags: Iterable[str] = (),
 ) -> dict:
     """A SeldonMessage dict; ``puid`` and request tags from ``request_meta`` are echoed as the
-    seldon-core wrapper does for its default path."""
+    seldon-core wrapper does for its default path, except the reserved ``daic.*`` tags: of those only
+    ``trusted_tags`` (:data:`TRANSFORMER_TAGS` behind the input filter), and the model's own are set
+    here, after the strip."""
     probs = np.asarray(probs)
     if encoding == "tensor":
         data: dict[str, Any] = {"tensor": {"shape": list(probs.shape), "values": _rounded(probs.ravel())}}
@@ -58,7 +100,7 @@ def build_response(
         raise ValueError(f"encoding must be 'ndarray' or 'tensor', got {encoding!r}")
     data["names"] = list(CLASS_NAMES)
     request_meta = request_meta if isinstance(request_meta, dict) else {}
-    tags = dict(request_meta.get("tags") or {})
+    tags = without_reserved(request_meta.get("tags"), trusted_tags)
     tags.update({
         TAG_MODEL: model,
         TAG_VERSION: version,

@@ -208,6 +208,8 @@ class LocalStack:
         return env
 
     def _model_env(self) -> dict[str, str]:
+        from daic.serving.manifest import BEHIND_FILTER_PARAM, FILTER_MODEL_CLASS
+
         c = self.config
         params = [
             {"name": "model_name", "type": "STRING", "value": c.model_name},
@@ -217,6 +219,8 @@ class LocalStack:
             # abstaining (issue 21) asks this stack's sidecar, on its loopback ingest port
             {"name": "abstain_url", "type": "STRING", "value": f"{c.sidecar_ingest_url}/assess"},
         ]
+        if c.transformer_class == FILTER_MODEL_CLASS:  # as the manifest renders it: keep the filter's tags
+            params.append(dict(BEHIND_FILTER_PARAM))
         env = {"PREDICTIVE_UNIT_PARAMETERS": json.dumps(params), "PREDICTIVE_UNIT_ID": "classifier",
                "SELDON_DEPLOYMENT_ID": c.deployment,
                "INCLUDE_METRICS_IN_CLIENT_RESPONSE": "false"}
