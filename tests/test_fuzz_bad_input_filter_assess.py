@@ -378,7 +378,8 @@ def test_the_real_filter_and_abstaining_model_answer_every_mutated_request_with_
             model = _microservice("daic.serving.model.DaicModel", "MODEL", [
                 {"name": "abstain", "type": "STRING", "value": "0.5"},
                 {"name": "abstain_url", "type": "STRING", "value": f"{sidecar_url}/assess"},
-                {"name": "abstain_timeout_ms", "type": "FLOAT", "value": "10000"}], store.url, tmp_path)
+                {"name": "abstain_timeout_ms", "type": "FLOAT", "value": "10000"},
+                {"name": "behind_filter", "type": "BOOL", "value": "true"}], store.url, tmp_path)  # as the graph renders it
             procs.append(model[0])
             for proc, url, log in (filt, model):
                 wait_http_ready(proc, url + "/health/status", log, 120, f"{log.name}'s /health/status")
