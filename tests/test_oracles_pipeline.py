@@ -53,6 +53,8 @@ def test_assessor_end_to_end_on_synthetic_shift():
     )
     assessor = OnlineAssessor(SMALL).fit(ref, shifted)
     assert assessor.model_error > 0 and set(assessor.held_out_errors) == {"a/1", "b/1", "c/1"}
+    # the widths it scores (the sidecar refuses outputs of other widths before they reach it)
+    assert (assessor.n_classes, assessor.embedding_dim) == (ref.probs.shape[1], ref.embeddings.shape[1])
     clean = _synthetic(2000, rng)
     s = assessor.score(clean.probs, clean.embeddings, clean.shadow_probs)
     # No shift: drift percentiles uniform (mean 1/2), few inputs beyond the fitted support.
@@ -102,6 +104,8 @@ def test_assessor_refuses_before_fit_and_without_errors():
 
     with pytest.raises(NotFittedError):
         OnlineAssessor().score(np.array([[0.5, 0.5]]), np.zeros((1, 4)), np.array([[0.5, 0.5]]))
+    with pytest.raises(NotFittedError):
+        OnlineAssessor().n_classes
     rng = np.random.default_rng(3)
     ref = _synthetic(200, rng)
     perfect = OracleReference(np.eye(2)[ref.labels] * 0.98 + 0.01, ref.embeddings, ref.labels, ref.shadow_probs)

@@ -146,6 +146,11 @@ class MahalanobisOracle(DistanceOracle):
         self._precision = LedoitWolf(assume_centered=True).fit(centred).get_precision()
         self._means = means
 
+    @property
+    def embedding_dim(self) -> int | None:
+        """The embedding width it was fitted on (None before ``fit``)."""
+        return None if self._means is None else int(self._means.shape[1])
+
     def signal(self, batch: OracleBatch) -> np.ndarray:
         if self._means is None:
             raise NotFittedError(f"{self.name}: call fit(reference) first")

@@ -572,6 +572,20 @@ class OnlineAssessor:
         ties = np.searchsorted(cal, knn, side="right") - below
         return (below + 0.5 * ties + 0.5) / (len(cal) + 1)
 
+    @property
+    def n_classes(self) -> int:
+        """Classes of the reference it was fitted on: the width of the probabilities it scores."""
+        if not self._fitted:
+            raise NotFittedError("OnlineAssessor: call fit(reference) first")
+        return len(self._reference_predicted)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Embedding width of the reference it was fitted on."""
+        if not self._fitted:
+            raise NotFittedError("OnlineAssessor: call fit(reference) first")
+        return int(self.mahalanobis.embedding_dim)
+
     def score(self, probs: np.ndarray, embeddings: np.ndarray, shadow_probs: np.ndarray,
               self_agreement: np.ndarray | None = None) -> PerInputScores:
         """Per-input scores for one batch of the model's (and shadow's) outputs; ``self_agreement``

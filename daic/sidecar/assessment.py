@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from daic.models import assessor_store, first_window
+from daic.oracles.base import NotFittedError
 from daic.oracles.pipeline import OnlineAssessor
 from daic.oracles.window import OnlineEstimator
 from daic.serving.loading import load_oracle_reference, resolve_version
@@ -94,11 +95,9 @@ def assessor_widths(assessor) -> Widths | None:
     """The widths ``assessor``'s reference was built with (what its oracles can score), or None when
     it does not say (an assessor not fitted, or a stand-in object without a reference)."""
     try:
-        n_classes = len(assessor._reference_predicted)
-        dim = int(assessor.mahalanobis._means.shape[1])
-    except (AttributeError, TypeError, IndexError):
+        return Widths(int(assessor.n_classes), int(assessor.embedding_dim))
+    except (AttributeError, TypeError, NotFittedError):
         return None
-    return Widths(int(n_classes), dim)
 
 
 def width_mismatch(outputs, expected: Widths, version: str,
