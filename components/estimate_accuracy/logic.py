@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -20,7 +21,7 @@ from daic.components.estimate_accuracy.decision import DropDecision, DropRule, d
 from daic.components.sample_operational.designs import make_design
 from daic.sampling.intervals import wilson_required_n
 from daic.sampling.sample import Estimate, Sample, check_level
-from daic.storage import ObjectStore, open_store
+from daic.storage import KeyNotFound, ObjectStore, PreconditionFailed, StorageError, open_store
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +132,30 @@ def run(store: ObjectStore | str, cycle: str, config: EstimateConfig) -> Estimat
                           n_unlabeled_draws=missing, srs_labels_needed=srs_n)
 
 
-def write_result(store: ObjectStore, cycle: str, fields: dict) -> dict:
-    """Merge ``fields`` into ``cycles/<c>/result.json`` (the operator's run result); returns it."""
+def write_result(store: ObjectStore, cycle: str, fields: dict,
+                 guard: Callable[[], None] | None = None, attempts: int = 50) -> dict:
+    """Merge ``fields`` into ``cycles/<c>/result.json`` (the operator's run result); returns it.
+
+    Several steps merge into the record (and a retried step's first attempt may still be writing),
+    so the merge is a compare-and-set on the record's ETag, retried from a fresh read when another
+    writer got in between: no writer's fields are lost. ``guard`` runs after each read and may
+    raise to abandon the merge (evaluate: its evaluation record was superseded)."""
     key = cycle_store.key(cycle, "result.json")
-    current = store.get_json(key) if store.exists(key) else {}
-    current.update(fields)
-    store.put_json(key, current)
-    return current
+    for _ in range(attempts):
+        try:
+            current, etag = store.get_json_with_etag(key)
+        except KeyNotFound:
+            current, etag = {}, None
+        if guard is not None:
+            guard()
+        merged = {**current, **fields}
+        try:
+            if etag is None:
+                store.put_json(key, merged, if_none_match=True)
+            else:
+                store.put_json(key, merged, if_match=etag)
+        except PreconditionFailed:
+            continue  # another step merged first: merge again into what it wrote
+        return merged
+    raise StorageError(f"{store.url}: could not merge into {key!r} after {attempts} attempts "
+                       "(it kept changing under this step)")
