@@ -132,3 +132,128 @@ def test_two_result_merges_that_read_before_either_writes_keep_both(store):
     assert not any(isinstance(v, BaseException) for v in out.values()), out
     assert store.get_json(key) == {"drop_confirmed": True, "filter_decision": "deploy", "filter_version": "v0002",
                                    "offline_accuracy": 0.81, "labels_used": 90}
+
+
+# -- evaluate: two attempts of one cycle -----------------------------------------------------------
+
+SPEC = dict(name="sudden", seed=3, batch_size=50, n_steps=8, drift_start=4, corruption="translate", severity=3)
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    from daic.data.mnist import load_split
+
+    train = load_split("train")
+    x, y = train.images[:2000].reshape(2000, -1), train.labels[:2000]
+    centroids = np.stack([x[y == c].mean(axis=0) for c in range(10)])
+
+    def predict(images):
+        flat = images.reshape(len(images), -1)
+        logits = -0.5 * ((flat[:, None, :] - centroids[None]) ** 2).sum(axis=-1)
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return {"probs": probs / probs.sum(axis=1, keepdims=True)}
+
+    return predict
+
+
+@pytest.fixture
+def judged_cycle(tmp_path, predictor):
+    """A file store with cycle c1 sampled, labeled and estimated, and versions v0001 (champion),
+    v0002 and v0003 (v0003 stands for a champion that another cycle promoted meanwhile)."""
+    import json
+
+    from daic.components.collect_labels.logic import CollectConfig
+    from daic.components.collect_labels.logic import run as collect
+    from daic.components.estimate_accuracy.logic import EstimateConfig
+    from daic.components.estimate_accuracy.logic import run as estimate
+    from daic.components.sample_operational.logic import SampleConfig
+    from daic.components.sample_operational.logic import run as sample
+    from daic.components.testing.operational import write_operational
+    from daic.components.testing.registry import register_untrained
+    from daic.data.scenarios import build_scenario
+
+    store = open_store(f"file://{tmp_path / 'store'}")
+    write_operational(store, "mnist", build_scenario(**SPEC), predictor)
+    sample(store, SampleConfig(sampler="srs", budget=120, cycle="c1", seed=6))
+    collect(store, "c1", CollectConfig(backend="simulated", simulated_scenario=json.dumps(SPEC)))
+    register_untrained(store, [None, "v0001", "v0001"])
+    estimate(store, "c1", EstimateConfig(reference_accuracy=0.95))
+    return store
+
+
+@pytest.mark.parametrize("b_starts", ["together", "after A's record"])
+def test_two_evaluate_attempts_of_one_cycle_never_mix_their_records(judged_cycle, b_starts):
+    """Attempt A judges v0002 against v0001, attempt B (a retry) against v0003. A writes its
+    evaluation record, B writes its record and its result, then A writes its result: before the
+    fix evaluation.json was B's and result.json A's, a mix deploy and the operator would both
+    trust. Now the attempt that was overtaken fails cleanly and both records are the other's.
+
+    ``together``: B started before A's record was written (B must not overwrite it);
+    ``after A's record``: B is a later rerun (it replaces A's record, and A's result must not land)."""
+    from daic.components.evaluate.logic import EvaluateConfig
+    from daic.components.evaluate.logic import run as evaluate
+
+    store = Gated(judged_cycle)
+    evaluation, result = "cycles/c1/evaluation.json", "cycles/c1/result.json"
+    b_started, a_recorded, b_done = threading.Event(), threading.Event(), threading.Event()
+    a_wrote = {"record": False}
+
+    def a_evaluation(op: str) -> None:
+        if op == "put":
+            if b_starts == "together":
+                wait(b_started, "B to start")
+            a_wrote["record"] = True
+
+    def a_result(op: str) -> None:
+        if a_wrote["record"]:
+            a_recorded.set()
+            wait(b_done, "B to finish")
+
+    def b_sample(op: str) -> None:
+        b_started.set()
+
+    def b_evaluation(op: str) -> None:
+        if b_starts == "after A's record" or op == "put":
+            wait(a_recorded, "A's evaluation record")
+
+    store.on("A", evaluation, a_evaluation)
+    store.on("A", result, a_result)
+    store.on("B", "cycles/c1/sample.json", b_sample)
+    store.on("B", evaluation, b_evaluation)
+
+    def attempt(champion: str, done: threading.Event | None = None):
+        def go():
+            try:
+                return evaluate(store, "c1", "v0002", EvaluateConfig(champion_version=champion, clean_limit=50,
+                                                                     clean_tolerance=0.9))
+            finally:
+                if done is not None:
+                    done.set()
+        return go
+
+    out = run_both(attempt("v0001"), attempt("v0003", b_done))
+    evaluation_doc, result_doc = judged_cycle.get_json(evaluation), judged_cycle.get_json(result)
+    assert evaluation_doc["champion_version"] == result_doc["champion_version"], (
+        f"evaluation.json judged against {evaluation_doc['champion_version']}, result.json says "
+        f"{result_doc['champion_version']}: the records of two attempts are mixed")
+    assert result_doc["promote"] == evaluation_doc["decision"]["promote"]
+    failed = {k: v for k, v in out.items() if isinstance(v, BaseException)}
+    assert len(failed) == 1, out  # exactly one attempt lost, and it knows
+    (loser, exc), = failed.items()
+    from daic.components.evaluate.logic import EvaluationConflict
+
+    assert isinstance(exc, EvaluationConflict) and "c1" in str(exc), exc
+    winner = "B" if loser == "A" else "A"
+    assert evaluation_doc["champion_version"] == {"A": "v0001", "B": "v0003"}[winner]
+    assert loser == ("B" if b_starts == "together" else "A")
+
+
+def test_a_rerun_of_evaluate_after_the_first_finished_replaces_its_records(judged_cycle):
+    """Sequential reruns stay possible: the second evaluation replaces the first, records agree."""
+    from daic.components.evaluate.logic import EvaluateConfig
+    from daic.components.evaluate.logic import run as evaluate
+
+    evaluate(judged_cycle, "c1", "v0002", EvaluateConfig(champion_version="v0001", clean_limit=50))
+    evaluate(judged_cycle, "c1", "v0002", EvaluateConfig(champion_version="v0003", clean_limit=50))
+    assert judged_cycle.get_json("cycles/c1/evaluation.json")["champion_version"] == "v0003"
+    assert judged_cycle.get_json("cycles/c1/result.json")["champion_version"] == "v0003"

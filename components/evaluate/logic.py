@@ -20,11 +20,16 @@ challenger, parent the cycle's filter), which the operator puts in front of it a
 Writes ``cycles/<c>/evaluation.json`` and adds the challenger to ``cycles/<c>/result.json``
 (``champion_accuracy`` is the champion's offline estimate, ``challenger_accuracy`` the challenger's
 operational estimate; ``promote`` is this step's decision, which the operator should follow).
+Two attempts of one cycle at once (a KFP retry while the first still writes) never mix their
+records: ``evaluation.json`` is replaced only if it is still the one the attempt began with, and the
+result is merged only while that record is still the attempt's own; the attempt that lost raises
+``EvaluationConflict``. A rerun after an attempt finished replaces both records.
 """
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
@@ -36,9 +41,22 @@ from daic.components.evaluate.decision import PromotionDecision, PromotionRule, 
 from daic.components.sample_operational.designs import make_design
 from daic.components.train import registry_access
 from daic.sampling.sample import Estimate, check_level
-from daic.storage import ObjectStore, open_store
+from daic.storage import KeyNotFound, ObjectStore, PreconditionFailed, open_store
 
 log = logging.getLogger(__name__)
+
+
+class EvaluationConflict(RuntimeError):
+    """Another evaluate attempt of the same cycle wrote its record first or overtook this one's:
+    this attempt's result was not recorded (the cycle's records are the other attempt's)."""
+
+
+def _record_etag(store: ObjectStore, key: str) -> str | None:
+    """The ETag of the record at ``key`` now; None when there is none yet."""
+    try:
+        return store.get_with_etag(key)[1]
+    except KeyNotFound:
+        return None
 
 
 @dataclass(frozen=True)
@@ -148,6 +166,10 @@ def run(store: ObjectStore | str, cycle: str, challenger_version: str, config: E
     store = open_store(store or None) if isinstance(store, str) else store
     if not challenger_version:
         raise ValueError("challenger_version is empty: nothing to evaluate")
+    # Two attempts of one cycle (a retry while the first still runs): the record is replaced only
+    # if it is still the one there when this attempt began (compare-and-set below).
+    evaluation_key = cycle_store.key(cycle, "evaluation.json")
+    began_with = _record_etag(store, evaluation_key)
     record = cycle_store.read_sample(store, cycle)
     labels = cycle_store.read_labels(store, cycle)
     estimate_doc = store.get_json(cycle_store.key(cycle, "estimate.json"))["estimate"]
@@ -222,14 +244,31 @@ def run(store: ObjectStore | str, cycle: str, challenger_version: str, config: E
                             champion_operational=champ_op, challenger_operational=chosen_op,
                             champion_interval=champion_interval, champion_clean=champ_clean,
                             challenger_clean=chosen_clean, decision=decision, serving=serving)
-    store.put_json(cycle_store.key(cycle, "evaluation.json"), {
+    evaluation = {
         "cycle": cycle, "champion_version": champion_version, "challenger_version": challenger_version,
         "champion_holdout": asdict(champ_op), "challenger_holdout": asdict(chosen_op),
         "champion_offline": dict(zip(("accuracy", "lower", "upper"), champion_interval)),
         "champion_clean": champ_clean, "challenger_clean": chosen_clean, "challenger_alone_clean": chall_clean,
         "clean_limit": config.clean_limit, "rule": asdict(PromotionRule(config.clean_tolerance)),
-        "decision": asdict(decision), "serving": serving, "created": time.time(),
-    })
+        "decision": asdict(decision), "serving": serving, "created": time.time(), "attempt": uuid.uuid4().hex,
+    }
+    try:
+        if began_with is None:
+            written = store.put_json(evaluation_key, evaluation, if_none_match=True)
+        else:
+            written = store.put_json(evaluation_key, evaluation, if_match=began_with)
+    except PreconditionFailed:
+        raise EvaluationConflict(
+            f"cycle {cycle!r}: another evaluate attempt wrote {evaluation_key} while this one ran; "
+            f"its record stands and this attempt's ({challenger_version} against {champion_version}) "
+            "was not written") from None
+
+    def still_ours() -> None:  # a later attempt replaced the record: its result must stand
+        if _record_etag(store, evaluation_key) != written:
+            raise EvaluationConflict(
+                f"cycle {cycle!r}: a later evaluate attempt replaced {evaluation_key}; this attempt's "
+                "result was not written")
+
     write_result(store, cycle, {
         "champion_version": champion_version,
         "champion_accuracy": champion_interval[0],
@@ -243,7 +282,7 @@ def run(store: ObjectStore | str, cycle: str, challenger_version: str, config: E
             "challenger_alone_accuracy": serving["challenger_alone_accuracy"],
             "challenger_filter_accuracy": serving["challenger_filter_accuracy"],
             "wrapped_champion_holdout_accuracy": serving["wrapped_champion_accuracy"]} if serving else {}),
-    })
+    }, guard=still_ours)
     log.info("cycle %s: %s %s (%s)", cycle, challenger_version,
              "beats the champion" if decision.promote else "does not replace the champion", decision.reason)
     return result
