@@ -257,3 +257,71 @@ def test_a_rerun_of_evaluate_after_the_first_finished_replaces_its_records(judge
     evaluate(judged_cycle, "c1", "v0002", EvaluateConfig(champion_version="v0003", clean_limit=50))
     assert judged_cycle.get_json("cycles/c1/evaluation.json")["champion_version"] == "v0003"
     assert judged_cycle.get_json("cycles/c1/result.json")["champion_version"] == "v0003"
+
+
+# -- deploy: two cycles promote two challengers at once --------------------------------------------
+
+@pytest.fixture
+def registry_store(store):
+    from daic.components.testing.registry import register_untrained
+
+    register_untrained(store, [None, "v0001", "v0001"])  # v0001 champion; v0002, v0003 challengers
+    for cycle, challenger in (("c2", "v0002"), ("c3", "v0003")):
+        store.put_json(f"cycles/{cycle}/evaluation.json", {
+            "cycle": cycle, "champion_version": "v0001", "challenger_version": challenger,
+            "decision": {"promote": True, "reason": "better"}})
+    return store
+
+
+def test_two_deploys_of_two_cycles_at_once_promote_exactly_one(registry_store):
+    """Both read the pointer (v0001) before either writes it: one promotion lands, the other gets
+    ChampionConflict and writes nothing (no deploy record, no history record)."""
+    from daic.components.deploy.logic import DeployConfig
+    from daic.components.deploy.logic import run as deploy
+    from daic.models.registry import ChampionConflict, ModelRegistry
+
+    store = Gated(registry_store)
+    read = {"A": threading.Event(), "B": threading.Event()}
+
+    def both_read_first(name: str, other: str) -> Callable[[str], None]:
+        def hook(op: str) -> None:
+            if op == "put":
+                wait(read[other], f"{other} to read the champion pointer")
+            elif op == "get":
+                read[name].set()
+        return hook
+
+    store.on("A", "models/mnist/champion", both_read_first("A", "B"))
+    store.on("B", "models/mnist/champion", both_read_first("B", "A"))
+    out = run_both(lambda: deploy(store, "c2", "v0002", DeployConfig()),
+                   lambda: deploy(store, "c3", "v0003", DeployConfig()))
+    failed = {k: v for k, v in out.items() if isinstance(v, BaseException)}
+    assert len(failed) == 1, out
+    (loser, exc), = failed.items()
+    assert isinstance(exc, ChampionConflict), exc
+    winner, win_cycle, win_version = ("B", "c3", "v0003") if loser == "A" else ("A", "c2", "v0002")
+    registry = ModelRegistry(registry_store, "mnist")
+    pointer = registry.champion_pointer()
+    assert (pointer.version, pointer.previous, pointer.generation) == (win_version, "v0001", 2)
+    assert [(p.version, p.generation) for p in registry.champion_history()] == [("v0001", 1), (win_version, 2)]
+    lose_cycle = "c2" if win_cycle == "c3" else "c3"
+    assert registry_store.exists(f"cycles/{win_cycle}/deploy.json")
+    assert not registry_store.exists(f"cycles/{lose_cycle}/deploy.json")
+
+
+def test_a_deploy_retried_after_it_promoted_does_not_promote_again(registry_store):
+    """A KFP retry of a deploy that already moved the pointer (its pod lost before it reported):
+    no second promotion; without an evaluation record the retry used to promote v0002 over v0002."""
+    from daic.components.deploy.logic import DeployConfig
+    from daic.components.deploy.logic import run as deploy
+    from daic.models.registry import ChampionConflict, ModelRegistry
+
+    registry_store.delete("cycles/c2/evaluation.json")
+    deploy(registry_store, "c2", "v0002", DeployConfig())
+    try:
+        deploy(registry_store, "c2", "v0002", DeployConfig())
+    except ChampionConflict:
+        pass  # a clean refusal is fine too
+    registry = ModelRegistry(registry_store, "mnist")
+    assert [(p.version, p.previous, p.generation) for p in registry.champion_history()] == [
+        ("v0001", None, 1), ("v0002", "v0001", 2)]

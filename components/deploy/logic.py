@@ -14,7 +14,9 @@ pointer (it polls it) and the sidecar follows the version in the responses; ``re
 
 The champion switch is a compare-and-set against the champion evaluate judged the challenger
 against (``cycles/<c>/evaluation.json``): if another cycle promoted in between, the step fails
-with ``ChampionConflict`` instead of replacing a model nobody compared with the challenger.
+with ``ChampionConflict`` instead of replacing a model nobody compared with the challenger. A retry
+of a deploy that already moved the pointer (the challenger is the champion) leaves it alone
+instead of recording a second promotion.
 
 Writes ``cycles/<c>/deploy.json``.
 """
@@ -78,7 +80,12 @@ def promote_local(store: ObjectStore, version: str, config: DeployConfig,
     """Move the champion pointer (compare-and-set when ``expected_current`` is given), then ask
     the ``reload_urls`` to reload."""
     steps: list[dict[str, Any]] = [{"step": "champion", "version": version}]
-    registry_access.set_champion(store, config.model_name, version, expected_current)
+    if registry_access.current_champion(store, config.model_name) == version:
+        # A retry of a deploy that already moved the pointer: promoting again would record a
+        # second promotion (version over itself), or fail the compare-and-set.
+        steps[0]["unchanged"] = True
+    else:
+        registry_access.set_champion(store, config.model_name, version, expected_current)
     for url in config.urls:
         try:
             response = requests.post(url, json={"model": config.model_name, "version": version}, timeout=10)
@@ -223,14 +230,18 @@ def run(store: ObjectStore | str, cycle: str, version: str, config: DeployConfig
     # Before the champion moves, so the sidecar finds them when it fits the new version's assessor.
     n_first_window = calibration_labels(store, cycle, version, config)
     with_filter = serving_filter(store, cycle)
+    done = registry_access.current_champion(store, config.model_name) == version  # a retry after promoting
     if config.target == "seldon":
         # Check before touching the cluster; the pointer's own compare-and-set closes the race after.
-        registry_access.check_champion(store, config.model_name, judged_against)
+        if not done:
+            registry_access.check_champion(store, config.model_name, judged_against)
         previous, steps = promote_seldon(api or custom_objects_api(), version, config, sleep, with_filter)
-        registry_access.set_champion(store, config.model_name, version, judged_against)
-        steps.append({"step": "champion", "version": version})
+        if not done:
+            registry_access.set_champion(store, config.model_name, version, judged_against)
+        steps.append({"step": "champion", "version": version, **({"unchanged": True} if done else {})})
     else:
-        previous = judged_against or registry_access.current_champion(store, config.model_name)
+        previous = judged_against or (registry_access.previous_champion(store, config.model_name) if done
+                                      else registry_access.current_champion(store, config.model_name))
         steps = promote_local(store, version, config, judged_against)
         steps.append(switch_local_filter(store, config, cycle, with_filter))
     steps.insert(0, {"step": "first-window labels", "count": n_first_window})

@@ -33,6 +33,12 @@ def current_champion(store: ObjectStore, name: str) -> str | None:
     return pointer.version if pointer else None
 
 
+def previous_champion(store: ObjectStore, name: str) -> str | None:
+    """The champion before the current one (None: none, or no champion yet)."""
+    pointer = _registry().ModelRegistry(store, name).champion_pointer()
+    return pointer.previous if pointer else None
+
+
 def check_champion(store: ObjectStore, name: str, expected: str | None) -> None:
     """Raise ``ChampionConflict`` when ``expected`` is given and is not the champion now."""
     if expected is not None and current_champion(store, name) != expected:
