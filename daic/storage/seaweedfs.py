@@ -54,6 +54,7 @@ class SeaweedS3:
     startup_timeout_s: float = 60.0
     workdir: Path | None = None
     s3_port: int = field(default=0, init=False)
+    _ports: dict[str, int] | None = field(default=None, init=False, repr=False)
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
     _tmp: tempfile.TemporaryDirectory | None = field(default=None, init=False, repr=False)
 
@@ -75,9 +76,11 @@ class SeaweedS3:
         config.write_text(json.dumps({"identities": [{
             "name": "daic", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-        ports = {name: free_port(self.host) for name in (
+        # After kill(), the same ports again: clients holding the endpoint find the server back.
+        ports = self._ports or {name: free_port(self.host) for name in (
             "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
             "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc")}
+        self._ports = ports
         self.s3_port = ports["s3.port"]
         args = [find_weed(), "server", f"-dir={data}", f"-ip={self.host}", f"-ip.bind={self.host}",
                 "-s3", "-filer", f"-s3.config={config}", "-master.volumeSizeLimitMB=64",
@@ -132,12 +135,18 @@ class SeaweedS3:
         path = self.workdir / "weed.log" if self.workdir else None
         return path.read_text(errors="replace")[-n:] if path and path.exists() else ""
 
-    def stop(self) -> None:
-        # weed ignores SIGTERM; its data is a throw-away temporary directory, so SIGKILL is safe.
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: no shutdown code runs) but keep its data and ports, so a
+        later ``start()`` brings the same store back on the same endpoint."""
         if self._proc is not None and self._proc.poll() is None:
             os.killpg(self._proc.pid, signal.SIGKILL)
             self._proc.wait()
         self._proc = None
+
+    def stop(self) -> None:
+        # weed ignores SIGTERM; its data is a throw-away temporary directory, so SIGKILL is safe.
+        self.kill()
+        self._ports = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
