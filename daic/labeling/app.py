@@ -16,14 +16,20 @@ Who may do what (answers become training labels, so a forged answer is data pois
   the field); cycle names and ids are checked before they reach a key (400).
 
 Store I/O runs in a small thread pool with a deadline (``store_timeout_s``): a hung store gives 503
-to the requests that need it while the event loop, ``/healthz`` and other requests go on.
+to the requests that need it while the event loop, ``/healthz`` and other requests go on. Work
+still queued when its deadline passes is dropped with the 503 (it never runs later); a call
+already running finishes on its own, so an answer that got 503 may still be stored: writes of
+answers to one input are therefore ordered (:class:`AnswerWrites`), and one that got 503 never
+lands over a later answer the page acknowledged with 200.
 """
 from __future__ import annotations
 
 import asyncio
 import html
 import io
+import itertools
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +117,7 @@ async def _io(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
     try:
         return await asyncio.wait_for(asyncio.shield(future), app[CONFIG_KEY].store_timeout_s)
     except asyncio.TimeoutError:
+        future.cancel()  # still queued: dropped, it never runs (one already running finishes on its own)
         raise _error(web.HTTPServiceUnavailable, f"the object store did not answer within "
                      f"{app[CONFIG_KEY].store_timeout_s:g}s; try again", **{"Retry-After": "5"}) from None
     except KeyNotFound as exc:
@@ -300,8 +307,53 @@ async def input_png(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
-def _record(book: LabelBook, sample_id: str, label, labeler: str) -> tuple[int, int]:
-    book.record(sample_id, label, labeler=labeler)
+class AnswerSuperseded(Exception):
+    """A later answer to the same input was stored first; this older one was not written."""
+
+
+class AnswerWrites:
+    """Orders the writes of answers to one input within this page process.
+
+    A write can outlive its request: the page answers 503 at ``store_timeout_s`` while the store
+    call goes on and may land seconds later. Were two answers to one input written freely, the
+    one that got 503 could land over a later one acknowledged with 200, losing what the labeler
+    was told was saved. So each answer draws a ticket when its request arrives (on the event
+    loop, so tickets follow arrival), writes of one input hold that input's lock (waiting at most
+    ``wait_s``, else a StorageError: 503), and a write whose ticket is older than the last one
+    written for that input is dropped (:class:`AnswerSuperseded`: 409). One entry per input ever
+    answered (a lock and an int).
+    """
+
+    def __init__(self) -> None:
+        self._tickets = itertools.count(1)
+        self._guard = threading.Lock()
+        self._slots: dict[str, tuple[threading.Lock, list[int]]] = {}
+
+    def ticket(self) -> int:
+        return next(self._tickets)
+
+    def record(self, book: LabelBook, sample_id: str, label, labeler: str, ticket: int, wait_s: float) -> None:
+        key = book.answer_key(sample_id)
+        with self._guard:
+            lock, last = self._slots.setdefault(key, (threading.Lock(), [0]))
+        if not lock.acquire(timeout=wait_s):
+            raise StorageError(f"{book.store.url}: an earlier answer to {sample_id!r} is still being written "
+                               f"(store slow?); nothing was saved, try again")
+        try:
+            if last[0] > ticket:
+                raise AnswerSuperseded(f"a later answer to {sample_id!r} was saved meanwhile; this one was not")
+            book.record(sample_id, label, labeler=labeler)
+            last[0] = ticket
+        finally:
+            lock.release()
+
+
+WRITES_KEY = web.AppKey("answer_writes", AnswerWrites)
+
+
+def _record(book: LabelBook, sample_id: str, label, labeler: str, writes: AnswerWrites, ticket: int,
+            wait_s: float) -> tuple[int, int]:
+    writes.record(book, sample_id, label, labeler, ticket, wait_s)
     return book.progress()
 
 
@@ -311,14 +363,18 @@ async def post_label(request: web.Request) -> web.Response:
     label = body.label
     if isinstance(label, str) and label != UNSURE:
         raise _bad(f"field 'label' must be a class index or 'unsure', got {label[:40]!r}")
+    ticket = request.app[WRITES_KEY].ticket()
     book = LabelBook(request.app[STORE_KEY], cycle)
     await _io(request, _load_task, book)
     if body.id not in set(book.task.ids):
         raise _bad(f"field 'id': {body.id[:80]!r} is not part of cycle {cycle!r}'s task")
     try:
-        answered, total = await _io(request, _record, book, body.id, label, request[LABELER])
+        answered, total = await _io(request, _record, book, body.id, label, request[LABELER],
+                                    request.app[WRITES_KEY], ticket, request.app[CONFIG_KEY].store_timeout_s)
     except ValueError as exc:
         raise _bad(f"field 'label': {exc}") from None
+    except AnswerSuperseded as exc:
+        raise _error(web.HTTPConflict, str(exc)) from None
     return web.json_response({"answered": answered, "total": total})
 
 
@@ -338,6 +394,7 @@ def make_app(store: ObjectStore, labelers: Labelers, config: LabelingConfig | No
     app[LABELERS_KEY] = labelers
     app[CONFIG_KEY] = config
     app[POOL_KEY] = ThreadPoolExecutor(config.io_threads, thread_name_prefix="labeling-io")
+    app[WRITES_KEY] = AnswerWrites()
     app.on_cleanup.append(_close_pool)
     app.add_routes([
         web.get("/", index),
