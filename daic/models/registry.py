@@ -24,7 +24,8 @@ the other gets ``ChampionConflict`` and nothing of it is written. This holds acr
 machines on both backends (file:// and any S3 server that honours conditional writes; the store
 refuses one that does not). The history record ``champion-history/<gen>.json`` is written after
 the pointer, create-if-absent, so it is never overwritten; a promoter that died in between leaves
-it to the next promotion, which writes the current pointer's record first. Version numbers are
+it to the next promotion, which writes the current pointer's record first (so a store failing on
+the record after the pointer landed is logged, not raised: the promotion happened). Version numbers are
 claimed the same way (``claim.json`` created if absent).
 """
 from __future__ import annotations
@@ -311,7 +312,14 @@ class ModelRegistry:
                     f"{now.version if now else None!r}, generation {now.generation if now else 0}); "
                     f"the promotion of {version!r} was not written; re-read and decide again"
                 ) from None
-        self._record_history(pointer)
+        try:
+            self._record_history(pointer)
+        except StorageError as exc:  # the pointer landed: the promotion happened; the next one fills this in
+            import logging
+
+            logging.getLogger(__name__).warning("%s: champion is now %s (generation %d), but its history record "
+                                                "was not written (%s); the next promotion writes it",
+                                                self.name, version, pointer.generation, exc)
         return pointer
 
     def _record_history(self, pointer: ChampionPointer) -> None:
