@@ -12,6 +12,7 @@ Two kinds of fault:
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -228,3 +229,30 @@ def test_store_killed_and_restarted_loses_no_acknowledged_answer(private_s3):
         assert resp.json() == {"answered": 4, "total": 4}
         assert api.get(server.url + "/api/c1/task", timeout=30).json()["answered"] == 4
     assert stored_labels(open_store(store.url)) == acknowledged  # those before the crash included
+
+
+def bump_mtime(path, seconds: float) -> None:
+    st = path.stat()
+    os.utime(path, (st.st_atime, st.st_mtime + seconds))
+
+
+def test_an_unreadable_labelers_file_is_a_json_503_and_heals_when_fixed(gated):
+    """The labelers file (a Secret on a cluster, edited by ``daic label token``) holds what login and
+    every request are checked against; corrupted, the page answers a JSON 503 naming it (it used to
+    be a bare 500 with a traceback in the log), lets nobody in on the tokens it read before, and
+    works again as soon as the file is whole, without a restart."""
+    store, ids = gated
+    with ServerThread(store) as server:
+        api, path = server.session(), server.labelers.path
+        whole = path.read_text()
+        path.write_text('{"labelers": ')
+        bump_mtime(path, 10)  # a change the page sees even where mtimes are coarse
+        for resp in (api.post(server.url + "/api/login", json={"token": server.token}, timeout=10),
+                     api.get(server.url + "/api/c1/task", timeout=10),
+                     api.post(server.url + LABELS, json={"id": ids[0], "label": 1}, timeout=10)):
+            assert resp.status_code == 503, resp.text
+            assert "labelers file is unreadable" in resp.json()["error"] and str(path) in resp.json()["error"]
+        assert stored_labels(store) == {}
+        path.write_text(whole)
+        bump_mtime(path, 20)
+        assert api.post(server.url + LABELS, json={"id": ids[0], "label": 1}, timeout=10).status_code == 200

@@ -192,6 +192,18 @@ def _same_origin(request: web.Request, origin: str) -> bool:
     return origin == own or origin in request.app[CONFIG_KEY].allowed_origins
 
 
+def _labelers(request: web.Request) -> Labelers:
+    """The labelers, re-read if their file changed; an unreadable file is a 503 naming it (nobody is let
+    in on the tokens read before: one of them may have been revoked by the change)."""
+    labelers = request.app[LABELERS_KEY]
+    try:
+        labelers.refresh()
+    except ValueError as exc:
+        raise _error(web.HTTPServiceUnavailable, f"the labelers file is unreadable, so no login can be checked; "
+                     f"ask the operator to fix it: {str(exc)[:300]}", **{"Retry-After": "5"}) from None
+    return labelers
+
+
 @web.middleware
 async def guard(request: web.Request, handler):
     """Authentication, origin check and security headers for every route (see the module docstring)."""
@@ -207,9 +219,7 @@ async def guard(request: web.Request, handler):
         if origin is None and not by_header and path != "/api/login":
             raise _error(web.HTTPForbidden, "a browser request without Origin is not accepted")
     if not public and path != "/api/login":
-        labelers = request.app[LABELERS_KEY]
-        labelers.refresh()
-        name = labelers.who(token)
+        name = _labelers(request).who(token)
         if name is None:
             if request.method == "GET" and not path.startswith("/api/"):
                 raise web.HTTPFound("/login")
@@ -231,9 +241,7 @@ async def login_page(request: web.Request) -> web.FileResponse:
 
 async def login(request: web.Request) -> web.Response:
     body = await _json_body(request, LoginPost)
-    labelers = request.app[LABELERS_KEY]
-    labelers.refresh()
-    name = labelers.who(body.token)
+    name = _labelers(request).who(body.token)
     if name is None:
         raise _error(web.HTTPUnauthorized, "unknown or revoked token: ask for a new login link")
     response = web.json_response({"labeler": name})
