@@ -7,14 +7,25 @@ YAML file a person edits (spec, and annotations to approve a promotion); its sta
 back, atomically, to ``<state-dir>/status.json`` for ``daic status`` to show. Killing the
 controller at any moment (``kill -9`` included) and starting it again resumes the same cycle:
 every bit of state is in that file and in the run directories.
+
+One controller per state directory: ``run`` holds an exclusive lock on ``<state-dir>/controller.lock``
+(``flock``, released by the kernel when the process dies, so ``kill -9`` and a restart still
+resume). A second controller on the same directory -- one started while the old one still runs --
+stops at once with :class:`ControllerBusy` instead of reading a status the first is about to
+replace and acting on it too (the kopf operator gets the same guarantee from the API server's
+resourceVersion check).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +45,31 @@ from daic.operators.status import CycleStatus
 log = logging.getLogger(__name__)
 
 API_VERSION = f"{GROUP}/{VERSION}"
+
+
+class ControllerBusy(RuntimeError):
+    """Another controller holds this state directory."""
+
+
+@contextlib.contextmanager
+def exclusive(state_dir: Path) -> Iterator[None]:
+    """Hold ``<state_dir>/controller.lock`` for the block, or raise :class:`ControllerBusy` naming
+    the holder's pid. The lock file is never removed (removing it would let a third process lock a
+    new inode while the first still holds the old one)."""
+    path = state_dir / "controller.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise ControllerBusy(f"another controller (pid {holder}) is running on {state_dir}; stop it first "
+                                 "or use another --state-dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 class CycleFileError(ValueError):
@@ -166,8 +202,14 @@ class LocalController:
     def run(self, interval: float = 5.0, passes: int | None = None, exit_after_cycles: int | None = None,
             stop: threading.Event | None = None) -> CycleStatus:
         """Reconcile every ``interval`` seconds until ``stop`` is set, ``passes`` passes ran, or
-        ``exit_after_cycles`` cycles have finished (and their records are written)."""
+        ``exit_after_cycles`` cycles have finished (and their records are written); the state
+        directory is this controller's alone meanwhile (:class:`ControllerBusy` otherwise)."""
         stop = stop or threading.Event()
+        with exclusive(self.state_dir):
+            return self._loop(interval, passes, exit_after_cycles, stop)
+
+    def _loop(self, interval: float, passes: int | None, exit_after_cycles: int | None,
+              stop: threading.Event) -> CycleStatus:
         done = 0
         status = CycleStatus.from_wire(self.load().get("status"))
         while not stop.is_set():

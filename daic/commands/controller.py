@@ -31,7 +31,7 @@ def command(cycle_path: str, state_dir: str | None, store_url: str | None, pipel
             champion_switch: str, interval: float, passes: int | None, exit_after_cycles: int | None,
             verbose: bool) -> None:
     """Run the AssessmentCycle reconcile loop locally; status goes to <state-dir>/status.json."""
-    from daic.operators.local_controller import CycleFileError, LocalController
+    from daic.operators.local_controller import ControllerBusy, CycleFileError, LocalController
     from daic.operators.runners.local_worker import load_callable
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
@@ -60,7 +60,7 @@ def command(cycle_path: str, state_dir: str | None, store_url: str | None, pipel
     click.echo(f"controller: {cycle_path} -> {controller.status_path}", err=True)
     try:
         status = controller.run(interval=interval, passes=passes, exit_after_cycles=exit_after_cycles, stop=stop)
-    except CycleFileError as exc:
+    except (CycleFileError, ControllerBusy) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"controller stopped: phase {status.phase.value}, {len(status.history)} cycle(s) in history",
                err=True)
