@@ -122,19 +122,20 @@ def run(store: ObjectStore | str, cycle: str, config: EstimateConfig) -> Estimat
         "offline_lower": estimate.lower,
         "offline_upper": estimate.upper,
         "labels_used": estimate.n_labels,
-        "champion_version": config.champion_version or None,
-        "champion_accuracy": None,
-        "challenger_version": None,
-        "challenger_accuracy": None,
-    })
+        **({"champion_version": config.champion_version} if config.champion_version else {}),
+    }, defaults={"champion_version": None, "champion_accuracy": None, "challenger_version": None,
+                 "challenger_accuracy": None})  # evaluate's: a late retry of this step must not wipe them
     log.info("cycle %s: %s (%s)", cycle, decision.outcome, decision.reason)
     return EstimateResult(estimate=estimate, decision=decision, oracle_accuracy=record.pool.oracle_accuracy,
                           n_unlabeled_draws=missing, srs_labels_needed=srs_n)
 
 
 def write_result(store: ObjectStore, cycle: str, fields: dict,
-                 guard: Callable[[], None] | None = None, attempts: int = 50) -> dict:
+                 guard: Callable[[], None] | None = None, attempts: int = 50,
+                 defaults: dict | None = None) -> dict:
     """Merge ``fields`` into ``cycles/<c>/result.json`` (the operator's run result); returns it.
+    ``defaults`` are written only where the record has no such field yet (a late attempt of an
+    early step must not wipe what a later step wrote).
 
     Several steps merge into the record (and a retried step's first attempt may still be writing),
     so the merge is a compare-and-set on the record's ETag, retried from a fresh read when another
@@ -148,7 +149,7 @@ def write_result(store: ObjectStore, cycle: str, fields: dict,
             current, etag = {}, None
         if guard is not None:
             guard()
-        merged = {**current, **fields}
+        merged = {**(defaults or {}), **current, **fields}
         try:
             if etag is None:
                 store.put_json(key, merged, if_none_match=True)

@@ -122,3 +122,20 @@ def test_record_says_how_many_labels_srs_would_have_needed(operational_store):
     saved = store.get_json(cycle_store.key("w", "estimate.json"))
     assert result.estimate.method == "srs/wilson" and result.estimate.n_labels == 80
     assert saved["srs_labels_needed"] == result.srs_labels_needed == 80
+
+
+def test_a_late_estimate_attempt_leaves_what_evaluate_wrote(labeled):
+    """A retried estimate step finishing after evaluate (KFP retries; the concurrency audit) fills
+    the fields evaluate owns only where they are absent, and never wipes them."""
+    store, _ = labeled
+    first = run(store, "c1", EstimateConfig(rule=DropRule(threshold=0.7)))
+    key = cycle_store.key("c1", "result.json")
+    fresh = store.get_json(key)
+    assert {fresh[k] for k in ("champion_accuracy", "challenger_version", "challenger_accuracy")} == {None}
+    evaluated = {"champion_version": "v0001", "champion_accuracy": 0.6, "challenger_version": "v0002",
+                 "challenger_accuracy": 0.9}
+    store.put_json(key, {**fresh, **evaluated})  # what evaluate merges
+    again = run(store, "c1", EstimateConfig(rule=DropRule(threshold=0.7)))
+    saved = store.get_json(key)
+    assert {k: saved[k] for k in evaluated} == evaluated
+    assert saved["labels_used"] == again.estimate.n_labels == first.estimate.n_labels
