@@ -71,3 +71,21 @@ def test_evaluate_on_a_corrupted_slice(store):
     assert "test[100:150], fog/4" in lines[0]
     bad = _run("models", "evaluate", "mnist", "--corruption", "smudge", "--store", store.url)
     assert bad.exit_code == 2 and "unknown corruption 'smudge'" in bad.output
+
+
+@pytest.mark.parametrize("args", [("list",), ("lineage", "mnist"), ("show", "mnist"), ("promote", "mnist", "v0003")])
+def test_a_store_failing_after_it_opened_is_a_one_line_error(store, monkeypatch, args):
+    """The store answers the open and then fails (unreachable, refusing, timing out): every
+    subcommand exits 1 with an error naming the store's failure, never a traceback."""
+    from daic.storage import StorageError
+
+    def down(self, *a, **k):
+        raise StorageError(f"{self.url}: connection refused")
+
+    for method in ("get_bytes", "get_json", "list", "put_json", "put_bytes", "exists"):
+        if hasattr(type(store), method):
+            monkeypatch.setattr(type(store), method, down)
+    res = CliRunner().invoke(main, ["models", *args, "--store", store.url])
+    assert res.exit_code == 1, res.output
+    assert res.output.startswith("Error: ") and f"{store.url}: connection refused" in res.output
+    assert "Traceback" not in res.output and not isinstance(res.exception, StorageError)
