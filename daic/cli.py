@@ -48,6 +48,16 @@ class _Group(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         return _load(name) if name in dict(SUBCOMMANDS) else None
 
+    def invoke(self, ctx: click.Context):
+        """A store that fails under a subcommand (unreachable, refusing, timing out) is a one-line
+        error naming it, from every subcommand, never a traceback."""
+        from daic.storage.errors import StorageError
+
+        try:
+            return super().invoke(ctx)
+        except StorageError as exc:
+            raise click.ClickException(f"object store: {exc}") from exc
+
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         planned = [(n, d) for n, d in SUBCOMMANDS if _load(n) is None]
         if planned:

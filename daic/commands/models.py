@@ -20,20 +20,7 @@ def _registry(store_url: Optional[str], name: str):
         raise click.ClickException(str(exc)) from exc
 
 
-class _StoreErrors(click.Group):
-    """A store that fails after it was opened (unreachable, refusing, timing out) is a one-line
-    error naming it, from every subcommand, never a traceback."""
-
-    def invoke(self, ctx: click.Context):
-        from daic.storage import StorageError
-
-        try:
-            return super().invoke(ctx)
-        except StorageError as exc:
-            raise click.ClickException(f"object store: {exc}") from exc
-
-
-@click.group("models", cls=_StoreErrors)
+@click.group("models")
 def command() -> None:
     """List model versions, their lineage and cards; promote; evaluate."""
 
