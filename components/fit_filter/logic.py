@@ -32,11 +32,21 @@ step succeeds, so the run's other branch goes on and the operator sees why no fi
 
 Writes ``cycles/<c>/filter.json`` (daic.filters.remedy's record plus the held-out figures) and
 adds ``filter_*`` fields to ``cycles/<c>/result.json``.
+
+Two attempts of one cycle at once (a KFP retry while the first still adapts or fits the wrapped
+assessor) never mix their records: every write of the record (daic.filters.remedy's own, when it
+has decided, included) carries the attempt's id and replaces the record only while it is the one
+that was there when the attempt began or the attempt's own (a compare-and-set on its ETag); the
+result is merged, and the wrapped assessor's fields added, only while the record is still the
+attempt's own. The attempt that lost raises ``FilterConflict`` (the cycle's records are then
+entirely the other attempt's). A rerun after an attempt finished replaces both records.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -45,13 +55,96 @@ import numpy as np
 from daic.components import cycle_store
 from daic.components.estimate_accuracy.logic import write_result
 from daic.components.train import registry_access
-from daic.storage import ObjectStore, open_store
+from daic.storage import KeyNotFound, ObjectStore, PreconditionFailed, open_store
 
 log = logging.getLogger(__name__)
 
 POOL = "filter_pool.npz"
 RECORD = "filter.json"
 REMEDIES = ("retrain", "filter", "both")
+
+
+class FilterConflict(RuntimeError):
+    """Another fit-filter attempt of the same cycle wrote its record first or overtook this one's:
+    this attempt's result was not (or not wholly) recorded; the cycle's records are the other's."""
+
+
+def _record_attempt(store: ObjectStore, key: str) -> tuple[str | None, str | None]:
+    """(ETag, whose) of the record at ``key`` now: ``whose`` is the attempt id it carries (a record
+    written before attempts had ids: its ETag); (None, None) when there is none yet."""
+    try:
+        record, etag = store.get_json_with_etag(key)
+    except KeyNotFound:
+        return None, None
+    attempt = record.get("attempt") if isinstance(record, dict) else None
+    return etag, (str(attempt) if attempt else f"etag:{etag}")
+
+
+class _Attempt:
+    """One attempt's writes of the cycle's record (``cycles/<c>/filter.json``)."""
+
+    def __init__(self, store: ObjectStore, cycle: str):
+        self.store, self.cycle, self.key = store, cycle, cycle_store.key(cycle, RECORD)
+        self.id = uuid.uuid4().hex
+        self.began_with = _record_attempt(store, self.key)[1]  # whose record was there (None: none)
+
+    def write(self, record: dict[str, Any], attempts: int = 50) -> str:
+        """Write ``record`` (stamped with this attempt's id) only while the record there is the one
+        this attempt began with or its own (a compare-and-set on the ETag read); its new ETag.
+        Raises ``FilterConflict`` (nothing written) when another attempt's record is there."""
+        record["attempt"] = self.id
+        for _ in range(attempts):
+            etag, whose = _record_attempt(self.store, self.key)
+            if etag is not None and whose not in (self.began_with, self.id):
+                raise FilterConflict(
+                    f"cycle {self.cycle!r}: another fit-filter attempt wrote {self.key} while this one ran; its "
+                    f"records stand and this attempt's (decision {record.get('decision')}, filter "
+                    f"{record.get('filter_version')}) were not written")
+            try:
+                if etag is None:
+                    return self.store.put_json(self.key, record, if_none_match=True)
+                return self.store.put_json(self.key, record, if_match=etag)
+            except PreconditionFailed:
+                continue  # changed since read: look again whose it is
+        raise FilterConflict(f"cycle {self.cycle!r}: {self.key} kept changing under this fit-filter attempt; "
+                             "not written")
+
+    def still_ours(self) -> None:
+        """Raise ``FilterConflict`` when the record is no longer this attempt's."""
+        if _record_attempt(self.store, self.key)[1] != self.id:
+            raise FilterConflict(f"cycle {self.cycle!r}: a later fit-filter attempt replaced {self.key}; this "
+                                 "attempt's result was not written")
+
+
+class _RecordThrough(ObjectStore):
+    """``inner`` as daic.filters.remedy sees it: its write of the cycle's record goes through the
+    attempt's conditional write instead of replacing whatever is there; all else is ``inner``'s."""
+
+    def __init__(self, inner: ObjectStore, attempt: _Attempt):
+        self.inner, self.url, self.attempt = inner, inner.url, attempt
+
+    def put_bytes(self, key, data, *, if_none_match=False, if_match=None):
+        if key == self.attempt.key and not if_none_match and if_match is None:
+            return self.attempt.write(json.loads(data))
+        return self.inner.put_bytes(key, data, if_none_match=if_none_match, if_match=if_match)
+
+    def get_bytes(self, key):
+        return self.inner.get_bytes(key)
+
+    def get_with_etag(self, key):
+        return self.inner.get_with_etag(key)
+
+    def exists(self, key):
+        return self.inner.exists(key)
+
+    def list(self, prefix=""):
+        return self.inner.list(prefix)
+
+    def delete(self, key):
+        return self.inner.delete(key)
+
+    def __getattr__(self, name):  # backend specifics (root, settings, ...)
+        return getattr(self.inner, name)
 
 
 @dataclass(frozen=True)
@@ -149,6 +242,9 @@ def run(store: ObjectStore | str, cycle: str, config: FitFilterConfig) -> dict[s
 
     store = open_store(store or None) if isinstance(store, str) else store
     started = time.time()
+    # Two attempts of one cycle (a retry while the first still runs): the record is replaced only
+    # while it is still the one there when this attempt began, or this attempt's (_Attempt.write).
+    attempt = _Attempt(store, cycle)
     champion = registry_access.champion_version(store, config.model_name, config.champion_version or None)
     labels_prefix = cycle_store.train_labels_key(cycle).rsplit("/", 1)[0] + "/"
     if not store.list(labels_prefix):
@@ -161,30 +257,39 @@ def run(store: ObjectStore | str, cycle: str, config: FitFilterConfig) -> dict[s
         try:
             pool_key, n_pool = write_pool(store, cycle, config.pool_limit, config.seed)
         except Exception as exc:  # noqa: BLE001 - recorded below; the retraining branch must go on
-            return _failed(store, cycle, config, champion, exc, started)
+            return _failed(store, cycle, config, champion, exc, started, attempt)
     adapt = {"epochs": config.epochs, "base_limit": config.base_limit, "seed": config.seed, **config.extra}
     try:
-        record = filter_remedy(store, classifier=config.model_name, champion_version=champion,
-                               generic_version=generic, pool_key=pool_key or None, labels_prefix=labels_prefix,
+        # Its own write of the record, once it has decided, goes through this attempt's conditional write.
+        record = filter_remedy(_RecordThrough(store, attempt), classifier=config.model_name,
+                               champion_version=champion, generic_version=generic, pool_key=pool_key or None,
+                               labels_prefix=labels_prefix,
                                cycle=cycle, remedy=config.remedy, drop_confirmed=True,
                                min_improvement=config.min_improvement, max_clean_loss=config.max_clean_loss,
                                adapt=adapt, serve=config.serve)
+    except FilterConflict:
+        raise  # another attempt's record is there: this attempt records nothing
     except Exception as exc:  # noqa: BLE001 - recorded below; the retraining branch must go on
-        return _failed(store, cycle, config, champion, exc, started)
+        return _failed(store, cycle, config, champion, exc, started, attempt)
     record.update({"generic_version": generic, "pool_key": pool_key, "pool_count": n_pool,
                    "served_by": "pipeline" if config.serve else "operator"})
     if record.get("filter_version"):
         record.update(holdout_accuracies(store, cycle, config.model_name, champion, record["filter_version"],
                                          record["gate"]))
-    record = _write(store, cycle, record, started)
+    record, written = _write(store, cycle, record, started, attempt)
     if config.wrapped_assessor and record["decision"] == "deploy" and record.get("filter_version"):
-        record = wrapped_assessor(store, cycle, config.model_name, record)
+        record = wrapped_assessor(store, cycle, config.model_name, record, written)
     return record
 
 
-def wrapped_assessor(store: ObjectStore, cycle: str, model_name: str, record: dict[str, Any]) -> dict[str, Any]:
+def wrapped_assessor(store: ObjectStore, cycle: str, model_name: str, record: dict[str, Any],
+                     written: str | None = None) -> dict[str, Any]:
     """Fit and store the sidecar's assessor of the champion behind the adopted filter (its gate);
-    the record rewritten with what was done."""
+    the record rewritten with what was done.
+
+    ``written``: the ETag of the record this attempt wrote; the record is rewritten only if it is
+    still that one (else ``FilterConflict``: a later attempt replaced it, its record stands). None:
+    rewritten unconditionally (a caller that alone writes the cycle's record)."""
     from daic.filters.assessor import fit_wrapped_assessor
 
     try:
@@ -193,24 +298,39 @@ def wrapped_assessor(store: ObjectStore, cycle: str, model_name: str, record: di
     except Exception as exc:  # noqa: BLE001 - the sidecar scores with the model's own assessor
         log.exception("cycle %s: the wrapped assessor of filter %s could not be fitted", cycle, record["filter_version"])
         record = {**record, "wrapped_assessor_error": f"{type(exc).__name__}: {exc}"}
-    store.put_json(cycle_store.key(cycle, RECORD), record)
+    key = cycle_store.key(cycle, RECORD)
+    if written is None:
+        store.put_json(key, record)
+        return record
+    try:
+        store.put_json(key, record, if_match=written)
+    except PreconditionFailed:
+        raise FilterConflict(
+            f"cycle {cycle!r}: a later fit-filter attempt replaced {key} while this one fitted the wrapped "
+            f"assessor of filter {record['filter_version']}; that attempt's records stand") from None
     return record
 
 
 def _failed(store: ObjectStore, cycle: str, config: FitFilterConfig, champion: str, exc: Exception,
-            started: float) -> dict[str, Any]:
+            started: float, attempt: _Attempt) -> dict[str, Any]:
     log.exception("cycle %s: the filter could not be fitted", cycle)
     error = f"{type(exc).__name__}: {exc}"
     record = {"cycle": cycle, "remedy": config.remedy, "champion_version": champion, "decision": "none",
               "retrain": config.remedy != "filter", "compare_to": "champion", "gate": "gated",
               "champion_accuracy": None, "filter_accuracy": None, "error": error,
               "reason": f"the filter could not be fitted ({error}); no filter this cycle"}
-    return _write(store, cycle, record, started)
+    return _write(store, cycle, record, started, attempt)[0]
 
 
-def _write(store: ObjectStore, cycle: str, record: dict[str, Any], started: float) -> dict[str, Any]:
+def _write(store: ObjectStore, cycle: str, record: dict[str, Any], started: float,
+           attempt: _Attempt) -> tuple[dict[str, Any], str]:
+    """Write the record, then merge its ``filter_*`` fields into the result; (record, its ETag).
+
+    The record is written only while the one there is the one the attempt began with or its own,
+    and the result merged only while the record is still the attempt's; else ``FilterConflict``
+    (nothing of this attempt's is left in the result)."""
     record["seconds"] = time.time() - started
-    store.put_json(cycle_store.key(cycle, RECORD), record)
+    written = attempt.write(record)
     write_result(store, cycle, {
         "filter_decision": record["decision"], "filter_reason": record["reason"],
         "filter_version": record.get("filter_version") if record["decision"] == "deploy" else None,
@@ -218,7 +338,8 @@ def _write(store: ObjectStore, cycle: str, record: dict[str, Any], started: floa
         "filter_champion_accuracy": record["champion_accuracy"],
         "filter_holdout_accuracy": record.get("filter_holdout_accuracy"),
         "champion_holdout_accuracy": record.get("champion_holdout_accuracy"),
-        **({"filter_error": record["error"]} if record.get("error") else {}),
-    })
+        # Always set (None without an error): a rerun's result must not keep an earlier attempt's error.
+        "filter_error": record.get("error") or None,
+    }, guard=attempt.still_ours)
     log.info("cycle %s: filter %s (%s)", cycle, record["decision"], record["reason"])
-    return record
+    return record, written
