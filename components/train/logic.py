@@ -19,6 +19,15 @@ promoted (evaluate decides).
 
 The trainer reads every labeled batch under ``labels/`` (this cycle's and earlier cycles'); the
 held-out inputs are not there (:mod:`daic.components.cycle_store`). Writes ``cycles/<c>/train.json``.
+
+Two attempts of one cycle at once (a KFP retry while the first still trains) each register a
+version, but the cycle keeps one: ``train.json`` is written only if it is still the record that was
+there when the attempt began (a compare-and-set on its ETag), and an attempt that finds another's
+record written meanwhile adopts it -- it returns the recorded version (and its parent), so the
+version the step hands to evaluate, and evaluate writes into ``result.json``, is always the one in
+``train.json``. The adopting attempt's own version stays in the registry, registered but never
+used (logged); the registry keeps every version by design. A rerun after an attempt finished
+trains again and replaces the record.
 """
 from __future__ import annotations
 
@@ -31,7 +40,7 @@ from typing import Any
 
 from daic.components import cycle_store
 from daic.components.train import registry_access
-from daic.storage import ObjectStore, open_store
+from daic.storage import KeyNotFound, ObjectStore, PreconditionFailed, open_store
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +169,10 @@ class TrainConfig:
             raise ValueError(f"tolerations must be a list of toleration objects, got {self.tolerations!r}")
 
 
+class TrainConflict(RuntimeError):
+    """Another train attempt of the same cycle changed its record in a way this one cannot adopt."""
+
+
 @dataclass(frozen=True)
 class TrainResult:
     version: str
@@ -172,6 +185,8 @@ def run(store: ObjectStore | str, cycle: str, config: TrainConfig, api=None) -> 
     if not store.list(cycle_store.train_labels_key(cycle)):
         raise ValueError(f"cycle {cycle!r} has no labeled training batch ({cycle_store.train_labels_key(cycle)}): "
                          "run collect-labels first")
+    record_key = cycle_store.key(cycle, "train.json")
+    began_with = _record_etag(store, record_key)  # replaced below only if still this one
     parent = registry_access.champion_version(store, config.model_name, config.champion_version or None)
     started = time.time()
     unlabeled_key, n_unlabeled = "", 0
@@ -198,12 +213,46 @@ def run(store: ObjectStore | str, cycle: str, config: TrainConfig, api=None) -> 
                                           unlabeled_key)
         extra = {"ray_address": address}
     card = registry_access.card(store, config.model_name, version)
-    store.put_json(cycle_store.key(cycle, "train.json"), {
+    record = {
         "cycle": cycle, "version": version, "parent": parent, "config": asdict(config),
         "seconds": time.time() - started, "unlabeled_key": unlabeled_key, "unlabeled_count": n_unlabeled, **extra,
-    })
+    }
+    try:
+        if began_with is None:
+            store.put_json(record_key, record, if_none_match=True)
+        else:
+            store.put_json(record_key, record, if_match=began_with)
+    except PreconditionFailed:
+        return _adopt(store, cycle, config.model_name, record_key, version)
     log.info("cycle %s: trained %s %s from %s", cycle, config.model_name, version, parent)
     return TrainResult(version=version, parent=parent, card=card)
+
+
+def _record_etag(store: ObjectStore, key: str) -> str | None:
+    """The ETag of the record at ``key`` now; None when there is none yet."""
+    try:
+        return store.get_with_etag(key)[1]
+    except KeyNotFound:
+        return None
+
+
+def _adopt(store: ObjectStore, cycle: str, name: str, record_key: str, unused: str) -> TrainResult:
+    """Another attempt of this cycle recorded its version while this one trained: this attempt
+    returns that version (its record stands); ``unused``, registered by this attempt, is left
+    in the registry unused."""
+    try:
+        recorded = store.get_json(record_key)
+    except KeyNotFound:
+        raise TrainConflict(f"cycle {cycle!r}: {record_key} changed and then vanished while this train attempt "
+                            f"ran; its version {name} {unused} was registered but not recorded") from None
+    version, parent = recorded.get("version"), recorded.get("parent")
+    if not version:
+        raise TrainConflict(f"cycle {cycle!r}: another train attempt wrote {record_key} naming no version; this "
+                            f"attempt's {name} {unused} was registered but not recorded")
+    if version != unused:
+        log.warning("cycle %s: another train attempt recorded %s %s while this one trained; adopting it (this "
+                    "attempt's %s stays registered, unused)", cycle, name, version, unused)
+    return TrainResult(version=version, parent=parent, card=registry_access.card(store, name, version))
 
 
 def _rayjob_version(store: ObjectStore, cycle: str, job: str, parent: str) -> str:
