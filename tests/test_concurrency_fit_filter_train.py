@@ -90,14 +90,17 @@ def adaptation(monkeypatch):
 
     real_record = remedy._record
 
-    def filter_remedy(store, *, classifier, champion_version, cycle, remedy, **_):
+    def filter_remedy(store, *, classifier, champion_version, cycle, remedy, write_record=None, **_):
         me = threading.current_thread().name
         version = ATTEMPT_FILTER.get(me, "v0001")
         record = {"cycle": cycle, "remedy": remedy, "champion_version": champion_version, "decision": "deploy",
                   "retrain": True, "compare_to": "champion", "gate": "gated", "champion_accuracy": 0.5,
                   "filter_accuracy": {"A": 0.61, "B": 0.72}.get(me, 0.6), "filter_version": version,
                   "adapted_version": version, "reason": f"attempt {me}"}
-        return real_record(store, cycle, record)  # the real one writes its record once it has decided
+        if write_record is not None:  # as the real one: its record, once it has decided, through the caller's writer
+            write_record(record)
+            return record
+        return real_record(store, cycle, record)
 
     def fit_wrapped_assessor(store, classifier, filter_version, gate, **_):
         return {"key": f"filters/{classifier}/{filter_version}/{gate}/assessor.pkl", "seconds": 0.01}

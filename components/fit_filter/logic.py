@@ -43,7 +43,6 @@ entirely the other attempt's). A rerun after an attempt finished replaces both r
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -114,37 +113,6 @@ class _Attempt:
         if _record_attempt(self.store, self.key)[1] != self.id:
             raise FilterConflict(f"cycle {self.cycle!r}: a later fit-filter attempt replaced {self.key}; this "
                                  "attempt's result was not written")
-
-
-class _RecordThrough(ObjectStore):
-    """``inner`` as daic.filters.remedy sees it: its write of the cycle's record goes through the
-    attempt's conditional write instead of replacing whatever is there; all else is ``inner``'s."""
-
-    def __init__(self, inner: ObjectStore, attempt: _Attempt):
-        self.inner, self.url, self.attempt = inner, inner.url, attempt
-
-    def put_bytes(self, key, data, *, if_none_match=False, if_match=None):
-        if key == self.attempt.key and not if_none_match and if_match is None:
-            return self.attempt.write(json.loads(data))
-        return self.inner.put_bytes(key, data, if_none_match=if_none_match, if_match=if_match)
-
-    def get_bytes(self, key):
-        return self.inner.get_bytes(key)
-
-    def get_with_etag(self, key):
-        return self.inner.get_with_etag(key)
-
-    def exists(self, key):
-        return self.inner.exists(key)
-
-    def list(self, prefix=""):
-        return self.inner.list(prefix)
-
-    def delete(self, key):
-        return self.inner.delete(key)
-
-    def __getattr__(self, name):  # backend specifics (root, settings, ...)
-        return getattr(self.inner, name)
 
 
 @dataclass(frozen=True)
@@ -261,7 +229,7 @@ def run(store: ObjectStore | str, cycle: str, config: FitFilterConfig) -> dict[s
     adapt = {"epochs": config.epochs, "base_limit": config.base_limit, "seed": config.seed, **config.extra}
     try:
         # Its own write of the record, once it has decided, goes through this attempt's conditional write.
-        record = filter_remedy(_RecordThrough(store, attempt), classifier=config.model_name,
+        record = filter_remedy(store, write_record=attempt.write, classifier=config.model_name,
                                champion_version=champion, generic_version=generic, pool_key=pool_key or None,
                                labels_prefix=labels_prefix,
                                cycle=cycle, remedy=config.remedy, drop_confirmed=True,

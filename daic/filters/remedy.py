@@ -20,7 +20,7 @@ is clean again (the estimate back above the threshold, no drift alarm).
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -53,9 +53,12 @@ def _by_mode(model, net, card, images, labels, max_clean_loss: float) -> dict[st
 def filter_remedy(store, *, classifier: str, champion_version: str, generic_version: str, pool_key: str,
                   labels_prefix: str, cycle: str, remedy: str = "both", drop_confirmed: bool = True,
                   min_improvement: float = 0.0, max_clean_loss: float = 0.003,
-                  adapt: Optional[dict[str, Any]] = None, serve: bool = True) -> dict[str, Any]:
+                  adapt: Optional[dict[str, Any]] = None, serve: bool = True,
+                  write_record: Optional[Callable[[dict[str, Any]], Any]] = None) -> dict[str, Any]:
     """``serve`` False: decide and record, but leave the service record to the caller (the operator
-    rolls a filter out as a canary, like a challenger; daic.operators.reconcile)."""
+    rolls a filter out as a canary, like a challenger; daic.operators.reconcile). ``write_record``:
+    how the decision's record (``cycles/<c>/filter.json``) is written; default a plain put
+    (the fit-filter step passes its attempt's compare-and-set, so a retry never interleaves)."""
     from daic.filters.registry import FilterRegistry
     from daic.filters.workflow import train_filter
     from daic.models.inference import predict
@@ -113,6 +116,9 @@ def filter_remedy(store, *, classifier: str, champion_version: str, generic_vers
         write_service(store, classifier, FilterService(version=version, gate=gate, reason=decision.reason, cycle=cycle))
     elif decision.filter == "remove":
         write_service(store, classifier, FilterService(version=None, reason=decision.reason, cycle=cycle))
+    if write_record is not None:
+        write_record(record)
+        return record
     return _record(store, cycle, record)
 
 
