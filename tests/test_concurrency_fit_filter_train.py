@@ -127,6 +127,8 @@ def assert_one_attempts_records(store: ObjectStore, winner: str) -> None:
     assert record["reason"] == f"attempt {winner}" and record["filter_version"] == ATTEMPT_FILTER[winner]
     assert record["wrapped_assessor"].endswith(f"{ATTEMPT_FILTER[winner]}/gated/assessor.pkl")
     assert result["filter_holdout_accuracy"] == record["filter_holdout_accuracy"]
+    # the pool the record names is the winner's own (two attempts may read different pools)
+    assert record["pool_key"] == f"cycles/c1/filter_pool-{record['attempt']}.npz" and store.exists(record["pool_key"])
 
 
 # -- fit-filter: two attempts of one cycle ---------------------------------------------------------

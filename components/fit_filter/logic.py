@@ -3,7 +3,9 @@
 1. **Pool** (no labels): up to ``pool_limit`` inputs of the cycle's window, drawn uniformly with
    the cycle's seed, the held-out draws excluded (they stay unseen for the comparison below), read
    with :func:`daic.sampling.scan.scan_pool` / ``fetch_rows`` (only the columns and rows needed)
-   and written to ``cycles/<c>/filter_pool.npz``.
+   and written to ``cycles/<c>/filter_pool-<attempt>.npz`` (one per attempt of the step: two attempts
+   of one cycle over a window without an end can read different pools, and each record must name
+   the pool its filter was adapted on).
 2. **Adapt and decide**: :func:`daic.filters.remedy.filter_remedy` fine-tunes the generic filter
    of the champion on that pool with the label-free objective (SHOT's information maximisation on
    the frozen champion's outputs, plus the generic restoration and task terms on clean training
@@ -158,8 +160,10 @@ def generic_filter(store: ObjectStore, model_name: str, champion_version: str) -
     return None
 
 
-def write_pool(store: ObjectStore, cycle: str, limit: int, seed: int = 0) -> tuple[str, int]:
-    """(key, count): up to ``limit`` unlabeled inputs of the cycle's window, held-out draws excluded."""
+def write_pool(store: ObjectStore, cycle: str, limit: int, seed: int = 0,
+               attempt: str | None = None) -> tuple[str, int]:
+    """(key, count): up to ``limit`` unlabeled inputs of the cycle's window, held-out draws excluded,
+    under a key of the step's ``attempt`` when given."""
     from daic.sampling.scan import fetch_rows, id_keys, scan_pool
 
     record = cycle_store.read_sample(store, cycle)
@@ -174,7 +178,7 @@ def write_pool(store: ObjectStore, cycle: str, limit: int, seed: int = 0) -> tup
     rng = np.random.default_rng([seed, 0xF117E5])
     chosen = np.sort(rng.choice(free, size=min(limit, free.size), replace=False))
     _, images = fetch_rows(store, scan, chosen)
-    key = cycle_store.key(cycle, POOL)
+    key = cycle_store.key(cycle, POOL if attempt is None else POOL.replace(".npz", f"-{attempt}.npz"))
     store.put_arrays(key, images=images.astype(np.float32))
     return key, int(chosen.size)
 
@@ -223,7 +227,7 @@ def run(store: ObjectStore | str, cycle: str, config: FitFilterConfig) -> dict[s
     else:
         generic = generic or generic_filter(store, config.model_name, champion)
         try:
-            pool_key, n_pool = write_pool(store, cycle, config.pool_limit, config.seed)
+            pool_key, n_pool = write_pool(store, cycle, config.pool_limit, config.seed, attempt.id)
         except Exception as exc:  # noqa: BLE001 - recorded below; the retraining branch must go on
             return _failed(store, cycle, config, champion, exc, started, attempt)
     adapt = {"epochs": config.epochs, "base_limit": config.base_limit, "seed": config.seed, **config.extra}

@@ -51,6 +51,9 @@ def test_pool_leaves_out_the_held_out_draws(labeled_cycle):
     pool = {im.tobytes() for im in images}
     assert not any(by_id[i].astype(np.float32).tobytes() in pool for i in held)
     assert write_pool(store, "c1", limit=5, seed=0)[1] == 5
+    a, b = write_pool(store, "c1", limit=5, seed=0, attempt="a")[0], write_pool(store, "c1", limit=7, seed=1, attempt="b")[0]
+    assert (a, b) == ("cycles/c1/filter_pool-a.npz", "cycles/c1/filter_pool-b.npz")  # one per attempt
+    assert len(store.get_arrays(a)["images"]) == 5 and len(store.get_arrays(b)["images"]) == 7
 
 
 def test_adapts_decides_and_leaves_service_to_the_operator(labeled_cycle):
