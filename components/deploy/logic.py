@@ -236,6 +236,8 @@ def run(store: ObjectStore | str, cycle: str, version: str, config: DeployConfig
         if not done:
             registry_access.check_champion(store, config.model_name, judged_against)
         previous, steps = promote_seldon(api or custom_objects_api(), version, config, sleep, with_filter)
+        if done or previous == version:  # a retry: the deployment already serves it; name what it replaced
+            previous = judged_against or registry_access.previous_champion(store, config.model_name)
         if not done:
             registry_access.set_champion(store, config.model_name, version, judged_against)
         steps.append({"step": "champion", "version": version, **({"unchanged": True} if done else {})})

@@ -175,6 +175,12 @@ def test_seldon_promotion_moves_the_registry_pointer_too(registry_store, cluster
                  api=cluster.api())
     assert _split(cluster) == ("v0002", None, 0) and champion(store, "mnist") == "v0002"
     assert result.previous_version == "v0001"
+    # a retry of the step after it promoted (KFP retries): no second change, and it still names the
+    # version it replaced, not the challenger itself
+    changes = cluster.changes()
+    again = run(store, "c1", "v0002", DeployConfig(target="seldon", namespace=cluster.namespace, canary_share=0),
+                api=cluster.api())
+    assert again.previous_version == "v0001" and cluster.changes() == changes
 
 
 @pytest.mark.parametrize("evaluated,promote,match", [
