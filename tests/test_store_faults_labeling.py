@@ -160,6 +160,20 @@ def test_answer_writes_drop_an_older_answer_and_bound_the_wait(gated):
     assert stored_labels(store) == {ids[0]: 7, ids[1]: 1, ids[2]: 2}
 
 
+def test_answer_writes_keep_slots_only_for_the_tasks_inputs(gated):
+    """A logged-in labeler posting answers to ids that are not in the task gets the book's error
+    naming the id, and the page keeps nothing for them: its per-input slots stay bounded by the
+    task's size, whatever is sent."""
+    store, ids = gated
+    book, writes = LabelBook(store, "c1"), AnswerWrites()
+    for i in range(500):
+        with pytest.raises(ValueError, match="is not part of cycle"):
+            writes.record(book, f"made-up-{i}", 1, "ann", writes.ticket(), wait_s=1)
+    assert len(writes) == 0
+    writes.record(book, ids[0], 4, "ann", writes.ticket(), wait_s=1)
+    assert len(writes) == 1 and stored_labels(store) == {ids[0]: 4}
+
+
 def test_work_queued_behind_a_hung_store_is_dropped_with_its_503(gated):
     """With the only I/O thread stuck on a hung write, later requests wait in the queue; the page
     answers 503 when their deadline passes, and their store calls must not run afterwards: the

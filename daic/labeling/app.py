@@ -329,7 +329,7 @@ class AnswerWrites:
     loop, so tickets follow arrival), writes of one input hold that input's lock (waiting at most
     ``wait_s``, else a StorageError: 503), and a write whose ticket is older than the last one
     written for that input is dropped (:class:`AnswerSuperseded`: 409). One entry per input ever
-    answered (a lock and an int).
+    answered (a lock and an int), and only the task's inputs get one.
     """
 
     def __init__(self) -> None:
@@ -340,7 +340,12 @@ class AnswerWrites:
     def ticket(self) -> int:
         return next(self._tickets)
 
+    def __len__(self) -> int:
+        """How many inputs have a slot (at most the task's size)."""
+        return len(self._slots)
+
     def record(self, book: LabelBook, sample_id: str, label, labeler: str, ticket: int, wait_s: float) -> None:
+        book.check_id(sample_id)  # before a slot exists: only the task's inputs ever get one
         key = book.answer_key(sample_id)
         with self._guard:
             lock, last = self._slots.setdefault(key, (threading.Lock(), [0]))

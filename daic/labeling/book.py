@@ -129,6 +129,10 @@ class LabelBook:
     def input_of(self, sample_id: str) -> np.ndarray:
         return self.inputs[self._index(sample_id)]
 
+    def check_id(self, sample_id: str) -> None:
+        """ValueError naming the id when it is not one of the task's inputs."""
+        self._index(sample_id)
+
     def _index(self, sample_id: str) -> int:
         try:
             return self.task.ids.index(sample_id)
