@@ -28,29 +28,11 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from test_concurrency_cycle import Gated, run_both, wait
+from test_concurrency_cycle import SPEC, Gated, predictor, run_both, wait  # noqa: F401 - predictor: the module fixture
 
 from daic.storage import ObjectStore, open_store
 
-SPEC = dict(name="sudden", seed=3, batch_size=50, n_steps=8, drift_start=4, corruption="translate", severity=3)
 ATTEMPT_FILTER = {"A": "v0001", "B": "v0002"}  # the filter version each attempt's adaptation "registers"
-
-
-@pytest.fixture(scope="module")
-def predictor():
-    from daic.data.mnist import load_split
-
-    train = load_split("train")
-    x, y = train.images[:2000].reshape(2000, -1), train.labels[:2000]
-    centroids = np.stack([x[y == c].mean(axis=0) for c in range(10)])
-
-    def predict(images):
-        flat = images.reshape(len(images), -1)
-        logits = -0.5 * ((flat[:, None, :] - centroids[None]) ** 2).sum(axis=-1)
-        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return {"probs": probs / probs.sum(axis=1, keepdims=True)}
-
-    return predict
 
 
 @pytest.fixture

@@ -151,10 +151,7 @@ def write_result(store: ObjectStore, cycle: str, fields: dict,
             guard()
         merged = {**(defaults or {}), **current, **fields}
         try:
-            if etag is None:
-                store.put_json(key, merged, if_none_match=True)
-            else:
-                store.put_json(key, merged, if_match=etag)
+            store.put_json_if_unchanged(key, merged, etag)
         except PreconditionFailed:
             continue  # another step merged first: merge again into what it wrote
         return merged

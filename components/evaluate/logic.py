@@ -253,10 +253,7 @@ def run(store: ObjectStore | str, cycle: str, challenger_version: str, config: E
         "decision": asdict(decision), "serving": serving, "created": time.time(), "attempt": uuid.uuid4().hex,
     }
     try:
-        if began_with is None:
-            written = store.put_json(evaluation_key, evaluation, if_none_match=True)
-        else:
-            written = store.put_json(evaluation_key, evaluation, if_match=began_with)
+        written = store.put_json_if_unchanged(evaluation_key, evaluation, began_with)
     except PreconditionFailed:
         raise EvaluationConflict(
             f"cycle {cycle!r}: another evaluate attempt wrote {evaluation_key} while this one ran; "

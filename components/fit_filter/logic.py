@@ -102,9 +102,7 @@ class _Attempt:
                     f"records stand and this attempt's (decision {record.get('decision')}, filter "
                     f"{record.get('filter_version')}) were not written")
             try:
-                if etag is None:
-                    return self.store.put_json(self.key, record, if_none_match=True)
-                return self.store.put_json(self.key, record, if_match=etag)
+                return self.store.put_json_if_unchanged(self.key, record, etag)
             except PreconditionFailed:
                 continue  # changed since read: look again whose it is
         raise FilterConflict(f"cycle {self.cycle!r}: {self.key} kept changing under this fit-filter attempt; "

@@ -218,10 +218,7 @@ def run(store: ObjectStore | str, cycle: str, config: TrainConfig, api=None) -> 
         "seconds": time.time() - started, "unlabeled_key": unlabeled_key, "unlabeled_count": n_unlabeled, **extra,
     }
     try:
-        if began_with is None:
-            store.put_json(record_key, record, if_none_match=True)
-        else:
-            store.put_json(record_key, record, if_match=began_with)
+        store.put_json_if_unchanged(record_key, record, began_with)
     except PreconditionFailed:
         return _adopt(store, cycle, config.model_name, record_key, version)
     log.info("cycle %s: trained %s %s from %s", cycle, config.model_name, version, parent)

@@ -300,10 +300,7 @@ class ModelRegistry:
             generation=(current.generation + 1) if current else 1, token=uuid.uuid4().hex,
         )
         try:
-            if etag is None:
-                self.store.put_json(key, pointer.model_dump(mode="json"), if_none_match=True)
-            else:
-                self.store.put_json(key, pointer.model_dump(mode="json"), if_match=etag)
+            self.store.put_json_if_unchanged(key, pointer.model_dump(mode="json"), etag)
         except PreconditionFailed:
             now = self.champion_pointer()
             if now is None or now.token != pointer.token:

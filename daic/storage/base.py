@@ -76,6 +76,11 @@ class ObjectStore(ABC):
         data = json.dumps(obj, indent=2, sort_keys=True, default=_json_default).encode()
         return self.put_bytes(key, data, if_none_match=if_none_match, if_match=if_match)
 
+    def put_json_if_unchanged(self, key: str, obj: Any, etag: str | None) -> str:
+        """Compare-and-set: write ``obj`` only if ``key`` is still the object read with ``etag``
+        (``None``: only if it still does not exist); :class:`PreconditionFailed` otherwise."""
+        return self.put_json(key, obj, if_none_match=etag is None, if_match=etag)
+
     def get_json(self, key: str) -> Any:
         return self._decode_json(key, self.get_bytes(key))
 
