@@ -23,6 +23,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from daic.components.testing.forwarding_store import ForwardingStore
 from daic.storage import ObjectStore, open_store
 
 WAIT = 30.0  # seconds: a bound on every wait, never a synchronisation
@@ -33,12 +34,12 @@ def wait(event: threading.Event, what: str) -> None:
         raise AssertionError(f"timed out waiting for {what}")
 
 
-class Gated(ObjectStore):
+class Gated(ForwardingStore):
     """``inner`` with hooks: ``on(thread, key, fn)`` runs ``fn(op)`` before every operation of the
     thread named ``thread`` on ``key`` (ops: put, get, exists, delete)."""
 
     def __init__(self, inner: ObjectStore):
-        self.inner, self.url = inner, inner.url
+        super().__init__(inner)
         self.hooks: list[tuple[str, str, Callable[[str], None]]] = []
         self.log: list[tuple[str, str, str]] = []
         self._lock = threading.Lock()
@@ -69,9 +70,6 @@ class Gated(ObjectStore):
     def exists(self, key):
         self._before("exists", key)
         return self.inner.exists(key)
-
-    def list(self, prefix=""):
-        return self.inner.list(prefix)
 
     def delete(self, key):
         self._before("delete", key)

@@ -20,6 +20,7 @@ import uuid
 import numpy as np
 import pytest
 
+from daic.components.testing.forwarding_store import ForwardingStore
 from daic.labeling import LabelBook, LabelingTask
 from daic.labeling.app import AnswerSuperseded, AnswerWrites, LabelingConfig
 from daic.storage import ObjectStore, StorageError, open_store
@@ -48,13 +49,13 @@ def poll(condition, what: str, deadline_s: float = 20.0):
         time.sleep(0.02)
 
 
-class GatedStore(ObjectStore):
+class GatedStore(ForwardingStore):
     """A file store whose next answer write, after ``hold()``, waits until ``release()`` (a hung
     PUT that completes later); other calls go through. Counts answer writes started and finished
     (so a test can wait until every write it caused has settled) and the reads of each key."""
 
     def __init__(self, inner: ObjectStore) -> None:
-        self.inner, self.url = inner, inner.url
+        super().__init__(inner)
         self.gate = threading.Event()
         self.gate.set()
         self._hold_next = False
@@ -96,18 +97,6 @@ class GatedStore(ObjectStore):
         with self._lock:
             self.reads[key] = self.reads.get(key, 0) + 1
         return self.inner.get_bytes(key)
-
-    def get_with_etag(self, key):
-        return self.inner.get_with_etag(key)
-
-    def exists(self, key):
-        return self.inner.exists(key)
-
-    def list(self, prefix=""):
-        return self.inner.list(prefix)
-
-    def delete(self, key):
-        return self.inner.delete(key)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from daic.components.testing.forwarding_store import ForwardingStore
 from daic.filters.network import FilterNet
 from daic.filters.registry import FILTER_FILE, FilterRegistry
 from daic.models.card import DataLineage
@@ -35,13 +36,13 @@ SMALL_REFERENCE = ReferenceConfig(val_limit=32, shift_per_condition=2, corruptio
 DATA = DataLineage(dataset="mnist", base_count=55_000)
 
 
-class FaultyStore(ObjectStore):
+class FaultyStore(ForwardingStore):
     """Raises StorageError (as S3Store does for an unreachable endpoint) on writes whose key ends
     with ``fail_suffix``: before writing, or after (``applied=True``: the write landed, its answer
     was lost)."""
 
     def __init__(self, inner: ObjectStore) -> None:
-        self.inner, self.url = inner, inner.url
+        super().__init__(inner)
         self.fail_suffix: str | None = None
         self.applied = False
 
@@ -53,21 +54,6 @@ class FaultyStore(ObjectStore):
         if failing:
             raise StorageError(f"{self.url} (endpoint 127.0.0.1:1): timed out while trying to write {key!r}")
         return etag
-
-    def get_bytes(self, key):
-        return self.inner.get_bytes(key)
-
-    def get_with_etag(self, key):
-        return self.inner.get_with_etag(key)
-
-    def exists(self, key):
-        return self.inner.exists(key)
-
-    def list(self, prefix=""):
-        return self.inner.list(prefix)
-
-    def delete(self, key):
-        return self.inner.delete(key)
 
 
 @pytest.fixture
