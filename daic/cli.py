@@ -50,13 +50,19 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         """A store that fails under a subcommand (unreachable, refusing, timing out) is a one-line
-        error naming it, from every subcommand, never a traceback."""
+        error naming it, from every subcommand, never a traceback; so is a local file or folder the
+        command cannot read or write (``--out /read-only/x``: the path and the system's reason)."""
         from daic.storage.errors import StorageError
 
         try:
             return super().invoke(ctx)
         except StorageError as exc:
             raise click.ClickException(f"object store: {exc}") from exc
+        except OSError as exc:
+            if exc.filename is None:  # not a path (a socket, a timeout): a bug or handled elsewhere
+                raise
+            target = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else str(exc.filename)
+            raise click.ClickException(f"{target}: {exc.strerror or exc}") from exc
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         planned = [(n, d) for n, d in SUBCOMMANDS if _load(n) is None]

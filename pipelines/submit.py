@@ -16,12 +16,12 @@ def submit(host: str, params: dict[str, Any], *, experiment: str = "daic", run_n
     A cycle id is chosen here when none is given, so the run name and the records under
     ``cycles/<id>/`` match.
     """
-    import kfp
+    from daic.pipelines.kfp_client import bounded_kfp_client
 
     params = dict(params)
     params["cycle_id"] = cycle_store.check_cycle(params.get("cycle_id") or params.get("run_name")
                                                  or cycle_store.new_cycle_id())
-    client = client or kfp.Client(host=host, namespace=namespace)
+    client = client or bounded_kfp_client(host, namespace)
     run = client.create_run_from_pipeline_package(
         str(package or PACKAGE), arguments=params, run_name=run_name or params["cycle_id"],
         experiment_name=experiment, namespace=namespace, enable_caching=False)

@@ -66,14 +66,14 @@ def _is_conflict(exc: Exception) -> bool:
 def upload(host: str, package: str | Path | None, name: str, version: str, *, description: str = "",
            namespace: str | None = None, client=None) -> UploadResult:
     """Make sure pipeline ``name`` has version ``version`` holding ``package``."""
-    import kfp
+    from daic.pipelines.kfp_client import bounded_kfp_client
 
     if not name or not version:
         raise ValueError("--name and --version must not be empty")
     path = Path(package or PACKAGE)
     spec = package_spec(path)
     if client is None:
-        client = kfp.Client(host=host, namespace=namespace) if namespace else kfp.Client(host=host)
+        client = bounded_kfp_client(host, namespace)
     created_pipeline = False
     pipeline_id = client.get_pipeline_id(name)
     if pipeline_id is None:

@@ -7,8 +7,9 @@ Parameters are given as ``-p name=value`` (values read as YAML, so ``-p budget=3
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import click
 
@@ -60,6 +61,34 @@ _param_option = click.option("-p", "--param", "pairs", multiple=True, metavar="N
                              help="a pipeline parameter (repeatable)")
 
 
+def _check_host(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from daic.pipelines.kfp_client import check_host
+
+    try:
+        return check_host(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+
+
+_host_option = click.option("--host", required=True, metavar="URL", callback=_check_host,
+                            help="Kubeflow Pipelines API, e.g. http://localhost:8888")
+
+
+@contextmanager
+def _kubeflow_errors(host: str) -> Iterator[None]:
+    """Kubeflow Pipelines unreachable, timing out or answering an error status: one line naming the
+    host and what it said, not a traceback (every request is bounded: daic.pipelines.kfp_client)."""
+    from daic.pipelines.kfp_client import describe_failure
+
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - anything else re-raises with its traceback
+        message = describe_failure(host, exc)
+        if message is None:
+            raise
+        raise click.ClickException(message) from exc
+
+
 @click.group("pipeline")
 def command() -> None:
     """Compile, run (kfp.local), submit or upload the assess-and-improve pipeline."""
@@ -109,7 +138,7 @@ def run_cmd(pairs: tuple[str, ...], store_url: str | None, pipeline_root: str | 
 
 @command.command("submit")
 @_param_option
-@click.option("--host", required=True, metavar="URL", help="Kubeflow Pipelines API, e.g. http://localhost:8888")
+@_host_option
 @click.option("--experiment", default="daic", show_default=True)
 @click.option("--run-name", default=None, help="default: the cycle id")
 @click.option("--package", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -121,13 +150,14 @@ def submit_cmd(pairs: tuple[str, ...], host: str, experiment: str, run_name: str
     from daic.pipelines.submit import submit
 
     params = parse_params(pairs)
-    run_id = submit(host, params, experiment=experiment, run_name=run_name, package=package,
-                    namespace=kfp_namespace)
+    with _kubeflow_errors(host):
+        run_id = submit(host, params, experiment=experiment, run_name=run_name, package=package,
+                        namespace=kfp_namespace)
     click.echo(run_id)
 
 
 @command.command("upload")
-@click.option("--host", required=True, metavar="URL", help="Kubeflow Pipelines API, e.g. http://localhost:8888")
+@_host_option
 @click.option("--package", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="compiled YAML (default: the package's compiled assess_and_improve.yaml)")
 @click.option("--name", default="assess-and-improve", show_default=True, help="pipeline name in Kubeflow")
@@ -145,7 +175,8 @@ def upload_cmd(host: str, package: Path | None, name: str, version: str | None, 
     if package is not None and not package.is_file():
         raise click.BadParameter(f"{package} does not exist", param_hint="--package")
     try:
-        result = upload(host, package, name, version, description=description, namespace=kfp_namespace)
+        with _kubeflow_errors(host):
+            result = upload(host, package, name, version, description=description, namespace=kfp_namespace)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--package") from exc
     if result.created_version:

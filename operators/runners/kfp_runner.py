@@ -7,11 +7,9 @@ as a single replica with peering off, see docs/operator.md.) When a run has succ
 record is read from the object store at ``cycles/<run_name>/result.json``, where the pipeline's
 last step writes it (contract in docs/operator.md).
 
-Every request to the KFP API is bounded: ``kfp.Client`` sends none of its calls with a timeout and
-its generated REST client retries reads three times, so a KFP that accepts a connection and never
-answers would hold an operator worker thread for ever. ``bounded_kfp_client`` gives each request a
-(connect, read) timeout, retries only refused connections, once, and asks healthz once on creation
-(``kfp.Client`` tries five times, five seconds apart).
+Every request to the KFP API is bounded (``daic.pipelines.kfp_client.bounded_kfp_client``: a
+(connect, read) timeout per request, one retry of a refused connection, healthz asked once), so a
+KFP that accepts a connection and never answers cannot hold an operator worker thread for ever.
 """
 from __future__ import annotations
 
@@ -24,45 +22,12 @@ from typing import Any
 
 from daic.operators.observations import RunPhase, RunState
 from daic.operators.runners import RESULT_KEY
+from daic.pipelines.kfp_client import KFP_TIMEOUT, bounded_kfp_client
 from daic.storage import KeyNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
 
 IN_CLUSTER_HOST = "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
-KFP_TIMEOUT: tuple[float, float] = (5.0, 30.0)  # (connect, read) seconds per KFP API request
-
-
-def bounded_kfp_client(host: str, namespace: str | None, timeout: tuple[float, float] = KFP_TIMEOUT) -> Any:
-    """A ``kfp.Client`` whose every API request has ``timeout`` (see the module docstring)."""
-    import kfp
-    import urllib3
-
-    class BoundedKfpClient(kfp.Client):
-        def _load_config(self, *args: Any, **kwargs: Any) -> Any:
-            config = super()._load_config(*args, **kwargs)
-            config.retries = urllib3.Retry(total=1, connect=1, read=0, status=0, redirect=2)
-            return config
-
-        def get_kfp_healthz(self, sleep_duration: int = 5) -> Any:
-            _bound(self._healthz_api.api_client, timeout)
-            return self._healthz_api.healthz_service_get_healthz()
-
-    client = BoundedKfpClient(host=host, namespace=namespace)
-    _bound(client._run_api.api_client, timeout)
-    return client
-
-
-def _bound(api_client: Any, timeout: tuple[float, float]) -> None:
-    """Give every request of a generated (swagger) API client a default ``_request_timeout``."""
-    rest = api_client.rest_client
-    if getattr(rest, "_daic_bounded", False):
-        return
-    unbounded = rest.request
-
-    def request(*args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
-        return unbounded(*args, _request_timeout=_request_timeout or timeout, **kwargs)
-
-    rest.request, rest._daic_bounded = request, True
 
 _STATES = {
     "RUNTIME_STATE_UNSPECIFIED": RunPhase.pending,
