@@ -15,8 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from click.testing import CliRunner
 
-from components.testing.http_reply import send_json
 from daic.cli import main
+from daic.components.testing.black_hole import never_answering_server
+from daic.components.testing.http_reply import send_json
 
 
 def _invoke(args: list[str], tmp_path) -> tuple[int, str, BaseException | None]:
@@ -77,10 +78,8 @@ def closed_port():
 
 @pytest.fixture
 def black_hole():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    with never_answering_server() as url:
+        yield url
 
 
 @pytest.fixture

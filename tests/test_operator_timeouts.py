@@ -7,13 +7,13 @@ generous bound, so without a timeout the test fails (instead of hanging the suit
 """
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
 import kopf
 import pytest
 
+from daic.components.testing.black_hole import never_answering_server
 from daic.operators.handlers import Operator, OperatorConfig, build_registry
 from daic.operators.kube import StatusWriter
 from daic.operators.runners.kfp_runner import KfpRunner
@@ -26,10 +26,8 @@ BOUND = (1.0, 1.0)  # (connect, read) seconds given to the clients under test
 
 @pytest.fixture
 def black_hole():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    with never_answering_server() as url:
+        yield url
 
 
 def _custom_objects(url: str):
