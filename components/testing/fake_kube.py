@@ -4,12 +4,18 @@ Serves ``/apis/<group>/<version>/namespaces/<ns>/<plural>[/<name>[/status]]`` wi
 PATCH (JSON merge patch, honouring ``metadata.resourceVersion``: a stale one answers 409) and DELETE,
 enough for the ``kubernetes`` client's ``CustomObjectsApi`` as the train (RayJob) and deploy
 (SeldonDeployment) steps use it. ``on_get`` lets a test play the part of a controller (KubeRay
-moving a RayJob's status along) deterministically, one step per read. Every request is recorded.
+moving a RayJob's status along) deterministically, one step per read. ``fault`` lets a test play an
+API server having a bad moment: asked ``(method, path)`` before a request is served, it answers None
+(serve it), an HTTP status (answered with a Kubernetes ``Status`` body instead) or ``"reset"`` (the
+connection is closed without a reply, as a restarting API server or a dropped load balancer does).
+Every request is recorded, faulted ones too.
 """
 from __future__ import annotations
 
 import copy
 import json
+import socket
+import struct
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +42,7 @@ class FakeKube:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}  # (plural, ns, name) -> object
         self.requests: list[tuple[str, str, Any]] = []
         self.on_get: Callable[[dict[str, Any]], None] | None = None
+        self.fault: Callable[[str, str], int | str | None] | None = None
         self._version = 0
         self._lock = threading.Lock()
         fake = self
@@ -64,9 +71,20 @@ class FakeKube:
                 except LookupError:
                     return self._reply(404, {"kind": "Status", "code": 404, "message": f"no route {self.path}"})
                 body = self._body() if method in ("POST", "PATCH") else None
+                fault = fake.fault(method, self.path) if fake.fault is not None else None
+                if fault is not None:
+                    fake.requests.append((method, self.path, body))
+                    return self._fault(fault)
                 status, answer = fake._serve(method, plural, ns, name, body, self.headers.get("Content-Type", ""))
                 fake.requests.append((method, self.path, body))
                 self._reply(status, answer)
+
+            def _fault(self, fault: int | str) -> None:
+                if fault == "reset":  # RST instead of a reply: SO_LINGER 0, then close
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    return
+                self._reply(int(fault), {"kind": "Status", "code": int(fault), "message": f"injected {fault}"})
 
             def do_GET(self):  # noqa: N802
                 self._handle("GET")

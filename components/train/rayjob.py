@@ -7,12 +7,23 @@ step does not start a second job), then read its status until KubeRay reports th
 KubeRay fields: ``status.jobDeploymentStatus`` (``Initializing``, ``Running``, ``Complete``,
 ``Failed`` ...) and ``status.jobStatus`` (Ray's own: ``PENDING``, ``RUNNING``, ``SUCCEEDED``,
 ``FAILED``, ``STOPPED``).
+
+**Bounded**: every API call carries a (connect, read) ``_request_timeout`` (:data:`API_TIMEOUT`;
+without one the client waits for ever on an API server that accepted the connection and hangs, and
+the step's own ``timeout_s`` is never reached). A job runs for an hour or more, so one bad moment of
+the API server must not fail it: a transient fault (5xx, 429, a refused, reset or timed-out
+connection) is logged and the create or read is tried again at the next poll, until ``timeout_s``
+after the step began; then :class:`TimeoutError` names the last error. What trying again will not
+fix fails at once with :class:`RayJobApiError`: 401/403 (credentials, RBAC), a 404 while waiting
+(the job was deleted under us), any other 4xx (a rejected manifest, no RayJob CRD). The deadline can
+be overrun by at most one call's timeout.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import re
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +40,8 @@ MAX_NAME = 47
 _PREFIX = "retrain-"
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+#: (connect, read) seconds for each Kubernetes API call (as operators/kube.py bounds the operator's).
+API_TIMEOUT: tuple[float, float] = (5.0, 30.0)
 
 
 def rayjob_name(cycle: str) -> str:
@@ -54,33 +67,95 @@ class RayJobFailed(RuntimeError):
     """The RayJob finished without success; the message carries KubeRay's status."""
 
 
+class RayJobApiError(RuntimeError):
+    """The Kubernetes API refused a call in a way trying again will not fix (see the module docstring)."""
+
+
+def _transient(exc: BaseException) -> str | None:
+    """A one-line description of ``exc`` when it is worth trying again (5xx, 429, a connection that
+    was refused, reset or timed out); None otherwise."""
+    import urllib3
+    from kubernetes.client.exceptions import ApiException
+
+    if isinstance(exc, ApiException):
+        if exc.status == 429 or (exc.status or 0) >= 500:
+            return f"HTTP {exc.status} {exc.reason or ''}".strip() + _body_excerpt(exc)
+        return None
+    if isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, socket.timeout, OSError)):
+        cause = getattr(exc, "reason", None) or exc
+        return f"{type(cause).__name__}: {cause}"
+    return None
+
+
+def _body_excerpt(exc: Any) -> str:
+    body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else str(exc.body or "")
+    return f": {body[:200]}" if body.strip() else ""
+
+
+def _refusal(exc: Any, namespace: str, name: str, doing: str) -> RayJobApiError:
+    if exc.status in (401, 403):
+        hint = ("the step's credentials were refused" if exc.status == 401 else
+                "the step's service account may not do this (RBAC: rayjobs.ray.io create/get)")
+        return RayJobApiError(f"Kubernetes API answered {exc.status} {exc.reason or ''} to {doing} RayJob "
+                              f"{namespace}/{name}: {hint}{_body_excerpt(exc)}")
+    return RayJobApiError(f"Kubernetes API answered {exc.status} {exc.reason or ''} to {doing} RayJob "
+                          f"{namespace}/{name}{_body_excerpt(exc)}")
+
+
 def submit_rayjob(api, namespace: str, manifest: dict[str, Any], timeout_s: float, poll_s: float = 10.0,
                   clock: Callable[[], float] = time.monotonic,
-                  sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
-    """Create (or find) the RayJob and wait until it succeeds; returns its final status."""
+                  sleep: Callable[[float], None] = time.sleep,
+                  request_timeout: tuple[float, float] = API_TIMEOUT) -> dict[str, Any]:
+    """Create (or find) the RayJob and wait until it succeeds, at most ``timeout_s``; returns its
+    final status. Transient API faults are waited through (see the module docstring)."""
     from kubernetes.client.exceptions import ApiException
 
     name = manifest["metadata"]["name"]
     if manifest.get("kind") != "RayJob" or manifest.get("apiVersion") != f"{GROUP}/{VERSION}":
         raise ValueError(f"not a {GROUP}/{VERSION} RayJob: {manifest.get('apiVersion')} {manifest.get('kind')}")
-    try:
-        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
-        log.info("created RayJob %s/%s", namespace, name)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-        log.info("RayJob %s/%s exists already: waiting for it", namespace, name)
-    start = clock()
+    deadline = clock() + timeout_s
+    created = False
+    last_error, failures = "", 0
+    job = deployment = None
     while True:
-        obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        status = obj.get("status") or {}
-        job, deployment = status.get("jobStatus"), status.get("jobDeploymentStatus")
-        if job == SUCCEEDED:
-            return status
-        if job in FAILED_JOB or deployment == "Failed":
-            raise RayJobFailed(f"RayJob {namespace}/{name} failed: jobStatus={job}, "
-                               f"jobDeploymentStatus={deployment}, message={status.get('message', '')!r}")
-        if clock() - start >= timeout_s:
+        try:
+            if not created:
+                try:
+                    api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest,
+                                                        _request_timeout=request_timeout)
+                    log.info("created RayJob %s/%s", namespace, name)
+                except ApiException as exc:
+                    if exc.status != 409:
+                        raise
+                    log.info("RayJob %s/%s exists already: waiting for it", namespace, name)
+                created = True
+            obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                                   _request_timeout=request_timeout)
+        except Exception as exc:  # noqa: BLE001 - sorted into transient (wait) and refusal (raise) below
+            doing = "read" if created else "create"
+            if isinstance(exc, ApiException) and exc.status == 404 and created:
+                raise RayJobApiError(f"RayJob {namespace}/{name} was deleted while the step waited for it "
+                                     f"(last seen: jobStatus={job}, jobDeploymentStatus={deployment})") from exc
+            what = _transient(exc)
+            if what is None:
+                if isinstance(exc, ApiException):
+                    raise _refusal(exc, namespace, name, doing) from exc
+                raise
+            failures += 1
+            last_error = f"{doing}: {what}"
+            log.warning("RayJob %s/%s: could not %s it (%s); trying again until the deadline", namespace, name,
+                        doing, what)
+        else:
+            status = obj.get("status") or {}
+            job, deployment = status.get("jobStatus"), status.get("jobDeploymentStatus")
+            if job == SUCCEEDED:
+                return status
+            if job in FAILED_JOB or deployment == "Failed":
+                raise RayJobFailed(f"RayJob {namespace}/{name} failed: jobStatus={job}, "
+                                   f"jobDeploymentStatus={deployment}, message={status.get('message', '')!r}")
+        left = deadline - clock()
+        if left <= 0:
+            errors = f"; {failures} API call(s) failed, the last: {last_error}" if failures else ""
             raise TimeoutError(f"RayJob {namespace}/{name} did not finish within {timeout_s:g}s "
-                               f"(jobStatus={job}, jobDeploymentStatus={deployment})")
-        sleep(poll_s)
+                               f"(jobStatus={job}, jobDeploymentStatus={deployment}{errors})")
+        sleep(min(poll_s, left))

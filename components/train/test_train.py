@@ -1,15 +1,22 @@
 """train alone. The cluster path (RayJob) runs the real ``kubernetes`` client against a tiny
-Kubernetes API stand-in over HTTP (:mod:`daic.components.testing.fake_kube`) in which the test plays
-KubeRay, moving the job's status one step per read; no sleeps (the poll's clock and sleep are given)."""
+Kubernetes API stand-in over HTTP (:mod:`daic.components.testing.fake_kube`: no kube-apiserver runs
+here) in which the test plays KubeRay, moving the job's status one step per read, and plays an API
+server's bad moments (error statuses, reset connections) through its ``fault`` hook; a "black hole"
+(a listening socket that never accepts) plays a hung API server. No sleeps (the poll's clock and
+sleep are given)."""
 from __future__ import annotations
 
 import re
+import socket
+import threading
+import time
 
 import pytest
 
 from daic.components.testing.fake_kube import FakeKube
 from daic.components.train.logic import TrainConfig
-from daic.components.train.rayjob import MAX_NAME, PLURAL, RayJobFailed, rayjob_name, submit_rayjob
+from daic.components.train.rayjob import (MAX_NAME, PLURAL, RayJobApiError, RayJobFailed, rayjob_name,
+                                         submit_rayjob)
 
 MANIFEST = {
     "apiVersion": "ray.io/v1", "kind": "RayJob",
@@ -74,6 +81,107 @@ def test_rayjob_timeout():
         clock = _Clock()
         with pytest.raises(TimeoutError, match="did not finish within 30s"):
             submit_rayjob(kube.api(), "daic", MANIFEST, timeout_s=30, poll_s=10, clock=clock, sleep=clock.sleep)
+
+
+def _faults(plan):
+    """A ``FakeKube.fault`` hook: the n-th request (0-based) gets ``plan[n]`` (None: served)."""
+    plan = list(plan)
+
+    def fault(method, path):
+        return plan.pop(0) if plan else None
+    return fault
+
+
+def test_transient_api_faults_while_polling_are_waited_through():
+    """A 503, a 429, a reset connection and a 500 during an hour-long job cost polls, not the step."""
+    with FakeKube() as kube:
+        kube.on_get = _kuberay([("Running", "RUNNING"), ("Running", "RUNNING"), ("Complete", "SUCCEEDED")])
+        #              POST  GET   GET  GET   GET   GET      GET   GET   GET
+        kube.fault = _faults([503, None, 503, 429] + ["reset"] * 4 + [500, None])
+        clock = _Clock()
+        status = submit_rayjob(kube.api(), "daic", MANIFEST, timeout_s=3600, poll_s=5, clock=clock,
+                               sleep=clock.sleep)
+    assert status["jobStatus"] == "SUCCEEDED"
+    assert [m for m, *_ in kube.requests].count("POST") == 2  # the create that met a 503 was tried again
+    assert kube.objects[(PLURAL, "daic", "retrain-c1")]["spec"] == MANIFEST["spec"]
+
+
+def test_an_api_server_failing_until_the_deadline_is_a_timeout_naming_the_last_error():
+    with FakeKube() as kube:
+        kube.fault = _faults([None] + [503] * 1000)
+        clock = _Clock()
+        with pytest.raises(TimeoutError, match=r"within 60s .*7 API call\(s\) failed, the last: read: HTTP 503"):
+            submit_rayjob(kube.api(), "daic", MANIFEST, timeout_s=60, poll_s=10, clock=clock, sleep=clock.sleep)
+    assert clock.now == 60
+
+
+def test_a_rayjob_deleted_while_waiting_is_a_clear_error_at_once():
+    with FakeKube() as kube:
+        kube.on_get = _kuberay([("Running", "RUNNING")] * 10)
+        reads = []
+
+        def delete_before_the_third_read(method, path):  # someone deletes the job: the read finds none
+            reads.append(method)
+            if reads.count("GET") == 3:
+                kube.objects.pop((PLURAL, "daic", "retrain-c1"))
+        kube.fault = delete_before_the_third_read
+        clock = _Clock()
+        with pytest.raises(RayJobApiError, match=r"retrain-c1 was deleted while the step waited .*jobStatus=RUNNING"):
+            submit_rayjob(kube.api(), "daic", MANIFEST, timeout_s=3600, poll_s=5, clock=clock, sleep=clock.sleep)
+    assert clock.now == 10  # the third read found it gone: no waiting out the hour
+
+
+@pytest.mark.parametrize("plan,match", [
+    ([403], "403 .*to create RayJob daic/retrain-c1: the step's service account may not do this"),
+    ([None, 401], "401 .*to read RayJob daic/retrain-c1: the step's credentials were refused"),
+    ([None, None, 403], "403 .*to read RayJob"),
+    ([404], "404 .*to create RayJob"),  # no RayJob CRD: KubeRay is not installed
+    ([422], "422 .*to create RayJob"),
+])
+def test_refusals_fail_at_once(plan, match):
+    with FakeKube() as kube:
+        kube.on_get = _kuberay([("Running", "RUNNING")] * 10)
+        kube.fault = _faults(plan)
+        clock = _Clock()
+        with pytest.raises(RayJobApiError, match=match):
+            submit_rayjob(kube.api(), "daic", MANIFEST, timeout_s=3600, poll_s=5, clock=clock, sleep=clock.sleep)
+    assert clock.now <= 5
+
+
+@pytest.fixture
+def black_hole():
+    """An API server that accepted the connection and never answers: the kernel completes the
+    handshake, the request goes out, no byte comes back."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_a_hung_api_server_cannot_hold_the_step_past_its_deadline(black_hole):
+    from kubernetes import client
+
+    configuration = client.Configuration()
+    configuration.host = black_hole
+    api = client.CustomObjectsApi(client.ApiClient(configuration))
+    clock = _Clock()
+    outcome = {}
+
+    def submit():
+        try:
+            submit_rayjob(api, "daic", MANIFEST, timeout_s=20, poll_s=10, clock=clock, sleep=clock.sleep,
+                          request_timeout=(0.5, 0.5))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome["error"] = exc
+
+    started = time.monotonic()
+    thread = threading.Thread(target=submit, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "submit_rayjob still blocked after 30 s: its API calls have no timeout"
+    assert time.monotonic() - started < 15
+    assert isinstance(outcome.get("error"), TimeoutError), outcome
+    assert "the last: create: ReadTimeoutError" in str(outcome["error"]) or "timed out" in str(outcome["error"])
 
 
 def test_not_a_rayjob_is_refused():
