@@ -17,6 +17,13 @@ UI shows):
 5xx; a 401 refreshes the access token first); a poll that still fails raises
 :class:`~.request.BackendUnavailable`, which the waiting loop counts as "no news" until its deadline.
 
+**Bounded**: each call's answer is read within ``timeout_s`` from the request (``requests``' own
+timeout is per socket read, so a server dripping a byte at a time could hold it for ever) and up to
+``max_body_bytes`` (a server streaming an endless body would otherwise fill memory); either is a
+:class:`LabelStudioError`. Reading a project's tasks stops at what the project can hold: the inputs
+daic imported plus one page (tasks someone added in the UI); a server that still answers full pages
+(one that ignores ``page``) is a :class:`LabelStudioError`, not an endless loop.
+
 **Project lifecycle** (``cycles/<cycle>/label-studio.json`` records it): the record is written with
 ``state: creating`` *before* the tasks are imported; a failed import deletes the project (no empty
 projects left behind) and a retried step deletes a half-made one before starting again; a project
@@ -64,6 +71,10 @@ CLASSES = tuple(str(c) for c in range(10))
 UNSURE = "unsure"
 SCHEMES = {"auto": "auto", "personal": "personal", "bearer": "personal", "legacy": "legacy", "token": "legacy"}
 PAGE_SIZE = 100
+#: The largest answer read from Label Studio: a page of PAGE_SIZE tasks with their PNG data URIs and
+#: annotations is well under 1 MiB.
+MAX_BODY_BYTES = 32 * 2**20
+_CHUNK = 64 * 2**10
 
 
 class LabelStudioError(RuntimeError):
@@ -168,6 +179,7 @@ class LabelStudioClient:
     attempts: int = 6
     backoff_s: float = 0.5
     backoff_max_s: float = 30.0
+    max_body_bytes: int = MAX_BODY_BYTES
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.time
     session: requests.Session = field(default_factory=requests.Session)
@@ -188,8 +200,7 @@ class LabelStudioClient:
     # authentication
     def _refresh(self) -> None:
         try:
-            response = self.session.post(f"{self.url}/api/token/refresh/", json={"refresh": self.api_key},
-                                         timeout=self.timeout_s)
+            response = self._send("POST", "/api/token/refresh/", json={"refresh": self.api_key})
         except requests.RequestException as exc:
             raise BackendUnavailable(f"Label Studio {self.url}: token refresh failed: {exc}") from exc
         if response.status_code in (400, 401, 403):
@@ -213,6 +224,40 @@ class LabelStudioClient:
             self._refresh()
         return f"Bearer {self._access}"
 
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One request whose answer is read whole within ``timeout_s`` and ``max_body_bytes``."""
+        deadline = time.monotonic() + self.timeout_s
+        response = self.session.request(method, self.url + path, timeout=self.timeout_s, stream=True, **kwargs)
+        try:
+            declared = int(response.headers.get("Content-Length") or 0)
+        except ValueError:
+            declared = 0
+        body = bytearray()
+        try:
+            if declared > self.max_body_bytes:
+                raise LabelStudioError(f"Label Studio {method} {path} answered a {declared}-byte body, more "
+                                       f"than the {self.max_body_bytes} bytes daic reads")
+            read = getattr(response.raw, "read1", None) or response.raw.read  # read1: what has arrived
+            while True:
+                chunk = read(_CHUNK, decode_content=True)
+                if not chunk:
+                    break
+                body += chunk
+                if len(body) > self.max_body_bytes:
+                    raise LabelStudioError(f"Label Studio {method} {path} answered more than the "
+                                           f"{self.max_body_bytes} bytes daic reads")
+                if time.monotonic() > deadline:
+                    raise requests.Timeout(f"Label Studio {method} {path}: the answer took longer than "
+                                           f"{self.timeout_s:g}s to arrive ({len(body)} bytes so far)")
+        except Exception as exc:
+            response.close()
+            if isinstance(exc, (LabelStudioError, requests.RequestException)):
+                raise
+            raise requests.ConnectionError(f"Label Studio {method} {path}: {type(exc).__name__}: {exc}") from exc
+        response._content, response._content_consumed = bytes(body), True  # as requests does when not streaming
+        response.close()
+        return response
+
     def call(self, method: str, path: str, *, ok: tuple[int, ...] = (200, 201, 204), **kwargs: Any) -> requests.Response:
         """One API call, retried with backoff; returns responses whose status is in ``ok``.
 
@@ -228,8 +273,7 @@ class LabelStudioClient:
                 self.sleep(delay * random.uniform(0.5, 1.0))
             try:
                 headers = {"Authorization": self._auth_header()}
-                response = self.session.request(method, self.url + path, headers=headers, timeout=self.timeout_s,
-                                                **kwargs)
+                response = self._send(method, path, headers=headers, **kwargs)
             except BackendUnavailable as exc:
                 last = str(exc)
                 continue
@@ -376,7 +420,7 @@ class LabelStudioBackend:
         every input so far); the record's task count follows."""
         if len(request.ids) <= int((self._record(request.cycle) or {}).get("tasks", 0)):
             return
-        tasks = self._tasks(project) or []
+        tasks = self._tasks(project, len(request.ids)) or []
         have = {str((t.get("data") or {}).get("daic_id")) for t in tasks}
         rows = [k for k, i in enumerate(request.ids) if str(i) not in have]
         if rows:
@@ -385,10 +429,14 @@ class LabelStudioBackend:
         record = self._record(request.cycle) or {}
         self.store.put_json(self._record_key(request.cycle), {**record, "tasks": len(request.ids)})
 
-    def _tasks(self, project: int) -> list[dict] | None:
-        """Every task of the project, page by page; None when the project no longer exists."""
+    def _tasks(self, project: int, expected: int) -> list[dict] | None:
+        """Every task of the project, page by page; None when the project no longer exists.
+
+        At most ``expected`` tasks (what daic imported) plus one page are read: a server that keeps
+        answering full pages past that is an error, not a loop that never ends."""
         tasks: list[dict] = []
         page = 1
+        last_page = expected // PAGE_SIZE + 2
         while True:
             response = self.client.call("GET", f"/api/projects/{project}/tasks/", ok=(200, 404),
                                         params={"page": page, "page_size": PAGE_SIZE})
@@ -400,6 +448,11 @@ class LabelStudioBackend:
             tasks.extend(batch)
             if len(batch) < PAGE_SIZE:
                 return tasks
+            if page >= last_page:
+                raise LabelStudioError(
+                    f"Label Studio project {project} answered {len(tasks)}+ tasks in {page} full pages though daic "
+                    f"imported {expected}: it holds tasks daic did not put there, or the server ignores the page "
+                    "parameter; daic stops reading here")
             page += 1
 
     def poll(self, request: LabelRequest) -> Answers:
@@ -409,7 +462,7 @@ class LabelStudioBackend:
         if record.get("state") != "ready":
             self.submit(request)
             return {}
-        tasks = self._tasks(int(record["project"]))
+        tasks = self._tasks(int(record["project"]), len(request.ids))
         if tasks is None:
             self.submit(request)  # recreates the deleted project
             return {}
