@@ -32,6 +32,7 @@ from typing import Any
 import requests
 
 from daic.components import cycle_store
+from daic.components.deploy.kube import API_TIMEOUT, RETRY_FOR_S, custom_objects_api, through_faults
 from daic.components.train import registry_access
 from daic.storage import ObjectStore, open_store
 
@@ -122,17 +123,6 @@ def cluster_namespace(namespace: str) -> str:
     return _SA_NAMESPACE.read_text().strip() if _SA_NAMESPACE.exists() else "default"
 
 
-def custom_objects_api():
-    """A CustomObjectsApi from the pod's service account, else from ~/.kube/config."""
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.CustomObjectsApi()
-
-
 @dataclass(frozen=True)
 class ServingFilter:
     """The input filter (issue 21) that goes in front of the promoted model: ``version`` None for none.
@@ -160,8 +150,15 @@ def serving_filter(store: ObjectStore, cycle: str) -> ServingFilter:
 
 def promote_seldon(api, version: str, config: DeployConfig,
                    sleep: Callable[[float], None] = time.sleep,
-                   with_filter: ServingFilter = ServingFilter()) -> tuple[str | None, list[dict[str, Any]]]:
+                   with_filter: ServingFilter = ServingFilter(),
+                   retry_for_s: float = RETRY_FOR_S,
+                   clock: Callable[[], float] | None = None) -> tuple[str | None, list[dict[str, Any]]]:
     """Canary (when canary_share > 0), wait, then full; returns (previous version, steps).
+
+    Every API call is bounded (``kube.API_TIMEOUT``); a read or patch that meets a transient fault
+    (5xx, 429, a connection refused, reset or timed out; for a patch also a 409, another writer
+    between its read and its write) is tried again for up to ``retry_for_s``, so one bad moment of
+    the API server after a long canary does not fail the step. 401/403/404 fail at once.
 
     During the canary the main predictor keeps the filter it has (its TRANSFORMER node), and the
     canary serves the challenger behind ``with_filter``; the full switch serves the challenger
@@ -170,25 +167,32 @@ def promote_seldon(api, version: str, config: DeployConfig,
     from daic.operators.seldon import GROUP, PLURAL, VERSION, SeldonTarget, main_filter, read_split
 
     namespace = cluster_namespace(config.namespace)
-    target = SeldonTarget(api, namespace, config.deployment, config.predictor)
-    sdep = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, config.deployment)
+    target = SeldonTarget(api, namespace, config.deployment, config.predictor, timeout=API_TIMEOUT)
+    where = f"SeldonDeployment {namespace}/{config.deployment}"
+
+    def patient(call, what, also=()):  # transient API faults cost a retry, not the step (a canary waited)
+        return through_faults(call, f"{what} {where}", retry_for_s, also, clock=clock, sleep=sleep)
+
+    sdep = patient(lambda: api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, config.deployment,
+                                                            _request_timeout=API_TIMEOUT), "reading")
     previous, _canary, _share = read_split(sdep, config.predictor)
     kept_version, kept_gate = main_filter(sdep, config.predictor)
     steps: list[dict[str, Any]] = []
     if config.canary_share > 0 and previous and previous != version:
-        target.apply(PatchDeployment(name=config.deployment, namespace=namespace, predictor=config.predictor,
-                                     champion_version=previous, canary_version=version,
-                                     canary_share=config.canary_share,
-                                     filter_version=kept_version, filter_gate=kept_gate or "gated",
-                                     canary_filter_version=with_filter.version,
-                                     canary_filter_gate=with_filter.gate))
+        canary = PatchDeployment(name=config.deployment, namespace=namespace, predictor=config.predictor,
+                                 champion_version=previous, canary_version=version,
+                                 canary_share=config.canary_share,
+                                 filter_version=kept_version, filter_gate=kept_gate or "gated",
+                                 canary_filter_version=with_filter.version,
+                                 canary_filter_gate=with_filter.gate)
+        patient(lambda: target.apply(canary), "patching (canary)", (409,))
         steps.append({"step": "canary", "champion": previous, "canary": version, "share": config.canary_share,
                       "canary_filter": with_filter.version})
         if config.canary_seconds:
             sleep(config.canary_seconds)
-    target.apply(PatchDeployment(name=config.deployment, namespace=namespace, predictor=config.predictor,
-                                 champion_version=version, filter_version=with_filter.version,
-                                 filter_gate=with_filter.gate))
+    full = PatchDeployment(name=config.deployment, namespace=namespace, predictor=config.predictor,
+                           champion_version=version, filter_version=with_filter.version, filter_gate=with_filter.gate)
+    patient(lambda: target.apply(full), "patching (promote)", (409,))
     steps.append({"step": "promote", "champion": version, "filter": with_filter.version})
     return previous, steps
 

@@ -8,7 +8,7 @@ KubeRay fields: ``status.jobDeploymentStatus`` (``Initializing``, ``Running``, `
 ``Failed`` ...) and ``status.jobStatus`` (Ray's own: ``PENDING``, ``RUNNING``, ``SUCCEEDED``,
 ``FAILED``, ``STOPPED``).
 
-**Bounded**: every API call carries a (connect, read) ``_request_timeout`` (:data:`API_TIMEOUT`;
+**Bounded**: every API call carries a (connect, read) ``_request_timeout`` (``deploy.kube.API_TIMEOUT``;
 without one the client waits for ever on an API server that accepted the connection and hangs, and
 the step's own ``timeout_s`` is never reached). A job runs for an hour or more, so one bad moment of
 the API server must not fail it: a transient fault (5xx, 429, a refused, reset or timed-out
@@ -23,10 +23,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
+
+from daic.components.deploy.kube import API_TIMEOUT, body_excerpt, transient
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,6 @@ MAX_NAME = 47
 _PREFIX = "retrain-"
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-#: (connect, read) seconds for each Kubernetes API call (as operators/kube.py bounds the operator's).
-API_TIMEOUT: tuple[float, float] = (5.0, 30.0)
 
 
 def rayjob_name(cycle: str) -> str:
@@ -71,35 +70,14 @@ class RayJobApiError(RuntimeError):
     """The Kubernetes API refused a call in a way trying again will not fix (see the module docstring)."""
 
 
-def _transient(exc: BaseException) -> str | None:
-    """A one-line description of ``exc`` when it is worth trying again (5xx, 429, a connection that
-    was refused, reset or timed out); None otherwise."""
-    import urllib3
-    from kubernetes.client.exceptions import ApiException
-
-    if isinstance(exc, ApiException):
-        if exc.status == 429 or (exc.status or 0) >= 500:
-            return f"HTTP {exc.status} {exc.reason or ''}".strip() + _body_excerpt(exc)
-        return None
-    if isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, socket.timeout, OSError)):
-        cause = getattr(exc, "reason", None) or exc
-        return f"{type(cause).__name__}: {cause}"
-    return None
-
-
-def _body_excerpt(exc: Any) -> str:
-    body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else str(exc.body or "")
-    return f": {body[:200]}" if body.strip() else ""
-
-
 def _refusal(exc: Any, namespace: str, name: str, doing: str) -> RayJobApiError:
     if exc.status in (401, 403):
         hint = ("the step's credentials were refused" if exc.status == 401 else
                 "the step's service account may not do this (RBAC: rayjobs.ray.io create/get)")
         return RayJobApiError(f"Kubernetes API answered {exc.status} {exc.reason or ''} to {doing} RayJob "
-                              f"{namespace}/{name}: {hint}{_body_excerpt(exc)}")
+                              f"{namespace}/{name}: {hint}{body_excerpt(exc)}")
     return RayJobApiError(f"Kubernetes API answered {exc.status} {exc.reason or ''} to {doing} RayJob "
-                          f"{namespace}/{name}{_body_excerpt(exc)}")
+                          f"{namespace}/{name}{body_excerpt(exc)}")
 
 
 def submit_rayjob(api, namespace: str, manifest: dict[str, Any], timeout_s: float, poll_s: float = 10.0,
@@ -136,7 +114,7 @@ def submit_rayjob(api, namespace: str, manifest: dict[str, Any], timeout_s: floa
             if isinstance(exc, ApiException) and exc.status == 404 and created:
                 raise RayJobApiError(f"RayJob {namespace}/{name} was deleted while the step waited for it "
                                      f"(last seen: jobStatus={job}, jobDeploymentStatus={deployment})") from exc
-            what = _transient(exc)
+            what = transient(exc)
             if what is None:
                 if isinstance(exc, ApiException):
                     raise _refusal(exc, namespace, name, doing) from exc
