@@ -105,3 +105,45 @@ def test_a_hung_api_server_cannot_hold_the_deploy_step(monkeypatch):
         assert not thread.is_alive(), "promote_seldon still blocked after 30 s: its first read has no timeout"
     assert time.monotonic() - started < 15
     assert isinstance(outcome.get("error"), TimeoutError) and "timed out" in str(outcome["error"]).lower()
+
+
+def test_a_reload_url_that_never_finishes_its_answer_cannot_hold_the_local_deploy(tmp_path):
+    """A server that reloads, answers 200 and then drips its body: only the status is read."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from daic.components.deploy.logic import promote_local
+    from daic.components.testing.registry import register_untrained
+    from daic.storage import open_store
+
+    class Dripping(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            end = time.monotonic() + 60  # a slow server, not synchronisation: it stops after a minute
+            try:
+                while time.monotonic() < end:
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:
+                pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Dripping)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    store = open_store(f"file://{tmp_path}")
+    _, version = register_untrained(store, [None, "v0001"])
+    config = DeployConfig(reload_urls=f"http://127.0.0.1:{httpd.server_port}/reload")
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(steps=promote_local(store, version, config)), daemon=True)
+    thread.start()
+    thread.join(30)
+    httpd.shutdown()
+    httpd.server_close()
+    assert not thread.is_alive(), "promote_local still reading the reload answer after 30 s"
+    assert outcome["steps"][-1] == {"step": "reload", "url": config.urls[0], "status": 200}

@@ -89,7 +89,10 @@ def promote_local(store: ObjectStore, version: str, config: DeployConfig,
         registry_access.set_champion(store, config.model_name, version, expected_current)
     for url in config.urls:
         try:
-            response = requests.post(url, json={"model": config.model_name, "version": version}, timeout=10)
+            # Only the status matters: stream=True and close, so an endless or dripped body cannot hold the step.
+            response = requests.post(url, json={"model": config.model_name, "version": version}, timeout=10,
+                                     stream=True)
+            response.close()
             steps.append({"step": "reload", "url": url, "status": response.status_code})
             if response.status_code >= 400:
                 log.warning("reload request to %s answered %d (the server still follows the champion pointer)",
