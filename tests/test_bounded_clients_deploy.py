@@ -8,13 +8,13 @@ accepts) plays a hung API server; the call runs in a thread the test waits for w
 """
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
 import pytest
 
 from daic.components.deploy.logic import DeployConfig, promote_seldon
+from daic.components.testing.black_hole import never_answering_server
 from daic.components.testing.fake_kube import FakeKube
 from daic.operators.seldon import PLURAL, read_split
 from daic.serving.manifest import DeploymentParams, render_seldon_deployment
@@ -83,11 +83,9 @@ def test_a_hung_api_server_cannot_hold_the_deploy_step(monkeypatch):
     import daic.components.deploy.logic as logic
 
     monkeypatch.setattr(logic, "API_TIMEOUT", (0.5, 0.5))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
+    with never_answering_server() as url:
         configuration = client.Configuration()
-        configuration.host = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        configuration.host = url
         api = client.CustomObjectsApi(client.ApiClient(configuration))
         outcome = {}
 

@@ -7,12 +7,12 @@ sleep are given)."""
 from __future__ import annotations
 
 import re
-import socket
 import threading
 import time
 
 import pytest
 
+from daic.components.testing.black_hole import never_answering_server
 from daic.components.testing.fake_kube import FakeKube
 from daic.components.train.logic import TrainConfig
 from daic.components.train.rayjob import (MAX_NAME, PLURAL, RayJobApiError, RayJobFailed, rayjob_name,
@@ -150,12 +150,9 @@ def test_refusals_fail_at_once(plan, match):
 
 @pytest.fixture
 def black_hole():
-    """An API server that accepted the connection and never answers: the kernel completes the
-    handshake, the request goes out, no byte comes back."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    """An API server that accepted the connection and never answers."""
+    with never_answering_server() as url:
+        yield url
 
 
 def test_a_hung_api_server_cannot_hold_the_step_past_its_deadline(black_hole):
