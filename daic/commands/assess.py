@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import click
 
+from daic.commands.values import CYCLE, LATE_STORE_URL, SEED, STORE_URL, count, number
+
 # Listed here so building the CLI does not import numpy; checked against daic.sampling by
 # tests/test_sampling_cli.py.
 DESIGN_NAMES = ("srs", "stratified", "failure-seeking", "active")
@@ -33,16 +35,16 @@ def make_design(name: str):
 @command.command("simulate")
 @click.option("--scenario", type=click.Choice(SCENARIO_NAMES), default="drifted", show_default=True)
 @click.option("--design", "design_name", type=click.Choice(DESIGN_NAMES), default="active", show_default=True)
-@click.option("--pool-size", type=click.IntRange(min=100), default=20_000, show_default=True)
-@click.option("--budget", type=click.IntRange(min=1), default=2000, show_default=True,
+@click.option("--pool-size", type=count(100, 10_000_000), default=20_000, show_default=True)
+@click.option("--budget", type=count(1), default=2000, show_default=True,
               help="most draws (hence labels) to spend")
-@click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--target", "target", type=float, default=0.02, show_default=True,
+@click.option("--batch-size", type=count(1), default=50, show_default=True)
+@click.option("--target", "target", type=number(0, 0.5, max_open=True), default=0.02, show_default=True,
               help="stop when the CI half-width is at most this (0: spend the budget)")
-@click.option("--level", type=float, default=0.95, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--cycle", default=None, help="cycle id for the record (default: a fresh one)")
-@click.option("--store", "store_url", default=None, help="object store URL (default: $DAIC_STORE or .daic/store)")
+@click.option("--level", type=number(0, 1, min_open=True, max_open=True), default=0.95, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--cycle", type=CYCLE, default=None, help="cycle id for the record (default: a fresh one)")
+@click.option("--store", "store_url", type=LATE_STORE_URL, default=None, help="object store URL (default: $DAIC_STORE or .daic/store)")
 @click.option("--save/--no-save", default=True, show_default=True, help="write cycles/<cycle>/assessment.json")
 def simulate(scenario: str, design_name: str, pool_size: int, budget: int, batch_size: int, target: float,
              level: float, seed: int, cycle: str | None, store_url: str | None, save: bool) -> None:
@@ -55,10 +57,6 @@ def simulate(scenario: str, design_name: str, pool_size: int, budget: int, batch
     from daic.sampling.sequential import SequentialConfig, run_assessment
     from daic.sampling.simulate import simulate_pool
 
-    if target < 0 or target >= 0.5:
-        raise click.BadParameter(f"must be in [0, 0.5), got {target}", param_hint="--target")
-    if not 0 < level < 1:
-        raise click.BadParameter(f"must be in (0, 1), got {level}", param_hint="--level")
     cycle = cycle or time.strftime("assess-%Y%m%dT%H%M%SZ", time.gmtime())
     try:
         check_cycle(cycle)
@@ -88,8 +86,8 @@ def simulate(scenario: str, design_name: str, pool_size: int, budget: int, batch
 
 
 @command.command("show")
-@click.argument("cycle")
-@click.option("--store", "store_url", default=None, help="object store URL (default: $DAIC_STORE or .daic/store)")
+@click.argument("cycle", type=CYCLE)
+@click.option("--store", "store_url", type=STORE_URL, default=None, help="object store URL (default: $DAIC_STORE or .daic/store)")
 def show(cycle: str, store_url: str | None) -> None:
     """Print the assessment record of CYCLE."""
     from daic.sampling.record import load_assessment

@@ -7,24 +7,26 @@ import threading
 
 import click
 
+from daic.commands.values import LATE_STORE_URL, TEXT, SafePath, count, number
+
 
 @click.command("controller")
-@click.option("--cycle", "cycle_path", required=True, type=click.Path(dir_okay=False),
+@click.option("--cycle", "cycle_path", required=True, type=SafePath(dir_okay=False),
               help="AssessmentCycle YAML (the same resource you would kubectl apply)")
-@click.option("--state-dir", default=None, type=click.Path(file_okay=False),
+@click.option("--state-dir", default=None, type=SafePath(file_okay=False),
               help="where status.json, runs/ and events.jsonl live (default .daic/controller/<name>)")
-@click.option("--store", "store_url", default=None, metavar="URL",
+@click.option("--store", "store_url", default=None, metavar="URL", type=LATE_STORE_URL,
               help="object store for cycle records (default: $DAIC_STORE or ./.daic/store)")
-@click.option("--pipeline-callable", default="daic.pipelines.local_run:run_pipeline", show_default=True,
+@click.option("--pipeline-callable", default="daic.pipelines.local_run:run_pipeline", show_default=True, type=TEXT,
               metavar="MODULE:FUNC", help="what a local run executes: f(params) -> result dict")
-@click.option("--champion-switch", default="registry", show_default=True, metavar="registry|none|MODULE:FUNC",
+@click.option("--champion-switch", default="registry", show_default=True, type=TEXT, metavar="registry|none|MODULE:FUNC",
               help="when a version takes all traffic: move the model registry's champion pointer (which "
                    "the local model server follows), do nothing beyond <state-dir>/deployment.json, or "
                    "call f(model_name, version)")
-@click.option("--interval", default=5.0, show_default=True, type=click.FloatRange(min=0.01),
+@click.option("--interval", default=5.0, show_default=True, type=number(0.01, 86_400),
               help="seconds between reconcile passes")
-@click.option("--passes", default=None, type=click.IntRange(min=1), help="stop after this many passes")
-@click.option("--exit-after-cycles", default=None, type=click.IntRange(min=1),
+@click.option("--passes", default=None, type=count(1), help="stop after this many passes")
+@click.option("--exit-after-cycles", default=None, type=count(1),
               help="stop once this many cycles are in the history (and their records written)")
 @click.option("-v", "--verbose", is_flag=True, help="log adapter details")
 def command(cycle_path: str, state_dir: str | None, store_url: str | None, pipeline_callable: str,

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import click
 
+from daic.commands.values import SEED, TEXT, SafePath, count
+
 # Kept in sync with daic.data.mnist / daic.data.scenarios by tests/test_data_*.py; listed here so
 # building the CLI does not import numpy and scipy.
 _DATASETS = ("mnist", "fashion-mnist")
@@ -28,17 +30,17 @@ def _load(split: str, dataset: str):
 
 
 @command.command("show")
-@click.option("--out", type=click.Path(dir_okay=False), default=".daic/corruptions.png",
+@click.option("--out", type=SafePath(dir_okay=False), default=".daic/corruptions.png",
               show_default=True, help="PNG grid: rows = corruptions, columns = clean + severity 1..5")
 @click.option("--severity", type=click.IntRange(1, 5), default=3, show_default=True,
               help="severity of the ASCII previews")
 @click.option("-n", "--n-images", type=click.IntRange(1, 8), default=3, show_default=True,
               help="example images per corruption")
-@click.option("--corruption", "names", multiple=True, metavar="NAME",
+@click.option("--corruption", "names", multiple=True, metavar="NAME", type=TEXT,
               help="only these corruptions (repeatable; default all)")
 @click.option("--dataset", type=click.Choice(_DATASETS), default="mnist", show_default=True)
 @click.option("--split", type=click.Choice(_SPLITS), default="test", show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--ascii/--no-ascii", "show_ascii", default=True, show_default=True)
 @click.option("--png/--no-png", "write_png", default=True, show_default=True)
 def show(out: str, severity: int, n_images: int, names: tuple[str, ...], dataset: str, split: str,
@@ -67,10 +69,10 @@ def show(out: str, severity: int, n_images: int, names: tuple[str, ...], dataset
 
 
 @command.command("scenarios")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--batch-size", type=count(1, 100_000), default=None,
               help="override every scenario's batch size")
-@click.option("--n-steps", type=click.IntRange(min=1), default=None,
+@click.option("--n-steps", type=count(1, 100_000), default=None,
               help="override every scenario's number of steps")
 def scenarios(seed: int, batch_size: int | None, n_steps: int | None) -> None:
     """Table of the named operational scenarios and their share of corrupted inputs over time."""

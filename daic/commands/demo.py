@@ -3,20 +3,22 @@ from __future__ import annotations
 
 import click
 
+from daic.commands.values import LATE_STORE_URL, SEED, TEXT, count, invalid_fields
+
 
 @click.command("demo")
-@click.option("--scenario", default="mixture", show_default=True,
+@click.option("--scenario", default="mixture", show_default=True, type=TEXT,
               help="drift scenario: mixture, sudden, gradual or recurring")
-@click.option("--corruption", default="translate", show_default=True, help="for sudden/gradual/recurring")
+@click.option("--corruption", default="translate", show_default=True, type=TEXT, help="for sudden/gradual/recurring")
 @click.option("--severity", default=3, show_default=True, type=click.IntRange(1, 5))
 @click.option("--labeler", type=click.Choice(["simulated", "web"]), default="simulated", show_default=True,
               help="simulated: ground truth from the scenario; web: you label in the browser")
 @click.option("--quick", is_flag=True, help="fewer epochs and labels; the cycle still runs end to end")
-@click.option("--budget", type=int, default=None, help="labels per cycle (default 200, quick 120)")
-@click.option("--epochs", type=int, default=None, help="epochs of the first model (default 3, quick 1)")
-@click.option("--retrain-epochs", type=int, default=None, help="epochs of the retraining (default 2, quick 1)")
-@click.option("--store", "store_url", default=None, metavar="URL", help="default: $DAIC_STORE or ./.daic/store")
-@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--budget", type=count(1, 100_000), default=None, help="labels per cycle (default 200, quick 120)")
+@click.option("--epochs", type=count(1, 1000), default=None, help="epochs of the first model (default 3, quick 1)")
+@click.option("--retrain-epochs", type=count(1, 1000), default=None, help="epochs of the retraining (default 2, quick 1)")
+@click.option("--store", "store_url", default=None, metavar="URL", type=LATE_STORE_URL, help="default: $DAIC_STORE or ./.daic/store")
+@click.option("--seed", default=7, show_default=True, type=SEED)
 def command(scenario: str, corruption: str, severity: int, labeler: str, quick: bool, budget: int | None,
             epochs: int | None, retrain_epochs: int | None, store_url: str | None, seed: int) -> None:
     """Train, serve, drift, detect, label, retrain, promote — then write report.html."""
@@ -35,7 +37,7 @@ def command(scenario: str, corruption: str, severity: int, labeler: str, quick: 
     try:
         cfg = DemoConfig(**fields)
     except ValidationError as exc:
-        raise click.BadParameter("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        raise invalid_fields(exc) from None
     result = run_demo(cfg, echo=click.echo)
     click.echo("")
     click.echo(f"report: {result.report.resolve()}")

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import click
 
+from daic.commands.values import HTTP_URL, NONEMPTY, STORE_URL, TEXT, SafePath, number
 from daic.labeling.auth import DEFAULT_FILE
 from daic.storage import KeyNotFound, StorageError, open_store
 
-_url_option = click.option("--store", "url", default=None, metavar="URL",
+_url_option = click.option("--store", "url", default=None, metavar="URL", type=STORE_URL,
                            help="file:///path or s3://bucket/prefix (default: $DAIC_STORE or ./.daic/store)")
 _labelers_option = click.option("--labelers", "labelers_path", default=str(DEFAULT_FILE), show_default=True,
-                                type=click.Path(dir_okay=False), envvar="DAIC_LABELERS",
+                                type=SafePath(dir_okay=False), envvar="DAIC_LABELERS",
                                 help="labelers file (names and token hashes; a mounted Secret on a cluster)")
 
 
@@ -42,16 +43,16 @@ def command() -> None:
 @command.command("serve")
 @_url_option
 @_labelers_option
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, type=NONEMPTY)
 @click.option("--port", default=8090, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--labeler", default=None, metavar="NAME",
+@click.option("--labeler", default=None, metavar="NAME", type=TEXT,
               help="issue a fresh login link for NAME at start (default: your user name)")
 @click.option("--login/--no-login", default=True, show_default=True,
               help="issue and print a login link at start (--no-login: use links from `daic label token`)")
-@click.option("--public-url", default=None, metavar="URL",
+@click.option("--public-url", default=None, metavar="URL", type=HTTP_URL,
               help="the page's address as labelers reach it (login links, allowed Origin); default http://HOST:PORT")
 @click.option("--max-body-bytes", default=16 * 1024, show_default=True, type=click.IntRange(256, 1 << 20))
-@click.option("--store-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 600),
+@click.option("--store-timeout", default=10.0, show_default=True, type=number(0.1, 600),
               help="seconds a request waits for the object store before answering 503")
 def serve(url: str | None, labelers_path: str, host: str, port: int, labeler: str | None, login: bool,
           public_url: str | None, max_body_bytes: int, store_timeout: float) -> None:
@@ -85,9 +86,9 @@ def serve(url: str | None, labelers_path: str, host: str, port: int, labeler: st
 
 
 @command.command("token")
-@click.argument("name")
+@click.argument("name", type=TEXT)
 @_labelers_option
-@click.option("--url", "base_url", default="http://127.0.0.1:8090", show_default=True,
+@click.option("--url", "base_url", default="http://127.0.0.1:8090", show_default=True, type=HTTP_URL,
               help="the labeling page's address, for the printed login link")
 @click.option("--revoke", is_flag=True, help="remove NAME's token instead (its login stops working)")
 def token(name: str, labelers_path: str, base_url: str, revoke: bool) -> None:
@@ -108,7 +109,7 @@ def token(name: str, labelers_path: str, base_url: str, revoke: bool) -> None:
 
 
 @command.command("progress")
-@click.argument("cycle")
+@click.argument("cycle", type=TEXT)
 @_url_option
 def progress(cycle: str, url: str | None) -> None:
     """How many of CYCLE's sampled inputs are labeled."""
@@ -122,7 +123,7 @@ def progress(cycle: str, url: str | None) -> None:
 
 
 @command.command("export")
-@click.argument("cycle")
+@click.argument("cycle", type=TEXT)
 @_url_option
 def export(cycle: str, url: str | None) -> None:
     """Write CYCLE's answers as a training batch under labels/CYCLE/."""

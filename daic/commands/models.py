@@ -6,7 +6,9 @@ from typing import Optional
 
 import click
 
-_store_option = click.option("--store", "store_url", default=None, metavar="URL",
+from daic.commands.values import EXPECTED_VERSION, MODEL_NAME, SEED, STORE_URL, TEXT, VERSION, VERSION_REF, count
+
+_store_option = click.option("--store", "store_url", default=None, metavar="URL", type=STORE_URL,
                              help="file:///path or s3://bucket/prefix (default: $DAIC_STORE or ./.daic/store)")
 
 
@@ -26,7 +28,7 @@ def command() -> None:
 
 
 @command.command("list")
-@click.option("--name", default=None, help="only this model (default: every model in the store)")
+@click.option("--name", default=None, type=MODEL_NAME, help="only this model (default: every model in the store)")
 @_store_option
 def list_cmd(name: Optional[str], store_url: Optional[str]) -> None:
     """One row per version: parent, data, accuracy, created, champion."""
@@ -63,7 +65,7 @@ def list_cmd(name: Optional[str], store_url: Optional[str]) -> None:
 
 
 @command.command("lineage")
-@click.argument("name")
+@click.argument("name", type=MODEL_NAME)
 @_store_option
 def lineage(name: str, store_url: Optional[str]) -> None:
     """The lineage tree of model NAME (parents above children)."""
@@ -76,8 +78,8 @@ def lineage(name: str, store_url: Optional[str]) -> None:
 
 
 @command.command("show")
-@click.argument("name")
-@click.argument("version", default="champion")
+@click.argument("name", type=MODEL_NAME)
+@click.argument("version", default="champion", type=VERSION_REF)
 @_store_option
 def show(name: str, version: str, store_url: Optional[str]) -> None:
     """The model card of VERSION (champion, latest or an id) as JSON."""
@@ -92,9 +94,9 @@ def show(name: str, version: str, store_url: Optional[str]) -> None:
 
 
 @command.command("promote")
-@click.argument("name")
-@click.argument("version")
-@click.option("--expected", default=None, metavar="VERSION",
+@click.argument("name", type=MODEL_NAME)
+@click.argument("version", type=VERSION)
+@click.option("--expected", default=None, metavar="VERSION", type=EXPECTED_VERSION,
               help="refuse unless the current champion is this one ('none': there is no champion)")
 @_store_option
 def promote(name: str, version: str, expected: Optional[str], store_url: Optional[str]) -> None:
@@ -114,16 +116,16 @@ def promote(name: str, version: str, expected: Optional[str], store_url: Optiona
 
 
 @command.command("evaluate")
-@click.argument("name")
-@click.option("--version", "versions", multiple=True, default=("champion",), show_default=True,
+@click.argument("name", type=MODEL_NAME)
+@click.option("--version", "versions", multiple=True, default=("champion",), show_default=True, type=VERSION_REF,
               help="repeat to compare versions")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
-@click.option("--corruption", default="identity", show_default=True, help="a daic.data corruption name")
+@click.option("--corruption", default="identity", show_default=True, type=TEXT, help="a daic.data corruption name")
 @click.option("--severity", type=click.IntRange(1, 5), default=3, show_default=True)
-@click.option("--skip", type=click.IntRange(0), default=0, show_default=True,
+@click.option("--skip", type=count(0), default=0, show_default=True,
               help="leave out the first N images (e.g. those drawn for labeling)")
-@click.option("--limit", type=click.IntRange(1), default=None, help="evaluate at most N images")
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="corruption noise seed")
+@click.option("--limit", type=count(1), default=None, help="evaluate at most N images")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="corruption noise seed")
 @_store_option
 def evaluate(name: str, versions: tuple[str, ...], split: str, corruption: str, severity: int, skip: int,
              limit: Optional[int], seed: int, store_url: Optional[str]) -> None:

@@ -7,6 +7,20 @@ from pathlib import Path
 
 import click
 
+from daic.commands.values import (
+    DEPLOYMENT,
+    HTTP_URL,
+    LATE_STORE_URL,
+    MODEL_NAME,
+    NONEMPTY,
+    STORE_URL,
+    TEXT,
+    SafePath,
+    count,
+    invalid_fields,
+    number,
+)
+
 
 @click.group("oracle")
 def command() -> None:
@@ -14,33 +28,33 @@ def command() -> None:
 
 
 @command.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8300, show_default=True, type=int,
+@click.option("--host", default="127.0.0.1", show_default=True, type=NONEMPTY)
+@click.option("--port", default=8300, show_default=True, type=click.IntRange(0, 65535),
               help="Service port: estimate, metrics, health (and feedback with the token)")
-@click.option("--ingest-port", default=8301, show_default=True, type=int,
+@click.option("--ingest-port", default=8301, show_default=True, type=click.IntRange(0, 65535),
               help="events, feedback and admin, on 127.0.0.1 only (the request logger's URL)")
-@click.option("--feedback-token-file", default=None, type=click.Path(path_type=Path),
+@click.option("--feedback-token-file", default=None, type=SafePath(dir_okay=False, path_type=Path),
               help="a file holding the bearer token that feedback on the Service port needs (a Secret)")
-@click.option("--store", "store_url", default=None, metavar="URL",
+@click.option("--store", "store_url", default=None, metavar="URL", type=LATE_STORE_URL,
               help="file:///path or s3://bucket/prefix (default: $DAIC_STORE or ./.daic/store)")
-@click.option("--deployment", default="mnist", show_default=True,
+@click.option("--deployment", default="mnist", show_default=True, type=DEPLOYMENT,
               help="records go to operational/<deployment>/")
-@click.option("--model-name", default="mnist", show_default=True, help="registry name to follow")
-@click.option("--state-dir", default=".daic/sidecar", show_default=True, type=click.Path(path_type=Path),
+@click.option("--model-name", default="mnist", show_default=True, type=MODEL_NAME, help="registry name to follow")
+@click.option("--state-dir", default=".daic/sidecar", show_default=True, type=SafePath(file_okay=False, path_type=Path),
               help="write-ahead log and checkpoint (an emptyDir in a pod)")
-@click.option("--max-queue", default=20_000, show_default=True, type=int,
+@click.option("--max-queue", default=20_000, show_default=True, type=count(1),
               help="events waiting to be scored above which new ones get 503")
-@click.option("--join-timeout", "join_timeout_s", default=30.0, show_default=True, type=float)
-@click.option("--batch-rows", default=1024, show_default=True, type=int, help="inputs per stored batch")
-@click.option("--flush-interval", "flush_interval_s", default=10.0, show_default=True, type=float)
-@click.option("--window", default=1000, show_default=True, type=int, help="inputs in the estimate's window")
-@click.option("--reference-check", "reference_check_s", default=10.0, show_default=True, type=float,
+@click.option("--join-timeout", "join_timeout_s", default=30.0, show_default=True, type=number(0, 3600, min_open=True))
+@click.option("--batch-rows", default=1024, show_default=True, type=count(1, 1_000_000), help="inputs per stored batch")
+@click.option("--flush-interval", "flush_interval_s", default=10.0, show_default=True, type=number(0, 86_400, min_open=True))
+@click.option("--window", default=1000, show_default=True, type=count(1, 10_000_000), help="inputs in the estimate's window")
+@click.option("--reference-check", "reference_check_s", default=10.0, show_default=True, type=number(0, 86_400, min_open=True),
               help="seconds between checks of the champion pointer")
-@click.option("--drain-quiet", "drain_quiet_s", default=2.0, show_default=True, type=float,
+@click.option("--drain-quiet", "drain_quiet_s", default=2.0, show_default=True, type=number(0, 3600),
               help="on SIGTERM, keep taking events until none came for this long (seconds)")
-@click.option("--drain-max", "drain_max_s", default=20.0, show_default=True, type=float,
+@click.option("--drain-max", "drain_max_s", default=20.0, show_default=True, type=number(0, 3600),
               help="on SIGTERM, take events for at most this long (seconds)")
-@click.option("--graph", default=None, metavar="JSON",
+@click.option("--graph", default=None, metavar="JSON", type=TEXT,
               help="the predictor's Seldon inference graph as JSON (as daic.serving.manifest renders it); "
                    "default: one MODEL node named classifier")
 @click.option("--log-level", default="INFO", show_default=True,
@@ -61,9 +75,7 @@ def serve(log_level: str, graph: str | None, **options) -> None:
     try:
         config = SidecarConfig(**options)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = str(first["loc"][0]) if first["loc"] else "port"
-        raise click.BadParameter(first["msg"], param_hint=f"--{where.replace('_', '-')}") from None
+        raise invalid_fields(exc) from None
     from daic.sidecar.app import read_token, run
 
     try:
@@ -74,7 +86,7 @@ def serve(log_level: str, graph: str | None, **options) -> None:
 
 
 @command.command("estimate")
-@click.option("--url", default="http://127.0.0.1:8300", show_default=True, help="the sidecar")
+@click.option("--url", default="http://127.0.0.1:8300", show_default=True, type=HTTP_URL, help="the sidecar")
 def estimate(url: str) -> None:
     """Print the sidecar's current estimate (GET /estimate) as JSON."""
     import requests
@@ -89,10 +101,10 @@ def estimate(url: str) -> None:
 
 
 @command.command("records")
-@click.option("--store", "store_url", default=None, metavar="URL")
-@click.option("--deployment", default="mnist", show_default=True)
-@click.option("--since", type=float, default=None, help="Unix seconds")
-@click.option("--until", type=float, default=None, help="Unix seconds")
+@click.option("--store", "store_url", default=None, metavar="URL", type=STORE_URL)
+@click.option("--deployment", default="mnist", show_default=True, type=DEPLOYMENT)
+@click.option("--since", type=number(0), default=None, help="Unix seconds")
+@click.option("--until", type=number(0), default=None, help="Unix seconds")
 def records(store_url: str | None, deployment: str, since: float | None, until: float | None) -> None:
     """Summarise the operational records logged for DEPLOYMENT."""
     import numpy as np
@@ -114,8 +126,8 @@ def records(store_url: str | None, deployment: str, since: float | None, until: 
 
 
 @command.command("convert-records")
-@click.option("--store", "store_url", default=None, metavar="URL")
-@click.option("--deployment", default="mnist", show_default=True)
+@click.option("--store", "store_url", default=None, metavar="URL", type=STORE_URL)
+@click.option("--deployment", default="mnist", show_default=True, type=DEPLOYMENT)
 @click.option("--keep", is_flag=True, help="keep the .npz batches after writing their Parquet parts")
 def convert_records(store_url: str | None, deployment: str, keep: bool) -> None:
     """Rewrite DEPLOYMENT's old .npz batches as Parquet parts (safe to re-run)."""

@@ -13,23 +13,49 @@ from typing import Any, Iterator
 
 import click
 
+from daic.commands.values import DNS_LABEL, LATE_STORE_URL, NONEMPTY, TEXT, SafePath
+
 
 def _coerce(name: str, raw: str, default: Any) -> Any:
+    """``raw`` typed like the parameter's ``default``: a string as typed (JSON specs, times, URLs:
+    not read as YAML, so ``{`` or ``a: b`` are kept), anything else read as YAML and checked.
+    Numbers must be finite; whole numbers are counts, seeds, limits or seconds (never negative,
+    at most MAX_COUNT: past int64 the KFP protobufs overflow)."""
+    import math
+
     import yaml
 
+    from daic.commands.values import MAX_COUNT
+
+    def bad(why: str) -> click.BadParameter:
+        return click.BadParameter(f"{name} {why}, got {raw[:80]!r}", param_hint="'--param'")
+
+    if "\x00" in raw:
+        raise bad("must not contain a NUL byte")
+    if isinstance(default, str):
+        if name in ("cycle_id", "run_name") and raw:
+            from daic.sampling.record import check_cycle
+
+            try:
+                check_cycle(raw)
+            except ValueError as exc:
+                raise bad(f"is not a cycle id ({exc})") from None
+        return raw
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError as exc:
-        raise click.BadParameter(f"{name}: cannot read {raw!r}: {exc}", param_hint="--param") from None
-    if isinstance(default, str):
-        return raw  # strings stay as typed (JSON specs, times, URLs)
+        raise bad(f"cannot be read as YAML ({str(exc).splitlines()[0]})") from None
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            raise bad("must be a finite number")
         value = float(value) if ok else value
     elif isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and not 0 <= value <= MAX_COUNT:
+            raise bad(f"must be a whole number from 0 to {MAX_COUNT}")
     elif isinstance(default, dict):
         ok = isinstance(value, dict)
     elif isinstance(default, list):
@@ -37,7 +63,7 @@ def _coerce(name: str, raw: str, default: Any) -> Any:
     else:
         ok = True
     if not ok:
-        raise click.BadParameter(f"{name} must be a {type(default).__name__}, got {raw!r}", param_hint="--param")
+        raise bad(f"must be a {type(default).__name__}")
     return value
 
 
@@ -50,9 +76,10 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
     for pair in pairs:
         name, sep, raw = pair.partition("=")
         if not sep:
-            raise click.BadParameter(f"{pair!r} is not name=value", param_hint="--param")
+            raise click.BadParameter(f"{pair[:80]!r} is not name=value", param_hint="'--param'")
         if name not in known:
-            raise click.BadParameter(f"unknown parameter {name!r}; see 'daic pipeline params'", param_hint="--param")
+            raise click.BadParameter(f"unknown parameter {name[:80]!r}; see 'daic pipeline params'",
+                                     param_hint="'--param'")
         params[name] = _coerce(name, raw, known[name])
     return params
 
@@ -104,7 +131,7 @@ def params_cmd() -> None:
 
 
 @command.command("compile")
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out-dir", type=SafePath(file_okay=False, path_type=Path), default=None,
               help="where to write the YAML (default: the package's compiled/)")
 def compile_cmd(out_dir: Path | None) -> None:
     """Compile to YAML (what make compile-pipelines does)."""
@@ -116,8 +143,8 @@ def compile_cmd(out_dir: Path | None) -> None:
 
 @command.command("run")
 @_param_option
-@click.option("--store", "store_url", default=None, metavar="URL", help="object store (default: $DAIC_STORE or ./.daic/store)")
-@click.option("--pipeline-root", type=click.Path(file_okay=False), default=None,
+@click.option("--store", "store_url", default=None, metavar="URL", type=LATE_STORE_URL, help="object store (default: $DAIC_STORE or ./.daic/store)")
+@click.option("--pipeline-root", type=SafePath(file_okay=False), default=None,
               help="where kfp.local keeps step outputs (default ./.daic/kfp-local)")
 def run_cmd(pairs: tuple[str, ...], store_url: str | None, pipeline_root: str | None) -> None:
     """Run the whole pipeline on this machine with kfp.local; print the result record."""
@@ -139,11 +166,11 @@ def run_cmd(pairs: tuple[str, ...], store_url: str | None, pipeline_root: str | 
 @command.command("submit")
 @_param_option
 @_host_option
-@click.option("--experiment", default="daic", show_default=True)
-@click.option("--run-name", default=None, help="default: the cycle id")
-@click.option("--package", type=click.Path(exists=True, dir_okay=False), default=None,
+@click.option("--experiment", default="daic", show_default=True, type=NONEMPTY)
+@click.option("--run-name", default=None, type=NONEMPTY, help="default: the cycle id")
+@click.option("--package", type=SafePath(exists=True, dir_okay=False), default=None,
               help="compiled YAML (default: the package's compiled assess_and_improve.yaml)")
-@click.option("--namespace", "kfp_namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
+@click.option("--namespace", "kfp_namespace", default=None, type=DNS_LABEL, help="Kubeflow profile namespace (multi-user installs)")
 def submit_cmd(pairs: tuple[str, ...], host: str, experiment: str, run_name: str | None, package: str | None,
                kfp_namespace: str | None) -> None:
     """Submit a run to Kubeflow Pipelines with kfp.Client; print the run id."""
@@ -158,13 +185,13 @@ def submit_cmd(pairs: tuple[str, ...], host: str, experiment: str, run_name: str
 
 @command.command("upload")
 @_host_option
-@click.option("--package", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--package", type=SafePath(dir_okay=False, path_type=Path), default=None,
               help="compiled YAML (default: the package's compiled assess_and_improve.yaml)")
-@click.option("--name", default="assess-and-improve", show_default=True, help="pipeline name in Kubeflow")
-@click.option("--version", "version", default=None, metavar="VERSION",
+@click.option("--name", default="assess-and-improve", show_default=True, type=NONEMPTY, help="pipeline name in Kubeflow")
+@click.option("--version", "version", default=None, metavar="VERSION", type=NONEMPTY,
               help="pipeline version name (default: daic's release, e.g. 0.1.0)")
-@click.option("--description", default="", help="shown in the Kubeflow UI")
-@click.option("--namespace", "kfp_namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
+@click.option("--description", default="", type=TEXT, help="shown in the Kubeflow UI")
+@click.option("--namespace", "kfp_namespace", default=None, type=DNS_LABEL, help="Kubeflow profile namespace (multi-user installs)")
 def upload_cmd(host: str, package: Path | None, name: str, version: str | None, description: str,
                kfp_namespace: str | None) -> None:
     """Upload the compiled pipeline as version VERSION of NAME; does nothing if that version exists."""

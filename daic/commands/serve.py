@@ -8,25 +8,41 @@ from pathlib import Path
 
 import click
 
+from daic.commands.values import (
+    DEPLOYMENT,
+    DNS_LABEL,
+    LATE_STORE_URL,
+    MODEL_NAME,
+    NONEMPTY,
+    PORT,
+    SERVED_VERSION,
+    TEXT,
+    VERSION,
+    SafePath,
+    count,
+    invalid_fields,
+    number,
+)
+
 
 @click.group("serve", invoke_without_command=True)
-@click.option("--store", "store_url", default=None, metavar="URL",
+@click.option("--store", "store_url", default=None, metavar="URL", type=LATE_STORE_URL,
               help="file:///path or s3://bucket/prefix (default: $DAIC_STORE or ./.daic/store)")
-@click.option("--model-name", default="mnist", show_default=True)
-@click.option("--model-version", default="champion", show_default=True,
+@click.option("--model-name", default="mnist", show_default=True, type=MODEL_NAME)
+@click.option("--model-version", default="champion", show_default=True, type=SERVED_VERSION,
               help="'champion' follows the registry pointer with live reload; or pin a version")
-@click.option("--deployment", default="mnist", show_default=True, help="records go to operational/<deployment>/")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--gateway-port", default=8003, show_default=True, type=int)
-@click.option("--model-port", default=9000, show_default=True, type=int)
-@click.option("--metrics-port", "model_metrics_port", default=6000, show_default=True, type=int)
-@click.option("--sidecar-port", default=8300, show_default=True, type=int)
+@click.option("--deployment", default="mnist", show_default=True, type=DEPLOYMENT, help="records go to operational/<deployment>/")
+@click.option("--host", default="127.0.0.1", show_default=True, type=NONEMPTY)
+@click.option("--gateway-port", default=8003, show_default=True, type=PORT)
+@click.option("--model-port", default=9000, show_default=True, type=PORT)
+@click.option("--metrics-port", "model_metrics_port", default=6000, show_default=True, type=PORT)
+@click.option("--sidecar-port", default=8300, show_default=True, type=PORT)
 @click.option("--no-sidecar", is_flag=True, help="serve without the pseudo-oracle sidecar")
-@click.option("--threads", default=4, show_default=True, type=int, help="gunicorn threads of the model server")
-@click.option("--reload-interval", "reload_interval_s", default=15.0, show_default=True, type=float,
+@click.option("--threads", default=4, show_default=True, type=count(1, 256), help="gunicorn threads of the model server")
+@click.option("--reload-interval", "reload_interval_s", default=15.0, show_default=True, type=number(0, 86_400, min_open=True),
               help="seconds between checks of the champion pointer")
-@click.option("--state-dir", default=".daic/sidecar", show_default=True, type=click.Path(path_type=Path))
-@click.option("--log-dir", default=".daic/logs", show_default=True, type=click.Path(path_type=Path))
+@click.option("--state-dir", default=".daic/sidecar", show_default=True, type=SafePath(file_okay=False, path_type=Path))
+@click.option("--log-dir", default=".daic/logs", show_default=True, type=SafePath(file_okay=False, path_type=Path))
 @click.pass_context
 def command(ctx: click.Context, no_sidecar: bool, **options) -> None:
     """Run the model server, sidecar and gateway locally until Ctrl-C."""
@@ -70,18 +86,18 @@ def command(ctx: click.Context, no_sidecar: bool, **options) -> None:
 
 
 @command.command("manifest")
-@click.option("--name", default="mnist", show_default=True)
-@click.option("--namespace", default=None)
-@click.option("--store", "store_url", default="s3://daic", show_default=True)
-@click.option("--store-secret", default="daic-store", show_default=True)
-@click.option("--model-name", default="mnist", show_default=True)
-@click.option("--model-version", default="champion", show_default=True)
-@click.option("--model-image", default=None, help="default: this release's daic-serving image")
-@click.option("--sidecar-image", default=None, help="default: this release's daic-oracle image")
-@click.option("--replicas", default=1, show_default=True, type=int)
-@click.option("--canary-version", default=None, help="add a canary predictor pinned to this version")
-@click.option("--canary-traffic", default=10, show_default=True, type=int, help="percent to the canary")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="file (default: stdout)")
+@click.option("--name", default="mnist", show_default=True, type=TEXT)
+@click.option("--namespace", default=None, type=DNS_LABEL)
+@click.option("--store", "store_url", default="s3://daic", show_default=True, type=LATE_STORE_URL)
+@click.option("--store-secret", default="daic-store", show_default=True, type=TEXT)
+@click.option("--model-name", default="mnist", show_default=True, type=MODEL_NAME)
+@click.option("--model-version", default="champion", show_default=True, type=SERVED_VERSION)
+@click.option("--model-image", default=None, type=TEXT, help="default: this release's daic-serving image")
+@click.option("--sidecar-image", default=None, type=TEXT, help="default: this release's daic-oracle image")
+@click.option("--replicas", default=1, show_default=True, type=count(1, 1000))
+@click.option("--canary-version", default=None, type=VERSION, help="add a canary predictor pinned to this version")
+@click.option("--canary-traffic", default=10, show_default=True, type=click.IntRange(1, 99), help="percent to the canary")
+@click.option("--out", type=SafePath(dir_okay=False, path_type=Path), default=None, help="file (default: stdout)")
 def manifest(canary_version: str | None, canary_traffic: int, out: Path | None, **options) -> None:
     """Render the SeldonDeployment (model server + sidecar) as YAML."""
     from pydantic import ValidationError
@@ -98,8 +114,7 @@ def manifest(canary_version: str | None, canary_traffic: int, out: Path | None, 
         doc = (render_canary_deployment(params, canary_version, canary_traffic) if canary_version
                else render_seldon_deployment(params))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise click.BadParameter(first["msg"], param_hint=f"--{str(first['loc'][0]).replace('_', '-')}") from None
+        raise invalid_fields(exc) from None
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     text = to_yaml(doc)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from daic.commands.values import SafePath, count
+
 
 def _state_dir(cycle_path: str | None, state_dir: str | None) -> Path:
     if state_dir:
@@ -48,12 +50,12 @@ def _status_names(root: Path, name: str) -> bool:
 
 
 @click.command("status")
-@click.option("--cycle", "cycle_path", default=None, type=click.Path(dir_okay=False),
+@click.option("--cycle", "cycle_path", default=None, type=SafePath(dir_okay=False),
               help="the AssessmentCycle YAML given to `daic controller`")
-@click.option("--state-dir", default=None, type=click.Path(file_okay=False),
+@click.option("--state-dir", default=None, type=SafePath(file_okay=False),
               help="the controller's --state-dir (instead of --cycle)")
 @click.option("--json", "as_json", is_flag=True, help="print the raw status JSON")
-@click.option("--events", default=5, show_default=True, type=click.IntRange(min=0), help="recent events to show")
+@click.option("--events", default=5, show_default=True, type=count(0, 10_000), help="recent events to show")
 def command(cycle_path: str | None, state_dir: str | None, as_json: bool, events: int) -> None:
     """Show phase, estimate, the cycle in flight and the history of a local AssessmentCycle."""
     if not cycle_path and not state_dir:

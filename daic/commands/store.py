@@ -6,9 +6,10 @@ import sys
 
 import click
 
+from daic.commands.values import BUCKET, KEY, KEY_PREFIX, STORE_URL
 from daic.storage import StorageError, default_url, open_store
 
-_url_option = click.option("--store", "url", default=None, metavar="URL",
+_url_option = click.option("--store", "url", default=None, metavar="URL", type=STORE_URL,
                            help="file:///path or s3://bucket/prefix (default: $DAIC_STORE or ./.daic/store)")
 
 
@@ -18,7 +19,7 @@ def command() -> None:
 
 
 @command.command("ls")
-@click.argument("prefix", default="")
+@click.argument("prefix", default="", type=KEY_PREFIX)
 @_url_option
 def ls(prefix: str, url: str | None) -> None:
     """List keys under PREFIX."""
@@ -33,7 +34,7 @@ def ls(prefix: str, url: str | None) -> None:
 
 
 @command.command("cat")
-@click.argument("key")
+@click.argument("key", type=KEY)
 @_url_option
 def cat(key: str, url: str | None) -> None:
     """Print one object (JSON pretty-printed, npz summarised)."""
@@ -55,7 +56,7 @@ def cat(key: str, url: str | None) -> None:
 
 
 @command.command("s3-server")
-@click.option("--bucket", default="daic", show_default=True)
+@click.option("--bucket", default="daic", show_default=True, type=BUCKET)
 def s3_server(bucket: str) -> None:
     """Run a local SeaweedFS S3 server until Ctrl-C, printing the environment to use it."""
     from daic.storage.seaweedfs import SeaweedS3

@@ -10,34 +10,39 @@ from typing import Any, Optional
 
 import click
 
+from daic.commands.values import KEY, MODEL_NAME, SEED, STORE_URL, TEXT, count, invalid_fields, number
+
 _STORE_HELP = "file:///path or s3://bucket/prefix (default: $DAIC_STORE or ./.daic/store)"
 
 
 def training_options(defaults: dict[str, Any]) -> Callable:
-    """Options common to train and retrain; ``defaults`` shows each command's own defaults."""
+    """Options common to train and retrain; ``defaults`` shows each command's own defaults.
+
+    The option types refuse what is never a value (a word, NaN, a negative or 65-bit number);
+    the ranges are TrainConfig's (one place), whose errors name the option (validation_error)."""
     opts = [
-        click.option("--store", "store_url", default=None, metavar="URL", help=_STORE_HELP),
-        click.option("--name", default="mnist", show_default=True, help="model name in the registry"),
-        click.option("--epochs", type=int, default=defaults["epochs"], show_default=True),
-        click.option("--batch-size", type=int, default=defaults["batch_size"],
+        click.option("--store", "store_url", default=None, metavar="URL", type=STORE_URL, help=_STORE_HELP),
+        click.option("--name", default="mnist", show_default=True, type=MODEL_NAME, help="model name in the registry"),
+        click.option("--epochs", type=count(0), default=defaults["epochs"], show_default=True),
+        click.option("--batch-size", type=count(0), default=defaults["batch_size"],
                      help="per worker (default: chosen for the device, 128 on CPU, up to 2048 on a GPU)"),
-        click.option("--lr", type=float, default=defaults["lr"], show_default=True,
+        click.option("--lr", type=number(), default=defaults["lr"], show_default=True,
                      help="peak learning rate of the one-cycle schedule"),
-        click.option("--num-workers", type=int, default=2, show_default=True, help="Ray Train workers"),
-        click.option("--cpus-per-worker", type=int, default=1, show_default=True,
+        click.option("--num-workers", type=count(0), default=2, show_default=True, help="Ray Train workers"),
+        click.option("--cpus-per-worker", type=count(0), default=1, show_default=True,
                      help="CPUs (and torch threads) per worker"),
         click.option("--use-gpu/--cpu", default=False, show_default=True, help="one GPU per worker, NCCL"),
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
                      show_default=True, help="auto: bf16 (or fp16) autocast on GPU, fp32 on CPU"),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--base-limit", type=int, default=None, help="use only the first N base training images"),
+        click.option("--seed", type=SEED, default=0, show_default=True),
+        click.option("--base-limit", type=count(0), default=None, help="use only the first N base training images"),
         click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist"]), default="mnist",
                      show_default=True),
-        click.option("--ray-address", default=None, metavar="ADDR",
+        click.option("--ray-address", default=None, metavar="ADDR", type=TEXT,
                      help="join this Ray cluster (default: $RAY_ADDRESS, else a private local Ray)"),
-        click.option("--shift-per-condition", type=int, default=100, show_default=True,
+        click.option("--shift-per-condition", type=count(0), default=100, show_default=True,
                      help="val inputs per (corruption, severity) in the shifted oracle reference (0: none)"),
-        click.option("--result-key", default=None, metavar="KEY",
+        click.option("--result-key", default=None, metavar="KEY", type=KEY,
                      help="also write the outcome as JSON to this object-store key (RayJob callers read it)"),
         click.option("--json", "as_json", is_flag=True, help="print the outcome as JSON"),
         click.option("-v", "--verbose", is_flag=True, help="show Ray's and the workers' logs"),
@@ -59,13 +64,14 @@ def config_fields(options: dict[str, Any]) -> dict[str, Any]:
     return {k: options[k] for k in CONFIG_OPTIONS if options.get(k) is not None}
 
 
+#: TrainConfig fields set from an option of another name (``daic retrain``'s).
+FIELD_OPTIONS = {"labels_prefix": "--labels", "warm_start_from": "--from", "operational_oversample": "--oversample",
+                 "unlabeled_key": "--unlabeled", "shift_per_condition": "--shift-per-condition"}
+
+
 def validation_error(exc: Exception) -> click.UsageError:
-    """A pydantic ValidationError (or ValueError) as a usage error naming the fields."""
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        parts = [f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in errors()]
-        return click.UsageError("; ".join(parts))
-    return click.UsageError(str(exc))
+    """A pydantic ValidationError (or ValueError) as a usage error naming the options."""
+    return invalid_fields(exc, FIELD_OPTIONS)
 
 
 def progress_lines(as_json: bool):
