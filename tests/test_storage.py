@@ -89,6 +89,22 @@ def test_bad_keys_rejected(store, key):
         store.put_bytes(key, b"x")
 
 
+@pytest.mark.parametrize("prefix", ["../", "..", "../../", "a/../../", "./", "/etc/", "a//", "sp ace/", "a/\x00"])
+def test_a_listing_prefix_cannot_reach_outside_the_store(store, tmp_path, prefix):
+    """A prefix is joined to the store's root (file://) or prefix (s3://): ``../`` listed the files
+    beside a file store before it was checked like a key."""
+    (tmp_path / "outside.txt").write_text("not in the store")
+    store.put_bytes("a/inside.bin", b"x")
+    with pytest.raises(ValueError, match="invalid key prefix"):
+        store.list(prefix)
+
+
+@pytest.mark.parametrize("prefix", ["", "a", "a/", "a/ins"])
+def test_a_plain_prefix_lists_what_starts_with_it(store, prefix):
+    store.put_bytes("a/inside.bin", b"x")
+    assert store.list(prefix) == ["a/inside.bin"]
+
+
 def test_concurrent_writers_never_expose_a_partial_object(store):
     """Readers racing writers see one complete version or another, never a mix."""
     versions = [bytes([i]) * 200_000 for i in range(1, 4)]

@@ -158,24 +158,23 @@ def _http_url(value: str) -> str:
 
 
 def _store_url(value: str) -> str:
-    """The URL shapes ``daic.storage.open_store`` accepts (the same rules, without opening it)."""
-    from urllib.parse import urlsplit
+    """A URL ``daic.storage.open_store`` accepts (its own check, nothing opened), without whitespace."""
+    from daic.storage import StorageError, check_url
 
-    parts = urlsplit(value)
-    if parts.scheme == "file" and parts.netloc in ("", "localhost") and parts.path:
-        return value
-    if parts.scheme == "s3" and parts.netloc and not re.search(r"\s", value):
-        return value
-    raise ValueError(f"{value!r} is not a store URL: use file:///path or s3://bucket[/prefix]")
+    try:
+        check_url(value)
+    except StorageError as exc:
+        raise ValueError(f"{exc}") from None
+    if re.search(r"\s", value):
+        raise ValueError(f"{value!r} is not a store URL: it holds whitespace")
+    return value
 
 
 def _key_prefix(value: str) -> str:
     """An object-store prefix: empty (everything), or a key with an optional trailing '/'."""
-    if value:
-        from daic.storage.base import check_key
+    from daic.storage.base import check_prefix
 
-        check_key(value[:-1] if value.endswith("/") else value)
-    return value
+    return check_prefix(value)
 
 
 def _key(value: str) -> str:

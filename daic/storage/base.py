@@ -36,6 +36,21 @@ def check_key(key: str) -> str:
     return key
 
 
+def check_prefix(prefix: str) -> str:
+    """A listing prefix: empty (every key), or a key with at most one trailing '/'; the rules of
+    :func:`check_key`, so that no prefix reaches outside the store (``../``) on any backend."""
+    if not isinstance(prefix, str):
+        raise ValueError(f"invalid key prefix {prefix!r}: not a string")
+    if prefix:
+        try:
+            check_key(prefix[:-1] if prefix.endswith("/") else prefix)
+        except ValueError:
+            raise ValueError(
+                f"invalid key prefix {prefix!r}: use '/'-separated names of letters, digits and ._=@+- "
+                "(no leading '/', no empty, '.' or '..' parts), optionally ending in '/'") from None
+    return prefix
+
+
 class ObjectStore(ABC):
     """A flat key → bytes store with atomic writes and prefix listing."""
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .base import ObjectStore, check_key
+from .base import ObjectStore, check_key, check_prefix
 from .errors import KeyNotFound, PreconditionFailed, StorageError
 
 _TMP_PREFIX = ".tmp-"
@@ -108,6 +108,7 @@ class FileStore(ObjectStore):
         return self._path(key).is_file()
 
     def list(self, prefix: str = "") -> list[str]:
+        check_prefix(prefix)  # a prefix is joined to the root below: never outside it
         # Walk only the deepest directory the prefix names, not the whole store.
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         start = self.root / base if base else self.root

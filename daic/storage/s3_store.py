@@ -54,7 +54,7 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
-from .base import ObjectStore, check_key
+from .base import ObjectStore, check_key, check_prefix
 from .errors import KeyNotFound, PreconditionFailed, StorageError
 
 _MISSING_KEY_CODES = {"NoSuchKey", "NoSuchObject"}
@@ -364,6 +364,7 @@ class S3Store(ObjectStore):
             raise self._fail("stat", key, exc) from exc
 
     def list(self, prefix: str = "") -> list[str]:
+        check_prefix(prefix)
         full = f"{self.prefix}/{prefix}" if self.prefix else prefix
         strip = len(self.prefix) + 1 if self.prefix else 0
         try:
