@@ -16,6 +16,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import zipfile
+import zlib
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -122,8 +124,10 @@ class ObjectStore(ABC):
         try:
             with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
                 return {name: npz[name] for name in npz.files}
-        except (ValueError, OSError) as exc:
-            raise StorageError(f"{self.url}: object {key!r} is not a numpy .npz archive: {exc}") from exc
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            # empty bytes: EOFError; a truncated zip: BadZipFile; a damaged member: zlib.error
+            raise StorageError(f"{self.url}: object {key!r} is not a numpy .npz archive: "
+                               f"{type(exc).__name__}: {exc}") from exc
 
     @staticmethod
     def _check_condition(if_none_match: bool, if_match: str | None) -> None:
