@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Optional
 
 from daic.models.card import DataLineage, ModelCard
-from daic.models.registry import CARD_FILE, ModelRegistry, code_version
+from daic.models.card import check_version
+from daic.models.registry import CARD_FILE, CorruptObject, ModelRegistry, check_weights, code_version
 from daic.filters.network import FILTER_ARCH, FilterNet
 # The service record is torch-free (daic.filters.service, for the deploy step's image); re-exported here.
 from daic.filters.service import FOLLOW, SERVICE_FILE, FilterService, filter_model_name, read_service, write_service  # noqa: F401
@@ -46,21 +47,41 @@ class FilterRegistry(ModelRegistry):
         return card
 
     def wraps(self, version: str) -> str:
-        """The classifier version a filter version was trained for."""
-        return str(self.card(version).train_config["classifier_version"])
+        """The classifier version a filter version was trained for; CorruptObject when its card does
+        not say (or says something that is not a version id)."""
+        wrapped = self.card(version).train_config.get("classifier_version")
+        try:
+            return check_version(wrapped)
+        except ValueError as exc:
+            raise CorruptObject(f"{self.store.url}: object {self._key(version, CARD_FILE)!r}: "
+                                f"train_config.classifier_version: {exc}") from None
 
     def state_dict(self, version: str) -> dict:
         from daic.models.weights import state_dict_from_bytes
 
         self.card(version)
         key = self._key(version, FILTER_FILE)
-        return state_dict_from_bytes(self.store.get_bytes(key), source=key)
+        try:
+            return state_dict_from_bytes(self.store.get_bytes(key), source=key)
+        except ValueError as exc:  # not a torch archive (truncated, other bytes); names the key
+            raise CorruptObject(f"{self.store.url}: {exc}") from None
 
     def load_filter(self, version: str, classifier=None) -> FilterNet:
         """The filter, in eval mode; one whose state asks for the alignment search gets the
         classifier version it wraps as its aligner (``classifier``: that network, already loaded)."""
+        import torch
+
         net = FilterNet()
-        net.load_state_dict(self.state_dict(version))
+        key = self._key(version, FILTER_FILE)
+        state = self.state_dict(version)
+        if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+            raise CorruptObject(f"{self.store.url}: object {key!r} is not a state_dict of tensors")
+        try:
+            net.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError) as exc:  # torch's missing/unexpected keys, size mismatch
+            raise CorruptObject(f"{self.store.url}: object {key!r} does not fit the filter network: "
+                                f"{str(exc)[:300]}") from None
+        check_weights(self.store, key, net)
         if net.searches:
             if classifier is None:
                 classifier, _ = ModelRegistry(self.store, self.classifier).load_networks(self.wraps(version))

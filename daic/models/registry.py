@@ -30,11 +30,14 @@ claimed the same way (``claim.json`` created if absent).
 """
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from daic.models.card import (
     VERSION_RE,
@@ -57,6 +60,74 @@ SHIFTED_FILE = "shifted_reference.npz"
 CLAIM_FILE = "claim.json"
 CHAMPION = "champion"
 _ANY = object()  # "do not check the current champion"
+
+
+class CorruptObject(StorageError):
+    """An object exists but is not what its reader expects (not JSON, the wrong shape, a field
+    missing or of the wrong type, a number that is NaN/inf or out of range). A StorageError, so the
+    CLI prints it as one line and the servers answer 503 naming the key until the object is whole."""
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def describe_errors(exc: ValidationError, limit: int = 3) -> str:
+    """``field.path: message; ...`` for the first ``limit`` errors of a pydantic validation."""
+    parts = []
+    for err in exc.errors()[:limit]:
+        where = ".".join(str(p) for p in err.get("loc") or ()) or "(top level)"
+        parts.append(f"{where}: {err.get('msg')}")
+    more = len(exc.errors()) - limit
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def parse_object(store: ObjectStore, key: str, model: type[M], raw: Any) -> M:
+    """``raw`` (as read from ``key``) validated as ``model``; CorruptObject naming the key otherwise.
+    Floats must be finite: Python's JSON reader accepts NaN and Infinity, which no record holds."""
+    bad = _non_finite(raw)
+    if bad is not None:
+        raise CorruptObject(f"{store.url}: object {key!r} is not a valid {model.__name__}: "
+                            f"{bad or '(top level)'}: not a finite number")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise CorruptObject(f"{store.url}: object {key!r} is not a valid {model.__name__}: "
+                            f"{describe_errors(exc)}") from None
+
+
+def read_object(store: ObjectStore, key: str, model: type[M]) -> M:
+    """Read JSON object ``key`` as ``model`` (KeyNotFound when absent, CorruptObject when not valid)."""
+    return parse_object(store, key, model, store.get_json(key))
+
+
+def check_weights(store: ObjectStore, key: str, net) -> None:
+    """CorruptObject when a loaded network's parameters hold NaN/inf or a buffer holds NaN (buffers
+    may hold inf on purpose: the filter's ``gate_entropy`` is inf while its gate is off)."""
+    import torch
+
+    for kind, tensors, ok in (("parameter", net.named_parameters(), torch.isfinite),
+                              ("buffer", net.named_buffers(), lambda t: ~torch.isnan(t))):
+        for name, t in tensors:
+            if t.is_floating_point() and not bool(ok(t).all()):
+                raise CorruptObject(f"{store.url}: object {key!r}: {kind} {name!r} holds "
+                                    f"{'NaN or infinite' if kind == 'parameter' else 'NaN'} values")
+
+
+def _non_finite(value: Any, path: str = "") -> Optional[str]:
+    """The path of the first NaN/inf float inside a parsed JSON value, else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for k, v in items:
+        found = _non_finite(v, f"{path}.{k}" if path else str(k))
+        if found is not None:
+            return found
+    return None
 
 
 class ChampionConflict(RuntimeError):
@@ -114,29 +185,43 @@ class ModelRegistry:
         return sorted((v for v in done if VERSION_RE.match(v)), key=version_number)
 
     def card(self, version: str) -> ModelCard:
+        """The version's card; VersionNotFound when it has none, CorruptObject when the card is not a
+        valid ModelCard of this model and version (a copied card, NaN metrics, fields missing)."""
+        key = self._key(version, CARD_FILE)
         try:
-            raw = self.store.get_json(self._key(version, CARD_FILE))
+            raw = self.store.get_json(key)
         except KeyNotFound:
             raise VersionNotFound(
                 f"{self.store.url}: model {self.name!r} has no version {version!r} "
                 f"(known: {', '.join(self.versions()) or 'none'})"
             ) from None
-        return ModelCard.model_validate(raw)
+        card = parse_object(self.store, key, ModelCard, raw)
+        if (card.name, card.version) != (self.name, version):
+            raise CorruptObject(f"{self.store.url}: object {key!r} is the card of {card.name}/{card.version}, "
+                                f"not of {self.name}/{version}")
+        return card
 
     def cards(self) -> list[ModelCard]:
         return [self.card(v) for v in self.versions()]
 
     def champion_pointer(self) -> Optional[ChampionPointer]:
+        """The pointer as stored (None when there is none; CorruptObject when it is not a pointer)."""
         try:
-            return ChampionPointer.model_validate(self.store.get_json(self.prefix + CHAMPION))
+            return read_object(self.store, self.prefix + CHAMPION, ChampionPointer)
         except KeyNotFound:
             return None
 
     def champion(self) -> str:
-        """The champion version; KeyNotFound when none has been promoted yet."""
+        """The champion version; KeyNotFound when none has been promoted yet, CorruptObject when the
+        pointer is unreadable or names a version that has no card."""
         pointer = self.champion_pointer()
         if pointer is None:
             raise KeyNotFound(f"{self.store.url}: model {self.name!r} has no champion yet")
+        try:
+            self.card(pointer.version)
+        except VersionNotFound as exc:
+            raise CorruptObject(f"{self.store.url}: object {self.prefix + CHAMPION!r} names version "
+                                f"{pointer.version!r}, which does not exist ({exc})") from None
         return pointer.version
 
     def resolve(self, ref: str) -> str:
@@ -153,14 +238,21 @@ class ModelRegistry:
 
     def load_networks(self, version: str):
         """(model, shadow) of a version, on CPU, in eval mode."""
+        card = self.card(version)
+        return (self._network(card.arch, self._key(version, MODEL_FILE)),
+                self._network(card.shadow_arch, self._key(version, SHADOW_FILE)))
+
+    def _network(self, arch: str, key: str):
+        """The network stored at ``key``; CorruptObject when the bytes are not weights of ``arch``
+        (truncated, another archive, other shapes) or hold NaN/inf."""
         from daic.models.weights import network_from_bytes
 
-        card = self.card(version)
-        model = network_from_bytes(card.arch, self.store.get_bytes(self._key(version, MODEL_FILE)),
-                                   source=self._key(version, MODEL_FILE))
-        shadow = network_from_bytes(card.shadow_arch, self.store.get_bytes(self._key(version, SHADOW_FILE)),
-                                    source=self._key(version, SHADOW_FILE))
-        return model, shadow
+        try:
+            net = network_from_bytes(arch, self.store.get_bytes(key), source=key)
+        except ValueError as exc:  # raised by network_from_bytes for each of those, naming the key
+            raise CorruptObject(f"{self.store.url}: {exc}") from None
+        check_weights(self.store, key, net)
+        return net
 
     def weights_bytes(self, version: str) -> tuple[bytes, bytes]:
         """Raw (model, shadow) weights: what a warm start ships to Ray workers."""
@@ -174,11 +266,19 @@ class ModelRegistry:
         from daic.oracles.reference import OracleReference
 
         self.card(version)
-        clean = OracleReference.from_arrays(self.store.get_arrays(self._key(version, REFERENCE_FILE)))
-        shifted_key = self._key(version, SHIFTED_FILE)
-        shifted = (ShiftedReference.from_arrays(self.store.get_arrays(shifted_key))
-                   if self.store.exists(shifted_key) else None)
+        clean_key, shifted_key = self._key(version, REFERENCE_FILE), self._key(version, SHIFTED_FILE)
+        clean = self._arrays_as(clean_key, OracleReference.from_arrays)
+        shifted = self._arrays_as(shifted_key, ShiftedReference.from_arrays) if self.store.exists(shifted_key) else None
         return clean, shifted
+
+    def _arrays_as(self, key: str, build):
+        """``build(arrays of key)``; the ValueError a reference raises for a missing array, a wrong
+        shape or dtype, or NaN becomes a CorruptObject naming the key."""
+        arrays = self.store.get_arrays(key)
+        try:
+            return build(arrays)
+        except ValueError as exc:
+            raise CorruptObject(f"{self.store.url}: object {key!r} is not a valid oracle reference: {exc}") from None
 
     def parents(self) -> dict[str, Optional[str]]:
         return {c.version: c.parent for c in self.cards()}
@@ -284,7 +384,7 @@ class ModelRegistry:
         key = self.prefix + CHAMPION
         try:
             raw, etag = self.store.get_json_with_etag(key)
-            current: Optional[ChampionPointer] = ChampionPointer.model_validate(raw)
+            current: Optional[ChampionPointer] = parse_object(self.store, key, ChampionPointer, raw)
         except KeyNotFound:
             current, etag = None, None
         if current is not None:
@@ -329,7 +429,7 @@ class ModelRegistry:
 
     def champion_history(self) -> list[ChampionPointer]:
         keys = self.store.list(f"{self.prefix}champion-history/")
-        return [ChampionPointer.model_validate(self.store.get_json(k)) for k in keys]
+        return [read_object(self.store, k, ChampionPointer) for k in keys]
 
 
 # -- module-level functions: the interface serving and the pipeline components call ----------
