@@ -34,12 +34,17 @@ from typing import Any
 
 import numpy as np
 
+from pydantic import BaseModel, ConfigDict
+
+from daic.models.registry import CorruptObject, parse_object
 from daic.sampling.pool import Pool, SampledPool
 from daic.sampling.sample import Sample
 from daic.storage import KeyNotFound, ObjectStore
 
 _CYCLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 UNLABELED = -1  # label of a sampled input nobody labeled (a human said "unsure", or timeout)
+N_CLASSES = 10  # labels lie in 0..N_CLASSES-1 (MNIST digits)
+IMAGE_SHAPE = (28, 28)
 
 
 def check_cycle(cycle: str) -> str:
@@ -150,29 +155,105 @@ def write_sample(store: ObjectStore, cycle: str, record: SampleRecord, inputs: n
     store.put_json(key(cycle, "sample.json"), {"cycle": cycle, "design": record.design, **record.meta})
 
 
+class _SampleMeta(BaseModel):
+    """``sample.json`` as read back: an object whose ``design`` is an object; the rest is the step's
+    free-form summary (kept as it is)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    cycle: str | None = None
+    design: dict[str, Any]
+
+
+def _corrupt(store: ObjectStore, k: str, what: str) -> CorruptObject:
+    return CorruptObject(f"{store.url}: object {k!r} {what}")
+
+
+def _need(store: ObjectStore, k: str, arrays: dict[str, np.ndarray], names: tuple[str, ...]) -> None:
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise _corrupt(store, k, f"lacks the array(s) {', '.join(missing)} (has: {', '.join(sorted(arrays)) or 'none'})")
+
+
+def _scalar(store: ObjectStore, k: str, arrays: dict[str, np.ndarray], name: str) -> float:
+    a = arrays[name]
+    if a.size != 1 or a.dtype.kind not in "iuf" or not np.isfinite(a).all():
+        raise _corrupt(store, k, f"array {name!r} must be one finite number, got {a.dtype} of shape {a.shape}")
+    return a.reshape(()).item()
+
+
+def _rows(store: ObjectStore, k: str, arrays: dict[str, np.ndarray], *, ints: tuple[str, ...] = (),
+          floats: tuple[str, ...] = (), ids: tuple[str, ...] = (), images: str | None = None) -> int:
+    """Check that the named arrays are one row per input (``ids``: 1-d strings or integers; ``ints``:
+    1-d integers; ``floats``: 1-d finite numbers; ``images``: (n, 28, 28) finite numbers) and
+    return n; CorruptObject naming the key and the array otherwise."""
+    names = ids + ints + floats + ((images,) if images else ())
+    _need(store, k, arrays, names)
+    n = len(arrays[names[0]]) if arrays[names[0]].ndim else -1
+    for name in names:
+        a = arrays[name]
+        shape = (n, *IMAGE_SHAPE) if name == images else (n,)
+        if a.shape != shape:
+            raise _corrupt(store, k, f"array {name!r} has shape {a.shape}, expected {shape}")
+        kinds = "UiuS" if name in ids else "iu" if name in ints else "iuf"
+        if a.dtype.kind not in kinds:
+            raise _corrupt(store, k, f"array {name!r} has dtype {a.dtype}, expected "
+                           f"{'ids' if name in ids else 'integers' if name in ints else 'numbers'}")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise _corrupt(store, k, f"array {name!r} holds NaN or infinite values")
+    return n
+
+
 def read_sample(store: ObjectStore, cycle: str) -> SampleRecord:
+    """The cycle's sample; KeyNotFound when there is none, CorruptObject naming the key when
+    ``sample.json`` or ``sample.npz`` is not a sample record (arrays missing, of another dtype or
+    length, draws outside the drawn inputs, NaN)."""
+    meta_key, arrays_key = key(cycle, "sample.json"), key(cycle, "sample.npz")
     try:
-        meta = store.get_json(key(cycle, "sample.json"))
-        arrays = store.get_arrays(key(cycle, "sample.npz"))
+        raw = store.get_json(meta_key)
+        arrays = store.get_arrays(arrays_key)
     except KeyNotFound:
         raise KeyNotFound(f"cycle {cycle!r} has no sample in {store.url} (run sample-operational first)") from None
+    meta = parse_object(store, meta_key, _SampleMeta, raw).model_dump()
     if "pool_ids" in arrays:  # a record from before the pool stayed in the sampling step
-        pool = Pool(ids=arrays["pool_ids"], p_correct=arrays["pool_p_correct"],
-                    predictions=arrays["pool_predictions"])
+        n = _rows(store, arrays_key, arrays, ids=("pool_ids",), ints=("pool_predictions",), floats=("pool_p_correct",))
+        build = lambda: Pool(ids=arrays["pool_ids"], p_correct=arrays["pool_p_correct"],  # noqa: E731
+                             predictions=arrays["pool_predictions"])
     else:
-        pool = SampledPool(ids=arrays["ids"], p_correct=arrays["p_correct"], predictions=arrays["predictions"],
-                           size=int(arrays["pool_size"]), oracle_accuracy=float(arrays["oracle_accuracy"]))
-    sample = Sample(indices=arrays["indices"], batch=arrays["batch"],
-                    selection_prob=arrays.get("selection_prob"), stratum=arrays.get("stratum"),
-                    control=arrays.get("control"), control_mean=arrays.get("control_mean"))
+        n = _rows(store, arrays_key, arrays, ids=("ids",), ints=("predictions",), floats=("p_correct",))
+        _need(store, arrays_key, arrays, ("pool_size", "oracle_accuracy"))
+        size, accuracy = _scalar(store, arrays_key, arrays, "pool_size"), _scalar(store, arrays_key, arrays, "oracle_accuracy")
+        if size != int(size) or not 0 <= accuracy <= 1:
+            raise _corrupt(store, arrays_key, f"pool_size {size!r} / oracle_accuracy {accuracy!r} out of range")
+        build = lambda: SampledPool(ids=arrays["ids"], p_correct=arrays["p_correct"],  # noqa: E731
+                                    predictions=arrays["predictions"], size=int(size), oracle_accuracy=accuracy)
+    draws = _rows(store, arrays_key, arrays, ints=("indices", "batch", *(("stratum",) if "stratum" in arrays else ())),
+                  floats=tuple(f for f in ("selection_prob", "control", "control_mean") if f in arrays))
+    if draws and (arrays["indices"].min() < 0 or arrays["indices"].max() >= n or arrays["batch"].min() < 0):
+        raise _corrupt(store, arrays_key, f"draws point outside the {n} drawn inputs (indices "
+                       f"{arrays['indices'].min()}..{arrays['indices'].max()}) or have a negative batch")
+    for name, length in (("holdout", draws), ("queued", n)):
+        if name in arrays and (arrays[name].shape != (length,) or arrays[name].dtype.kind != "b"):
+            raise _corrupt(store, arrays_key, f"array {name!r} must be {length} booleans, "
+                           f"got {arrays[name].dtype} of shape {arrays[name].shape}")
+    _need(store, arrays_key, arrays, ("holdout",))
     design = meta.pop("design")
     meta.pop("cycle", None)
-    return SampleRecord(pool=pool, sample=sample, holdout=arrays["holdout"], design=design, meta=meta,
-                        queued=arrays.get("queued"))
+    try:
+        sample = Sample(indices=arrays["indices"], batch=arrays["batch"],
+                        selection_prob=arrays.get("selection_prob"), stratum=arrays.get("stratum"),
+                        control=arrays.get("control"), control_mean=arrays.get("control_mean"))
+        return SampleRecord(pool=build(), sample=sample, holdout=arrays["holdout"], design=design, meta=meta,
+                            queued=arrays.get("queued"))
+    except ValueError as exc:  # the pool's and sample's own checks (ids unique, p_correct in [0, 1], ...)
+        raise _corrupt(store, arrays_key, f"is not a valid sample: {exc}") from None
 
 
 def read_sample_inputs(store: ObjectStore, cycle: str) -> tuple[np.ndarray, np.ndarray]:
-    arrays = store.get_arrays(key(cycle, "sample-inputs.npz"))
+    """(ids, images) of the inputs to label; CorruptObject naming the key when they do not pair up."""
+    k = key(cycle, "sample-inputs.npz")
+    arrays = store.get_arrays(k)
+    _rows(store, k, arrays, ids=("ids",), images="inputs")
     return arrays["ids"].astype(str), arrays["inputs"]
 
 
@@ -183,15 +264,30 @@ def write_labels(store: ObjectStore, cycle: str, ids: np.ndarray, labels: np.nda
 
 def read_labels(store: ObjectStore, cycle: str) -> dict[str, int]:
     """id -> label for every labeled sampled input (UNLABELED ones left out)."""
+    k = key(cycle, "labels.npz")
     try:
-        arrays = store.get_arrays(key(cycle, "labels.npz"))
+        arrays = store.get_arrays(k)
     except KeyNotFound:
         raise KeyNotFound(f"cycle {cycle!r} has no labels in {store.url} (run collect-labels first)") from None
+    _rows(store, k, arrays, ids=("ids",), ints=("labels",))
+    _check_labels(store, k, arrays["labels"], UNLABELED)
     return {i: int(y) for i, y in zip(arrays["ids"].astype(str), arrays["labels"]) if y != UNLABELED}
 
 
+def _check_labels(store: ObjectStore, k: str, labels: np.ndarray, lowest: int) -> None:
+    if labels.size and (labels.min() < lowest or labels.max() >= N_CLASSES):
+        raise _corrupt(store, k, f"array 'labels' holds {labels.min()}..{labels.max()}, outside "
+                       f"{lowest}..{N_CLASSES - 1}")
+
+
 def read_holdout(store: ObjectStore, cycle: str) -> dict[str, np.ndarray]:
+    """``images`` (n, 28, 28), ``labels`` (n,) in 0..9 and ``ids`` (n,) of the held-out inputs (and
+    any extra arrays stored with them); CorruptObject naming the key when they are not that."""
+    k = key(cycle, "holdout.npz")
     try:
-        return store.get_arrays(key(cycle, "holdout.npz"))
+        arrays = store.get_arrays(k)
     except KeyNotFound:
         raise KeyNotFound(f"cycle {cycle!r} has no held-out labeled inputs in {store.url}") from None
+    _rows(store, k, arrays, ids=("ids",), ints=("labels",), images="images")
+    _check_labels(store, k, arrays["labels"], 0)
+    return arrays
