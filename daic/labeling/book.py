@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from daic.models.registry import CorruptObject, parse_object
 from daic.storage import KeyNotFound, ObjectStore
 from daic.storage.keys import id_to_key_part
 
@@ -40,8 +41,8 @@ class LabelingTask(BaseModel):
     ids: list[str] = Field(min_length=1)
     predictions: list[int]
     confidences: list[float]
-    classes: list[str] = Field(default_factory=lambda: [str(d) for d in range(10)])
-    budget: int | None = None
+    classes: list[str] = Field(default_factory=lambda: [str(d) for d in range(10)], min_length=2)
+    budget: int | None = Field(None, ge=1)
     show_model_answer: bool = False
     created: float = Field(default_factory=time.time)
 
@@ -65,6 +66,10 @@ class LabelingTask(BaseModel):
                              f"({n}, {len(self.predictions)}, {len(self.confidences)})")
         if len(set(self.ids)) != n:
             raise ValueError("ids must be unique")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError("classes must be unique")
+        if any(not 0 <= p < len(self.classes) for p in self.predictions):
+            raise ValueError(f"predictions must be class indices 0..{len(self.classes) - 1}")
         return self
 
     @field_validator("confidences")
@@ -113,17 +118,33 @@ class LabelBook:
 
     @property
     def task(self) -> LabelingTask:
+        """The cycle's task; KeyNotFound when there is none, CorruptObject (a StorageError: the page
+        answers 503 naming the key) when ``task.json`` is not a task of this cycle."""
         if self._task is None:
+            key = self.prefix + "task.json"
             try:
-                self._task = LabelingTask.model_validate(self.store.get_json(self.prefix + "task.json"))
+                raw = self.store.get_json(key)
             except KeyNotFound:
                 raise KeyNotFound(f"no labeling task for cycle {self.cycle!r} in {self.store.url}") from None
+            task = parse_object(self.store, key, LabelingTask, raw)
+            if task.cycle != self.cycle:
+                raise CorruptObject(f"{self.store.url}: object {key!r} is the task of cycle {task.cycle!r}")
+            self._task = task
         return self._task
 
     @property
     def inputs(self) -> np.ndarray:
+        """(n, 28, 28) images, one per task id; CorruptObject naming the key when they are not."""
         if self._inputs is None:
-            self._inputs = self.store.get_arrays(self.prefix + "task-inputs.npz")["inputs"]
+            key = self.prefix + "task-inputs.npz"
+            arrays = self.store.get_arrays(key)
+            inputs = arrays.get("inputs")
+            want = (len(self.task.ids), 28, 28)
+            if inputs is None or inputs.shape != want or inputs.dtype.kind != "f" or not np.isfinite(inputs).all():
+                got = "no array 'inputs'" if inputs is None else f"{inputs.dtype} of shape {inputs.shape}"
+                raise CorruptObject(f"{self.store.url}: object {key!r}: 'inputs' must be finite numbers of "
+                                    f"shape {want}, got {got}")
+            self._inputs = inputs
         return self._inputs
 
     def input_of(self, sample_id: str) -> np.ndarray:
@@ -161,10 +182,25 @@ class LabelBook:
         """id -> answer; if an id has two objects (a store written before ids were encoded), the later wins."""
         keys = self.store.list(self.prefix + "answers/")
         out: dict[str, Answer] = {}
-        for answer in (Answer.model_validate(self.store.get_json(k)) for k in keys):
+        for answer in (self._answer(k) for k in keys):
             if answer.id not in out or answer.time >= out[answer.id].time:
                 out[answer.id] = answer
         return out
+
+    def _answer(self, key: str) -> Answer:
+        """One stored answer, checked against the task: an answer to an input of the task, stored
+        under that input's key, with a label among the task's classes; CorruptObject naming the
+        key otherwise (a label 99 would otherwise be exported as a training label)."""
+        answer = parse_object(self.store, key, Answer, self.store.get_json(key))
+        # the key of its input; before ids were encoded, the raw id (the docstring of answers())
+        if answer.id not in set(self.task.ids) or key not in (self.answer_key(answer.id),
+                                                              f"{self.prefix}answers/{answer.id}.json"):
+            raise CorruptObject(f"{self.store.url}: object {key!r} answers {answer.id[:80]!r}, which is not "
+                                f"the input this key holds answers to")
+        if answer.label is not None and not 0 <= answer.label < len(self.task.classes):
+            raise CorruptObject(f"{self.store.url}: object {key!r}: label {answer.label} is not a class "
+                                f"index 0..{len(self.task.classes) - 1}")
+        return answer
 
     def progress(self) -> tuple[int, int]:
         """(answered, total): unsure counts as answered — a person looked at it."""
