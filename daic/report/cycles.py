@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from daic.storage import KeyNotFound, ObjectStore
 
@@ -75,12 +76,41 @@ def _first(d: dict[str, Any], *names: str) -> Any:
     return None
 
 
-def _json(store: ObjectStore, key: str) -> dict[str, Any]:
+class _EstimateFigures(BaseModel):
+    """The figures of ``estimate.json`` the report prints: numbers, finite (parse_object refuses
+    NaN/inf), in range; the rest of the record passes through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    accuracy: Optional[float] = Field(None, ge=0, le=1)
+    lower: Optional[float] = Field(None, ge=0, le=1)
+    upper: Optional[float] = Field(None, ge=0, le=1)
+    n_labels: Optional[int] = Field(None, ge=0)
+
+
+class _EstimateRecord(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    estimate: Optional[_EstimateFigures] = None
+    srs_labels_needed: Optional[int] = Field(None, ge=0)
+
+
+class _Record(BaseModel):
+    """Any other cycle record: a JSON object (its fields are read with ``.get`` and type checks)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def _json(store: ObjectStore, key: str, model: type[BaseModel] = _Record) -> dict[str, Any]:
+    """The record at ``key`` as a dict ({} when absent); CorruptObject naming the key when it is not
+    a JSON object of that shape, rather than a report built on garbage or a TypeError."""
+    from daic.models.registry import parse_object
+
     try:
         value = store.get_json(key)
     except KeyNotFound:
         return {}
-    return value if isinstance(value, dict) else {}
+    return parse_object(store, key, model, value).model_dump(exclude_unset=True)
 
 
 def list_cycles(store: ObjectStore) -> list[str]:
@@ -90,7 +120,7 @@ def list_cycles(store: ObjectStore) -> list[str]:
 def load_cycle(store: ObjectStore, cycle: str) -> CycleView:
     # estimate.json (estimate-accuracy): {"estimate": {accuracy, lower, upper, n_labels, ...},
     # "srs_labels_needed": ..., "decision": ...}; flattened to the estimate's fields here.
-    doc = _json(store, f"cycles/{cycle}/estimate.json")
+    doc = _json(store, f"cycles/{cycle}/estimate.json", _EstimateRecord)
     estimate = dict(doc.get("estimate") or {})
     if doc.get("srs_labels_needed") is not None:
         estimate["srs_labels_needed"] = doc["srs_labels_needed"]
@@ -106,6 +136,7 @@ def load_cycle(store: ObjectStore, cycle: str) -> CycleView:
         labels = store.get_arrays(f"cycles/{cycle}/labels.npz")
     except KeyNotFound:
         return view
+    _check_arrays(store, cycle, sample, inputs, labels)
     # sample.npz holds the drawn inputs (ids, predictions); records before issue 22 the whole pool
     ids, preds = (sample["ids"], sample["predictions"]) if "ids" in sample else (sample["pool_ids"], sample["pool_predictions"])
     pred_of = dict(zip(ids.astype(str), preds.astype(int)))
@@ -117,3 +148,23 @@ def load_cycle(store: ObjectStore, cycle: str) -> CycleView:
         view.mispredicted_inputs = inputs["inputs"][idx]
         view.mispredicted_truth, view.mispredicted_pred = truth, pred
     return view
+
+
+def _check_arrays(store: ObjectStore, cycle: str, sample, inputs, labels) -> None:
+    """The arrays the mispredictions grid pairs up: present, 1-d ids of one length with their
+    predictions/labels (integers), images (n, 28, 28); CorruptObject naming the key otherwise."""
+    from daic.models.registry import CorruptObject
+
+    legacy = "ids" not in sample
+    wants = ((f"cycles/{cycle}/sample.npz", sample, ("pool_ids", "pool_predictions") if legacy else ("ids", "predictions")),
+             (f"cycles/{cycle}/labels.npz", labels, ("ids", "labels")),
+             (f"cycles/{cycle}/sample-inputs.npz", inputs, ("ids", "inputs")))
+    for key, arrays, (ids, values) in wants:
+        a, b = arrays.get(ids), arrays.get(values)
+        ok = a is not None and b is not None and a.ndim == 1 and b.ndim >= 1 and len(b) == len(a)
+        if ok:
+            ok = (b.shape[1:] == (28, 28) and b.dtype.kind == "f") if values == "inputs" else \
+                 (b.ndim == 1 and b.dtype.kind in "iu")
+        if not ok:
+            raise CorruptObject(f"{store.url}: object {key!r} does not hold {ids!r} and {values!r} of one "
+                                f"length (has: {', '.join(f'{k} {v.dtype}{v.shape}' for k, v in arrays.items())})")

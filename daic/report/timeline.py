@@ -53,7 +53,9 @@ class Timeline(BaseModel):
 
     @classmethod
     def load(cls, store: ObjectStore, run: str) -> "Timeline":
-        return cls.model_validate(store.get_json(cls.key(run)))
+        from daic.models.registry import read_object
+
+        return read_object(store, cls.key(run), cls)  # CorruptObject naming the key when not a Timeline
 
     @classmethod
     def latest_run(cls, store: ObjectStore) -> str:
