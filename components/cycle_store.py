@@ -36,7 +36,7 @@ import numpy as np
 
 from pydantic import BaseModel, ConfigDict
 
-from daic.models.registry import CorruptObject, parse_object
+from daic.storage.parsed import CorruptObject, parse_object
 from daic.sampling.pool import Pool, SampledPool
 from daic.sampling.sample import Sample
 from daic.storage import KeyNotFound, ObjectStore

@@ -14,8 +14,9 @@ from typing import Optional
 
 from daic.models.card import DataLineage, ModelCard
 from daic.models.card import check_version
-from daic.models.registry import CARD_FILE, CorruptObject, ModelRegistry, check_weights, code_version
+from daic.models.registry import CARD_FILE, ModelRegistry, check_weights, code_version
 from daic.filters.network import FILTER_ARCH, FilterNet
+from daic.storage.parsed import CorruptObject
 # The service record is torch-free (daic.filters.service, for the deploy step's image); re-exported here.
 from daic.filters.service import FOLLOW, SERVICE_FILE, FilterService, filter_model_name, read_service, write_service  # noqa: F401
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from daic.models.registry import CorruptObject, parse_object
+from daic.storage.parsed import CorruptObject, parse_object
 from daic.storage import KeyNotFound, ObjectStore
 from daic.storage.keys import id_to_key_part
 

@@ -30,14 +30,11 @@ claimed the same way (``claim.json`` created if absent).
 """
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Any, Optional, TypeVar
-
-from pydantic import BaseModel, ValidationError
+from typing import Any, Optional
 
 from daic.models.card import (
     VERSION_RE,
@@ -51,6 +48,7 @@ from daic.models.card import (
 )
 from daic.models.lineage import ancestry, render_tree
 from daic.storage import KeyNotFound, ObjectStore, PreconditionFailed, StorageError
+from daic.storage.parsed import CorruptObject, parse_object, read_object
 
 MODEL_FILE = "model.pt"
 SHADOW_FILE = "shadow.pt"
@@ -60,44 +58,6 @@ SHIFTED_FILE = "shifted_reference.npz"
 CLAIM_FILE = "claim.json"
 CHAMPION = "champion"
 _ANY = object()  # "do not check the current champion"
-
-
-class CorruptObject(StorageError):
-    """An object exists but is not what its reader expects (not JSON, the wrong shape, a field
-    missing or of the wrong type, a number that is NaN/inf or out of range). A StorageError, so the
-    CLI prints it as one line and the servers answer 503 naming the key until the object is whole."""
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def describe_errors(exc: ValidationError, limit: int = 3) -> str:
-    """``field.path: message; ...`` for the first ``limit`` errors of a pydantic validation."""
-    parts = []
-    for err in exc.errors()[:limit]:
-        where = ".".join(str(p) for p in err.get("loc") or ()) or "(top level)"
-        parts.append(f"{where}: {err.get('msg')}")
-    more = len(exc.errors()) - limit
-    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
-
-
-def parse_object(store: ObjectStore, key: str, model: type[M], raw: Any) -> M:
-    """``raw`` (as read from ``key``) validated as ``model``; CorruptObject naming the key otherwise.
-    Floats must be finite: Python's JSON reader accepts NaN and Infinity, which no record holds."""
-    bad = _non_finite(raw)
-    if bad is not None:
-        raise CorruptObject(f"{store.url}: object {key!r} is not a valid {model.__name__}: "
-                            f"{bad or '(top level)'}: not a finite number")
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise CorruptObject(f"{store.url}: object {key!r} is not a valid {model.__name__}: "
-                            f"{describe_errors(exc)}") from None
-
-
-def read_object(store: ObjectStore, key: str, model: type[M]) -> M:
-    """Read JSON object ``key`` as ``model`` (KeyNotFound when absent, CorruptObject when not valid)."""
-    return parse_object(store, key, model, store.get_json(key))
 
 
 def check_weights(store: ObjectStore, key: str, net) -> None:
@@ -111,23 +71,6 @@ def check_weights(store: ObjectStore, key: str, net) -> None:
             if t.is_floating_point() and not bool(ok(t).all()):
                 raise CorruptObject(f"{store.url}: object {key!r}: {kind} {name!r} holds "
                                     f"{'NaN or infinite' if kind == 'parameter' else 'NaN'} values")
-
-
-def _non_finite(value: Any, path: str = "") -> Optional[str]:
-    """The path of the first NaN/inf float inside a parsed JSON value, else None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return path
-    if isinstance(value, dict):
-        items = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)
-    else:
-        return None
-    for k, v in items:
-        found = _non_finite(v, f"{path}.{k}" if path else str(k))
-        if found is not None:
-            return found
-    return None
 
 
 class ChampionConflict(RuntimeError):

@@ -104,7 +104,7 @@ class _Record(BaseModel):
 def _json(store: ObjectStore, key: str, model: type[BaseModel] = _Record) -> dict[str, Any]:
     """The record at ``key`` as a dict ({} when absent); CorruptObject naming the key when it is not
     a JSON object of that shape, rather than a report built on garbage or a TypeError."""
-    from daic.models.registry import parse_object
+    from daic.storage.parsed import parse_object
 
     try:
         value = store.get_json(key)
@@ -153,7 +153,7 @@ def load_cycle(store: ObjectStore, cycle: str) -> CycleView:
 def _check_arrays(store: ObjectStore, cycle: str, sample, inputs, labels) -> None:
     """The arrays the mispredictions grid pairs up: present, 1-d ids of one length with their
     predictions/labels (integers), images (n, 28, 28); CorruptObject naming the key otherwise."""
-    from daic.models.registry import CorruptObject
+    from daic.storage.parsed import CorruptObject
 
     legacy = "ids" not in sample
     wants = ((f"cycles/{cycle}/sample.npz", sample, ("pool_ids", "pool_predictions") if legacy else ("ids", "predictions")),

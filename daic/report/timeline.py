@@ -53,7 +53,7 @@ class Timeline(BaseModel):
 
     @classmethod
     def load(cls, store: ObjectStore, run: str) -> "Timeline":
-        from daic.models.registry import read_object
+        from daic.storage.parsed import read_object
 
         return read_object(store, cls.key(run), cls)  # CorruptObject naming the key when not a Timeline
 
