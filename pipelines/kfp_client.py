@@ -9,21 +9,8 @@ operator's worker thread, ``daic pipeline submit``). ``bounded_kfp_client`` give
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 KFP_TIMEOUT: tuple[float, float] = (5.0, 30.0)  # (connect, read) seconds per KFP API request
-
-
-def check_host(host: str) -> str:
-    """``host`` if it is an http(s) URL with a host name; a ValueError saying what is wrong otherwise
-    (kfp would take ``ftp://x`` as a host name and fail on DNS)."""
-    try:
-        parts = urlsplit(host)
-    except ValueError as exc:
-        raise ValueError(f"{host!r} is not a URL: {exc}") from exc
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{host!r} is not an http:// or https:// URL with a host, e.g. http://localhost:8888")
-    return host
 
 
 def bounded_kfp_client(host: str, namespace: str | None, timeout: tuple[float, float] | None = None) -> Any:

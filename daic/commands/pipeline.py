@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import click
 
-from daic.commands.values import DNS_LABEL, LATE_STORE_URL, NONEMPTY, TEXT, SafePath
+from daic.commands.values import DNS_LABEL, HTTP_URL, LATE_STORE_URL, NONEMPTY, TEXT, SafePath
 
 
 def _coerce(name: str, raw: str, default: Any) -> Any:
@@ -88,16 +88,7 @@ _param_option = click.option("-p", "--param", "pairs", multiple=True, metavar="N
                              help="a pipeline parameter (repeatable)")
 
 
-def _check_host(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    from daic.pipelines.kfp_client import check_host
-
-    try:
-        return check_host(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
-
-
-_host_option = click.option("--host", required=True, metavar="URL", callback=_check_host,
+_host_option = click.option("--host", required=True, metavar="URL", type=HTTP_URL,
                             help="Kubeflow Pipelines API, e.g. http://localhost:8888")
 
 
