@@ -10,7 +10,9 @@ inside a step, and never garbage used silently (a NaN accuracy promoted).
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any, Optional, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -41,15 +43,32 @@ def describe_errors(exc: ValidationError, limit: int = 3) -> str:
 def parse_object(store: ObjectStore, key: str, model: type[M], raw: Any) -> M:
     """``raw`` (as read from ``key``) validated as ``model``; CorruptObject naming the key otherwise.
     Floats must be finite: Python's JSON reader accepts NaN and Infinity, which no record holds."""
+    return parse_value(f"{store.url}: object {key!r}", model, raw)
+
+
+def parse_value(where: str, model: type[M], raw: Any) -> M:
+    """``raw`` validated as ``model``; CorruptObject starting with ``where`` (what was read: a store
+    object, or a local file such as a controller's status.json or the sidecar's checkpoint)
+    otherwise. Floats must be finite, as in :func:`parse_object`."""
     bad = _non_finite(raw)
     if bad is not None:
-        raise CorruptObject(f"{store.url}: object {key!r} is not a valid {model.__name__}: "
-                            f"{bad or '(top level)'}: not a finite number")
+        raise CorruptObject(f"{where} is not a valid {model.__name__}: {bad or '(top level)'}: not a finite number")
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise CorruptObject(f"{store.url}: object {key!r} is not a valid {model.__name__}: "
-                            f"{describe_errors(exc)}") from None
+        raise CorruptObject(f"{where} is not a valid {model.__name__}: {describe_errors(exc)}") from None
+
+
+def load_json_file(path: Path, model: type[M]) -> M:
+    """A local JSON file read as ``model``: CorruptObject naming the file when it cannot be read as
+    text, is not JSON or is not a valid ``model``; FileNotFoundError when it is absent."""
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8 (UnicodeDecodeError) or not JSON
+        raise CorruptObject(f"{path}: not a readable JSON file: {exc}") from None
+    return parse_value(str(path), model, raw)
 
 
 def read_object(store: ObjectStore, key: str, model: type[M]) -> M:
