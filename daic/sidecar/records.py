@@ -55,6 +55,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from daic.storage import ObjectStore
+from daic.storage.parsed import CorruptObject
 
 PREFIX = "operational"
 COLUMNS: tuple[str, ...] = ("ids", "request_ids", "times", "inputs", "predictions", "probs", "embeddings",
@@ -241,7 +242,55 @@ def from_table(table: pa.Table) -> OperationalRecords:
     missing = [c for c in COLUMNS if c not in table.column_names and c not in OPTIONAL]
     if missing:
         raise ValueError(f"operational part lacks {', '.join(missing)}")
-    return OperationalRecords(**{c: column_as_numpy(table, c) for c in COLUMNS if c in table.column_names})
+    for name in COLUMNS:
+        if name in table.column_names and not _arrow_type_ok(name, table.schema.field(name).type):
+            raise ValueError(f"column {name!r} is {table.schema.field(name).type}, not the records' type")
+    return _checked({c: column_as_numpy(table, c) for c in COLUMNS if c in table.column_names})
+
+
+#: numpy kinds and dimensions of each column (module docstring): what a reader may assume
+_KINDS = {"ids": "USO", "request_ids": "USO", "model_version": "USO", "times": "fiu", "inputs": "f",
+          "predictions": "iu", "probs": "f", "embeddings": "f", "shadow_probs": "f", "p_correct": "f",
+          "drift": "f", "abstained": "b"}
+_NDIM = {"inputs": 3, "probs": 2, "embeddings": 2, "shadow_probs": 2}
+
+
+def _arrow_type_ok(name: str, typ: pa.DataType) -> bool:
+    if _NDIM.get(name, 1) > 1:
+        if not pa.types.is_fixed_size_list(typ) or not pa.types.is_floating(typ.value_type):
+            return False
+        return name != "inputs" or typ.list_size == IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+    if pa.types.is_dictionary(typ):
+        typ = typ.value_type
+    kinds = _KINDS[name]
+    return ((pa.types.is_string(typ) or pa.types.is_large_string(typ)) if "U" in kinds
+            else pa.types.is_boolean(typ) if kinds == "b"
+            else pa.types.is_integer(typ) if kinds == "iu"
+            else pa.types.is_floating(typ) or ("i" in kinds and pa.types.is_integer(typ)))
+
+
+def _checked(arrays: dict[str, np.ndarray]) -> OperationalRecords:
+    """The columns of one stored part as records, checked as a reader needs them: every column of
+    its kind and rank (images (N, 28, 28)), one row per input, finite times and images, and
+    predictions that index the probabilities (``np.bincount`` of a negative one, a NaN time in a
+    window test, a string where a number belongs went wrong far from the part). P(correct) and
+    drift may be NaN: an input recorded unscored. ValueError naming the column otherwise."""
+    for name, arr in arrays.items():
+        arr = np.asarray(arr)
+        if arr.dtype.kind not in _KINDS[name] or arr.ndim != _NDIM.get(name, 1):
+            raise ValueError(f"column {name!r} is {arr.dtype} {arr.shape}, expected "
+                             f"{'strings' if 'U' in _KINDS[name] else _KINDS[name]} of rank {_NDIM.get(name, 1)}")
+    records = OperationalRecords(**arrays)
+    if not np.isfinite(records.times).all():
+        raise ValueError("column 'times' holds a NaN or infinite time")
+    if not np.isfinite(records.inputs).all():
+        raise ValueError("column 'inputs' holds a NaN or infinite pixel")
+    width = records.probs.shape[1]
+    if records.predictions.size and (records.predictions.min() < 0 or records.predictions.max() >= width):
+        raise ValueError(f"column 'predictions' holds a class outside [0, {width})")
+    if records.shadow_probs.shape[1] != width:
+        raise ValueError(f"shadow_probs has {records.shadow_probs.shape[1]} classes, probs {width}")
+    return records
 
 
 def encode_part(records: OperationalRecords) -> bytes:
@@ -365,25 +414,31 @@ def _npz_first_time(deployment: str, key: str) -> float | None:
 
 
 def read_npz_batch(store: ObjectStore, key: str) -> OperationalRecords:
-    arrays = store.get_arrays(key)
+    """An old ``.npz`` batch (CorruptObject naming the key when it is not a batch of records)."""
+    arrays = store.get_arrays(key)  # StorageError naming the key when it is not an npz
     missing = [c for c in COLUMNS if c not in arrays and c not in OPTIONAL]
     if missing:
-        raise ValueError(f"operational batch {key!r} lacks {', '.join(missing)}")
-    return OperationalRecords(**{c: arrays[c] for c in COLUMNS if c in arrays})
+        raise CorruptObject(f"{store.url}: operational batch {key!r} lacks {', '.join(missing)}")
+    try:
+        return _checked({c: arrays[c] for c in COLUMNS if c in arrays})
+    except ValueError as exc:
+        raise CorruptObject(f"{store.url}: operational batch {key!r}: {exc}") from None
 
 
 def read_part(store: ObjectStore, key: str) -> OperationalRecords:
-    """Every column of one object (a Parquet part or an old ``.npz`` batch)."""
+    """Every column of one object (a Parquet part or an old ``.npz`` batch); CorruptObject naming
+    the key when it is not a readable part of records (a StorageError: ``daic oracle records`` and
+    the readers above it print one line)."""
     if key.endswith(".npz"):
         return read_npz_batch(store, key)
     try:
         table = pq.read_table(io.BytesIO(store.get_bytes(key)))
-    except pa.ArrowInvalid as exc:
-        raise ValueError(f"operational part {key!r} is not a readable Parquet file: {exc}") from exc
+    except (pa.ArrowException, OSError) as exc:  # ArrowInvalid, or OSError for a cut-off file
+        raise CorruptObject(f"{store.url}: operational part {key!r} is not a readable Parquet file: {exc}") from None
     try:
         return from_table(table)
     except ValueError as exc:
-        raise ValueError(f"operational part {key!r}: {exc}") from None
+        raise CorruptObject(f"{store.url}: operational part {key!r}: {exc}") from None
 
 
 def read_operational(store: ObjectStore, deployment: str, since: float | None = None,
