@@ -37,6 +37,7 @@ from daic.serving.inputs import decode_request
 from daic.serving.protocol import CLASS_NAMES, parse_response
 from daic.sidecar.assess import filter_of_body
 from daic.sidecar.assessment import AssessorPool, Widths, assessor_widths, width_mismatch
+from daic.sidecar.checkpoint import corrupt_part, parse_checkpoint
 from daic.sidecar.config import SidecarConfig
 from daic.sidecar.events import LoggedEvent
 from daic.sidecar.feedback import parse_feedback
@@ -45,7 +46,7 @@ from daic.sidecar.metrics import SidecarMetrics
 from daic.sidecar.records import OperationalRecords, write_parts
 from daic.sidecar.serving import ServingVersions
 from daic.sidecar.versions import RegistryVersions
-from daic.sidecar.wal import WriteAheadLog
+from daic.sidecar.wal import CHECKPOINT, WriteAheadLog
 from daic.storage import ObjectStore
 
 logger = logging.getLogger(__name__)
@@ -818,33 +819,40 @@ class SidecarService:
         }
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
+        """Resume from the log's checkpoint, parsed as a whole first (daic.sidecar.checkpoint): one
+        of the wrong shape is refused naming the file and the field, and nothing is restored,
+        rather than a KeyError/AttributeError at start or accepted events dropped unasked."""
+        path = self.wal.directory / CHECKPOINT
+        cp = parse_checkpoint(path, checkpoint)
         pending = []
-        for entry in checkpoint.get("pending", []):
+        for i, entry in enumerate(cp.pending):
             try:
-                pending.append(LoggedEvent.from_wal(entry))
-            except (KeyError, ValueError, TypeError):
-                self.metrics.drop("unreadable")
-        self.join.restore(pending, list(checkpoint.get("completed", [])))
-        for version, state in checkpoint.get("estimators", {}).items():
-            self.estimators[version] = self.assessors.estimator_from_state(state, version)
-        self.serving = ServingVersions.from_state(checkpoint.get("serving"), self.config.canary_idle_s,
-                                                  list(self.estimators), self.clock())
-        for version, s in checkpoint.get("feedback", {}).items():
-            self.feedback[version] = _FeedbackStats(int(s["n"]), int(s["correct"]), list(s["p_correct"]),
-                                                    list(s["is_correct"]), list(s.get("covariates", [])))
-        for version, widths in dict(checkpoint.get("widths") or {}).items():
+                pending.append(LoggedEvent.from_wal(entry.model_dump()))
+            except ValueError as exc:  # the body is not JSON: the sidecar wrote only bodies it had parsed
+                raise corrupt_part(path, f"pending.{i}.b", exc) from None
+        estimators = {}
+        for version, state in cp.estimators.items():
             try:
-                self._hold(str(version), Widths(int(widths[0]), int(widths[1])))
-            except (TypeError, ValueError, IndexError, KeyError):
-                continue
-        for entry in checkpoint.get("recent", []):
-            try:
-                rid, version, predictions, p_correct, covariates = entry
-                self._remember(str(rid), (str(version), np.asarray(predictions, dtype=np.int64),
-                                          np.asarray([np.nan if p is None else p for p in p_correct], dtype=np.float64),
-                                          None if covariates is None else np.asarray(covariates, dtype=np.float64)))
-            except (TypeError, ValueError):
-                continue
+                estimators[version] = self.assessors.estimator_from_state(state, version)
+            except (ValueError, OverflowError) as exc:  # OnlineEstimator.from_state's refusal of a malformed
+                # window (an inf where an int column belongs escapes it as OverflowError)
+                raise corrupt_part(path, f"estimators.{version}", exc) from None
+        self.join.restore(pending, list(cp.completed))
+        self.estimators.update(estimators)
+        self.serving = ServingVersions.from_state(None if cp.serving is None else cp.serving.model_dump(),
+                                                  self.config.canary_idle_s, list(self.estimators), self.clock())
+        for version, s in cp.feedback.items():
+            self.feedback[version] = _FeedbackStats(
+                s.n, s.correct, [np.nan if p is None else p for p in s.p_correct], list(s.is_correct),
+                [[np.nan if c is None else c for c in row] for row in s.covariates])
+        for version, (n_classes, embedding_dim) in cp.widths.items():
+            self._hold(version, Widths(n_classes, embedding_dim))
+        for rid, version, predictions, p_correct, covariates in cp.recent:
+            self._remember(rid, (version, np.asarray(predictions, dtype=np.int64),
+                                 np.asarray([np.nan if p is None else p for p in p_correct], dtype=np.float64),
+                                 None if covariates is None else np.asarray(
+                                     [[np.nan if c is None else c for c in row] for row in covariates],
+                                     dtype=np.float64)))
 
     # -- reading ------------------------------------------------------------------------------
     def estimates(self) -> dict[str, dict[str, Any]]:
