@@ -57,9 +57,8 @@ def command() -> None:
 def serve(url: str | None, labelers_path: str, host: str, port: int, labeler: str | None, login: bool,
           public_url: str | None, max_body_bytes: int, store_timeout: float) -> None:
     """Serve the labeling page; prints a login link (with a token) for one labeler."""
-    from aiohttp import web
-
-    from daic.labeling.app import RUNNER_ARGS, LabelingConfig, make_app
+    from daic.labeling.app import LabelingConfig, make_app
+    from daic.labeling.app import serve as serve_page
     from daic.labeling.auth import login_url
 
     try:
@@ -81,8 +80,7 @@ def serve(url: str | None, labelers_path: str, host: str, port: int, labeler: st
         click.echo(f"log in as {name}: {login_url(base, token)}")
     elif not labelers.digests:
         click.echo(f"no labeler can log in yet: run `daic label token NAME --labelers {labelers.path}`")
-    web.run_app(make_app(store, labelers, config), host=host, port=port, print=None,
-                handler_args=RUNNER_ARGS)
+    serve_page(make_app(store, labelers, config), host, port)
 
 
 @command.command("token")

@@ -41,6 +41,7 @@ from aiohttp import web
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from daic.serving.http_limits import HttpLimits, body_deadline, serve_app
 from daic.storage import KeyNotFound, ObjectStore, StorageError
 from daic.storage.keys import id_to_key_part, is_hashed, key_part_to_id
 
@@ -48,9 +49,10 @@ from .auth import Labelers
 from .book import UNSURE, LabelBook, check_cycle
 
 STATIC = Path(__file__).parent / "static"
-# Passed to aiohttp's request handler (AppRunner(app, **RUNNER_ARGS), run_app(handler_args=...)): bodies
-# reach the page as sent, so a compressed one is refused with a JSON message instead of being inflated
-# (or failing inside aiohttp's parser with a bare 400).
+# Passed to aiohttp's request handler as plain keywords (AppRunner(app, **RUNNER_ARGS), serve's runner):
+# bodies reach the page as sent, so a compressed one is refused with a JSON message instead of being
+# inflated (or failing inside aiohttp's parser with a bare 400). Not run_app(handler_args=...): aiohttp
+# hands that on to its request handler as an unknown keyword, and on the TypeError drops every option.
 RUNNER_ARGS = {"auto_decompress": False}
 COOKIE = "daic_labeler"
 T = TypeVar("T")
@@ -399,10 +401,13 @@ async def _close_pool(app: web.Application) -> None:
     app[POOL_KEY].shutdown(wait=False, cancel_futures=True)
 
 
-def make_app(store: ObjectStore, labelers: Labelers, config: LabelingConfig | None = None) -> web.Application:
+def make_app(store: ObjectStore, labelers: Labelers, config: LabelingConfig | None = None,
+             limits: HttpLimits | None = None) -> web.Application:
     config = config or LabelingConfig()
-    # client_max_size also bounds what aiohttp itself would buffer (the handlers read at most the limit)
-    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[guard])
+    # client_max_size also bounds what aiohttp itself would buffer (the handlers read at most the limit);
+    # a body must arrive within limits.body_timeout_s (408, daic.serving.http_limits)
+    app = web.Application(client_max_size=config.max_body_bytes,
+                          middlewares=[body_deadline((limits or HttpLimits()).body_timeout_s), guard])
     app[STORE_KEY] = store
     app[LABELERS_KEY] = labelers
     app[CONFIG_KEY] = config
@@ -422,3 +427,9 @@ def make_app(store: ObjectStore, labelers: Labelers, config: LabelingConfig | No
         web.static("/static", STATIC),
     ])
     return app
+
+
+def serve(app: web.Application, host: str, port: int, limits: HttpLimits | None = None) -> None:
+    """Serve the page until SIGINT/SIGTERM with :data:`RUNNER_ARGS` and ``limits`` (idle and
+    unfinished connections closed, bodies given a deadline, open connections capped)."""
+    serve_app(app, host, port, limits, **RUNNER_ARGS)

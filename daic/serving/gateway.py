@@ -47,6 +47,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from daic.serving.affinity import check_cpus, pinned
+from daic.serving.http_limits import HttpLimits, body_deadline, serve_app
 from daic.serving.request_logger import ACK_SIZE, FAILED, decode_acks, encode_frame
 from daic.sidecar.events import encode_cloudevent
 
@@ -423,8 +424,11 @@ class Gateway:
         queued = self._in_flight
         return web.json_response({**self.stats, "log_queue_depth": queued, "log_waiting": len(self._waiting)})
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.max_body_bytes)
+    def app(self, limits: HttpLimits | None = None) -> web.Application:
+        """The application; a body must arrive within ``limits.body_timeout_s`` (408), and
+        :func:`main` serves it under the rest of ``limits`` (daic.serving.http_limits)."""
+        app = web.Application(client_max_size=self.config.max_body_bytes,
+                              middlewares=[body_deadline((limits or HttpLimits()).body_timeout_s)])
         for prefix in ("", "/seldon/{namespace}/{deployment}", "/seldon/{deployment}"):
             for api in ("/api/v1.0", "/api/v0.1"):  # the executor serves both
                 app.router.add_post(prefix + api + "/predictions", self.predictions)
@@ -477,7 +481,8 @@ def main(argv: list[str] | None = None) -> None:
                                logger_cpus=_cpu_list(args.logger_cpus))
     except ValueError as exc:
         parser.error(str(exc))
-    web.run_app(Gateway(config).app(), host=config.host, port=config.port, print=None, access_log=None)
+    limits = HttpLimits()
+    serve_app(Gateway(config).app(limits), config.host, config.port, limits, access_log=None)
 
 
 if __name__ == "__main__":

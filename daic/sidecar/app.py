@@ -45,6 +45,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from daic.serving.http_limits import HttpLimits, body_deadline, make_runner, start_site
 from daic.sidecar.config import SidecarConfig
 from daic.sidecar.events import EventError, LoggedEvent, parse_cloudevent
 from daic.sidecar.feedback import parse_feedback
@@ -227,10 +228,13 @@ async def post_feedback_from_outside(request: web.Request) -> web.Response:
     return await post_feedback(request)
 
 
-def build_public_app(service: SidecarService, token: str | None = None) -> web.Application:
+def build_public_app(service: SidecarService, token: str | None = None,
+                     limits: HttpLimits | None = None) -> web.Application:
     """What the Service port serves to the cluster: the estimate, metrics and health, and
-    feedback with a bearer token. Events and admin are on the loopback ingest port only."""
-    app = web.Application(client_max_size=service.config.max_body_bytes)
+    feedback with a bearer token. Events and admin are on the loopback ingest port only.
+    A body must arrive within ``limits.body_timeout_s`` (daic.serving.http_limits)."""
+    app = web.Application(client_max_size=service.config.max_body_bytes,
+                          middlewares=[body_deadline((limits or HttpLimits()).body_timeout_s)])
     app[SERVICE] = service
     if token:
         app[TOKEN] = token
@@ -258,11 +262,13 @@ def read_token(path) -> str | None:
     return token
 
 
-def build_app(service: SidecarService, manage_lifecycle: bool = True) -> web.Application:
+def build_app(service: SidecarService, manage_lifecycle: bool = True,
+              limits: HttpLimits | None = None) -> web.Application:
     """The loopback ingest application around ``service`` (every endpoint); with
     ``manage_lifecycle`` the app starts and stops the service (recovery on startup, flush on
-    shutdown)."""
-    app = web.Application(client_max_size=service.config.max_body_bytes)
+    shutdown). A body must arrive within ``limits.body_timeout_s``."""
+    app = web.Application(client_max_size=service.config.max_body_bytes,
+                          middlewares=[body_deadline((limits or HttpLimits()).body_timeout_s)])
     app[SERVICE] = service
     app.router.add_post("/", post_event)
     app.router.add_post("/api/v1.0/feedback", post_feedback)
@@ -295,7 +301,7 @@ def create_service(config: SidecarConfig) -> SidecarService:
 
 
 async def serve(config: SidecarConfig, service: SidecarService | None = None,
-                stop: asyncio.Event | None = None) -> None:
+                stop: asyncio.Event | None = None, limits: HttpLimits | None = None) -> None:
     """Serve until SIGINT/SIGTERM (or ``stop``), losing nothing the executor sends around a restart:
 
     1. recover the write-ahead log and bind the port at once, so events are taken (written ahead,
@@ -303,7 +309,10 @@ async def serve(config: SidecarConfig, service: SidecarService | None = None,
     2. on SIGTERM, report not-ready but keep taking events until none came for ``drain_quiet_s``
        (at most ``drain_max_s``): the executor in the same pod is being stopped at the same time and
        still posts what its logger queue holds;
-    3. then stop taking events, process and write everything accepted, checkpoint, close."""
+    3. then stop taking events, process and write everything accepted, checkpoint, close.
+
+    Both ports bound their clients with ``limits`` (daic.serving.http_limits): idle and
+    unfinished connections closed, bodies given a deadline, open connections capped."""
     service = service or create_service(config)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -311,14 +320,15 @@ async def serve(config: SidecarConfig, service: SidecarService | None = None,
         loop.add_signal_handler(sig, stop.set)
     token = read_token(config.feedback_token_file)
     await service.open()
-    runners = [web.AppRunner(build_app(service, manage_lifecycle=False), access_log=None, handle_signals=False),
-               web.AppRunner(build_public_app(service, token), access_log=None, handle_signals=False)]
+    limits = limits or HttpLimits()
+    runners = [make_runner(build_app(service, manage_lifecycle=False, limits=limits), limits, access_log=None),
+               make_runner(build_public_app(service, token, limits), limits, access_log=None)]
     for runner in runners:
         await runner.setup()
     # Events, feedback without a token and admin: loopback only (the executor is in the same pod;
     # on the embedded default the gateway is on the same machine).
-    await web.TCPSite(runners[0], "127.0.0.1", config.ingest_port).start()
-    await web.TCPSite(runners[1], config.host, config.port).start()
+    await start_site(runners[0], "127.0.0.1", config.ingest_port, limits)
+    await start_site(runners[1], config.host, config.port, limits)
     logger.info("daic sidecar for %s: events on 127.0.0.1:%d, estimate/metrics/health on %s:%d%s; store %s, "
                 "state %s", config.deployment, config.ingest_port, config.host, config.port,
                 " (+ feedback with a token)" if token else "", service.store.url, config.wal_dir)
