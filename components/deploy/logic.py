@@ -30,11 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from pydantic import BaseModel, ConfigDict, StrictBool
 
 from daic.components import cycle_store
 from daic.components.deploy.kube import API_TIMEOUT, RETRY_FOR_S, custom_objects_api, through_faults
 from daic.components.train import registry_access
 from daic.storage import ObjectStore, open_store
+from daic.storage.parsed import read_object
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,23 @@ def promote_local(store: ObjectStore, version: str, config: DeployConfig,
     return steps
 
 
+class _Decision(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    promote: StrictBool  # "no", "false" or 1 is not a decision (a lax bool read 1 as a promotion)
+    reason: str = "no reason given"
+
+
+class Evaluation(BaseModel):
+    """``cycles/<c>/evaluation.json``, the part deploy acts on: a record missing the decision or the
+    versions, or with a string for ``promote`` (which was truthy), is a CorruptObject naming the
+    key, never a promotion."""
+
+    model_config = ConfigDict(extra="ignore")
+    challenger_version: str
+    champion_version: str
+    decision: _Decision
+
+
 def evaluated_champion(store: ObjectStore, cycle: str, version: str) -> str | None:
     """The champion evaluate compared ``version`` with in this cycle; None when the cycle has no
     evaluation (deploy run on its own: the pointer then moves unconditionally)."""
@@ -110,14 +129,13 @@ def evaluated_champion(store: ObjectStore, cycle: str, version: str) -> str | No
     if not store.exists(key):
         log.warning("cycle %s has no evaluation.json: promoting %s without checking the champion", cycle, version)
         return None
-    evaluation = store.get_json(key)
-    if evaluation.get("challenger_version") != version:
-        raise ValueError(f"cycle {cycle!r} evaluated {evaluation.get('challenger_version')!r}, not {version!r}: "
+    evaluation = read_object(store, key, Evaluation)
+    if evaluation.challenger_version != version:
+        raise ValueError(f"cycle {cycle!r} evaluated {evaluation.challenger_version!r}, not {version!r}: "
                          "refusing to deploy a version that was not evaluated")
-    if not (evaluation.get("decision") or {}).get("promote"):
-        raise ValueError(f"cycle {cycle!r}: evaluate did not find {version!r} better "
-                         f"({(evaluation.get('decision') or {}).get('reason', 'no decision')})")
-    return evaluation["champion_version"]
+    if not evaluation.decision.promote:
+        raise ValueError(f"cycle {cycle!r}: evaluate did not find {version!r} better ({evaluation.decision.reason})")
+    return evaluation.champion_version
 
 
 def cluster_namespace(namespace: str) -> str:
@@ -144,11 +162,20 @@ def serving_filter(store: ObjectStore, cycle: str) -> ServingFilter:
     key = cycle_store.key(cycle, "evaluation.json")
     if not store.exists(key):
         return ServingFilter()
-    evaluation = store.get_json(key)
-    version = evaluation.get("challenger_filter_version")
-    if evaluation.get("serve") == "challenger+filter" and version:
-        return ServingFilter(str(version), str(evaluation.get("challenger_filter_gate") or "gated"))
+    evaluation = read_object(store, key, _ServingFields)
+    version = evaluation.challenger_filter_version
+    if evaluation.serve == "challenger+filter" and version:
+        return ServingFilter(version, evaluation.challenger_filter_gate or "gated")
     return ServingFilter()
+
+
+class _ServingFields(BaseModel):
+    """The filter fields of ``evaluation.json`` that :func:`serving_filter` reads."""
+
+    model_config = ConfigDict(extra="ignore")
+    serve: str | None = None
+    challenger_filter_version: str | None = None
+    challenger_filter_gate: str | None = None
 
 
 def promote_seldon(api, version: str, config: DeployConfig,

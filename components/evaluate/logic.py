@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from daic.components import cycle_store
 from daic.components.estimate_accuracy.logic import labeled_subsample, write_result
@@ -42,6 +43,7 @@ from daic.components.sample_operational.designs import make_design
 from daic.components.train import registry_access
 from daic.sampling.sample import Estimate, check_level
 from daic.storage import KeyNotFound, ObjectStore, PreconditionFailed, open_store
+from daic.storage.parsed import read_object
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +123,51 @@ def operational_estimates(record: cycle_store.SampleRecord, labels: dict[str, in
               for p in (challenger_predictions, *others)))
 
 
+class _Interval(BaseModel):
+    """The champion's offline estimate: finite accuracies in [0, 1], lower <= accuracy <= upper."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)  # strict: "0.9" is not a figure
+    accuracy: float = Field(ge=0, le=1)
+    lower: float = Field(ge=0, le=1)
+    upper: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "_Interval":
+        if not self.lower <= self.accuracy <= self.upper:
+            raise ValueError(f"not lower <= accuracy <= upper: {self.lower}, {self.accuracy}, {self.upper}")
+        return self
+
+
+class EstimateRecord(BaseModel):
+    """``cycles/<c>/estimate.json`` as the estimate step writes it, the part evaluate compares with."""
+
+    model_config = ConfigDict(extra="ignore")
+    estimate: _Interval
+
+
+class FilterRecord(BaseModel):
+    """``cycles/<c>/filter.json`` (fit-filter), the part evaluate reads."""
+
+    model_config = ConfigDict(extra="allow")
+    filter_version: Optional[str] = None
+    gate: Optional[str] = None
+
+
+def champion_interval_of(store: ObjectStore, cycle: str) -> tuple[float, float, float]:
+    """(accuracy, lower, upper) of the champion's offline estimate: CorruptObject naming the key for
+    a NaN, a string, a figure outside [0, 1] or a missing one (it decides the promotion)."""
+    est = read_object(store, cycle_store.key(cycle, "estimate.json"), EstimateRecord).estimate
+    return est.accuracy, est.lower, est.upper
+
+
 def read_filter_record(store: ObjectStore, cycle: str) -> Optional[dict]:
-    """The fit-filter step's record when it adopted a filter (None: no filter to judge)."""
+    """The fit-filter step's record when it adopted a filter (None: no filter to judge);
+    CorruptObject naming the key when it is not a record (it was read as "no filter")."""
     key = cycle_store.key(cycle, "filter.json")
     if not store.exists(key):
         return None
-    record = store.get_json(key)
-    return record if isinstance(record, dict) and record.get("filter_version") else None
+    record = read_object(store, key, FilterRecord)
+    return record.model_dump() if record.filter_version else None
 
 
 def filter_for(store: ObjectStore, model_name: str, filter_version: str, model_version: str, notes: dict):
@@ -172,8 +212,7 @@ def run(store: ObjectStore | str, cycle: str, challenger_version: str, config: E
     began_with = _record_etag(store, evaluation_key)
     record = cycle_store.read_sample(store, cycle)
     labels = cycle_store.read_labels(store, cycle)
-    estimate_doc = store.get_json(cycle_store.key(cycle, "estimate.json"))["estimate"]
-    champion_interval = (estimate_doc["accuracy"], estimate_doc["lower"], estimate_doc["upper"])
+    champion_interval = champion_interval_of(store, cycle)
     champion_version = registry_access.champion_version(store, config.model_name, config.champion_version or None)
     champion = registry_access.load_model(store, config.model_name, champion_version)
     challenger = registry_access.load_model(store, config.model_name, challenger_version)
