@@ -158,24 +158,32 @@ class ServingFilter:
 
 
 def serving_filter(store: ObjectStore, cycle: str) -> ServingFilter:
-    """What ``cycles/<c>/evaluation.json`` says goes in front of the promoted challenger."""
+    """What ``cycles/<c>/evaluation.json`` says goes in front of the promoted challenger: its
+    ``serving`` object, as evaluate writes it (``serve``, ``challenger_filter_version``, ``gate``)."""
     key = cycle_store.key(cycle, "evaluation.json")
     if not store.exists(key):
         return ServingFilter()
-    evaluation = read_object(store, key, _ServingFields)
-    version = evaluation.challenger_filter_version
-    if evaluation.serve == "challenger+filter" and version:
-        return ServingFilter(version, evaluation.challenger_filter_gate or "gated")
+    serving = read_object(store, key, _Evaluation).serving
+    if serving is not None and serving.serve == "challenger+filter" and serving.challenger_filter_version:
+        return ServingFilter(serving.challenger_filter_version, serving.gate or "gated")
     return ServingFilter()
 
 
-class _ServingFields(BaseModel):
-    """The filter fields of ``evaluation.json`` that :func:`serving_filter` reads."""
+class _Serving(BaseModel):
+    """The part of evaluate's ``serving`` object that :func:`serving_filter` reads."""
 
     model_config = ConfigDict(extra="ignore")
     serve: str | None = None
     challenger_filter_version: str | None = None
-    challenger_filter_gate: str | None = None
+    gate: str | None = None
+
+
+class _Evaluation(BaseModel):
+    """``evaluation.json`` as far as the filter goes: ``serving`` is None without a filter record
+    (a cycle that fitted none, or one from before issue 21)."""
+
+    model_config = ConfigDict(extra="ignore")
+    serving: _Serving | None = None
 
 
 def promote_seldon(api, version: str, config: DeployConfig,

@@ -234,20 +234,36 @@ def test_a_challenger_chosen_alone_is_promoted_without_the_old_filter(cluster):
     assert _split(cluster) == ("v0002", None, 0) and _filters(cluster) == (None, None)
 
 
-@pytest.mark.parametrize("evaluation,expected", [
-    ({"serve": "challenger+filter", "challenger_filter_version": "v0007", "challenger_filter_gate": "always"},
-     ("v0007", "always")),
-    ({"serve": "challenger+filter", "challenger_filter_version": "v0007"}, ("v0007", "gated")),
-    ({"serve": "challenger", "challenger_filter_version": "v0007"}, (None, "gated")),
-    ({"serve": "challenger+filter"}, (None, "gated")),  # no version registered: nothing to put in
-    ({}, (None, "gated")),  # an evaluation from before issue 21
+@pytest.mark.parametrize("serving,expected", [
+    ({"serve": "challenger+filter", "challenger_filter_version": "v0007", "gate": "always"}, ("v0007", "always")),
+    ({"serve": "challenger+filter", "challenger_filter_version": "v0007", "gate": None}, ("v0007", "gated")),
+    ({"serve": "challenger", "filter_version": "v0005", "gate": "gated"}, (None, "gated")),
+    ({"serve": "champion+filter", "filter_version": "v0005", "gate": "gated"}, (None, "gated")),
+    ({"serve": "challenger+filter", "gate": "gated"}, (None, "gated")),  # no version registered: nothing to put in
+    (None, (None, "gated")),  # evaluate without a filter record (serving: null)
+    ("absent", (None, "gated")),  # an evaluation from before issue 21
 ])
-def test_serving_filter_reads_evaluates_choice(registry_store, evaluation, expected):
+def test_serving_filter_reads_evaluates_choice(registry_store, serving, expected):
+    """``serving`` in evaluation.json as components/evaluate/logic.py writes it (nested, not at the
+    top level: the top-level shape is result.json's)."""
     from daic.components.deploy.logic import serving_filter
 
-    registry_store.put_json("cycles/c1/evaluation.json", {"challenger_version": "v0002", **evaluation})
+    record = {"cycle": "c1", "challenger_version": "v0002", "decision": {"promote": True}}
+    if serving != "absent":
+        record["serving"] = serving
+    registry_store.put_json("cycles/c1/evaluation.json", record)
     got = serving_filter(registry_store, "c1")
     assert (got.version, got.gate) == expected
+
+
+def test_serving_filter_ignores_result_json_shape_at_the_top_level(registry_store):
+    """Top-level ``serve`` fields are result.json's; evaluation.json's choice is under ``serving``."""
+    from daic.components.deploy.logic import serving_filter
+
+    registry_store.put_json("cycles/c1/evaluation.json", {
+        "serve": "challenger+filter", "challenger_filter_version": "v0007",
+        "serving": {"serve": "challenger", "challenger_filter_version": None, "gate": "gated"}})
+    assert serving_filter(registry_store, "c1").version is None
 
 
 def test_local_promotion_points_the_gateways_filter_at_the_chosen_one_and_takes_it_out_after(registry_store):
@@ -262,7 +278,7 @@ def test_local_promotion_points_the_gateways_filter_at_the_chosen_one_and_takes_
                                                           wraps_version="v0002")
     store.put_json("cycles/c1/evaluation.json", {
         "challenger_version": "v0002", "champion_version": "v0001", "decision": {"promote": True, "reason": "test"},
-        "serve": "challenger+filter", "challenger_filter_version": card.version, "challenger_filter_gate": "gated"})
+        "serving": {"serve": "challenger+filter", "challenger_filter_version": card.version, "gate": "gated"}})
     run(store, "c1", "v0002", DeployConfig())
     service = read_service(store, "mnist")
     assert (service.version, service.gate, service.cycle) == (card.version, "gated", "c1")

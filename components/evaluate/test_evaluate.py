@@ -122,6 +122,11 @@ def test_run_chooses_what_serves_with_the_cycles_filter(operational_store, monke
     assert (written["serve"], written["challenger_filter_version"], written["challenger_filter_gate"]) == \
         ("challenger+filter", own, "always")
     assert "challenger+filter 1.0000 > challenger alone" in written["serve_reason"]
+    # what deploy reads from this evaluation.json puts the challenger's own filter in front of it
+    from daic.components.deploy.logic import serving_filter
+
+    chosen = serving_filter(store, "c1")
+    assert (chosen.version, chosen.gate) == (own, "always")
 
     # the champion behind the filter is as good: it keeps serving, the challenger is not promoted
     monkeypatch.setattr(apply, "wrapped_predictions", right_behind_the_filter("v0001", "v0002"))
