@@ -12,6 +12,7 @@ from daic.components.sample_operational.holdout import split_holdout
 from daic.components.sample_operational.logic import SampleConfig, run
 from daic.components.sample_operational.operational import parse_time, read_window
 from daic.sampling.simulate import simulate_pool
+from daic.storage.parsed import CorruptObject
 
 T0 = 1_700_000_000.0  # the fixture's first logged time; 60 s per batch of 50
 
@@ -33,7 +34,7 @@ def test_window_errors_name_the_problem(operational_store):
     with pytest.raises(ValueError, match="until .* must be after since"):
         read_window(store, "mnist", since=5.0, until=1.0)
     store.put_arrays("operational/broken/batch-000000.npz", ids=np.array(["a"]))
-    with pytest.raises(ValueError, match="lacks request_ids, times, inputs"):
+    with pytest.raises(CorruptObject, match="batch-000000.npz' lacks request_ids, times, inputs"):
         read_window(store, "broken")
 
 

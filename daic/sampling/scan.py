@@ -140,6 +140,7 @@ class ScanStats:
     row_groups_skipped: int = 0
     rows_read: int = 0
     duplicates_dropped: int = 0
+    unscored: int = 0  # inputs the sidecar recorded without a P(correct) (see impute_unscored)
     bytes_read: int | None = 0
     requests: int | None = 0
     seconds: float = 0.0
@@ -279,9 +280,28 @@ class PoolScan:
                 "parts": len(self.parts), "scan": self.stats.to_dict()}
 
 
-def merge_blocks(blocks: list[dict[str, np.ndarray]], part_numbers: list[np.ndarray]) -> tuple[Pool, np.ndarray, int]:
+def impute_unscored(p_correct: np.ndarray) -> tuple[np.ndarray, int]:
+    """(P(correct) with NaN replaced, how many were NaN). The sidecar records an input it could not
+    score (no usable reference for the version, a scoring failure) with P(correct) NaN rather than
+    lose it; such inputs stay in the pool, with the mean of the scored ones (0.5 when none is).
+
+    Why not drop them: the estimate would then not cover them, and they are the inputs the oracle
+    knew least about. Why any value will do: P(correct) only chooses strata and sampling
+    probabilities; the design's inclusion probabilities stay known whatever it is, so the
+    estimators stay unbiased and their intervals valid (a poor score only widens them)."""
+    p = np.asarray(p_correct, dtype=np.float64)
+    missing = np.isnan(p)
+    n = int(missing.sum())
+    if not n:
+        return p, 0
+    fill = float(p[~missing].mean()) if n < p.size else 0.5
+    return np.where(missing, fill, p), n
+
+
+def merge_blocks(blocks: list[dict[str, np.ndarray]], part_numbers: list[np.ndarray]) -> tuple[Pool, np.ndarray, int, int]:
     """One pool from compact blocks: repeated keys dropped (the lowest part number kept), ordered
-    by key. Pure: the same blocks in any order give the same pool."""
+    by key; unscored inputs given a P(correct) (:func:`impute_unscored`). Pure: the same blocks in
+    any order give the same pool. Returns (pool, part of each input, duplicates, unscored)."""
     if not blocks or not sum(b["key"].size for b in blocks):
         raise ValueError("no operational inputs in the window")
     key = np.concatenate([b["key"] for b in blocks])
@@ -293,10 +313,10 @@ def merge_blocks(blocks: list[dict[str, np.ndarray]], part_numbers: list[np.ndar
     take = order[first]
     unique_keys = sorted_key[first]
     del order, first, sorted_key
-    p = np.concatenate([b["p_correct"] for b in blocks])[take]
+    p, unscored = impute_unscored(np.concatenate([b["p_correct"] for b in blocks])[take])
     pred = np.concatenate([b["prediction"] for b in blocks])[take]
     pool = Pool(ids=unique_keys, p_correct=p, predictions=pred)
-    return pool, part[take], int(key.size - take.size)
+    return pool, part[take], int(key.size - take.size), unscored
 
 
 def scan_pool(store: ObjectStore, deployment: str, since: float | None = None, until: float | None = None,
@@ -319,7 +339,7 @@ def scan_pool(store: ObjectStore, deployment: str, since: float | None = None, u
             blocks, numbers = _scan_on_ray(store, parts, since, until, ray_address, stats)
         else:
             blocks, numbers = _scan_here(store, parts, since, until, max_parallel, stats)
-        pool, part_of, dup = merge_blocks(blocks, numbers)
+        pool, part_of, dup, unscored = merge_blocks(blocks, numbers)
     except ValueError as exc:
         if str(exc) not in ("no parts", "no operational inputs in the window"):
             raise
@@ -327,7 +347,7 @@ def scan_pool(store: ObjectStore, deployment: str, since: float | None = None, u
             f"no operational inputs under {store.url}/{rec.PREFIX}/{deployment}/ in the window "
             f"[{since if since is not None else '-inf'}, {until if until is not None else '+inf'})"
         ) from None
-    stats.duplicates_dropped = dup
+    stats.duplicates_dropped, stats.unscored = dup, unscored
     stats.seconds = time.perf_counter() - start
     return PoolScan(pool=pool, part_of=part_of, parts=tuple(parts), stats=stats)
 
