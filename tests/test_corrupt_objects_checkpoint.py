@@ -153,10 +153,10 @@ def test_fields_of_later_releases_may_be_absent(world):
         path.write_bytes(original)
 
 
-@pytest.mark.xfail(strict=True, reason="WriteAheadLog.recover (daic/sidecar/wal.py, not this change) calls "
-                                       "checkpoint.get before the service parses it: AttributeError")
-@pytest.mark.parametrize("content", [b"[]", b"null", b"42"])
+@pytest.mark.parametrize("content", [b"[]", b"null", b"42", b'{"committed_segment": "3"}',
+                                     b'{"committed_segment": true}', b'{"committed_segment": -5}'])
 def test_a_checkpoint_that_is_not_an_object(world, content):
+    """Refused by the write-ahead log before it deletes any segment on the checkpoint's word."""
     path, original = world["path"], world["original"]
     path.write_bytes(content)
     try:

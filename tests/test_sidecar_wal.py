@@ -41,6 +41,26 @@ def test_torn_tail_is_skipped_and_counted(tmp_path):
     assert [e["i"] for e in rec.entries] == [0] and rec.torn_lines == 1
 
 
+@pytest.mark.parametrize("checkpoint", ['[]', '{"committed_segment": "9"}', '{"committed_segment": 1e9}',
+                                        '{"committed_segment": -2}'])
+def test_a_corrupt_checkpoint_is_refused_before_any_segment_is_deleted(tmp_path, checkpoint):
+    """recover() deletes the segments the checkpoint says are committed: a corrupt checkpoint must
+    stop it first, with every accepted entry still on disk."""
+    wal = WriteAheadLog(tmp_path)
+    wal.recover()
+    for i in range(3):
+        wal.append({"i": i})
+        wal.rotate()
+    wal.close()
+    segments = sorted(p.name for p in tmp_path.glob("wal-*.jsonl"))
+    (tmp_path / "checkpoint.json").write_text(checkpoint)
+    with pytest.raises(RuntimeError, match="checkpoint.json: write-ahead-log checkpoint is .*move it aside"):
+        WriteAheadLog(tmp_path).recover()
+    assert sorted(p.name for p in tmp_path.glob("wal-*.jsonl")) == segments
+    (tmp_path / "checkpoint.json").unlink()
+    assert [e["i"] for e in WriteAheadLog(tmp_path).recover().entries] == [0, 1, 2]
+
+
 def test_commit_refuses_the_open_segment(tmp_path):
     wal = WriteAheadLog(tmp_path)
     wal.recover()

@@ -72,7 +72,14 @@ class WriteAheadLog:
             except (OSError, ValueError) as exc:
                 raise RuntimeError(f"{cp_path}: unreadable write-ahead-log checkpoint ({exc}); "
                                    "move it aside to start without the saved state") from exc
-            self._committed = int(checkpoint.get("committed_segment", -1))
+            # Checked before any segment is deleted on its word: a corrupt one must not cost data.
+            committed = checkpoint.get("committed_segment", -1) if isinstance(checkpoint, dict) else None
+            if isinstance(committed, bool) or not isinstance(committed, int) or committed < -1:
+                what = ("not a JSON object" if not isinstance(checkpoint, dict)
+                        else f"committed_segment {committed!r} is not a segment number")
+                raise RuntimeError(f"{cp_path}: write-ahead-log checkpoint is {what}; "
+                                   "move it aside to start without the saved state")
+            self._committed = committed
         recovery = Recovery(checkpoint=checkpoint)
         existing = self._segments()
         for seg in existing:
