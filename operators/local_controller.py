@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from daic.operators.actions import EmitEvent
 from daic.operators.driver import PassResult, Ports, RepeatFilter, run_pass
@@ -41,6 +42,7 @@ from daic.operators.reconcile import CycleIdentity
 from daic.operators.runners.local import DEFAULT_CALLABLE, LocalRunner, write_json_atomic
 from daic.operators.spec import GROUP, KIND, VERSION, CycleSpec
 from daic.operators.status import CycleStatus
+from daic.storage.parsed import CorruptObject, load_json_file
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,33 @@ def exclusive(state_dir: Path) -> Iterator[None]:
 
 class CycleFileError(ValueError):
     """The cycle file is not an AssessmentCycle the controller can run."""
+
+
+class StateFileError(CycleFileError):
+    """The controller's own ``status.json`` is unreadable (truncated, hand-edited, not the shape
+    ``step`` writes). A CycleFileError so ``daic controller`` prints it as one line. It is not
+    rebuilt from the store: the store holds finished cycles' records, not the run in flight, the
+    outbox or the breach count, so a rebuilt state could start a second run or repeat a promotion;
+    a person moves the file aside (and the cycle starts afresh) or restores it."""
+
+
+class _SavedMetadata(BaseModel):
+    """What ``_identity`` reads back from the metadata ``step`` wrote."""
+
+    model_config = ConfigDict(extra="allow")
+    name: StrictStr | None = None
+    uid: StrictStr | None = None
+    namespace: StrictStr | None = None
+    generation: StrictInt = Field(default=0, ge=0)
+    specHash: StrictStr | None = None
+
+
+class _SavedState(BaseModel):
+    """``<state-dir>/status.json`` as ``step`` writes it; only metadata and status are read back."""
+
+    model_config = ConfigDict(extra="allow")
+    metadata: _SavedMetadata = Field(default_factory=_SavedMetadata)
+    status: CycleStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -147,10 +176,20 @@ class LocalController:
     # -- the resource on disk -------------------------------------------------------------------
 
     def load(self) -> dict[str, Any]:
+        """The saved metadata and status (``{}`` before the first pass), parsed as ``step`` wrote
+        them; :class:`StateFileError` naming the file when it is not (a ``[]``, ``{"metadata": 5}``
+        or a truncated file was an AttributeError/JSONDecodeError at start)."""
         try:
-            return json.loads(self.status_path.read_text())
+            saved = load_json_file(self.status_path, _SavedState)
         except FileNotFoundError:
             return {}
+        except CorruptObject as exc:
+            raise StateFileError(
+                f"{exc}; this is the controller's own state and it cannot be read, so the controller "
+                f"will not act on it: move it aside (mv {self.status_path} {self.status_path}.bad) to "
+                "start this cycle's state afresh, or restore it") from None
+        return {"metadata": saved.metadata.model_dump(exclude_none=True),
+                "status": saved.status.to_wire() if saved.status is not None else None}
 
     def _identity(self, cycle: CycleFile, saved: dict[str, Any]) -> tuple[CycleIdentity, dict[str, Any]]:
         meta = dict(saved.get("metadata") or {})
