@@ -86,7 +86,7 @@ class StateFileError(CycleFileError):
     a person moves the file aside (and the cycle starts afresh) or restores it."""
 
 
-class _SavedMetadata(BaseModel):
+class ControllerMetadata(BaseModel):
     """What ``_identity`` reads back from the metadata ``step`` wrote."""
 
     model_config = ConfigDict(extra="allow")
@@ -97,11 +97,11 @@ class _SavedMetadata(BaseModel):
     specHash: StrictStr | None = None
 
 
-class _SavedState(BaseModel):
+class ControllerState(BaseModel):
     """``<state-dir>/status.json`` as ``step`` writes it; only metadata and status are read back."""
 
     model_config = ConfigDict(extra="allow")
-    metadata: _SavedMetadata = Field(default_factory=_SavedMetadata)
+    metadata: ControllerMetadata = Field(default_factory=ControllerMetadata)
     status: CycleStatus | None = None
 
 
@@ -180,7 +180,7 @@ class LocalController:
         them; :class:`StateFileError` naming the file when it is not (a ``[]``, ``{"metadata": 5}``
         or a truncated file was an AttributeError/JSONDecodeError at start)."""
         try:
-            saved = load_json_file(self.status_path, _SavedState)
+            saved = load_json_file(self.status_path, ControllerState)
         except FileNotFoundError:
             return {}
         except CorruptObject as exc:
