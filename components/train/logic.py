@@ -36,11 +36,15 @@ import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, StrictStr
 
 from daic.components import cycle_store
 from daic.components.train import registry_access
+from daic.models.card import check_version
 from daic.storage import KeyNotFound, ObjectStore, PreconditionFailed, open_store
+from daic.storage.parsed import read_object
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +177,28 @@ class TrainConflict(RuntimeError):
     """Another train attempt of the same cycle changed its record in a way this one cannot adopt."""
 
 
+# A registry version as a record names it ('v0002'): anything else is no version to hand on.
+Version = Annotated[StrictStr, AfterValidator(check_version)]
+
+
+class TrainRecord(BaseModel):
+    """What is read back from ``train.json`` (another attempt's record, adopted): the version and
+    its parent, both named."""
+
+    model_config = ConfigDict(extra="allow")
+    version: Version
+    parent: Version
+
+
+class TrainOutput(BaseModel):
+    """What is read back from the RayJob driver's ``train-output.json`` (``daic retrain
+    --result-key``, daic.commands.train.report): the version it registered and its parent."""
+
+    model_config = ConfigDict(extra="allow")
+    version: Version
+    parent: StrictStr | None = None
+
+
 @dataclass(frozen=True)
 class TrainResult:
     version: str
@@ -238,14 +264,11 @@ def _adopt(store: ObjectStore, cycle: str, name: str, record_key: str, unused: s
     returns that version (its record stands); ``unused``, registered by this attempt, is left
     in the registry unused."""
     try:
-        recorded = store.get_json(record_key)
+        recorded = read_object(store, record_key, TrainRecord)  # CorruptObject: naming no version, say
     except KeyNotFound:
         raise TrainConflict(f"cycle {cycle!r}: {record_key} changed and then vanished while this train attempt "
                             f"ran; its version {name} {unused} was registered but not recorded") from None
-    version, parent = recorded.get("version"), recorded.get("parent")
-    if not version:
-        raise TrainConflict(f"cycle {cycle!r}: another train attempt wrote {record_key} naming no version; this "
-                            f"attempt's {name} {unused} was registered but not recorded")
+    version, parent = recorded.version, recorded.parent
     if version != unused:
         log.warning("cycle %s: another train attempt recorded %s %s while this one trained; adopting it (this "
                     "attempt's %s stays registered, unused)", cycle, name, version, unused)
@@ -258,11 +281,11 @@ def _rayjob_version(store: ObjectStore, cycle: str, job: str, parent: str) -> st
 
     output_key = cycle_store.key(cycle, registry_access.TRAIN_OUTPUT)
     try:
-        output = store.get_json(output_key)
+        output = read_object(store, output_key, TrainOutput)
     except KeyNotFound:
         raise RuntimeError(f"RayJob {job} succeeded but left no {output_key} in {store.url}: "
                            "its driver must run `daic retrain ... --result-key` against the same store") from None
-    if not output.get("version") or output.get("parent") != parent:
-        raise RuntimeError(f"{output_key} names version {output.get('version')!r} from parent "
-                           f"{output.get('parent')!r}, expected a version from {parent!r}")
-    return output["version"]
+    if output.parent != parent:
+        raise RuntimeError(f"{output_key} names version {output.version!r} from parent "
+                           f"{output.parent!r}, expected a version from {parent!r}")
+    return output.version
