@@ -15,13 +15,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from pydantic import Field
 
 from daic.components import cycle_store
 from daic.components.estimate_accuracy.decision import DropDecision, DropRule, decide_drop
 from daic.components.sample_operational.designs import make_design
 from daic.sampling.intervals import wilson_required_n
 from daic.sampling.sample import Estimate, Sample, check_level
+from daic.operators.status import RunResult
 from daic.storage import KeyNotFound, ObjectStore, PreconditionFailed, StorageError, open_store
+from daic.storage.parsed import parse_object
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +133,19 @@ def run(store: ObjectStore | str, cycle: str, config: EstimateConfig) -> Estimat
                           n_unlabeled_draws=missing, srs_labels_needed=srs_n)
 
 
+class ResultRecord(RunResult):
+    """``result.json`` as it stands between steps: the operator's RunResult, each field checked
+    where it is present (a step merging before this one has written its fields finds them absent).
+    A record that is not an object, or has a field the operator could not read, is refused at the
+    merge (one CorruptObject naming the key) instead of a TypeError, or garbage merged on."""
+
+    drop_confirmed: bool | None = None
+    offline_accuracy: float | None = Field(default=None, ge=0, le=1)
+    offline_lower: float | None = Field(default=None, ge=0, le=1)
+    offline_upper: float | None = Field(default=None, ge=0, le=1)
+    labels_used: int | None = Field(default=None, ge=0)
+
+
 def write_result(store: ObjectStore, cycle: str, fields: dict,
                  guard: Callable[[], None] | None = None, attempts: int = 50,
                  defaults: dict | None = None) -> dict:
@@ -145,6 +161,7 @@ def write_result(store: ObjectStore, cycle: str, fields: dict,
     for _ in range(attempts):
         try:
             current, etag = store.get_json_with_etag(key)
+            parse_object(store, key, ResultRecord, current)  # what is merged into stays as read
         except KeyNotFound:
             current, etag = {}, None
         if guard is not None:
