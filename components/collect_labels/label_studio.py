@@ -55,13 +55,15 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import requests
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from daic.components import cycle_store
 from daic.storage import KeyNotFound, ObjectStore
+from daic.storage.parsed import read_object
 
 from .request import Answers, BackendUnavailable, LabelRequest
 
@@ -315,6 +317,17 @@ def body_of(response: requests.Response, expect: type | tuple[type, ...] = dict)
 
 # The backend --------------------------------------------------------------------------------------
 
+class ProjectRecord(BaseModel):
+    """``cycles/<c>/label-studio.json``: which Label Studio project holds the cycle's tasks, how many
+    daic imported, and whether it was wholly made (a record without a state predates states: ready)."""
+
+    model_config = ConfigDict(extra="allow")
+    url: StrictStr | None = None
+    project: StrictInt = Field(ge=1)
+    tasks: StrictInt = Field(default=0, ge=0)
+    state: Literal["creating", "ready"] = "ready"
+
+
 class LabelStudioBackend:
     name = "label-studio"
 
@@ -342,8 +355,11 @@ class LabelStudioBackend:
         return cycle_store.key(cycle, "label-studio.json")
 
     def _record(self, cycle: str) -> dict | None:
+        """The cycle's project record (None before the first submit), parsed as ``_create`` writes
+        it; CorruptObject naming the key otherwise (a list was an AttributeError, a project of "x"
+        a ValueError from int(), neither naming the record)."""
         try:
-            return self.store.get_json(self._record_key(cycle))
+            return read_object(self.store, self._record_key(cycle), ProjectRecord).model_dump()
         except KeyNotFound:
             return None
 

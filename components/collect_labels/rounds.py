@@ -55,15 +55,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from daic.components import cycle_store
 from daic.components.estimate_accuracy.logic import offline_estimate
 from daic.components.sample_operational.designs import inclusion_probabilities, make_design
 from daic.components.sample_operational.holdout import split_round
-from daic.components.sample_operational.logic import read_pool
+from daic.components.sample_operational.logic import pool_key, read_pool
 from daic.sampling.pool import SampledPool
 from daic.sampling.scan import PoolScan, fetch_rows, id_keys
 from daic.storage import ObjectStore
+from daic.storage.parsed import CorruptObject, parse_value
 
 from .request import Answers, Backend, LabelRequest
 
@@ -83,9 +85,25 @@ class RoundsPlan:
     seed: int = 0
 
     @classmethod
-    def from_meta(cls, doc: dict[str, Any]) -> "RoundsPlan":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in doc.items() if k in fields})
+    def from_meta(cls, store: ObjectStore, cycle: str, doc: Any) -> "RoundsPlan":
+        """``doc`` (``sample.json``'s ``rounds``) checked as SampleConfig checked it when it wrote
+        the plan; CorruptObject naming the key otherwise (a list was an AttributeError, a round
+        size of "x" or -3 failed rounds later, or drew nothing for ever)."""
+        where = f"{store.url}: object {cycle_store.key(cycle, 'sample.json')!r}'s 'rounds'"
+        return cls(**parse_value(where, _RoundsMeta, doc).model_dump())
+
+
+class _RoundsMeta(BaseModel):
+    """The plan as :meth:`SampleConfig.rounds_plan` writes it (the same bounds as SampleConfig)."""
+
+    model_config = ConfigDict(extra="ignore")
+    round_size: StrictInt = Field(ge=4)
+    budget: StrictInt = Field(ge=4)
+    target_half_width: float = Field(default=0.0, ge=0.0, lt=0.5, strict=True)
+    level: float = Field(default=0.95, gt=0.0, lt=1.0, strict=True)
+    min_draws: StrictInt = Field(default=100, ge=0)
+    holdout_share: float = Field(default=0.3, gt=0.0, lt=1.0, strict=True)
+    seed: StrictInt = Field(default=0, ge=0)
 
 
 def request_of(record: cycle_store.SampleRecord, ids: np.ndarray, inputs: np.ndarray, cycle: str) -> LabelRequest:
@@ -95,12 +113,14 @@ def request_of(record: cycle_store.SampleRecord, ids: np.ndarray, inputs: np.nda
                         confidences=record.pool.p_correct[rows])
 
 
-def pool_positions(scan: PoolScan, record: cycle_store.SampleRecord) -> np.ndarray:
-    """Position in the stored pool of each drawn input of the record."""
+def pool_positions(store: ObjectStore, cycle: str, scan: PoolScan, record: cycle_store.SampleRecord) -> np.ndarray:
+    """Position in the stored pool of each drawn input of the record; CorruptObject naming the pool
+    when it lacks one (the pool and the sample were written together, so the pool is not the one)."""
     keys = id_keys(record.pool.ids)
     pos = np.minimum(np.searchsorted(scan.pool.ids, keys), scan.pool.size - 1)
     if not np.array_equal(scan.pool.ids[pos], keys):
-        raise ValueError("the cycle's stored pool does not hold every sampled input (was pool.npz rewritten?)")
+        raise CorruptObject(f"{store.url}: object {pool_key(cycle)!r} does not hold every sampled input of the "
+                            "cycle (was it rewritten?)")
     return pos
 
 
@@ -121,7 +141,7 @@ def draw_round(store: ObjectStore, cycle: str, record: cycle_store.SampleRecord,
     """Draw the next round, fetch its new inputs and rewrite the sample record; None when the
     design cannot draw more (the window is exhausted)."""
     design = make_design(record.design["name"], record.design.get("params"))
-    positions = pool_positions(scan, record)
+    positions = pool_positions(store, cycle, scan, record)
     history = dataclasses.replace(record.sample, indices=positions[record.sample.indices])
     drawn_ids = record.pool.ids[record.sample.indices]
     truth = np.array([labels.get(i, -1) for i in drawn_ids])
@@ -171,8 +191,9 @@ def run_rounds(store: ObjectStore, cycle: str, record: cycle_store.SampleRecord,
     the answers and the time spent waiting. The trace goes to ``cycles/<c>/rounds.json``."""
     from .logic import submit_until_accepted, wait_for_answers
 
-    plan = RoundsPlan.from_meta(record.meta["rounds"])
+    plan = RoundsPlan.from_meta(store, cycle, record.meta["rounds"])
     scan = read_pool(store, cycle)
+    pool_positions(store, cycle, scan, record)  # a pool that is not this sample's fails now, not rounds later
     ids, inputs = cycle_store.read_sample_inputs(store, cycle)
     start = clock()
     trace: list[dict[str, Any]] = []

@@ -40,6 +40,7 @@ from daic.sampling.sample import Sample
 from daic.sampling.scan import MAX_PARALLEL, PoolScan, ScanStats, fetch_rows, scan_pool
 from daic.sidecar.records import newest_hour_end
 from daic.storage import KeyNotFound, ObjectStore, open_store
+from daic.storage.parsed import CorruptObject
 
 log = logging.getLogger(__name__)
 
@@ -237,12 +238,31 @@ def write_pool(store: ObjectStore, cycle: str, scan: PoolScan) -> None:
 
 
 def read_pool(store: ObjectStore, cycle: str) -> PoolScan:
-    """The pool :func:`write_pool` stored, as a `PoolScan` that `fetch_rows` can read inputs from."""
+    """The pool :func:`write_pool` stored, as a `PoolScan` that `fetch_rows` can read inputs from.
+    CorruptObject naming the key when it is not that pool (an array missing, of another dtype or
+    length, a class or part index out of range): a later round would otherwise fail with a
+    KeyError or IndexError far from the object, or draw from a wrong pool."""
+    k = pool_key(cycle)
     try:
-        arrays = store.get_arrays(pool_key(cycle))
+        arrays = store.get_arrays(k)
     except KeyNotFound:
         raise KeyNotFound(f"cycle {cycle!r} has no stored pool in {store.url}: its sample was not drawn in "
                           "rounds (round_size > 0)") from None
-    pool = Pool(ids=arrays["keys"], p_correct=arrays["p_correct"], predictions=arrays["predictions"])
-    return PoolScan(pool=pool, part_of=arrays["part_of"], parts=tuple(arrays["parts"].astype(str).tolist()),
-                    stats=ScanStats())
+    # cycle_store's row checks (one row per input, dtype, finite), as for the sample it sits beside
+    cycle_store._rows(store, k, arrays, ints=("keys", "predictions", "part_of"), floats=("p_correct",))
+    cycle_store._rows(store, k, arrays, ids=("parts",))
+    parts, part_of, predictions = arrays["parts"], arrays["part_of"], arrays["predictions"]
+    if parts.dtype.kind != "U" or len(set(parts.tolist())) != len(parts) or (part_of.size and not 0 <= part_of.min() <= part_of.max() < len(parts)):
+        raise CorruptObject(f"{store.url}: object {k!r}: 'parts' must be {len(parts)} distinct part keys "
+                            f"(strings) that 'part_of' indexes, got {parts.dtype} and indices "
+                            f"{part_of.min() if part_of.size else '-'}..{part_of.max() if part_of.size else '-'}")
+    keys = arrays["keys"]
+    if not np.all(keys[1:] > keys[:-1]):  # fetch_rows and the rounds find inputs by binary search
+        raise CorruptObject(f"{store.url}: object {k!r}: 'keys' are not sorted and unique")
+    if predictions.size and predictions.min() < 0:
+        raise CorruptObject(f"{store.url}: object {k!r}: 'predictions' holds a negative class")
+    try:
+        pool = Pool(ids=arrays["keys"], p_correct=arrays["p_correct"], predictions=predictions)
+    except ValueError as exc:  # the pool's own checks (keys unique, P(correct) in [0, 1])
+        raise CorruptObject(f"{store.url}: object {k!r} is not a valid pool: {exc}") from None
+    return PoolScan(pool=pool, part_of=part_of, parts=tuple(parts.tolist()), stats=ScanStats())
