@@ -33,6 +33,8 @@ import logging
 import os
 import threading
 import time
+import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -45,6 +47,7 @@ import pyarrow.parquet as pq
 from daic.sampling.pool import Pool
 from daic.sidecar import records as rec
 from daic.storage import ObjectStore
+from daic.storage.parsed import CorruptObject
 
 log = logging.getLogger(__name__)
 
@@ -229,30 +232,81 @@ def _overlapping_row_groups(meta: pq.FileMetaData, since: float | None, until: f
     return groups
 
 
+def _corrupt_part(store: ObjectStore, key: str, what: str) -> CorruptObject:
+    return CorruptObject(f"{store.url}: operational part {key!r}: {what}")
+
+
+def _npz_scan_table(store: ObjectStore, key: str, raw: bytes) -> pa.Table:
+    """The four scan columns of an old ``.npz`` batch; CorruptObject naming it when it is not one."""
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+            missing = [c for c in SCAN_COLUMNS if c not in npz.files]
+            if missing:
+                raise _corrupt_part(store, key, f"lacks {', '.join(missing)}")
+            arrays = {c: npz[c] for c in SCAN_COLUMNS}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # as ObjectStore.get_arrays
+        raise _corrupt_part(store, key, f"not a numpy .npz archive: {type(exc).__name__}: {exc}") from None
+    bad = [c for c, a in arrays.items() if a.ndim != 1 or a.dtype.kind not in rec._KINDS[c]]
+    if bad or len({a.shape for a in arrays.values()}) != 1:
+        raise _corrupt_part(store, key, "columns " + ", ".join(f"{c} {a.dtype} {a.shape}" for c, a in arrays.items())
+                            + " are not one row per input of " + ", ".join(f"{c} ({rec._KINDS[c]})" for c in SCAN_COLUMNS))
+    return pa.table({**arrays, "ids": arrays["ids"].astype(str)})
+
+
+def _check_scan_schema(store: ObjectStore, key: str, schema: pa.Schema) -> None:
+    """The four scan columns are there and of their kind (as the records' own reader checks them):
+    a string prediction or a missing p_correct was a KeyError/ValueError without the part's key."""
+    for c in SCAN_COLUMNS:
+        if schema.get_field_index(c) < 0:
+            raise _corrupt_part(store, key, f"lacks the column {c!r}")
+        if not rec._arrow_type_ok(c, schema.field(c).type):
+            raise _corrupt_part(store, key, f"column {c!r} is {schema.field(c).type}, expected {rec._KINDS[c]}")
+
+
+def _checked_compact(store: ObjectStore, key: str, table: pa.Table, since: float | None,
+                     until: float | None) -> dict[str, np.ndarray]:
+    """:func:`compact` of a part's rows once their values are what a pool holds: finite times (a NaN
+    time fell out of every window unseen), classes >= 0, P(correct) in [0, 1] or NaN (unscored)."""
+    times = table.column("times").to_numpy()
+    if not np.isfinite(times).all():
+        raise _corrupt_part(store, key, "column 'times' holds a NaN or infinite time")
+    block = compact(table, since, until)
+    if block["prediction"].size and block["prediction"].min() < 0:
+        raise _corrupt_part(store, key, "column 'predictions' holds a negative class")
+    p = block["p_correct"]
+    if ((p < 0) | (p > 1)).any():  # NaN compares False: unscored inputs stay (impute_unscored)
+        raise _corrupt_part(store, key, "column 'p_correct' holds a value outside [0, 1]")
+    return block
+
+
 def _scan_part(store: ObjectStore, fs: pafs.FileSystem | None, root: str, key: str,
                since: float | None, until: float | None, stats: ScanStats) -> dict[str, np.ndarray]:
+    """The compact block of one part; CorruptObject naming the part when it is not a part of
+    records (not Parquet or npz, a scan column missing or of another type, values no pool holds)."""
     if key.endswith(".npz"):  # an old batch: the whole object (rec.convert_npz_batches retires them)
         raw = store.get_bytes(key)
         stats.add(bytes_read=len(raw), requests=1, parts_read=1)
-        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-            table = pa.table({"ids": npz["ids"].astype(str), "times": npz["times"],
-                              "predictions": npz["predictions"], "p_correct": npz["p_correct"]})
+        table = _npz_scan_table(store, key, raw)
         stats.add(rows_read=table.num_rows)
-        return compact(table, since, until)
+        return _checked_compact(store, key, table, since, until)
     with fs.open_input_file(f"{root}/{key}") as raw:
         try:
             pf = open_part(raw, stats)
-        except (ValueError, pa.ArrowInvalid) as exc:
-            raise ValueError(f"operational part {key!r} is not a readable Parquet file: {exc}") from None
+        except (ValueError, OSError, pa.ArrowException) as exc:
+            raise _corrupt_part(store, key, f"not a readable Parquet file: {exc}") from None
+        _check_scan_schema(store, key, pf.schema_arrow)
         meta = pf.metadata
         groups = _overlapping_row_groups(meta, since, until, pf.schema_arrow.get_field_index("times"))
         stats.add(parts_read=1, row_groups_read=len(groups), row_groups_skipped=meta.num_row_groups - len(groups))
         if not groups:
             table = pa.table({c: pa.array([], pf.schema_arrow.field(c).type) for c in SCAN_COLUMNS})
         else:
-            table = pf.read_row_groups(groups, columns=list(SCAN_COLUMNS))
+            try:
+                table = pf.read_row_groups(groups, columns=list(SCAN_COLUMNS))
+            except (OSError, pa.ArrowException) as exc:  # a damaged column chunk
+                raise _corrupt_part(store, key, f"not a readable Parquet file: {exc}") from None
     stats.add(rows_read=table.num_rows)
-    return compact(table, since, until)
+    return _checked_compact(store, key, table, since, until)
 
 
 # -- the pool ----------------------------------------------------------------------------------
