@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 import random
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -103,7 +103,33 @@ def npz_variants(raw: bytes, seed: int) -> Iterator[tuple[str, bytes]]:
             bad = a.copy()
             bad.reshape(-1)[rng.randrange(bad.size)] = np.nan
             yield f"{name} with a NaN", npz_bytes(**{**arrays, name: bad})
-        if np.issubdtype(a.dtype, np.integer) and a.size:
+        if np.issubdtype(a.dtype, np.signedinteger) and a.size:  # an unsigned array cannot hold one
             bad = a.copy()
             bad.reshape(-1)[rng.randrange(bad.size)] = -7
             yield f"{name} with a negative value", npz_bytes(**{**arrays, name: bad})
+
+
+def check_planted(store: Any, key: str, variants: Iterator[tuple[str, bytes]], read: Callable[[], Any]) -> None:
+    """Plant each variant at ``key`` and call ``read``: it must succeed or raise a StorageError
+    (a CorruptObject among them) naming the key; any other exception is the bug these tests look
+    for. The original is put back after each variant, and ``read`` must work on it at the end."""
+    from daic.storage import StorageError
+
+    original = store.get_bytes(key)
+    failures = []
+    try:
+        for what, data in variants:
+            store.put_bytes(key, data)
+            try:
+                read()
+            except StorageError as exc:
+                if key not in str(exc):
+                    failures.append(f"{what}: StorageError without the key: {exc}")
+            except Exception as exc:  # noqa: BLE001 - any other type is the bug this test looks for
+                failures.append(f"{what}: {type(exc).__name__}: {str(exc)[:200]}")
+            finally:
+                store.put_bytes(key, original)
+    finally:
+        store.put_bytes(key, original)
+    read()  # whole again: reads as before
+    assert not failures, f"{key}:\n" + "\n".join(failures)

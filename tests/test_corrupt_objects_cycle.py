@@ -15,7 +15,7 @@ import json
 import numpy as np
 import pytest
 
-from corrupt_variants import json_variants, npz_bytes, npz_variants
+from corrupt_variants import check_planted, json_variants, npz_bytes, npz_variants
 from daic.components import cycle_store
 from daic.components.collect_labels.logic import CollectConfig
 from daic.components.collect_labels.logic import run as collect
@@ -62,26 +62,6 @@ def store(store_dir):
     return open_store(f"file://{store_dir}")
 
 
-def _check(store, key, variants, read):
-    original = store.get_bytes(key)
-    failures = []
-    try:
-        for what, data in variants:
-            store.put_bytes(key, data)
-            try:
-                read()
-            except StorageError as exc:
-                if key not in str(exc):
-                    failures.append(f"{what}: StorageError without the key: {exc}")
-            except Exception as exc:  # noqa: BLE001 - any other type is the bug this test looks for
-                failures.append(f"{what}: {type(exc).__name__}: {str(exc)[:200]}")
-            finally:
-                store.put_bytes(key, original)
-    finally:
-        store.put_bytes(key, original)
-    read()
-    assert not failures, f"{key}:\n" + "\n".join(failures)
-
 
 def _read_sample(store):
     record = cycle_store.read_sample(store, "c1")
@@ -92,7 +72,7 @@ def _read_sample(store):
 def test_sample_record_variants(store, seed):
     for name, variants in (("sample.json", json_variants), ("sample.npz", npz_variants)):
         key = cycle_store.key("c1", name)
-        _check(store, key, variants(store.get_bytes(key), seed), lambda: _read_sample(store))
+        check_planted(store, key, variants(store.get_bytes(key), seed), lambda: _read_sample(store))
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -101,7 +81,7 @@ def test_sample_inputs_labels_holdout_variants(store, seed):
                "holdout.npz": cycle_store.read_holdout}
     for name, read in readers.items():
         key = cycle_store.key("c1", name)
-        _check(store, key, npz_variants(store.get_bytes(key), seed), lambda: read(store, "c1"))
+        check_planted(store, key, npz_variants(store.get_bytes(key), seed), lambda: read(store, "c1"))
 
 
 def test_labels_outside_the_classes_are_refused(store):

@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pytest
 
-from corrupt_variants import json_variants, npz_variants
+from corrupt_variants import check_planted, json_variants, npz_variants
 from daic.labeling import LabelBook, LabelingTask
 from daic.storage import StorageError, open_store
 from labeling_server import ServerThread
@@ -45,24 +45,7 @@ def _read_all(store):
 
 
 def _check(store, key, variants):
-    original = store.get_bytes(key)
-    failures = []
-    try:
-        for what, data in variants:
-            store.put_bytes(key, data)
-            try:
-                _read_all(store)
-            except StorageError as exc:
-                if key not in str(exc):
-                    failures.append(f"{what}: StorageError without the key: {exc}")
-            except Exception as exc:  # noqa: BLE001 - any other type is the bug this test looks for
-                failures.append(f"{what}: {type(exc).__name__}: {str(exc)[:200]}")
-            finally:
-                store.put_bytes(key, original)
-    finally:
-        store.put_bytes(key, original)
-    _read_all(store)
-    assert not failures, f"{key}:\n" + "\n".join(failures)
+    check_planted(store, key, variants, lambda: _read_all(store))
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from corrupt_variants import json_variants, npz_variants
+from corrupt_variants import check_planted, json_variants, npz_variants
 from daic.cli import main
 from daic.filters.network import FilterNet
 from daic.filters.registry import FILTER_FILE, FilterRegistry
@@ -55,34 +55,12 @@ def store(store_dir):
     return open_store(f"file://{store_dir}")
 
 
-def _check(store, key, variants, read):
-    """Plant each variant at ``key``, call ``read``; it must succeed or raise a StorageError naming
-    the key; the original is put back after each (and read must work again)."""
-    original = store.get_bytes(key)
-    failures = []
-    try:
-        for what, data in variants:
-            store.put_bytes(key, data)
-            try:
-                read()
-            except StorageError as exc:
-                if key not in str(exc):
-                    failures.append(f"{what}: StorageError without the key: {exc}")
-            except Exception as exc:  # noqa: BLE001 - any other type is the bug this test looks for
-                failures.append(f"{what}: {type(exc).__name__}: {str(exc)[:200]}")
-            finally:
-                store.put_bytes(key, original)
-    finally:
-        store.put_bytes(key, original)
-    read()  # whole again: reads as before
-    assert not failures, f"{key}:\n" + "\n".join(failures)
-
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_card_variants(store, seed):
     registry = ModelRegistry(store, "mnist")
     key = f"models/mnist/v0001/{CARD_FILE}"
-    _check(store, key, json_variants(store.get_bytes(key), seed),
+    check_planted(store, key, json_variants(store.get_bytes(key), seed),
            lambda: (registry.cards(), registry.lineage_lines(), registry.ancestry("v0002")))
 
 
@@ -90,10 +68,10 @@ def test_card_variants(store, seed):
 def test_champion_pointer_and_history_variants(store, seed):
     registry = ModelRegistry(store, "mnist")
     pointer = "models/mnist/champion"
-    _check(store, pointer, json_variants(store.get_bytes(pointer), seed),
+    check_planted(store, pointer, json_variants(store.get_bytes(pointer), seed),
            lambda: (registry.resolve("champion"), registry.lineage_lines()))
     history = "models/mnist/champion-history/000001.json"
-    _check(store, history, json_variants(store.get_bytes(history), seed), registry.champion_history)
+    check_planted(store, history, json_variants(store.get_bytes(history), seed), registry.champion_history)
 
 
 def test_nan_metric_is_refused_not_read(store):
@@ -149,7 +127,7 @@ def test_reference_variants(store, seed):
     registry = ModelRegistry(store, "mnist")
     for name in (REFERENCE_FILE, SHIFTED_FILE):
         key = f"models/mnist/v0001/{name}"
-        _check(store, key, npz_variants(store.get_bytes(key), seed),
+        check_planted(store, key, npz_variants(store.get_bytes(key), seed),
                lambda: registry.load_oracle_reference("v0001"))
 
 
@@ -173,7 +151,7 @@ def _weight_variants(raw: bytes, arch: str, seed: int):
 def test_weights_variants(store, seed):
     registry = ModelRegistry(store, "mnist")
     key = f"models/mnist/v0001/{MODEL_FILE}"
-    _check(store, key, _weight_variants(store.get_bytes(key), "small_cnn", seed),
+    check_planted(store, key, _weight_variants(store.get_bytes(key), "small_cnn", seed),
            lambda: registry.load_networks("v0001"))
     original = store.get_bytes(key)
     store.put_bytes(key, original[: len(original) // 3])
@@ -188,7 +166,7 @@ def test_weights_variants(store, seed):
 def test_filter_card_and_weights_variants(store, seed):
     filters = FilterRegistry(store, "mnist")
     card = f"models/mnist-filter/v0001/{CARD_FILE}"
-    _check(store, card, json_variants(store.get_bytes(card), seed),
+    check_planted(store, card, json_variants(store.get_bytes(card), seed),
            lambda: (filters.wraps("v0001"), filters.load_filter("v0001")))
     weights = f"models/mnist-filter/v0001/{FILTER_FILE}"
     torch.manual_seed(seed)
@@ -202,4 +180,4 @@ def test_filter_card_and_weights_variants(store, seed):
                 (f"{name} reshaped", state_dict_to_bytes({**state, name: state[name].reshape(-1)[:1]})),
                 (f"{name} with a NaN", state_dict_to_bytes(nan)),
                 ("a classifier's weights", state_dict_to_bytes(build("small_cnn")))]
-    _check(store, weights, variants, lambda: filters.load_filter("v0001", classifier=build("small_cnn")))
+    check_planted(store, weights, variants, lambda: filters.load_filter("v0001", classifier=build("small_cnn")))

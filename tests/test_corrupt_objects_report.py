@@ -13,12 +13,12 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from corrupt_variants import json_variants, npz_variants
+from corrupt_variants import check_planted, json_variants, npz_variants
 from daic.cli import main
 from daic.report.build import summarise
 from daic.report.cycles import load_cycle
 from daic.report.timeline import Timeline
-from daic.storage import StorageError, open_store
+from daic.storage import open_store
 from test_report import _timeline, _write_cycle
 
 SEEDS = (0, 1, 2)
@@ -38,24 +38,7 @@ def _read(store):
 
 
 def _check(store, key, variants):
-    original = store.get_bytes(key)
-    failures = []
-    try:
-        for what, data in variants:
-            store.put_bytes(key, data)
-            try:
-                _read(store)
-            except StorageError as exc:
-                if key not in str(exc):
-                    failures.append(f"{what}: StorageError without the key: {exc}")
-            except Exception as exc:  # noqa: BLE001 - any other type is the bug this test looks for
-                failures.append(f"{what}: {type(exc).__name__}: {str(exc)[:200]}")
-            finally:
-                store.put_bytes(key, original)
-    finally:
-        store.put_bytes(key, original)
-    _read(store)
-    assert not failures, f"{key}:\n" + "\n".join(failures)
+    check_planted(store, key, variants, lambda: _read(store))
 
 
 @pytest.mark.parametrize("seed", SEEDS)
