@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 
 import numpy as np
@@ -108,12 +109,27 @@ def test_rounds_plan_variants(drawn, tmp_path, seed):
             plan = json.loads(data)
         except ValueError:
             continue
-        if not plan:  # a falsy plan reads as "not in rounds" (collect_labels.logic): no plan to check
+        if plan is None:  # "rounds": null reads as "not in rounds" (collect_labels.logic): no plan to check
             continue
         problem = _collect_from(drawn, tmp_path, key, json.dumps({**doc, "rounds": plan}).encode())
         if problem:
             failures.append(f"rounds {what}: {problem}")
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("plan", [[], 0, {}, "", False], ids=repr)
+def test_a_falsy_rounds_plan_is_refused_not_read_as_no_rounds(drawn, tmp_path, plan):
+    """A cycle drawn for rounds draws its first round only: a plan corrupted to a falsy value must
+    not send collect-labels down the single-round path, which would label that round as the
+    whole budget. Only "rounds": null (or none) means no rounds."""
+    key = cycle_store.key("c1", "sample.json")
+    doc = json.loads((drawn / key).read_bytes())
+    root = tmp_path / "falsy"
+    shutil.copytree(drawn, root)
+    store = open_store(f"file://{root}")
+    store.put_bytes(key, json.dumps({**doc, "rounds": plan}).encode())
+    with pytest.raises(StorageError, match=re.escape(key)):
+        collect(store, "c1", COLLECT)
 
 
 def test_a_pool_whose_parts_do_not_match_is_one_error_naming_the_key(drawn, tmp_path):

@@ -151,7 +151,7 @@ def run(store: ObjectStore | str, cycle: str, config: CollectConfig,
     store = open_store(store or None) if isinstance(store, str) else store
     record = cycle_store.read_sample(store, cycle)
     backend = backend or make_backend(store, config)
-    if record.meta.get("rounds"):  # labels in rounds: this step drives them (.rounds)
+    if record.meta.get("rounds") is not None:  # labels in rounds: this step drives them (.rounds)
         from .rounds import run_rounds
 
         record, ids, inputs, answers, waited = run_rounds(
