@@ -49,6 +49,8 @@ WORK = [
     ("daic.pipelines.submit", "submit"),
     ("daic.pipelines.upload", "upload"),
     ("aiohttp.web", "run_app"),
+    ("daic.serving.http_limits", "serve_app"),
+    ("daic.labeling.app", "serve"),
     ("daic.sidecar.app", "run"),
     ("daic.serving.stack", "LocalStack"),
     ("daic.storage.seaweedfs", "SeaweedS3"),
@@ -58,7 +60,7 @@ WORK = [
 ]
 
 # Options whose value is free text: any string is a value, so only "no traceback" is asserted.
-FREE_TEXT = {"description", "experiment", "run_name", "notes", "labels_prefix", "unlabeled_key", "host",
+FREE_TEXT = {"description", "experiment", "run_name", "notes", "labels_prefix", "unlabeled_key",
              "ray_address", "prefix", "pipeline_callable", "champion_switch", "store_secret", "model_image",
              "sidecar_image", "corruption", "names", "scenario", "labeler", "pairs", "result_key"}
 # The same, for one command only (elsewhere the option of that name is a checked name).

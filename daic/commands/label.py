@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from daic.commands.values import HTTP_URL, NONEMPTY, STORE_URL, TEXT, SafePath, number
+from daic.commands.values import BIND_HOST, HTTP_URL, STORE_URL, TEXT, SafePath, number
 from daic.labeling.auth import DEFAULT_FILE
 from daic.storage import KeyNotFound, StorageError, open_store
 
@@ -43,7 +43,7 @@ def command() -> None:
 @command.command("serve")
 @_url_option
 @_labelers_option
-@click.option("--host", default="127.0.0.1", show_default=True, type=NONEMPTY)
+@click.option("--host", default="127.0.0.1", show_default=True, type=BIND_HOST)
 @click.option("--port", default=8090, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--labeler", default=None, metavar="NAME", type=TEXT,
               help="issue a fresh login link for NAME at start (default: your user name)")

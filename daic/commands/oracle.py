@@ -8,11 +8,11 @@ from pathlib import Path
 import click
 
 from daic.commands.values import (
+    BIND_HOST,
     DEPLOYMENT,
     HTTP_URL,
     LATE_STORE_URL,
     MODEL_NAME,
-    NONEMPTY,
     STORE_URL,
     TEXT,
     SafePath,
@@ -28,7 +28,7 @@ def command() -> None:
 
 
 @command.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, type=NONEMPTY)
+@click.option("--host", default="127.0.0.1", show_default=True, type=BIND_HOST)
 @click.option("--port", default=8300, show_default=True, type=click.IntRange(0, 65535),
               help="Service port: estimate, metrics, health (and feedback with the token)")
 @click.option("--ingest-port", default=8301, show_default=True, type=click.IntRange(0, 65535),

@@ -9,11 +9,11 @@ from pathlib import Path
 import click
 
 from daic.commands.values import (
+    BIND_HOST,
     DEPLOYMENT,
     DNS_LABEL,
     LATE_STORE_URL,
     MODEL_NAME,
-    NONEMPTY,
     PORT,
     SERVED_VERSION,
     TEXT,
@@ -32,7 +32,7 @@ from daic.commands.values import (
 @click.option("--model-version", default="champion", show_default=True, type=SERVED_VERSION,
               help="'champion' follows the registry pointer with live reload; or pin a version")
 @click.option("--deployment", default="mnist", show_default=True, type=DEPLOYMENT, help="records go to operational/<deployment>/")
-@click.option("--host", default="127.0.0.1", show_default=True, type=NONEMPTY)
+@click.option("--host", default="127.0.0.1", show_default=True, type=BIND_HOST)
 @click.option("--gateway-port", default=8003, show_default=True, type=PORT)
 @click.option("--model-port", default=9000, show_default=True, type=PORT)
 @click.option("--metrics-port", "model_metrics_port", default=6000, show_default=True, type=PORT)

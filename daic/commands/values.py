@@ -157,6 +157,24 @@ def _http_url(value: str) -> str:
     return value
 
 
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def _bind_host(value: str) -> str:
+    """An address to listen on: an IPv4 or IPv6 literal, or a host name (RFC 1123 labels, at most
+    253 characters). Anything else failed later, at bind time, with a resolver traceback."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if len(value) <= 253 and all(_HOST_LABEL.match(label) for label in value.split(".")):
+        return value
+    raise ValueError(f"{value!r} is not an IP address or a host name to listen on (e.g. 127.0.0.1, 0.0.0.0, ::1)")
+
+
 def _store_url(value: str) -> str:
     """A URL ``daic.storage.open_store`` accepts (its own check, nothing opened), without whitespace."""
     from daic.storage import StorageError, check_url
@@ -209,6 +227,8 @@ BUCKET = Text(_checked(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
                        "bucket name (3-63 lower-case letters, digits, '.' and '-')"), max_len=63)
 #: An http(s) URL (a service this command talks to, or the address a page is reached at).
 HTTP_URL = Text(_http_url)
+#: An address a server listens on (``--host`` of the serving commands).
+BIND_HOST = Text(_bind_host, max_len=253, allow_empty=False)
 #: An object-store key, and a prefix of keys.
 KEY = Text(_key, max_len=1024)
 KEY_PREFIX = Text(_key_prefix, max_len=1024)
