@@ -109,10 +109,12 @@ def npz_variants(raw: bytes, seed: int) -> Iterator[tuple[str, bytes]]:
             yield f"{name} with a negative value", npz_bytes(**{**arrays, name: bad})
 
 
-def check_planted(store: Any, key: str, variants: Iterator[tuple[str, bytes]], read: Callable[[], Any]) -> None:
+def check_planted(store: Any, key: str, variants: Iterator[tuple[str, bytes]], read: Callable[[], Any],
+                  valid: Callable[[Any], str | None] = lambda got: None) -> None:
     """Plant each variant at ``key`` and call ``read``: it must succeed or raise a StorageError
     (a CorruptObject among them) naming the key; any other exception is the bug these tests look
-    for. The original is put back after each variant, and ``read`` must work on it at the end."""
+    for, and so is a success whose result ``valid`` finds a problem with (a message; None: fine).
+    The original is put back after each variant, and ``read`` must work on it at the end."""
     from daic.storage import StorageError
 
     original = store.get_bytes(key)
@@ -121,15 +123,19 @@ def check_planted(store: Any, key: str, variants: Iterator[tuple[str, bytes]], r
         for what, data in variants:
             store.put_bytes(key, data)
             try:
-                read()
+                got = read()
             except StorageError as exc:
                 if key not in str(exc):
                     failures.append(f"{what}: StorageError without the key: {exc}")
             except Exception as exc:  # noqa: BLE001 - any other type is the bug this test looks for
                 failures.append(f"{what}: {type(exc).__name__}: {str(exc)[:200]}")
+            else:
+                problem = valid(got)
+                if problem:
+                    failures.append(f"{what}: read as {got!r}: {problem}")
             finally:
                 store.put_bytes(key, original)
     finally:
         store.put_bytes(key, original)
-    read()  # whole again: reads as before
+    assert not valid(read())  # whole again: reads as before
     assert not failures, f"{key}:\n" + "\n".join(failures)

@@ -16,7 +16,7 @@ import math
 
 import pytest
 
-from corrupt_variants import json_variants
+from corrupt_variants import check_planted, json_variants
 from daic.components import cycle_store
 from daic.components.deploy.logic import evaluated_champion, serving_filter
 from daic.components.estimate_accuracy.decision import DropRule
@@ -27,31 +27,6 @@ from daic.storage import StorageError
 from test_corrupt_objects_cycle import store, store_dir  # noqa: F401 - the fixtures
 
 SEEDS = (0, 1, 2)
-
-
-def _variants_check(store, key, variants, read, valid):
-    """Plant each variant; ``read`` must raise a StorageError naming the key or return something
-    ``valid`` accepts."""
-    original = store.get_bytes(key)
-    failures = []
-    try:
-        for what, data in variants:
-            store.put_bytes(key, data)
-            try:
-                got = read()
-            except StorageError as exc:
-                if key not in str(exc):
-                    failures.append(f"{what}: StorageError without the key: {exc}")
-            except Exception as exc:  # noqa: BLE001 - any other type is the bug this test looks for
-                failures.append(f"{what}: {type(exc).__name__}: {str(exc)[:200]}")
-            else:
-                problem = valid(got)
-                if problem:
-                    failures.append(f"{what}: read as {got!r}: {problem}")
-    finally:
-        store.put_bytes(key, original)
-    assert not valid(read())
-    assert not failures, f"{key}:\n" + "\n".join(failures)
 
 
 @pytest.fixture
@@ -70,8 +45,8 @@ def _interval_ok(got):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_estimate_json_variants(estimated, seed):
     key = cycle_store.key("c1", "estimate.json")
-    _variants_check(estimated, key, json_variants(estimated.get_bytes(key), seed, n_fields=10),
-                    lambda: champion_interval_of(estimated, "c1"), _interval_ok)
+    check_planted(estimated, key, json_variants(estimated.get_bytes(key), seed, n_fields=10),
+                  lambda: champion_interval_of(estimated, "c1"), _interval_ok)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), "0.9", None, 1.5, -0.1])
@@ -107,8 +82,8 @@ def test_evaluation_json_variants(store, seed):  # noqa: F811
                 return "refused", None
             raise
 
-    _variants_check(store, key, json_variants(store.get_bytes(key), seed, n_fields=10), read,
-                    lambda got: None if got[0] in ("v0001", "refused") else f"acted on {got[0]!r}")
+    check_planted(store, key, json_variants(store.get_bytes(key), seed, n_fields=10), read,
+                  lambda got: None if got[0] in ("v0001", "refused") else f"acted on {got[0]!r}")
 
 
 @pytest.mark.parametrize("promote", ["no", "false", 1, None])
@@ -123,8 +98,8 @@ def test_a_promote_that_is_not_a_boolean_is_never_a_promotion(store, promote):  
 def test_filter_record_variants(store, seed):  # noqa: F811
     key = cycle_store.key("c1", "filter.json")
     store.put_json(key, {"cycle": "c1", "filter_version": "v0003", "gate": "gated", "decision": "deploy"})
-    _variants_check(store, key, json_variants(store.get_bytes(key), seed), lambda: read_filter_record(store, "c1"),
-                    lambda got: None if got is None or isinstance(got.get("filter_version"), str) else "bad version")
+    check_planted(store, key, json_variants(store.get_bytes(key), seed), lambda: read_filter_record(store, "c1"),
+                  lambda got: None if got is None or isinstance(got.get("filter_version"), str) else "bad version")
 
 
 def test_a_filter_record_that_is_a_list_is_not_read_as_no_filter(store):  # noqa: F811

@@ -11,38 +11,15 @@ killed inside its append) is skipped and counted, and the status is still shown.
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from click.testing import CliRunner
 
 from corrupt_variants import json_variants
 from daic.cli import main
-from daic.operators.local_controller import LocalController
-from fakes.sidecar import FakeSidecar, drifted_stream
-from test_operator_local_controller import FAKE_PIPELINE, write_cycle
+from test_corrupt_objects_controller import finished, state  # noqa: F401 - the shared fixtures
 
 SEEDS = (0, 1, 2)
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A state directory after one finished cycle, and its cycle file."""
-    tmp = tmp_path_factory.mktemp("status")
-    (tmp / "release").write_text("go")
-    with FakeSidecar(drifted_stream(1, 10_000)) as sidecar:
-        cycle = write_cycle(tmp / "cycle.yaml", sidecar.url, tmp)
-        LocalController(cycle, tmp / "controller", f"file://{tmp / 'store'}", FAKE_PIPELINE).run(
-            interval=0.05, exit_after_cycles=1)
-    return tmp
-
-
-@pytest.fixture
-def state(finished, tmp_path):
-    """A private copy (the cycle file beside ``controller/``, where ``--cycle`` looks)."""
-    shutil.copytree(finished / "controller", tmp_path / "controller")
-    shutil.copy(finished / "cycle.yaml", tmp_path / "cycle.yaml")
-    return tmp_path
 
 
 def _status(*args):
