@@ -19,6 +19,7 @@ from daic.components import cycle_store
 from daic.components.collect_labels.label_studio import (PAGE_SIZE, LabelStudioBackend, LabelStudioClient,
                                                          LabelStudioError)
 from daic.components.collect_labels.request import BackendUnavailable, LabelRequest
+from daic.components.testing.black_hole import returns_within
 from daic.storage import open_store
 
 KEY = "0123456789abcdef0123456789abcdef01234567"
@@ -89,24 +90,6 @@ def server():
     httpd.server_close()
 
 
-def returns_within(seconds: float, call):
-    outcome: dict = {}
-
-    def target():
-        start = time.monotonic()
-        try:
-            outcome["value"] = call()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            outcome["error"] = exc
-        outcome["elapsed"] = time.monotonic() - start
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"still blocked after {seconds} s: the call is not bounded"
-    return outcome
-
-
 def client(url, **kw):
     return LabelStudioClient(url, KEY, "legacy", sleep=lambda s: None, **kw)
 
@@ -121,21 +104,21 @@ def test_task_pages_that_never_end_stop_at_what_the_project_can_hold(server, tmp
                    {"url": server, "project": 1, "tasks": n, "state": "ready"})
     backend = LabelStudioBackend(store, client=client(server))
     outcome = returns_within(30, lambda: backend.poll(request))
-    assert isinstance(outcome.get("error"), LabelStudioError), outcome.get("error")
-    assert "imported 250" in str(outcome["error"]) and "ignores the page" in str(outcome["error"])
+    assert isinstance(outcome.error, LabelStudioError), outcome.error
+    assert "imported 250" in str(outcome.error) and "ignores the page" in str(outcome.error)
     assert Misbehaving.pages_served == n // PAGE_SIZE + 2
 
 
 def test_an_endless_body_is_cut_at_the_size_bound(server):
     c = client(server, max_body_bytes=2**20)
     outcome = returns_within(30, lambda: c.call("GET", "/api/projects/1/"))
-    assert isinstance(outcome.get("error"), LabelStudioError), outcome.get("error")
-    assert f"more than the {2**20} bytes daic reads" in str(outcome["error"])
+    assert isinstance(outcome.error, LabelStudioError), outcome.error
+    assert f"more than the {2**20} bytes daic reads" in str(outcome.error)
 
 
 def test_an_answer_dripped_a_byte_at_a_time_is_bounded_by_the_call_timeout(server):
     c = client(server, timeout_s=1.0, attempts=2)
     outcome = returns_within(20, lambda: c.call("GET", "/api/projects/2/"))
-    assert isinstance(outcome.get("error"), BackendUnavailable), outcome.get("error")
-    assert "took longer than 1s" in str(outcome["error"])
-    assert outcome["elapsed"] < 10
+    assert isinstance(outcome.error, BackendUnavailable), outcome.error
+    assert "took longer than 1s" in str(outcome.error)
+    assert outcome.elapsed < 10

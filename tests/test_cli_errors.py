@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from click.testing import CliRunner
 
 from daic.cli import main
-from daic.components.testing.black_hole import never_answering_server
+from daic.components.testing.black_hole import never_answering_server, returns_within
 from daic.components.testing.http_reply import send_json
 
 
@@ -121,17 +120,7 @@ def test_a_hung_kfp_fails_within_the_bound(monkeypatch, black_hole, tmp_path):
     import daic.pipelines.kfp_client as kfp_client
 
     monkeypatch.setattr(kfp_client, "KFP_TIMEOUT", (1.0, 1.0))
-    outcome: dict = {}
-
-    def call() -> None:
-        start = time.monotonic()
-        outcome["result"] = _invoke(["pipeline", "submit", "--host", black_hole], tmp_path)
-        outcome["elapsed"] = time.monotonic() - start
-
-    thread = threading.Thread(target=call, daemon=True)
-    thread.start()
-    thread.join(30)
-    assert not thread.is_alive(), "still blocked after 30 s: the KFP calls have no timeout"
-    code, output, exc = outcome["result"]
+    outcome = returns_within(30, lambda: _invoke(["pipeline", "submit", "--host", black_hole], tmp_path))
+    code, output, exc = outcome.value
     assert code == 1 and f"cannot reach Kubeflow Pipelines at {black_hole}" in output, (output, exc)
-    assert outcome["elapsed"] < 15
+    assert outcome.elapsed < 15

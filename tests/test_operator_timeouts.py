@@ -7,13 +7,11 @@ generous bound, so without a timeout the test fails (instead of hanging the suit
 """
 from __future__ import annotations
 
-import threading
-import time
 
 import kopf
 import pytest
 
-from daic.components.testing.black_hole import never_answering_server
+from daic.components.testing.black_hole import never_answering_server, returns_within
 from daic.operators.handlers import Operator, OperatorConfig, build_registry
 from daic.operators.kube import StatusWriter
 from daic.operators.runners.kfp_runner import KfpRunner
@@ -38,54 +36,35 @@ def _custom_objects(url: str):
     return kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(config))
 
 
-def returns_within(seconds: float, call) -> tuple[float, BaseException | None]:
-    """Run ``call`` in a thread; (elapsed, what it raised). Fails if it is still blocked after ``seconds``."""
-    outcome: dict = {}
-
-    def target() -> None:
-        start = time.monotonic()
-        try:
-            call()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            outcome["error"] = exc
-        outcome["elapsed"] = time.monotonic() - start
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"still blocked after {seconds} s: the call has no timeout"
-    return outcome["elapsed"], outcome.get("error")
-
-
 def test_seldon_reads_and_patches_are_bounded(black_hole):
     from daic.operators.actions import PatchDeployment
 
     target = SeldonTarget(_custom_objects(black_hole), "default", "mnist", "default", timeout=BOUND)
-    elapsed, error = returns_within(20, lambda: target.observe(None))
+    elapsed, error, _ = returns_within(20, lambda: target.observe(None))
     assert error is not None and elapsed < 10
-    elapsed, error = returns_within(20, lambda: target.apply(PatchDeployment("mnist", "default", "default", "v1")))
+    elapsed, error, _ = returns_within(20, lambda: target.apply(PatchDeployment("mnist", "default", "default", "v1")))
     assert error is not None and elapsed < 10
 
 
 def test_status_writes_are_bounded(black_hole):
     writer = StatusWriter(_custom_objects(black_hole), "default", "demo", "1", timeout=BOUND)
-    elapsed, error = returns_within(20, lambda: writer(CycleStatus()))
+    elapsed, error, _ = returns_within(20, lambda: writer(CycleStatus()))
     assert error is not None and elapsed < 10
 
 
 def test_kfp_calls_are_bounded_and_not_retried_for_minutes(black_hole, tmp_path):
     """kfp.Client alone: no timeout, five healthz attempts 5 s apart, three read retries per call."""
     runner = KfpRunner(open_store(f"file://{tmp_path}"), host=black_hole, timeout=BOUND)
-    elapsed, error = returns_within(30, lambda: runner.get("demo-c1-0f1e2d3c"))
+    elapsed, error, _ = returns_within(30, lambda: runner.get("demo-c1-0f1e2d3c"))
     assert error is not None and elapsed < 10
-    elapsed, error = returns_within(30, lambda: runner.cancel("demo-c1-0f1e2d3c"))
+    elapsed, error, _ = returns_within(30, lambda: runner.cancel("demo-c1-0f1e2d3c"))
     assert error is not None and elapsed < 10
 
 
 def test_the_operators_fresh_read_before_each_pass_is_bounded(black_hole):
     op = Operator(OperatorConfig(api_timeout=1.0))
     op._api = _custom_objects(black_hole)
-    elapsed, error = returns_within(20, lambda: op.reconcile("default", "demo"))
+    elapsed, error, _ = returns_within(20, lambda: op.reconcile("default", "demo"))
     assert error is not None and elapsed < 10
 
 
