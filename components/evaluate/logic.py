@@ -41,6 +41,7 @@ from daic.components.estimate_accuracy.logic import labeled_subsample, write_res
 from daic.components.evaluate.decision import PromotionDecision, PromotionRule, decide_promotion
 from daic.components.sample_operational.designs import make_design
 from daic.components.train import registry_access
+from daic.sampling.paired import PairedComparison, compare_paired
 from daic.sampling.sample import Estimate, check_level
 from daic.storage import KeyNotFound, ObjectStore, PreconditionFailed, open_store
 from daic.storage.parsed import read_object
@@ -88,6 +89,7 @@ class EvaluateResult:
     challenger_clean: float
     decision: PromotionDecision
     serving: dict[str, Any] | None = None  # the choice with the filter (issue 21); None: no filter adopted
+    paired: PairedComparison | None = None  # the judged challenger against the champion, same draws (information)
 
     def metrics(self) -> dict[str, float]:
         """What the Kubeflow UI shows for this step."""
@@ -102,6 +104,9 @@ class EvaluateResult:
             "champion_clean_accuracy": self.champion_clean,
             "holdout_labels": float(self.challenger_operational.n_labels),
             "promote": float(self.decision.promote),
+            **({} if self.paired is None else {"paired_difference": self.paired.difference,
+                                               "paired_lower": self.paired.lower,
+                                               "paired_better": float(self.paired.better)}),
             **{k: float(v) for k, v in (self.serving or {}).items()
                if k.endswith("_accuracy") and isinstance(v, (int, float))},
         }
@@ -121,6 +126,23 @@ def operational_estimates(record: cycle_store.SampleRecord, labels: dict[str, in
     return (design.estimate(record.pool, sub, champion_correct, level),
             *(design.estimate(record.pool, sub, np.array([p[i] for i in ids]) == y, level)
               for p in (challenger_predictions, *others)))
+
+
+def paired_against_champion(record: cycle_store.SampleRecord, labels: dict[str, int], predictions: dict[str, int],
+                            level: float) -> Optional[PairedComparison]:
+    """The model predicting ``predictions`` against the champion's served predictions on the same
+    labeled held-out draws (:mod:`daic.sampling.paired`); None where the design has no valid paired
+    bound (the with-replacement designs) or a stratum has fewer than 2 held-out draws. Recorded
+    beside the promotion rule, not used by it: benchmarks/promotion_rule.py measures both."""
+    design = make_design(record.design["name"], record.design.get("params"))
+    sub, y = labeled_subsample(record, labels, draws=record.holdout)
+    ids = record.pool.ids[sub.indices]
+    try:
+        return compare_paired(design, record.pool, sub, record.pool.predictions[sub.indices] == y,
+                              np.array([predictions[i] for i in ids]) == y, level)
+    except ValueError as exc:
+        log.info("no paired comparison: %s", exc)
+        return None
 
 
 class _Interval(BaseModel):
@@ -226,6 +248,7 @@ def run(store: ObjectStore | str, cycle: str, challenger_version: str, config: E
     if frecord is None:
         champ_op, chall_op = operational_estimates(record, labels, challenger_predictions, config.level)
         chosen_op, chosen_model, chosen_net, gate, threshold = chall_op, challenger, None, "off", 0.0
+        chosen_predictions = challenger_predictions
     else:
         from daic.filters.apply import wrapped_predictions
         from daic.filters.registry import FilterRegistry
@@ -247,11 +270,13 @@ def run(store: ObjectStore | str, cycle: str, challenger_version: str, config: E
                                 filter_in_service=in_service)
         use_filter = choice.serve == "challenger+filter" or (not choice.promotes and chall_f_op.accuracy > chall_op.accuracy)
         chosen_op = chall_f_op if use_filter else chall_op
+        chosen_predictions = behind["challenger"] if use_filter else challenger_predictions
         chosen_model, chosen_net = challenger, (registry.load_filter(version, classifier=challenger) if use_filter else None)
         serving = {"serve": choice.serve, "serve_reason": choice.reason, "filter_version": version, "gate": gate,
                    "filter_in_service": in_service,
                    "challenger_alone_accuracy": chall_op.accuracy, "challenger_filter_accuracy": chall_f_op.accuracy,
                    "wrapped_champion_accuracy": champ_f_op.accuracy, "champion_upper": champion_interval[2]}
+    paired = paired_against_champion(record, labels, chosen_predictions, config.level)
     champ_clean = clean_accuracy(champion, config.clean_limit)
     chall_clean = clean_accuracy(challenger, config.clean_limit)
     chosen_clean = chall_clean if chosen_net is None else clean_accuracy(
@@ -282,7 +307,7 @@ def run(store: ObjectStore | str, cycle: str, challenger_version: str, config: E
     result = EvaluateResult(champion_version=champion_version, challenger_version=challenger_version,
                             champion_operational=champ_op, challenger_operational=chosen_op,
                             champion_interval=champion_interval, champion_clean=champ_clean,
-                            challenger_clean=chosen_clean, decision=decision, serving=serving)
+                            challenger_clean=chosen_clean, decision=decision, serving=serving, paired=paired)
     evaluation = {
         "cycle": cycle, "champion_version": champion_version, "challenger_version": challenger_version,
         "champion_holdout": asdict(champ_op), "challenger_holdout": asdict(chosen_op),
@@ -290,6 +315,7 @@ def run(store: ObjectStore | str, cycle: str, challenger_version: str, config: E
         "champion_clean": champ_clean, "challenger_clean": chosen_clean, "challenger_alone_clean": chall_clean,
         "clean_limit": config.clean_limit, "rule": asdict(PromotionRule(config.clean_tolerance)),
         "decision": asdict(decision), "serving": serving, "created": time.time(), "attempt": uuid.uuid4().hex,
+        "paired": None if paired is None else {**asdict(paired), "better": paired.better},
     }
     try:
         written = store.put_json_if_unchanged(evaluation_key, evaluation, began_with)

@@ -11,7 +11,7 @@ from daic.components import cycle_store
 from daic.components.collect_labels.logic import CollectConfig
 from daic.components.collect_labels.logic import run as collect
 from daic.components.evaluate.decision import PromotionRule, decide_promotion
-from daic.components.evaluate.logic import EvaluateConfig, operational_estimates
+from daic.components.evaluate.logic import EvaluateConfig, operational_estimates, paired_against_champion
 from daic.components.sample_operational.logic import SampleConfig
 from daic.sidecar.records import read_operational
 from daic.components.sample_operational.logic import run as sample
@@ -65,6 +65,19 @@ def test_operational_estimates_on_held_out_draws(operational_store, sampler):
     copy = {i: int(record.pool.predictions[list(record.pool.ids).index(i)]) for i in record.holdout_ids}
     same, copied = operational_estimates(record, labels, copy, 0.95)
     assert copied.accuracy == pytest.approx(same.accuracy)
+    # the paired comparison on the same draws (recorded beside the rule): for the designs it serves,
+    # its difference is the difference of the two linear estimates; a copy differs nowhere
+    paired = paired_against_champion(record, labels, perfect, 0.95)
+    if sampler in ("srs", "stratified"):
+        assert paired.difference == pytest.approx(challenger.accuracy - champion.accuracy)
+        pos = {i: k for k, i in enumerate(record.pool.ids)}
+        wrong = sum(int(record.pool.predictions[pos[i]]) != truth[i] for i in record.holdout_ids)
+        assert (paired.b_only, paired.a_only) == (wrong, 0) and wrong > 0
+        assert paired.n_draws == champion.n_draws
+        tie = paired_against_champion(record, labels, copy, 0.95)
+        assert (tie.difference, tie.b_only, tie.a_only, tie.better) == (0.0, 0, 0, False)
+    else:  # with replacement: no valid paired bound at these sizes (benchmarks/promotion_rule.py)
+        assert paired is None
 
 
 def test_run_chooses_what_serves_with_the_cycles_filter(operational_store, monkeypatch):
@@ -113,6 +126,10 @@ def test_run_chooses_what_serves_with_the_cycles_filter(operational_store, monke
     result = evaluate(store, "c1", "v0002", config)
     serving = result.serving
     assert serving["serve"] == "challenger+filter" and result.decision.promote
+    recorded = store.get_json("cycles/c1/evaluation.json")["paired"]  # the promoted variant against the champion
+    assert recorded["a_only"] == 0 and recorded["b_only"] > 0 and recorded["difference"] == pytest.approx(
+        serving["challenger_filter_accuracy"] - result.champion_operational.accuracy)
+    assert result.metrics()["paired_difference"] == pytest.approx(recorded["difference"])
     assert serving["challenger_filter_accuracy"] == pytest.approx(1.0)
     assert serving["challenger_filter_accuracy"] > serving["challenger_alone_accuracy"]
     assert result.challenger_operational.accuracy == serving["challenger_filter_accuracy"]
