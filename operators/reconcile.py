@@ -253,14 +253,29 @@ class ServingChoice:
         return self.serve.endswith("+filter")
 
 
-def choose_challenger_variant(challenger: float | None, challenger_filtered: float | None) -> tuple[str, float | None, str]:
+def choose_challenger_variant(challenger: float | None, challenger_filtered: float | None, *,
+                              alone_keeps_clean: bool = True, filtered_keeps_clean: bool = True
+                              ) -> tuple[str, float | None, str]:
     """(variant, its accuracy, why) of the challenger, alone or behind the cycle's filter, by their
     estimates on the same labeled held-out draws (pure). The filter stays only where it helps the
-    new model: behind it must be strictly better (a tie serves the simpler graph, no filter)."""
+    new model: behind it must be strictly better (a tie serves the simpler graph, no filter).
+
+    A variant that loses more clean accuracy than the promotion rule tolerates (``*_keeps_clean``
+    False, from evaluate's clean check) is not a candidate while the other one keeps clean: the
+    better drifted figure of a variant that cannot be promoted would otherwise block the one that
+    can (the filter's gate costs clean accuracy the challenger alone does not)."""
     if challenger is None:
         return "challenger", None, "no challenger estimate"
     if challenger_filtered is None:
         return "challenger", challenger, f"challenger {challenger:.4f} (no filter to put in front of it)"
+    if alone_keeps_clean and not filtered_keeps_clean:
+        return ("challenger", challenger,
+                f"challenger alone {challenger:.4f}: challenger+filter ({challenger_filtered:.4f}) loses more clean "
+                "accuracy than the rule tolerates")
+    if filtered_keeps_clean and not alone_keeps_clean:
+        return ("challenger+filter", challenger_filtered,
+                f"challenger+filter {challenger_filtered:.4f}: the challenger alone ({challenger:.4f}) loses more "
+                "clean accuracy than the rule tolerates")
     if challenger_filtered > challenger:
         return ("challenger+filter", challenger_filtered,
                 f"challenger+filter {challenger_filtered:.4f} > challenger alone {challenger:.4f} on the held-out draws")
@@ -271,12 +286,14 @@ def choose_challenger_variant(challenger: float | None, challenger_filtered: flo
 
 def choose_serving(*, champion: float | None, wrapped_champion: float | None, challenger: float | None,
                    challenger_filtered: float | None, filter_in_service: bool,
-                   min_improvement: float = 0.0) -> ServingChoice:
+                   min_improvement: float = 0.0, alone_keeps_clean: bool = True,
+                   filtered_keeps_clean: bool = True) -> ServingChoice:
     """The evaluation's choice among the challenger alone, the challenger behind the filter, the
     champion behind the filter (and the champion alone, when no filter serves) on the cycle's
     labeled held-out draws (pure; tests/test_operator_serving_choice.py is the table).
 
-    1. the better challenger variant (:func:`choose_challenger_variant`);
+    1. the better challenger variant (:func:`choose_challenger_variant`; one that fails the clean
+       check is passed over while the other keeps clean);
     2. it is promoted when it beats what serves now -- the wrapped champion while the filter
        serves (its held-out estimate), else the champion -- by the challenger's rule (gain > 0 and
        >= ``min_improvement``);
@@ -285,7 +302,8 @@ def choose_serving(*, champion: float | None, wrapped_champion: float | None, ch
     keep = "champion+filter" if filter_in_service else "champion"
     reference = wrapped_champion if filter_in_service and wrapped_champion is not None else champion
     against = "champion+filter" if filter_in_service and wrapped_champion is not None else "champion"
-    variant, acc, why = choose_challenger_variant(challenger, challenger_filtered)
+    variant, acc, why = choose_challenger_variant(challenger, challenger_filtered, alone_keeps_clean=alone_keeps_clean,
+                                                  filtered_keeps_clean=filtered_keeps_clean)
     if acc is None:
         return ServingChoice(keep, None, reference, f"no challenger was judged: {keep} keeps serving")
     if reference is None:

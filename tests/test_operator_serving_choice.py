@@ -56,6 +56,24 @@ def test_variant_without_filter_figure_is_the_challenger():
     assert choose_challenger_variant(None, 0.9)[:2] == ("challenger", None)
 
 
+@pytest.mark.parametrize("alone_ok,filtered_ok,serve,acc", [
+    (True, True, "challenger+filter", 0.97),    # both keep clean: the better one on the held-out draws
+    (True, False, "challenger", 0.95),          # the filter's gate costs clean accuracy: passed over
+    (False, True, "challenger+filter", 0.97),
+    (False, False, "challenger+filter", 0.97),  # neither: the better one, which the clean rule then refuses
+])
+def test_a_variant_that_fails_the_clean_check_is_passed_over(alone_ok, filtered_ok, serve, acc):
+    c = choose_serving(champion=0.70, wrapped_champion=0.92, challenger=0.95, challenger_filtered=0.97,
+                       filter_in_service=True, alone_keeps_clean=alone_ok, filtered_keeps_clean=filtered_ok)
+    assert (c.serve, c.accuracy) == (serve, acc)
+    if alone_ok != filtered_ok:
+        assert "loses more clean accuracy than the rule tolerates" in c.reason
+    # the clean check never lifts a variant over what serves: alone 0.90 < champion+filter 0.92
+    kept = choose_serving(champion=0.70, wrapped_champion=0.92, challenger=0.90, challenger_filtered=0.97,
+                          filter_in_service=True, filtered_keeps_clean=False)
+    assert kept.serve == "champion+filter"
+
+
 def test_daic_status_shows_what_serves_and_why():
     from datetime import datetime, timezone
 

@@ -245,14 +245,17 @@ def run(store: ObjectStore | str, cycle: str, challenger_version: str, config: E
     challenger_predictions = dict(zip(held_ids, predicted.tolist()))
     frecord = read_filter_record(store, cycle)
     serving: dict[str, Any] | None = None
+    champ_clean = clean_accuracy(champion, config.clean_limit)
+    chall_clean = clean_accuracy(challenger, config.clean_limit)
+    keeps_clean = lambda clean: clean >= champ_clean - config.clean_tolerance  # noqa: E731 - decide_promotion's test
     if frecord is None:
         champ_op, chall_op = operational_estimates(record, labels, challenger_predictions, config.level)
-        chosen_op, chosen_model, chosen_net, gate, threshold = chall_op, challenger, None, "off", 0.0
+        chosen_op, chosen_net, gate, threshold = chall_op, None, "off", 0.0
         chosen_predictions = challenger_predictions
     else:
         from daic.filters.apply import wrapped_predictions
         from daic.filters.registry import FilterRegistry
-        from daic.operators.reconcile import choose_serving
+        from daic.operators.reconcile import choose_challenger_variant, choose_serving
 
         registry = FilterRegistry(store, config.model_name)
         version, gate = str(frecord["filter_version"]), str(frecord.get("gate") or "gated")
@@ -265,22 +268,26 @@ def run(store: ObjectStore | str, cycle: str, challenger_version: str, config: E
         champ_op, chall_op, chall_f_op, champ_f_op = operational_estimates(
             record, labels, challenger_predictions, config.level, behind["challenger"], behind["champion"])
         in_service = frecord.get("decision") in ("deploy", "keep")
+        # Both variants' clean accuracy before the choice: one the clean rule would refuse must not
+        # be chosen over one it accepts (choose_challenger_variant).
+        chall_net = registry.load_filter(version, classifier=challenger)
+        chall_f_clean = clean_accuracy(challenger, config.clean_limit, chall_net, gate, threshold)
+        clean_flags = {"alone_keeps_clean": keeps_clean(chall_clean), "filtered_keeps_clean": keeps_clean(chall_f_clean)}
         choice = choose_serving(champion=champion_interval[2], wrapped_champion=champ_f_op.accuracy,
                                 challenger=chall_op.accuracy, challenger_filtered=chall_f_op.accuracy,
-                                filter_in_service=in_service)
-        use_filter = choice.serve == "challenger+filter" or (not choice.promotes and chall_f_op.accuracy > chall_op.accuracy)
+                                filter_in_service=in_service, **clean_flags)
+        use_filter = choice.serve == "challenger+filter" or (not choice.promotes and choose_challenger_variant(
+            chall_op.accuracy, chall_f_op.accuracy, **clean_flags)[0] == "challenger+filter")
         chosen_op = chall_f_op if use_filter else chall_op
         chosen_predictions = behind["challenger"] if use_filter else challenger_predictions
-        chosen_model, chosen_net = challenger, (registry.load_filter(version, classifier=challenger) if use_filter else None)
+        chosen_net = chall_net if use_filter else None
         serving = {"serve": choice.serve, "serve_reason": choice.reason, "filter_version": version, "gate": gate,
                    "filter_in_service": in_service,
                    "challenger_alone_accuracy": chall_op.accuracy, "challenger_filter_accuracy": chall_f_op.accuracy,
-                   "wrapped_champion_accuracy": champ_f_op.accuracy, "champion_upper": champion_interval[2]}
+                   "wrapped_champion_accuracy": champ_f_op.accuracy, "champion_upper": champion_interval[2],
+                   "challenger_alone_clean": chall_clean, "challenger_filter_clean": chall_f_clean}
     paired = paired_against_champion(record, labels, chosen_predictions, config.level)
-    champ_clean = clean_accuracy(champion, config.clean_limit)
-    chall_clean = clean_accuracy(challenger, config.clean_limit)
-    chosen_clean = chall_clean if chosen_net is None else clean_accuracy(
-        chosen_model, config.clean_limit, chosen_net, gate, threshold)
+    chosen_clean = chall_f_clean if chosen_net is not None else chall_clean
     decision = decide_promotion(chosen_op.accuracy, champion_interval[2], chosen_clean, champ_clean,
                                 PromotionRule(config.clean_tolerance))
     if serving is not None:
@@ -288,7 +295,6 @@ def run(store: ObjectStore | str, cycle: str, challenger_version: str, config: E
         if decision.promote and not promote:
             decision = PromotionDecision(False, decision.improves_operational, decision.keeps_clean,
                                          f"{decision.reason}; but {serving['serve_reason']}")
-        serving["challenger_filter_clean"] = chosen_clean if chosen_net is not None else None
         if promote and chosen_net is not None:
             own = filter_for(store, config.model_name, serving["filter_version"], challenger_version,
                              {"cycle": cycle, "purpose": "challenger"})

@@ -145,6 +145,26 @@ def test_run_chooses_what_serves_with_the_cycles_filter(operational_store, monke
     chosen = serving_filter(store, "c1")
     assert (chosen.version, chosen.gate) == (own, "always")
 
+    # the filter's gate costs clean accuracy beyond the rule's tolerance (these untrained models score
+    # ~5 % on clean digits either way, so the clean split's figures are set here: 0.99 for a model
+    # alone, 0.95 behind the filter): the challenger+filter is passed over, not allowed to block the
+    # challenger alone
+    from daic.components.evaluate import logic
+
+    monkeypatch.setattr(logic, "clean_accuracy", lambda model, limit=0, net=None, gate="off", threshold=0.0:
+                        0.95 if net is not None else 0.99)
+    strict = EvaluateConfig(clean_tolerance=0.01, clean_limit=100, wrapped_assessor=False)
+    result = evaluate(store, "c1", "v0002", strict)
+    s = result.serving
+    assert (s["challenger_filter_clean"], result.champion_clean, s["challenger_alone_clean"]) == (0.95, 0.99, 0.99)
+    assert s["challenger_filter_accuracy"] > s["challenger_alone_accuracy"]  # better where it drifted ...
+    assert "challenger+filter" not in (s["serve"], result.decision.reason.split(";")[0])
+    assert "loses more clean accuracy than the rule tolerates" in s["serve_reason"]
+    assert result.challenger_clean == s["challenger_alone_clean"]  # ... but the rule judges the challenger alone
+    assert store.get_json("cycles/c1/result.json")["challenger_filter_version"] is None
+    monkeypatch.undo()
+    monkeypatch.setattr(apply, "wrapped_predictions", right_behind_the_filter("v0002"))
+
     # the champion behind the filter is as good: it keeps serving, the challenger is not promoted
     monkeypatch.setattr(apply, "wrapped_predictions", right_behind_the_filter("v0001", "v0002"))
     result = evaluate(store, "c1", "v0002", config)
