@@ -64,6 +64,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--no-readapt", action="store_true",
                    help="'both': keep the champion's filter instead of re-adapting it to the challenger")
     p.add_argument("--retrain-base", type=int, default=20000)
+    p.add_argument("--clean-tolerance", type=float, default=0.003,
+                   help="evaluate's clean_tolerance (the pipeline's default, 0.003: the issue's bound)")
     p.add_argument("--retrain-epochs", type=int, default=2)
     p.add_argument("--no-retrain", action="store_true")
     p.add_argument("--teacher-share", type=float, default=0.2,
@@ -75,6 +77,9 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--train-filtered", action="store_true",
                    help="ablation: also retrain on the labeled sample passed through the adapted filter (its adopted "
                         "mode) and measure that challenger behind the filter ('trained filtered' column)")
+    p.add_argument("--rechoose", type=float, nargs="+", default=None, metavar="CLEAN_TOLERANCE",
+                   help="no training: the choice of what serves again, at these clean tolerances, on the cycles of "
+                        "an earlier run cached in --store (their challengers and adapted filters)")
     p.add_argument("--stack", action="store_true", help="also measure end-to-end latency through the local stack")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
     p.add_argument("--ablate", nargs="*", default=None, metavar="FILTER_VERSION",
@@ -170,27 +175,50 @@ def accuracy_behind(classifier, net, images, labels, mode, threshold) -> float:
     return float((wrapped_predictions(classifier, net, images, mode, threshold)[0] == labels).mean())
 
 
-def choose(r, classifier, net, mode, thr, challenger, both_net, both_mode, b_thr, hx, hy, sx, sy) -> dict:
+#: evaluate's clean check (components/evaluate: the clean test split) stands in here as test[2000:5000],
+#: clean images neither the pool (test[0:2000]) nor the evaluation images (test[5000:]) use
+CLEAN_CHECK = slice(2000, 5000)
+
+
+def clean_check_images():
+    from daic.data.mnist import load_split
+
+    test = load_split("test")
+    return np.asarray(test.images[CLEAN_CHECK], np.float32), np.asarray(test.labels[CLEAN_CHECK])
+
+
+def choose(r, classifier, net, mode, thr, challenger, both_net, both_mode, b_thr, hx, hy, sx, sy,
+           clean_tolerance: float = 0.003) -> dict:
     """The cycle's choice of what serves (daic.operators.reconcile.choose_serving) on the held-out
     draws ``hx, hy``; the filter is in service when it beat the champion on the labeled sample
-    ``sx, sy`` (decide_remedy's rule). Returns the chosen combination and its drifted/clean accuracy."""
+    ``sx, sy`` (decide_remedy's rule). As evaluate does, a challenger variant that loses more than
+    ``clean_tolerance`` on the clean check images is passed over while the other keeps clean, and the
+    chosen one is promoted only within it. Returns the chosen combination and its drifted/clean accuracy."""
     from daic.models.inference import predict
     from daic.operators.reconcile import choose_serving, decide_remedy
 
-    def held(model, filt=None, m=None, t=None):
-        return accuracy_behind(model, filt, hx, hy, m, t) if filt is not None else float(
-            (predict(model, hx).predictions == hy).mean())
+    def held(model, filt=None, m=None, t=None, x=hx, y=hy):
+        return accuracy_behind(model, filt, x, y, m, t) if filt is not None else float(
+            (predict(model, x).predictions == y).mean())
 
+    cx, cy = clean_check_images()
+    champ_clean = held(classifier, x=cx, y=cy)
+    alone_clean, both_clean = held(challenger, x=cx, y=cy), held(challenger, both_net, both_mode, b_thr, x=cx, y=cy)
+    flags = {"alone_keeps_clean": alone_clean >= champ_clean - clean_tolerance,
+             "filtered_keeps_clean": both_clean >= champ_clean - clean_tolerance}
     sample_champ = float((predict(classifier, sx).predictions == sy).mean())
     sample_filter = accuracy_behind(classifier, net, sx, sy, mode, thr)
     served = decide_remedy("both", drop_confirmed=True, traffic_clean=False, filter_in_service=False,
                            champion_accuracy=sample_champ, filter_accuracy=sample_filter).filter == "deploy"
     c = choose_serving(champion=held(classifier), wrapped_champion=held(classifier, net, mode, thr),
                        challenger=held(challenger), challenger_filtered=held(challenger, both_net, both_mode, b_thr),
-                       filter_in_service=served)
+                       filter_in_service=served, **flags)
+    serve = c.serve
+    if c.promotes and not flags["filtered_keeps_clean" if c.filtered else "alone_keeps_clean"]:
+        serve = "champion+filter" if served else "champion"  # the clean rule refuses the promotion
     pick = {"challenger": ("retrain", "retrain_clean"), "challenger+filter": ("both", "both_clean"),
-            "champion+filter": ("filter", "filter_clean"), "champion": ("before", "clean")}[c.serve]
-    return {"chosen": c.serve, "chosen_acc": r[pick[0]], "chosen_clean": r[pick[1]]}
+            "champion+filter": ("filter", "filter_clean"), "champion": ("before", "clean")}[serve]
+    return {"chosen": serve, "chosen_acc": r[pick[0]], "chosen_clean": r[pick[1]]}
 
 
 def with_teacher(store, args, r, cycle, version, labels_prefix, classifier, net, filter_version, adopt, thr, pool,
@@ -218,13 +246,94 @@ def with_teacher(store, args, r, cycle, version, labels_prefix, classifier, net,
           "retrain_clean": float((predict(student, clean_x).predictions == y).mean()),
           "both": accuracy_behind(student, s_net, x, y, adopt, thr),
           "both_clean": accuracy_behind(student, s_net, clean_x, y, adopt, thr)}
-    c = choose(rr, classifier, net, adopt, thr, student, s_net, adopt, thr, hx, hy, sample_x, sample_y)
+    c = choose(rr, classifier, net, adopt, thr, student, s_net, adopt, thr, hx, hy, sample_x, sample_y,
+               args.clean_tolerance)
     truth = pool_y[rest][kept]
     return {"teacher_pseudo": int(kept.sum()),
             "teacher_pseudo_acc": float((arrays["teacher_labels"][kept] == truth).mean()) if kept.any() else 0.0,
             "retrain_t": rr["retrain"], "retrain_t_clean": rr["retrain_clean"], "both_t": rr["both"],
             "both_t_clean": rr["both_clean"], "chosen_t": c["chosen"], "chosen_t_acc": c["chosen_acc"],
             "chosen_t_clean": c["chosen_clean"]}
+
+
+def rechoose(store, args, console) -> None:
+    """The serving choice again, at each clean tolerance of ``--rechoose``, on the cycles an earlier
+    run left in the store: per scenario and seed its last challenger (model card lineage
+    ``bench-<scenario>-<seed>``) and its last adapted filter (filter card notes cycle, no purpose),
+    the same drifted/pool/held-out images as that run."""
+    import re
+
+    from rich.table import Table
+
+    from daic.data.mnist import load_split
+    from daic.filters.registry import FilterRegistry
+    from daic.models.inference import predict
+    from daic.models.registry import ModelRegistry
+
+    models, filters = ModelRegistry(store, "mnist"), FilterRegistry(store, "mnist")
+    classifier, _ = models.load_networks(models.champion())
+    challengers = {}
+    for card in models.cards():
+        m = re.search(r"'cycle': 'bench-(\w+?)-(\d+)'", str(card.data.model_dump()))
+        if m:
+            challengers[(m.group(1), int(m.group(2)))] = card.version  # cards are in version order: the last wins
+    adapted = {}
+    for card in filters.cards():
+        m = re.fullmatch(r"bench-(\w+?)-(\d+)", str(card.data.notes.get("cycle", "")))
+        if m and not card.data.notes.get("purpose"):
+            adapted[(m.group(1), int(m.group(2)))] = card
+    test = load_split("test")
+    clean_x, y = np.asarray(test.images[EVAL], np.float32)[:args.eval_size], np.asarray(test.labels[EVAL])[:args.eval_size]
+    pool_clean, pool_y = np.asarray(test.images[POOL], np.float32), np.asarray(test.labels[POOL])
+    clean_alone = float((predict(classifier, clean_x).predictions == y).mean())
+    rows = []
+    for scenario in args.scenarios:
+        for seed in args.seeds:
+            if (scenario, seed) not in challengers or (scenario, seed) not in adapted:
+                console.print(f"{scenario} seed {seed}: no cached cycle in the store, skipped")
+                continue
+            card = adapted[(scenario, seed)]
+            challenger, _ = models.load_networks(challengers[(scenario, seed)])
+            net, thr = filters.load_filter(card.version, classifier=classifier), float(card.metrics["gate_threshold"])
+            both_net = filters.load_filter(card.version, classifier=challenger)
+            x, pool = drift(clean_x, scenario, args.share, seed), drift(pool_clean, scenario, args.share, seed + 1000)
+            sx, sy = pool[:args.labels], pool_y[:args.labels]
+            hx, hy = pool[args.labels:args.labels + args.holdout], pool_y[args.labels:args.labels + args.holdout]
+            mode = adopt_mode(card, classifier, net, sx, sy)
+            r = {"scenario": scenario, "seed": seed, "clean": clean_alone,
+                 "before": float((predict(classifier, x).predictions == y).mean()),
+                 "filter": accuracy_behind(classifier, net, x, y, mode, thr),
+                 "filter_clean": accuracy_behind(classifier, net, clean_x, y, mode, thr),
+                 "retrain": float((predict(challenger, x).predictions == y).mean()),
+                 "retrain_clean": float((predict(challenger, clean_x).predictions == y).mean()),
+                 "both": accuracy_behind(challenger, both_net, x, y, mode, thr),
+                 "both_clean": accuracy_behind(challenger, both_net, clean_x, y, mode, thr)}
+            for tol in args.rechoose:
+                c = choose(r, classifier, net, mode, thr, challenger, both_net, mode, thr, hx, hy, sx, sy, tol)
+                rows.append({**r, "tolerance": tol, **c})
+            console.print(f"{scenario} seed {seed}: challenger {challengers[(scenario, seed)]}, filter {card.version} "
+                          f"\\[{mode}]: " + ", ".join(f"{row['tolerance']}: {row['chosen']}" for row in rows
+                                                    if row["scenario"] == scenario and row["seed"] == seed))
+
+    def regain(acc, r):
+        return (acc - r["before"]) / (r["clean"] - r["before"])
+
+    table = Table(title=f"the serving choice again on the cached cycles ({args.eval_size} evaluation images, "
+                        f"{args.holdout} held-out draws, clean check on test[2000:5000])")
+    for col in ("scenario", "clean tolerance", "seeds", "chosen [per seed]", "regained (chosen)", "min",
+                "clean change (chosen)", "worst"):
+        table.add_column(col)
+    for scenario in args.scenarios:
+        for tol in args.rechoose:
+            rs = [r for r in rows if r["scenario"] == scenario and r["tolerance"] == tol]
+            if not rs:
+                continue
+            reg = [regain(r["chosen_acc"], r) for r in rs]
+            cc = [100 * (r["chosen_clean"] - r["clean"]) for r in rs]
+            table.add_row(scenario, f"{100 * tol:.1f} pts", str(len(rs)), ",".join(r["chosen"] for r in rs),
+                          f"{100 * np.mean(reg):.0f}%", f"{100 * min(reg):.0f}%", f"{np.mean(cc):+.2f} pts",
+                          f"{min(cc):+.2f}")
+    console.print(table)
 
 
 def latency(net, threshold: float, n: int, gate: str = "gated", scenario: str | None = None) -> dict[str, float]:
@@ -515,6 +624,9 @@ def main() -> None:
     if args.sidecar is not None:
         sidecar(store, version, args.sidecar[0], args.sidecar[1], args.share, console)
         return
+    if args.rechoose is not None:
+        rechoose(store, args, console)
+        return
     if args.abstain is not None:
         if len(args.abstain) > 2:
             raise SystemExit("--abstain takes FILTER_VERSION and optionally GATE (gated or always)")
@@ -616,7 +728,7 @@ def main() -> None:
                     r["trained_filtered_clean"] = accuracy_behind(ch_f, f_net, clean_x, y, adopt, thr)
                 hx, hy = pool[args.labels:args.labels + args.holdout], pool_y[args.labels:args.labels + args.holdout]
                 r.update(choose(r, classifier, net, adopt, thr, challenger, both_net, both_mode, b_thr, hx, hy,
-                                sample_x, sample_y))
+                                sample_x, sample_y, args.clean_tolerance))
                 if args.teacher is not None:
                     r.update(with_teacher(store, args, r, cycle, version, labels_prefix, classifier, net,
                                           adapted.version, adopt, thr, pool, pool_y, x, y, clean_x, hx, hy,

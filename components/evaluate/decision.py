@@ -3,12 +3,15 @@
 1. Operational: the challenger's accuracy on held-out labeled operational inputs (estimated with the
    sample's own design, so it is an estimate of its accuracy on the operational pool) must exceed
    the *upper* end of the champion's offline interval: an improvement the champion's own
-   uncertainty cannot explain.
+   uncertainty cannot explain. The challenger's own noise (its figure comes from ~60 held-out
+   draws) is not: benchmarks/promotion_rule.py measured that an equally accurate challenger passes
+   in 9-26 % of cycles, one 2-3 points worse in 2-9 % (docs/benchmarks/improvement.md).
 2. Clean: on the clean test set, the challenger may lose at most ``clean_tolerance`` against the
-   champion (retraining on drifted inputs must not forget the original distribution).
+   champion (retraining on drifted inputs must not forget the original distribution). The default,
+   0.003 (0.3 points), is issue 21's bound on what a remedy may cost clean traffic; on the whole
+   test split (10,000 images) the noise of a difference between two such models is about 0.1 point.
 
-Both must hold. The rule is deliberately one-sided on the operational side and tolerant on the
-clean side: the cycle exists to fix the drifted distribution, not to chase noise on clean data.
+Both must hold. The cycle exists to fix the drifted distribution, not to chase noise on clean data.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class PromotionRule:
-    clean_tolerance: float = 0.01
+    clean_tolerance: float = 0.003
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.clean_tolerance < 1.0:
