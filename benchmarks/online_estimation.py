@@ -176,6 +176,7 @@ class Models:
 
 
 SELF_AGREEMENT = False  # main() sets it from --self-agreement
+FIT_SHIFTS: tuple = ()  # main() sets it from --fit-shifts
 
 
 def cached_self_agreement(models: Models, name: str, out: Outputs, images_of, cache: Path = CACHE) -> Outputs:
@@ -231,9 +232,10 @@ def references(models: Models, cache: Path = CACHE):
     from daic.oracles.pipeline import ShiftedReference
     from daic.oracles.reference import OracleReference
 
-    config = ReferenceConfig(self_agreement=SELF_AGREEMENT)
+    config = ReferenceConfig(self_agreement=SELF_AGREEMENT, fit_shifts=FIT_SHIFTS)
     sa = "-sa" if SELF_AGREEMENT else ""
-    path = cache / f"outputs-{models.key}" / f"references-{config.shift_per_condition}-{config.seed}{sa}.npz"
+    fs = ("-" + "-".join(config.fit_shifts)) if config.fit_shifts else ""
+    path = cache / f"outputs-{models.key}" / f"references-{config.shift_per_condition}-{config.seed}{sa}{fs}.npz"
     if path.exists():
         z = dict(np.load(path, allow_pickle=False))
         ref = OracleReference.from_arrays({k[4:]: v for k, v in z.items() if k.startswith("ref_")})
@@ -412,9 +414,20 @@ def main(argv=None) -> None:
                         help="train the shadow with the generic augmentation family (daic.training.augment.chain) on "
                              "this share of every batch (a robust shadow: its agreement with the model is the "
                              "pseudo-oracle); 0: the plain shadow")
+    parser.add_argument("--fit-shifts", default=None,
+                        help="comma-separated fit-only shift families (daic.data.fit_shifts) in the shifted reference, "
+                             "'all' for every one, 'none' for none; default: ReferenceConfig's")
     args = parser.parse_args(argv)
-    global SELF_AGREEMENT, SHADOW_AUGMENT
+    global SELF_AGREEMENT, SHADOW_AUGMENT, FIT_SHIFTS
     SELF_AGREEMENT = args.self_agreement
+    if args.fit_shifts is not None:
+        from daic.data.fit_shifts import FIT_SHIFTS as ALL_FIT_SHIFTS
+
+        FIT_SHIFTS = {"all": ALL_FIT_SHIFTS, "none": ()}.get(args.fit_shifts) or tuple(args.fit_shifts.split(","))
+    else:
+        from daic.models.reference import ReferenceConfig
+
+        FIT_SHIFTS = ReferenceConfig().fit_shifts
     SHADOW_AUGMENT = args.shadow_augment
     if args.paired_types:
         torch.set_num_threads(args.threads)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from daic.data.fit_shifts import DEFAULT_FIT_SHIFTS
 from daic.models.card import DataLineage, LabeledBatchRef, ModelCard
 from daic.models.inference import predict
 from daic.models.networks import build
@@ -93,9 +94,11 @@ def test_weights_and_oracle_reference_round_trip(store):
     assert np.allclose(clean.probs, predict(model, val.images[:64]).probs, atol=1e-5)
     assert np.allclose(clean.shadow_probs, predict(shadow, val.images[:64]).probs, atol=1e-5)
     assert card.metrics["reference_val_accuracy"] == pytest.approx(clean.accuracy)
-    # Shifted reference: 2 corruptions x 5 severities x 3 calibration rows, labelled by condition.
-    assert len(shifted.reference) == 30
-    assert sorted(set(shifted.conditions)) == sorted(f"{c}/{s}" for c in ("fog", "rotate") for s in range(1, 6))
+    # Shifted reference: 2 corruptions and the fit-only families (daic.data.fit_shifts) x 5 severities
+    # x 3 calibration rows, labelled by condition.
+    kinds = ("fog", "rotate") + DEFAULT_FIT_SHIFTS
+    assert len(shifted.reference) == len(kinds) * 5 * 3
+    assert sorted(set(shifted.conditions)) == sorted(f"{c}/{s}" for c in kinds for s in range(1, 6))
     _bank, calibration = split_reference(64)
     assert set(shifted.reference.labels) <= set(val.labels[calibration])
 

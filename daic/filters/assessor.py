@@ -120,6 +120,7 @@ def wrapped_references(model, shadow, net, gate: str, threshold: float, *, val_l
     gate, with its uncertainty part's classifier pass; outputs, the classifier's and the shadow's;
     corrupt, the synthetic corruptions)."""
     from daic.data.corruptions import CORRUPTIONS
+    from daic.data.fit_shifts import DEFAULT_FIT_SHIFTS
     from daic.data.mnist import load_split
     from daic.filters.apply import apply_filter, uncertain_mask
     from daic.filters.gate import select
@@ -172,7 +173,8 @@ def wrapped_references(model, shadow, net, gate: str, threshold: float, *, val_l
         return clean, None
     t = time.perf_counter()
     s_images, s_labels, conditions = shifted_inputs(images, labels, per_condition=shift_per_condition,
-                                                    corruptions=tuple(CORRUPTIONS), seed=seed)
+                                                    corruptions=tuple(CORRUPTIONS), seed=seed,
+                                                    fit_shifts=DEFAULT_FIT_SHIFTS)
     timed("corrupt", t)
     shifted = ShiftedReference(outputs(s_images, s_labels), np.array(conditions))
     head = linear_head(model, clean.embeddings.shape[1])

@@ -18,6 +18,7 @@ from typing import Optional
 import numpy as np
 from torch import nn
 
+from daic.data.fit_shifts import DEFAULT_FIT_SHIFTS
 from daic.models.inference import predict
 from daic.oracles.pipeline import ShiftedReference, split_reference
 from daic.oracles.reference import OracleReference
@@ -32,6 +33,9 @@ class ReferenceConfig:
     val_limit: Optional[int] = None
     shift_per_condition: int = 100
     corruptions: Optional[tuple[str, ...]] = None  # None = every corruption in daic.data
+    # Random shift families that only fit the assessor (daic.data.fit_shifts): shifts between and
+    # beyond the named corruptions, rows "<family>/<severity>" beside theirs (issue 17).
+    fit_shifts: tuple[str, ...] = DEFAULT_FIT_SHIFTS
     seed: int = 77
     # The model's agreement with itself under test-time transforms on both references
     # (daic.oracles.self_agreement); the assessor then uses it and needs it for every input.
@@ -56,20 +60,22 @@ def oracle_reference(model: nn.Module, shadow: nn.Module, images: np.ndarray, la
 
 def shifted_reference(
     model: nn.Module, shadow: nn.Module, images: np.ndarray, labels: np.ndarray, *,
-    per_condition: int, corruptions: tuple[str, ...], seed: int,
+    per_condition: int, corruptions: tuple[str, ...], seed: int, fit_shifts: tuple[str, ...] = (),
 ) -> ShiftedReference:
     """Outputs on every (corruption, severity) applied to a seeded draw of calibration rows."""
     shifted_images, shifted_labels, conditions = shifted_inputs(
-        images, labels, per_condition=per_condition, corruptions=corruptions, seed=seed)
+        images, labels, per_condition=per_condition, corruptions=corruptions, seed=seed, fit_shifts=fit_shifts)
     ref = oracle_reference(model, shadow, shifted_images, shifted_labels)
     return ShiftedReference(ref, np.array(conditions))
 
 
 def shifted_inputs(images: np.ndarray, labels: np.ndarray, *, per_condition: int, corruptions: tuple[str, ...],
-                   seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(images, labels, conditions) of the shifted reference: every (corruption, severity)
-    applied to a seeded draw of calibration rows."""
+                   seed: int, fit_shifts: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(images, labels, conditions) of the shifted reference: every (corruption, severity), then
+    every fit-only family (daic.data.fit_shifts) at every severity, applied to a seeded draw of
+    calibration rows."""
     from daic.data.corruptions import SEVERITIES, corrupt
+    from daic.data.fit_shifts import fit_shift
 
     _bank, calibration = split_reference(len(images))
     take = min(per_condition, len(calibration))
@@ -79,6 +85,13 @@ def shifted_inputs(images: np.ndarray, labels: np.ndarray, *, per_condition: int
             rng = np.random.default_rng([seed, ci, severity])
             rows = rng.choice(calibration, size=take, replace=False)
             batches.append(corrupt(np.asarray(images[rows]), name, severity, seed=int(rng.integers(2**31))))
+            batch_labels.append(np.asarray(labels[rows]))
+            conditions += [f"{name}/{severity}"] * take
+    for fi, name in enumerate(fit_shifts):
+        for severity in SEVERITIES:
+            rng = np.random.default_rng([seed, 1000 + fi, severity])
+            rows = rng.choice(calibration, size=take, replace=False)
+            batches.append(fit_shift(np.asarray(images[rows]), name, severity, seed=int(rng.integers(2**31))))
             batch_labels.append(np.asarray(labels[rows]))
             conditions += [f"{name}/{severity}"] * take
     return np.concatenate(batches), np.concatenate(batch_labels), conditions
@@ -114,12 +127,13 @@ def build_references(
     head = linear_head(model, clean.embeddings.shape[1]) if config.energy_head else None
     if not config.self_agreement:
         shifted = shifted_reference(model, shadow, images, labels, per_condition=config.shift_per_condition,
-                                    corruptions=tuple(names), seed=config.seed)
+                                    corruptions=tuple(names), seed=config.seed, fit_shifts=config.fit_shifts)
         return clean, shifted if head is None else shifted.with_head(*head)
     from daic.oracles.self_agreement import self_agreement, view_probs
 
     s_images, s_labels, conditions = shifted_inputs(images, labels, per_condition=config.shift_per_condition,
-                                                    corruptions=tuple(names), seed=config.seed)
+                                                    corruptions=tuple(names), seed=config.seed,
+                                                    fit_shifts=config.fit_shifts)
     ref = oracle_reference(model, shadow, s_images, s_labels)
     return clean, ShiftedReference(ref, np.array(conditions),
                                    self_agreement(ref.probs, view_probs(model, s_images)),
