@@ -177,6 +177,14 @@ class Models:
 
 SELF_AGREEMENT = False  # main() sets it from --self-agreement
 FIT_SHIFTS: tuple = ()  # main() sets it from --fit-shifts
+#: the fit-only family (daic.data.fit_shifts) of the same kind as a named corruption, for
+#: --strict-families; intensity changes (brightness, contrast) have none among the defaults
+FAMILY_OF = {
+    **dict.fromkeys(("gaussian_noise", "shot_noise", "impulse_noise"), "randnoise"),
+    **dict.fromkeys(("gaussian_blur", "glass_blur", "motion_blur", "pixelate", "edges"), "randconv"),
+    **dict.fromkeys(("shear", "scale", "rotate", "translate", "elastic"), "randwarp"),
+    **dict.fromkeys(("spatter", "stripe", "dotted_line", "zigzag", "fog"), "randclutter"),
+}
 
 
 def cached_self_agreement(models: Models, name: str, out: Outputs, images_of, cache: Path = CACHE) -> Outputs:
@@ -414,6 +422,9 @@ def main(argv=None) -> None:
                         help="train the shadow with the generic augmentation family (daic.training.augment.chain) on "
                              "this share of every batch (a robust shadow: its agreement with the model is the "
                              "pseudo-oracle); 0: the plain shadow")
+    parser.add_argument("--strict-families", action="store_true",
+                        help="fit each held-out assessor without the fit-only family of the same kind as its held-out "
+                             "types too (FAMILY_OF): the held-out error for a shift of a kind no family spans")
     parser.add_argument("--fit-shifts", default=None,
                         help="comma-separated fit-only shift families (daic.data.fit_shifts) in the shifted reference, "
                              "'all' for every one, 'none' for none; default: ReferenceConfig's")
@@ -464,8 +475,10 @@ def main(argv=None) -> None:
     else:
         config = AssessorConfig(band_model=True, band_method=args.band_method)
     for ex in tqdm(sorted(excluded_sets, key=sorted), desc="fit assessors"):
+        # --strict-families: a held-out type's fit-only family of the same kind is held out with it
+        drop = set(ex) | ({FAMILY_OF.get(t) for t in ex} - {None} if args.strict_families else set())
         assessors[ex] = OnlineAssessor(config).fit(
-            ref, shifted.without_types(ex) if ex else shifted)
+            ref, shifted.without_types(drop) if drop else shifted)
     seen = assessors[frozenset()]
 
     def held_out_key(c):
