@@ -133,7 +133,7 @@ def assess_and_improve(
     train_precision: str = "auto",
     ray_cluster: str = "daic-ray",
     # evaluation and promotion
-    clean_tolerance: float = 0.003,  # 0.3 points of clean accuracy at most (issue 21)
+    clean_tolerance: float = 0.01,
     clean_limit: int = 0,
     promote_by: str = "pipeline",
     deploy_target: str = "local",

@@ -67,7 +67,7 @@ class EvaluateConfig:
     model_name: str = "mnist"
     champion_version: str = ""
     level: float = 0.95
-    clean_tolerance: float = 0.003
+    clean_tolerance: float = 0.01
     clean_limit: int = 0
     wrapped_assessor: bool = True  # fit the sidecar's assessor behind a chosen challenger's filter
 
