@@ -46,12 +46,6 @@ DESIGNS = ("srs", "stratified", "active", "failure-seeking", "dual")
 PPS = ("active", "failure-seeking", "dual")  # with replacement: compare_paired refuses them
 
 
-def subset(s: Sample, mask: np.ndarray) -> Sample:
-    pick = lambda a: None if a is None else a[mask]  # noqa: E731
-    return Sample(indices=s.indices[mask], batch=s.batch[mask], selection_prob=pick(s.selection_prob),
-                  stratum=pick(s.stratum), control=pick(s.control), control_mean=pick(s.control_mean))
-
-
 def challenger(champion: np.ndarray, p_correct: np.ndarray, gains: int, losses: int, adversarial: bool,
                rng: np.random.Generator) -> np.ndarray:
     wrong, right = np.flatnonzero(~champion), np.flatnonzero(champion)
@@ -101,7 +95,7 @@ def main() -> None:
         votes = np.zeros(3)
         for _ in range(args.reps):
             s = design.draw(sim.pool, Sample.empty(), np.zeros(0, bool), args.budget, rng)
-            h = subset(s, split_holdout(s, args.holdout_share, rng))
+            h = s.subset(split_holdout(s, args.holdout_share, rng))
             champ = design.estimate(sim.pool, s, a[s.indices], 0.95)
             chall = design.estimate(sim.pool, h, b[h.indices], 0.95)
             c = paired(design, sim.pool, h, a[h.indices], b[h.indices])

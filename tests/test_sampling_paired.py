@@ -14,12 +14,6 @@ from daic.sampling.sample import Sample
 from daic.sampling.simulate import simulate_pool
 
 
-def _held_out(s: Sample, mask: np.ndarray) -> Sample:
-    pick = lambda a: None if a is None else a[mask]  # noqa: E731
-    return Sample(indices=s.indices[mask], batch=s.batch[mask], selection_prob=pick(s.selection_prob),
-                  stratum=pick(s.stratum), control=pick(s.control), control_mean=pick(s.control_mean))
-
-
 def _challenger(a: np.ndarray, p: np.ndarray, gains: int, losses: int, adversarial: bool, rng) -> np.ndarray:
     wrong, right = np.flatnonzero(~a), np.flatnonzero(a)
     if adversarial:  # gains where the oracle is unsure (oversampled), losses where it is sure
@@ -89,7 +83,7 @@ def test_an_equal_challenger_is_rarely_called_better(design_name, adversarial):
     better = 0
     for _ in range(300):
         s = design.draw(sim.pool, Sample.empty(), np.zeros(0, bool), 200, rng)
-        h = _held_out(s, split_holdout(s, 0.3, rng))
+        h = s.subset(split_holdout(s, 0.3, rng))
         better += compare_paired(design, sim.pool, h, a[h.indices], b[h.indices], 0.95).better
     assert better / 300 <= 0.05
 
@@ -107,7 +101,7 @@ def test_a_much_better_challenger_is_found(design_name):
     better = covered = 0
     for _ in range(200):
         s = design.draw(sim.pool, Sample.empty(), np.zeros(0, bool), 200, rng)
-        h = _held_out(s, split_holdout(s, 0.3, rng))
+        h = s.subset(split_holdout(s, 0.3, rng))
         c = compare_paired(design, sim.pool, h, a[h.indices], b[h.indices], 0.95)
         better += c.better
         covered += c.lower <= truth
@@ -136,3 +130,16 @@ def test_bad_input_is_a_clear_error():
         compare_paired(make_design("srs"), pool, sample.head(1), ones[:1], ones[:1], 0.95)
     with pytest.raises(ValueError, match="needs a sample with strata"):
         compare_paired(make_design("stratified"), pool, sample, ones, ones, 0.95)
+
+
+def test_sample_subset_keeps_every_field_and_checks_its_mask():
+    s = Sample(indices=np.arange(4), batch=np.zeros(4, np.int64), selection_prob=np.full(4, 0.1),
+               stratum=np.array([0, 1, 0, 1]), control=np.full(4, 0.9), control_mean=np.full(4, 0.8))
+    sub = s.subset(np.array([True, False, False, True]))
+    assert sub.indices.tolist() == [0, 3] and sub.stratum.tolist() == [0, 1]
+    assert sub.selection_prob.tolist() == [0.1, 0.1] and sub.control_mean.tolist() == [0.8, 0.8]
+    assert s.subset(np.zeros(4, bool)).n_draws == 0
+    with pytest.raises(ValueError, match="boolean with shape"):
+        s.subset(np.array([0, 3]))  # positions, not a mask
+    with pytest.raises(ValueError, match="boolean with shape"):
+        s.subset(np.ones(3, bool))

@@ -66,14 +66,10 @@ def labeled_subsample(record: cycle_store.SampleRecord, labels: dict[str, int],
                       draws: np.ndarray | None = None) -> tuple[Sample, np.ndarray]:
     """The draws (optionally only ``draws``, a bool mask) whose input has a label, and their labels."""
     ids = record.pool.ids[record.sample.indices]
-    keep = np.array([i in labels for i in ids])
+    keep = np.array([i in labels for i in ids], dtype=bool)
     if draws is not None:
         keep &= draws
-    s = record.sample
-    pick = lambda a: None if a is None else a[keep]  # noqa: E731
-    sub = Sample(indices=s.indices[keep], batch=s.batch[keep], selection_prob=pick(s.selection_prob),
-                 stratum=pick(s.stratum), control=pick(s.control), control_mean=pick(s.control_mean))
-    return sub, np.array([labels[i] for i in ids[keep]], dtype=np.int64)
+    return record.sample.subset(keep), np.array([labels[i] for i in ids[keep]], dtype=np.int64)
 
 
 def offline_estimate(record: cycle_store.SampleRecord, labels: dict[str, int], level: float) -> tuple[Estimate, int]:

@@ -126,7 +126,7 @@ def test_holdout_part_is_a_valid_sample_of_the_design(sampler):
     for rep in range(200):
         rng = np.random.default_rng(rep)
         sample = design.draw(sim.pool, _empty(), np.zeros(0, bool), 150, rng)
-        held = _subset(sample, split_holdout(sample, 0.4, rng))
+        held = sample.subset(split_holdout(sample, 0.4, rng))
         est = design.estimate(sim.pool, held, sim.correct[held.indices], 0.95)
         estimates.append(est.accuracy)
         covered.append(est.covers(truth))
@@ -149,10 +149,3 @@ def _empty():
     return Sample.empty()
 
 
-def _subset(sample, mask):
-    from daic.sampling.sample import Sample
-
-    pick = lambda a: None if a is None else a[mask]  # noqa: E731
-    return Sample(indices=sample.indices[mask], batch=sample.batch[mask],
-                  selection_prob=pick(sample.selection_prob), stratum=pick(sample.stratum),
-                  control=pick(sample.control), control_mean=pick(sample.control_mean))

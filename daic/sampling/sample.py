@@ -88,6 +88,15 @@ class Sample:
             **{k: None if getattr(self, k) is None else getattr(self, k)[:n] for k in _FIELDS},
         )
 
+    def subset(self, mask: np.ndarray) -> "Sample":
+        """The draws where ``mask`` (bool, one per draw) is true, with their optional fields: a
+        random subset of a design's draws, e.g. the held-out part of a sample, or its labeled part."""
+        mask = np.asarray(mask)
+        if mask.dtype != bool or mask.shape != (self.n_draws,):
+            raise ValueError(f"subset mask must be boolean with shape ({self.n_draws},), got {mask.dtype} {mask.shape}")
+        return Sample(indices=self.indices[mask],
+                      **{k: None if getattr(self, k) is None else getattr(self, k)[mask] for k in _FIELDS})
+
     def concat(self, other: "Sample") -> "Sample":
         """These draws followed by ``other``'s (which must carry the same optional fields)."""
         if self.n_draws == 0:
