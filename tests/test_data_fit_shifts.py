@@ -42,6 +42,14 @@ def test_bad_arguments_are_clear_errors(digits):
     assert fit_shift(digits[:0], FIT_SHIFTS[0], 1).shape == (0, 28, 28)
 
 
+def test_a_reference_config_names_only_known_families():
+    from daic.models.reference import ReferenceConfig
+
+    assert set(ReferenceConfig().fit_shifts) <= set(FIT_SHIFTS)
+    with pytest.raises(ValueError, match=r"unknown fit_shifts \['blur'\]"):
+        ReferenceConfig(fit_shifts=("randconv", "blur"))
+
+
 def test_the_shifted_reference_holds_them_beside_the_named_corruptions():
     val = load_split("val")
     images, labels = np.asarray(val.images[:200], np.float32), np.asarray(val.labels[:200])

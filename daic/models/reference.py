@@ -49,6 +49,11 @@ class ReferenceConfig:
             raise ValueError(f"val_limit must be >= 4 (an oracle reference needs both halves), got {self.val_limit}")
         if self.shift_per_condition < 0:
             raise ValueError(f"shift_per_condition must be >= 0, got {self.shift_per_condition}")
+        from daic.data.fit_shifts import FIT_SHIFTS
+
+        unknown = sorted(set(self.fit_shifts) - set(FIT_SHIFTS))
+        if unknown:
+            raise ValueError(f"unknown fit_shifts {unknown}; valid: {', '.join(FIT_SHIFTS)}")
 
 
 def oracle_reference(model: nn.Module, shadow: nn.Module, images: np.ndarray, labels: np.ndarray) -> OracleReference:
