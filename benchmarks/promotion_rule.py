@@ -36,7 +36,7 @@ from daic.components.sample_operational.designs import make_design
 from daic.components.sample_operational.holdout import split_holdout
 from daic.sampling.paired import compare_paired
 from daic.sampling.sample import Sample
-from daic.sampling.simulate import simulate_pool
+from daic.sampling.simulate import challenger_correctness, simulate_pool
 
 # (name, gains, losses per 5,000 inputs, adversarial placement)
 CASES = (("-3 pts", 50, 200, False), ("-3 pts adversarial", 50, 200, True), ("-2 pts", 50, 150, False),
@@ -44,18 +44,6 @@ CASES = (("-3 pts", 50, 200, False), ("-3 pts adversarial", 50, 200, True), ("-2
          ("+5 pts", 300, 50, False))
 DESIGNS = ("srs", "stratified", "active", "failure-seeking", "dual")
 PPS = ("active", "failure-seeking", "dual")  # with replacement: compare_paired refuses them
-
-
-def challenger(champion: np.ndarray, p_correct: np.ndarray, gains: int, losses: int, adversarial: bool,
-               rng: np.random.Generator) -> np.ndarray:
-    wrong, right = np.flatnonzero(~champion), np.flatnonzero(champion)
-    if adversarial:
-        fix, brk = wrong[np.argsort(p_correct[wrong])][:gains], right[np.argsort(-p_correct[right])][:losses]
-    else:
-        fix, brk = rng.choice(wrong, gains, replace=False), rng.choice(right, losses, replace=False)
-    out = champion.copy()
-    out[fix], out[brk] = True, False
-    return out
 
 
 def paired(design, pool, h: Sample, a: np.ndarray, b: np.ndarray):
@@ -91,7 +79,7 @@ def main() -> None:
         sim = simulate_pool(scenario, n=args.pool, seed=1)
         design, rng = make_design(name), np.random.default_rng(0)
         a = sim.correct
-        b = challenger(a, sim.pool.p_correct, int(gains * scale), int(losses * scale), adversarial, rng)
+        b = challenger_correctness(a, sim.pool.p_correct, int(gains * scale), int(losses * scale), adversarial, rng)
         votes = np.zeros(3)
         for _ in range(args.reps):
             s = design.draw(sim.pool, Sample.empty(), np.zeros(0, bool), args.budget, rng)

@@ -11,18 +11,7 @@ from daic.components.sample_operational.holdout import split_holdout
 from daic.sampling.paired import compare_paired, sign_test_p
 from daic.sampling.pool import Pool
 from daic.sampling.sample import Sample
-from daic.sampling.simulate import simulate_pool
-
-
-def _challenger(a: np.ndarray, p: np.ndarray, gains: int, losses: int, adversarial: bool, rng) -> np.ndarray:
-    wrong, right = np.flatnonzero(~a), np.flatnonzero(a)
-    if adversarial:  # gains where the oracle is unsure (oversampled), losses where it is sure
-        fix, brk = wrong[np.argsort(p[wrong])][:gains], right[np.argsort(-p[right])][:losses]
-    else:
-        fix, brk = rng.choice(wrong, gains, replace=False), rng.choice(right, losses, replace=False)
-    b = a.copy()
-    b[fix], b[brk] = True, False
-    return b
+from daic.sampling.simulate import challenger_correctness, simulate_pool
 
 
 def _pool(n: int) -> Pool:
@@ -77,7 +66,7 @@ def test_an_equal_challenger_is_rarely_called_better(design_name, adversarial):
     sim = simulate_pool("drifted", n=5000, seed=1)
     rng = np.random.default_rng(3)
     a = sim.correct
-    b = _challenger(a, sim.pool.p_correct, 150, 150, adversarial, rng)
+    b = challenger_correctness(a, sim.pool.p_correct, 150, 150, adversarial, rng)
     assert b.mean() == a.mean()
     design = make_design(design_name)
     better = 0
@@ -95,7 +84,7 @@ def test_a_much_better_challenger_is_found(design_name):
     sim = simulate_pool("drifted", n=5000, seed=1)
     rng = np.random.default_rng(4)
     a = sim.correct
-    b = _challenger(a, sim.pool.p_correct, 550, 50, False, rng)
+    b = challenger_correctness(a, sim.pool.p_correct, 550, 50, False, rng)
     truth = float(b.mean() - a.mean())
     design = make_design(design_name)
     better = covered = 0
@@ -143,3 +132,15 @@ def test_sample_subset_keeps_every_field_and_checks_its_mask():
         s.subset(np.array([0, 3]))  # positions, not a mask
     with pytest.raises(ValueError, match="boolean with shape"):
         s.subset(np.ones(3, bool))
+
+
+def test_the_simulated_challenger_has_the_difference_it_is_asked_for():
+    sim = simulate_pool("drifted", n=2000, seed=2)
+    a = sim.correct
+    for adversarial in (False, True):
+        b = challenger_correctness(a, sim.pool.p_correct, 60, 20, adversarial, np.random.default_rng(0))
+        assert int(b.sum()) - int(a.sum()) == 40 and int(np.sum(b & ~a)) == 60 and int(np.sum(a & ~b)) == 20
+    hard = challenger_correctness(a, sim.pool.p_correct, 10, 0, True, np.random.default_rng(0))
+    assert sim.pool.p_correct[hard & ~a].max() <= np.sort(sim.pool.p_correct[~a])[9]  # the least sure errors
+    with pytest.raises(ValueError, match="cannot make"):
+        challenger_correctness(a, sim.pool.p_correct, int((~a).sum()) + 1, 0, False, np.random.default_rng(0))

@@ -172,3 +172,25 @@ def simulate_pool(spec: ScenarioSpec | str, n: int = 20_000, seed: int = 0) -> S
     ids = np.array([f"sim-{seed}-{i:07d}" for i in range(n)])
     pool = Pool(ids=ids, p_correct=p_correct, predictions=predictions.astype(np.int64))
     return SimulatedPool(pool=pool, correct=correct, labels=labels, q_true=q_true, spec=spec)
+
+
+def challenger_correctness(correct: np.ndarray, p_correct: np.ndarray, gains: int, losses: int,
+                           adversarial: bool, rng: np.random.Generator) -> np.ndarray:
+    """A second model's correctness on the same pool, with a known difference: the first model's
+    with ``gains`` of its errors made right and ``losses`` of its right answers made wrong (so the
+    difference is (gains - losses) / N). At random, or ``adversarial``ly: the gains where the
+    oracle is least sure (what score-driven designs oversample), the losses where it is surest
+    (what they rarely draw), the hardest case for an estimate of the difference."""
+    correct = np.asarray(correct, bool)
+    wrong, right = np.flatnonzero(~correct), np.flatnonzero(correct)
+    if gains > wrong.size or losses > right.size:
+        raise ValueError(f"cannot make {gains} gains and {losses} losses from {wrong.size} errors and "
+                         f"{right.size} right answers")
+    if adversarial:
+        fix = wrong[np.argsort(p_correct[wrong], kind="stable")][:gains]
+        brk = right[np.argsort(-p_correct[right], kind="stable")][:losses]
+    else:
+        fix, brk = rng.choice(wrong, gains, replace=False), rng.choice(right, losses, replace=False)
+    out = correct.copy()
+    out[fix], out[brk] = True, False
+    return out
