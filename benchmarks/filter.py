@@ -55,6 +55,9 @@ def _parse() -> argparse.Namespace:
                         "the demo's budget 200 at holdout_share 0.3 holds out ~86)")
     p.add_argument("--generic-epochs", type=int, default=3)
     p.add_argument("--generic-base", type=int, default=20000)
+    p.add_argument("--generic-corruptions", default=None,
+                   help="comma-separated corruptions (and daic.data.fit_shifts families) the generic filter is "
+                        "trained on; default FilterConfig's")
     p.add_argument("--adapt-epochs", type=int, default=3, help="at most; the time budget usually stops it first")
     p.add_argument("--adapt-base", type=int, default=8000)
     p.add_argument("--adapt-val", type=int, default=2000, help="clean validation images the adapted filter's gate is calibrated on")
@@ -133,19 +136,22 @@ def champion(store, args) -> str:
 
 
 def generic_filter(store, version: str, args):
-    from daic.filters.config import FilterConfig
+    from daic.filters.config import TRAIN_CORRUPTIONS, FilterConfig
     from daic.filters.registry import FilterRegistry
     from daic.filters.workflow import train_filter
 
+    corruptions = tuple(args.generic_corruptions.split(",")) if args.generic_corruptions else TRAIN_CORRUPTIONS
     registry = FilterRegistry(store, "mnist")
     for card in registry.cards():
         if card.data.notes.get("purpose") == "generic" and card.train_config.get("classifier_version") == version \
                 and card.train_config.get("base_limit") == args.generic_base and card.train_config.get("epochs") == args.generic_epochs \
                 and card.train_config.get("canonical") is True \
                 and card.train_config.get("align_margin") == FilterConfig.model_fields["align_margin"].default \
-                and card.train_config.get("recentre") == FilterConfig.model_fields["recentre"].default:
+                and card.train_config.get("recentre") == FilterConfig.model_fields["recentre"].default \
+                and tuple(card.train_config.get("corruptions") or ()) == corruptions:
             return card
-    config = FilterConfig(classifier_version=version, epochs=args.generic_epochs, base_limit=args.generic_base)
+    config = FilterConfig(classifier_version=version, epochs=args.generic_epochs, base_limit=args.generic_base,
+                          corruptions=corruptions)
     return train_filter(store, config, notes={"purpose": "generic"}).card
 
 

@@ -6,6 +6,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from daic.data.corruptions import CORRUPTIONS
+from daic.data.fit_shifts import FIT_SHIFTS
 
 #: Generic corruption families the filter is fitted on: noise, blur, resolution, intensity,
 #: occlusion, geometry. Kept OUT (for evaluation of unseen corruptions): impulse_noise,
@@ -75,9 +76,9 @@ class FilterConfig(BaseModel):
     @field_validator("corruptions")
     @classmethod
     def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [c for c in v if c not in CORRUPTIONS]
+        bad = [c for c in v if c not in CORRUPTIONS and c not in FIT_SHIFTS]
         if bad:
-            raise ValueError(f"unknown corruptions {bad}; valid: {', '.join(CORRUPTIONS)}")
+            raise ValueError(f"unknown corruptions {bad}; valid: {', '.join(CORRUPTIONS + FIT_SHIFTS)}")
         return v
 
     @field_validator("pool_key")

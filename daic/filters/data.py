@@ -12,6 +12,7 @@ from typing import Optional
 import numpy as np
 
 from daic.data.corruptions import SEVERITIES, corrupt
+from daic.data.fit_shifts import FIT_SHIFTS, fit_shift
 from daic.filters.config import FilterConfig
 
 
@@ -38,7 +39,8 @@ def corrupt_mixture(images: np.ndarray, corruptions: tuple[str, ...], clean_shar
         for s in SEVERITIES:
             idx = np.flatnonzero(corrupted & (which == ci) & (severity == s))
             if len(idx):
-                out[idx] = corrupt(out[idx], name, int(s), seed=seed * 131 + ci * 7 + s)
+                shift = fit_shift if name in FIT_SHIFTS else corrupt  # a random family, or a named corruption
+                out[idx] = shift(out[idx], name, int(s), seed=seed * 131 + ci * 7 + s)
     return out
 
 
