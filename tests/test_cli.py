@@ -37,7 +37,11 @@ def test_store_ls_and_cat(tmp_path):
 
 def test_store_errors_name_the_url(tmp_path):
     runner = CliRunner()
-    bad = runner.invoke(main, ["store", "ls", "--store", "gs://bucket"])
-    assert bad.exit_code == 1 and "gs://bucket" in bad.output and "Traceback" not in bad.output
+    bad = runner.invoke(main, ["store", "ls", "--store", "gs://bucket"])  # a usage error, naming the option
+    assert bad.exit_code == 2 and "'--store'" in bad.output and "gs://bucket" in bad.output
+    assert "Traceback" not in bad.output
+    for command in (["report", "--out", str(tmp_path / "r.html")], ["models", "list"], ["store", "cat", "x.json"]):
+        wrong = runner.invoke(main, [*command, "--store", "ftp://host/x"])
+        assert wrong.exit_code == 2 and "'--store'" in wrong.output and "unsupported store URL" in wrong.output, command
     missing = runner.invoke(main, ["store", "cat", "nope.json", "--store", f"file://{tmp_path}"])
     assert missing.exit_code == 1 and "no object 'nope.json'" in missing.output
