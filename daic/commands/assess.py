@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from daic.commands.values import CYCLE, LATE_STORE_URL, SEED, STORE_URL, count, number
+from daic.commands.values import CYCLE, SEED, STORE_URL, count, number
 
 # Listed here so building the CLI does not import numpy; checked against daic.sampling by
 # tests/test_sampling_cli.py.
@@ -44,7 +44,7 @@ def make_design(name: str):
 @click.option("--level", type=number(0, 1, min_open=True, max_open=True), default=0.95, show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--cycle", type=CYCLE, default=None, help="cycle id for the record (default: a fresh one)")
-@click.option("--store", "store_url", type=LATE_STORE_URL, default=None, help="object store URL (default: $DAIC_STORE or .daic/store)")
+@click.option("--store", "store_url", type=STORE_URL, default=None, help="object store URL (default: $DAIC_STORE or .daic/store)")
 @click.option("--save/--no-save", default=True, show_default=True, help="write cycles/<cycle>/assessment.json")
 def simulate(scenario: str, design_name: str, pool_size: int, budget: int, batch_size: int, target: float,
              level: float, seed: int, cycle: str | None, store_url: str | None, save: bool) -> None:

@@ -7,7 +7,7 @@ import threading
 
 import click
 
-from daic.commands.values import LATE_STORE_URL, TEXT, SafePath, count, number
+from daic.commands.values import STORE_URL, TEXT, SafePath, count, number
 
 
 @click.command("controller")
@@ -15,7 +15,7 @@ from daic.commands.values import LATE_STORE_URL, TEXT, SafePath, count, number
               help="AssessmentCycle YAML (the same resource you would kubectl apply)")
 @click.option("--state-dir", default=None, type=SafePath(file_okay=False),
               help="where status.json, runs/ and events.jsonl live (default .daic/controller/<name>)")
-@click.option("--store", "store_url", default=None, metavar="URL", type=LATE_STORE_URL,
+@click.option("--store", "store_url", default=None, metavar="URL", type=STORE_URL,
               help="object store for cycle records (default: $DAIC_STORE or ./.daic/store)")
 @click.option("--pipeline-callable", default="daic.pipelines.local_run:run_pipeline", show_default=True, type=TEXT,
               metavar="MODULE:FUNC", help="what a local run executes: f(params) -> result dict")

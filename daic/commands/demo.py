@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from daic.commands.values import LATE_STORE_URL, SEED, TEXT, count, invalid_fields
+from daic.commands.values import SEED, STORE_URL, TEXT, count, invalid_fields
 
 
 @click.command("demo")
@@ -17,7 +17,7 @@ from daic.commands.values import LATE_STORE_URL, SEED, TEXT, count, invalid_fiel
 @click.option("--budget", type=count(1, 100_000), default=None, help="labels per cycle (default 200, quick 120)")
 @click.option("--epochs", type=count(1, 1000), default=None, help="epochs of the first model (default 3, quick 1)")
 @click.option("--retrain-epochs", type=count(1, 1000), default=None, help="epochs of the retraining (default 2, quick 1)")
-@click.option("--store", "store_url", default=None, metavar="URL", type=LATE_STORE_URL, help="default: $DAIC_STORE or ./.daic/store")
+@click.option("--store", "store_url", default=None, metavar="URL", type=STORE_URL, help="default: $DAIC_STORE or ./.daic/store")
 @click.option("--seed", default=7, show_default=True, type=SEED)
 def command(scenario: str, corruption: str, severity: int, labeler: str, quick: bool, budget: int | None,
             epochs: int | None, retrain_epochs: int | None, store_url: str | None, seed: int) -> None:

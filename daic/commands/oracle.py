@@ -11,7 +11,6 @@ from daic.commands.values import (
     BIND_HOST,
     DEPLOYMENT,
     HTTP_URL,
-    LATE_STORE_URL,
     MODEL_NAME,
     STORE_URL,
     TEXT,
@@ -35,7 +34,7 @@ def command() -> None:
               help="events, feedback and admin, on 127.0.0.1 only (the request logger's URL)")
 @click.option("--feedback-token-file", default=None, type=SafePath(dir_okay=False, path_type=Path),
               help="a file holding the bearer token that feedback on the Service port needs (a Secret)")
-@click.option("--store", "store_url", default=None, metavar="URL", type=LATE_STORE_URL,
+@click.option("--store", "store_url", default=None, metavar="URL", type=STORE_URL,
               help="file:///path or s3://bucket/prefix (default: $DAIC_STORE or ./.daic/store)")
 @click.option("--deployment", default="mnist", show_default=True, type=DEPLOYMENT,
               help="records go to operational/<deployment>/")

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import click
 
-from daic.commands.values import DNS_LABEL, HTTP_URL, LATE_STORE_URL, NONEMPTY, TEXT, SafePath
+from daic.commands.values import DNS_LABEL, HTTP_URL, NONEMPTY, STORE_URL, TEXT, SafePath
 
 
 def _coerce(name: str, raw: str, default: Any) -> Any:
@@ -134,7 +134,7 @@ def compile_cmd(out_dir: Path | None) -> None:
 
 @command.command("run")
 @_param_option
-@click.option("--store", "store_url", default=None, metavar="URL", type=LATE_STORE_URL, help="object store (default: $DAIC_STORE or ./.daic/store)")
+@click.option("--store", "store_url", default=None, metavar="URL", type=STORE_URL, help="object store (default: $DAIC_STORE or ./.daic/store)")
 @click.option("--pipeline-root", type=SafePath(file_okay=False), default=None,
               help="where kfp.local keeps step outputs (default ./.daic/kfp-local)")
 def run_cmd(pairs: tuple[str, ...], store_url: str | None, pipeline_root: str | None) -> None:

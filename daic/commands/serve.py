@@ -12,10 +12,10 @@ from daic.commands.values import (
     BIND_HOST,
     DEPLOYMENT,
     DNS_LABEL,
-    LATE_STORE_URL,
     MODEL_NAME,
     PORT,
     SERVED_VERSION,
+    STORE_URL,
     TEXT,
     VERSION,
     SafePath,
@@ -26,7 +26,7 @@ from daic.commands.values import (
 
 
 @click.group("serve", invoke_without_command=True)
-@click.option("--store", "store_url", default=None, metavar="URL", type=LATE_STORE_URL,
+@click.option("--store", "store_url", default=None, metavar="URL", type=STORE_URL,
               help="file:///path or s3://bucket/prefix (default: $DAIC_STORE or ./.daic/store)")
 @click.option("--model-name", default="mnist", show_default=True, type=MODEL_NAME)
 @click.option("--model-version", default="champion", show_default=True, type=SERVED_VERSION,
@@ -88,7 +88,7 @@ def command(ctx: click.Context, no_sidecar: bool, **options) -> None:
 @command.command("manifest")
 @click.option("--name", default="mnist", show_default=True, type=TEXT)
 @click.option("--namespace", default=None, type=DNS_LABEL)
-@click.option("--store", "store_url", default="s3://daic", show_default=True, type=LATE_STORE_URL)
+@click.option("--store", "store_url", default="s3://daic", show_default=True, type=STORE_URL)
 @click.option("--store-secret", default="daic-store", show_default=True, type=TEXT)
 @click.option("--model-name", default="mnist", show_default=True, type=MODEL_NAME)
 @click.option("--model-version", default="champion", show_default=True, type=SERVED_VERSION)

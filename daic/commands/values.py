@@ -233,12 +233,10 @@ BIND_HOST = Text(_bind_host, max_len=253, allow_empty=False)
 KEY = Text(_key, max_len=1024)
 KEY_PREFIX = Text(_key_prefix, max_len=1024)
 #: An object store URL: checked in shape when the command line is parsed, ``file:///path`` or
-#: ``s3://bucket/prefix`` (nothing opened), so a bad one is a usage error naming ``--store``; not
-#: empty, which would silently mean the default store.
+#: ``s3://bucket/prefix`` (nothing opened), so a bad one is a usage error naming ``--store``, also
+#: for the commands that open the store only after long work (serve, the demo, a pipeline run, the
+#: controller); not empty, which would silently mean the default store.
 STORE_URL = Text(_store_url, allow_empty=False)
-#: The same, named for the commands that may open the store only after long work (serve, the demo,
-#: a pipeline run, the controller), where the check at parse time matters most.
-LATE_STORE_URL = STORE_URL
 #: Any other string an option takes (free text, a URL the store parses, an image name).
 TEXT = Text()
 #: A name given as free text that must not be empty.
