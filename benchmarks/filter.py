@@ -200,6 +200,7 @@ def choose(r, classifier, net, mode, thr, challenger, both_net, both_mode, b_thr
     ``sx, sy`` (decide_remedy's rule). As evaluate does, a challenger variant that loses more than
     ``clean_tolerance`` on the clean check images is passed over while the other keeps clean, and the
     chosen one is promoted only within it. Returns the chosen combination and its drifted/clean accuracy."""
+    from daic.components.evaluate.decision import PromotionRule
     from daic.models.inference import predict
     from daic.operators.reconcile import choose_serving, decide_remedy
 
@@ -210,8 +211,9 @@ def choose(r, classifier, net, mode, thr, challenger, both_net, both_mode, b_thr
     cx, cy = clean_check_images()
     champ_clean = held(classifier, x=cx, y=cy)
     alone_clean, both_clean = held(challenger, x=cx, y=cy), held(challenger, both_net, both_mode, b_thr, x=cx, y=cy)
-    flags = {"alone_keeps_clean": alone_clean >= champ_clean - clean_tolerance,
-             "filtered_keeps_clean": both_clean >= champ_clean - clean_tolerance}
+    rule = PromotionRule(clean_tolerance)
+    flags = {"alone_keeps_clean": rule.keeps_clean(alone_clean, champ_clean),
+             "filtered_keeps_clean": rule.keeps_clean(both_clean, champ_clean)}
     sample_champ = float((predict(classifier, sx).predictions == sy).mean())
     sample_filter = accuracy_behind(classifier, net, sx, sy, mode, thr)
     served = decide_remedy("both", drop_confirmed=True, traffic_clean=False, filter_in_service=False,

@@ -237,12 +237,14 @@ SERVE_CHOICES = ("challenger", "challenger+filter", "champion+filter", "champion
 class ServingChoice:
     """Which combination serves after the evaluation: ``serve`` one of :data:`SERVE_CHOICES`;
     ``accuracy`` the chosen challenger variant's held-out estimate (None when no challenger was
-    judged); ``reference`` what it had to beat."""
+    judged); ``reference`` what it had to beat; ``variant`` the challenger variant that was judged
+    (:func:`choose_challenger_variant`), whether or not it serves."""
 
     serve: str
     accuracy: float | None
     reference: float | None
     reason: str
+    variant: str = "challenger"
 
     @property
     def promotes(self) -> bool:
@@ -305,16 +307,17 @@ def choose_serving(*, champion: float | None, wrapped_champion: float | None, ch
     variant, acc, why = choose_challenger_variant(challenger, challenger_filtered, alone_keeps_clean=alone_keeps_clean,
                                                   filtered_keeps_clean=filtered_keeps_clean)
     if acc is None:
-        return ServingChoice(keep, None, reference, f"no challenger was judged: {keep} keeps serving")
+        return ServingChoice(keep, None, reference, f"no challenger was judged: {keep} keeps serving", variant)
     if reference is None:
-        return ServingChoice(keep, acc, None, f"{why}; no estimate of what serves ({against}): {keep} keeps serving")
+        return ServingChoice(keep, acc, None, f"{why}; no estimate of what serves ({against}): {keep} keeps serving",
+                             variant)
     gain = acc - reference
     if gain > 0 and gain >= min_improvement:
         return ServingChoice(variant, acc, reference,
-                             f"{why}; {variant} {acc:.4f} beats {against} {reference:.4f} (gain {gain:+.4f})")
+                             f"{why}; {variant} {acc:.4f} beats {against} {reference:.4f} (gain {gain:+.4f})", variant)
     return ServingChoice(keep, acc, reference,
                          f"{why}; {variant} {acc:.4f} does not beat {against} {reference:.4f} by > 0 and "
-                         f">= {min_improvement:.4f}: {keep} keeps serving")
+                         f">= {min_improvement:.4f}: {keep} keeps serving", variant)
 
 
 def reconcile(spec: CycleSpec, status: CycleStatus, obs: Observations, now: datetime,

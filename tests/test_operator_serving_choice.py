@@ -66,12 +66,13 @@ def test_a_variant_that_fails_the_clean_check_is_passed_over(alone_ok, filtered_
     c = choose_serving(champion=0.70, wrapped_champion=0.92, challenger=0.95, challenger_filtered=0.97,
                        filter_in_service=True, alone_keeps_clean=alone_ok, filtered_keeps_clean=filtered_ok)
     assert (c.serve, c.accuracy) == (serve, acc)
+    assert c.variant == serve  # it promotes: the variant judged is what serves
     if alone_ok != filtered_ok:
         assert "loses more clean accuracy than the rule tolerates" in c.reason
     # the clean check never lifts a variant over what serves: alone 0.90 < champion+filter 0.92
     kept = choose_serving(champion=0.70, wrapped_champion=0.92, challenger=0.90, challenger_filtered=0.97,
                           filter_in_service=True, filtered_keeps_clean=False)
-    assert kept.serve == "champion+filter"
+    assert kept.serve == "champion+filter" and kept.variant == "challenger"  # the variant judged, not served
 
 
 def test_daic_status_shows_what_serves_and_why():

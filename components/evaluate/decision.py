@@ -29,6 +29,10 @@ class PromotionRule:
         if not 0.0 <= self.clean_tolerance < 1.0:
             raise ValueError(f"clean_tolerance must be in [0, 1), got {self.clean_tolerance!r}")
 
+    def keeps_clean(self, challenger_clean: float, champion_clean: float) -> bool:
+        """The clean side of the rule: the challenger loses at most ``clean_tolerance``."""
+        return challenger_clean >= champion_clean - self.clean_tolerance
+
 
 @dataclass(frozen=True)
 class PromotionDecision:
@@ -45,7 +49,7 @@ def decide_promotion(challenger_operational: float, champion_upper: float, chall
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be an accuracy in [0, 1], got {value!r}")
     improves = challenger_operational > champion_upper
-    keeps = challenger_clean >= champion_clean - rule.clean_tolerance
+    keeps = rule.keeps_clean(challenger_clean, champion_clean)
     parts = [
         f"operational {challenger_operational:.4f} {'>' if improves else '<='} champion's upper bound {champion_upper:.4f}",
         f"clean {challenger_clean:.4f} vs {champion_clean:.4f} "

@@ -247,7 +247,7 @@ def run(store: ObjectStore | str, cycle: str, challenger_version: str, config: E
     serving: dict[str, Any] | None = None
     champ_clean = clean_accuracy(champion, config.clean_limit)
     chall_clean = clean_accuracy(challenger, config.clean_limit)
-    keeps_clean = lambda clean: clean >= champ_clean - config.clean_tolerance  # noqa: E731 - decide_promotion's test
+    rule = PromotionRule(config.clean_tolerance)
     if frecord is None:
         champ_op, chall_op = operational_estimates(record, labels, challenger_predictions, config.level)
         chosen_op, chosen_net, gate, threshold = chall_op, None, "off", 0.0
@@ -255,7 +255,7 @@ def run(store: ObjectStore | str, cycle: str, challenger_version: str, config: E
     else:
         from daic.filters.apply import wrapped_predictions
         from daic.filters.registry import FilterRegistry
-        from daic.operators.reconcile import choose_challenger_variant, choose_serving
+        from daic.operators.reconcile import choose_serving
 
         registry = FilterRegistry(store, config.model_name)
         version, gate = str(frecord["filter_version"]), str(frecord.get("gate") or "gated")
@@ -272,12 +272,12 @@ def run(store: ObjectStore | str, cycle: str, challenger_version: str, config: E
         # be chosen over one it accepts (choose_challenger_variant).
         chall_net = registry.load_filter(version, classifier=challenger)
         chall_f_clean = clean_accuracy(challenger, config.clean_limit, chall_net, gate, threshold)
-        clean_flags = {"alone_keeps_clean": keeps_clean(chall_clean), "filtered_keeps_clean": keeps_clean(chall_f_clean)}
         choice = choose_serving(champion=champion_interval[2], wrapped_champion=champ_f_op.accuracy,
                                 challenger=chall_op.accuracy, challenger_filtered=chall_f_op.accuracy,
-                                filter_in_service=in_service, **clean_flags)
-        use_filter = choice.serve == "challenger+filter" or (not choice.promotes and choose_challenger_variant(
-            chall_op.accuracy, chall_f_op.accuracy, **clean_flags)[0] == "challenger+filter")
+                                filter_in_service=in_service,
+                                alone_keeps_clean=rule.keeps_clean(chall_clean, champ_clean),
+                                filtered_keeps_clean=rule.keeps_clean(chall_f_clean, champ_clean))
+        use_filter = choice.variant == "challenger+filter"  # the variant judged, whether or not it serves
         chosen_op = chall_f_op if use_filter else chall_op
         chosen_predictions = behind["challenger"] if use_filter else challenger_predictions
         chosen_net = chall_net if use_filter else None
@@ -288,8 +288,7 @@ def run(store: ObjectStore | str, cycle: str, challenger_version: str, config: E
                    "challenger_alone_clean": chall_clean, "challenger_filter_clean": chall_f_clean}
     paired = paired_against_champion(record, labels, chosen_predictions, config.level)
     chosen_clean = chall_f_clean if chosen_net is not None else chall_clean
-    decision = decide_promotion(chosen_op.accuracy, champion_interval[2], chosen_clean, champ_clean,
-                                PromotionRule(config.clean_tolerance))
+    decision = decide_promotion(chosen_op.accuracy, champion_interval[2], chosen_clean, champ_clean, rule)
     if serving is not None:
         promote = decision.promote and serving["serve"] in ("challenger", "challenger+filter")
         if decision.promote and not promote:
@@ -319,7 +318,7 @@ def run(store: ObjectStore | str, cycle: str, challenger_version: str, config: E
         "champion_holdout": asdict(champ_op), "challenger_holdout": asdict(chosen_op),
         "champion_offline": dict(zip(("accuracy", "lower", "upper"), champion_interval)),
         "champion_clean": champ_clean, "challenger_clean": chosen_clean, "challenger_alone_clean": chall_clean,
-        "clean_limit": config.clean_limit, "rule": asdict(PromotionRule(config.clean_tolerance)),
+        "clean_limit": config.clean_limit, "rule": asdict(rule),
         "decision": asdict(decision), "serving": serving, "created": time.time(), "attempt": uuid.uuid4().hex,
         "paired": None if paired is None else {**asdict(paired), "better": paired.better},
     }

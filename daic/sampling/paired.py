@@ -100,6 +100,9 @@ def compare_paired(design: Design, pool: Pool, sample: Sample, a_correct: np.nda
     ``design`` drew from ``pool``); ``level`` is one-sided (0.95: a 5 % chance of calling a model
     better that is not)."""
     level = check_level(level)
+    if sample.selection_prob is not None:
+        raise ValueError(f"no paired comparison for the with-replacement design {design.name!r}: its bound "
+                         "was not valid at a cycle's sizes (benchmarks/promotion_rule.py)")
     a = as_correct(a_correct, sample.n_draws)
     b = as_correct(b_correct, sample.n_draws)
     n = sample.n_draws
@@ -107,9 +110,6 @@ def compare_paired(design: Design, pool: Pool, sample: Sample, a_correct: np.nda
         raise ValueError(f"need at least 2 labeled draws to compare two models, got {n}")
     d = b.astype(float) - a.astype(float)
     b_only, a_only = int(np.sum(b & ~a)), int(np.sum(a & ~b))
-    if sample.selection_prob is not None:
-        raise ValueError(f"no paired comparison for the with-replacement design {design.name!r}: its bound "
-                         "was not valid at a cycle's sizes (benchmarks/promotion_rule.py)")
     if isinstance(design, StratifiedNeyman):
         est, lower = _stratified(design, pool, sample, d, level)
         method = "paired/stratified-t"
