@@ -35,7 +35,9 @@ import threading
 import time
 import zipfile
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,7 +48,7 @@ import pyarrow.parquet as pq
 
 from daic.sampling.pool import Pool
 from daic.sidecar import records as rec
-from daic.storage import ObjectStore
+from daic.storage import KeyNotFound, ObjectStore, StorageError
 from daic.storage.parsed import CorruptObject
 
 log = logging.getLogger(__name__)
@@ -236,31 +238,73 @@ def _corrupt_part(store: ObjectStore, key: str, what: str) -> CorruptObject:
     return CorruptObject(f"{store.url}: operational part {key!r}: {what}")
 
 
-def _npz_scan_table(store: ObjectStore, key: str, raw: bytes) -> pa.Table:
-    """The four scan columns of an old ``.npz`` batch; CorruptObject naming it when it is not one."""
+def _npz_columns(store: ObjectStore, key: str, raw: bytes, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """``columns`` of an old ``.npz`` batch, each of its kind and rank (images (N, 28, 28)) and one
+    row per input; CorruptObject naming the batch when it is not one."""
     try:
         with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-            missing = [c for c in SCAN_COLUMNS if c not in npz.files]
+            missing = [c for c in columns if c not in npz.files]
             if missing:
                 raise _corrupt_part(store, key, f"lacks {', '.join(missing)}")
-            arrays = {c: npz[c] for c in SCAN_COLUMNS}
+            arrays = {c: npz[c] for c in columns}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # as ObjectStore.get_arrays
         raise _corrupt_part(store, key, f"not a numpy .npz archive: {type(exc).__name__}: {exc}") from None
-    bad = [c for c, a in arrays.items() if a.ndim != 1 or a.dtype.kind not in rec._KINDS[c]]
-    if bad or len({a.shape for a in arrays.values()}) != 1:
+    ok = all(a.ndim == rec._NDIM.get(c, 1) and a.dtype.kind in rec._KINDS[c] for c, a in arrays.items())
+    if ok and "inputs" in arrays:
+        ok = arrays["inputs"].shape[1:] == rec.IMAGE_SHAPE
+    if not ok or len({a.shape[0] for a in arrays.values()}) != 1:
         raise _corrupt_part(store, key, "columns " + ", ".join(f"{c} {a.dtype} {a.shape}" for c, a in arrays.items())
-                            + " are not one row per input of " + ", ".join(f"{c} ({rec._KINDS[c]})" for c in SCAN_COLUMNS))
+                            + " are not one row per input of " + ", ".join(_expected(c) for c in columns))
+    return arrays
+
+
+def _npz_scan_table(store: ObjectStore, key: str, raw: bytes) -> pa.Table:
+    """The four scan columns of an old ``.npz`` batch; CorruptObject naming it when it is not one."""
+    arrays = _npz_columns(store, key, raw, SCAN_COLUMNS)
     return pa.table({**arrays, "ids": arrays["ids"].astype(str)})
 
 
-def _check_scan_schema(store: ObjectStore, key: str, schema: pa.Schema) -> None:
-    """The four scan columns are there and of their kind (as the records' own reader checks them):
-    a string prediction or a missing p_correct was a KeyError/ValueError without the part's key."""
-    for c in SCAN_COLUMNS:
+def _expected(column: str) -> str:
+    """What a column of a part holds, for error messages: ``inputs (floats, 28 x 28)``."""
+    kinds = {"USO": "strings", "fiu": "numbers", "iu": "integers", "f": "floats"}[rec._KINDS[column]]
+    return f"{column} ({kinds}, 28 x 28)" if column == "inputs" else f"{column} ({kinds})"
+
+
+def _check_schema(store: ObjectStore, key: str, schema: pa.Schema, columns: tuple[str, ...]) -> None:
+    """``columns`` are there and of their kind (as the records' own reader checks them): a string
+    prediction, a missing p_correct or images 10 wide were a KeyError/ValueError without the key."""
+    for c in columns:
         if schema.get_field_index(c) < 0:
             raise _corrupt_part(store, key, f"lacks the column {c!r}")
         if not rec._arrow_type_ok(c, schema.field(c).type):
-            raise _corrupt_part(store, key, f"column {c!r} is {schema.field(c).type}, expected {rec._KINDS[c]}")
+            raise _corrupt_part(store, key, f"column {c!r} is {schema.field(c).type}, expected {_expected(c)}")
+
+
+@contextmanager
+def _part_file(store: ObjectStore, fs: pafs.FileSystem, root: str, key: str, stats: ScanStats,
+               columns: tuple[str, ...]) -> Iterator[pq.ParquetFile]:
+    """Parquet part ``key`` open for ranged reads, its footer read and ``columns`` checked in its
+    schema. Every fault is one error naming the part: KeyNotFound when it is gone (deleted since
+    it was listed), StorageError when the store will not serve it, CorruptObject when it is not a
+    Parquet part holding ``columns`` or (raised by the reads inside the block) a column chunk is
+    damaged; never Arrow's own error, which names a path of the filesystem at best."""
+    try:
+        raw = fs.open_input_file(f"{root}/{key}")
+    except FileNotFoundError:
+        raise KeyNotFound(f"{store.url}: no object {key!r} (an operational part: deleted since the "
+                          "window was listed)") from None
+    except OSError as exc:
+        raise StorageError(f"{store.url}: cannot read operational part {key!r}: {exc}") from None
+    with raw:
+        try:
+            pf = open_part(raw, stats)
+        except (ValueError, OSError, pa.ArrowException) as exc:
+            raise _corrupt_part(store, key, f"not a readable Parquet file: {exc}") from None
+        _check_schema(store, key, pf.schema_arrow, columns)
+        try:
+            yield pf
+        except (OSError, pa.ArrowException) as exc:  # a damaged column chunk behind a whole footer
+            raise _corrupt_part(store, key, f"not a readable Parquet file: {exc}") from None
 
 
 def _checked_compact(store: ObjectStore, key: str, table: pa.Table, since: float | None,
@@ -289,22 +333,14 @@ def _scan_part(store: ObjectStore, fs: pafs.FileSystem | None, root: str, key: s
         table = _npz_scan_table(store, key, raw)
         stats.add(rows_read=table.num_rows)
         return _checked_compact(store, key, table, since, until)
-    with fs.open_input_file(f"{root}/{key}") as raw:
-        try:
-            pf = open_part(raw, stats)
-        except (ValueError, OSError, pa.ArrowException) as exc:
-            raise _corrupt_part(store, key, f"not a readable Parquet file: {exc}") from None
-        _check_scan_schema(store, key, pf.schema_arrow)
+    with _part_file(store, fs, root, key, stats, SCAN_COLUMNS) as pf:
         meta = pf.metadata
         groups = _overlapping_row_groups(meta, since, until, pf.schema_arrow.get_field_index("times"))
         stats.add(parts_read=1, row_groups_read=len(groups), row_groups_skipped=meta.num_row_groups - len(groups))
         if not groups:
             table = pa.table({c: pa.array([], pf.schema_arrow.field(c).type) for c in SCAN_COLUMNS})
         else:
-            try:
-                table = pf.read_row_groups(groups, columns=list(SCAN_COLUMNS))
-            except (OSError, pa.ArrowException) as exc:  # a damaged column chunk
-                raise _corrupt_part(store, key, f"not a readable Parquet file: {exc}") from None
+            table = pf.read_row_groups(groups, columns=list(SCAN_COLUMNS))
     stats.add(rows_read=table.num_rows)
     return _checked_compact(store, key, table, since, until)
 
@@ -474,7 +510,14 @@ def fetch_rows(store: ObjectStore, scan: PoolScan, positions: np.ndarray, max_pa
                stats: ScanStats | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(ids, images) of the pool inputs at ``positions`` (in that order): only the parts that hold
     them are opened, and of those only the ``ids`` column and the ``inputs`` row groups needed.
-    What it read is added to ``stats`` when given."""
+    What it read is added to ``stats`` when given.
+
+    The parts are read again, after the scan, by another path than the scan's (other columns), so
+    they are checked again here, as the scan checks its columns: a part deleted since the scan is a
+    KeyNotFound, one that is not a part holding those inputs as ids and (N, 28, 28) images of
+    finite pixels in [0, 1] a CorruptObject, each naming the part (StorageErrors: the steps fail
+    with that one line, as on a corrupt part in the scan). Only the images returned are checked:
+    the others are not read, or not used."""
     stats = ScanStats() if stats is None else stats
     positions = np.asarray(positions, dtype=np.int64)
     keys = scan.pool.ids[positions]
@@ -487,39 +530,60 @@ def fetch_rows(store: ObjectStore, scan: PoolScan, positions: np.ndarray, max_pa
         where = np.flatnonzero(parts == part)
         key = scan.parts[part]
         stats.add(parts_read=1)
-        if key.endswith(".npz"):
-            raw = store.get_bytes(key)
-            stats.add(bytes_read=len(raw), requests=1)
-            with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-                arrays = {"ids": npz["ids"], "inputs": npz["inputs"]}
-            file_ids, file_images = arrays["ids"].astype(str), arrays["inputs"]
-            rows = _rows_of(id_keys(file_ids), keys[where], key)
-            ids[where] = file_ids[rows]
-            images[where] = file_images[rows]
-            return
-        with fs.open_input_file(f"{root}/{key}") as raw:
-            pf = open_part(raw, stats)
-            file_ids = pf.read(columns=["ids"]).column("ids").to_numpy(zero_copy_only=False)
-            rows = _rows_of(id_keys(file_ids), keys[where], key)
-            ids[where] = file_ids[rows]
-            starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
-            groups = np.unique(np.searchsorted(starts, rows, side="right") - 1)
-            table = pf.read_row_groups(groups.tolist(), columns=["inputs"])
-            stats.add(row_groups_read=len(groups))
-            local = np.concatenate([np.arange(starts[g], starts[g + 1]) for g in groups])
-            picked = np.searchsorted(local, rows)
-            images[where] = rec.column_as_numpy(table.take(pa.array(picked)), "inputs")
+        ids[where], images[where] = _fetch_part(store, fs, root, key, keys[where], stats)
 
     with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="fetch") as pool:
         list(pool.map(one, np.unique(parts).tolist()))
     return ids.astype(str), images
 
 
-def _rows_of(file_keys: np.ndarray, wanted: np.ndarray, key: str) -> np.ndarray:
+def _fetch_part(store: ObjectStore, fs: pafs.FileSystem | None, root: str, key: str, wanted: np.ndarray,
+                stats: ScanStats) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, images) of the inputs whose keys are ``wanted`` in part ``key`` (see `fetch_rows`)."""
+    if key.endswith(".npz"):
+        raw = store.get_bytes(key)  # KeyNotFound naming it when it is gone
+        stats.add(bytes_read=len(raw), requests=1)
+        arrays = _npz_columns(store, key, raw, ("ids", "inputs"))
+        file_ids = arrays["ids"].astype(str)
+        rows = _rows_of(store, key, id_keys(file_ids), wanted)
+        return file_ids[rows], _checked_images(store, key, arrays["inputs"][rows])
+    with _part_file(store, fs, root, key, stats, ("ids", "inputs")) as pf:
+        column = pf.read(columns=["ids"]).column("ids")
+        if column.null_count:
+            raise _corrupt_part(store, key, "column 'ids' holds a null id")
+        file_ids = column.to_numpy(zero_copy_only=False)
+        rows = _rows_of(store, key, id_keys(file_ids), wanted)
+        starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
+        groups = np.unique(np.searchsorted(starts, rows, side="right") - 1)
+        table = pf.read_row_groups(groups.tolist(), columns=["inputs"])
+        stats.add(row_groups_read=len(groups))
+    local = np.concatenate([np.arange(starts[g], starts[g + 1]) for g in groups])
+    picked = table.take(pa.array(np.searchsorted(local, rows)))
+    if picked.column("inputs").null_count:  # a null image would shift every later one by 784 pixels
+        raise _corrupt_part(store, key, "column 'inputs' holds a null image")
+    return file_ids[rows], _checked_images(store, key, rec.column_as_numpy(picked, "inputs"))
+
+
+def _checked_images(store: ObjectStore, key: str, images: np.ndarray) -> np.ndarray:
+    """``images`` when every pixel is finite and in [0, 1] (what the records hold); CorruptObject
+    naming the part otherwise: a NaN or out-of-range pixel would reach the labelers or training."""
+    if not np.isfinite(images).all():
+        raise _corrupt_part(store, key, "column 'inputs' holds a NaN or infinite pixel")
+    if images.size and (images.min() < 0 or images.max() > 1):
+        raise _corrupt_part(store, key, f"column 'inputs' holds a pixel outside [0, 1] "
+                                        f"({images.min():.3g} .. {images.max():.3g})")
+    return images
+
+
+def _rows_of(store: ObjectStore, key: str, file_keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Row of each ``wanted`` key in the part; CorruptObject naming it when one is not there (the
+    part was replaced or rewritten since the pool was read)."""
+    if file_keys.size == 0:
+        raise _corrupt_part(store, key, "holds no input (changed since the pool was read)")
     order = np.argsort(file_keys, kind="stable")
     pos = np.searchsorted(file_keys, wanted, sorter=order)
     pos = np.minimum(pos, file_keys.size - 1)
     rows = order[pos]
     if not np.array_equal(file_keys[rows], wanted):
-        raise ValueError(f"operational part {key!r} changed since the pool was read (an input is missing)")
+        raise _corrupt_part(store, key, "changed since the pool was read (an input is missing)")
     return rows
