@@ -1,12 +1,13 @@
-"""The drawn inputs read back (``fetch_rows``) over operational parts whose *contents* are wrong,
-or that are gone.
+"""The drawn inputs read back (``fetch_rows``) and the Ray scan, over operational parts whose
+*contents* are wrong, or that are gone.
 
 ``fetch_rows`` reads the parts the scan read, again and later (after the draw; in collect-labels'
 rounds, hours later) and by other columns (``ids`` and ``inputs``, which the scan never reads), so
 it meets a part the scan found whole but that was tampered with, damaged or deleted since, and a
-part whose images alone are wrong. It must give the inputs as they were logged or raise one
-StorageError naming the part -- a CorruptObject (KeyNotFound when it is gone) -- never an Arrow or
-numpy error without it, and never images the records cannot hold (NaN, outside [0, 1]).
+part whose images alone are wrong. The Ray engine reads the four scan columns with Ray Data's own
+Parquet reader rather than ``_scan_part``. Each must give what was logged (the inputs, the pool) or raise
+one StorageError naming the part -- a CorruptObject (KeyNotFound when it is gone) -- never an Arrow,
+numpy or Ray error without it, and never images the records cannot hold (NaN, outside [0, 1]).
 
 Every fault here is planted in a part written by the sidecar's own writer (or an old ``.npz`` batch
 in the layout earlier releases wrote) after the scan that read it whole: the wrong shape or dtype,
@@ -314,3 +315,54 @@ def test_the_steps_that_fetch_fail_naming_the_part(drawn, step, fault):
     with pytest.raises(StorageError, match=rf"'{key}'"):
         STEPS[step](store)
     assert set(store.list("cycles/")) == before
+
+
+# -- the Ray engine ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A private local Ray (2 CPUs) for this module's Ray scans."""
+    ray = pytest.importorskip("ray")
+    from daic.training.ray_runtime import shutdown_local
+
+    shutdown_local()  # a Ray kept by an earlier training test in this process
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _column(t: pa.Table, name: str, change) -> bytes:
+    values = t.column(name).to_numpy().copy()
+    change(values)
+    return _table_bytes(_at(t, name, pa.array(values)))
+
+
+RAY_FAULTS = {
+    "empty": lambda t, raw: b"",
+    "truncated": lambda t, raw: raw[: len(raw) // 2],
+    "tail cut": lambda t, raw: raw[:-9],
+    "random bytes": lambda t, raw: _random_bytes(raw),
+    "predictions dropped": lambda t, raw: _table_bytes(t.drop_columns(["predictions"])),
+    "ids as integers": PARQUET_FAULTS["ids as integers"],
+    "p_correct as strings": lambda t, raw: _table_bytes(_at(t, "p_correct", pa.array(["x"] * t.num_rows))),
+    "garbage over the times pages": lambda t, raw: _garbage_over(raw, "times"),
+    "garbage over the p_correct pages": lambda t, raw: _garbage_over(raw, "p_correct"),
+    "a P(correct) of 1.5": lambda t, raw: _column(t, "p_correct", lambda v: v.__setitem__(3, 1.5)),
+    "a negative prediction": lambda t, raw: _column(t, "predictions", lambda v: v.__setitem__(3, -7)),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(RAY_FAULTS))
+def test_the_ray_scan_names_a_faulty_part(local_ray, tmp_path, fault):
+    """Two parts, one faulty: Ray Data's own errors named no part ("Unable to merge", "Parquet magic
+    bytes not found", a worker's traceback), and a part lacking ``predictions`` became a pool."""
+    store = open_store(f"file://{tmp_path / 'ray'}")
+    write_batch(store, "mnist", _records(), seq=1)
+    write_batch(store, "mnist", _records(seed=1), seq=2)
+    key = list_parts(store, "mnist")[1]
+    raw = store.get_bytes(key)
+    store.put_bytes(key, RAY_FAULTS[fault](pq.read_table(io.BytesIO(raw)), raw))
+    with pytest.raises(CorruptObject, match=rf"{store.url}: operational part '{key}'"):
+        _scan(store, ray_address="auto")

@@ -21,7 +21,11 @@ Past one machine, `scan_pool(..., ray_address=...)` runs steps 2-3 on Ray Data
 (``read_parquet`` with the column projection and a ``times`` filter pushed down to the row groups,
 over the same pruned list of parts; the compaction runs as ``map_batches`` on the workers) and
 only the compact blocks travel to the driver, where step 4 runs unchanged. Both engines yield the
-same pool, so a seed gives the same sample (tests/test_sampling_scan.py).
+same pool, so a seed gives the same sample (tests/test_sampling_scan.py). Both refuse a part that
+is not Parquet, lacks or retypes a scan column, has damaged pages, or holds a P(correct) or class no
+pool holds, with one CorruptObject naming it (on Ray, each part's footer is checked on the driver
+before Ray reads it; tests/test_corrupt_objects_fetch.py). One difference: the pushed-down window
+filter drops a row with a NaN time before the workers see it, where the local engine refuses it.
 
 Two distinct ids share a key with probability about n^2 / 2^65 (60M inputs, a week at 100
 requests/s: 1e-4); one of the two inputs would then be missing from the pool.
@@ -310,17 +314,23 @@ def _part_file(store: ObjectStore, fs: pafs.FileSystem, root: str, key: str, sta
 def _checked_compact(store: ObjectStore, key: str, table: pa.Table, since: float | None,
                      until: float | None) -> dict[str, np.ndarray]:
     """:func:`compact` of a part's rows once their values are what a pool holds: finite times (a NaN
-    time fell out of every window unseen), classes >= 0, P(correct) in [0, 1] or NaN (unscored)."""
+    time fell out of every window unseen), and the values :func:`_check_block` checks."""
     times = table.column("times").to_numpy()
     if not np.isfinite(times).all():
         raise _corrupt_part(store, key, "column 'times' holds a NaN or infinite time")
     block = compact(table, since, until)
+    _check_block(store, key, block)
+    return block
+
+
+def _check_block(store: ObjectStore, key: str, block: dict[str, np.ndarray]) -> None:
+    """A compact block of part ``key`` holds what a pool holds: classes >= 0, P(correct) in [0, 1]
+    or NaN (unscored); CorruptObject naming the part otherwise."""
     if block["prediction"].size and block["prediction"].min() < 0:
         raise _corrupt_part(store, key, "column 'predictions' holds a negative class")
     p = block["p_correct"]
     if ((p < 0) | (p > 1)).any():  # NaN compares False: unscored inputs stay (impute_unscored)
         raise _corrupt_part(store, key, "column 'p_correct' holds a value outside [0, 1]")
-    return block
 
 
 def _scan_part(store: ObjectStore, fs: pafs.FileSystem | None, root: str, key: str,
@@ -426,7 +436,7 @@ def scan_pool(store: ObjectStore, deployment: str, since: float | None = None, u
         if not parts:
             raise ValueError("no parts")
         if ray_address:
-            blocks, numbers = _scan_on_ray(store, parts, since, until, ray_address, stats)
+            blocks, numbers = _scan_on_ray(store, parts, since, until, ray_address, max_parallel, stats)
         else:
             blocks, numbers = _scan_here(store, parts, since, until, max_parallel, stats)
         pool, part_of, dup, unscored = merge_blocks(blocks, numbers)
@@ -461,7 +471,7 @@ def _compact_ray_batch(batch: pa.Table, numbers: dict, since, until) -> pa.Table
                      "prediction": block["prediction"], "part": part})
 
 
-def _scan_on_ray(store, parts, since, until, address, stats):
+def _scan_on_ray(store, parts, since, until, address, max_parallel, stats):
     import ray
     import ray.data
 
@@ -478,9 +488,15 @@ def _scan_on_ray(store, parts, since, until, address, stats):
             b = _scan_part(store, None, "", k, since, until, stats)
             blocks.append(b)
             numbers.append(np.full(b["key"].size, index[k], np.int32))
-    stats.bytes_read = stats.requests = None  # Ray's readers do not report them
     if parquet:
         fs, root = arrow_filesystem(store)
+        # Every part's footer and schema are checked here before Ray reads them: Ray's own reader
+        # names no part when a footer is cut off or not Parquet, refuses a retyped column as
+        # "Unable to merge" (which part?), and read a part lacking a scan column as a column of
+        # nulls, a pool of garbage. One ranged read of a part's last 8 KiB (the footer, which Ray
+        # reads too) is all it costs; no part is read twice.
+        with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="footer") as pool:
+            list(pool.map(lambda k: _check_footer(store, fs, root, k, stats), parquet))
         paths = [f"{root}/{k}" for k in parquet]
         number = {k: n for n, k in enumerate(parts)}
         index = {f"{root}/{k}": number[k] for k in parquet}
@@ -493,15 +509,49 @@ def _scan_on_ray(store, parts, since, until, address, stats):
             ds = ds.filter(expr=expr)
         ds = ds.map_batches(_compact_ray_batch, batch_format="pyarrow",
                             fn_kwargs={"numbers": index, "since": since, "until": until})
-        for ref in ds.to_arrow_refs():
-            table = ray.get(ref)
-            stats.add(rows_read=table.num_rows)
-            blocks.append({"key": table.column("key").to_numpy(),
-                           "p_correct": table.column("p_correct").to_numpy(),
-                           "prediction": table.column("prediction").to_numpy()})
-            numbers.append(table.column("part").to_numpy())
-        stats.parts_read = len(parts)
+        try:
+            for ref in ds.to_arrow_refs():
+                table = ray.get(ref)
+                stats.add(rows_read=table.num_rows)
+                block = {"key": table.column("key").to_numpy(), "p_correct": table.column("p_correct").to_numpy(),
+                         "prediction": table.column("prediction").to_numpy()}
+                _check_ray_block(store, parts, block, table.column("part").to_numpy())
+                blocks.append(block)
+                numbers.append(table.column("part").to_numpy())
+        except ray.exceptions.RayTaskError as exc:  # a damaged column chunk behind a whole footer
+            if not isinstance(exc.cause, (OSError, pa.ArrowException)):
+                raise
+            raise _ray_read_error(store, root, parquet, exc.cause) from None
+    stats.bytes_read = stats.requests = None  # Ray's readers do not report them
+    stats.parts_read = len(parts)
     return blocks, numbers
+
+
+def _check_footer(store: ObjectStore, fs: pafs.FileSystem, root: str, key: str, stats: ScanStats) -> None:
+    """Part ``key``'s footer is readable and its schema holds the scan columns (see `_part_file`)."""
+    with _part_file(store, fs, root, key, stats, SCAN_COLUMNS):
+        pass
+
+
+def _check_ray_block(store: ObjectStore, parts: list[str], block: dict[str, np.ndarray], part: np.ndarray) -> None:
+    """`_check_block` on a block Ray made of rows of many parts, naming the part of its first bad row."""
+    p, prediction = block["p_correct"], block["prediction"]
+    bad = np.flatnonzero((p < 0) | (p > 1) | (prediction < 0))
+    if bad.size:
+        mine = part == part[bad[0]]
+        _check_block(store, parts[part[bad[0]]], {k: v[mine] for k, v in block.items()})
+
+
+def _ray_read_error(store: ObjectStore, root: str, parquet: list[str], cause: Exception) -> CorruptObject:
+    """CorruptObject for a read that failed on a Ray worker: naming the part when Arrow's message
+    holds its path (Ray Data adds "Failed to read fragment <path>"), else the parts' prefix."""
+    text = str(cause)
+    first = text.strip().splitlines()[0] if text.strip() else type(cause).__name__
+    key = next((k for k in parquet if f"{root}/{k}" in text), None)
+    if key is not None:
+        return _corrupt_part(store, key, f"not a readable Parquet file: {first}")
+    return CorruptObject(f"{store.url}: an operational part under {os.path.commonpath(parquet)!r} is not a "
+                         f"readable Parquet file (read on Ray): {first}")
 
 
 # -- the drawn inputs --------------------------------------------------------------------------
