@@ -175,7 +175,7 @@ def run(store: ObjectStore | str, config: SampleConfig, dataset_path: str | None
     sample, holdout, design, inclusion = draw(pool, config)
     abstained = np.zeros(0, np.int64)
     if config.abstained_cap:  # rounds mode too: the queue goes with the first round
-        abstained = abstained_positions(store, scan, since, until)
+        abstained = abstained_positions(store, scan, since, until, max_parallel=config.max_parallel)
     queued = queue_abstained(abstained, sample.indices, pool.p_correct, config.abstained_cap)
     rows = np.union1d(sample.indices, queued)  # every input to label, in pool order
     ids, inputs = fetch_rows(store, scan, rows, max_parallel=config.max_parallel)

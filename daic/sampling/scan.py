@@ -270,7 +270,7 @@ def _npz_scan_table(store: ObjectStore, key: str, raw: bytes) -> pa.Table:
 
 def _expected(column: str) -> str:
     """What a column of a part holds, for error messages: ``inputs (floats, 28 x 28)``."""
-    kinds = {"USO": "strings", "fiu": "numbers", "iu": "integers", "f": "floats"}[rec._KINDS[column]]
+    kinds = {"USO": "strings", "fiu": "numbers", "iu": "integers", "f": "floats", "b": "booleans"}[rec._KINDS[column]]
     return f"{column} ({kinds}, 28 x 28)" if column == "inputs" else f"{column} ({kinds})"
 
 
@@ -311,13 +311,24 @@ def _part_file(store: ObjectStore, fs: pafs.FileSystem, root: str, key: str, sta
             raise _corrupt_part(store, key, f"not a readable Parquet file: {exc}") from None
 
 
+def _window_groups(pf: pq.ParquetFile, since: float | None, until: float | None) -> list[int]:
+    """The row groups of an open part that a window's readers read (the scan, the abstained pass):
+    those whose ``times`` statistics do not lie wholly outside the window."""
+    return _overlapping_row_groups(pf.metadata, since, until, pf.schema_arrow.get_field_index("times"))
+
+
+def _check_times(store: ObjectStore, key: str, times: np.ndarray) -> None:
+    """Every time read from part ``key`` is finite (a null reads as NaN); CorruptObject naming the
+    part otherwise: a NaN time falls out of every window unseen, so its input would vanish."""
+    if not np.isfinite(times).all():
+        raise _corrupt_part(store, key, "column 'times' holds a NaN or infinite time")
+
+
 def _checked_compact(store: ObjectStore, key: str, table: pa.Table, since: float | None,
                      until: float | None) -> dict[str, np.ndarray]:
     """:func:`compact` of a part's rows once their values are what a pool holds: finite times (a NaN
     time fell out of every window unseen), and the values :func:`_check_block` checks."""
-    times = table.column("times").to_numpy()
-    if not np.isfinite(times).all():
-        raise _corrupt_part(store, key, "column 'times' holds a NaN or infinite time")
+    _check_times(store, key, table.column("times").to_numpy())
     block = compact(table, since, until)
     _check_block(store, key, block)
     return block
@@ -345,7 +356,7 @@ def _scan_part(store: ObjectStore, fs: pafs.FileSystem | None, root: str, key: s
         return _checked_compact(store, key, table, since, until)
     with _part_file(store, fs, root, key, stats, SCAN_COLUMNS) as pf:
         meta = pf.metadata
-        groups = _overlapping_row_groups(meta, since, until, pf.schema_arrow.get_field_index("times"))
+        groups = _window_groups(pf, since, until)
         stats.add(parts_read=1, row_groups_read=len(groups), row_groups_skipped=meta.num_row_groups - len(groups))
         if not groups:
             table = pa.table({c: pa.array([], pf.schema_arrow.field(c).type) for c in SCAN_COLUMNS})
