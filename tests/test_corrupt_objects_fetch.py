@@ -15,11 +15,14 @@ NaN/inf and out-of-range pixels, null values, a truncated object, garbage bytes 
 or one column's pages behind an intact footer), another part's rows, no rows, the object deleted,
 an npz lacking an array; then the seeded variants of tests/test_corrupt_objects_records.py. The
 steps that fetch (sample-operational, collect-labels' rounds, train's unlabelled pool, fit-filter's
-pool) are checked to fail with that same error. A file store throughout, as the scan tests; the S3
-case runs against a real SeaweedFS (the ``s3_env`` fixture).
+pool) are checked to fail with that same error. On Ray, the scan's own faults, and a NaN, infinite
+or null time, which both engines must refuse alike (Ray's pushed-down window filter dropped its row
+unseen). A file store throughout, as the scan tests; the S3 case runs against a real SeaweedFS (the
+``s3_env`` fixture).
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import random
 
@@ -366,3 +369,78 @@ def test_the_ray_scan_names_a_faulty_part(local_ray, tmp_path, fault):
     store.put_bytes(key, RAY_FAULTS[fault](pq.read_table(io.BytesIO(raw)), raw))
     with pytest.raises(CorruptObject, match=rf"{store.url}: operational part '{key}'"):
         _scan(store, ray_address="auto")
+
+
+def _time_at(t: pa.Table, row: int, value) -> bytes:
+    times = t.column("times").to_pylist()
+    times[row] = value
+    return _table_bytes(_at(t, "times", pa.array(times, pa.float64())))
+
+
+TIME_FAULTS = {
+    "a NaN time": lambda t: _time_at(t, 3, float("nan")),
+    "an infinite time": lambda t: _time_at(t, 3, float("inf")),
+    "a null time": lambda t: _time_at(t, 3, None),
+    "every time NaN": lambda t: _table_bytes(_at(t, "times", pa.array(np.full(t.num_rows, np.nan)))),
+}
+
+
+def _on(engine: str) -> dict:
+    return {"ray_address": "auto"} if engine == "ray" else {}
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+@pytest.mark.parametrize("fault", sorted(TIME_FAULTS))
+def test_both_engines_refuse_a_part_with_a_bad_time(local_ray, tmp_path, fault, engine):
+    """A NaN (or infinite, or null) time is in no window: a window filter drops its row, and its
+    input, unseen. The local engine refused the part; Ray's pushed-down filter dropped the row
+    before any code saw it, and the scan went on with the input missing. Both refuse it now."""
+    store = open_store(f"file://{tmp_path / 'times'}")
+    write_batch(store, "mnist", _records(), seq=1)
+    write_batch(store, "mnist", _records(seed=1), seq=2)
+    key = list_parts(store, "mnist")[1]
+    store.put_bytes(key, TIME_FAULTS[fault](pq.read_table(io.BytesIO(store.get_bytes(key)))))
+    with pytest.raises(CorruptObject, match=rf"{store.url}: operational part '{key}': column 'times' holds a NaN"):
+        _scan(store, **_on(engine))
+
+
+def _in_groups_of_4(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, row_group_size=4, write_statistics=["times"])
+    return buf.getvalue()
+
+
+@pytest.fixture
+def straddling(tmp_path):
+    """(store, since, until, straddling key, outside key): a part of three row groups (times T0+0..3,
+    4..7, 8..11) whose first lies before the window, and a part wholly before it, in its hour."""
+    store = open_store(f"file://{tmp_path / 'straddle'}")
+    write_batch(store, "mnist", _records(), seq=1)
+    write_batch(store, "mnist", dataclasses.replace(_records(seed=1), times=T0 - 700 + np.arange(12.0)), seq=2)
+    outside, straddle = list_parts(store, "mnist")
+    store.put_bytes(straddle, _in_groups_of_4(pq.read_table(io.BytesIO(store.get_bytes(straddle)))))
+    return store, T0 + 6, T0 + 3600, straddle, outside
+
+
+def test_both_engines_read_the_same_rows_of_a_part_straddling_the_window(local_ray, straddling):
+    """Which rows are checked is decided per part, on its footer, by one function for both engines
+    (scan._window_groups): a part with any row group in the window is read whole -- a NaN time in
+    its row group before the window is refused by both (the local engine skipped that row group,
+    Ray's filter that row) -- and a part wholly outside is read by neither, its NaN time unseen by
+    both; the pools are the same."""
+    store, since, until, straddle, outside = straddling
+    table = pq.read_table(io.BytesIO(store.get_bytes(outside)))
+    store.put_bytes(outside, _time_at(table, 3, float("nan")))  # statistics: T0-700 .. T0-689
+    local = scan_pool(store, "mnist", since, until, max_parallel=2)
+    on_ray = scan_pool(store, "mnist", since, until, ray_address="auto")
+    assert local.pool.size == 6 and local.stats.row_groups_skipped == on_ray.stats.row_groups_skipped == 1
+    np.testing.assert_array_equal(on_ray.pool.ids, local.pool.ids)
+    np.testing.assert_array_equal(on_ray.part_of, local.part_of)
+    table = pq.read_table(io.BytesIO(store.get_bytes(straddle)))
+    times = table.column("times").to_numpy().copy()
+    times[1] = np.nan
+    store.put_bytes(straddle, _in_groups_of_4(_at(table, "times", pa.array(times))))
+    assert pq.read_metadata(io.BytesIO(store.get_bytes(straddle))).row_group(0).column(1).statistics.max < since
+    for engine in ("local", "ray"):
+        with pytest.raises(CorruptObject, match=rf"'{straddle}': column 'times' holds a NaN"):
+            scan_pool(store, "mnist", since, until, max_parallel=2, **_on(engine))

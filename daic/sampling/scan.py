@@ -5,9 +5,10 @@ Sampling needs four columns of every logged input in the window (``ids``, ``time
 image) and the images of the few inputs it draws. `scan_pool` therefore
 
 1. lists only the hour partitions inside the window (`daic.sidecar.records.list_parts`);
-2. reads those four columns of each part, skipping row groups whose ``times`` statistics lie
-   outside the window, with at most ``max_parallel`` parts in flight (ranged GETs through Arrow's
-   own filesystems: ``S3FileSystem`` for ``s3://`` stores, the local one for ``file://``);
+2. reads those four columns of each part, skipping a part whose ``times`` statistics (in its
+   footer) lie wholly outside the window, with at most ``max_parallel`` parts in flight (ranged
+   GETs through Arrow's own filesystems: ``S3FileSystem`` for ``s3://`` stores, the local one for
+   ``file://``);
 3. turns every part into a compact block: a 64-bit key per input (SipHash-2-4 of its id, pandas'
    ``hash_array``), ``p_correct``, the prediction and the part's number;
 4. drops repeated keys (the sidecar writes at least once) keeping the earliest part's row, and
@@ -18,14 +19,13 @@ beside it) instead of three copies of every id string; an id string is looked up
 the inputs drawn (`fetch_rows`), from the parts that hold them, with their images.
 
 Past one machine, `scan_pool(..., ray_address=...)` runs steps 2-3 on Ray Data
-(``read_parquet`` with the column projection and a ``times`` filter pushed down to the row groups,
-over the same pruned list of parts; the compaction runs as ``map_batches`` on the workers) and
-only the compact blocks travel to the driver, where step 4 runs unchanged. Both engines yield the
-same pool, so a seed gives the same sample (tests/test_sampling_scan.py). Both refuse a part that
-is not Parquet, lacks or retypes a scan column, has damaged pages, or holds a P(correct) or class no
-pool holds, with one CorruptObject naming it (on Ray, each part's footer is checked on the driver
-before Ray reads it; tests/test_corrupt_objects_fetch.py). One difference: the pushed-down window
-filter drops a row with a NaN time before the workers see it, where the local engine refuses it.
+(``read_parquet`` with the column projection pushed down, over the parts the driver kept by their
+footers; the window test and the compaction run as ``map_batches`` on the workers) and only the
+compact blocks travel to the driver, where step 4 runs unchanged. Both engines yield the same pool,
+so a seed gives the same sample (tests/test_sampling_scan.py). Both refuse a part that is not
+Parquet, lacks or retypes a scan column, has damaged pages, or holds a NaN, infinite or null time,
+a P(correct) or a class no pool holds, with one CorruptObject naming it (on Ray, each part's footer
+is checked on the driver before Ray reads it; tests/test_corrupt_objects_fetch.py).
 
 Two distinct ids share a key with probability about n^2 / 2^65 (60M inputs, a week at 100
 requests/s: 1e-4); one of the two inputs would then be missing from the pool.
@@ -214,18 +214,6 @@ def compact(table: pa.Table, since: float | None, until: float | None) -> dict[s
     }
 
 
-def _ray_time_filter(since: float | None, until: float | None):
-    from ray.data.expressions import col
-
-    expr = None
-    if since is not None:
-        expr = col("times") >= since
-    if until is not None:
-        upper = col("times") < until
-        expr = upper if expr is None else expr & upper
-    return expr
-
-
 def _overlapping_row_groups(meta: pq.FileMetaData, since: float | None, until: float | None,
                             column: int) -> list[int]:
     groups = []
@@ -312,16 +300,34 @@ def _part_file(store: ObjectStore, fs: pafs.FileSystem, root: str, key: str, sta
 
 
 def _window_groups(pf: pq.ParquetFile, since: float | None, until: float | None) -> list[int]:
-    """The row groups of an open part that a window's readers read (the scan, the abstained pass):
-    those whose ``times`` statistics do not lie wholly outside the window."""
-    return _overlapping_row_groups(pf.metadata, since, until, pf.schema_arrow.get_field_index("times"))
+    """The row groups of an open part that a window's readers read (the scan on either engine, the
+    abstained pass): every one when the ``times`` statistics of any lie inside the window, else none.
+
+    Whole parts, not only the row groups that overlap the window, so that both engines check the
+    same rows and refuse the same parts. A NaN (or null) time is in no window, so a row-level window
+    test drops its row unseen; the local engine checks every time it reads before that test. On Ray
+    the only way to skip row groups is a window filter pushed down into the reader, and that drops
+    such a row before any code of ours (the workers' ``map_batches``) sees it; Parquet statistics
+    carry no NaN count, so the footer cannot say which parts hold one either. So the choice is made
+    per part, by this function, on the footer both engines read anyway (on Ray, `_check_footer` on
+    the driver): Ray reads the parts kept, unfiltered, and its workers check every time before
+    applying the window, as the local engine does. (A filter written to keep NaN rows,
+    ``~(times < since) & ~(times >= until)``, prunes the same row groups but still drops null and
+    infinite times, and would tie the engines' agreement to Arrow's pruning rules.) The cost: the
+    row groups outside the window of the part or two straddling each end of it, four small columns;
+    a part is one flush, usually one row group."""
+    groups = _overlapping_row_groups(pf.metadata, since, until, pf.schema_arrow.get_field_index("times"))
+    return list(range(pf.num_row_groups)) if groups else []
+
+
+_BAD_TIME = "column 'times' holds a NaN or infinite time"
 
 
 def _check_times(store: ObjectStore, key: str, times: np.ndarray) -> None:
     """Every time read from part ``key`` is finite (a null reads as NaN); CorruptObject naming the
     part otherwise: a NaN time falls out of every window unseen, so its input would vanish."""
     if not np.isfinite(times).all():
-        raise _corrupt_part(store, key, "column 'times' holds a NaN or infinite time")
+        raise _corrupt_part(store, key, _BAD_TIME)
 
 
 def _checked_compact(store: ObjectStore, key: str, table: pa.Table, since: float | None,
@@ -472,14 +478,21 @@ def _scan_here(store, parts, since, until, max_parallel, stats):
 
 
 def _compact_ray_batch(batch: pa.Table, numbers: dict, since, until) -> pa.Table:
-    """Ray Data ``map_batches``: a block of projected rows -> its compact columns."""
-    block = compact(batch, since, until)
-    keep = window_mask(batch.column("times").to_numpy(), since, until)
-    paths = batch.column("path").combine_chunks().filter(pa.array(keep)).dictionary_encode()
+    """Ray Data ``map_batches``: a block of projected rows (of whole parts, unfiltered: see
+    `_window_groups`) -> the compact columns of its rows inside the window, and of its rows whose
+    time is NaN, infinite or null, marked ``time_ok`` False for the driver to refuse their part
+    (`_check_ray_block`), as the local engine refuses it."""
+    times = batch.column("times").to_numpy()  # a null time reads as NaN
+    finite = np.isfinite(times)
+    keep = window_mask(times, since, until) | ~finite
+    if not keep.all():
+        batch, finite = batch.filter(pa.array(keep)), finite[keep]
+    block = compact(batch, None, None)
+    paths = batch.column("path").combine_chunks().dictionary_encode()
     number = np.array([numbers[p] for p in paths.dictionary.to_pylist()], dtype=np.int32)
     part = number[paths.indices.to_numpy(zero_copy_only=False)] if len(paths) else np.zeros(0, np.int32)
     return pa.table({"key": block["key"], "p_correct": block["p_correct"],
-                     "prediction": block["prediction"], "part": part})
+                     "prediction": block["prediction"], "part": part, "time_ok": finite})
 
 
 def _scan_on_ray(store, parts, since, until, address, max_parallel, stats):
@@ -492,7 +505,7 @@ def _scan_on_ray(store, parts, since, until, address, max_parallel, stats):
                  log_to_driver=False, logging_level=logging.WARNING)
     npz = [k for k in parts if k.endswith(".npz")]
     parquet = [k for k in parts if not k.endswith(".npz")]
-    blocks, numbers = [], []
+    blocks, numbers, read = [], [], []
     if npz:  # old batches (few, and going away): read here, as the local engine does
         index = {k: n for n, k in enumerate(parts)}
         for k in npz:
@@ -505,47 +518,59 @@ def _scan_on_ray(store, parts, since, until, address, max_parallel, stats):
         # names no part when a footer is cut off or not Parquet, refuses a retyped column as
         # "Unable to merge" (which part?), and read a part lacking a scan column as a column of
         # nulls, a pool of garbage. One ranged read of a part's last 8 KiB (the footer, which Ray
-        # reads too) is all it costs; no part is read twice.
+        # reads too) is all it costs; no part is read twice. The same footers say which parts hold
+        # rows in the window (`_window_groups`): only those are given to Ray.
         with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="footer") as pool:
-            list(pool.map(lambda k: _check_footer(store, fs, root, k, stats), parquet))
-        paths = [f"{root}/{k}" for k in parquet]
+            inside = list(pool.map(lambda k: _check_footer(store, fs, root, k, since, until, stats), parquet))
+        read = [k for k, keep in zip(parquet, inside) if keep]
+        stats.add(parts_read=len(parquet))  # as the local engine counts them: opened
+    if read:
+        paths = [f"{root}/{k}" for k in read]
         number = {k: n for n, k in enumerate(parts)}
-        index = {f"{root}/{k}": number[k] for k in parquet}
-        # Projection and the window filter are pushed down by Ray Data's optimiser into the
-        # Parquet reads (row groups whose statistics miss the window are skipped).
+        index = {f"{root}/{k}": number[k] for k in read}
+        # Only the projection is pushed down into the Parquet reads. The window is applied by the
+        # workers (`_compact_ray_batch`), not by a pushed-down filter: that would drop a row with
+        # a NaN or null time before any code saw it (see `_window_groups`).
         ds = ray.data.read_parquet(paths, filesystem=fs, include_paths=True, partitioning=None)
         ds = ds.select_columns([*SCAN_COLUMNS, "path"])
-        expr = _ray_time_filter(since, until)
-        if expr is not None:
-            ds = ds.filter(expr=expr)
         ds = ds.map_batches(_compact_ray_batch, batch_format="pyarrow",
                             fn_kwargs={"numbers": index, "since": since, "until": until})
         try:
             for ref in ds.to_arrow_refs():
                 table = ray.get(ref)
-                stats.add(rows_read=table.num_rows)
                 block = {"key": table.column("key").to_numpy(), "p_correct": table.column("p_correct").to_numpy(),
                          "prediction": table.column("prediction").to_numpy()}
-                _check_ray_block(store, parts, block, table.column("part").to_numpy())
+                _check_ray_block(store, parts, block, table.column("part").to_numpy(),
+                                 table.column("time_ok").to_numpy(zero_copy_only=False))
+                stats.add(rows_read=table.num_rows)
                 blocks.append(block)
                 numbers.append(table.column("part").to_numpy())
         except ray.exceptions.RayTaskError as exc:  # a damaged column chunk behind a whole footer
             if not isinstance(exc.cause, (OSError, pa.ArrowException)):
                 raise
-            raise _ray_read_error(store, root, parquet, exc.cause) from None
+            raise _ray_read_error(store, root, read, exc.cause) from None
     stats.bytes_read = stats.requests = None  # Ray's readers do not report them
-    stats.parts_read = len(parts)
     return blocks, numbers
 
 
-def _check_footer(store: ObjectStore, fs: pafs.FileSystem, root: str, key: str, stats: ScanStats) -> None:
-    """Part ``key``'s footer is readable and its schema holds the scan columns (see `_part_file`)."""
-    with _part_file(store, fs, root, key, stats, SCAN_COLUMNS):
-        pass
+def _check_footer(store: ObjectStore, fs: pafs.FileSystem, root: str, key: str, since: float | None,
+                  until: float | None, stats: ScanStats) -> bool:
+    """Part ``key``'s footer is readable and its schema holds the scan columns (see `_part_file`);
+    whether the scan reads it (`_window_groups`), its row groups counted in ``stats`` as read or
+    skipped, as the local engine counts them."""
+    with _part_file(store, fs, root, key, stats, SCAN_COLUMNS) as pf:
+        groups = _window_groups(pf, since, until)
+        stats.add(row_groups_read=len(groups), row_groups_skipped=pf.num_row_groups - len(groups))
+        return bool(groups)
 
 
-def _check_ray_block(store: ObjectStore, parts: list[str], block: dict[str, np.ndarray], part: np.ndarray) -> None:
-    """`_check_block` on a block Ray made of rows of many parts, naming the part of its first bad row."""
+def _check_ray_block(store: ObjectStore, parts: list[str], block: dict[str, np.ndarray], part: np.ndarray,
+                     time_ok: np.ndarray) -> None:
+    """`_check_times` and `_check_block` on a block Ray made of rows of many parts, naming the part
+    of its first bad row."""
+    bad_time = np.flatnonzero(~time_ok)
+    if bad_time.size:
+        raise _corrupt_part(store, parts[part[bad_time[0]]], _BAD_TIME)
     p, prediction = block["p_correct"], block["prediction"]
     bad = np.flatnonzero((p < 0) | (p > 1) | (prediction < 0))
     if bad.size:
