@@ -8,7 +8,9 @@ NaN time, a prediction outside the classes) and by a P(correct) outside [0, 1]. 
 (the local engine, which sample-operational, fit-filter and train's unlabelled pool use) must give
 a pool or raise one CorruptObject naming the part's key (a StorageError naming it where the store
 refuses the bytes first), never a ValueError/IndexError/KeyError without the key; and a NaN
-P(correct), an input recorded unscored, is not a corruption.
+P(correct), an input recorded unscored, is not a corruption. A null or empty id, which the writer
+never writes, is refused by both engines, local and Ray (the Ray engine's other faults are in
+tests/test_corrupt_objects_fetch.py, whose private local Ray these tests borrow).
 """
 from __future__ import annotations
 
@@ -24,13 +26,14 @@ from daic.sampling.scan import scan_pool
 from daic.sidecar.records import batch_key, list_parts, write_batch
 from daic.storage import StorageError, open_store
 from daic.storage.parsed import CorruptObject
+from test_corrupt_objects_fetch import local_ray  # noqa: F401 -- a fixture, asked for by the Ray tests
 from test_corrupt_objects_records import T0, _records, _table_bytes, parquet_variants
 
 SEEDS = (0, 1, 2)
 
 
-def _scan(store):
-    return scan_pool(store, "mnist", T0 - 10, T0 + 3600, max_parallel=2)
+def _scan(store, since=T0 - 10, **engine):
+    return scan_pool(store, "mnist", since, T0 + 3600, max_parallel=2, **engine)
 
 
 def _check(store, key, variants):
@@ -104,3 +107,33 @@ def test_unscored_inputs_are_not_a_corruption(tmp_path):
     write_batch(store, "mnist", _records(), seq=1)
     scan = _scan(store)
     assert scan.pool.size == 12 and scan.stats.unscored == 1
+
+
+def _id_at(table: pa.Table, row: int, value) -> bytes:
+    ids = table.column("ids").to_pylist()
+    ids[row] = value
+    return _table_bytes(table.set_column(table.schema.get_field_index("ids"), "ids", pa.array(ids, pa.string())))
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+@pytest.mark.parametrize("since", [T0 - 10, T0 + 6], ids=["row in the window", "row before the window"])
+@pytest.mark.parametrize("value", [None, ""], ids=["null id", "empty id"])
+def test_both_engines_refuse_a_part_with_a_null_or_empty_id(request, tmp_path, value, since, engine):
+    """Two parts, one holding a null (or empty) id at T0+3: both engines hashed it into the pool like
+    any id (fetch_rows refused a null one only if it was drawn; an empty one never). Both refuse the
+    part now, naming it, also when that row lies before the window in a part read whole
+    (scan._window_groups): Ray's workers keep the row for the driver to refuse, as a NaN time."""
+    ray = {"ray_address": "auto"} if engine == "ray" else {}
+    if ray:
+        request.getfixturevalue("local_ray")
+    store = open_store(f"file://{tmp_path / 'ids'}")
+    write_batch(store, "mnist", _records(), seq=1)
+    write_batch(store, "mnist", _records(seed=1), seq=2)
+    key = list_parts(store, "mnist")[1]
+    original = store.get_bytes(key)
+    store.put_bytes(key, _id_at(pq.read_table(io.BytesIO(original)), 3, value))
+    refused = rf"{store.url}: operational part '{key}': column 'ids' holds a null or empty id"
+    with pytest.raises(CorruptObject, match=refused):
+        _scan(store, since, **ray)
+    store.put_bytes(key, original)
+    assert _scan(store, since, **ray).pool.size == (24 if since < T0 else 12)

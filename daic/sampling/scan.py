@@ -24,8 +24,9 @@ footers; the window test and the compaction run as ``map_batches`` on the worker
 compact blocks travel to the driver, where step 4 runs unchanged. Both engines yield the same pool,
 so a seed gives the same sample (tests/test_sampling_scan.py). Both refuse a part that is not
 Parquet, lacks or retypes a scan column, has damaged pages, or holds a NaN, infinite or null time,
-a P(correct) or a class no pool holds, with one CorruptObject naming it (on Ray, each part's footer
-is checked on the driver before Ray reads it; tests/test_corrupt_objects_fetch.py).
+a null or empty id, a P(correct) or a class no pool holds, with one CorruptObject naming it (on
+Ray, each part's footer is checked on the driver before Ray reads it; tests/test_corrupt_objects_fetch.py,
+tests/test_corrupt_objects_scan.py).
 
 Two distinct ids share a key with probability about n^2 / 2^65 (60M inputs, a week at 100
 requests/s: 1e-4); one of the two inputs would then be missing from the pool.
@@ -47,6 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -321,6 +323,9 @@ def _window_groups(pf: pq.ParquetFile, since: float | None, until: float | None)
 
 
 _BAD_TIME = "column 'times' holds a NaN or infinite time"
+_BAD_ID = "column 'ids' holds a null or empty id"
+# What `_compact_ray_batch` marks a row that the driver must refuse its part for (``fault`` column).
+_FAULT_TIME, _FAULT_ID = 1, 2
 
 
 def _check_times(store: ObjectStore, key: str, times: np.ndarray) -> None:
@@ -330,11 +335,28 @@ def _check_times(store: ObjectStore, key: str, times: np.ndarray) -> None:
         raise _corrupt_part(store, key, _BAD_TIME)
 
 
+def _ids_ok(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """(n,) bool: each id is a string of at least one character. The records' writer never writes
+    a null id (it writes ``str(None)``) nor an empty one (the sidecar's are ``<request id>:<row>``);
+    either would be hashed into a key like any other, and fetch_rows, labelling and training would
+    meet an input with no id."""
+    return pc.fill_null(pc.greater(pc.binary_length(ids), 0), False).to_numpy(zero_copy_only=False)
+
+
+def _check_ids(store: ObjectStore, key: str, ids: pa.Array | pa.ChunkedArray) -> None:
+    """Every id read from part ``key`` is a non-empty string (`_ids_ok`); CorruptObject naming the
+    part otherwise."""
+    if not _ids_ok(ids).all():
+        raise _corrupt_part(store, key, _BAD_ID)
+
+
 def _checked_compact(store: ObjectStore, key: str, table: pa.Table, since: float | None,
                      until: float | None) -> dict[str, np.ndarray]:
     """:func:`compact` of a part's rows once their values are what a pool holds: finite times (a NaN
-    time fell out of every window unseen), and the values :func:`_check_block` checks."""
+    time fell out of every window unseen), ids that are non-empty strings (all the rows read, as the
+    times), and the values :func:`_check_block` checks."""
     _check_times(store, key, table.column("times").to_numpy())
+    _check_ids(store, key, table.column("ids"))
     block = compact(table, since, until)
     _check_block(store, key, block)
     return block
@@ -480,19 +502,22 @@ def _scan_here(store, parts, since, until, max_parallel, stats):
 def _compact_ray_batch(batch: pa.Table, numbers: dict, since, until) -> pa.Table:
     """Ray Data ``map_batches``: a block of projected rows (of whole parts, unfiltered: see
     `_window_groups`) -> the compact columns of its rows inside the window, and of its rows whose
-    time is NaN, infinite or null, marked ``time_ok`` False for the driver to refuse their part
-    (`_check_ray_block`), as the local engine refuses it."""
+    time is NaN, infinite or null (``fault`` `_FAULT_TIME`) or whose id is null or empty
+    (`_FAULT_ID`), wherever their time lies, for the driver to refuse their part
+    (`_check_ray_block`), as the local engine refuses it. One byte a row, as the flag it replaces."""
     times = batch.column("times").to_numpy()  # a null time reads as NaN
     finite = np.isfinite(times)
-    keep = window_mask(times, since, until) | ~finite
+    id_ok = _ids_ok(batch.column("ids"))
+    fault = np.where(~finite, _FAULT_TIME, np.where(~id_ok, _FAULT_ID, 0)).astype(np.uint8)
+    keep = window_mask(times, since, until) | (fault != 0)
     if not keep.all():
-        batch, finite = batch.filter(pa.array(keep)), finite[keep]
+        batch, fault = batch.filter(pa.array(keep)), fault[keep]
     block = compact(batch, None, None)
     paths = batch.column("path").combine_chunks().dictionary_encode()
     number = np.array([numbers[p] for p in paths.dictionary.to_pylist()], dtype=np.int32)
     part = number[paths.indices.to_numpy(zero_copy_only=False)] if len(paths) else np.zeros(0, np.int32)
     return pa.table({"key": block["key"], "p_correct": block["p_correct"],
-                     "prediction": block["prediction"], "part": part, "time_ok": finite})
+                     "prediction": block["prediction"], "part": part, "fault": fault})
 
 
 def _scan_on_ray(store, parts, since, until, address, max_parallel, stats):
@@ -541,7 +566,7 @@ def _scan_on_ray(store, parts, since, until, address, max_parallel, stats):
                 block = {"key": table.column("key").to_numpy(), "p_correct": table.column("p_correct").to_numpy(),
                          "prediction": table.column("prediction").to_numpy()}
                 _check_ray_block(store, parts, block, table.column("part").to_numpy(),
-                                 table.column("time_ok").to_numpy(zero_copy_only=False))
+                                 table.column("fault").to_numpy())
                 stats.add(rows_read=table.num_rows)
                 blocks.append(block)
                 numbers.append(table.column("part").to_numpy())
@@ -565,12 +590,13 @@ def _check_footer(store: ObjectStore, fs: pafs.FileSystem, root: str, key: str, 
 
 
 def _check_ray_block(store: ObjectStore, parts: list[str], block: dict[str, np.ndarray], part: np.ndarray,
-                     time_ok: np.ndarray) -> None:
-    """`_check_times` and `_check_block` on a block Ray made of rows of many parts, naming the part
-    of its first bad row."""
-    bad_time = np.flatnonzero(~time_ok)
-    if bad_time.size:
-        raise _corrupt_part(store, parts[part[bad_time[0]]], _BAD_TIME)
+                     fault: np.ndarray) -> None:
+    """`_check_times`, `_check_ids` and `_check_block`, in that order, on a block Ray made of rows
+    of many parts (``fault`` marked by `_compact_ray_batch`), naming the part of its first bad row."""
+    for code, what in ((_FAULT_TIME, _BAD_TIME), (_FAULT_ID, _BAD_ID)):
+        bad = np.flatnonzero(fault == code)
+        if bad.size:
+            raise _corrupt_part(store, parts[part[bad[0]]], what)
     p, prediction = block["p_correct"], block["prediction"]
     bad = np.flatnonzero((p < 0) | (p > 1) | (prediction < 0))
     if bad.size:
