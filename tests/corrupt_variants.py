@@ -17,6 +17,15 @@ import numpy as np
 
 RETYPES: tuple[Any, ...] = ("x", 7, -3, None, [], {}, True, 1.5)
 
+# Damage to the bytes of any stored object, whatever its format, for the fault tables of the
+# Parquet readers' tests (entries ``(table, raw) -> bytes``; the table is not used here).
+DAMAGED_OBJECT: dict[str, Callable[[Any, bytes], bytes]] = {
+    "empty": lambda t, raw: b"",
+    "truncated": lambda t, raw: raw[: len(raw) // 2],
+    "tail cut": lambda t, raw: raw[:-9],
+    "random bytes": lambda t, raw: random.Random(7).randbytes(len(raw)),
+}
+
 
 def _paths(value: Any, path: tuple = ()) -> Iterator[tuple]:
     """Every path to a value inside a JSON document (dict keys and list indices)."""

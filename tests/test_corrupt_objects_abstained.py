@@ -29,7 +29,8 @@ from daic.sampling.scan import FOOTER_GUESS, ScanStats, id_keys, scan_pool
 from daic.sidecar.records import batch_key, list_parts, write_batch
 from daic.storage import KeyNotFound, StorageError, open_store
 from daic.storage.parsed import CorruptObject
-from test_corrupt_objects_fetch import _at, _garbage_over, _random_bytes
+from corrupt_variants import DAMAGED_OBJECT
+from test_corrupt_objects_fetch import _at, _garbage_over
 from test_corrupt_objects_records import T0, _records, _table_bytes
 
 FLAGGED = np.arange(12) % 3 == 0  # inputs 0, 3, 6, 9 of the part abstained on
@@ -110,10 +111,7 @@ FAULTS = {
     "a null id": lambda t, raw: _table_bytes(_at(t, "ids", pa.array([None, *t.column("ids").to_pylist()[1:]],
                                                                      pa.string()))),
     # a damaged object
-    "empty": lambda t, raw: b"",
-    "truncated": lambda t, raw: raw[: len(raw) // 2],
-    "tail cut": lambda t, raw: raw[:-9],
-    "random bytes": lambda t, raw: _random_bytes(raw),
+    **DAMAGED_OBJECT,
 }
 
 

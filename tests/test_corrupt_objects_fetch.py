@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from corrupt_variants import check_planted, npz_bytes, npz_variants
+from corrupt_variants import DAMAGED_OBJECT, check_planted, npz_bytes, npz_variants
 from daic.components import cycle_store
 from daic.sampling.scan import fetch_rows, scan_pool
 from daic.sidecar import records as rec
@@ -103,10 +103,6 @@ def _garbage_over(raw: bytes, column: str) -> bytes:
     return bytes(data)
 
 
-def _random_bytes(raw: bytes) -> bytes:
-    return random.Random(7).randbytes(len(raw))
-
-
 PARQUET_FAULTS = {
     # the wrong shape
     "inputs 10 wide": lambda t, raw: _table_bytes(_at(t, "inputs", _images(np.zeros((t.num_rows, 10))))),
@@ -131,10 +127,7 @@ PARQUET_FAULTS = {
     "a null id": lambda t, raw: _table_bytes(_at(t, "ids", pa.array([None, *t.column("ids").to_pylist()[1:]],
                                                                      pa.string()))),
     # a damaged object
-    "empty": lambda t, raw: b"",
-    "truncated": lambda t, raw: raw[: len(raw) // 2],
-    "tail cut": lambda t, raw: raw[:-9],
-    "random bytes": lambda t, raw: _random_bytes(raw),
+    **DAMAGED_OBJECT,
     "garbage over the inputs pages": lambda t, raw: _garbage_over(raw, "inputs"),
     "garbage over the ids pages": lambda t, raw: _garbage_over(raw, "ids"),
     # another object under the key
@@ -343,10 +336,7 @@ def _column(t: pa.Table, name: str, change) -> bytes:
 
 
 RAY_FAULTS = {
-    "empty": lambda t, raw: b"",
-    "truncated": lambda t, raw: raw[: len(raw) // 2],
-    "tail cut": lambda t, raw: raw[:-9],
-    "random bytes": lambda t, raw: _random_bytes(raw),
+    **DAMAGED_OBJECT,
     "predictions dropped": lambda t, raw: _table_bytes(t.drop_columns(["predictions"])),
     "ids as integers": PARQUET_FAULTS["ids as integers"],
     "p_correct as strings": lambda t, raw: _table_bytes(_at(t, "p_correct", pa.array(["x"] * t.num_rows))),
