@@ -30,8 +30,8 @@ and the flag is checked as the records' own reader checks it, because a wrong fl
 harmless: a flag column of strings or numbers read ``astype(bool)`` would be all True and queue
 every input of the window for labelling (labels cost money) without a word. So a part that is
 gone is a KeyNotFound, and one that is not Parquet, lacks ``ids`` or ``times``, holds a flag that
-is not boolean, a null flag or id, a NaN time, or a flag column of another length than its ids (a
-damaged page) is one CorruptObject naming it; sample-operational lets either through, as it does
+is not boolean, a null flag, a null or empty id (as the scan checks ids), a NaN time, or a flag
+column of another length than its ids (a damaged page) is one CorruptObject naming it; sample-operational lets either through, as it does
 the scan's.
 """
 from __future__ import annotations
@@ -42,8 +42,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pyarrow.fs as pafs
 
-from daic.sampling.scan import (MAX_PARALLEL, PoolScan, ScanStats, _check_schema, _check_times, _corrupt_part,
-                                _part_file, _window_groups, arrow_filesystem, id_keys, window_mask)
+from daic.sampling.scan import (MAX_PARALLEL, PoolScan, ScanStats, _check_ids, _check_schema, _check_times,
+                                _corrupt_part, _part_file, _window_groups, arrow_filesystem, id_keys, window_mask)
 from daic.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -101,10 +101,9 @@ def _abstained_keys(store: ObjectStore, fs: pafs.FileSystem, root: str, key: str
         raise _corrupt_part(store, key, "column 'abstained' holds a null flag")
     times = table.column("times").to_numpy()
     _check_times(store, key, times)
+    ids = table.column("ids")
+    _check_ids(store, key, ids)
     flag = table.column("abstained").to_numpy(zero_copy_only=False) & window_mask(times, since, until)
     if not flag.any():
         return np.zeros(0, np.uint64)
-    ids = table.column("ids")
-    if ids.null_count:
-        raise _corrupt_part(store, key, "column 'ids' holds a null id")
     return id_keys(ids.filter(flag))
