@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from daic.operators.observations import EstimateError, EstimateReading
 from daic.operators.spec import EstimateSource as SourceKind
 from daic.operators.spec import EstimateSpec, selector_of
+from daic.serving import http_client
 
 
 class EstimateSource(Protocol):
@@ -76,7 +77,8 @@ class SidecarEstimate:
 
     def read(self, now: datetime) -> EstimateReading | EstimateError:
         try:
-            resp = self.session.get(self.url, timeout=self.timeout)
+            resp = http_client.send(self.session, "GET", self.url, timeout_s=self.timeout,
+                                    max_bytes=http_client.SMALL_ANSWER_BYTES)
         except requests.RequestException as exc:
             return EstimateError(f"GET {self.url}: {exc}", now)
         if resp.status_code != 200:
@@ -112,6 +114,11 @@ DAIC_SERIES = {
     "drift_alarm": "daic_drift_alarm", "change_alarm": "daic_change_alarm",
     "reference_accuracy": "daic_reference_accuracy",
 }
+
+
+#: The largest Prometheus answer read: a selector's instant vector holds one sample per replica and
+#: series, a few hundred bytes each.
+MAX_PROMETHEUS_ANSWER_BYTES = 8 * 2**20
 
 
 class PrometheusError(ValueError):
@@ -154,7 +161,8 @@ class PrometheusEstimate:
 
     def _query(self, query: str) -> tuple[str, Any]:
         try:
-            resp = self.session.get(f"{self.base_url}/api/v1/query", params={"query": query}, timeout=self.timeout)
+            resp = http_client.send(self.session, "GET", f"{self.base_url}/api/v1/query", params={"query": query},
+                                    timeout_s=self.timeout, max_bytes=MAX_PROMETHEUS_ANSWER_BYTES)
         except requests.RequestException as exc:
             raise PrometheusError(f"GET {self.base_url}/api/v1/query: {exc}") from None
         try:

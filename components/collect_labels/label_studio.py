@@ -62,6 +62,7 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from daic.components import cycle_store
+from daic.serving import http_client
 from daic.storage import KeyNotFound, ObjectStore
 from daic.storage.parsed import read_object
 
@@ -76,7 +77,6 @@ PAGE_SIZE = 100
 #: The largest answer read from Label Studio: a page of PAGE_SIZE tasks with their PNG data URIs and
 #: annotations is well under 1 MiB.
 MAX_BODY_BYTES = 32 * 2**20
-_CHUNK = 64 * 2**10
 
 
 class LabelStudioError(RuntimeError):
@@ -227,38 +227,13 @@ class LabelStudioClient:
         return f"Bearer {self._access}"
 
     def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """One request whose answer is read whole within ``timeout_s`` and ``max_body_bytes``."""
-        deadline = time.monotonic() + self.timeout_s
-        response = self.session.request(method, self.url + path, timeout=self.timeout_s, stream=True, **kwargs)
+        """One request whose answer is read whole within ``timeout_s`` and ``max_body_bytes``
+        (daic.serving.http_client); an answer over the size bound is a refusal, not retried."""
         try:
-            declared = int(response.headers.get("Content-Length") or 0)
-        except ValueError:
-            declared = 0
-        body = bytearray()
-        try:
-            if declared > self.max_body_bytes:
-                raise LabelStudioError(f"Label Studio {method} {path} answered a {declared}-byte body, more "
-                                       f"than the {self.max_body_bytes} bytes daic reads")
-            read = getattr(response.raw, "read1", None) or response.raw.read  # read1: what has arrived
-            while True:
-                chunk = read(_CHUNK, decode_content=True)
-                if not chunk:
-                    break
-                body += chunk
-                if len(body) > self.max_body_bytes:
-                    raise LabelStudioError(f"Label Studio {method} {path} answered more than the "
-                                           f"{self.max_body_bytes} bytes daic reads")
-                if time.monotonic() > deadline:
-                    raise requests.Timeout(f"Label Studio {method} {path}: the answer took longer than "
-                                           f"{self.timeout_s:g}s to arrive ({len(body)} bytes so far)")
-        except Exception as exc:
-            response.close()
-            if isinstance(exc, (LabelStudioError, requests.RequestException)):
-                raise
-            raise requests.ConnectionError(f"Label Studio {method} {path}: {type(exc).__name__}: {exc}") from exc
-        response._content, response._content_consumed = bytes(body), True  # as requests does when not streaming
-        response.close()
-        return response
+            return http_client.send(self.session, method, self.url + path, timeout_s=self.timeout_s,
+                                    max_bytes=self.max_body_bytes, **kwargs)
+        except http_client.AnswerTooLarge as exc:
+            raise LabelStudioError(f"Label Studio {method} {path}: {exc}") from None
 
     def call(self, method: str, path: str, *, ok: tuple[int, ...] = (200, 201, 204), **kwargs: Any) -> requests.Response:
         """One API call, retried with backoff; returns responses whose status is in ``ok``.

@@ -90,8 +90,11 @@ def estimate(url: str) -> None:
     """Print the sidecar's current estimate (GET /estimate) as JSON."""
     import requests
 
+    from daic.serving import http_client
+
     try:
-        response = requests.get(url.rstrip("/") + "/estimate", timeout=10)
+        response = http_client.send(None, "GET", url.rstrip("/") + "/estimate", timeout_s=10,
+                                    max_bytes=http_client.SMALL_ANSWER_BYTES)
     except requests.RequestException as exc:
         raise click.ClickException(f"cannot reach the sidecar at {url}: {exc}") from None
     if response.status_code != 200:

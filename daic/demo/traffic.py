@@ -11,6 +11,7 @@ import numpy as np
 import requests
 
 from daic.data.scenarios import OperationalBatch
+from daic.serving import http_client
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,9 @@ class TrafficClient:
 
     def send(self, batch: OperationalBatch) -> Served:
         payload = {"data": {"ndarray": np.round(batch.images, 6).tolist()}}
-        resp = self.session.post(self.url, json=payload, timeout=self.timeout_s)
+        # The answer holds one row of class probabilities per input: bounded by what was sent.
+        resp = http_client.send(self.session, "POST", self.url, json=payload, timeout_s=self.timeout_s,
+                                max_bytes=http_client.SMALL_ANSWER_BYTES + 64 * batch.images.shape[0] * 10)
         if resp.status_code != 200:
             raise RuntimeError(f"gateway answered {resp.status_code}: {resp.text[:300]}")
         body = resp.json()
@@ -51,7 +54,8 @@ class TrafficClient:
 def read_estimate(sidecar_url: str, timeout_s: float = 10.0) -> dict:
     """The sidecar's current window estimate (``GET /estimate``); {} when it cannot be read."""
     try:
-        resp = requests.get(sidecar_url.rstrip("/") + "/estimate", timeout=timeout_s)
+        resp = http_client.send(None, "GET", sidecar_url.rstrip("/") + "/estimate", timeout_s=timeout_s,
+                                max_bytes=http_client.SMALL_ANSWER_BYTES)
         return resp.json() if resp.status_code == 200 else {}
     except (requests.RequestException, ValueError):
         return {}

@@ -29,6 +29,9 @@ from urllib.parse import urlsplit
 
 from daic.serving.abstain import abstain_tags, check_bound
 
+#: The largest answer read from the sidecar's /assess: one P(correct) per input of the request.
+MAX_ANSWER_BYTES = 16 * 2**20
+
 logger = logging.getLogger(__name__)
 SERVICE = "service"
 OFF = "off"
@@ -112,7 +115,9 @@ class Abstainer:
         try:
             conn.request("POST", self._path, body=body, headers={"Content-Type": "application/json"})
             answer = conn.getresponse()
-            data = answer.read()
+            data = answer.read(MAX_ANSWER_BYTES + 1)
+            if len(data) > MAX_ANSWER_BYTES:
+                raise http.client.HTTPException(f"an answer over the {MAX_ANSWER_BYTES} bytes read")
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             self._local.conn = None

@@ -47,6 +47,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from daic.serving.affinity import check_cpus, pinned
+from daic.serving.http_client import SMALL_ANSWER_BYTES, AnswerTooLarge, read_capped
 from daic.serving.http_limits import HttpLimits, body_deadline, serve_app
 from daic.serving.request_logger import ACK_SIZE, FAILED, decode_acks, encode_frame
 from daic.sidecar.events import encode_cloudevent
@@ -325,7 +326,12 @@ class Gateway:
         headers = {"Content-Type": msg.content_type or "", "Seldon-Puid": puid}
         try:
             async with self._session.post(url, data=msg.body, headers=headers) as resp:
-                return resp.status, _Payload(await resp.read(), resp.headers.get("Content-Type"))
+                body = await read_capped(resp, self.config.max_body_bytes, f"node {node}")
+                return resp.status, _Payload(body, resp.headers.get("Content-Type"))
+        except AnswerTooLarge as exc:
+            body = json.dumps({"status": {"code": 500, "info": str(exc),
+                                          "reason": "MICROSERVICE_INTERNAL_ERROR", "status": "FAILURE"}})
+            raise _NodeFailed(500, _Payload(body.encode(), "application/json")) from None
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             body = json.dumps({"status": {"code": 500, "info": f"node {node} unreachable at {url}: {exc}",
                                           "reason": "MICROSERVICE_INTERNAL_ERROR", "status": "FAILURE"}})
@@ -410,11 +416,11 @@ class Gateway:
             url = self.config.url_of(str(node["name"])) + "/health/status"
             try:
                 async with self._session.get(url) as resp:
-                    await resp.read()
+                    await read_capped(resp, SMALL_ANSWER_BYTES, f"node {node['name']}")
                     if resp.status != 200:
                         return web.json_response({"ready": False, "node": node["name"], "model_status": resp.status},
                                                  status=503)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (aiohttp.ClientError, asyncio.TimeoutError, AnswerTooLarge) as exc:
                 return web.json_response({"ready": False, "node": node["name"], "error": str(exc)}, status=503)
             children = node.get("children") or []
             node = children[0] if children else None

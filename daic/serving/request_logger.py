@@ -30,6 +30,8 @@ import sys
 
 import orjson
 
+from daic.serving.http_client import SMALL_ANSWER_BYTES, AnswerTooLarge, read_capped
+
 logger = logging.getLogger(__name__)
 
 _HEAD = struct.Struct("!II")
@@ -92,9 +94,9 @@ async def forward(reader: asyncio.StreamReader, write_acks, url: str, workers: i
             status = FAILED
             try:
                 async with session.post(url, data=body, headers=headers) as resp:
-                    await resp.read()
+                    await read_capped(resp, SMALL_ANSWER_BYTES, url)
                     status = resp.status
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (aiohttp.ClientError, asyncio.TimeoutError, AnswerTooLarge) as exc:
                 logger.warning("request logger post failed: %s", exc)
             if not acks:
                 loop.call_later(ack_interval_s, flush_acks)

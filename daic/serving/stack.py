@@ -25,6 +25,7 @@ from typing import Any
 
 import requests
 
+from daic.serving import http_client
 from daic.serving.affinity import check_cpus, pinned
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -271,7 +272,8 @@ class LocalStack:
             if code is not None:
                 raise StackError(f"{name} exited with code {code} during start-up; log {proc.log}:\n{proc.tail()}")
             try:
-                if requests.get(url, timeout=2).status_code == 200:
+                if http_client.send(None, "GET", url, timeout_s=2,
+                                    max_bytes=http_client.SMALL_ANSWER_BYTES).status_code == 200:
                     return
             except requests.RequestException:
                 pass
@@ -300,7 +302,8 @@ class LocalStack:
         return codes
 
     def gateway_stats(self) -> dict[str, int]:
-        return requests.get(self.gateway_url + "/gateway/stats", timeout=10).json()
+        return http_client.send(None, "GET", self.gateway_url + "/gateway/stats", timeout_s=10,
+                                max_bytes=http_client.SMALL_ANSWER_BYTES).json()
 
     def wait_logged(self, timeout_s: float = 60.0) -> dict[str, int]:
         """Wait until the gateway has delivered (or given up on) every event it queued: its
@@ -324,13 +327,15 @@ class LocalStack:
         if not self.config.with_sidecar:
             raise StackError("this stack runs without the sidecar: nothing to flush")
         self.wait_logged(timeout_s)
-        resp = requests.post(self.config.sidecar_ingest_url + "/admin/flush", timeout=timeout_s)
+        resp = http_client.send(None, "POST", self.config.sidecar_ingest_url + "/admin/flush", timeout_s=timeout_s,
+                                max_bytes=http_client.SMALL_ANSWER_BYTES)
         resp.raise_for_status()
         return resp.json()["batch"]
 
     def estimate(self) -> dict:
         """The sidecar's ``GET /estimate``."""
-        return requests.get(self.sidecar_url + "/estimate", timeout=10).json()
+        return http_client.send(None, "GET", self.sidecar_url + "/estimate", timeout_s=10,
+                                max_bytes=http_client.SMALL_ANSWER_BYTES).json()
 
     def log(self, name: str) -> Path:
         return Path(self.config.log_dir) / f"{name}.log"
