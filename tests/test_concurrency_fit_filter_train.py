@@ -68,6 +68,7 @@ def adaptation(monkeypatch):
     (thread) A adopts filter v0001 with accuracy 0.61, B filter v0002 with 0.72; both deploy."""
     import daic.filters.assessor as fa
     import daic.filters.remedy as remedy
+    import daic.sampling.fetch as fetch
     import daic.sampling.scan as scan
 
     real_record = remedy._record
@@ -91,7 +92,8 @@ def adaptation(monkeypatch):
     monkeypatch.setattr(fa, "fit_wrapped_assessor", fit_wrapped_assessor)
     # The pool's scan reads the logged Parquet through Arrow, beside the store API: under the gate.
     real_fs = scan.arrow_filesystem
-    monkeypatch.setattr(scan, "arrow_filesystem", lambda store: real_fs(getattr(store, "inner", store)))
+    for module in (scan, fetch):
+        monkeypatch.setattr(module, "arrow_filesystem", lambda store: real_fs(getattr(store, "inner", store)))
 
 
 def fit_filter_config():

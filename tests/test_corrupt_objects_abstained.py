@@ -25,7 +25,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from daic.sampling.abstain import abstained_positions
-from daic.sampling.scan import FOOTER_GUESS, ScanStats, id_keys, scan_pool
+from daic.sampling.parts import FOOTER_GUESS, ScanStats
+from daic.sampling.scan import id_keys, scan_pool
 from daic.sidecar.records import batch_key, list_parts, write_batch
 from daic.storage import KeyNotFound, StorageError, open_store
 from daic.storage.parsed import CorruptObject

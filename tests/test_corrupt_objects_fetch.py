@@ -33,7 +33,8 @@ import pytest
 
 from corrupt_variants import DAMAGED_OBJECT, check_planted, npz_bytes, npz_variants
 from daic.components import cycle_store
-from daic.sampling.scan import fetch_rows, scan_pool
+from daic.sampling.fetch import fetch_rows
+from daic.sampling.scan import scan_pool
 from daic.sidecar import records as rec
 from daic.sidecar.records import batch_key, list_parts, write_batch
 from daic.storage import KeyNotFound, StorageError, open_store

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from daic.components.sample_operational.logic import draw, SampleConfig
-from daic.sampling.scan import fetch_rows, id_keys, merge_blocks, scan_pool
+from daic.sampling.fetch import fetch_rows
+from daic.sampling.scan import id_keys, merge_blocks, scan_pool
 from daic.sidecar import records as rec
 from daic.sidecar.records import OperationalRecords, read_operational, write_batch
 from daic.storage import open_store

@@ -63,7 +63,8 @@ from daic.components.sample_operational.designs import inclusion_probabilities, 
 from daic.components.sample_operational.holdout import split_round
 from daic.components.sample_operational.logic import pool_key, read_pool
 from daic.sampling.pool import SampledPool
-from daic.sampling.scan import PoolScan, fetch_rows, id_keys
+from daic.sampling.fetch import fetch_rows
+from daic.sampling.scan import PoolScan, id_keys
 from daic.storage import ObjectStore
 from daic.storage.parsed import CorruptObject, parse_value
 

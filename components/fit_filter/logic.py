@@ -2,7 +2,7 @@
 
 1. **Pool** (no labels): up to ``pool_limit`` inputs of the cycle's window, drawn uniformly with
    the cycle's seed, the held-out draws excluded (they stay unseen for the comparison below), read
-   with :func:`daic.sampling.scan.scan_pool` / ``fetch_rows`` (only the columns and rows needed)
+   with :func:`daic.sampling.scan.scan_pool` / :func:`daic.sampling.fetch.fetch_rows` (only the columns and rows needed)
    and written to ``cycles/<c>/filter_pool-<attempt>.npz`` (one per attempt of the step: two attempts
    of one cycle over a window without an end can read different pools, and each record must name
    the pool its filter was adapted on).
@@ -162,7 +162,8 @@ def write_pool(store: ObjectStore, cycle: str, limit: int, seed: int = 0,
                attempt: str | None = None) -> tuple[str, int]:
     """(key, count): up to ``limit`` unlabeled inputs of the cycle's window, held-out draws excluded,
     under a key of the step's ``attempt`` when given."""
-    from daic.sampling.scan import fetch_rows, id_keys, scan_pool
+    from daic.sampling.fetch import fetch_rows
+    from daic.sampling.scan import id_keys, scan_pool
 
     record = cycle_store.read_sample(store, cycle)
     meta = record.meta

@@ -37,7 +37,9 @@ from daic.components.sample_operational.operational import parse_time
 from daic.sampling.abstain import abstained_positions, queue_abstained
 from daic.sampling.pool import Pool, SampledPool
 from daic.sampling.sample import Sample
-from daic.sampling.scan import MAX_PARALLEL, PoolScan, ScanStats, fetch_rows, scan_pool
+from daic.sampling.fetch import fetch_rows
+from daic.sampling.parts import ScanStats
+from daic.sampling.scan import MAX_PARALLEL, PoolScan, scan_pool
 from daic.sidecar.records import newest_hour_end
 from daic.storage import KeyNotFound, ObjectStore, open_store
 from daic.storage.parsed import CorruptObject

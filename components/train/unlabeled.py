@@ -20,7 +20,8 @@ UNLABELED = "unlabeled.npz"
 
 def write_unlabeled_pool(store: ObjectStore, cycle: str, limit: int, seed: int = 0) -> tuple[str, int]:
     """(key, count) of the unlabelled inputs written for ``cycle``; count 0 writes nothing."""
-    from daic.sampling.scan import fetch_rows, id_keys, scan_pool
+    from daic.sampling.fetch import fetch_rows
+    from daic.sampling.scan import id_keys, scan_pool
 
     if limit < 1:
         raise ValueError(f"unlabeled_limit must be >= 1 to write a pool, got {limit!r}")

@@ -25,7 +25,7 @@ the flag (Parquet parts replaced them first) and which would have to be fetched 
 included, to find that out. On the local engine only (a Ray scan gives the same pool, and this pass
 runs on the driver after it).
 
-The parts are opened as the scan and the fetch open them (:func:`daic.sampling.scan._part_file`)
+The parts are opened as the scan and the fetch open them (:func:`daic.sampling.parts.part_file`)
 and the flag is checked as the records' own reader checks it, because a wrong flag is not
 harmless: a flag column of strings or numbers read ``astype(bool)`` would be all True and queue
 every input of the window for labelling (labels cost money) without a word. So a part that is
@@ -42,8 +42,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pyarrow.fs as pafs
 
-from daic.sampling.scan import (MAX_PARALLEL, PoolScan, ScanStats, _check_ids, _check_schema, _check_times,
-                                _corrupt_part, _part_file, _window_groups, arrow_filesystem, id_keys, window_mask)
+from daic.sampling.parts import (ScanStats, arrow_filesystem, check_ids, check_schema, check_times, corrupt_part,
+                                 part_file)
+from daic.sampling.scan import MAX_PARALLEL, PoolScan, _window_groups, id_keys, window_mask
 from daic.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -87,10 +88,10 @@ def _abstained_keys(store: ObjectStore, fs: pafs.FileSystem, root: str, key: str
                     until: float | None, stats: ScanStats) -> np.ndarray:
     """Id keys of part ``key``'s inputs inside the window flagged abstained (none when the part
     predates the flag); the part checked as the module docstring says."""
-    with _part_file(store, fs, root, key, stats, ("ids", "times")) as pf:
+    with part_file(store, fs, root, key, stats, ("ids", "times")) as pf:
         if pf.schema_arrow.get_field_index("abstained") < 0:  # written before the flag (records.OPTIONAL)
             return np.zeros(0, np.uint64)
-        _check_schema(store, key, pf.schema_arrow, ("abstained",))  # boolean, as records.arrow_schema writes it
+        check_schema(store, key, pf.schema_arrow, ("abstained",))  # boolean, as records.arrow_schema writes it
         groups = _window_groups(pf, since, until)
         stats.add(parts_read=1, row_groups_read=len(groups), row_groups_skipped=pf.num_row_groups - len(groups))
         # One read of the three columns: Arrow refuses a column chunk holding another number of
@@ -98,11 +99,11 @@ def _abstained_keys(store: ObjectStore, fs: pafs.FileSystem, root: str, key: str
         table = pf.read_row_groups(groups, columns=_COLUMNS)
     stats.add(rows_read=table.num_rows)
     if table.column("abstained").null_count:
-        raise _corrupt_part(store, key, "column 'abstained' holds a null flag")
+        raise corrupt_part(store, key, "column 'abstained' holds a null flag")
     times = table.column("times").to_numpy()
-    _check_times(store, key, times)
+    check_times(store, key, times)
     ids = table.column("ids")
-    _check_ids(store, key, ids)
+    check_ids(store, key, ids)
     flag = table.column("abstained").to_numpy(zero_copy_only=False) & window_mask(times, since, until)
     if not flag.any():
         return np.zeros(0, np.uint64)

@@ -16,7 +16,9 @@ image) and the images of the few inputs it draws. `scan_pool` therefore
 
 The pool is then about 28 B a row (key, P(correct) and prediction in the `Pool`, the part number
 beside it) instead of three copies of every id string; an id string is looked up again only for
-the inputs drawn (`fetch_rows`), from the parts that hold them, with their images.
+the inputs drawn (:func:`daic.sampling.fetch.fetch_rows`), from the parts that hold them, with
+their images. How a part is opened and checked is :mod:`daic.sampling.parts`, shared by the scan,
+the fetch and the abstained pass.
 
 Past one machine, `scan_pool(..., ray_address=...)` runs steps 2-3 on Ray Data
 (``read_parquet`` with the column projection pushed down, over the parts the driver kept by their
@@ -33,28 +35,23 @@ requests/s: 1e-4); one of the two inputs would then be missing from the pool.
 """
 from __future__ import annotations
 
-import io
 import logging
 import os
-import threading
 import time
-import zipfile
-import zlib
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from daic.sampling.parts import (BAD_ID, BAD_TIME, ScanStats, arrow_filesystem, check_block, check_ids,
+                                 check_times, corrupt_part, ids_ok, npz_columns, part_file)
 from daic.sampling.pool import Pool
 from daic.sidecar import records as rec
-from daic.storage import KeyNotFound, ObjectStore, StorageError
+from daic.storage import ObjectStore
 from daic.storage.parsed import CorruptObject
 
 log = logging.getLogger(__name__)
@@ -73,122 +70,6 @@ def id_keys(ids: np.ndarray | pa.Array | pa.ChunkedArray) -> np.ndarray:
     if ids.size == 0:
         return np.zeros(0, np.uint64)
     return pd.util.hash_array(ids, hash_key=_HASH_KEY, categorize=False)
-
-
-# -- where the bytes are ------------------------------------------------------------------------
-
-def arrow_filesystem(store: ObjectStore) -> tuple[pafs.FileSystem, str]:
-    """An Arrow filesystem reaching ``store``'s objects by ranged reads, and the path of its root.
-
-    ``file://`` -> ``LocalFileSystem`` and the directory; ``s3://`` -> ``S3FileSystem`` with the
-    store's endpoint, credentials and timeouts, and ``bucket/prefix``.
-    """
-    from daic.storage.file_store import FileStore
-
-    if isinstance(store, FileStore):
-        return pafs.LocalFileSystem(), str(store.root)
-    from daic.storage.s3_store import S3Store
-
-    if isinstance(store, S3Store):
-        s = store.settings
-        timeouts = getattr(s, "timeouts", None)
-        extra = {}
-        if timeouts is not None:
-            extra = {"connect_timeout": float(timeouts.connect_s), "request_timeout": float(timeouts.read_s)}
-        fs = pafs.S3FileSystem(access_key=s.access_key, secret_key=s.secret_key, region=s.region,
-                               endpoint_override=s.endpoint, scheme="https" if s.secure else "http",
-                               **extra)
-        return fs, f"{store.bucket}/{store.prefix}".rstrip("/")
-    raise ValueError(f"{store.url}: no Arrow filesystem for {type(store).__name__} (file:// and s3:// only)")
-
-
-class CountingFile(io.RawIOBase):
-    """A read-only file that counts the bytes and reads (ranged GETs on S3) it passes through."""
-
-    def __init__(self, raw: pa.NativeFile, tally: "ScanStats") -> None:
-        super().__init__()
-        self._raw = raw
-        self._tally = tally
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._raw.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._raw.tell()
-
-    def size(self) -> int:
-        return self._raw.size()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._raw.read(None if size is None or size < 0 else size)
-        self._tally.add(bytes_read=len(data), requests=1)
-        return data
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
-
-
-@dataclass
-class ScanStats:
-    """What a scan cost (bytes and requests are what passed through the readers; None on Ray)."""
-
-    engine: str = "local"
-    parts_listed: int = 0
-    parts_read: int = 0
-    row_groups_read: int = 0
-    row_groups_skipped: int = 0
-    rows_read: int = 0
-    duplicates_dropped: int = 0
-    unscored: int = 0  # inputs the sidecar recorded without a P(correct) (see impute_unscored)
-    bytes_read: int | None = 0
-    requests: int | None = 0
-    seconds: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, **counts: int) -> None:
-        with self._lock:
-            for name, value in counts.items():
-                setattr(self, name, (getattr(self, name) or 0) + value)
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-
-
-FOOTER_GUESS = 8 * 1024  # one ranged read of a part's tail usually holds its whole footer
-
-
-def open_part(raw: pa.NativeFile, stats: "ScanStats") -> pq.ParquetFile:
-    """A Parquet file whose reads are counted; its footer read with one ranged read of the last
-    8 KiB (a second one only for a larger footer), not Arrow's speculative 64 KiB, which would be
-    most of what a four-column scan of a part reads."""
-    counted = CountingFile(raw, stats)
-    size = raw.size()
-    counted.seek(max(0, size - FOOTER_GUESS))
-    tail = counted.read(min(size, FOOTER_GUESS))
-    if len(tail) < 8 or tail[-4:] != b"PAR1":
-        raise ValueError("not a Parquet file (no PAR1 tail)")
-    length = int.from_bytes(tail[-8:-4], "little")
-    if length + 8 > size:
-        raise ValueError(f"footer of {length} bytes does not fit in {size}")
-    if length + 8 > len(tail):
-        counted.seek(size - 8 - length)
-        footer = counted.read(length)
-    else:
-        footer = tail[len(tail) - 8 - length:len(tail) - 8]
-    meta = pq.read_metadata(pa.BufferReader(b"PAR1" + footer + tail[-8:]))
-    return pq.ParquetFile(counted, metadata=meta)
 
 
 # -- compact blocks (the same function runs locally and on Ray workers) -------------------------
@@ -228,79 +109,6 @@ def _overlapping_row_groups(meta: pq.FileMetaData, since: float | None, until: f
     return groups
 
 
-def _corrupt_part(store: ObjectStore, key: str, what: str) -> CorruptObject:
-    return CorruptObject(f"{store.url}: operational part {key!r}: {what}")
-
-
-def _npz_columns(store: ObjectStore, key: str, raw: bytes, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """``columns`` of an old ``.npz`` batch, each of its kind and rank (images (N, 28, 28)) and one
-    row per input; CorruptObject naming the batch when it is not one."""
-    try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-            missing = [c for c in columns if c not in npz.files]
-            if missing:
-                raise _corrupt_part(store, key, f"lacks {', '.join(missing)}")
-            arrays = {c: npz[c] for c in columns}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # as ObjectStore.get_arrays
-        raise _corrupt_part(store, key, f"not a numpy .npz archive: {type(exc).__name__}: {exc}") from None
-    ok = all(a.ndim == rec._NDIM.get(c, 1) and a.dtype.kind in rec._KINDS[c] for c, a in arrays.items())
-    if ok and "inputs" in arrays:
-        ok = arrays["inputs"].shape[1:] == rec.IMAGE_SHAPE
-    if not ok or len({a.shape[0] for a in arrays.values()}) != 1:
-        raise _corrupt_part(store, key, "columns " + ", ".join(f"{c} {a.dtype} {a.shape}" for c, a in arrays.items())
-                            + " are not one row per input of " + ", ".join(_expected(c) for c in columns))
-    return arrays
-
-
-def _npz_scan_table(store: ObjectStore, key: str, raw: bytes) -> pa.Table:
-    """The four scan columns of an old ``.npz`` batch; CorruptObject naming it when it is not one."""
-    arrays = _npz_columns(store, key, raw, SCAN_COLUMNS)
-    return pa.table({**arrays, "ids": arrays["ids"].astype(str)})
-
-
-def _expected(column: str) -> str:
-    """What a column of a part holds, for error messages: ``inputs (floats, 28 x 28)``."""
-    kinds = {"USO": "strings", "fiu": "numbers", "iu": "integers", "f": "floats", "b": "booleans"}[rec._KINDS[column]]
-    return f"{column} ({kinds}, 28 x 28)" if column == "inputs" else f"{column} ({kinds})"
-
-
-def _check_schema(store: ObjectStore, key: str, schema: pa.Schema, columns: tuple[str, ...]) -> None:
-    """``columns`` are there and of their kind (as the records' own reader checks them): a string
-    prediction, a missing p_correct or images 10 wide were a KeyError/ValueError without the key."""
-    for c in columns:
-        if schema.get_field_index(c) < 0:
-            raise _corrupt_part(store, key, f"lacks the column {c!r}")
-        if not rec._arrow_type_ok(c, schema.field(c).type):
-            raise _corrupt_part(store, key, f"column {c!r} is {schema.field(c).type}, expected {_expected(c)}")
-
-
-@contextmanager
-def _part_file(store: ObjectStore, fs: pafs.FileSystem, root: str, key: str, stats: ScanStats,
-               columns: tuple[str, ...]) -> Iterator[pq.ParquetFile]:
-    """Parquet part ``key`` open for ranged reads, its footer read and ``columns`` checked in its
-    schema. Every fault is one error naming the part: KeyNotFound when it is gone (deleted since
-    it was listed), StorageError when the store will not serve it, CorruptObject when it is not a
-    Parquet part holding ``columns`` or (raised by the reads inside the block) a column chunk is
-    damaged; never Arrow's own error, which names a path of the filesystem at best."""
-    try:
-        raw = fs.open_input_file(f"{root}/{key}")
-    except FileNotFoundError:
-        raise KeyNotFound(f"{store.url}: no object {key!r} (an operational part: deleted since the "
-                          "window was listed)") from None
-    except OSError as exc:
-        raise StorageError(f"{store.url}: cannot read operational part {key!r}: {exc}") from None
-    with raw:
-        try:
-            pf = open_part(raw, stats)
-        except (ValueError, OSError, pa.ArrowException) as exc:
-            raise _corrupt_part(store, key, f"not a readable Parquet file: {exc}") from None
-        _check_schema(store, key, pf.schema_arrow, columns)
-        try:
-            yield pf
-        except (OSError, pa.ArrowException) as exc:  # a damaged column chunk behind a whole footer
-            raise _corrupt_part(store, key, f"not a readable Parquet file: {exc}") from None
-
-
 def _window_groups(pf: pq.ParquetFile, since: float | None, until: float | None) -> list[int]:
     """The row groups of an open part that a window's readers read (the scan on either engine, the
     abstained pass): every one when the ``times`` statistics of any lie inside the window, else none.
@@ -322,54 +130,22 @@ def _window_groups(pf: pq.ParquetFile, since: float | None, until: float | None)
     return list(range(pf.num_row_groups)) if groups else []
 
 
-_BAD_TIME = "column 'times' holds a NaN or infinite time"
-_BAD_ID = "column 'ids' holds a null or empty id"
-# What `_compact_ray_batch` marks a row that the driver must refuse its part for (``fault`` column).
-_FAULT_TIME, _FAULT_ID = 1, 2
-
-
-def _check_times(store: ObjectStore, key: str, times: np.ndarray) -> None:
-    """Every time read from part ``key`` is finite (a null reads as NaN); CorruptObject naming the
-    part otherwise: a NaN time falls out of every window unseen, so its input would vanish."""
-    if not np.isfinite(times).all():
-        raise _corrupt_part(store, key, _BAD_TIME)
-
-
-def _ids_ok(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """(n,) bool: each id is a string of at least one character. The records' writer never writes
-    a null id (it writes ``str(None)``) nor an empty one (the sidecar's are ``<request id>:<row>``);
-    either would be hashed into a key like any other, and fetch_rows, labelling and training would
-    meet an input with no id."""
-    return pc.fill_null(pc.greater(pc.binary_length(ids), 0), False).to_numpy(zero_copy_only=False)
-
-
-def _check_ids(store: ObjectStore, key: str, ids: pa.Array | pa.ChunkedArray) -> None:
-    """Every id read from part ``key`` is a non-empty string (`_ids_ok`); CorruptObject naming the
-    part otherwise."""
-    if not _ids_ok(ids).all():
-        raise _corrupt_part(store, key, _BAD_ID)
+def _npz_scan_table(store: ObjectStore, key: str, raw: bytes) -> pa.Table:
+    """The four scan columns of an old ``.npz`` batch; CorruptObject naming it when it is not one."""
+    arrays = npz_columns(store, key, raw, SCAN_COLUMNS)
+    return pa.table({**arrays, "ids": arrays["ids"].astype(str)})
 
 
 def _checked_compact(store: ObjectStore, key: str, table: pa.Table, since: float | None,
                      until: float | None) -> dict[str, np.ndarray]:
     """:func:`compact` of a part's rows once their values are what a pool holds: finite times (a NaN
     time fell out of every window unseen), ids that are non-empty strings (all the rows read, as the
-    times), and the values :func:`_check_block` checks."""
-    _check_times(store, key, table.column("times").to_numpy())
-    _check_ids(store, key, table.column("ids"))
+    times), and the values :func:`check_block` checks."""
+    check_times(store, key, table.column("times").to_numpy())
+    check_ids(store, key, table.column("ids"))
     block = compact(table, since, until)
-    _check_block(store, key, block)
+    check_block(store, key, block)
     return block
-
-
-def _check_block(store: ObjectStore, key: str, block: dict[str, np.ndarray]) -> None:
-    """A compact block of part ``key`` holds what a pool holds: classes >= 0, P(correct) in [0, 1]
-    or NaN (unscored); CorruptObject naming the part otherwise."""
-    if block["prediction"].size and block["prediction"].min() < 0:
-        raise _corrupt_part(store, key, "column 'predictions' holds a negative class")
-    p = block["p_correct"]
-    if ((p < 0) | (p > 1)).any():  # NaN compares False: unscored inputs stay (impute_unscored)
-        raise _corrupt_part(store, key, "column 'p_correct' holds a value outside [0, 1]")
 
 
 def _scan_part(store: ObjectStore, fs: pafs.FileSystem | None, root: str, key: str,
@@ -382,7 +158,7 @@ def _scan_part(store: ObjectStore, fs: pafs.FileSystem | None, root: str, key: s
         table = _npz_scan_table(store, key, raw)
         stats.add(rows_read=table.num_rows)
         return _checked_compact(store, key, table, since, until)
-    with _part_file(store, fs, root, key, stats, SCAN_COLUMNS) as pf:
+    with part_file(store, fs, root, key, stats, SCAN_COLUMNS) as pf:
         meta = pf.metadata
         groups = _window_groups(pf, since, until)
         stats.add(parts_read=1, row_groups_read=len(groups), row_groups_skipped=meta.num_row_groups - len(groups))
@@ -499,6 +275,10 @@ def _scan_here(store, parts, since, until, max_parallel, stats):
     return blocks, numbers
 
 
+# What `_compact_ray_batch` marks a row that the driver must refuse its part for (``fault`` column).
+_FAULT_TIME, _FAULT_ID = 1, 2
+
+
 def _compact_ray_batch(batch: pa.Table, numbers: dict, since, until) -> pa.Table:
     """Ray Data ``map_batches``: a block of projected rows (of whole parts, unfiltered: see
     `_window_groups`) -> the compact columns of its rows inside the window, and of its rows whose
@@ -507,7 +287,7 @@ def _compact_ray_batch(batch: pa.Table, numbers: dict, since, until) -> pa.Table
     (`_check_ray_block`), as the local engine refuses it. One byte a row, as the flag it replaces."""
     times = batch.column("times").to_numpy()  # a null time reads as NaN
     finite = np.isfinite(times)
-    id_ok = _ids_ok(batch.column("ids"))
+    id_ok = ids_ok(batch.column("ids"))
     fault = np.where(~finite, _FAULT_TIME, np.where(~id_ok, _FAULT_ID, 0)).astype(np.uint8)
     keep = window_mask(times, since, until) | (fault != 0)
     if not keep.all():
@@ -580,10 +360,10 @@ def _scan_on_ray(store, parts, since, until, address, max_parallel, stats):
 
 def _check_footer(store: ObjectStore, fs: pafs.FileSystem, root: str, key: str, since: float | None,
                   until: float | None, stats: ScanStats) -> bool:
-    """Part ``key``'s footer is readable and its schema holds the scan columns (see `_part_file`);
+    """Part ``key``'s footer is readable and its schema holds the scan columns (see `part_file`);
     whether the scan reads it (`_window_groups`), its row groups counted in ``stats`` as read or
     skipped, as the local engine counts them."""
-    with _part_file(store, fs, root, key, stats, SCAN_COLUMNS) as pf:
+    with part_file(store, fs, root, key, stats, SCAN_COLUMNS) as pf:
         groups = _window_groups(pf, since, until)
         stats.add(row_groups_read=len(groups), row_groups_skipped=pf.num_row_groups - len(groups))
         return bool(groups)
@@ -591,17 +371,17 @@ def _check_footer(store: ObjectStore, fs: pafs.FileSystem, root: str, key: str, 
 
 def _check_ray_block(store: ObjectStore, parts: list[str], block: dict[str, np.ndarray], part: np.ndarray,
                      fault: np.ndarray) -> None:
-    """`_check_times`, `_check_ids` and `_check_block`, in that order, on a block Ray made of rows
+    """`check_times`, `check_ids` and `check_block`, in that order, on a block Ray made of rows
     of many parts (``fault`` marked by `_compact_ray_batch`), naming the part of its first bad row."""
-    for code, what in ((_FAULT_TIME, _BAD_TIME), (_FAULT_ID, _BAD_ID)):
+    for code, what in ((_FAULT_TIME, BAD_TIME), (_FAULT_ID, BAD_ID)):
         bad = np.flatnonzero(fault == code)
         if bad.size:
-            raise _corrupt_part(store, parts[part[bad[0]]], what)
+            raise corrupt_part(store, parts[part[bad[0]]], what)
     p, prediction = block["p_correct"], block["prediction"]
     bad = np.flatnonzero((p < 0) | (p > 1) | (prediction < 0))
     if bad.size:
         mine = part == part[bad[0]]
-        _check_block(store, parts[part[bad[0]]], {k: v[mine] for k, v in block.items()})
+        check_block(store, parts[part[bad[0]]], {k: v[mine] for k, v in block.items()})
 
 
 def _ray_read_error(store: ObjectStore, root: str, parquet: list[str], cause: Exception) -> CorruptObject:
@@ -611,91 +391,7 @@ def _ray_read_error(store: ObjectStore, root: str, parquet: list[str], cause: Ex
     first = text.strip().splitlines()[0] if text.strip() else type(cause).__name__
     key = next((k for k in parquet if f"{root}/{k}" in text), None)
     if key is not None:
-        return _corrupt_part(store, key, f"not a readable Parquet file: {first}")
+        return corrupt_part(store, key, f"not a readable Parquet file: {first}")
     return CorruptObject(f"{store.url}: an operational part under {os.path.commonpath(parquet)!r} is not a "
                          f"readable Parquet file (read on Ray): {first}")
 
-
-# -- the drawn inputs --------------------------------------------------------------------------
-
-def fetch_rows(store: ObjectStore, scan: PoolScan, positions: np.ndarray, max_parallel: int = MAX_PARALLEL,
-               stats: ScanStats | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, images) of the pool inputs at ``positions`` (in that order): only the parts that hold
-    them are opened, and of those only the ``ids`` column and the ``inputs`` row groups needed.
-    What it read is added to ``stats`` when given.
-
-    The parts are read again, after the scan, by another path than the scan's (other columns), so
-    they are checked again here, as the scan checks its columns: a part deleted since the scan is a
-    KeyNotFound, one that is not a part holding those inputs as ids and (N, 28, 28) images of
-    finite pixels in [0, 1] a CorruptObject, each naming the part (StorageErrors: the steps fail
-    with that one line, as on a corrupt part in the scan). Only the images returned are checked:
-    the others are not read, or not used."""
-    stats = ScanStats() if stats is None else stats
-    positions = np.asarray(positions, dtype=np.int64)
-    keys = scan.pool.ids[positions]
-    parts = scan.part_of[positions]
-    ids = np.empty(positions.size, dtype=object)
-    images = np.empty((positions.size, *rec.IMAGE_SHAPE), np.float32)
-    fs, root = (None, "") if all(k.endswith(".npz") for k in scan.parts) else arrow_filesystem(store)
-
-    def one(part: int) -> None:
-        where = np.flatnonzero(parts == part)
-        key = scan.parts[part]
-        stats.add(parts_read=1)
-        ids[where], images[where] = _fetch_part(store, fs, root, key, keys[where], stats)
-
-    with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="fetch") as pool:
-        list(pool.map(one, np.unique(parts).tolist()))
-    return ids.astype(str), images
-
-
-def _fetch_part(store: ObjectStore, fs: pafs.FileSystem | None, root: str, key: str, wanted: np.ndarray,
-                stats: ScanStats) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, images) of the inputs whose keys are ``wanted`` in part ``key`` (see `fetch_rows`)."""
-    if key.endswith(".npz"):
-        raw = store.get_bytes(key)  # KeyNotFound naming it when it is gone
-        stats.add(bytes_read=len(raw), requests=1)
-        arrays = _npz_columns(store, key, raw, ("ids", "inputs"))
-        file_ids = arrays["ids"].astype(str)
-        rows = _rows_of(store, key, id_keys(file_ids), wanted)
-        return file_ids[rows], _checked_images(store, key, arrays["inputs"][rows])
-    with _part_file(store, fs, root, key, stats, ("ids", "inputs")) as pf:
-        column = pf.read(columns=["ids"]).column("ids")
-        if column.null_count:
-            raise _corrupt_part(store, key, "column 'ids' holds a null id")
-        file_ids = column.to_numpy(zero_copy_only=False)
-        rows = _rows_of(store, key, id_keys(file_ids), wanted)
-        starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
-        groups = np.unique(np.searchsorted(starts, rows, side="right") - 1)
-        table = pf.read_row_groups(groups.tolist(), columns=["inputs"])
-        stats.add(row_groups_read=len(groups))
-    local = np.concatenate([np.arange(starts[g], starts[g + 1]) for g in groups])
-    picked = table.take(pa.array(np.searchsorted(local, rows)))
-    if picked.column("inputs").null_count:  # a null image would shift every later one by 784 pixels
-        raise _corrupt_part(store, key, "column 'inputs' holds a null image")
-    return file_ids[rows], _checked_images(store, key, rec.column_as_numpy(picked, "inputs"))
-
-
-def _checked_images(store: ObjectStore, key: str, images: np.ndarray) -> np.ndarray:
-    """``images`` when every pixel is finite and in [0, 1] (what the records hold); CorruptObject
-    naming the part otherwise: a NaN or out-of-range pixel would reach the labelers or training."""
-    if not np.isfinite(images).all():
-        raise _corrupt_part(store, key, "column 'inputs' holds a NaN or infinite pixel")
-    if images.size and (images.min() < 0 or images.max() > 1):
-        raise _corrupt_part(store, key, f"column 'inputs' holds a pixel outside [0, 1] "
-                                        f"({images.min():.3g} .. {images.max():.3g})")
-    return images
-
-
-def _rows_of(store: ObjectStore, key: str, file_keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Row of each ``wanted`` key in the part; CorruptObject naming it when one is not there (the
-    part was replaced or rewritten since the pool was read)."""
-    if file_keys.size == 0:
-        raise _corrupt_part(store, key, "holds no input (changed since the pool was read)")
-    order = np.argsort(file_keys, kind="stable")
-    pos = np.searchsorted(file_keys, wanted, sorter=order)
-    pos = np.minimum(pos, file_keys.size - 1)
-    rows = order[pos]
-    if not np.array_equal(file_keys[rows], wanted):
-        raise _corrupt_part(store, key, "changed since the pool was read (an input is missing)")
-    return rows
