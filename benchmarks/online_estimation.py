@@ -241,7 +241,11 @@ def references(models: Models, cache: Path = CACHE):
     from daic.oracles.reference import OracleReference
 
     config = ReferenceConfig(self_agreement=SELF_AGREEMENT, fit_shifts=FIT_SHIFTS)
-    sa = "-sa" if SELF_AGREEMENT else ""
+    if SELF_AGREEMENT:
+        from daic.oracles.self_agreement import VIEWS
+        sa = "-sa-" + hashlib.sha256(repr(VIEWS).encode()).hexdigest()[:8]
+    else:
+        sa = ""
     fs = ("-" + "-".join(config.fit_shifts)) if config.fit_shifts else ""
     path = cache / f"outputs-{models.key}" / f"references-{config.shift_per_condition}-{config.seed}{sa}{fs}.npz"
     if path.exists():

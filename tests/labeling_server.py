@@ -20,10 +20,12 @@ class ServerThread:
         self.store = store
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self._own_dir: Path | None = None
         if labelers_file is None:
             import tempfile
 
-            labelers_file = Path(tempfile.mkdtemp(prefix="labelers-")) / "labelers.json"
+            self._own_dir = Path(tempfile.mkdtemp(prefix="labelers-"))  # removed on exit
+            labelers_file = self._own_dir / "labelers.json"
         self.labelers = Labelers.load(labelers_file)
         self.labeler = labeler
         self.token = self.labelers.issue(labeler) if labeler not in self.labelers.digests else None
@@ -63,6 +65,10 @@ class ServerThread:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=30)
+        if self._own_dir is not None:
+            import shutil
+
+            shutil.rmtree(self._own_dir, ignore_errors=True)
 
 
 class LabelStudio:

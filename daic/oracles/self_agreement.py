@@ -65,11 +65,18 @@ def _apply(x, kind: str, amount: float):
                              dtype=x.dtype).expand(x.shape[0], 2, 3)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if kind == "stretch":
+        # Per-image min-max stretch of the intensities (amount: ignored). An affine change of
+        # intensity (lower contrast, a brightness offset that is not clipped) is undone, so the
+        # view asks whether the prediction survives once the input's intensity scale is restored.
+        lo = x.amin(dim=(-2, -1), keepdim=True)
+        span = x.amax(dim=(-2, -1), keepdim=True) - lo
+        return torch.where(span > 1e-3, (x - lo) / span.clamp_min(1e-3), x)
     if kind == "noise":
         g = torch.Generator().manual_seed(17)
         noise = torch.randn(x.shape[-2:], generator=g, dtype=x.dtype) * amount
         return (x + noise).clamp(0.0, 1.0)
-    raise ValueError(f"unknown view {kind!r}; valid: shift_x, shift_y, rotate, noise")
+    raise ValueError(f"unknown view {kind!r}; valid: shift_x, shift_y, rotate, stretch, noise")
 
 
 def view_probs(model, images: np.ndarray, views=VIEWS, batch_size: int = 1024) -> np.ndarray:
