@@ -176,6 +176,7 @@ class Models:
 
 
 SELF_AGREEMENT = False  # main() sets it from --self-agreement
+VIEWS: tuple = ()  # main() sets it from --views (daic.oracles.self_agreement.VIEWS by default)
 FIT_SHIFTS: tuple = ()  # main() sets it from --fit-shifts
 #: the fit-only family (daic.data.fit_shifts) of the same kind as a named corruption, for
 #: --strict-families; intensity changes (brightness, contrast) have none among the defaults
@@ -190,14 +191,14 @@ FAMILY_OF = {
 def cached_self_agreement(models: Models, name: str, out: Outputs, images_of, cache: Path = CACHE) -> Outputs:
     """``out`` with the model's self-agreement under test-time transforms
     (``daic.oracles.self_agreement``), computed from ``images_of()`` once and cached by name."""
-    from daic.oracles.self_agreement import VIEWS, self_agreement, view_probs
+    from daic.oracles.self_agreement import self_agreement, view_probs
 
     views_key = hashlib.sha256(repr(VIEWS).encode()).hexdigest()[:8]
     path = cache / f"outputs-{models.key}" / f"sa-{views_key}-{name}.npz"
     if path.exists():
         sa = np.load(path)["self_agreement"]
     else:
-        sa = self_agreement(out.probs, view_probs(models.model, images_of()))
+        sa = self_agreement(out.probs, view_probs(models.model, images_of(), VIEWS))
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.stem + ".tmp.npz")
         np.savez(tmp, self_agreement=sa)
@@ -240,9 +241,9 @@ def references(models: Models, cache: Path = CACHE):
     from daic.oracles.pipeline import ShiftedReference
     from daic.oracles.reference import OracleReference
 
-    config = ReferenceConfig(self_agreement=SELF_AGREEMENT, fit_shifts=FIT_SHIFTS)
+    config = ReferenceConfig(self_agreement=SELF_AGREEMENT, fit_shifts=FIT_SHIFTS,
+                             self_agreement_views=VIEWS if SELF_AGREEMENT else None)
     if SELF_AGREEMENT:
-        from daic.oracles.self_agreement import VIEWS
         sa = "-sa-" + hashlib.sha256(repr(VIEWS).encode()).hexdigest()[:8]
     else:
         sa = ""
@@ -414,6 +415,10 @@ def main(argv=None) -> None:
     parser.add_argument("--self-agreement", action="store_true",
                         help="fit and score with the model's self-agreement under test-time transforms "
                              "(daic.oracles.self_agreement; computed for every reference and scenario input, cached)")
+    parser.add_argument("--views", default=None,
+                        help="with --self-agreement: the test-time views, 'kind:amount,...' (kinds of "
+                             "daic.oracles.self_agreement: shift_x, shift_y, rotate, stretch, noise); default: its VIEWS. "
+                             "'stretch:0' is the per-image intensity stretch alone")
     parser.add_argument("--band-method", choices=("default", "scale", "cqr", "none"), default="default",
                         help="the assessors' band model (daic.oracles.band_model): the AssessorConfig default "
                              "(normalised conformal, 'scale'), 'cqr' (conformalized quantile regression) or 'none' "
@@ -433,8 +438,14 @@ def main(argv=None) -> None:
                         help="comma-separated fit-only shift families (daic.data.fit_shifts) in the shifted reference, "
                              "'all' for every one, 'none' for none; default: ReferenceConfig's")
     args = parser.parse_args(argv)
-    global SELF_AGREEMENT, SHADOW_AUGMENT, FIT_SHIFTS
+    global SELF_AGREEMENT, SHADOW_AUGMENT, FIT_SHIFTS, VIEWS
     SELF_AGREEMENT = args.self_agreement
+    from daic.oracles.self_agreement import VIEWS as DEFAULT_VIEWS, parse_views
+
+    try:
+        VIEWS = parse_views(args.views) if args.views else DEFAULT_VIEWS
+    except ValueError as exc:
+        parser.error(f"--views: {exc}")
     if args.fit_shifts is not None:
         from daic.data.fit_shifts import FIT_SHIFTS as ALL_FIT_SHIFTS
 
@@ -868,15 +879,15 @@ def cost_section(models, seen, clean_test, batch: int = 100, repeats: int = 20) 
     import torch
 
     from daic.data.mnist import load_split
-    from daic.oracles.self_agreement import VIEWS, self_agreement, view_probs
+    from daic.oracles.self_agreement import self_agreement, view_probs
 
     images = np.ascontiguousarray(load_split("test").images[:batch])
     out = clean_test.subset(np.arange(batch))
     timings = {}
-    view_probs(models.model, images)  # warm-up
+    view_probs(models.model, images, VIEWS)  # warm-up
     t0 = time.perf_counter()
     for _ in range(repeats):
-        self_agreement(out.probs, view_probs(models.model, images))
+        self_agreement(out.probs, view_probs(models.model, images, VIEWS))
     sa_cost = (time.perf_counter() - t0) / (repeats * batch)
     if SELF_AGREEMENT:
         timings[f"self-agreement ({len(VIEWS)} views of the champion)"] = sa_cost

@@ -8,7 +8,7 @@ from torch import nn
 from daic.oracles.combiner import FEATURES, SELF_AGREEMENT_FEATURE
 from daic.oracles.pipeline import AssessorConfig, OnlineAssessor, ShiftedReference
 from daic.oracles.reference import OracleReference
-from daic.oracles.self_agreement import VIEWS, _apply, self_agreement, view_probs
+from daic.oracles.self_agreement import VIEWS, _apply, parse_views, self_agreement, view_probs
 from daic.oracles.window_model import WindowSynthesis
 
 
@@ -32,6 +32,30 @@ def test_shift_views_move_pixels_exactly_and_pad_with_black():
     assert torch.allclose(_apply(x, "rotate", 0.0), x, atol=1e-6)
     with pytest.raises(ValueError, match="unknown view"):
         _apply(x, "flip", 1.0)
+
+
+def test_the_stretch_view_undoes_an_affine_intensity_change_and_leaves_a_flat_image():
+    rng = np.random.default_rng(0)
+    clean = torch.from_numpy(rng.random((3, 1, 28, 28), dtype=np.float32))
+    clean[:, :, 0, 0], clean[:, :, 0, 1] = 0.0, 1.0  # each image spans [0, 1], as a clean digit does
+    faded = clean * 0.3 + 0.4  # contrast lowered towards a grey, brightness raised
+    assert torch.allclose(_apply(faded, "stretch", 0.0), clean, atol=1e-5)
+    assert torch.allclose(_apply(clean, "stretch", 0.0), clean, atol=1e-6)
+    flat = torch.full((1, 1, 28, 28), 0.6)
+    assert torch.equal(_apply(flat, "stretch", 0.0), flat)  # no range to stretch: unchanged, no NaN
+    # The model is sure only once the stretch restores pixel (10, 10)'s full brightness.
+    dim = np.zeros((1, 28, 28), np.float32)
+    dim[0, 10, 10], dim[0, 0, 0] = 0.45, 0.05
+    probs = view_probs(PixelModel(), dim, (("stretch", 0.0),))
+    assert probs.shape == (1, 1, 2) and probs[0, 0, 0] > 0.999  # 50 x 1.0 against 25
+
+
+def test_views_parse_from_text_and_a_bad_one_is_named():
+    assert parse_views("stretch:0, rotate:-10,shift_x") == (("stretch", 0.0), ("rotate", -10.0), ("shift_x", 0.0))
+    with pytest.raises(ValueError, match="unknown view 'flip'"):
+        parse_views("stretch:0,flip:1")
+    with pytest.raises(ValueError, match="'rotate:ten'"):
+        parse_views("rotate:ten")
 
 
 def test_view_probs_and_self_agreement_known_truth():

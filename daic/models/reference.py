@@ -40,6 +40,9 @@ class ReferenceConfig:
     # The model's agreement with itself under test-time transforms on both references
     # (daic.oracles.self_agreement); the assessor then uses it and needs it for every input.
     self_agreement: bool = False
+    # The views it is computed over (daic.oracles.self_agreement.VIEWS when None), e.g.
+    # (("stretch", 0.0),): the per-image intensity stretch (issue 17, seventh round).
+    self_agreement_views: Optional[tuple[tuple[str, float], ...]] = None
     # Store the model's linear head with the shifted reference, so the assessor can recompute
     # logits from embeddings (the energy signal, daic.oracles.combiner.ENERGY_FEATURE).
     energy_head: bool = True
@@ -134,13 +137,15 @@ def build_references(
         shifted = shifted_reference(model, shadow, images, labels, per_condition=config.shift_per_condition,
                                     corruptions=tuple(names), seed=config.seed, fit_shifts=config.fit_shifts)
         return clean, shifted if head is None else shifted.with_head(*head)
-    from daic.oracles.self_agreement import self_agreement, view_probs
+    from daic.oracles.self_agreement import VIEWS, self_agreement, view_probs
+
+    views = config.self_agreement_views or VIEWS
 
     s_images, s_labels, conditions = shifted_inputs(images, labels, per_condition=config.shift_per_condition,
                                                     corruptions=tuple(names), seed=config.seed,
                                                     fit_shifts=config.fit_shifts)
     ref = oracle_reference(model, shadow, s_images, s_labels)
     return clean, ShiftedReference(ref, np.array(conditions),
-                                   self_agreement(ref.probs, view_probs(model, s_images)),
-                                   self_agreement(clean.probs, view_probs(model, images)),
+                                   self_agreement(ref.probs, view_probs(model, s_images, views)),
+                                   self_agreement(clean.probs, view_probs(model, images, views)),
                                    *(head if head is not None else (None, None)))

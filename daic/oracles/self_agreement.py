@@ -79,10 +79,27 @@ def _apply(x, kind: str, amount: float):
     raise ValueError(f"unknown view {kind!r}; valid: shift_x, shift_y, rotate, stretch, noise")
 
 
-def view_probs(model, images: np.ndarray, views=VIEWS, batch_size: int = 1024) -> np.ndarray:
+KINDS = ("shift_x", "shift_y", "rotate", "stretch", "noise")
+
+
+def parse_views(text: str) -> tuple[tuple[str, float], ...]:
+    """``"stretch:0,rotate:10"`` -> (("stretch", 0.0), ("rotate", 10.0)); ValueError naming the bad view."""
+    views = []
+    for item in text.split(","):
+        kind, sep, amount = item.strip().partition(":")
+        if kind not in KINDS:
+            raise ValueError(f"unknown view {kind!r} in {text!r}; valid kinds: {', '.join(KINDS)}")
+        try:
+            views.append((kind, float(amount) if sep else 0.0))
+        except ValueError:
+            raise ValueError(f"view {item.strip()!r}: the amount after ':' must be a number") from None
+    return tuple(views)
+
+
+def view_probs(model, images: np.ndarray, views=None, batch_size: int = 1024) -> np.ndarray:
     """The model's softmax on every view of every image: float32 (N, K, C).
 
-    ``images``: float32 (N, 28, 28) (or (N, 1, 28, 28)) in [0, 1]. The model is used in eval mode
+    ``images``: float32 (N, 28, 28) (or (N, 1, 28, 28)) in [0, 1]; ``views``: :data:`VIEWS` when None. The model is used in eval mode
     (its mode is restored) through ``model(x)`` (logits)."""
     import torch
 
@@ -91,6 +108,7 @@ def view_probs(model, images: np.ndarray, views=VIEWS, batch_size: int = 1024) -
         x_all = x_all[:, None]
     if x_all.ndim != 4:
         raise ValueError(f"images must have shape (N, H, W) or (N, 1, H, W), got {np.shape(images)}")
+    views = VIEWS if views is None else views
     if not views:
         raise ValueError("view_probs needs at least one view")
     was_training = model.training
