@@ -163,10 +163,13 @@ class Outputs:
 SHADOW_AUGMENT = 0.0  # main() sets it from --shadow-augment
 
 
+MODEL_SEED = 0  # main() sets it from --model-seed
+
+
 class Models:
     def __init__(self, cache: Path = CACHE):
-        self.model, p1 = load_or_train("small_cnn", cache=cache)
-        self.shadow, p2 = load_or_train("shadow_net", cache=cache, augment_share=SHADOW_AUGMENT)
+        self.model, p1 = load_or_train("small_cnn", seed=MODEL_SEED, cache=cache)
+        self.shadow, p2 = load_or_train("shadow_net", seed=MODEL_SEED, cache=cache, augment_share=SHADOW_AUGMENT)
         self.key = hashlib.sha256(p1.read_bytes() + p2.read_bytes()).hexdigest()[:12]
 
     def outputs(self, images: np.ndarray, labels: np.ndarray) -> Outputs:
@@ -419,6 +422,9 @@ def main(argv=None) -> None:
                         help="with --self-agreement: the test-time views, 'kind:amount,...' (kinds of "
                              "daic.oracles.self_agreement: shift_x, shift_y, rotate, stretch, noise); default: its VIEWS. "
                              "'stretch:0' is the per-image intensity stretch alone")
+    parser.add_argument("--model-seed", type=int, default=0,
+                        help="seed of the model pair's training (another seed: another pair, trained and cached "
+                             "beside the first; a figure that holds on two pairs is not one pair's chance)")
     parser.add_argument("--band-method", choices=("default", "scale", "cqr", "none"), default="default",
                         help="the assessors' band model (daic.oracles.band_model): the AssessorConfig default "
                              "(normalised conformal, 'scale'), 'cqr' (conformalized quantile regression) or 'none' "
@@ -438,8 +444,9 @@ def main(argv=None) -> None:
                         help="comma-separated fit-only shift families (daic.data.fit_shifts) in the shifted reference, "
                              "'all' for every one, 'none' for none; default: ReferenceConfig's")
     args = parser.parse_args(argv)
-    global SELF_AGREEMENT, SHADOW_AUGMENT, FIT_SHIFTS, VIEWS
+    global SELF_AGREEMENT, SHADOW_AUGMENT, FIT_SHIFTS, VIEWS, MODEL_SEED
     SELF_AGREEMENT = args.self_agreement
+    MODEL_SEED = args.model_seed
     from daic.oracles.self_agreement import VIEWS as DEFAULT_VIEWS, parse_views
 
     try:
