@@ -34,7 +34,11 @@ class DemoConfig(BaseModel):
     # traffic
     batch_size: int = Field(100, ge=10, le=256)
     clean_steps: int = Field(6, ge=2)
-    max_drift_steps: int = Field(400, ge=5)  # streaming goes on while the cycle runs, up to this
+    # Streaming goes on while the cycle runs, up to this many batches or cycle_timeout_s, whichever
+    # comes first. The time is the bound that matters: a batch takes 0.5 s plus its answer, so 400
+    # batches (the old cap) ran out after about 9 minutes on a slow 2-core machine while the cycle
+    # was evaluating (session 11: the first training took 233 s there against 75 s on a quick one).
+    max_drift_steps: int = Field(3000, ge=5)
     recovery_steps: int = Field(10, ge=1)
     step_interval_s: float = Field(0.5, ge=0)  # pause between batches: traffic arrives over time
     # training and the cycle
@@ -51,7 +55,7 @@ class DemoConfig(BaseModel):
     filter_adapt_base: int = Field(2000, ge=100)
     filter_pool_limit: int = Field(1000, ge=50)
     min_window: int = Field(300, ge=50)
-    cycle_timeout_s: float = Field(900, gt=0)
+    cycle_timeout_s: float = Field(1800, gt=0)  # on a quick machine the cycle ends in about 4 minutes
     # ports
     gateway_port: int = 8003
     model_port: int = 9000
