@@ -178,8 +178,8 @@ class Models:
         return Outputs(probs, emb, shadow, np.asarray(labels, dtype=np.int64))
 
 
-SELF_AGREEMENT = False  # main() sets it from --self-agreement
-VIEWS: tuple = ()  # main() sets it from --views (daic.oracles.self_agreement.VIEWS by default)
+SELF_AGREEMENT = True  # main() sets it from --self-agreement / --no-self-agreement
+VIEWS: tuple = ()  # main() sets it from --views (daic.oracles.self_agreement.SERVED_VIEWS by default)
 FIT_SHIFTS: tuple = ()  # main() sets it from --fit-shifts
 #: the fit-only family (daic.data.fit_shifts) of the same kind as a named corruption, for
 #: --strict-families; intensity changes (brightness, contrast) have none among the defaults
@@ -415,13 +415,16 @@ def main(argv=None) -> None:
                         help="skip the issue-17 section (trigger delay, clean false alarms, drift alarm)")
     parser.add_argument("--clean-inputs", type=int, default=1_000_000,
                         help="resampled clean inputs per split for the change detector's false-alarm rate")
-    parser.add_argument("--self-agreement", action="store_true",
-                        help="fit and score with the model's self-agreement under test-time transforms "
-                             "(daic.oracles.self_agreement; computed for every reference and scenario input, cached)")
+    parser.add_argument("--self-agreement", action="store_true", default=True,
+                        help="fit and score with the model's self-agreement under test-time transforms, as the "
+                             "sidecar does (daic.oracles.self_agreement; computed for every reference and scenario "
+                             "input, cached): the default")
+    parser.add_argument("--no-self-agreement", dest="self_agreement", action="store_false",
+                        help="without the self-agreement signal (the assessor of versions registered before it was served)")
     parser.add_argument("--views", default=None,
-                        help="with --self-agreement: the test-time views, 'kind:amount,...' (kinds of "
-                             "daic.oracles.self_agreement: shift_x, shift_y, rotate, stretch, noise); default: its VIEWS. "
-                             "'stretch:0' is the per-image intensity stretch alone")
+                        help="the self-agreement's test-time views, 'kind:amount,...' (kinds of "
+                             "daic.oracles.self_agreement: shift_x, shift_y, rotate, stretch, noise); default: the "
+                             "served ones, SERVED_VIEWS ('stretch:0', the per-image intensity stretch)")
     parser.add_argument("--model-seed", type=int, default=0,
                         help="seed of the model pair's training (another seed: another pair, trained and cached "
                              "beside the first; a figure that holds on two pairs is not one pair's chance)")
@@ -447,7 +450,7 @@ def main(argv=None) -> None:
     global SELF_AGREEMENT, SHADOW_AUGMENT, FIT_SHIFTS, VIEWS, MODEL_SEED
     SELF_AGREEMENT = args.self_agreement
     MODEL_SEED = args.model_seed
-    from daic.oracles.self_agreement import VIEWS as DEFAULT_VIEWS, parse_views
+    from daic.oracles.self_agreement import SERVED_VIEWS as DEFAULT_VIEWS, parse_views
 
     try:
         VIEWS = parse_views(args.views) if args.views else DEFAULT_VIEWS

@@ -33,7 +33,8 @@ class _Marked:
         self.own, self.mark = own, mark
 
     def score(self, probs, embeddings, shadow_probs, *args):
-        return dataclasses.replace(self.own.score(probs, embeddings, shadow_probs), p_correct=np.full(len(probs), self.mark))
+        return dataclasses.replace(self.own.score(probs, embeddings, shadow_probs, *args),
+                                   p_correct=np.full(len(probs), self.mark))
 
     def __getattr__(self, name):
         return getattr(self.own, name)
@@ -66,10 +67,11 @@ def test_assess_scores_with_the_wrapped_assessor_behind_the_filter_and_never_sta
     out = _run(registry, tmp_path, scenario)
     status, answer = out["plain"]
     assert status == 200 and answer["assessor"] == "mnist/v0001"
-    probs, emb, shadow = (np.asarray(json.loads(plain)["data"]["ndarray"]),
-                          np.asarray(json.loads(plain)["meta"]["tags"]["daic.embeddings"]),
-                          np.asarray(json.loads(plain)["meta"]["tags"]["daic.shadow_probs"]))
-    np.testing.assert_allclose(answer["p_correct"], own.score(probs, emb, shadow).p_correct, atol=1e-5)
+    tags = json.loads(plain)["meta"]["tags"]
+    probs, emb, shadow, sa = (np.asarray(json.loads(plain)["data"]["ndarray"]), np.asarray(tags["daic.embeddings"]),
+                              np.asarray(tags["daic.shadow_probs"]), np.asarray(tags["daic.self_agreement"]))
+    assert own.uses_self_agreement and tags["daic.self_agreement.views"] == own.self_agreement_views == "stretch:0"
+    np.testing.assert_allclose(answer["p_correct"], own.score(probs, emb, shadow, sa).p_correct, atol=1e-5)
     assert out["behind"] == (200, {"p_correct": [0.123] * 3, "assessor": "mnist-filter/v0042/always"})
     status, answer = out["unloaded"]  # no stand-in (the model's own assessor is optimistic behind a filter)
     assert status == 503 and "behind filter v0043 (always) is not loaded yet" in answer["error"]

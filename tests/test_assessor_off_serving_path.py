@@ -98,8 +98,8 @@ def test_the_pool_scores_old_and_new_versions_while_the_new_fit_is_held(template
 
 def _pair(served, version, images):
     request = seldon_request(images)
-    probs, emb, shadow = served.predict(np.asarray(json.loads(request)["data"]["ndarray"], dtype=np.float32))
-    return request, json.dumps(build_response(probs, emb, shadow, model="mnist", version=version)).encode()
+    outputs = served.outputs(np.asarray(json.loads(request)["data"]["ndarray"], dtype=np.float32))  # with the served self-agreement
+    return request, json.dumps(build_response(**outputs, model="mnist", version=version)).encode()
 
 
 async def _post_prediction(client, rid, request, response):
@@ -166,9 +166,9 @@ def test_a_version_registered_with_its_assessor_is_loaded_not_fitted(template, t
     loaded = pool.get("v0001")
     assert pool.loads == 1 and pool.fits == 0
     images, _ = mnist_test_images(16, start=700)
-    probs, emb, shadow = template["served"]["v0001"].predict(images.astype(np.float32))
-    np.testing.assert_array_equal(loaded.score(probs, emb, shadow).p_correct,
-                                  fitted.score(probs, emb, shadow).p_correct)
+    out = template["served"]["v0001"].outputs(images.astype(np.float32))
+    signals = (out["probs"], out["embeddings"], out["shadow_probs"], out["self_agreement"])
+    np.testing.assert_array_equal(loaded.score(*signals).p_correct, fitted.score(*signals).p_correct)
     # Pickled by other code: not loaded (fitted instead).
     data = assessor_store.dumps(fitted)
     assert assessor_store.loads(data) is not None

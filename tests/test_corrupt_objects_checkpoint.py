@@ -48,8 +48,8 @@ def world(tmp_path_factory):
 
     def pair(i):
         request = seldon_request(images[i:i + 1])
-        outputs = served.predict(np.asarray(json.loads(request)["data"]["ndarray"], np.float32))
-        return request, json.dumps(build_response(*outputs, model="mnist", version="v0001")).encode()
+        outputs = served.outputs(np.asarray(json.loads(request)["data"]["ndarray"], np.float32))
+        return request, json.dumps(build_response(**outputs, model="mnist", version="v0001")).encode()
 
     async def first_run():
         service = SidecarService(config, store, pool)

@@ -84,7 +84,7 @@ def test_a_tagged_response_is_scored_with_the_wrapped_assessor(registry, tmp_pat
             self.mark = mark
 
         def score(self, probs, embeddings, shadow_probs, *args):
-            scores = own.score(probs, embeddings, shadow_probs)
+            scores = own.score(probs, embeddings, shadow_probs, *args)
             return dataclasses.replace(scores, p_correct=np.full(len(probs), self.mark))
 
         def __getattr__(self, name):  # its window model, estimators: the own assessor's

@@ -111,8 +111,8 @@ def test_assess_answers_every_mutated_response_with_2xx_or_a_named_4xx(registry,
     _, plain, _ = _pair(registry, registry["v1"], images)
     behind = _tagged(plain, **{"daic.filter": "v0042", "daic.filter.gate": "gated"})
     served = registry["served"][registry["v1"]]
-    probs, emb, shadow = served.predict(images[:2].astype(np.float32))
-    tensor = build_response(probs, emb, shadow, model="mnist", version=registry["v1"], encoding="tensor",
+    outputs = served.outputs(images[:2].astype(np.float32))  # with the served self-agreement
+    tensor = build_response(**outputs, model="mnist", version=registry["v1"], encoding="tensor",
                             request_meta={"puid": "p", "tags": {"client": "x"}})
     valid = [json.loads(plain), json.loads(behind), tensor]
     seed, n = 51, 2000

@@ -76,7 +76,9 @@ def test_the_sidecars_assessor_for_the_new_champion_is_refitted_with_them(promot
     assert calibrated.labels_used == plain.labels_used + 40
     stored = store.get_arrays(first_window.key("mnist", "v0002"))
     before = OnlineAssessor().fit(*load_oracle_reference(store, "mnist", "v0002"))
-    scores = lambda a: a.score(stored["probs"], stored["embeddings"], stored["shadow_probs"]).p_correct  # noqa: E731
+    assert str(stored["self_agreement_views"]) == "stretch:0" and stored["self_agreement"].shape == (40,)
+    scores = lambda a: a.score(stored["probs"], stored["embeddings"], stored["shadow_probs"],  # noqa: E731
+                               stored["self_agreement"]).p_correct
     # The model is right on 36 of 40: the refit moves P(correct) on them up, towards the truth (0.9).
     assert scores(calibrated).mean() > scores(before).mean()
 

@@ -131,8 +131,8 @@ class Sidecar:
             chunk = images[start:start + batch]
             request = seldon_request(chunk)
             decoded = np.asarray(json.loads(request)["data"]["ndarray"], dtype=np.float32)
-            probs, emb, shadow = served[version].predict(decoded)
-            response = json.dumps(build_response(probs, emb, shadow, model="mnist", version=version)).encode()
+            outputs = served[version].outputs(decoded)  # with the served self-agreement
+            response = json.dumps(build_response(**outputs, model="mnist", version=version)).encode()
             rid = f"{self.name}-{self.sent}"
             self.sent += 1
             for kind, body in (("request", request), ("response", response)):

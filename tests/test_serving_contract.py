@@ -79,9 +79,9 @@ def world(tmp_path_factory):
     def pair(rows):
         request = seldon_request(images[rows])
         x = np.asarray(json.loads(request)["data"]["ndarray"], dtype=np.float32)
-        probs, emb, shadow = served.predict(x)
-        response = json.dumps(build_response(probs, emb, shadow, model="mnist", version="v0001")).encode()
-        return request, response, probs.argmax(1)
+        outputs = served.outputs(x)  # with the served self-agreement
+        response = json.dumps(build_response(**outputs, model="mnist", version="v0001")).encode()
+        return request, response, outputs["probs"].argmax(1)
 
     return {"store": store, "pool": AssessorPool(store, "mnist", window=1000), "pair": pair, "images": images,
             "labels": labels}

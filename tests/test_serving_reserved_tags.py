@@ -33,7 +33,8 @@ from test_serving_support import (SERVING_PYTHON, free_port, mnist_test_images, 
                                   wait_http_ready)
 
 JSON = {"Content-Type": "application/json"}
-OWN = {"daic.model", "daic.model_version", "daic.embeddings", "daic.shadow_probs"}
+OWN = {"daic.model", "daic.model_version", "daic.embeddings", "daic.shadow_probs", "daic.self_agreement",
+       "daic.self_agreement.views"}
 ABSTAIN = {"daic.abstain", "daic.abstain.p_correct", "daic.abstain.bound", "daic.abstain.assessor",
            "daic.abstain.status"}
 FILTER = {"daic.filter", "daic.filter.gate", "daic.filtered"}
@@ -42,7 +43,7 @@ FILTER = {"daic.filter", "daic.filter.gate", "daic.filtered"}
 #: a case variant.
 INJECTED = {
     "daic.model": "evil", "daic.model_version": "v9999", "daic.embeddings": [[0.0], [0.0]],
-    "daic.shadow_probs": [[1.0] + [0.0] * 9] * 2,
+    "daic.shadow_probs": [[1.0] + [0.0] * 9] * 2, "daic.self_agreement": [1.0, 1.0], "daic.self_agreement.views": "x",
     "daic.abstain": [1, 1], "daic.abstain.p_correct": [0.0, 0.0], "daic.abstain.bound": 0.99,
     "daic.abstain.assessor": "mnist-filter/v0042/always", "daic.abstain.status": "decided",
     "daic.filter": "v0042", "daic.filter.gate": "always", "daic.filtered": [1, 1],
@@ -64,12 +65,14 @@ def test_build_response_drops_every_reserved_tag_of_the_client(tag):
 
     probs, emb, shadow = _outputs()
     out = build_response(probs, emb, shadow, model="mnist", version="v0001",
-                         request_meta={"puid": "p", "tags": {tag: INJECTED[tag], "client": "x"}})
+                         request_meta={"puid": "p", "tags": {tag: INJECTED[tag], "client": "x"}},
+                         self_agreement=np.full(len(probs), 0.5), self_agreement_views="stretch:0")
     tags = out["meta"]["tags"]
     assert tags["client"] == "x" and out["meta"]["puid"] == "p"  # the client's own tags are echoed
     assert set(tags) == OWN | {"client"}, tags
     assert tags["daic.model"] == "mnist" and tags["daic.model_version"] == "v0001"
     np.testing.assert_allclose(tags["daic.embeddings"], emb, atol=1e-6)
+    assert tags["daic.self_agreement"] == [0.5] * len(probs) and tags["daic.self_agreement.views"] == "stretch:0"
 
 
 @pytest.mark.parametrize("tag", sorted(INJECTED))
@@ -78,7 +81,8 @@ def test_build_response_keeps_only_the_trusted_transformer_tags(tag):
 
     probs, emb, shadow = _outputs()
     out = build_response(probs, emb, shadow, model="mnist", version="v0001", trusted_tags=TRANSFORMER_TAGS,
-                         request_meta={"tags": {tag: INJECTED[tag]}})
+                         request_meta={"tags": {tag: INJECTED[tag]}}, self_agreement=np.full(len(probs), 0.5),
+                         self_agreement_views="stretch:0")
     tags = out["meta"]["tags"]
     assert set(tags) == OWN | ({tag} if tag in FILTER else set()), tags
     assert tags["daic.model_version"] == "v0001"  # the model's own tag is never the request's
@@ -131,6 +135,11 @@ class _Served:
 
     def predict(self, images):
         return _outputs(len(images))
+
+    def outputs(self, images, views=None):
+        probs, emb, shadow = self.predict(images)
+        return {"probs": probs, "embeddings": emb, "shadow_probs": shadow, "self_agreement": np.full(len(images), 0.5),
+                "self_agreement_views": "stretch:0"}
 
 
 class _Sidecar(http.server.BaseHTTPRequestHandler):

@@ -92,13 +92,16 @@ def world(tmp_path_factory):
     store = registered_store(tmp_path_factory.mktemp("assess-bounds") / "store")
     served = load_served_model(store, "mnist", "v0001")
     images, _ = mnist_test_images(2, start=40)
-    probs, emb, shadow = served.predict(images.astype(np.float32))
-    return {"store": store, "pool": AssessorPool(store, "mnist", window=100), "outputs": (probs, emb, shadow)}
+    outputs = served.outputs(images.astype(np.float32))  # with the served self-agreement
+    return {"store": store, "pool": AssessorPool(store, "mnist", window=100), "outputs": outputs}
 
 
 def _response(world, edit=None, **tags) -> bytes:
-    probs, emb, shadow = edit(*world["outputs"]) if edit else world["outputs"]
-    body = build_response(probs, emb, shadow, model="mnist", version="v0001")
+    outputs = dict(world["outputs"])
+    if edit:
+        outputs.update(zip(("probs", "embeddings", "shadow_probs"),
+                           edit(outputs["probs"], outputs["embeddings"], outputs["shadow_probs"])))
+    body = build_response(**outputs, model="mnist", version="v0001")
     body["meta"]["tags"].update(tags)
     return json.dumps(body).encode()
 
@@ -170,7 +173,7 @@ def _softmax9(probs):
     (lambda p, e, s: (_softmax9(p), e, _softmax9(s)), "data (probabilities) has width 9, expected 10 classes"),
 ])
 def test_a_wrong_width_on_assess_is_a_400_naming_the_field_and_both_widths(world, tmp_path, edit, words):
-    dim = world["outputs"][1].shape[1]
+    dim = world["outputs"]["embeddings"].shape[1]
 
     async def scenario(client, service):
         resp = await client.post("/assess", data=_response(world, edit), headers=JSON)

@@ -19,8 +19,8 @@ def store(tmp_path_factory):
 
 def _scores(pool, store):
     images, _ = mnist_test_images(64, start=500)
-    probs, emb, shadow = load_served_model(store, "mnist", "v0001").predict(images.astype(np.float32))
-    return pool.get("v0001").score(probs, emb, shadow)
+    out = load_served_model(store, "mnist", "v0001").outputs(images.astype(np.float32))
+    return pool.get("v0001").score(out["probs"], out["embeddings"], out["shadow_probs"], out["self_agreement"])
 
 
 def test_a_second_pool_loads_the_cached_fit_and_scores_identically(store, tmp_path):

@@ -43,8 +43,8 @@ def world(tmp_path_factory):
 
     def pair(i, version="v0001"):
         request = seldon_request(images[i:i + 1])
-        probs, emb, shadow = served.predict(np.asarray(json.loads(request)["data"]["ndarray"], np.float32))
-        return request, json.dumps(build_response(probs, emb, shadow, model="mnist", version=version)).encode()
+        outputs = served.outputs(np.asarray(json.loads(request)["data"]["ndarray"], np.float32))  # with the served self-agreement
+        return request, json.dumps(build_response(**outputs, model="mnist", version=version)).encode()
 
     return {"store": store, "pool": AssessorPool(store, "mnist", window=100), "pair": pair}
 

@@ -43,8 +43,8 @@ def test_ingest_is_up_before_ready_and_through_the_drain(tmp_path):
 
     def pair(i):
         request = seldon_request(images[i:i + 1])
-        probs, emb, shadow = served.predict(np.asarray(json.loads(request)["data"]["ndarray"], np.float32))
-        return request, json.dumps(build_response(probs, emb, shadow, model="mnist", version="v0001")).encode()
+        outputs = served.outputs(np.asarray(json.loads(request)["data"]["ndarray"], np.float32))  # with the served self-agreement
+        return request, json.dumps(build_response(**outputs, model="mnist", version="v0001")).encode()
 
     port = free_port()
     config = SidecarConfig(ingest_port=port, port=free_port(), store_url=store.url, state_dir=tmp_path / "state", deployment="life",

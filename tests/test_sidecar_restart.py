@@ -55,8 +55,8 @@ class Sidecar:
 
 def _pair(world, images):
     req = seldon_request(images)
-    probs, emb, shadow = world["served"].predict(np.asarray(json.loads(req)["data"]["ndarray"], np.float32))
-    return req, json.dumps(build_response(probs, emb, shadow, model="mnist", version=world["version"])).encode()
+    outputs = world["served"].outputs(np.asarray(json.loads(req)["data"]["ndarray"], np.float32))  # with the served self-agreement
+    return req, json.dumps(build_response(**outputs, model="mnist", version=world["version"])).encode()
 
 
 def test_sigkill_after_acknowledgement_loses_nothing(world):

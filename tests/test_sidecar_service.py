@@ -35,9 +35,9 @@ def _pair(registry, version, images):
     served = registry["served"][version]
     request = seldon_request(images)
     decoded = np.asarray(json.loads(request)["data"]["ndarray"], dtype=np.float32)
-    probs, emb, shadow = served.predict(decoded)
-    response = json.dumps(build_response(probs, emb, shadow, model="mnist", version=version)).encode()
-    return request, response, probs.argmax(1)
+    outputs = served.outputs(decoded)  # with the served self-agreement
+    response = json.dumps(build_response(**outputs, model="mnist", version=version)).encode()
+    return request, response, outputs["probs"].argmax(1)
 
 
 def _event(kind, rid, body, **kw):

@@ -48,9 +48,11 @@ def world(tmp_path_factory):
     def pair(i, edit=None):
         """(request, response) bytes of image ``i``; ``edit(probs, emb, shadow)`` may change the outputs."""
         request = seldon_request(images[i:i + 1])
-        outputs = served.predict(np.asarray(json.loads(request)["data"]["ndarray"], np.float32))
-        probs, emb, shadow = edit(*outputs) if edit else outputs
-        return request, json.dumps(build_response(probs, emb, shadow, model="mnist", version="v0001")).encode()
+        outputs = served.outputs(np.asarray(json.loads(request)["data"]["ndarray"], np.float32))
+        if edit:
+            outputs.update(zip(("probs", "embeddings", "shadow_probs"),
+                               edit(outputs["probs"], outputs["embeddings"], outputs["shadow_probs"])))
+        return request, json.dumps(build_response(**outputs, model="mnist", version="v0001")).encode()
 
     return {"store": store, "pool": AssessorPool(store, "mnist", window=100), "pair": pair,
             "dim": int(served.predict(images[:1].astype(np.float32))[1].shape[1])}

@@ -121,12 +121,16 @@ def test_the_references_and_the_fitted_assessor_equal_the_old_builds(networks, g
         for field in ("probs", "embeddings", "shadow_probs", "labels"):
             assert np.array_equal(getattr(a, field), getattr(b, field)), field
     assert np.array_equal(old[1].conditions, new[1].conditions)
+    for field in ("self_agreement", "reference_self_agreement"):  # the served view, batched the same way
+        assert np.array_equal(getattr(old[1], field), getattr(new[1], field)), field
+    assert new[1].self_agreement_views == "stretch:0"
     raw = wrapped_references(model, shadow, net, "off", threshold, **kwargs)
     changed = ~np.all(raw[1].reference.probs == new[1].reference.probs, axis=1)
     assert changed.any() and (gate == "always" or not changed.all()), "the gate must split the shifted rows"
     fitted_old, fitted_new = assessor_store.fit(*old), assessor_store.fit(*new)
-    for ref in (new[0], new[1].reference):
-        s_old = fitted_old.score(ref.probs, ref.embeddings, ref.shadow_probs)
-        s_new = fitted_new.score(ref.probs, ref.embeddings, ref.shadow_probs)
+    assert fitted_new.uses_self_agreement and fitted_new.self_agreement_views == "stretch:0"
+    for ref, sa in ((new[0], new[1].reference_self_agreement), (new[1].reference, new[1].self_agreement)):
+        s_old = fitted_old.score(ref.probs, ref.embeddings, ref.shadow_probs, sa)
+        s_new = fitted_new.score(ref.probs, ref.embeddings, ref.shadow_probs, sa)
         np.testing.assert_allclose(s_new.p_correct, s_old.p_correct, rtol=0, atol=1e-5)
         np.testing.assert_allclose(s_new.drift, s_old.drift, rtol=0, atol=1e-5)

@@ -117,8 +117,12 @@ def wrapped_references(model, shadow, net, gate: str, threshold: float, *, val_l
     ``search_all``: the filter as served scores every alignment candidate of every input (the way
     before :func:`searched_filter`; with ``batch_size=1024`` the old cost, which the benchmark and
     the test compare with). ``timings``: a dict the seconds of each part are added to (filter;
-    gate, with its uncertainty part's classifier pass; outputs, the classifier's and the shadow's;
-    corrupt, the synthetic corruptions)."""
+    gate, with its uncertainty part's classifier pass; outputs, the classifier's and the shadow's,
+    and the classifier's self-agreement view; corrupt, the synthetic corruptions).
+
+    The shifted reference carries the classifier's self-agreement over the served views
+    (daic.oracles.self_agreement.SERVED_VIEWS) on the inputs as the filter passes them on, so the
+    wrapped assessor scores with the signal the model server behind the filter sends."""
     from daic.data.corruptions import CORRUPTIONS
     from daic.data.fit_shifts import DEFAULT_FIT_SHIFTS
     from daic.data.mnist import load_split
@@ -128,6 +132,7 @@ def wrapped_references(model, shadow, net, gate: str, threshold: float, *, val_l
     from daic.models.reference import linear_head, shifted_inputs
     from daic.oracles.pipeline import ShiftedReference
     from daic.oracles.reference import OracleReference
+    from daic.oracles.self_agreement import SERVED_VIEWS, self_agreement, view_probs, views_text
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -146,7 +151,7 @@ def wrapped_references(model, shadow, net, gate: str, threshold: float, *, val_l
         spans = [] if search_all else _spans(len(x), batch_size)
         return [fn(x[a:b], b - a) for a, b in spans] if spans else [fn(x, batch_size)]
 
-    def outputs(x: np.ndarray, y: np.ndarray) -> OracleReference:
+    def outputs(x: np.ndarray, y: np.ndarray) -> tuple[OracleReference, np.ndarray]:
         x = np.asarray(x, np.float32)
         t = time.perf_counter()
         # "off" serves the raw input; searched_filter batches by _spans itself
@@ -163,12 +168,17 @@ def wrapped_references(model, shadow, net, gate: str, threshold: float, *, val_l
         # daic.models.reference.oracle_reference, in our batches
         main = batched(lambda z, b: predict(model, z, batch_size=b), inputs)
         side = batched(lambda z, b: predict(shadow, z, batch_size=b), inputs)
+        # the classifier's self-agreement on what it is served (the filtered input), as the model
+        # server behind the filter computes it (daic.oracles.self_agreement, SERVED_VIEWS)
+        views = batched(lambda z, b: view_probs(model, z, SERVED_VIEWS, batch_size=b), inputs)
         timed("outputs", t)
-        return OracleReference(probs=np.concatenate([o.probs for o in main]),
-                               embeddings=np.concatenate([o.embeddings for o in main]),
-                               labels=np.asarray(y, dtype=np.int64), shadow_probs=np.concatenate([o.probs for o in side]))
+        probs = np.concatenate([o.probs for o in main])
+        return (OracleReference(probs=probs, embeddings=np.concatenate([o.embeddings for o in main]),
+                                labels=np.asarray(y, dtype=np.int64),
+                                shadow_probs=np.concatenate([o.probs for o in side])),
+                self_agreement(probs, np.concatenate(views)))
 
-    clean = outputs(images, labels)
+    clean, clean_sa = outputs(images, labels)
     if shift_per_condition == 0:
         return clean, None
     t = time.perf_counter()
@@ -176,7 +186,9 @@ def wrapped_references(model, shadow, net, gate: str, threshold: float, *, val_l
                                                     corruptions=tuple(CORRUPTIONS), seed=seed,
                                                     fit_shifts=DEFAULT_FIT_SHIFTS)
     timed("corrupt", t)
-    shifted = ShiftedReference(outputs(s_images, s_labels), np.array(conditions))
+    shifted_ref, shifted_sa = outputs(s_images, s_labels)
+    shifted = ShiftedReference(shifted_ref, np.array(conditions), shifted_sa, clean_sa,
+                               self_agreement_views=views_text(SERVED_VIEWS))
     head = linear_head(model, clean.embeddings.shape[1])
     return clean, shifted if head is None else shifted.with_head(*head)
 

@@ -6,7 +6,7 @@ estimate starts uncalibrated. The cycle that produced the version holds labelled
 drifted window that training never saw (the held-out draws, :mod:`daic.components.sample_operational.holdout`).
 At promotion the deploy step runs the new version on them and stores its outputs with the labels
 next to the version (``models/<name>/<version>/first_window.npz``: ``probs``, ``embeddings``,
-``shadow_probs``, ``labels``, ``ids``); the sidecar, when it fits that version's assessor, refits
+``shadow_probs``, ``labels``, ``ids``, ``self_agreement`` and its views); the sidecar, when it fits that version's assessor, refits
 the combiner with them (:meth:`daic.oracles.pipeline.OnlineAssessor.refit_with_labels`: the
 reference stays a prior, the labels move every coefficient) before the first window is scored.
 """
@@ -36,9 +36,15 @@ def write(store: ObjectStore, name: str, version: str, model, shadow, images: np
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) != len(images) or len(ids) != len(images):
         raise ValueError(f"images ({len(images)}), labels ({len(labels)}) and ids ({len(ids)}) must be as many")
-    main, side = predict(model, np.asarray(images, dtype=np.float32)), predict(shadow, np.asarray(images, np.float32))
+    from daic.oracles.self_agreement import SERVED_VIEWS, self_agreement, view_probs, views_text
+
+    images = np.asarray(images, dtype=np.float32)
+    main, side = predict(model, images), predict(shadow, images)
+    # The served self-agreement too (daic.oracles.self_agreement), for an assessor that scores with it.
+    sa = self_agreement(main.probs, view_probs(model, images, SERVED_VIEWS)) if len(images) else np.zeros(0)
     store.put_arrays(key(name, version), probs=main.probs, embeddings=main.embeddings, shadow_probs=side.probs,
-                     labels=labels, ids=np.asarray(ids).astype(str))
+                     labels=labels, ids=np.asarray(ids).astype(str), self_agreement=sa,
+                     self_agreement_views=np.array(views_text(SERVED_VIEWS)))
     return len(labels)
 
 
@@ -54,7 +60,19 @@ def calibrate(assessor, store: ObjectStore, name: str, version: str):
         if len(arrays["labels"]) < MIN_LABELS:
             return assessor
         return assessor.refit_with_labels(arrays["probs"], arrays["embeddings"], arrays["shadow_probs"],
-                                          arrays["labels"])
+                                          arrays["labels"], _self_agreement(assessor, arrays))
     except (KeyError, ValueError) as exc:
         log.warning("cannot calibrate %s %s from %s (%s); using its reference-only assessor", name, version, k, exc)
         return assessor
+
+
+def _self_agreement(assessor, arrays) -> np.ndarray | None:
+    """The stored self-agreement when ``assessor`` scores with it; ValueError when it is missing or
+    over other views than the assessor's reference (a file written before it was served)."""
+    if not getattr(assessor, "uses_self_agreement", False):
+        return None
+    stored = str(arrays["self_agreement_views"]) if "self_agreement_views" in arrays else None
+    if "self_agreement" not in arrays or stored != getattr(assessor, "self_agreement_views", None):
+        raise ValueError(f"the assessor scores with self-agreement over {assessor.self_agreement_views!r}, "
+                         f"the file holds {'none' if stored is None else repr(stored)}")
+    return arrays["self_agreement"]

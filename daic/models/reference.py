@@ -22,6 +22,7 @@ from daic.data.fit_shifts import DEFAULT_FIT_SHIFTS
 from daic.models.inference import predict
 from daic.oracles.pipeline import ShiftedReference, split_reference
 from daic.oracles.reference import OracleReference
+from daic.oracles.self_agreement import SERVED_VIEWS
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,12 @@ class ReferenceConfig:
     fit_shifts: tuple[str, ...] = DEFAULT_FIT_SHIFTS
     seed: int = 77
     # The model's agreement with itself under test-time transforms on both references
-    # (daic.oracles.self_agreement); the assessor then uses it and needs it for every input.
-    self_agreement: bool = False
-    # The views it is computed over (daic.oracles.self_agreement.VIEWS when None), e.g.
-    # (("stretch", 0.0),): the per-image intensity stretch (issue 17, seventh round).
-    self_agreement_views: Optional[tuple[tuple[str, float], ...]] = None
+    # (daic.oracles.self_agreement); the assessor then uses it and needs it for every input, which
+    # the model server sends (the ``daic.self_agreement`` tag, over the same views).
+    self_agreement: bool = True
+    # The views it is computed over: the served ones (SERVED_VIEWS, the per-image intensity
+    # stretch, issue 17's seventh round) by default; None: the four shift/rotate VIEWS.
+    self_agreement_views: Optional[tuple[tuple[str, float], ...]] = SERVED_VIEWS
     # Store the model's linear head with the shifted reference, so the assessor can recompute
     # logits from embeddings (the energy signal, daic.oracles.combiner.ENERGY_FEATURE).
     energy_head: bool = True
@@ -137,7 +139,7 @@ def build_references(
         shifted = shifted_reference(model, shadow, images, labels, per_condition=config.shift_per_condition,
                                     corruptions=tuple(names), seed=config.seed, fit_shifts=config.fit_shifts)
         return clean, shifted if head is None else shifted.with_head(*head)
-    from daic.oracles.self_agreement import VIEWS, self_agreement, view_probs
+    from daic.oracles.self_agreement import VIEWS, self_agreement, view_probs, views_text
 
     views = config.self_agreement_views or VIEWS
 
@@ -148,4 +150,4 @@ def build_references(
     return clean, ShiftedReference(ref, np.array(conditions),
                                    self_agreement(ref.probs, view_probs(model, s_images, views)),
                                    self_agreement(clean.probs, view_probs(model, images, views)),
-                                   *(head if head is not None else (None, None)))
+                                   *(head if head is not None else (None, None)), views_text(views))

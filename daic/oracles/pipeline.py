@@ -75,6 +75,10 @@ class ShiftedReference:
     reference), both or neither: the model's agreement with itself under test-time transforms
     (:mod:`daic.oracles.self_agreement`) on these rows and on the clean reference's rows. With
     them the assessor uses that signal, and then needs it for every input it scores.
+    self_agreement_views: the views it was computed over, as text (``"stretch:0"``,
+    :func:`daic.oracles.self_agreement.views_text`; None: not recorded, as in references built
+    before the views were served): the sidecar scores a response's self-agreement only when the
+    response names the same views.
     """
 
     reference: OracleReference
@@ -83,6 +87,7 @@ class ShiftedReference:
     reference_self_agreement: np.ndarray | None = None
     head_weight: np.ndarray | None = None
     head_bias: np.ndarray | None = None
+    self_agreement_views: str | None = None
 
     def __post_init__(self) -> None:
         if (self.head_weight is None) != (self.head_bias is None):
@@ -113,6 +118,14 @@ class ShiftedReference:
             if not np.all(np.isfinite(a)) or np.any((a < 0) | (a > 1)):
                 raise ValueError(f"{name} must lie in [0, 1]")
             object.__setattr__(self, name, a)
+        if self.self_agreement_views is not None:
+            if self.self_agreement is None:
+                raise ValueError("self_agreement_views names the views of a self-agreement the reference does not carry")
+            views = str(np.asarray(self.self_agreement_views).item()) if isinstance(
+                self.self_agreement_views, np.ndarray) else self.self_agreement_views
+            if not isinstance(views, str) or not views:
+                raise ValueError(f"self_agreement_views must be a non-empty text, got {self.self_agreement_views!r}")
+            object.__setattr__(self, "self_agreement_views", views)
 
     @property
     def has_self_agreement(self) -> bool:
@@ -135,23 +148,28 @@ class ShiftedReference:
         keep = np.array([not excluded.intersection(c) for c in self.components], dtype=bool)
         return ShiftedReference(self.reference.subset(keep), self.conditions[keep],
                                 None if self.self_agreement is None else self.self_agreement[keep],
-                                self.reference_self_agreement, self.head_weight, self.head_bias)
+                                self.reference_self_agreement, self.head_weight, self.head_bias,
+                                self.self_agreement_views)
 
-    def with_self_agreement(self, self_agreement, reference_self_agreement) -> "ShiftedReference":
-        """A copy carrying the self-agreement of its rows and of the clean reference's rows."""
+    def with_self_agreement(self, self_agreement, reference_self_agreement,
+                            views: str | None = None) -> "ShiftedReference":
+        """A copy carrying the self-agreement of its rows and of the clean reference's rows, computed
+        over ``views`` (text, :func:`daic.oracles.self_agreement.views_text`)."""
         return ShiftedReference(self.reference, self.conditions, self_agreement, reference_self_agreement,
-                                self.head_weight, self.head_bias)
+                                self.head_weight, self.head_bias, views)
 
     def with_head(self, weight, bias) -> "ShiftedReference":
         """A copy carrying the model's linear head (logits = embeddings @ weight.T + bias)."""
         return ShiftedReference(self.reference, self.conditions, self.self_agreement,
-                                self.reference_self_agreement, weight, bias)
+                                self.reference_self_agreement, weight, bias, self.self_agreement_views)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         arrays = {**self.reference.to_arrays(), "conditions": self.conditions}
         if self.self_agreement is not None:
             arrays["self_agreement"] = self.self_agreement
             arrays["reference_self_agreement"] = self.reference_self_agreement
+        if self.self_agreement_views is not None:
+            arrays["self_agreement_views"] = np.array(self.self_agreement_views)
         if self.head_weight is not None:
             arrays["head_weight"] = self.head_weight
             arrays["head_bias"] = self.head_bias
@@ -162,9 +180,13 @@ class ShiftedReference:
         if "conditions" not in arrays:
             raise ValueError("shifted reference is missing array: conditions")
         extra = ("self_agreement", "reference_self_agreement", "head_weight", "head_bias")
-        base = {k: v for k, v in arrays.items() if k not in extra}
+        base = {k: v for k, v in arrays.items() if k not in extra and k != "self_agreement_views"}
         opt = {k: (np.asarray(arrays[k]) if k in arrays else None) for k in extra}
-        return cls(OracleReference.from_arrays(base), np.asarray(arrays["conditions"]), **opt)
+        views = np.asarray(arrays["self_agreement_views"]) if "self_agreement_views" in arrays else None
+        if views is not None and (views.ndim != 0 or views.dtype.kind != "U"):
+            raise ValueError(f"shifted reference's self_agreement_views must be one text, got {views.dtype} {views.shape}")
+        return cls(OracleReference.from_arrays(base), np.asarray(arrays["conditions"]), **opt,
+                   self_agreement_views=None if views is None else str(views.item()))
 
 
 @dataclass(frozen=True)
@@ -311,6 +333,9 @@ class OnlineAssessor:
         if self.uses_self_agreement and len(shifted.reference_self_agreement) != len(reference):
             raise ValueError(f"the shifted reference's reference_self_agreement has {len(shifted.reference_self_agreement)} "
                              f"rows, the reference {len(reference)}")
+        # The views its self-agreement was computed over (None: not recorded): what a scored
+        # input's self-agreement must have been computed over too (daic.sidecar checks the tag).
+        self.self_agreement_views = shifted.self_agreement_views if self.uses_self_agreement else None
         sa_cal = shifted.reference_self_agreement[cal_rows] if self.uses_self_agreement else None
         self.head = ((shifted.head_weight, shifted.head_bias)
                      if getattr(cfg, "energy", False) and shifted is not None and shifted.head_weight is not None

@@ -24,6 +24,12 @@ parameter                     environment             meaning
                                                       request (default false: every ``daic.*``
                                                       tag of a request is dropped; the manifest
                                                       and the local stack set it with the filter)
+``self_agreement_views``      ``DAIC_SELF_AGREEMENT_VIEWS`` the test-time views of the champion's
+                                                      self-agreement sent in ``daic.self_agreement``
+                                                      (daic.oracles.self_agreement; default the
+                                                      served ``stretch:0``, ``off``: none, and a
+                                                      version registered with it is scored
+                                                      without its assessor, unscored)
 ============================  ======================  =========================================
 """
 from __future__ import annotations
@@ -34,9 +40,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from daic.oracles.self_agreement import SERVED_VIEWS, views_text
 from daic.serving.inputs import DEFAULT_MAX_BATCH
 
 CHAMPION = "champion"
+#: Most self-agreement views: each costs the model server one more forward pass per input.
+MAX_VIEWS = 8
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,63}$")
 
 
@@ -52,6 +61,7 @@ class ServerConfig:
     abstain_url: str = "http://127.0.0.1:8301/assess"
     abstain_timeout_ms: float = 50.0
     behind_filter: bool = False
+    self_agreement_views: str = views_text(SERVED_VIEWS)  # "stretch:0"
 
     def __post_init__(self) -> None:
         for field in ("model_name", "model_version"):
@@ -66,6 +76,7 @@ class ServerConfig:
             raise ValueError(f"torch_threads must be a positive integer, got {self.torch_threads!r}")
         if not isinstance(self.behind_filter, bool):
             raise ValueError(f"behind_filter must be true or false, got {self.behind_filter!r}")
+        self.views  # a bad self_agreement_views fails here, named
         self.abstainer()  # a bad abstain, abstain_url or abstain_timeout_ms fails here, named
 
     def abstainer(self, read_policy=None):
@@ -73,6 +84,27 @@ class ServerConfig:
         from daic.serving.abstainer import Abstainer
 
         return Abstainer(self.abstain, self.abstain_url, self.abstain_timeout_ms / 1000.0, read_policy)
+
+    @property
+    def views(self) -> tuple[tuple[str, float], ...]:
+        """The parsed ``self_agreement_views``; () for ``off``."""
+        from daic.oracles.self_agreement import parse_views
+
+        if not isinstance(self.self_agreement_views, str):
+            raise ValueError(f"self_agreement_views must be text like 'stretch:0' or 'off', "
+                             f"got {self.self_agreement_views!r}")
+        if self.self_agreement_views.strip().lower() == "off":
+            return ()
+        if len(self.self_agreement_views) > 200:
+            raise ValueError(f"self_agreement_views must be at most 200 characters, got {len(self.self_agreement_views)}")
+        try:
+            views = parse_views(self.self_agreement_views)
+        except ValueError as exc:
+            raise ValueError(f"self_agreement_views: {exc}") from None
+        if len(views) > MAX_VIEWS:
+            raise ValueError(f"self_agreement_views names {len(views)} views; at most {MAX_VIEWS} (each is one more "
+                             "forward pass of the champion per input)")
+        return views
 
     @property
     def follows_champion(self) -> bool:
@@ -125,4 +157,5 @@ _ENV: dict[str, tuple[str, Any]] = {
     "abstain_url": ("DAIC_ABSTAIN_URL", str),
     "abstain_timeout_ms": ("DAIC_ABSTAIN_TIMEOUT_MS", float),
     "behind_filter": ("DAIC_BEHIND_FILTER", boolean),
+    "self_agreement_views": ("DAIC_SELF_AGREEMENT_VIEWS", str),
 }

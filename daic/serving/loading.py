@@ -57,6 +57,21 @@ class ServedModel:
             shadow_probs = torch.softmax(shadow_logits.float(), dim=1)
         return probs.numpy(), embeddings.float().numpy(), shadow_probs.numpy()
 
+    def outputs(self, images: np.ndarray, views=None) -> dict:
+        """Everything a response carries for float32 (N, 28, 28) ``images``, as keyword arguments of
+        :func:`daic.serving.protocol.build_response`: ``probs``, ``embeddings``, ``shadow_probs`` and
+        the champion's ``self_agreement`` over ``views`` with their text ``self_agreement_views``
+        (daic.oracles.self_agreement; ``views`` None: the served ones, SERVED_VIEWS; (): none, both
+        None). The self-agreement costs one more forward pass of the champion per view and input;
+        a version registered with it needs it for every input it scores (issue 17)."""
+        from daic.oracles.self_agreement import SERVED_VIEWS, self_agreement, view_probs, views_text
+
+        probs, embeddings, shadow_probs = self.predict(images)
+        views = SERVED_VIEWS if views is None else tuple(views)
+        sa = self_agreement(probs, view_probs(self.model, images, views)) if views else None
+        return {"probs": probs, "embeddings": embeddings, "shadow_probs": shadow_probs, "self_agreement": sa,
+                "self_agreement_views": views_text(views) if views else None}
+
 
 def load_served_model(store: ObjectStore, name: str, version: str) -> ServedModel:
     """Load one version's networks for inference."""

@@ -6,8 +6,10 @@ What it does per request (``predict_raw``, so every part of the payload is valid
 and any bad input is an HTTP 400 naming the field, never a 500 from a numpy reshape):
 
 * decode and validate the images (:mod:`daic.serving.inputs`);
-* run the champion and its shadow model; answer class probabilities (N, 10) in ``data`` and the
-  model version, the embeddings and the shadow's probabilities in ``meta.tags``
+* run the champion and its shadow model, and the champion once more on each self-agreement view
+  (``self_agreement_views``, daic.oracles.self_agreement); answer class probabilities (N, 10) in
+  ``data`` and the model version, the embeddings, the shadow's probabilities and the
+  self-agreement in ``meta.tags``
   (:mod:`daic.serving.protocol`), which the executor's request logger hands to the sidecar; of the
   request's tags it echoes the client's own, never a ``daic.*`` one except the input filter's
   (``daic.filter*``) when rendered behind it (``behind_filter``): every ``daic.*`` tag is reserved;
@@ -63,6 +65,8 @@ class DaicModel:
         self._abstainer = self.config.abstainer(self._abstain_policy)
         #: The reserved tags taken from a request: the filter's, and only behind the filter.
         self._trusted_tags = TRANSFORMER_TAGS if self.config.behind_filter else frozenset()
+        #: The champion's self-agreement views (daic.oracles.self_agreement), sent with every answer.
+        self._views = self.config.views
 
     def _abstain_policy(self):
         from daic.serving.abstain_policy import read_policy
@@ -158,7 +162,8 @@ class DaicModel:
         except InputError as exc:
             raise _seldon_error(str(exc), 400, "MICROSERVICE_BAD_DATA") from None
         start = time.perf_counter()
-        probs, embeddings, shadow_probs = served.predict(decoded.images)
+        # the champion, its shadow and the champion once more per self-agreement view (issue 17)
+        outputs = served.outputs(decoded.images, self._views)
         elapsed_ms = (time.perf_counter() - start) * 1000.0
         n = int(decoded.images.shape[0])
         # Seldon's own "model_version" label (the image tag) would overwrite a label of that name.
@@ -169,9 +174,8 @@ class DaicModel:
             {"type": "GAUGE", "key": "daic_model_batch_size", "value": n, "tags": labels},
             {"type": "GAUGE", "key": "daic_model_reloads", "value": self.reloads},
         ]
-        response = build_response(probs, embeddings, shadow_probs, model=served.name, version=served.version,
-                                  encoding=decoded.encoding, request_meta=request.get("meta"), metrics=metrics,
-                                  trusted_tags=self._trusted_tags)
+        response = build_response(**outputs, model=served.name, version=served.version, encoding=decoded.encoding,
+                                  request_meta=request.get("meta"), metrics=metrics, trusted_tags=self._trusted_tags)
         return self._abstainer.tag(response, n)
 
     def health_status_raw(self) -> dict:
@@ -191,7 +195,8 @@ class DaicModel:
             "platform": "pytorch",
             "inputs": [{"messagetype": "tensor", "schema": {"names": ["image"], "shape": [28, 28]}}],
             "outputs": [{"messagetype": "tensor", "schema": {"names": list(CLASS_NAMES), "shape": [10]}}],
-            "custom": {"tags": "daic.model, daic.model_version, daic.embeddings, daic.shadow_probs"},
+            "custom": {"tags": "daic.model, daic.model_version, daic.embeddings, daic.shadow_probs, "
+                                "daic.self_agreement, daic.self_agreement.views"},
         }
 
     def send_feedback(self, features, feature_names, reward, truth, routing=None) -> list:

@@ -10,6 +10,10 @@ survive the REST and gRPC paths and the executor's request logger unchanged):
 ``daic.model_version`` the version that produced this response (``v0003``)
 ``daic.embeddings``    (N, D) penultimate activations of the champion
 ``daic.shadow_probs``  (N, 10) softmax of the shadow model (disagreement oracle)
+``daic.self_agreement`` (N,) the champion's agreement with itself under test-time
+                       views (daic.oracles.self_agreement); absent when the server
+                       is set to compute none (``self_agreement_views: off``)
+``daic.self_agreement.views`` the views it was computed over, as text (``stretch:0``)
 =====================  ===========================================================
 
 The shadow model runs inside the model server, next to the champion, so every response already
@@ -20,7 +24,8 @@ for labeling by them, so a client must not be able to set one. Who may set which
 
 =============================================  ==============================================
 the model server (set after the strip)         ``daic.model``, ``daic.model_version``,
-                                               ``daic.embeddings``, ``daic.shadow_probs``, the
+                                               ``daic.embeddings``, ``daic.shadow_probs``,
+                                               ``daic.self_agreement`` and its ``.views``, the
                                                abstain decision (:mod:`daic.serving.abstain`)
 the input filter TRANSFORMER in front          ``daic.filter``, ``daic.filter.gate``,
 (:mod:`daic.serving.filter`)                   ``daic.filtered`` (:data:`TRANSFORMER_TAGS`)
@@ -43,6 +48,10 @@ TAG_MODEL = "daic.model"
 TAG_VERSION = "daic.model_version"
 TAG_EMBEDDINGS = "daic.embeddings"
 TAG_SHADOW = "daic.shadow_probs"
+TAG_SELF_AGREEMENT = "daic.self_agreement"
+TAG_SELF_AGREEMENT_VIEWS = "daic.self_agreement.views"
+#: The longest views text read from a response (the model server's is validated at start).
+MAX_VIEWS_CHARS = 200
 #: Tags of the input filter TRANSFORMER (daic.serving.filter): the version served (None: pass-through),
 #: its gate mode (with the version: which assessor the sidecar scores with), per input 0/1 filtered.
 TAG_FILTER = "daic.filter"
@@ -86,6 +95,8 @@ def build_response(
     request_meta: dict | None = None,
     metrics: list[dict] | None = None,
     trusted_tags: Iterable[str] = (),
+    self_agreement: np.ndarray | None = None,
+    self_agreement_views: str | None = None,
 ) -> dict:
     """A SeldonMessage dict; ``puid`` and request tags from ``request_meta`` are echoed as the
     seldon-core wrapper does for its default path, except the reserved ``daic.*`` tags: of those only
@@ -107,6 +118,11 @@ def build_response(
         TAG_EMBEDDINGS: _rounded(embeddings),
         TAG_SHADOW: _rounded(shadow_probs),
     })
+    if (self_agreement is None) != (self_agreement_views is None):
+        raise ValueError("give both self_agreement and self_agreement_views, or neither")
+    if self_agreement is not None:
+        tags[TAG_SELF_AGREEMENT] = _rounded(self_agreement)
+        tags[TAG_SELF_AGREEMENT_VIEWS] = self_agreement_views
     meta: dict[str, Any] = {"tags": tags}
     if request_meta.get("puid"):
         meta["puid"] = request_meta["puid"]
@@ -124,6 +140,9 @@ class ModelOutputs:
     shadow_probs: np.ndarray  # (N, C) float64
     model: str
     version: str
+    #: (N,) float64 in [0, 1] and the views' text, both or neither (a server set to compute none)
+    self_agreement: np.ndarray | None = None
+    self_agreement_views: str | None = None
 
 
 def _array(value: Any, field: str, shape: Any = None) -> np.ndarray:
@@ -167,10 +186,35 @@ def parse_response(message: Any) -> ModelOutputs:
         raise ValueError(f"meta.tags.{TAG_EMBEDDINGS} must be ({n}, D), got {embeddings.shape}")
     if shadow.shape != probs.shape:
         raise ValueError(f"meta.tags.{TAG_SHADOW} must be {probs.shape}, got {shadow.shape}")
+    self_agreement, views = _self_agreement(tags, n)
     return ModelOutputs(
         probs=probs,
         embeddings=embeddings,
         shadow_probs=shadow,
         model=str(tags.get(TAG_MODEL, "")),
         version=str(tags[TAG_VERSION]),
+        self_agreement=self_agreement,
+        self_agreement_views=views,
     )
+
+
+def _self_agreement(tags: dict, n: int) -> tuple[np.ndarray | None, str | None]:
+    """The optional ``daic.self_agreement`` (n,) in [0, 1] and its views' text, both or neither;
+    ValueError naming the tag otherwise."""
+    has_values, has_views = TAG_SELF_AGREEMENT in tags, TAG_SELF_AGREEMENT_VIEWS in tags
+    if not has_values and not has_views:
+        return None, None
+    if has_values != has_views:
+        present, absent = ((TAG_SELF_AGREEMENT, TAG_SELF_AGREEMENT_VIEWS) if has_values
+                           else (TAG_SELF_AGREEMENT_VIEWS, TAG_SELF_AGREEMENT))
+        raise ValueError(f"meta.tags.{present} needs meta.tags.{absent} beside it")
+    views = tags[TAG_SELF_AGREEMENT_VIEWS]
+    if not isinstance(views, str) or not views or len(views) > MAX_VIEWS_CHARS:
+        raise ValueError(f"meta.tags.{TAG_SELF_AGREEMENT_VIEWS} must be a non-empty text of at most "
+                         f"{MAX_VIEWS_CHARS} characters (like 'stretch:0')")
+    values = _array(tags[TAG_SELF_AGREEMENT], f"meta.tags.{TAG_SELF_AGREEMENT}")
+    if values.shape != (n,):
+        raise ValueError(f"meta.tags.{TAG_SELF_AGREEMENT} must be ({n},), got {values.shape}")
+    if not np.all(np.isfinite(values)) or np.any((values < 0) | (values > 1)):
+        raise ValueError(f"meta.tags.{TAG_SELF_AGREEMENT} must lie in [0, 1]")
+    return values, views

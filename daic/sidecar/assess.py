@@ -19,7 +19,7 @@ import numpy as np
 
 from daic.models.card import VERSION_RE
 from daic.serving.protocol import parse_response
-from daic.sidecar.assessment import assessor_widths, width_mismatch
+from daic.sidecar.assessment import assessor_widths, self_agreement_of, width_mismatch
 
 #: The longest filter version taken from a response (registry versions are 'v' and 4+ digits).
 MAX_VERSION_CHARS = 32
@@ -78,4 +78,5 @@ def assess(body: Any, assessors, known: Callable[[str], bool]) -> tuple[np.ndarr
     mismatch = width_mismatch(outputs, expected, outputs.version, f"the reference of {name}") if expected else None
     if mismatch is not None:
         raise ValueError(mismatch[1])
-    return assessor.score(outputs.probs, outputs.embeddings, outputs.shadow_probs).p_correct, name
+    self_agreement = self_agreement_of(assessor, [outputs])
+    return assessor.score(outputs.probs, outputs.embeddings, outputs.shadow_probs, self_agreement).p_correct, name

@@ -36,7 +36,7 @@ from daic.serving.abstain import abstained_of
 from daic.serving.inputs import decode_request
 from daic.serving.protocol import CLASS_NAMES, parse_response
 from daic.sidecar.assess import filter_of_body
-from daic.sidecar.assessment import AssessorPool, Widths, assessor_widths, width_mismatch
+from daic.sidecar.assessment import AssessorPool, Widths, assessor_widths, self_agreement_of, width_mismatch
 from daic.sidecar.checkpoint import corrupt_part, parse_checkpoint
 from daic.sidecar.config import SidecarConfig
 from daic.sidecar.events import LoggedEvent
@@ -502,10 +502,11 @@ class SidecarService:
         unreadable += sum(mismatched.values())
         groups: dict[tuple, list] = {}
         for item in admitted:
-            groups.setdefault((item[2].version, _filter_of(item[0]), Widths.of(item[2])), []).append(item)
+            key = (item[2].version, _filter_of(item[0]), Widths.of(item[2]), item[2].self_agreement_views)
+            groups.setdefault(key, []).append(item)
         results = []
         scored_by_version: dict[str, list] = {}
-        for (version, behind, _widths), items in groups.items():
+        for (version, behind, _widths, _views), items in groups.items():
             try:
                 scored, entry = self._score_group(version, behind, items)
             except Exception:  # noqa: BLE001 - never lose what was accepted: record the inputs unscored
@@ -541,7 +542,7 @@ class SidecarService:
                 assessor = wrapped
             if assessor is None:
                 raise LookupError("its assessor is still loading and there is none to stand in")
-            scores = assessor.score(probs, emb, shadow)
+            scores = assessor.score(probs, emb, shadow, self_agreement_of(assessor, [it[2] for it in items]))
         except Exception as exc:  # noqa: BLE001 - record the inputs anyway, unscored
             logger.warning("model version %s: cannot score (%s); recording unscored", version, exc)
             scores = None
