@@ -29,8 +29,9 @@ which the trust/band table compares with the drift-score rule; ``--band-method c
 them with the quantile band model or without one; the report also prints the held-out error of
 the window estimate averaged over 1, 2, 4, ... of the cross-fit replicates (its dependence on
 their chance choices);
-``--self-agreement`` adds the model's self-agreement under test-time transforms
-(``daic.oracles.self_agreement``, computed for every input and cached); ``--paired-types a,b``
+the model's self-agreement under test-time transforms is a signal by default, as the sidecar
+serves it (``daic.oracles.self_agreement``, the ``stretch`` view; computed for every input and
+cached; ``--no-self-agreement`` leaves it out, ``--views`` chooses others); ``--paired-types a,b``
 runs only a paired comparison without/with self-agreement on one held-out fold's scenarios. The
 last section prints the scoring side's cost per input.
 
