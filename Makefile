@@ -23,7 +23,7 @@ demo: venv venv-serving
 TEST_PREREQUISITES := venv venv-serving system-packages control-plane venv-labelstudio
 test:
 	$(MAKE) --no-print-directory -j4 --output-sync=target $(TEST_PREREQUISITES)
-	$(PY) -m pytest -q tests components
+	$(PY) -m pytest -q --durations=25 tests components
 
 venv: $(VENV)/.installed
 venv-serving: $(VENV_SERVING)/.installed

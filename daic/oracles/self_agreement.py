@@ -81,14 +81,24 @@ def _apply(x, kind: str, amount: float):
         lo = x.amin(dim=(-2, -1), keepdim=True)
         span = x.amax(dim=(-2, -1), keepdim=True) - lo
         return torch.where(span > 1e-3, (x - lo) / span.clamp_min(1e-3), x)
+    if kind == "tophat":
+        # White top-hat, then the min-max stretch: subtract the morphological opening (erosion then
+        # dilation with a square of ``amount`` pixels, wider than a stroke), which keeps a smooth
+        # background (haze, an uneven brightness) and removes the strokes, so the difference keeps
+        # the strokes on a black background whatever lies under them.
+        k = max(3, int(amount) | 1)  # odd, >= 3
+        pad = k // 2
+        eroded = -F.max_pool2d(F.pad(-x, (pad, pad, pad, pad), value=-1.0), k, stride=1)
+        opened = F.max_pool2d(F.pad(eroded, (pad, pad, pad, pad), value=0.0), k, stride=1)
+        return _apply(x - opened, "stretch", 0.0)
     if kind == "noise":
         g = torch.Generator().manual_seed(17)
         noise = torch.randn(x.shape[-2:], generator=g, dtype=x.dtype) * amount
         return (x + noise).clamp(0.0, 1.0)
-    raise ValueError(f"unknown view {kind!r}; valid: shift_x, shift_y, rotate, stretch, noise")
+    raise ValueError(f"unknown view {kind!r}; valid: {', '.join(KINDS)}")
 
 
-KINDS = ("shift_x", "shift_y", "rotate", "stretch", "noise")
+KINDS = ("shift_x", "shift_y", "rotate", "stretch", "tophat", "noise")
 
 #: The views the model server computes and the registry builds references with (see the module
 #: docstring): one more forward pass of the champion per input.
