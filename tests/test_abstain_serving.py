@@ -20,6 +20,7 @@ from daic.serving.abstain_policy import AbstainPolicy, read_policy, sync_policy
 from daic.serving.abstainer import Abstainer
 from daic.sidecar.records import read_operational
 from daic.components.testing.http_reply import send_json
+from daic.oracles.self_agreement import SERVED_VIEWS, views_text
 from test_serving_support import SERVING_PYTHON, free_port, mnist_test_images, registered_store, seldon_request
 from test_sidecar_service import _event, _pair, _post, _run, registry  # noqa: F401 - the module fixture
 
@@ -70,7 +71,7 @@ def test_assess_scores_with_the_wrapped_assessor_behind_the_filter_and_never_sta
     tags = json.loads(plain)["meta"]["tags"]
     probs, emb, shadow, sa = (np.asarray(json.loads(plain)["data"]["ndarray"]), np.asarray(tags["daic.embeddings"]),
                               np.asarray(tags["daic.shadow_probs"]), np.asarray(tags["daic.self_agreement"]))
-    assert own.uses_self_agreement and tags["daic.self_agreement.views"] == own.self_agreement_views == "stretch:0"
+    assert own.uses_self_agreement and tags["daic.self_agreement.views"] == own.self_agreement_views == views_text(SERVED_VIEWS)
     np.testing.assert_allclose(answer["p_correct"], own.score(probs, emb, shadow, sa).p_correct, atol=1e-5)
     assert out["behind"] == (200, {"p_correct": [0.123] * 3, "assessor": "mnist-filter/v0042/always"})
     status, answer = out["unloaded"]  # no stand-in (the model's own assessor is optimistic behind a filter)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from daic.oracles.self_agreement import SERVED_VIEWS, views_text
+
 
 def _register(store, parents):
     """Untrained versions (seeded) with a clean reference big enough to fit an assessor on."""
@@ -76,7 +78,7 @@ def test_the_sidecars_assessor_for_the_new_champion_is_refitted_with_them(promot
     assert calibrated.labels_used == plain.labels_used + 40
     stored = store.get_arrays(first_window.key("mnist", "v0002"))
     before = OnlineAssessor().fit(*load_oracle_reference(store, "mnist", "v0002"))
-    assert str(stored["self_agreement_views"]) == "stretch:0" and stored["self_agreement"].shape == (40,)
+    assert str(stored["self_agreement_views"]) == views_text(SERVED_VIEWS) and stored["self_agreement"].shape == (40,)
     scores = lambda a: a.score(stored["probs"], stored["embeddings"], stored["shadow_probs"],  # noqa: E731
                                stored["self_agreement"]).p_correct
     # The model is right on 36 of 40: the refit moves P(correct) on them up, towards the truth (0.9).

@@ -50,6 +50,23 @@ def test_the_stretch_view_undoes_an_affine_intensity_change_and_leaves_a_flat_im
     assert probs.shape == (1, 1, 2) and probs[0, 0, 0] > 0.999  # 50 x 1.0 against 25
 
 
+def test_the_tophat_view_removes_a_smooth_background_under_thin_strokes():
+    # Known truth: strokes of width 2 on black, then a smooth haze and a lower contrast on top.
+    clean = torch.zeros(2, 1, 28, 28)
+    clean[0, 0, 6:22, 13:15] = 1.0  # a "1"
+    clean[1, 0, 6:8, 6:22] = 1.0  # a bar and a stem: a "7"
+    clean[1, 0, 8:22, 18:20] = 1.0
+    rows = torch.linspace(0, 1, 28)
+    haze = 0.5 * (rows[:, None] + rows[None, :]) / 2  # rises smoothly towards one corner
+    hazy = 0.6 * clean + 0.3 + haze  # fog-like: a background that is not flat, and fainter strokes
+    restored = _apply(hazy, "tophat", 7.0)
+    assert torch.allclose(restored, clean, atol=0.2) and (restored[clean == 0] < 0.2).all()
+    assert (_apply(hazy, "stretch", 0.0)[clean == 0] > 0.3).any()  # the plain stretch keeps the haze
+    assert torch.allclose(_apply(clean, "tophat", 7.0), clean, atol=1e-6)  # a clean digit is left as it is
+    flat = torch.full((1, 1, 28, 28), 0.6)
+    assert torch.isfinite(_apply(flat, "tophat", 7.0)).all()
+
+
 def test_views_parse_from_text_and_a_bad_one_is_named():
     assert parse_views("stretch:0, rotate:-10,shift_x") == (("stretch", 0.0), ("rotate", -10.0), ("shift_x", 0.0))
     with pytest.raises(ValueError, match="unknown view 'flip'"):

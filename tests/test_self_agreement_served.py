@@ -188,7 +188,7 @@ def test_the_registry_builds_the_references_over_the_served_views(world):
     out = world["served"].outputs(images.astype(np.float32))
     expected = self_agreement(out["probs"], view_probs(world["served"].model, images, SERVED_VIEWS))
     np.testing.assert_allclose(out["self_agreement"], expected, atol=1e-6)
-    assert out["self_agreement_views"] == "stretch:0"
+    assert out["self_agreement_views"] == views_text(SERVED_VIEWS)
     off = world["served"].outputs(images.astype(np.float32), views=())
     assert off["self_agreement"] is None and off["self_agreement_views"] is None
     np.testing.assert_array_equal(off["probs"], out["probs"])

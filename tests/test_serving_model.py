@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import requests
 
+from daic.oracles.self_agreement import SERVED_VIEWS, views_text
 from daic.serving.loading import load_served_model
 from daic.serving.protocol import TAG_EMBEDDINGS, TAG_SELF_AGREEMENT, TAG_SELF_AGREEMENT_VIEWS, TAG_SHADOW, TAG_VERSION
 from daic.serving.stack import terminate
@@ -84,7 +85,7 @@ def test_predictions_carry_probabilities_version_and_oracle_inputs(server):
     assert shadow.shape == (8, 10) and np.allclose(shadow.sum(1), 1.0, atol=1e-4)
     assert "metrics" not in body["meta"], "custom metrics go to the metrics port, not to clients"
     # the champion's self-agreement on the served view (issue 17), as the registry's references hold it
-    assert tags[TAG_SELF_AGREEMENT_VIEWS] == "stretch:0"
+    assert tags[TAG_SELF_AGREEMENT_VIEWS] == views_text(SERVED_VIEWS)
     local = load_served_model(server["store"], "mnist", server["v1"]).outputs(images.astype(np.float32))
     np.testing.assert_allclose(tags[TAG_SELF_AGREEMENT], local["self_agreement"], atol=1e-4)
     assert not np.allclose(tags[TAG_SELF_AGREEMENT], probs.max(1), atol=1e-4), "the view's, not the input's"

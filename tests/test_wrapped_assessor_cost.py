@@ -16,6 +16,7 @@ from daic.filters.gate import residual_score
 from daic.filters.network import FilterNet
 from daic.models import assessor_store
 from daic.models.weights import network_from_bytes
+from daic.oracles.self_agreement import SERVED_VIEWS, views_text
 from test_serving_support import trained_weights
 
 
@@ -123,12 +124,12 @@ def test_the_references_and_the_fitted_assessor_equal_the_old_builds(networks, g
     assert np.array_equal(old[1].conditions, new[1].conditions)
     for field in ("self_agreement", "reference_self_agreement"):  # the served view, batched the same way
         assert np.array_equal(getattr(old[1], field), getattr(new[1], field)), field
-    assert new[1].self_agreement_views == "stretch:0"
+    assert new[1].self_agreement_views == views_text(SERVED_VIEWS)
     raw = wrapped_references(model, shadow, net, "off", threshold, **kwargs)
     changed = ~np.all(raw[1].reference.probs == new[1].reference.probs, axis=1)
     assert changed.any() and (gate == "always" or not changed.all()), "the gate must split the shifted rows"
     fitted_old, fitted_new = assessor_store.fit(*old), assessor_store.fit(*new)
-    assert fitted_new.uses_self_agreement and fitted_new.self_agreement_views == "stretch:0"
+    assert fitted_new.uses_self_agreement and fitted_new.self_agreement_views == views_text(SERVED_VIEWS)
     for ref, sa in ((new[0], new[1].reference_self_agreement), (new[1].reference, new[1].self_agreement)):
         s_old = fitted_old.score(ref.probs, ref.embeddings, ref.shadow_probs, sa)
         s_new = fitted_new.score(ref.probs, ref.embeddings, ref.shadow_probs, sa)
