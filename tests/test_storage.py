@@ -33,6 +33,22 @@ def test_bytes_roundtrip_and_overwrite(store):
     assert not store.exists("a/b/missing.bin")
 
 
+def test_an_object_over_the_read_bound_is_refused_naming_it_and_smaller_ones_are_read(store):
+    from daic.storage import ObjectTooLarge
+
+    store.put_bytes("big/blob", b"x" * 5000)
+    store.put_bytes("small/blob", b"y" * 100)
+    store.max_object_bytes = 1000
+    for read in (store.get_bytes, store.get_with_etag):
+        with pytest.raises(ObjectTooLarge, match=r"'big/blob' holds 5,000 bytes, more than the read bound of 1,000"):
+            read("big/blob")
+    assert store.get_bytes("small/blob") == b"y" * 100
+    store.max_object_bytes = 100  # exactly the bound is still read
+    assert store.get_with_etag("small/blob")[0] == b"y" * 100
+    with pytest.raises(ObjectTooLarge):
+        store.get_json("big/blob")  # every typed read goes through the bound
+
+
 def test_missing_key_raises_keynotfound_naming_the_url(store):
     with pytest.raises(KeyNotFound) as info:
         store.get_bytes("nope/never.json")

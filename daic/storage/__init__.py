@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .base import ObjectStore, check_key, check_prefix
-from .errors import KeyNotFound, PreconditionFailed, StorageError
+from .errors import KeyNotFound, ObjectTooLarge, PreconditionFailed, StorageError
 
 DEFAULT_DIR = Path(".daic") / "store"
 
@@ -56,5 +56,5 @@ def open_store(url: str | None = None, *, create_bucket: bool = False) -> Object
     return S3Store(location, path, create_bucket=create_bucket)
 
 
-__all__ = ["ObjectStore", "StorageError", "KeyNotFound", "PreconditionFailed", "open_store", "check_url", "default_url",
+__all__ = ["ObjectStore", "StorageError", "KeyNotFound", "ObjectTooLarge", "PreconditionFailed", "open_store", "check_url", "default_url",
            "check_key", "check_prefix"]

@@ -25,6 +25,10 @@ import numpy as np
 
 from .errors import StorageError
 
+#: The largest object any read takes whole (the largest daic writes, a version's references or an
+#: operational part, are tens of MB); above it a read fails with ObjectTooLarge naming the key.
+MAX_OBJECT_BYTES = 1 << 30
+
 _KEY = re.compile(r"^[A-Za-z0-9._=@+-]+(/[A-Za-z0-9._=@+-]+)*$")
 
 
@@ -57,6 +61,16 @@ class ObjectStore(ABC):
     """A flat key → bytes store with atomic writes and prefix listing."""
 
     url: str
+    #: Reads of larger objects fail (ObjectTooLarge) before the body is taken: a store is a peer
+    #: too, and one that serves a huge or endless object must not fill the reader's memory.
+    max_object_bytes: int = MAX_OBJECT_BYTES
+
+    def _too_large(self, key: str, size: int | None) -> "ObjectTooLarge":
+        from .errors import ObjectTooLarge
+
+        shown = f"{size:,} bytes" if size is not None else "more"
+        return ObjectTooLarge(f"{self.url}: object {key!r} holds {shown}, more than the read bound of "
+                              f"{self.max_object_bytes:,} bytes (max_object_bytes); not read")
 
     @abstractmethod
     def put_bytes(self, key: str, data: bytes, *, if_none_match: bool = False,

@@ -12,6 +12,11 @@ class KeyNotFound(StorageError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ObjectTooLarge(StorageError):
+    """An object is larger than the store's read bound (``ObjectStore.max_object_bytes``): not read,
+    so a faulty or hostile store cannot fill the reader's memory."""
+
+
 class PreconditionFailed(StorageError):
     """A conditional write was refused: the object exists (``if_none_match``) or is not the
     version the caller read (``if_match``); nothing was written."""

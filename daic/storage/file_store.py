@@ -94,7 +94,14 @@ class FileStore(ObjectStore):
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
         try:
-            return path.read_bytes()
+            with path.open("rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size > self.max_object_bytes:
+                    raise self._too_large(key, size)
+                data = fh.read(self.max_object_bytes + 1)  # bounded even if the file grows meanwhile
+            if len(data) > self.max_object_bytes:
+                raise self._too_large(key, None)
+            return data
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise KeyNotFound(f"{self.url}: no object {key!r}") from None
         except OSError as exc:

@@ -55,7 +55,7 @@ from minio import Minio
 from minio.error import S3Error
 
 from .base import ObjectStore, check_key, check_prefix
-from .errors import KeyNotFound, PreconditionFailed, StorageError
+from .errors import KeyNotFound, ObjectTooLarge, PreconditionFailed, StorageError
 
 _MISSING_KEY_CODES = {"NoSuchKey", "NoSuchObject"}
 _PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
@@ -342,11 +342,20 @@ class S3Store(ObjectStore):
             with self.http.operation():
                 resp = self.client.get_object(self.bucket, name)
                 try:
-                    # Each socket read waits at most the read timeout: a body stalled midway fails.
-                    return resp.read(), resp.headers.get("ETag", "").strip('"')
+                    declared = resp.headers.get("Content-Length")
+                    if declared is not None and declared.isdigit() and int(declared) > self.max_object_bytes:
+                        raise self._too_large(key, int(declared))
+                    # Each socket read waits at most the read timeout: a body stalled midway fails;
+                    # one byte past the bound shows a body longer than declared (or undeclared).
+                    data = resp.read(self.max_object_bytes + 1)
+                    if len(data) > self.max_object_bytes:
+                        raise self._too_large(key, None)
+                    return data, resp.headers.get("ETag", "").strip('"')
                 finally:
                     resp.close()
                     resp.release_conn()
+        except ObjectTooLarge:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise self._fail("read", key, exc) from exc
 
