@@ -215,7 +215,9 @@ def test_the_sidecar_scores_only_responses_over_its_assessors_views(world, tmp_p
                     headers, data = encode_cloudevent(kind, puid, body, source="http://executor", model_id="classifier")
                     assert (await client.post("/", data=data, headers=headers)).status == 200
             await client.post("/admin/flush")
-            assessed = {}
+            metrics = await (await client.get("/metrics")).text()
+            assessed = {"unscored": sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                                        if line.startswith("daic_sidecar_inputs_unscored_total{"))}
             for variant in ("served", "off"):
                 resp = await client.post("/assess", data=bodies[variant][1], headers={"Content-Type": "application/json"})
                 assessed[variant] = (resp.status, await resp.json())
@@ -227,6 +229,7 @@ def test_the_sidecar_scores_only_responses_over_its_assessors_views(world, tmp_p
     assert all(len(p) == 2 for p in p_correct.values())  # every input recorded, none lost
     assert np.all(np.isfinite(p_correct["served"]))
     assert np.all(np.isnan(p_correct["off"])) and np.all(np.isnan(p_correct["other views"]))  # unscored, not misread
+    assert assessed["unscored"] == 4  # counted where an operator looks: the sidecar's metrics
     assert assessed["served"][0] == 200 and len(assessed["served"][1]["p_correct"]) == 2
     status, answer = assessed["off"]
     assert status == 400 and "daic.self_agreement" in answer["error"]
