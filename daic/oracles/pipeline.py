@@ -121,11 +121,8 @@ class ShiftedReference:
         if self.self_agreement_views is not None:
             if self.self_agreement is None:
                 raise ValueError("self_agreement_views names the views of a self-agreement the reference does not carry")
-            views = str(np.asarray(self.self_agreement_views).item()) if isinstance(
-                self.self_agreement_views, np.ndarray) else self.self_agreement_views
-            if not isinstance(views, str) or not views:
+            if not isinstance(self.self_agreement_views, str) or not self.self_agreement_views:
                 raise ValueError(f"self_agreement_views must be a non-empty text, got {self.self_agreement_views!r}")
-            object.__setattr__(self, "self_agreement_views", views)
 
     @property
     def has_self_agreement(self) -> bool:

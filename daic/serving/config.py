@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from daic.oracles.self_agreement import SERVED_VIEWS, views_text
+from daic.oracles.self_agreement import SERVED_VIEWS, parse_views, views_text
 from daic.serving.inputs import DEFAULT_MAX_BATCH
 
 CHAMPION = "champion"
@@ -88,8 +88,6 @@ class ServerConfig:
     @property
     def views(self) -> tuple[tuple[str, float], ...]:
         """The parsed ``self_agreement_views``; () for ``off``."""
-        from daic.oracles.self_agreement import parse_views
-
         if not isinstance(self.self_agreement_views, str):
             raise ValueError(f"self_agreement_views must be text like 'stretch:0' or 'off', "
                              f"got {self.self_agreement_views!r}")
