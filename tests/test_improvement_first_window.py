@@ -100,3 +100,38 @@ def test_too_few_or_malformed_labels_leave_the_assessor_as_fitted(tmp_path):
     assert first_window.calibrate(a, store, "mnist", "v0001") is a  # too few
     store.put_arrays(first_window.key("mnist", "v0001"), labels=np.zeros(30, np.int64))
     assert first_window.calibrate(a, store, "mnist", "v0001") is a  # no outputs: logged, ignored
+
+
+@pytest.mark.parametrize("stored", [None, "rotate:10"])
+def test_first_window_labels_over_other_views_leave_the_assessor_as_fitted(tmp_path, caplog, stored):
+    """A file without the self-agreement (written before it was served) or over other views than the
+    assessor's: not refitted with it (the one rule, daic.oracles.self_agreement.for_assessor)."""
+    from daic.models import first_window
+    from daic.storage import open_store
+
+    class Assessor:
+        uses_self_agreement = True
+        self_agreement_views = views_text(SERVED_VIEWS)
+        refits = []
+
+        def refit_with_labels(self, *args):
+            self.refits.append(args)
+            return "refitted"
+
+    store = open_store(f"file://{tmp_path / 's'}")
+    n = 30
+    arrays = dict(probs=np.full((n, 10), 0.1), embeddings=np.zeros((n, 4)), shadow_probs=np.full((n, 10), 0.1),
+                  labels=np.zeros(n, np.int64))
+    if stored is not None:
+        arrays.update(self_agreement=np.full(n, 0.5), self_agreement_views=np.array(stored))
+    store.put_arrays(first_window.key("mnist", "v0001"), **arrays)
+    a = Assessor()
+    with caplog.at_level("WARNING"):
+        assert first_window.calibrate(a, store, "mnist", "v0001") is a
+    assert a.refits == []
+    assert "the first-window file" in caplog.text
+    # the same file over the assessor's own views is used, self-agreement included
+    arrays.update(self_agreement=np.full(n, 0.5), self_agreement_views=np.array(views_text(SERVED_VIEWS)))
+    store.put_arrays(first_window.key("mnist", "v0001"), **arrays)
+    assert first_window.calibrate(a, store, "mnist", "v0001") == "refitted"
+    np.testing.assert_array_equal(a.refits[0][4], np.full(n, 0.5))

@@ -8,7 +8,7 @@ from torch import nn
 from daic.oracles.combiner import FEATURES, SELF_AGREEMENT_FEATURE
 from daic.oracles.pipeline import AssessorConfig, OnlineAssessor, ShiftedReference
 from daic.oracles.reference import OracleReference
-from daic.oracles.self_agreement import VIEWS, _apply, parse_views, self_agreement, view_probs
+from daic.oracles.self_agreement import VIEWS, _apply, for_assessor, parse_views, self_agreement, view_probs
 from daic.oracles.window_model import WindowSynthesis
 
 
@@ -166,3 +166,23 @@ def test_assessor_uses_self_agreement_when_the_references_carry_it():
     assert refit.score(test.probs, test.embeddings, test.shadow_probs, t_sa).p_correct.shape == (2000,)
     with pytest.raises(ValueError, match="pass self_agreement"):
         a_sa.refit_with_labels(test.probs[:200], test.embeddings[:200], test.shadow_probs[:200], test.labels[:200])
+
+
+def test_the_one_rule_takes_the_self_agreement_only_over_the_assessors_views():
+    class Scoring:
+        uses_self_agreement = True
+        self_agreement_views = "stretch:0"
+
+    parts = [(np.array([0.1, 0.2]), "stretch:0"), (np.array([0.3]), "stretch:0")]
+    np.testing.assert_array_equal(for_assessor(Scoring(), parts, "a part"), [0.1, 0.2, 0.3])
+    assert for_assessor(Scoring(), [], "a part").shape == (0,)
+    with pytest.raises(ValueError, match="but a part carries none"):
+        for_assessor(Scoring(), parts + [(None, None)], "a part")
+    with pytest.raises(ValueError, match="a part's self-agreement is over views 'stretch:0,tophat:7', "
+                                         "the assessor's reference over 'stretch:0'"):
+        for_assessor(Scoring(), [(np.array([0.5]), "stretch:0,tophat:7")], "a part")
+    unrecorded = Scoring()
+    unrecorded.self_agreement_views = None  # a reference that did not record its views is not trusted
+    with pytest.raises(ValueError, match="over None"):
+        for_assessor(unrecorded, parts, "a part")
+    assert for_assessor(object(), [(None, None)], "a part") is None  # an assessor without it takes none

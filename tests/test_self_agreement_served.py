@@ -154,7 +154,7 @@ class _Assessor:
 def test_the_sidecar_takes_the_self_agreement_only_over_the_assessors_views():
     a, b = _Outputs(np.array([0.1, 0.2]), "stretch:0"), _Outputs(np.array([0.3]), "stretch:0")
     np.testing.assert_array_equal(self_agreement_of(_Assessor(), [a, b]), [0.1, 0.2, 0.3])
-    with pytest.raises(ValueError, match="carries no meta.tags.daic.self_agreement"):
+    with pytest.raises(ValueError, match="but a response carries none .meta.tags.daic.self_agreement"):
         self_agreement_of(_Assessor(), [a, _Outputs(None, None)])
     with pytest.raises(ValueError, match="over views 'rotate:10', the assessor's reference over 'stretch:0'"):
         self_agreement_of(_Assessor(), [_Outputs(np.array([0.5]), "rotate:10")])

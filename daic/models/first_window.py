@@ -68,11 +68,10 @@ def calibrate(assessor, store: ObjectStore, name: str, version: str):
 
 def _self_agreement(assessor, arrays) -> np.ndarray | None:
     """The stored self-agreement when ``assessor`` scores with it; ValueError when it is missing or
-    over other views than the assessor's reference (a file written before it was served)."""
-    if not getattr(assessor, "uses_self_agreement", False):
-        return None
-    stored = str(arrays["self_agreement_views"]) if "self_agreement_views" in arrays else None
-    if "self_agreement" not in arrays or stored != getattr(assessor, "self_agreement_views", None):
-        raise ValueError(f"the assessor scores with self-agreement over {assessor.self_agreement_views!r}, "
-                         f"the file holds {'none' if stored is None else repr(stored)}")
-    return arrays["self_agreement"]
+    over other views than the assessor's reference (a file written before it was served):
+    :func:`daic.oracles.self_agreement.for_assessor`'s rule."""
+    from daic.oracles.self_agreement import for_assessor
+
+    values = arrays["self_agreement"] if "self_agreement" in arrays else None
+    views = str(arrays["self_agreement_views"]) if "self_agreement_views" in arrays else None
+    return for_assessor(assessor, [(values, views)], source="the first-window file")

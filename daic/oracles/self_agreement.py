@@ -173,3 +173,27 @@ def self_agreement(probs: np.ndarray, views: np.ndarray) -> np.ndarray:
                          f"got {views.shape}")
     pred = probs.argmax(axis=1)
     return views[np.arange(len(pred)), :, pred].mean(axis=1).astype(np.float64)
+
+
+def for_assessor(assessor, parts, source: str) -> np.ndarray | None:
+    """The self-agreement of ``parts`` (``(values, views text)`` pairs, in order), joined, when
+    ``assessor`` scores with it (``uses_self_agreement``); None when it does not.
+
+    The one rule every scorer follows (the sidecar on responses, the first-window labels at
+    calibration): ValueError when the assessor scores with it and a part carries none, or names
+    other views than the assessor's reference was built with (None included: a reference that did
+    not record its views is not trusted). A self-agreement over other views is another signal,
+    which the assessor would misread. ``source`` names what carries a part in the message."""
+    if not getattr(assessor, "uses_self_agreement", False):
+        return None
+    need = getattr(assessor, "self_agreement_views", None)
+    values = []
+    for part, views in parts:
+        if part is None:
+            raise ValueError(f"the assessor scores with the model's self-agreement (views {need!r}) but {source} "
+                             "carries none")
+        if need is None or views != need:
+            raise ValueError(f"{source}'s self-agreement is over views {views!r}, the assessor's reference over "
+                             f"{need!r}")
+        values.append(np.asarray(part, dtype=np.float64))
+    return np.concatenate(values) if values else np.zeros(0)

@@ -45,6 +45,7 @@ import numpy as np
 from daic.models import assessor_store, first_window
 from daic.oracles.base import NotFittedError
 from daic.oracles.pipeline import OnlineAssessor
+from daic.oracles.self_agreement import for_assessor
 from daic.oracles.window import OnlineEstimator
 from daic.serving.loading import load_oracle_reference, resolve_version
 from daic.storage import ObjectStore
@@ -119,23 +120,16 @@ def width_mismatch(outputs, expected: Widths, version: str,
 
 def self_agreement_of(assessor, outputs: list) -> np.ndarray | None:
     """The self-agreement of the parsed ``outputs`` (``daic.serving.protocol.ModelOutputs``, in
-    order) when ``assessor`` scores with it (``uses_self_agreement``), else None.
-
-    ValueError when it does and a response carries none (a model server set to
-    ``self_agreement_views: off``) or names other views than the assessor's reference was built
-    with: a self-agreement over other views is another signal, which the assessor would misread."""
-    if not getattr(assessor, "uses_self_agreement", False):
-        return None
-    need = getattr(assessor, "self_agreement_views", None)
-    for out in outputs:
-        if out.self_agreement is None:
-            raise ValueError(f"the assessor scores with the model's self-agreement (views {need!r}) but a response "
-                             "carries no meta.tags.daic.self_agreement (a model server set to "
-                             "self_agreement_views: off, or older than the assessor?)")
-        if need is None or out.self_agreement_views != need:
-            raise ValueError(f"a response's self-agreement is over views {out.self_agreement_views!r}, the assessor's "
-                             f"reference over {need!r}: set the model server's self_agreement_views to match")
-    return np.concatenate([out.self_agreement for out in outputs])
+    order) when ``assessor`` scores with it, else None: the rule of
+    :func:`daic.oracles.self_agreement.for_assessor`. A response without it (a model server set to
+    ``self_agreement_views: off``, or older than the assessor) or over other views raises
+    ValueError, with what to set."""
+    try:
+        return for_assessor(assessor, [(out.self_agreement, out.self_agreement_views) for out in outputs],
+                            source="a response")
+    except ValueError as exc:
+        raise ValueError(f"{exc} (meta.tags.daic.self_agreement and daic.self_agreement.views; set the model "
+                         "server's self_agreement_views to the assessor's views)") from None
 
 
 class AssessorPool:
