@@ -20,6 +20,10 @@ from daic.operators.spec import EstimateSpec, selector_of
 from daic.serving import http_client
 
 
+#: what of a sidecar's unscored_reason reaches the status (it is shown, not parsed)
+MAX_REASON_CHARS = 500
+
+
 class EstimateSource(Protocol):
     def read(self, now: datetime) -> EstimateReading | EstimateError: ...
 
@@ -40,6 +44,15 @@ class SidecarPayload(BaseModel):
     error_sd: float | None = Field(default=None, ge=0)  # the estimate's error scale (daic >= 0.2 sidecars)
     change_alarm: bool = False  # the sequential change detector's alarm (daic >= 0.3 sidecars)
     timestamp: datetime | float | None = None  # end of the window (RFC 3339 or Unix seconds)
+    # why the serving version's newest inputs were recorded unscored (the estimate stands still)
+    unscored_reason: str | None = None
+
+    @field_validator("unscored_reason", mode="before")
+    @classmethod
+    def _bounded_reason(cls, value: Any) -> Any:
+        if isinstance(value, str) and len(value) > MAX_REASON_CHARS:
+            return value[:MAX_REASON_CHARS - 3] + "..."
+        return value
 
     @field_validator("accuracy", "lower", "upper", "reference_accuracy", "error_sd", mode="before")
     @classmethod
@@ -55,7 +68,8 @@ def parse_estimate(payload: Any, now: datetime) -> EstimateReading | EstimateErr
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
         return EstimateError(f"malformed estimate: {problems}", now)
     if body.accuracy is None:
-        return EstimateError(f"the sidecar has no estimate yet (window holds {body.n} predictions)", now)
+        unscored = f"; its inputs are recorded unscored: {body.unscored_reason}" if body.unscored_reason else ""
+        return EstimateError(f"the sidecar has no estimate yet (window holds {body.n} predictions){unscored}", now)
     stamp = body.timestamp
     if isinstance(stamp, (int, float)):
         stamp = datetime.fromtimestamp(float(stamp), tz=timezone.utc)
@@ -64,7 +78,8 @@ def parse_estimate(payload: Any, now: datetime) -> EstimateReading | EstimateErr
     return EstimateReading(accuracy=body.accuracy, n=body.n, observed_at=observed, lower=body.lower,
                            upper=body.upper, drift_alarm=body.drift_alarm, trusted=body.trusted,
                            model_version=body.model_version, reference_accuracy=body.reference_accuracy,
-                           error_sd=body.error_sd, change_alarm=body.change_alarm)
+                           error_sd=body.error_sd, change_alarm=body.change_alarm,
+                           unscored_reason=body.unscored_reason)
 
 
 class SidecarEstimate:

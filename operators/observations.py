@@ -56,6 +56,7 @@ class EstimateReading:
     reference_accuracy: float | None = None
     error_sd: float | None = None      # the estimate's error scale; the untrusted-window rule uses it
     change_alarm: bool = False         # the sidecar's sequential change alarm (daic.oracles.change)
+    unscored_reason: str | None = None  # why the newest inputs were recorded unscored (the estimate stands still)
 
 
 @dataclass(frozen=True)

@@ -414,6 +414,11 @@ class _Pass:
                 if self.check.recovered and not st.armed:
                     st.armed = True
                     self._event("Normal", "Rearmed", f"{self.check.message}; the trigger is armed again")
+            if reading.unscored_reason:
+                # The sidecar records the newest inputs unscored, so its estimate stands still (the
+                # same window, the same timestamp): say why, where a stale estimate's message looks.
+                st.estimate_error = (f"the sidecar records {reading.model_version or 'the serving version'}'s "
+                                     f"newest inputs unscored: {reading.unscored_reason}")
 
         for run_obs in sorted(obs.runs, key=lambda r: utc(r.observed_at)):
             state, seen = run_obs.state, utc(run_obs.observed_at)

@@ -57,6 +57,8 @@ def test_parse_estimate_reads_the_contract_and_ignores_extra_fields():
     iso = parse_estimate({"accuracy": 0.9, "n": 1, "timestamp": "2025-03-01T11:00:00Z"}, NOW)
     assert iso.observed_at == datetime(2025, 3, 1, 11, tzinfo=timezone.utc)
     assert parse_estimate({"accuracy": 0.9, "n": 1}, NOW).observed_at == NOW
+    long = parse_estimate({"accuracy": 0.9, "n": 1, "unscored_reason": "x" * 10_000}, NOW).unscored_reason
+    assert len(long) == 500 and long.endswith("...")  # shown in the status, so bounded
 
 
 @pytest.mark.parametrize("payload,needle", [
@@ -67,6 +69,8 @@ def test_parse_estimate_reads_the_contract_and_ignores_extra_fields():
     ([1, 2], "malformed estimate"),
     ({"accuracy": None, "n": 0}, "no estimate yet"),
     ({"accuracy": float("nan"), "n": 0}, "no estimate yet"),
+    ({"accuracy": None, "n": 0, "unscored_reason": "no reference"}, "recorded unscored: no reference"),
+    ({"accuracy": 0.9, "n": 5, "unscored_reason": 7}, "unscored_reason"),
 ])
 def test_parse_estimate_reports_what_is_wrong(payload, needle):
     err = parse_estimate(payload, NOW)

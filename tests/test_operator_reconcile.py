@@ -494,6 +494,23 @@ def test_an_older_reading_after_a_newer_one_is_ignored():
     assert out.status.phase is Phase.monitoring and out.status.estimate.accuracy == 0.97
 
 
+def test_an_estimate_standing_still_on_unscored_inputs_degrades_naming_why():
+    """The sidecar records the newest inputs unscored (e.g. a model server's self-agreement over
+    other views): the window, and so the timestamp, stand still. The reason is in the status at
+    once, the phase turns Degraded once the estimate is stale, and a fresh scored window clears it."""
+    spec = make_spec()
+    why = "a response's self-agreement is over views 'rotate:10', the assessor's reference over 'stretch:0'"
+    s = step(spec, CycleStatus(), 5, Observations(estimate=reading(0.97, 5))).status
+    for t in (60, 300, 606):  # the same window again and again, now with a reason
+        s = step(spec, s, t, Observations(estimate=reading(0.97, 5, unscored_reason=why))).status
+    assert s.estimate.observed_at == at(5) and "v1's newest inputs unscored" in s.estimate_error
+    assert s.phase is Phase.degraded and why in s.message
+    available = next(c for c in s.conditions if c.type == "EstimateAvailable")
+    assert available.status == "False" and why in available.message
+    s = step(spec, s, 620, Observations(estimate=reading(0.97, 610))).status  # scored again
+    assert s.estimate_error is None and s.phase is Phase.monitoring
+
+
 def test_a_stale_run_state_never_moves_a_cycle_back_or_twice():
     spec, s, _ = state("Improving")
     name = _run(s)

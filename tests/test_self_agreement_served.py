@@ -210,14 +210,17 @@ def test_the_sidecar_scores_only_responses_over_its_assessors_views(world, tmp_p
                                flush_interval_s=600)
         service = SidecarService(config, world["store"], world["pool"])
         async with TestClient(TestServer(build_app(service))) as client:
+            estimates = []
             for puid, (request, response) in bodies.items():
                 for kind, body in (("request", request), ("response", response)):
                     headers, data = encode_cloudevent(kind, puid, body, source="http://executor", model_id="classifier")
                     assert (await client.post("/", data=data, headers=headers)).status == 200
-            await client.post("/admin/flush")
+                await client.post("/admin/flush")
+                estimates.append(await (await client.get("/estimate")).json())
             metrics = await (await client.get("/metrics")).text()
             assessed = {"unscored": sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                                        if line.startswith("daic_sidecar_inputs_unscored_total{"))}
+                                        if line.startswith("daic_sidecar_inputs_unscored_total{")),
+                        "estimates": estimates}
             for variant in ("served", "off"):
                 resp = await client.post("/assess", data=bodies[variant][1], headers={"Content-Type": "application/json"})
                 assessed[variant] = (resp.status, await resp.json())
@@ -233,3 +236,12 @@ def test_the_sidecar_scores_only_responses_over_its_assessors_views(world, tmp_p
     assert assessed["served"][0] == 200 and len(assessed["served"][1]["p_correct"]) == 2
     status, answer = assessed["off"]
     assert status == 400 and "daic.self_agreement" in answer["error"]
+    # GET /estimate says why, and its estimate does not pose as fresh: the timestamp is the newest
+    # *scored* input's, so an operator sees it stand still and the reason beside it
+    served, off, other = assessed["estimates"]
+    assert served["unscored_inputs"] == 0 and served["unscored_reason"] is None
+    assert off["unscored_inputs"] == 2 and "carries none" in off["unscored_reason"]
+    assert other["unscored_inputs"] == 4 and "'rotate:10'" in other["unscored_reason"]
+    assert other["sidecar"]["unscored"] == {"v0001": {"inputs": 4, "reason": other["unscored_reason"]}}
+    assert off["timestamp"] == other["timestamp"] == served["timestamp"] is not None
+    assert other["n"] == served["n"] == 2

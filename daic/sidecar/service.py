@@ -107,6 +107,7 @@ class _Scored:
     version: str
     scored: bool  # False when the version has no usable reference
     covariates: np.ndarray | None = None  # (n, 4) rows for covariate recalibration, see _FeedbackStats
+    reason: str | None = None  # why not scored (GET /estimate's unscored_reason)
 
 
 @dataclass
@@ -158,6 +159,8 @@ class SidecarService:
         self.last_batch_key: str | None = None
         self._serving_version: str | None = None
         self.serving = ServingVersions(idle_s=config.canary_idle_s)  # the versions whose estimates are exported
+        # version -> inputs recorded unscored since its last scored one, and the last reason (GET /estimate)
+        self._unscored: OrderedDict[str, tuple[int, str]] = OrderedDict()
         self._recent: OrderedDict[str, tuple[str, np.ndarray, np.ndarray, np.ndarray | None]] = OrderedDict()
         self._recent_rows = 0
         self._buffer: list[OperationalRecords] = []
@@ -509,13 +512,15 @@ class SidecarService:
         for (version, behind, _widths, _views), items in groups.items():
             try:
                 scored, entry = self._score_group(version, behind, items)
-            except Exception:  # noqa: BLE001 - never lose what was accepted: record the inputs unscored
+            except Exception as exc:  # noqa: BLE001 - never lose what was accepted: record the inputs unscored
                 logger.exception("model version %s: scoring %d prediction(s) failed; recording them unscored",
                                  version, len(items))
                 scored, entry = [], None
+                reason = f"scoring failed: {type(exc).__name__}: {exc}"
                 for pair, images, outputs in items:
                     try:
-                        scored.append(_Scored(self._records(pair, images, outputs, None, None), version, False))
+                        scored.append(_Scored(self._records(pair, images, outputs, None, None), version, False,
+                                              reason=reason))
                     except Exception as exc:  # noqa: BLE001
                         logger.warning("request %s: unreadable prediction: %s", pair.request_id, exc)
                         unreadable += 1
@@ -545,7 +550,9 @@ class SidecarService:
             scores = assessor.score(probs, emb, shadow, self_agreement_of(assessor, [it[2] for it in items]))
         except Exception as exc:  # noqa: BLE001 - record the inputs anyway, unscored
             logger.warning("model version %s: cannot score (%s); recording unscored", version, exc)
-            scores = None
+            scores, reason = None, str(exc)
+        else:
+            reason = None
         covariates = _covariate_rows(scores)
         results = []
         start = 0
@@ -553,7 +560,7 @@ class SidecarService:
             rows = slice(start, start + n)
             p_correct, drift = (None, None) if scores is None else (scores.p_correct[rows], scores.drift[rows])
             results.append(_Scored(self._records(pair, images, outputs, p_correct, drift), version,
-                                   scores is not None, None if covariates is None else covariates[rows]))
+                                   scores is not None, None if covariates is None else covariates[rows], reason))
             start += n
         entry = None if scores is None else (scores, behind if wrapped is not None else None)
         return results, entry
@@ -657,10 +664,17 @@ class SidecarService:
         rid = str(item.records.request_ids[0])
         self._remember(rid, (item.version, item.records.predictions, item.records.p_correct, item.covariates))
         self._serving_version = item.version
-        self.serving.seen(item.version, float(np.max(item.records.times)))
         if item.scored:
+            # Only a scored input moves the estimate's timestamp: inputs recorded unscored leave the
+            # window as it was, and an estimate that looked fresh while frozen would hide it.
+            self.serving.seen(item.version, float(np.max(item.records.times)))
+            self._unscored.pop(item.version, None)
             self.metrics.scored.labels(dep, item.version).inc(n)
         else:
+            count, _ = self._unscored.pop(item.version, (0, ""))
+            self._unscored[item.version] = (count + n, _bounded_reason(item.reason))
+            while len(self._unscored) > _UNSCORED_VERSIONS:
+                self._unscored.popitem(last=False)
             self.metrics.unscored.labels(dep, item.version).inc(n)
 
     def _remember(self, rid: str, entry: tuple) -> None:
@@ -899,10 +913,15 @@ class SidecarService:
         reference_accuracy = fields.pop("reference_accuracy", None)
         if reference_accuracy is None and primary and primary in self.assessors.loaded_versions():
             reference_accuracy = float(self.assessors.get(primary).reference_accuracy)
+        unscored, reason = self._unscored.get(primary, (0, None)) if primary else (0, None)
         return {
             **fields,
             "model_version": primary,
             "reference_accuracy": reference_accuracy,
+            # inputs of that version recorded unscored since its last scored one, and why (the
+            # estimate above stands still meanwhile; the operator shows the reason)
+            "unscored_inputs": unscored,
+            "unscored_reason": reason,
             "deployment": self.config.deployment,
             "champion": self.champion,
             "versions": versions,
@@ -913,8 +932,18 @@ class SidecarService:
                 "pending_joins": len(self.join),
                 "buffered_inputs": self._buffered_rows,
                 "last_batch": self.last_batch_key,
+                "unscored": {v: {"inputs": c, "reason": r} for v, (c, r) in self._unscored.items()},
             },
         }
+
+
+_UNSCORED_VERSIONS = 16  # versions whose unscored inputs GET /estimate reports (the oldest go first)
+_REASON_CHARS = 500
+
+
+def _bounded_reason(reason: str | None) -> str:
+    text = reason or "no reason recorded"
+    return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS - 3] + "..."
 
 
 def key_for_feedback(deployment: str, first_time: float, seq: int, prefix: str = "feedback") -> str:
