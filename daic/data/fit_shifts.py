@@ -18,6 +18,7 @@ shifts between and beyond the named ones:
 * ``randnoise``: a random mixture of Gaussian, uniform and salt-and-pepper noise, optionally
   smoothed (structured noise);
 * ``randlevels``: a random affine intensity map per image (contrast towards the mean, an offset);
+* ``randhaze``: a smooth random background per image (uneven light, haze, a stained page);
 * ``randcombo``: two of the others in sequence, a random pair per image.
 
 Severity 1-5 scales the range each draw's parameters come from. Deterministic for a given batch,
@@ -146,6 +147,27 @@ def _randlevels(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.nd
     return (x - mean) * k + mean + offset
 
 
+@_family("randhaze")
+def _randhaze(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """A smooth random background per image (uneven light, haze, a stained page): a low-frequency
+    field (white noise smoothed at a random scale of 2-8 pixels, plus a random linear gradient)
+    added with a random strength, the result dimmed back towards [0, 1] by a random share of it.
+    Not a named corruption's algorithm: fog's is a fractal (diamond-square) field at fixed
+    strengths; this spans smooth fields of every scale and strength."""
+    n, h, w = x.shape
+    s = severity / 5
+    rows, cols = np.mgrid[0:h, 0:w] / max(h, w)
+    out = np.empty_like(x)
+    for i in range(n):
+        field = ndimage.gaussian_filter(rng.standard_normal((h, w)), rng.uniform(2.0, 8.0))
+        field = (field - field.min()) / max(float(np.ptp(field)), 1e-6)
+        gx, gy = rng.uniform(-1, 1, 2)
+        field = 0.7 * field + 0.3 * np.clip(0.5 + gx * (cols - 0.5) + gy * (rows - 0.5), 0, 1)
+        a = rng.uniform(0.1, 1.8) * s
+        out[i] = (x[i] + a * field) / (1 + a * rng.uniform(0.0, 1.0))
+    return out
+
+
 @_family("randcombo")
 def _randcombo(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Two of the families above in sequence, a random pair per image (shifts rarely come alone)."""
@@ -164,7 +186,8 @@ FIT_SHIFTS: tuple[str, ...] = tuple(_FAMILIES)
 #: What every version's shifted reference holds (daic.models.reference.ReferenceConfig): the four
 #: that lowered the held-out-type error in benchmarks/online_estimation.py (3.58 -> 3.23 points);
 #: with randcurve as well 3.34, with randcombo too 3.50, with randlevels 3.18 without helping the
-#: intensity shifts it was meant for (docs/benchmarks/online.md).
+#: intensity shifts it was meant for; with randhaze (session 13, with the served self-agreement)
+#: 3.33 -> 3.18 on one model pair but 3.24 -> 3.32 on the other (docs/benchmarks/online.md).
 DEFAULT_FIT_SHIFTS: tuple[str, ...] = ("randconv", "randwarp", "randclutter", "randnoise")
 
 
