@@ -10,7 +10,7 @@ alternate within each repeat, so a slow drift of the machine's load hits all ali
 shows medians and each setting's ratio to ``off`` (compare ratios; absolute times hold for this
 CPU only).
 
-    .venv/bin/python benchmarks/self_agreement_cost.py [--repeats 7] [--batches 1,8,32,128]
+    .venv/bin/python benchmarks/self_agreement_cost.py [--repeats 7] [--batches 1,8,32,128] [--compare median:3 ...]
 
 The networks are the registry's SmallCNN and ShadowNet freshly initialised (seeded): the cost of
 a forward pass does not depend on how accurate the weights are.
@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds per setting and batch size")
     parser.add_argument("--batches", default="1,8,32,128", help="comma-separated batch sizes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the model server's default: 1)")
+    parser.add_argument("--compare", nargs="*", default=[],
+                        help="more view sets to time beside the served one, each 'kind:amount,...' (e.g. median:3)")
     args = parser.parse_args(argv)
     try:
         batches = [int(b) for b in args.batches.split(",")]
@@ -42,7 +44,7 @@ def main(argv=None) -> int:
 
     from daic.data.mnist import load_split
     from daic.models.networks import build
-    from daic.oracles.self_agreement import SERVED_VIEWS, VIEWS, views_text
+    from daic.oracles.self_agreement import SERVED_VIEWS, VIEWS, parse_views, views_text
     from daic.serving.loading import ServedModel
 
     torch.set_num_threads(args.threads)
@@ -51,6 +53,11 @@ def main(argv=None) -> int:
     served = ServedModel("mnist", "bench", model, shadow)
     images = np.array(load_split("test").images[: max(batches) * 8], np.float32)  # writable, as a decoded request
     settings = {"off": (), views_text(SERVED_VIEWS) + " (served)": SERVED_VIEWS, "4 shift/rotate views": VIEWS}
+    for text in args.compare:
+        try:
+            settings[views_text(parse_views(text))] = parse_views(text)
+        except ValueError as exc:
+            parser.error(f"--compare: {exc}")
     per_input: dict[tuple[str, int], list[float]] = {}
     for batch in batches:
         calls = max(1, 256 // batch)  # each timing covers at least 256 inputs

@@ -67,6 +67,32 @@ def test_the_tophat_view_removes_a_smooth_background_under_thin_strokes():
     assert torch.isfinite(_apply(flat, "tophat", 7.0)).all()
 
 
+def test_the_median_view_removes_thin_marks_and_keeps_strokes():
+    # Known truth: a "1" of width 3 on black, then one-pixel dots (impulse noise) and a one-pixel
+    # line across it (a scribble).
+    clean = torch.zeros(1, 1, 28, 28)
+    clean[0, 0, 6:22, 12:15] = 1.0
+    marked = clean.clone()
+    marked[0, 0, 3, 3] = marked[0, 0, 25, 20] = marked[0, 0, 10, 5] = 1.0  # dots
+    marked[0, 0, 18, 2:26] = 1.0  # a one-pixel line
+    restored = _apply(marked, "median", 3.0)
+    assert torch.equal(restored[0, 0, 7:21, 12:15], clean[0, 0, 7:21, 12:15])  # the stroke is kept
+    near = torch.zeros_like(clean, dtype=torch.bool)
+    near[0, 0, 5:23, 11:16] = True  # where the line meets the stroke, the median keeps a bulge
+    assert restored[~near].max() == 0.0  # every dot and the line elsewhere are gone
+    assert torch.isfinite(_apply(torch.full((1, 1, 28, 28), 0.6), "median", 3.0)).all()
+    assert parse_views("median:3") == (("median", 3.0),)
+    # the 3x3 sorting network is the median of every window, exactly (against sorting them)
+    from torch.nn import functional as F
+
+    from daic.oracles.self_agreement import _median, _median3
+
+    noisy = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    windows = F.unfold(F.pad(noisy, (1, 1, 1, 1), mode="replicate"), 3)
+    assert torch.equal(_median3(noisy), windows.median(dim=1).values.view_as(noisy))
+    assert torch.equal(_median(noisy, 3), _median3(noisy))
+
+
 def test_views_parse_from_text_and_a_bad_one_is_named():
     assert parse_views("stretch:0, rotate:-10,shift_x") == (("stretch", 0.0), ("rotate", -10.0), ("shift_x", 0.0))
     with pytest.raises(ValueError, match="unknown view 'flip'"):

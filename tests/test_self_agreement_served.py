@@ -1,5 +1,5 @@
 """The served self-agreement (issue 17): the model server computes the champion's agreement with
-itself on the stretch view, sends it in ``daic.self_agreement`` with its views, and the sidecar
+itself on the served views (stretch and median), sends it in ``daic.self_agreement`` with its views, and the sidecar
 scores with it only when the views are the ones the version's assessor was fitted with.
 
 The model server's side under the real seldon-core microservice is in tests/test_serving_model.py;
@@ -29,8 +29,8 @@ from test_serving_support import mnist_test_images, registered_store, seldon_req
 
 
 # -- the views and the server's setting ---------------------------------------------------------
-def test_the_served_views_are_the_stretch_and_their_text_round_trips():
-    assert SERVED_VIEWS == (("stretch", 0.0),) and views_text(SERVED_VIEWS) == "stretch:0"
+def test_the_served_views_are_the_stretch_and_the_median_and_their_text_round_trips():
+    assert SERVED_VIEWS == (("stretch", 0.0), ("median", 3.0)) and views_text(SERVED_VIEWS) == "stretch:0,median:3"
     views = (("stretch", 0.0), ("rotate", -10.0), ("shift_x", 1.0))
     assert parse_views(views_text(views)) == views
 

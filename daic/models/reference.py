@@ -43,7 +43,7 @@ class ReferenceConfig:
     # the model server sends (the ``daic.self_agreement`` tag, over the same views).
     self_agreement: bool = True
     # The views it is computed over: the served ones (SERVED_VIEWS, the per-image intensity
-    # stretch, issue 17's seventh round) by default; None: the four shift/rotate VIEWS.
+    # stretch and the median view, issue 17's ninth round) by default; None: the four shift/rotate VIEWS.
     self_agreement_views: Optional[tuple[tuple[str, float], ...]] = SERVED_VIEWS
     # Store the model's linear head with the shifted reference, so the assessor can recompute
     # logits from embeddings (the energy signal, daic.oracles.combiner.ENERGY_FEATURE).

@@ -27,7 +27,7 @@ parameter                     environment             meaning
 ``self_agreement_views``      ``DAIC_SELF_AGREEMENT_VIEWS`` the test-time views of the champion's
                                                       self-agreement sent in ``daic.self_agreement``
                                                       (daic.oracles.self_agreement; default the
-                                                      served ``stretch:0``, ``off``: none, and a
+                                                      served ``stretch:0,median:3``; ``off``: none, and a
                                                       version registered with it is scored
                                                       without its assessor, unscored)
 ============================  ======================  =========================================
@@ -61,7 +61,7 @@ class ServerConfig:
     abstain_url: str = "http://127.0.0.1:8301/assess"
     abstain_timeout_ms: float = 50.0
     behind_filter: bool = False
-    self_agreement_views: str = views_text(SERVED_VIEWS)  # "stretch:0"
+    self_agreement_views: str = views_text(SERVED_VIEWS)  # "stretch:0,median:3"
 
     def __post_init__(self) -> None:
         for field in ("model_name", "model_version"):
