@@ -822,7 +822,8 @@ def sequential_section(cases, outs, rows, assessors, held_out_key, seen, clean_t
          "yes" if any_false == 0 else "no"],
         ["held-out-type MAE", f"{mae:.2f} pts", "<= 3 pts", "yes" if mae <= 3 else "no"],
         ["trusted share / band coverage", f"{100 * trusted:.0f}% ({int(np.sum([r['trusted'] for r in rows]))}/"
-         f"{len(rows)}) / {100 * covered:.0f}%", "more trusted, coverage >= 95%", "coverage " + (
+         f"{len(rows)}) / {100 * covered:.1f}% ({int(round(covered * len(rows)))}/{len(rows)})",
+         "more trusted, coverage >= 95%", "coverage " + (
              "yes" if covered >= 0.95 else "no")],
     ])
     print(replicate_spread(rows))
@@ -966,8 +967,9 @@ def report(rows, recal_rows, ref_acc, seen, args, policy, timings) -> None:
           f"{len(big_trusted)} {[r['name'] for r in big_trusted]}")
     covered = np.mean([r["lower"] <= r["true"] <= r["upper"] for r in rows])
     covered_t = [r["lower"] <= r["true"] <= r["upper"] for r in rows if r["trusted"]]
-    print(f"95% band covers the truth: {100 * covered:.0f}% of scenarios, "
-          f"{100 * np.mean(covered_t):.0f}% of trusted ones")
+    print(f"95% band covers the truth: {100 * covered:.1f}% of scenarios "
+          f"({int(round(covered * len(rows)))}/{len(rows)}), {100 * np.mean(covered_t):.1f}% of trusted ones "
+          f"({int(np.sum(covered_t))}/{len(covered_t)})")
 
     for label, key in (("held-out, sequential", "trigger"), ("seen, sequential", "trigger_seen"),
                        ("held-out, window only", "trigger_window"), ("seen, window only", "trigger_seen_window")):
