@@ -72,6 +72,22 @@ def test_build_report_writes_html_and_figures(tmp_path):
     assert "c1" in html and "0.710" in html and "no versions of model" in html
 
 
+def test_a_cycle_that_failed_before_its_estimate_is_listed_without_one(tmp_path):
+    """A run that failed early (e.g. in sample-operational) leaves a cycle with a record but no
+    estimate.json: the report lists it with empty estimate cells instead of failing the demo."""
+    store = open_store(f"file://{tmp_path / 'store'}")
+    _write_cycle(store)
+    store.put_json("cycles/c2/record.json", {"cycle": "c2", "outcome": "failed"})
+    store.put_json("cycles/c3/estimate.json", {"estimate": {"accuracy": 0.5}})  # no interval
+    timeline = _timeline()
+    timeline.events += [TimelineEvent(step=22, kind="trigger", cycle="c2"), TimelineEvent(step=25, kind="trigger", cycle="c3")]
+    timeline.save(store)
+    html = build_report(store, tmp_path / "report").read_text()
+    assert "<tr><td>c2</td>\n<td></td>\n<td></td>" in html
+    assert "<tr><td>c3</td>\n<td>0.500</td>\n<td></td>" in html
+    assert "0.710" in html and "[0.660, 0.760]" in html  # the complete cycle as before
+
+
 def test_report_without_runs_is_a_clear_error(tmp_path):
     store = open_store(f"file://{tmp_path}")
     with pytest.raises(KeyNotFound, match="no run timeline"):
