@@ -47,6 +47,13 @@ from daic.storage.parsed import CorruptObject
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW_HOURS = 24.0
+#: How long after the window's end (``until``) an empty window is scanned again: the sidecar writes
+#: its records in batches (every ``flush_interval_s``, 10 s by default; later when loaded) and the
+#: operator starts a run the moment it triggers, with ``until`` = then, so a short window can still
+#: be in the sidecar's buffer when this step reads it (seen in ``make demo`` on a loaded machine: a
+#: 3.6 s window read 4.6 s after its end, its batch written a moment later).
+WAIT_FOR_INPUTS_S = 60.0
+POLL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -75,8 +82,14 @@ class SampleConfig:
     # most this many, outside the estimate (daic.sampling.abstain); 0: none. In rounds mode they go
     # with the first round (daic.components.collect_labels.rounds says why).
     abstained_cap: int = 100
+    # An empty window whose end is less than this ago is read again until the sidecar's writes
+    # reach it (WAIT_FOR_INPUTS_S says why); 0: no wait.
+    wait_for_inputs_s: float = WAIT_FOR_INPUTS_S
 
     def __post_init__(self) -> None:
+        if isinstance(self.wait_for_inputs_s, bool) or not isinstance(self.wait_for_inputs_s, (int, float)) \
+                or not 0.0 <= self.wait_for_inputs_s <= 3600.0:
+            raise ValueError(f"wait_for_inputs_s must be in [0, 3600] seconds, got {self.wait_for_inputs_s!r}")
         if isinstance(self.round_size, bool) or not isinstance(self.round_size, int) or self.round_size < 0:
             raise ValueError(f"round_size must be an integer >= 0 (0: one round), got {self.round_size!r}")
         if 0 < self.round_size < 4:
@@ -165,14 +178,30 @@ def draw(pool: Pool, config: SampleConfig) -> tuple[Sample, np.ndarray, dict[str
     return sample, holdout, describe(design), inclusion_probabilities(design, pool, sample)
 
 
+def scan_window(store: ObjectStore, config: SampleConfig, since: float | None, until: float | None,
+                ray_address: str | None = None, clock=time.time, sleep=time.sleep) -> PoolScan:
+    """:func:`scan_pool` over ``[since, until)``, read again every :data:`POLL_S` while the window is
+    empty and its end is less than ``config.wait_for_inputs_s`` ago (the sidecar may not have
+    written it yet). Bounded by that wait; the scan's own ValueError when it stays empty."""
+    while True:
+        try:
+            return scan_pool(store, config.deployment, since, until, max_parallel=config.max_parallel,
+                             ray_address=ray_address)
+        except ValueError as exc:
+            left = until + config.wait_for_inputs_s - clock() if until is not None else 0.0
+            if not str(exc).startswith("no operational inputs") or left <= 0:
+                raise
+            log.info("%s; the sidecar may not have written it yet: reading again for up to %.0f s", exc, left)
+            sleep(min(POLL_S, left))
+
+
 def run(store: ObjectStore | str, config: SampleConfig, dataset_path: str | None = None) -> SampleResult:
     """Draw the sample, write the cycle's sample record; optionally a CSV of the draws for KFP."""
     store = open_store(store or None) if isinstance(store, str) else store
     cycle = config.cycle or cycle_store.new_cycle_id()
     since, until = config.window(store)
     ray_address = config.ray_address or os.environ.get("DAIC_SAMPLING_RAY_ADDRESS", "")
-    scan = scan_pool(store, config.deployment, since, until, max_parallel=config.max_parallel,
-                     ray_address=ray_address or None)
+    scan = scan_window(store, config, since, until, ray_address or None)
     pool = scan.pool
     sample, holdout, design, inclusion = draw(pool, config)
     abstained = np.zeros(0, np.int64)

@@ -149,3 +149,59 @@ def _empty():
     return Sample.empty()
 
 
+
+
+def _not_yet_written(store):
+    """The store as a run sees it while the sidecar still holds the window's records in its
+    buffer: no key is listed (until ``_written`` removes the stand-in: the flush lands)."""
+    store.list = lambda prefix: []  # an instance attribute: the store keeps its type
+    return store
+
+
+def _written(store):
+    del store.list
+
+
+def test_an_empty_window_is_read_again_until_the_sidecars_write_lands(operational_store):
+    from daic.components.sample_operational.logic import scan_window
+
+    store, stream = operational_store
+    late = _not_yet_written(store)
+    since, until = T0 + 4 * 60, T0 + 6 * 60
+    slept = []
+
+    def sleep(s):
+        slept.append(s)
+        if len(slept) == 2:  # the flush lands during the second wait
+            _written(late)
+
+    config = SampleConfig(wait_for_inputs_s=60.0)
+    scan = scan_window(late, config, since, until, clock=lambda: until + 5, sleep=sleep)
+    assert scan.pool.size == 100 and len(slept) == 2 and all(0 < s <= 2.0 for s in slept)
+
+
+def test_the_wait_for_an_empty_window_is_bounded(operational_store):
+    from daic.components.sample_operational.logic import scan_window
+
+    store, _ = operational_store
+    never = _not_yet_written(store)
+    until = T0 + 6 * 60
+    now = [until + 1.0]
+    slept = []
+
+    def sleep(s):
+        slept.append(s)
+        now[0] += s
+
+    with pytest.raises(ValueError, match="no operational inputs under .* in the window"):
+        scan_window(never, SampleConfig(wait_for_inputs_s=7.0), T0, until, clock=lambda: now[0], sleep=sleep)
+    assert sum(slept) == pytest.approx(6.0) and now[0] == pytest.approx(until + 7.0)  # up to until + 7 s, no more
+    # a window that ended longer ago than the wait, or has no end, or no wait: no second read
+    for config, end, clock in ((SampleConfig(), until, lambda: until + 61.0), (SampleConfig(), None, lambda: 0.0),
+                               (SampleConfig(wait_for_inputs_s=0), until, lambda: until)):
+        slept.clear()
+        with pytest.raises(ValueError, match="no operational inputs"):
+            scan_window(never, config, T0, end, clock=clock, sleep=sleep)
+        assert slept == []
+    with pytest.raises(ValueError, match="wait_for_inputs_s must be in"):
+        SampleConfig(wait_for_inputs_s=-1)
