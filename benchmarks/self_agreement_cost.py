@@ -55,9 +55,10 @@ def main(argv=None) -> int:
     settings = {"off": (), views_text(SERVED_VIEWS) + " (served)": SERVED_VIEWS, "4 shift/rotate views": VIEWS}
     for text in args.compare:
         try:
-            settings[views_text(parse_views(text))] = parse_views(text)
+            views = parse_views(text)
         except ValueError as exc:
             parser.error(f"--compare: {exc}")
+        settings[views_text(views)] = views
     per_input: dict[tuple[str, int], list[float]] = {}
     for batch in batches:
         calls = max(1, 256 // batch)  # each timing covers at least 256 inputs

@@ -149,8 +149,6 @@ def _empty():
     return Sample.empty()
 
 
-
-
 def _not_yet_written(store):
     """The store as a run sees it while the sidecar still holds the window's records in its
     buffer: no key is listed (until ``_written`` removes the stand-in: the flush lands)."""
