@@ -801,7 +801,8 @@ def sequential_section(cases, outs, rows, assessors, held_out_key, seen, clean_t
     print_table(["rule", "trusted share", "band coverage", "coverage (trusted)", "MAE trusted", "worst trusted",
                  "median band width", "median width (trusted)"], band_rows)
     trusted = np.mean([r["trusted"] for r in rows])
-    covered = np.mean([r["lower"] <= r["true"] <= r["upper"] for r in rows])
+    n_covered = sum(r["lower"] <= r["true"] <= r["upper"] for r in rows)
+    covered = n_covered / len(rows)
     print(f"\ntrusted share (held-out, this run's rule: {'band model' if rows[0]['band_model'] else 'drift rule'}): "
           f"{100 * trusted:.0f}% of {len(rows)} scenarios; band coverage "
           f"{100 * covered:.0f}%; held-out-type MAE {100 * np.mean([abs(r['held'] - r['true']) for r in rows]):.2f} pts"
@@ -822,7 +823,7 @@ def sequential_section(cases, outs, rows, assessors, held_out_key, seen, clean_t
          "yes" if any_false == 0 else "no"],
         ["held-out-type MAE", f"{mae:.2f} pts", "<= 3 pts", "yes" if mae <= 3 else "no"],
         ["trusted share / band coverage", f"{100 * trusted:.0f}% ({int(np.sum([r['trusted'] for r in rows]))}/"
-         f"{len(rows)}) / {100 * covered:.1f}% ({int(round(covered * len(rows)))}/{len(rows)})",
+         f"{len(rows)}) / {100 * covered:.1f}% ({n_covered}/{len(rows)})",
          "more trusted, coverage >= 95%", "coverage " + (
              "yes" if covered >= 0.95 else "no")],
     ])
@@ -965,11 +966,10 @@ def report(rows, recal_rows, ref_acc, seen, args, policy, timings) -> None:
     print(f"\nworst held-out case: {worst['name']} (error {_pts(worst['held'] - worst['true'])}, "
           f"{'trusted' if worst['trusted'] else 'flagged untrusted'}); trusted scenarios with error > 10 pts: "
           f"{len(big_trusted)} {[r['name'] for r in big_trusted]}")
-    covered = np.mean([r["lower"] <= r["true"] <= r["upper"] for r in rows])
+    n_covered = sum(r["lower"] <= r["true"] <= r["upper"] for r in rows)
     covered_t = [r["lower"] <= r["true"] <= r["upper"] for r in rows if r["trusted"]]
-    print(f"95% band covers the truth: {100 * covered:.1f}% of scenarios "
-          f"({int(round(covered * len(rows)))}/{len(rows)}), {100 * np.mean(covered_t):.1f}% of trusted ones "
-          f"({int(np.sum(covered_t))}/{len(covered_t)})")
+    print(f"95% band covers the truth: {100 * n_covered / len(rows):.1f}% of scenarios ({n_covered}/{len(rows)}), "
+          f"{100 * np.mean(covered_t):.1f}% of trusted ones ({sum(covered_t)}/{len(covered_t)})")
 
     for label, key in (("held-out, sequential", "trigger"), ("seen, sequential", "trigger_seen"),
                        ("held-out, window only", "trigger_window"), ("seen, window only", "trigger_seen_window")):
