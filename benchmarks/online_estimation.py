@@ -28,9 +28,9 @@ linear head; ``daic.oracles.combiner.neg_energy``) by default, and the band mode
 which the trust/band table compares with the drift-score rule; ``--band-method cqr|none`` fits
 them with the quantile band model or without one; the report also prints the held-out error of
 the window estimate averaged over 1, 2, 4, ... of the cross-fit replicates (its dependence on
-their chance choices);
+their chance choices; ``--replicates N`` fits N of them) and the scenarios the band misses;
 the model's self-agreement under test-time transforms is a signal by default, as the sidecar
-serves it (``daic.oracles.self_agreement``, the ``stretch`` view; computed for every input and
+serves it (``daic.oracles.self_agreement``, the served views; computed for every input and
 cached; ``--no-self-agreement`` leaves it out, ``--views`` chooses others); ``--paired-types a,b``
 runs only a paired comparison without/with self-agreement on one held-out fold's scenarios. The
 last section prints the scoring side's cost per input.
@@ -46,7 +46,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -434,6 +434,8 @@ def main(argv=None) -> None:
                              "(normalised conformal, 'scale'), 'cqr' (conformalized quantile regression) or 'none' "
                              "(drift-score trust rule and error model only); the trust/band table compares it with "
                              "the drift rule")
+    parser.add_argument("--replicates", type=int, default=None,
+                        help="the assessors' cross-fit replicates (AssessorConfig.replicates); default: the config's")
     parser.add_argument("--paired-types", default=None,
                         help="comma-separated corruption types of one outer fold: only a paired comparison on their "
                              "scenarios (held-out assessors without and with self-agreement; band model and drift rule)")
@@ -500,6 +502,11 @@ def main(argv=None) -> None:
         config = AssessorConfig(band_model=False)
     else:
         config = AssessorConfig(band_model=True, band_method=args.band_method)
+    if args.replicates is not None:
+        try:
+            config = replace(config, replicates=args.replicates)
+        except ValueError as exc:
+            parser.error(f"--replicates: {exc}")
     for ex in tqdm(sorted(excluded_sets, key=sorted), desc="fit assessors"):
         # --strict-families: a held-out type's fit-only family of the same kind is held out with it
         drop = set(ex) | ({FAMILY_OF.get(t) for t in ex} - {None} if args.strict_families else set())
@@ -970,6 +977,11 @@ def report(rows, recal_rows, ref_acc, seen, args, policy, timings) -> None:
     covered_t = [r["lower"] <= r["true"] <= r["upper"] for r in rows if r["trusted"]]
     print(f"95% band covers the truth: {100 * n_covered / len(rows):.1f}% of scenarios ({n_covered}/{len(rows)}), "
           f"{100 * np.mean(covered_t):.1f}% of trusted ones ({sum(covered_t)}/{len(covered_t)})")
+    misses = [r for r in rows if not r["lower"] <= r["true"] <= r["upper"]]
+    if misses:
+        print("band misses (truth outside the band): " + "; ".join(
+            f"{r['name']} true {100 * r['true']:.1f}, band [{100 * r['lower']:.1f}, {100 * r['upper']:.1f}]"
+            f"{'' if r['trusted'] else ' untrusted'}" for r in misses))
 
     for label, key in (("held-out, sequential", "trigger"), ("seen, sequential", "trigger_seen"),
                        ("held-out, window only", "trigger_window"), ("seen, window only", "trigger_seen_window")):

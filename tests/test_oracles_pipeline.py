@@ -206,3 +206,77 @@ def test_compositions_are_dropped_with_any_of_their_types():
 def test_replicates_must_be_a_positive_integer(bad):
     with pytest.raises(ValueError, match="replicates must be a positive integer"):
         AssessorConfig(replicates=bad)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_calibration_replicates_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError, match="calibration_replicates must be a positive integer"):
+        AssessorConfig(calibration_replicates=bad)
+
+
+def _naive_trust_threshold(drift, errors, tolerance, quantile):
+    """The definition, one sort per prefix: the reference the fast implementation must equal."""
+    order = np.argsort(drift)
+    d, e = drift[order], np.abs(errors[order])
+    best = None
+    for i in range(len(d)):
+        if i + 1 < len(d) and d[i + 1] == d[i]:
+            continue
+        if np.quantile(e[: i + 1], quantile) <= tolerance:
+            best = i
+    if best is None:
+        return float(d[0])
+    return 1.0 if best == len(d) - 1 else float(d[best])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_trust_threshold_equals_its_definition(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    drift = np.round(rng.random(n), int(rng.integers(1, 4)))  # 1-3 decimals: many ties
+    errors = rng.normal(0.0, 0.1 * rng.random(), n)
+    q = float(rng.choice([0.5, 0.9, 0.95, 1.0, rng.random()]))
+    tol = float(0.1 * rng.random())
+    assert _trust_threshold(drift, errors, tol, q) == _naive_trust_threshold(drift, errors, tol, q)
+
+
+def _three_type_shift(rng):
+    parts = [_synthetic(300, rng, shift=s, noise=nz) for s, nz in ((0.5, 0.1), (1.0, 0.3), (2.0, 0.5))]
+    return ShiftedReference(
+        OracleReference(*(np.concatenate([getattr(r, f) for r in parts])
+                          for f in ("probs", "embeddings", "labels", "shadow_probs"))),
+        np.repeat(["a/1", "b/1", "c/1"], 300),
+    )
+
+
+def test_uncalibrated_replicates_join_the_average_and_leave_the_calibration_alone():
+    """Replicates past ``calibration_replicates`` add their window model to the average (the
+    same models a fully calibrated fit makes: their cross-fits use their own seeds), while the
+    band, trust region and model error come from the calibrated replicates alone."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(5)
+    ref, shifted = _synthetic(3000, rng), _three_type_shift(rng)
+    three_of_one = OnlineAssessor(replace(SMALL, replicates=3, calibration_replicates=1)).fit(ref, shifted)
+    three_of_three = OnlineAssessor(replace(SMALL, replicates=3, calibration_replicates=3)).fit(ref, shifted)
+    one = OnlineAssessor(replace(SMALL, replicates=1)).fit(ref, shifted)
+    assert len(three_of_one.window_model._models) == len(three_of_three.window_model._models) == 3
+    assert len(three_of_one.band_model._members) == 1
+    assert len(three_of_three.band_model._members) == 3
+    probe = _synthetic(500, np.random.default_rng(6), shift=1.0, noise=0.3)
+    estimates = []
+    for a in (three_of_one, three_of_three, one):
+        est = a.new_estimator(max_count=len(probe))
+        est.update(a.score(probe.probs, probe.embeddings, probe.shadow_probs))
+        estimates.append(est.estimate())
+    assert estimates[0].accuracy == estimates[1].accuracy  # the same three window models
+    assert estimates[0].accuracy != estimates[2].accuracy  # ... which one replicate alone is not
+    # calibration: exactly the single calibrated replicate's
+    assert three_of_one.max_drift_score == one.max_drift_score
+    assert three_of_one.model_error == one.model_error
+    assert len(three_of_one.window_errors["error"]) == len(one.window_errors["error"])
+    from daic.oracles.window_model import WINDOW_FEATURES
+
+    features = np.random.default_rng(7).random((50, len(WINDOW_FEATURES) + 2))
+    for got, want in zip(three_of_one.band_model.predict(features), one.band_model.predict(features)):
+        np.testing.assert_array_equal(got, want)
