@@ -195,7 +195,9 @@ def part_file(store: ObjectStore, fs: pafs.FileSystem, root: str, key: str, stat
     schema. Every fault is one error naming the part: KeyNotFound when it is gone (deleted since
     it was listed), StorageError when the store will not serve it, CorruptObject when it is not a
     Parquet part holding ``columns`` or (raised by the reads inside the block) a column chunk is
-    damaged; never Arrow's own error, which names a path of the filesystem at best."""
+    damaged, ObjectTooLarge when the part or the column data its row groups declare exceeds the
+    store's read bound (``max_object_bytes``); never Arrow's own error, which names a path of
+    the filesystem at best."""
     try:
         raw = fs.open_input_file(f"{root}/{key}")
     except FileNotFoundError:
@@ -204,10 +206,14 @@ def part_file(store: ObjectStore, fs: pafs.FileSystem, root: str, key: str, stat
     except OSError as exc:
         raise StorageError(f"{store.url}: cannot read operational part {key!r}: {exc}") from None
     with raw:
+        size = raw.size()
+        if size > store.max_object_bytes:  # the footer's declared length is read before any check
+            raise store._too_large(key, size)
         try:
             pf = open_part(raw, stats)
         except (ValueError, OSError, pa.ArrowException) as exc:
             raise corrupt_part(store, key, f"not a readable Parquet file: {exc}") from None
+        rec.check_declared_size(store, key, pf.metadata)
         check_schema(store, key, pf.schema_arrow, columns)
         try:
             yield pf

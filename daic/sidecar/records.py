@@ -54,7 +54,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from daic.storage import ObjectStore
+from daic.storage import ObjectStore, ObjectTooLarge
 from daic.storage.parsed import CorruptObject
 
 PREFIX = "operational"
@@ -425,14 +425,29 @@ def read_npz_batch(store: ObjectStore, key: str) -> OperationalRecords:
         raise CorruptObject(f"{store.url}: operational batch {key!r}: {exc}") from None
 
 
+def check_declared_size(store: ObjectStore, key: str, metadata: pq.FileMetaData) -> None:
+    """ObjectTooLarge naming part ``key`` when its row groups declare more column data,
+    uncompressed, than the store's read bound (``max_object_bytes``). The object's own size is
+    bounded where its bytes are read; this bounds what decoding it would allocate: a few KiB of
+    compressed zeros can declare gigabytes (a part the sidecar writes holds a few MiB)."""
+    declared = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    if declared > store.max_object_bytes:
+        raise ObjectTooLarge(f"{store.url}: operational part {key!r} declares {declared:,} bytes of column data "
+                             f"uncompressed, more than the read bound of {store.max_object_bytes:,} bytes "
+                             "(max_object_bytes); not read")
+
+
 def read_part(store: ObjectStore, key: str) -> OperationalRecords:
     """Every column of one object (a Parquet part or an old ``.npz`` batch); CorruptObject naming
-    the key when it is not a readable part of records (a StorageError: ``daic oracle records`` and
-    the readers above it print one line)."""
+    the key when it is not a readable part of records, ObjectTooLarge when it is or decodes to
+    more than the store's read bound (a StorageError: ``daic oracle records`` and the readers
+    above it print one line)."""
     if key.endswith(".npz"):
         return read_npz_batch(store, key)
     try:
-        table = pq.read_table(io.BytesIO(store.get_bytes(key)))
+        pf = pq.ParquetFile(io.BytesIO(store.get_bytes(key)))
+        check_declared_size(store, key, pf.metadata)
+        table = pf.read()
     except (pa.ArrowException, OSError) as exc:  # ArrowInvalid, or OSError for a cut-off file
         raise CorruptObject(f"{store.url}: operational part {key!r} is not a readable Parquet file: {exc}") from None
     try:
