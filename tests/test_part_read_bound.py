@@ -1,11 +1,12 @@
-"""Operational parts larger than the store's read bound, or declaring more column data than it.
+"""Objects larger than the store's read bound, or declaring more data than it when decoded.
 
 ``ObjectStore.max_object_bytes`` bounds what a reader takes from a store (a faulty or hostile
 store must not fill its memory). The records' whole-part reader (``read_part``) takes the object
 through ``get_bytes``, which enforces it; the sampling scan opens parts for ranged Parquet reads,
 which did not. And a part's bytes are only half of it: a few KiB of compressed zeros can declare
 megabytes of column data, which decoding allocates. Both readers now refuse either with
-ObjectTooLarge naming the part; a part within the bound reads as before.
+ObjectTooLarge naming the part; a part within the bound reads as before. ``.npz`` archives (old
+batches, labeled batches, unlabeled pools) are held to it by their members' declared sizes.
 """
 from __future__ import annotations
 
@@ -76,3 +77,34 @@ def test_the_ray_engine_refuses_it_too(part, local_ray):  # noqa: F811 -- the fi
     assert key in str(info.value)
     store.max_object_bytes = 2000 * 28 * 28 * 8 * 2
     assert _scan(store, ray_address="auto").pool.size == 2000
+
+
+def _deflated_zeros(n: int) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=np.zeros((n, 28, 28), np.float32), labels=np.zeros(n, np.int64))
+    return buf.getvalue()
+
+
+def test_an_npz_declaring_more_than_the_bound_is_refused_by_every_reader(tmp_path):
+    """Old operational batches, labeled batches and unlabeled pools are ``.npz`` archives: the
+    same bound holds for what they declare (deflated zeros: a 30 KiB archive of 2.5 MB)."""
+    from daic.sampling.parts import npz_columns
+    from daic.training.data import load_labeled_batches
+    from daic.training.semi_supervised import load_unlabeled
+
+    store = open_store(f"file://{tmp_path / 'store'}")
+    raw = _deflated_zeros(800)
+    store.put_bytes("labeled/b1.npz", raw)
+    store.max_object_bytes = 20 * len(raw)
+    assert 20 * len(raw) < 800 * 28 * 28 * 4
+    readers = (lambda: store.get_arrays("labeled/b1.npz"), lambda: load_labeled_batches(store, "labeled/"),
+               lambda: load_unlabeled(store, "labeled/b1.npz"),
+               lambda: npz_columns(store, "labeled/b1.npz", raw, ("inputs",)))
+    for read in readers:
+        with pytest.raises(ObjectTooLarge, match="declares .* bytes uncompressed") as info:
+            read()
+        assert "labeled/b1.npz" in str(info.value)
+    store.max_object_bytes = 800 * 28 * 28 * 4 + 800 * 8 + 4096  # its arrays and their headers
+    assert store.get_arrays("labeled/b1.npz")["images"].shape == (800, 28, 28)

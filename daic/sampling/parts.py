@@ -154,7 +154,9 @@ def corrupt_part(store: ObjectStore, key: str, what: str) -> CorruptObject:
 
 def npz_columns(store: ObjectStore, key: str, raw: bytes, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
     """``columns`` of an old ``.npz`` batch, each of its kind and rank (images (N, 28, 28)) and one
-    row per input; CorruptObject naming the batch when it is not one."""
+    row per input; CorruptObject naming the batch when it is not one, ObjectTooLarge when it
+    declares more data than the store's read bound."""
+    store.check_npz_bound(key, raw)
     try:
         with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
             missing = [c for c in columns if c not in npz.files]

@@ -10,7 +10,6 @@ it saw even if a batch is later rewritten.
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,8 +71,7 @@ def load_labeled_batches(store: ObjectStore, prefix: str) -> LabeledBatches:
     images, labels, refs, weights = [], [], [], []
     for key in keys:
         raw = store.get_bytes(key)
-        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
+        arrays = store.arrays_from_bytes(key, raw)
         imgs, labs = check_labeled_batch(arrays, key)
         images.append(imgs)
         labels.append(labs)

@@ -31,7 +31,6 @@ Everything here is pure tensor code plus one loader; the loop (:mod:`daic.traini
 """
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -86,10 +85,7 @@ def check_unlabeled(arrays: dict[str, np.ndarray], key: str) -> UnlabeledPool:
 
 def load_unlabeled(store, key: str) -> UnlabeledPool:
     """The ``.npz`` at ``key`` (``images``, optional ``p_correct``)."""
-    raw = store.get_bytes(key)
-    with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-        arrays = {name: npz[name] for name in npz.files}
-    return check_unlabeled(arrays, key)
+    return check_unlabeled(store.get_arrays(key), key)
 
 
 # --- pseudo-labels ---------------------------------------------------------------------------
