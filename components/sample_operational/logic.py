@@ -39,7 +39,7 @@ from daic.sampling.pool import Pool, SampledPool
 from daic.sampling.sample import Sample
 from daic.sampling.fetch import fetch_rows
 from daic.sampling.parts import ScanStats
-from daic.sampling.scan import MAX_PARALLEL, PoolScan, scan_pool
+from daic.sampling.scan import MAX_PARALLEL, EmptyWindow, PoolScan, scan_pool
 from daic.sidecar.records import newest_hour_end
 from daic.storage import KeyNotFound, ObjectStore, open_store
 from daic.storage.parsed import CorruptObject
@@ -187,9 +187,9 @@ def scan_window(store: ObjectStore, config: SampleConfig, since: float | None, u
         try:
             return scan_pool(store, config.deployment, since, until, max_parallel=config.max_parallel,
                              ray_address=ray_address)
-        except ValueError as exc:
+        except EmptyWindow as exc:
             left = until + config.wait_for_inputs_s - clock() if until is not None else 0.0
-            if not str(exc).startswith("no operational inputs") or left <= 0:
+            if left <= 0:
                 raise
             log.info("%s; the sidecar may not have written it yet: reading again for up to %.0f s", exc, left)
             sleep(min(POLL_S, left))

@@ -203,3 +203,23 @@ def test_the_wait_for_an_empty_window_is_bounded(operational_store):
         assert slept == []
     with pytest.raises(ValueError, match="wait_for_inputs_s must be in"):
         SampleConfig(wait_for_inputs_s=-1)
+
+
+def test_only_an_empty_window_is_waited_for_whatever_an_error_says(monkeypatch):
+    """The wait is for the scan's EmptyWindow, by its type: another ValueError is raised at once,
+    even one whose message reads like it."""
+    from daic.components.sample_operational import logic
+
+    def scan_pool(*args, **kwargs):
+        raise ValueError("no operational inputs could be decoded")  # not an empty window
+
+    monkeypatch.setattr(logic, "scan_pool", scan_pool)
+    now, slept = [T0 + 61], []
+
+    def sleep(s):
+        slept.append(s)
+        now[0] += s
+
+    with pytest.raises(ValueError, match="could be decoded"):
+        logic.scan_window(None, SampleConfig(wait_for_inputs_s=60.0), T0, T0 + 60, clock=lambda: now[0], sleep=sleep)
+    assert slept == []

@@ -213,12 +213,18 @@ def impute_unscored(p_correct: np.ndarray) -> tuple[np.ndarray, int]:
     return np.where(missing, fill, p), n
 
 
+class EmptyWindow(ValueError):
+    """The window holds no operational input (no part listed in it, or none of their rows inside).
+    A ValueError, as every caller already treats it; its own class so that a caller that waits for
+    a window still being written (``sample-operational``) need not match the message."""
+
+
 def merge_blocks(blocks: list[dict[str, np.ndarray]], part_numbers: list[np.ndarray]) -> tuple[Pool, np.ndarray, int, int]:
     """One pool from compact blocks: repeated keys dropped (the lowest part number kept), ordered
     by key; unscored inputs given a P(correct) (:func:`impute_unscored`). Pure: the same blocks in
     any order give the same pool. Returns (pool, part of each input, duplicates, unscored)."""
     if not blocks or not sum(b["key"].size for b in blocks):
-        raise ValueError("no operational inputs in the window")
+        raise EmptyWindow("no operational inputs in the window")
     key = np.concatenate([b["key"] for b in blocks])
     part = np.concatenate(part_numbers).astype(np.int32)
     order = np.lexsort((part, key))
@@ -240,7 +246,7 @@ def scan_pool(store: ObjectStore, deployment: str, since: float | None = None, u
 
     ``ray_address``: None or "" reads here with ``max_parallel`` threads; an address (``auto``,
     ``ray://...``, or ``local`` for a private local Ray) reads on Ray Data. Raises ValueError
-    naming the prefix and window when the window holds no input.
+    naming the prefix and window (:class:`EmptyWindow`) when the window holds no input.
     """
     if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
         raise ValueError(f"max_parallel must be a positive integer, got {max_parallel!r}")
@@ -249,16 +255,14 @@ def scan_pool(store: ObjectStore, deployment: str, since: float | None = None, u
     stats = ScanStats(engine="ray" if ray_address else "local", parts_listed=len(parts))
     try:
         if not parts:
-            raise ValueError("no parts")
+            raise EmptyWindow("no parts")
         if ray_address:
             blocks, numbers = _scan_on_ray(store, parts, since, until, ray_address, max_parallel, stats)
         else:
             blocks, numbers = _scan_here(store, parts, since, until, max_parallel, stats)
         pool, part_of, dup, unscored = merge_blocks(blocks, numbers)
-    except ValueError as exc:
-        if str(exc) not in ("no parts", "no operational inputs in the window"):
-            raise
-        raise ValueError(
+    except EmptyWindow:
+        raise EmptyWindow(
             f"no operational inputs under {store.url}/{rec.PREFIX}/{deployment}/ in the window "
             f"[{since if since is not None else '-inf'}, {until if until is not None else '+inf'})"
         ) from None
