@@ -442,25 +442,22 @@ class OnlineAssessor:
         window model to the average.
         """
         cfg = self.config
-        n_cal = min(getattr(cfg, "calibration_replicates", cfg.replicates), cfg.replicates)
         held, feats, accs, pred_oof, models, svars, bands = [], [], [], [], [], [], []
         for r in range(cfg.replicates):
-            if r >= n_cal:
-                out = self._replicate(cal, x, y, w, shifted, cfg.seed + r, calibrate=False)
-                held.append(out[0])
-                models.append(out[4])
+            calibrated = r < cfg.calibration_replicates
+            h, f, a, p, m, sv, wf = self._replicate(cal, x, y, w, shifted, cfg.seed + r, calibrate=calibrated)
+            held.append(h)
+            models.append(m)
+            if not calibrated:  # its window model joins the average; no held-out window errors
                 continue
-            h, f, a, p, m, sv, wf = self._replicate(cal, x, y, w, shifted, cfg.seed + r)
             if cfg.band_model and m is not None:
                 bands.append(BandModel(cfg.level, min(cfg.trusted_quantile, 0.999), cfg.seed + r,
                                        getattr(cfg, "band_method", "cqr")).fit(
                     band_features(f, p, np.sqrt(sv)), np.abs(p - a), wf))
             svars.append(sv)
-            held.append(h)
             feats.append(f)
             accs.append(a)
             pred_oof.append(p)
-            models.append(m)
         self.held_out_errors = {c: float(np.mean([h[c] for h in held])) for c in held[0]}
         feats, accs, pred_oof = np.vstack(feats), np.concatenate(accs), np.concatenate(pred_oof)
         if cfg.window_model:
